@@ -1,0 +1,36 @@
+//! `keel-bdev`: Keel's block-device layer (DESIGN.md §4).
+//!
+//! Consumers (the NVMe-oF target, keel-perf, lvol, raid) [`open`] a bdev by name, get a
+//! [`BdevDesc`] (which receives hot-remove events and can claim the bdev), then take an
+//! [`IoChannel`] on each core they submit from. I/O completes on the submitting core through a
+//! plain function-pointer callback with an opaque context, so nothing is allocated per I/O: the
+//! descriptor comes from the channel's pre-allocated pool.
+//!
+//! Module writers implement [`BdevBackend`] + [`BackendChannel`] and call [`register`].
+//!
+//! Module map:
+//! - `types`: I/O types, statuses, iovecs, errors.
+//! - `backend`: the traits a bdev module implements.
+//! - `registry`: names/aliases → bdevs, open descriptors, claims, hot-remove, unregister.
+//! - `io_path`: HOT PATH — channels, descriptor pools, submission, deferred completion.
+//! - `stats`: per-core I/O counters and their aggregation.
+//! - `qos`: per-core rate limits (`bdev_set_qos_limit`).
+//! - `modules/`: `malloc`, `null`, `uring`, `delay`, `error`.
+//! - `rpc`: the `bdev_*` JSON-RPC methods and the `bdev` config subsystem.
+
+mod backend;
+mod io_path;
+pub mod modules;
+mod qos;
+mod registry;
+pub mod rpc;
+mod stats;
+mod types;
+
+pub use backend::{BackendChannel, BdevBackend, ConfigCall};
+pub use io_path::{IoCallback, IoChannel, IoRef};
+pub use registry::{
+    bdev_names, get_bdev, open, register, unregister, Bdev, BdevDesc, BdevEvent, BdevInfo,
+};
+pub use stats::IoStats;
+pub use types::{BdevError, IoStatus, IoType, IoVec, SubmitError, Uuid, MAX_IOVS};

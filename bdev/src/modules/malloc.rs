@@ -1,0 +1,4 @@
+//! The `malloc` bdev module.
+
+/// Register this module's JSON-RPC methods.
+pub fn register_rpcs() {}

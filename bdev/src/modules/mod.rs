@@ -1,0 +1,7 @@
+//! Leaf bdev modules, each with its own RPC methods.
+
+pub mod delay;
+pub mod error;
+pub mod malloc;
+pub mod null;
+pub mod uring;

@@ -1,0 +1,4 @@
+//! The `null` bdev module.
+
+/// Register this module's JSON-RPC methods.
+pub fn register_rpcs() {}

@@ -1,0 +1,1 @@
+//! Per-core rate limits for `bdev_set_qos_limit`, enforced without a shared lock.

@@ -1,0 +1,29 @@
+//! `keel-reactor`: Keel's runtime.
+//!
+//! One pinned OS thread per core of the core mask, each running a run-to-completion loop
+//! (see DESIGN.md §3): drain the core's lock-free message ring, run every active poller, run the
+//! timed pollers that are due, poll the ready local tasks. Nothing on a reactor ever blocks.
+//!
+//! The API is free functions that act on "the current reactor" (the calling thread's), plus
+//! [`Runtime`] to start and stop the whole set. Pools of DMA-able I/O buffers live in [`pool`].
+//!
+//! Module map (each file has one job):
+//! - `cpumask`: parsing and validating `-m/--cpumask`.
+//! - `runtime`: starting/stopping the reactor threads, the global registry of reactors.
+//! - `reactor`: the per-core loop, message ring, pollers, timers, idle/interrupt policy, stats.
+//! - `task`: local (`!Send`) futures on a reactor (`async-task`).
+//! - `oneshot`: a small completion channel used by `call_on` and the control plane.
+//! - `pool`: per-core slab allocator of DMA-able buffers.
+
+pub mod cpumask;
+pub mod pool;
+mod api;
+mod oneshot;
+mod reactor;
+mod runtime;
+mod task;
+
+pub use api::*;
+pub use cpumask::{CpuMask, CpuMaskError};
+pub use oneshot::{oneshot, OneshotReceiver, OneshotSender};
+pub use runtime::{Runtime, RuntimeError, RuntimeOptions};

@@ -1,0 +1,40 @@
+//! `keel-rpc`: Keel's control plane (DESIGN.md §7).
+//!
+//! A JSON-RPC 2.0 server on a Unix stream socket, compatible with SPDK's `rpc.py`: no framing
+//! (a request is one complete JSON value), SPDK's method names, parameter names and error codes.
+//! The server is a poller on the main reactor: it never blocks (non-blocking accept/read/write),
+//! and each request runs as a local task so a handler may await work on other cores.
+//!
+//! Each crate registers its own methods ([`register_method`]) and its config subsystem
+//! ([`register_config_subsystem`]); `save_config` asks every subsystem for the calls that
+//! recreate its state, and `-c FILE` / `load_config` replay such calls in order.
+//!
+//! Methods also carry a [`MethodSpec`] (parameters, help) shared by server-side docs and the
+//! `keel-rpc` command-line client ([`cli`]), which maps rpc.py-style arguments to params.
+//!
+//! Module map:
+//! - `error`: [`RpcError`] and the JSON-RPC / errno codes.
+//! - `registry`: methods and config subsystems.
+//! - `framing`: finding one complete JSON value in a byte stream.
+//! - `server`: the socket poller and request dispatch.
+//! - `config`: config file load (replay) and `save_config`.
+//! - `builtin`: `rpc_get_methods`, `spdk_get_version`, `framework_*`, `save_config`,
+//!   `load_config`, `spdk_kill_instance`.
+//! - `cli`: the `keel-rpc` client.
+//! - `params`: helpers to decode params into typed structs with clear errors.
+
+pub mod cli;
+mod error;
+pub mod framing;
+mod registry;
+pub mod params;
+mod server;
+mod config;
+mod builtin;
+
+pub use config::{load_config_file, load_config_value, save_config_value, ConfigError};
+pub use error::{RpcError, RpcResult};
+pub use registry::{
+    register_config_subsystem, register_method, HandlerFuture, MethodSpec, ParamKind, ParamSpec,
+};
+pub use server::{RpcServer, RpcServerError};
