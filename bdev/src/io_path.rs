@@ -3,125 +3,830 @@
 //! Rules kept here: no lock, no heap allocation, no syscall per I/O in steady state. Completions
 //! are always delivered from the reactor loop (never inside the submit call that started them),
 //! so a callback may submit again without recursion.
+//!
+//! Shape:
+//! - One [`ChannelState`] per (core, bdev), shared by every [`IoChannel`] handle taken on that
+//!   core (like SPDK's per-thread channels): one backend channel, one pool of [`IoDesc`]
+//!   descriptors allocated at creation, a FIFO of I/Os held back by QoS, a list of closures
+//!   waiting for a free descriptor.
+//! - A descriptor is in exactly one place at a time: the channel's free list, the QoS queue,
+//!   the module (as an [`IoRef`]), or the core's completion queue. The lists are intrusive
+//!   (through `IoDesc::next`), so moving a descriptor never allocates.
+//! - [`IoRef::complete`] only records the status and appends the descriptor to the core's
+//!   completion queue; one poller per core drains it: counters, descriptor back to its pool,
+//!   user callback, then closures waiting for a descriptor.
+//! - The channel state lives while a handle or an in-flight I/O needs it: dropping the last
+//!   handle with I/O in flight parks an `Rc` to the state in itself (`self_ref`), released when
+//!   the last I/O completes.
+//!
+//! Re-entrancy: nothing here holds a `RefCell` borrow or a `&mut` across a call into a module or
+//! a user callback; the backend channel is reached through a guarded `UnsafeCell` (a module that
+//! re-entered its own channel would be a bug, caught by the guard).
 
-use crate::{Bdev, IoStatus, IoType, IoVec, SubmitError};
+use crate::qos::{self, QosBucket};
+use crate::registry::DescShared;
+use crate::stats::CoreStats;
+use crate::{BackendChannel, Bdev, BdevError, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+use keel_reactor::{PollStatus, PollerId};
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
+use std::ptr::{self, NonNull};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Completion callback: `ctx` is the value given at submission. Runs on the submitting core.
 pub type IoCallback = fn(ctx: usize, status: IoStatus);
 
+/// Descriptors per channel (per core per bdev). An NVMe-oF poll group serving several queue
+/// pairs of depth 128 on one namespace shares one channel, hence more than one queue's worth.
+pub(crate) const CHANNEL_DESCRIPTORS: usize = 512;
+
+/// One I/O request. Lives in a channel's pool; reached through raw pointers only (never a
+/// long-lived `&mut`), always on the channel's core.
+pub(crate) struct IoDesc {
+    /// Link in whichever intrusive list holds the descriptor (free list, QoS queue, completion
+    /// queue). Unused while the module holds it.
+    next: *mut IoDesc,
+    /// The owning channel (kept alive while the descriptor is not free).
+    chan: *const ChannelState,
+    io_type: IoType,
+    status: IoStatus,
+    iovcnt: u32,
+    offset: u64,
+    num_blocks: u64,
+    cb: IoCallback,
+    ctx: usize,
+    submit_tick: u64,
+    module_ctx: [u64; 8],
+    iovs: [IoVec; MAX_IOVS],
+}
+
+fn no_callback(_ctx: usize, _status: IoStatus) {}
+
+impl IoDesc {
+    const EMPTY: IoDesc = IoDesc {
+        next: ptr::null_mut(),
+        chan: ptr::null(),
+        io_type: IoType::Read,
+        status: IoStatus::Success,
+        iovcnt: 0,
+        offset: 0,
+        num_blocks: 0,
+        cb: no_callback,
+        ctx: 0,
+        submit_tick: 0,
+        module_ctx: [0; 8],
+        iovs: [IoVec::EMPTY; MAX_IOVS],
+    };
+}
+
+/// An intrusive FIFO of descriptors linked through `IoDesc::next`.
+pub(crate) struct DescQueue {
+    head: Cell<*mut IoDesc>,
+    tail: Cell<*mut IoDesc>,
+}
+
+impl DescQueue {
+    pub(crate) const fn new() -> DescQueue {
+        DescQueue { head: Cell::new(ptr::null_mut()), tail: Cell::new(ptr::null_mut()) }
+    }
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.head.get().is_null()
+    }
+    /// Append `d`.
+    ///
+    /// # Safety
+    /// `d` must be a valid descriptor of this thread that is in no other list.
+    #[inline]
+    unsafe fn push_back(&self, d: *mut IoDesc) {
+        // SAFETY: per the contract, `d` (and the current tail, which is in this list) are valid
+        // descriptors on this thread, touched by no one else right now.
+        unsafe {
+            (*d).next = ptr::null_mut();
+            let tail = self.tail.get();
+            if tail.is_null() {
+                self.head.set(d);
+            } else {
+                (*tail).next = d;
+            }
+        }
+        self.tail.set(d);
+    }
+    /// Remove and return the first descriptor (null when empty).
+    #[inline]
+    fn pop_front(&self) -> *mut IoDesc {
+        let d = self.head.get();
+        if !d.is_null() {
+            // SAFETY: descriptors in the list are valid (push_back's contract).
+            let next = unsafe { (*d).next };
+            self.head.set(next);
+            if next.is_null() {
+                self.tail.set(ptr::null_mut());
+            }
+        }
+        d
+    }
+    /// Detach the whole list and return its head (null when empty).
+    #[inline]
+    fn take_all(&self) -> *mut IoDesc {
+        self.tail.set(ptr::null_mut());
+        self.head.replace(ptr::null_mut())
+    }
+    /// The first descriptor without removing it (null when empty).
+    #[inline]
+    fn front(&self) -> *mut IoDesc {
+        self.head.get()
+    }
+}
+
+thread_local! {
+    /// This core's completed descriptors, waiting for the completion poller.
+    static COMPLETED: DescQueue = const { DescQueue::new() };
+    /// Whether this core's completion poller is registered.
+    static COMPLETION_POLLER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Drain this core's completion queue: counters, descriptor back to its pool, user callback,
+/// waiters. Completions added meanwhile (by callbacks that resubmit to modules completing at
+/// once) wait for the next run, so a run is bounded.
+pub(crate) fn poll_completions() -> PollStatus {
+    let mut d = COMPLETED.with(DescQueue::take_all);
+    if d.is_null() {
+        return PollStatus::Idle;
+    }
+    while !d.is_null() {
+        // SAFETY: every descriptor on the queue was completed on this core and is out of every
+        // other list; its channel is alive since the descriptor still counts as in flight.
+        unsafe {
+            let next = (*d).next;
+            finish(d);
+            d = next;
+        }
+    }
+    PollStatus::Busy
+}
+
+/// Complete one descriptor taken from the completion queue.
+///
+/// # Safety
+/// `d` is a completed descriptor of a live channel of this thread, in no list.
+unsafe fn finish(d: *mut IoDesc) {
+    // SAFETY: per the contract; the fields are copied out before the descriptor is freed.
+    let (chan, io_type, status, num_blocks, cb, ctx, t0) = unsafe {
+        let x = &*d;
+        (&*x.chan, x.io_type, x.status, x.num_blocks, x.cb, x.ctx, x.submit_tick)
+    };
+    let bytes = match io_type {
+        IoType::Read | IoType::Write | IoType::Unmap => num_blocks * u64::from(chan.block_size),
+        _ => 0,
+    };
+    chan.stats.record(io_type, status, bytes, keel_reactor::ticks().wrapping_sub(t0));
+    // SAFETY: `d` belongs to `chan` and is in no list.
+    unsafe { chan.put_desc(d) };
+    // The descriptor is free (a resubmission may reuse it) but still counts in `inflight`, so
+    // the channel outlives the callback even if the callback drops the last handle.
+    cb(ctx, status);
+    chan.serve_waiters();
+    // `chan` is a local (not a protected argument): dropping the parked Rc may free the channel,
+    // and `chan` is not used afterwards.
+    drop(chan.io_done());
+}
+
+fn ensure_completion_poller() {
+    if !COMPLETION_POLLER.with(|p| p.replace(true)) {
+        keel_reactor::register_poller("bdev_completions", None, poll_completions);
+    }
+}
+
+/// One core's channel state for one bdev (see the module doc).
+pub(crate) struct ChannelState {
+    bdev: Bdev,
+    block_size: u32,
+    num_blocks: u64,
+    supported: [bool; IoType::ALL.len()],
+    /// Dropped by hand in `Drop`, before the bdev is told the channel is gone.
+    backend: ManuallyDrop<UnsafeCell<Box<dyn BackendChannel>>>,
+    /// Set while the backend channel is borrowed (re-entrancy guard).
+    in_backend: Cell<bool>,
+    pool: Box<[UnsafeCell<IoDesc>]>,
+    /// Free descriptors (LIFO through `next`, for cache warmth).
+    free: Cell<*mut IoDesc>,
+    /// Descriptors taken and not yet finished (QoS-queued, in the module, completing).
+    inflight: Cell<u32>,
+    /// Live `IoChannel` handles.
+    handles: Cell<u32>,
+    /// Keeps the state alive after the last handle went while I/O is in flight.
+    self_ref: Cell<Option<Rc<ChannelState>>>,
+    waiters: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    stats: Rc<CoreStats>,
+    qos_on: Cell<bool>,
+    qos: RefCell<Option<QosBucket>>,
+    qos_queue: DescQueue,
+    qos_poller: Cell<Option<PollerId>>,
+    /// Backend poller (modules with `needs_poll`).
+    poller: Cell<Option<PollerId>>,
+    /// Whether the state lives on a reactor (else a unit test drives it by hand).
+    on_reactor: bool,
+}
+
+impl ChannelState {
+    fn new(bdev: &Bdev, depth: usize, on_reactor: bool) -> Result<Rc<ChannelState>, BdevError> {
+        let backend = bdev.backend().create_channel()?;
+        let needs_poll = backend.needs_poll();
+        let pool: Box<[UnsafeCell<IoDesc>]> = (0..depth).map(|_| UnsafeCell::new(IoDesc::EMPTY)).collect();
+        let st = Rc::new(ChannelState {
+            bdev: bdev.clone(),
+            block_size: bdev.info().block_size,
+            num_blocks: bdev.info().num_blocks,
+            supported: bdev.supported_table(),
+            backend: ManuallyDrop::new(UnsafeCell::new(backend)),
+            in_backend: Cell::new(false),
+            pool,
+            free: Cell::new(ptr::null_mut()),
+            inflight: Cell::new(0),
+            handles: Cell::new(0),
+            self_ref: Cell::new(None),
+            waiters: RefCell::new(VecDeque::new()),
+            stats: crate::percore::stats_cell(bdev.id()),
+            qos_on: Cell::new(false),
+            qos: RefCell::new(None),
+            qos_queue: DescQueue::new(),
+            qos_poller: Cell::new(None),
+            poller: Cell::new(None),
+            on_reactor,
+        });
+        let me = Rc::as_ptr(&st);
+        for cell in st.pool.iter().rev() {
+            let d = cell.get();
+            // SAFETY: the pool was just created; nothing else refers to its descriptors.
+            unsafe {
+                (*d).chan = me;
+                (*d).next = st.free.get();
+            }
+            st.free.set(d);
+        }
+        bdev.channel_opened();
+        if on_reactor {
+            ensure_completion_poller();
+            if needs_poll {
+                let w = Rc::downgrade(&st);
+                let id = keel_reactor::register_poller("bdev_channel", None, move || {
+                    w.upgrade().map_or(PollStatus::Idle, |c| c.poll_backend())
+                });
+                st.poller.set(Some(id));
+            }
+        }
+        st.apply_qos(&bdev.qos_limits());
+        log::debug!(
+            "bdev {}: channel created on core {:?} ({depth} descriptors)",
+            bdev.name(),
+            keel_reactor::current_core()
+        );
+        Ok(st)
+    }
+
+    /// Run `f` on the backend channel.
+    #[inline]
+    fn with_backend<R>(&self, f: impl FnOnce(&mut dyn BackendChannel) -> R) -> R {
+        assert!(
+            !self.in_backend.replace(true),
+            "bdev {}: module re-entered its own channel",
+            self.bdev.name()
+        );
+        // SAFETY: the guard above makes this the only live reference to the backend channel;
+        // the state is `!Sync`, so no other thread can reach it.
+        let r = f(unsafe { &mut **self.backend.get() });
+        self.in_backend.set(false);
+        r
+    }
+
+    fn poll_backend(&self) -> PollStatus {
+        if self.inflight.get() == 0 {
+            return PollStatus::Idle;
+        }
+        self.with_backend(|b| b.poll())
+    }
+
+    #[inline]
+    fn take_desc(&self) -> Option<*mut IoDesc> {
+        let d = self.free.get();
+        if d.is_null() {
+            return None;
+        }
+        // SAFETY: `d` heads the free list, so it is a valid descriptor of this channel.
+        self.free.set(unsafe { (*d).next });
+        Some(d)
+    }
+
+    /// Put `d` back on the free list.
+    ///
+    /// # Safety
+    /// `d` belongs to this channel's pool and is in no list.
+    #[inline]
+    unsafe fn put_desc(&self, d: *mut IoDesc) {
+        // SAFETY: per the contract.
+        unsafe { (*d).next = self.free.get() };
+        self.free.set(d);
+    }
+
+    /// Validate an I/O against the bdev (not the iovecs).
+    #[inline]
+    fn check(&self, io_type: IoType, offset: u64, num_blocks: u64) -> Result<(), SubmitError> {
+        if self.bdev.removing_flag().load(Ordering::Relaxed) {
+            return Err(SubmitError::Removed);
+        }
+        if !self.supported[io_type as usize] {
+            return Err(SubmitError::Unsupported);
+        }
+        match io_type {
+            IoType::Flush | IoType::Reset => Ok(()),
+            _ => {
+                let end = offset.checked_add(num_blocks);
+                if num_blocks == 0 || end.map_or(true, |e| e > self.num_blocks) {
+                    Err(SubmitError::OutOfRange)
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Account a descriptor as in flight and send it to QoS or the module.
+    #[inline]
+    fn start(&self, d: *mut IoDesc) {
+        self.inflight.set(self.inflight.get() + 1);
+        // SAFETY: `d` was just taken from this channel's free list and filled; only we hold it.
+        let io_type = unsafe {
+            (*d).submit_tick = keel_reactor::ticks();
+            (*d).io_type
+        };
+        if self.qos_on.get() && qos::is_limited(io_type) && !self.qos_admit(d) {
+            // SAFETY: `d` is ours and in no list.
+            unsafe { self.qos_queue.push_back(d) };
+            return;
+        }
+        self.submit_to_backend(d);
+    }
+
+    /// Whether QoS lets `d` go now (FIFO: never ahead of queued I/O).
+    fn qos_admit(&self, d: *mut IoDesc) -> bool {
+        if !self.qos_queue.is_empty() {
+            return false;
+        }
+        self.qos_try(d)
+    }
+
+    fn qos_try(&self, d: *mut IoDesc) -> bool {
+        // SAFETY: `d` is a taken descriptor of this channel, not in the module.
+        let (io_type, num) = unsafe { ((*d).io_type, (*d).num_blocks) };
+        let bytes = match io_type {
+            IoType::Read | IoType::Write => num * u64::from(self.block_size),
+            _ => 0,
+        };
+        self.qos.borrow_mut().as_mut().map_or(true, |b| b.try_admit(io_type, bytes))
+    }
+
+    #[inline]
+    fn submit_to_backend(&self, d: *mut IoDesc) {
+        // SAFETY: `d` is a filled descriptor of this channel that nobody else holds; it is
+        // handed to the module as its one IoRef.
+        let io = unsafe { IoRef::new(d) };
+        self.with_backend(|b| b.submit(io));
+    }
+
+    /// Run closures waiting for a descriptor while descriptors are free. Each runs at most
+    /// once per call, so one that re-queues itself cannot spin.
+    #[inline]
+    fn serve_waiters(&self) {
+        if self.free.get().is_null() || self.waiters.borrow().is_empty() {
+            return;
+        }
+        let n = self.waiters.borrow().len();
+        for _ in 0..n {
+            if self.free.get().is_null() {
+                break;
+            }
+            let Some(f) = self.waiters.borrow_mut().pop_front() else { break };
+            f();
+        }
+    }
+
+    /// One I/O finished. Returns the parked self-reference when it was the last I/O of a
+    /// channel without handles: the caller drops it (which frees the state) after its last use.
+    #[inline]
+    fn io_done(&self) -> Option<Rc<ChannelState>> {
+        let n = self.inflight.get() - 1;
+        self.inflight.set(n);
+        if n == 0 && self.handles.get() == 0 {
+            self.self_ref.take()
+        } else {
+            None
+        }
+    }
+
+    /// Apply `limits` (this core's share) to the channel.
+    fn apply_qos(self: &Rc<Self>, limits: &qos::QosLimits) {
+        match QosBucket::new(limits, qos::ncores()) {
+            None => {
+                self.qos_on.set(false);
+                *self.qos.borrow_mut() = None;
+                if let Some(id) = self.qos_poller.take() {
+                    keel_reactor::unregister_poller(id);
+                }
+                loop {
+                    let d = self.qos_queue.pop_front();
+                    if d.is_null() {
+                        break;
+                    }
+                    self.submit_to_backend(d);
+                }
+            }
+            Some(bucket) => {
+                *self.qos.borrow_mut() = Some(bucket);
+                self.qos_on.set(true);
+                if self.on_reactor && self.qos_poller.get().is_none() {
+                    let w = Rc::downgrade(self);
+                    let id = keel_reactor::register_poller("bdev_qos", Some(qos::TIMESLICE), move || {
+                        w.upgrade().map_or(PollStatus::Idle, |c| c.qos_refill())
+                    });
+                    self.qos_poller.set(Some(id));
+                }
+            }
+        }
+    }
+
+    /// Start a QoS timeslice: refill the budget and submit what it allows from the queue.
+    pub(crate) fn qos_refill(&self) -> PollStatus {
+        if let Some(b) = self.qos.borrow_mut().as_mut() {
+            b.refill();
+        }
+        let mut status = PollStatus::Idle;
+        loop {
+            let d = self.qos_queue.front();
+            if d.is_null() || !self.qos_try(d) {
+                break;
+            }
+            self.qos_queue.pop_front();
+            self.submit_to_backend(d);
+            status = PollStatus::Busy;
+        }
+        status
+    }
+
+    /// Complete every QoS-held I/O as aborted (for reset).
+    fn abort_queued(&self) {
+        loop {
+            let d = self.qos_queue.pop_front();
+            if d.is_null() {
+                break;
+            }
+            // SAFETY: `d` was a queued descriptor of this channel; now only we hold it.
+            unsafe { IoRef::new(d) }.complete(IoStatus::Aborted);
+        }
+    }
+}
+
+impl Drop for ChannelState {
+    fn drop(&mut self) {
+        debug_assert_eq!(self.inflight.get(), 0, "channel freed with I/O in flight");
+        for id in [self.poller.take(), self.qos_poller.take()].into_iter().flatten() {
+            keel_reactor::unregister_poller(id);
+        }
+        // SAFETY: dropped exactly once, here; nothing uses the backend channel afterwards. It
+        // goes before `channel_closed` so the module's `destruct` never races its channel.
+        unsafe { ManuallyDrop::drop(&mut self.backend) };
+        log::debug!("bdev {}: channel released", self.bdev.name());
+        self.bdev.channel_closed();
+    }
+}
+
+/// Get a handle on this core's channel for `bdev` (creating the channel on first use).
+pub(crate) fn channel_for(bdev: &Bdev, desc: Arc<DescShared>) -> Result<IoChannel, BdevError> {
+    let core = keel_reactor::current_core();
+    if core.is_none() && !cfg!(test) {
+        return Err(BdevError::Invalid(format!(
+            "bdev {}: I/O channels can only be taken on a reactor core",
+            bdev.name()
+        )));
+    }
+    let state = match crate::percore::channel(bdev.id()) {
+        Some(st) => {
+            // Revive a channel kept only by its in-flight I/O; the parked Rc is not the last.
+            drop(st.self_ref.take());
+            st
+        }
+        None => {
+            let st = ChannelState::new(bdev, CHANNEL_DESCRIPTORS, core.is_some())?;
+            crate::percore::set_channel(bdev.id(), &st);
+            st
+        }
+    };
+    state.handles.set(state.handles.get() + 1);
+    Ok(IoChannel { state, desc })
+}
+
+/// Re-read `bdev`'s QoS limits into this core's channel, if it has one.
+pub(crate) fn apply_qos_here(bdev: &Bdev) {
+    if let Some(ch) = crate::percore::channel(bdev.id()) {
+        ch.apply_qos(&bdev.qos_limits());
+    }
+}
+
 /// A core's handle for submitting I/O to one bdev (from [`crate::BdevDesc::get_io_channel`]).
 /// `!Send`: it belongs to the core that created it. Dropping it with I/O in flight is allowed;
 /// the resources go when the last I/O completes.
+///
+/// Write-type I/O (write, write_zeroes, unmap) through a handle from a read-only descriptor is
+/// refused with [`SubmitError::Unsupported`].
 pub struct IoChannel {
-    _p: std::marker::PhantomData<*const ()>,
+    state: Rc<ChannelState>,
+    desc: Arc<DescShared>,
 }
 
 impl IoChannel {
     /// The bdev this channel submits to.
     pub fn bdev(&self) -> &Bdev {
-        todo!()
+        &self.state.bdev
     }
+
+    #[inline]
+    fn submit(
+        &self,
+        io_type: IoType,
+        iovs: &[IoVec],
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+        ctx: usize,
+    ) -> Result<(), SubmitError> {
+        let st = &*self.state;
+        st.check(io_type, offset_blocks, num_blocks)?;
+        if matches!(io_type, IoType::Write | IoType::WriteZeroes | IoType::Unmap) && !self.desc.writable() {
+            return Err(SubmitError::Unsupported);
+        }
+        let data_len = match io_type {
+            // Cannot overflow: num_blocks ≤ the bdev's blocks, whose byte size fits in u64.
+            IoType::Read | IoType::Write => num_blocks * u64::from(st.block_size),
+            _ => 0,
+        };
+        if iovs.len() > MAX_IOVS {
+            return Err(SubmitError::BadIovecs);
+        }
+        let d = st.take_desc().ok_or(SubmitError::NoDescriptor)?;
+        // SAFETY: `d` was just taken from the free list: nobody else refers to it.
+        let complete = unsafe { fill(d, io_type, offset_blocks, num_blocks, cb, ctx, iovs, data_len) };
+        if !complete {
+            // SAFETY: `d` is ours and in no list.
+            unsafe { st.put_desc(d) };
+            return Err(SubmitError::BadIovecs);
+        }
+        st.start(d);
+        Ok(())
+    }
+
     /// Read `num_blocks` blocks at `offset_blocks` into `iovs` (total length ≥ the blocks).
     pub fn read(
         &self,
-        _iovs: &[IoVec],
-        _offset_blocks: u64,
-        _num_blocks: u64,
-        _cb: IoCallback,
-        _ctx: usize,
+        iovs: &[IoVec],
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+        ctx: usize,
     ) -> Result<(), SubmitError> {
-        todo!()
+        self.submit(IoType::Read, iovs, offset_blocks, num_blocks, cb, ctx)
     }
     /// Write `num_blocks` blocks at `offset_blocks` from `iovs`.
     pub fn write(
         &self,
-        _iovs: &[IoVec],
-        _offset_blocks: u64,
-        _num_blocks: u64,
-        _cb: IoCallback,
-        _ctx: usize,
+        iovs: &[IoVec],
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+        ctx: usize,
     ) -> Result<(), SubmitError> {
-        todo!()
+        self.submit(IoType::Write, iovs, offset_blocks, num_blocks, cb, ctx)
     }
     /// Make blocks read back as zeroes.
     pub fn write_zeroes(
         &self,
-        _offset_blocks: u64,
-        _num_blocks: u64,
-        _cb: IoCallback,
-        _ctx: usize,
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+        ctx: usize,
     ) -> Result<(), SubmitError> {
-        todo!()
+        self.submit(IoType::WriteZeroes, &[], offset_blocks, num_blocks, cb, ctx)
     }
     /// Deallocate blocks.
-    pub fn unmap(
-        &self,
-        _offset_blocks: u64,
-        _num_blocks: u64,
-        _cb: IoCallback,
-        _ctx: usize,
-    ) -> Result<(), SubmitError> {
-        todo!()
+    pub fn unmap(&self, offset_blocks: u64, num_blocks: u64, cb: IoCallback, ctx: usize) -> Result<(), SubmitError> {
+        self.submit(IoType::Unmap, &[], offset_blocks, num_blocks, cb, ctx)
     }
-    /// Make completed writes durable.
-    pub fn flush(&self, _cb: IoCallback, _ctx: usize) -> Result<(), SubmitError> {
-        todo!()
+    /// Make completed writes durable. The module sees it as covering the whole bdev.
+    pub fn flush(&self, cb: IoCallback, ctx: usize) -> Result<(), SubmitError> {
+        self.submit(IoType::Flush, &[], 0, self.state.num_blocks, cb, ctx)
     }
     /// Reset the bdev (abort what is queued in this channel, pass the reset to the module).
-    pub fn reset(&self, _cb: IoCallback, _ctx: usize) -> Result<(), SubmitError> {
-        todo!()
+    /// I/Os held back by QoS on this channel complete as [`IoStatus::Aborted`]; the module
+    /// completes the reset once it has aborted or finished what it holds.
+    pub fn reset(&self, cb: IoCallback, ctx: usize) -> Result<(), SubmitError> {
+        let st = &*self.state;
+        st.check(IoType::Reset, 0, 0)?;
+        let d = st.take_desc().ok_or(SubmitError::NoDescriptor)?;
+        // SAFETY: `d` was just taken from the free list: nobody else refers to it.
+        unsafe { fill(d, IoType::Reset, 0, 0, cb, ctx, &[], 0) };
+        st.abort_queued();
+        st.inflight.set(st.inflight.get() + 1);
+        // SAFETY: as above.
+        unsafe { (*d).submit_tick = keel_reactor::ticks() };
+        st.submit_to_backend(d);
+        Ok(())
     }
     /// Run `f` (once, on this core) when a descriptor is next freed on this channel: the
     /// back-pressure path after [`SubmitError::NoDescriptor`]. Allocates; not steady state.
-    pub fn wait_for_descriptor(&self, _f: Box<dyn FnOnce()>) {
-        todo!()
+    /// If a descriptor is free already, `f` runs at once.
+    pub fn wait_for_descriptor(&self, f: Box<dyn FnOnce()>) {
+        if self.state.free.get().is_null() {
+            self.state.waiters.borrow_mut().push_back(f);
+        } else {
+            f();
+        }
     }
+}
+
+impl Drop for IoChannel {
+    fn drop(&mut self) {
+        let st = &self.state;
+        st.handles.set(st.handles.get() - 1);
+        if st.handles.get() == 0 && st.inflight.get() > 0 {
+            st.self_ref.set(Some(Rc::clone(st)));
+        }
+    }
+}
+
+impl std::fmt::Debug for IoChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoChannel")
+            .field("bdev", &self.state.bdev.name())
+            .field("inflight", &self.state.inflight.get())
+            .finish()
+    }
+}
+
+/// Fill a free descriptor; copies the iovecs trimmed to exactly `data_len` bytes (skipping
+/// empty ones). Returns false when the iovecs are shorter than `data_len`.
+///
+/// # Safety
+/// `d` is a descriptor taken from a free list and held by nobody else.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn fill(
+    d: *mut IoDesc,
+    io_type: IoType,
+    offset: u64,
+    num_blocks: u64,
+    cb: IoCallback,
+    ctx: usize,
+    iovs: &[IoVec],
+    data_len: u64,
+) -> bool {
+    // SAFETY: per the contract, this is the only reference to the descriptor.
+    let d = unsafe { &mut *d };
+    d.io_type = io_type;
+    d.status = IoStatus::Success;
+    d.offset = offset;
+    d.num_blocks = num_blocks;
+    d.cb = cb;
+    d.ctx = ctx;
+    d.module_ctx = [0; 8];
+    let mut left = data_len;
+    let mut n = 0;
+    for iov in iovs {
+        if left == 0 {
+            break;
+        }
+        if iov.len == 0 {
+            continue;
+        }
+        let take = left.min(iov.len as u64);
+        d.iovs[n] = IoVec { base: iov.base, len: take as usize };
+        n += 1;
+        left -= take;
+    }
+    d.iovcnt = n as u32;
+    left == 0
 }
 
 /// The module's view of one in-flight I/O (a pointer into the channel's descriptor pool).
-/// It must be completed exactly once, on the core it was submitted on.
+/// It must be completed exactly once, on the core it was submitted on. Dropping it without
+/// completing is a module bug: it is logged and the I/O completes with [`IoStatus::IoError`].
 pub struct IoRef {
-    _p: std::marker::PhantomData<*const ()>,
+    desc: NonNull<IoDesc>,
 }
 
 impl IoRef {
+    /// # Safety
+    /// `d` is a valid, filled descriptor that becomes owned by the new `IoRef` alone.
+    #[inline]
+    unsafe fn new(d: *mut IoDesc) -> IoRef {
+        // SAFETY: descriptors come from a live pool, never null.
+        IoRef { desc: unsafe { NonNull::new_unchecked(d) } }
+    }
+    #[inline]
+    fn d(&self) -> *mut IoDesc {
+        self.desc.as_ptr()
+    }
     /// The I/O type.
     pub fn io_type(&self) -> IoType {
-        todo!()
+        // SAFETY: the IoRef owns a live descriptor (see `new`).
+        unsafe { (*self.d()).io_type }
     }
     /// First block.
     pub fn offset_blocks(&self) -> u64 {
-        todo!()
+        // SAFETY: as in `io_type`.
+        unsafe { (*self.d()).offset }
     }
-    /// Number of blocks.
+    /// Number of blocks (the whole bdev for flush, 0 for reset).
     pub fn num_blocks(&self) -> u64 {
-        todo!()
+        // SAFETY: as in `io_type`.
+        unsafe { (*self.d()).num_blocks }
     }
     /// Block size of the bdev, bytes.
     pub fn block_size(&self) -> u32 {
-        todo!()
+        // SAFETY: as in `io_type`; the channel outlives its in-flight descriptors.
+        unsafe { (*(*self.d()).chan).block_size }
     }
-    /// The data buffers (empty for write_zeroes, unmap, flush, reset).
+    /// The data buffers (empty for write_zeroes, unmap, flush, reset). For read and write their
+    /// total length is exactly `num_blocks × block_size` (the layer trims the caller's list and
+    /// drops empty iovecs).
     pub fn iovs(&self) -> &[IoVec] {
-        todo!()
+        // SAFETY: as in `io_type`; the iovecs are not written while the module holds the I/O,
+        // and the borrow is tied to `&self`.
+        unsafe {
+            let d = self.d();
+            &(*d).iovs[..(*d).iovcnt as usize]
+        }
     }
     /// 64 bytes of per-I/O scratch space for the module (e.g. a child I/O count, a deadline).
+    /// Zeroed at submission.
     pub fn module_ctx(&mut self) -> &mut [u64; 8] {
-        todo!()
+        // SAFETY: as in `io_type`; `&mut self` makes this the only borrow of the field.
+        unsafe { &mut (*self.d()).module_ctx }
     }
     /// Finish the I/O. The user callback runs from the reactor loop, not from inside this call.
-    pub fn complete(self, _status: IoStatus) {
-        todo!()
+    #[inline]
+    pub fn complete(self, status: IoStatus) {
+        let d = self.into_raw() as *mut IoDesc;
+        // SAFETY: we owned the descriptor; it moves to this core's completion queue. IoRef is
+        // `!Send`, so this is the core it was submitted on.
+        unsafe {
+            (*d).status = status;
+            COMPLETED.with(|q| q.push_back(d));
+        }
     }
     /// Turn into an integer, e.g. to pass as the `ctx` of a child I/O on a base bdev.
+    #[inline]
     pub fn into_raw(self) -> usize {
-        todo!()
+        let raw = self.d() as usize;
+        std::mem::forget(self);
+        raw
     }
     /// Rebuild from [`IoRef::into_raw`].
     ///
     /// # Safety
     /// `raw` must come from `into_raw` on this core, and be used exactly once.
-    pub unsafe fn from_raw(_raw: usize) -> IoRef {
-        todo!()
+    #[inline]
+    pub unsafe fn from_raw(raw: usize) -> IoRef {
+        // SAFETY: per the contract, `raw` is a live descriptor owned by no other IoRef.
+        unsafe { IoRef::new(raw as *mut IoDesc) }
+    }
+}
+
+impl Drop for IoRef {
+    fn drop(&mut self) {
+        log::error!(
+            "bdev module dropped a {:?} I/O (offset {}, {} blocks) without completing it",
+            self.io_type(),
+            self.offset_blocks(),
+            self.num_blocks()
+        );
+        // SAFETY: `self` owns the descriptor and is going away: hand it to the completion queue
+        // exactly once (complete/into_raw forget `self`, so they never reach here).
+        let d = self.d();
+        unsafe {
+            (*d).status = IoStatus::IoError;
+            COMPLETED.with(|q| q.push_back(d));
+        }
+    }
+}
+
+impl std::fmt::Debug for IoRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoRef")
+            .field("io_type", &self.io_type())
+            .field("offset_blocks", &self.offset_blocks())
+            .field("num_blocks", &self.num_blocks())
+            .finish()
     }
 }

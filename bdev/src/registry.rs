@@ -1,7 +1,26 @@
 //! Control path: the set of bdevs, open descriptors, claims, hot-remove and unregistration.
+//!
+//! Everything here runs off the I/O path, so plain mutexes are fine. The global table maps
+//! names and aliases to bdevs and keeps registration order. Each bdev carries its own small
+//! control state (open descriptors, claim, live channel count, QoS limits) behind a mutex; the
+//! only field the I/O path reads is the `removing` flag, an atomic.
+//!
+//! Unregistration removes the bdev from the table at once (so its name can be reused), refuses
+//! new opens and new I/O, sends [`BdevEvent::Remove`] to every open descriptor on the core that
+//! opened it, waits until every descriptor is closed and every channel is gone (which includes
+//! in-flight I/O, since a channel lives until its last I/O completes), and only then calls the
+//! backend's `destruct`.
 
-use crate::{BdevBackend, BdevError, IoChannel, Uuid};
-use std::sync::Arc;
+use crate::qos::QosLimits;
+use crate::{BdevBackend, BdevError, IoChannel, IoType, Uuid};
+use std::collections::BTreeMap;
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+/// Largest block size accepted by [`register`] (1 MiB).
+pub(crate) const MAX_BLOCK_SIZE: u32 = 1 << 20;
 
 /// The static description of a bdev, as given to [`register`].
 #[derive(Debug, Clone)]
@@ -18,16 +37,55 @@ pub struct BdevInfo {
     pub num_blocks: u64,
 }
 
+/// Lock a control-path mutex; a panic elsewhere while holding it leaves plain data behind, which
+/// stays usable, so poisoning is ignored rather than turned into a second panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Who holds the exclusive claim.
+struct Claim {
+    module: String,
+    desc_id: u64,
+}
+
+/// Mutable control state of one bdev.
+struct CtlState {
+    claim: Option<Claim>,
+    descs: Vec<Arc<DescShared>>,
+    /// Live channels (one per core that took one), including ones kept by in-flight I/O.
+    channels: usize,
+    qos: QosLimits,
+    /// Unregistration futures waiting for the last descriptor/channel to go.
+    waiters: Vec<Waker>,
+}
+
+impl CtlState {
+    fn idle(&self) -> bool {
+        self.descs.is_empty() && self.channels == 0
+    }
+}
+
+/// The shared part of a bdev.
+pub(crate) struct BdevShared {
+    id: u64,
+    info: BdevInfo,
+    backend: Arc<dyn BdevBackend>,
+    supported: [bool; IoType::ALL.len()],
+    removing: AtomicBool,
+    state: Mutex<CtlState>,
+}
+
 /// A registered bdev (cheap to clone, `Send + Sync`).
 #[derive(Clone)]
 pub struct Bdev {
-    _p: Arc<()>,
+    inner: Arc<BdevShared>,
 }
 
 impl Bdev {
     /// Its description.
     pub fn info(&self) -> &BdevInfo {
-        todo!()
+        &self.inner.info
     }
     /// Its name.
     pub fn name(&self) -> &str {
@@ -35,11 +93,75 @@ impl Bdev {
     }
     /// The module implementation.
     pub fn backend(&self) -> &Arc<dyn BdevBackend> {
-        todo!()
+        &self.inner.backend
     }
     /// The module holding an exclusive claim, if any.
     pub fn claimed_by(&self) -> Option<String> {
-        todo!()
+        lock(&self.inner.state).claim.as_ref().map(|c| c.module.clone())
+    }
+    /// Whether the bdev supports `io_type` (asked of the backend once, at registration).
+    pub fn io_type_supported(&self, io_type: IoType) -> bool {
+        self.inner.supported[io_type as usize]
+    }
+    /// Whether [`unregister`] has started for this bdev.
+    pub fn is_removing(&self) -> bool {
+        self.inner.removing.load(Ordering::Relaxed)
+    }
+    /// Its I/O counters summed over every core (asks each core by message; control path).
+    pub async fn io_stats(&self) -> crate::IoStats {
+        crate::stats::gather(vec![self.id()]).await.pop().unwrap_or_default()
+    }
+
+    /// Process-unique id (never reused), the key of per-core state.
+    pub(crate) fn id(&self) -> u64 {
+        self.inner.id
+    }
+    /// Supported-type table, indexed by `IoType as usize`.
+    pub(crate) fn supported_table(&self) -> [bool; IoType::ALL.len()] {
+        self.inner.supported
+    }
+    /// The I/O path's view of the removing flag.
+    #[inline]
+    pub(crate) fn removing_flag(&self) -> &AtomicBool {
+        &self.inner.removing
+    }
+    /// Current QoS limits.
+    pub(crate) fn qos_limits(&self) -> QosLimits {
+        lock(&self.inner.state).qos
+    }
+    /// Store new QoS limits (the caller spreads them to the cores).
+    pub(crate) fn store_qos_limits(&self, limits: QosLimits) {
+        lock(&self.inner.state).qos = limits;
+    }
+    /// A channel came to life on some core.
+    pub(crate) fn channel_opened(&self) {
+        lock(&self.inner.state).channels += 1;
+    }
+    /// A channel is gone (its backend channel already dropped).
+    pub(crate) fn channel_closed(&self) {
+        let wakers = {
+            let mut st = lock(&self.inner.state);
+            st.channels = st.channels.saturating_sub(1);
+            take_wakers_if_idle(&mut st)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+    fn ptr_eq(&self, other: &Bdev) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl std::fmt::Debug for Bdev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bdev").field("name", &self.name()).field("id", &self.id()).finish()
+    }
+}
+
+fn take_wakers_if_idle(st: &mut CtlState) -> Vec<Waker> {
+    if st.idle() {
+        std::mem::take(&mut st.waiters)
+    } else {
+        Vec::new()
     }
 }
 
@@ -50,53 +172,294 @@ pub enum BdevEvent {
     Remove,
 }
 
+type EventFn = Box<dyn Fn(BdevEvent) + Send + Sync>;
+
+/// The shared part of a descriptor (also held by channels taken from it, for the write flag).
+pub(crate) struct DescShared {
+    id: u64,
+    /// Core that opened it (`None`: a non-reactor thread; events then run on the unregistering
+    /// thread).
+    core: Option<u32>,
+    write: AtomicBool,
+    open: AtomicBool,
+    on_event: EventFn,
+}
+
+impl DescShared {
+    /// Whether write-type I/O is allowed through this descriptor.
+    #[inline]
+    pub(crate) fn writable(&self) -> bool {
+        self.write.load(Ordering::Relaxed)
+    }
+    fn deliver(self: &Arc<Self>, event: BdevEvent) {
+        let run = |d: &DescShared| {
+            // A descriptor closed before the message arrived gets nothing.
+            if d.open.load(Ordering::Acquire) {
+                (d.on_event)(event);
+            }
+        };
+        match self.core {
+            Some(core) => {
+                let d = Arc::clone(self);
+                if let Err(e) = keel_reactor::send_to(core, move || run(&d)) {
+                    log::warn!("bdev event {event:?} for core {core}: {e}; delivering here");
+                    run(self);
+                }
+            }
+            None => run(self),
+        }
+    }
+}
+
 /// An open handle on a bdev: required for channels and claims. `Send + Sync`.
 /// Dropping it closes it (and releases its claim).
 pub struct BdevDesc {
-    _p: (),
+    bdev: Bdev,
+    shared: Arc<DescShared>,
 }
 
 impl BdevDesc {
     /// The bdev.
     pub fn bdev(&self) -> &Bdev {
-        todo!()
+        &self.bdev
     }
     /// Take the exclusive claim for `module` (e.g. "raid", "lvol"); fails if another holds it.
-    pub fn claim(&self, _module: &str) -> Result<(), BdevError> {
-        todo!()
+    /// Claiming turns a read-only descriptor into a writable one (as SPDK does). Claiming again
+    /// through the same descriptor for the same module succeeds.
+    pub fn claim(&self, module: &str) -> Result<(), BdevError> {
+        let mut st = lock(&self.bdev.inner.state);
+        match &st.claim {
+            Some(c) if c.desc_id == self.shared.id && c.module == module => Ok(()),
+            Some(c) => Err(BdevError::Claimed { name: self.bdev.name().to_owned(), by: c.module.clone() }),
+            None => {
+                st.claim = Some(Claim { module: module.to_owned(), desc_id: self.shared.id });
+                self.shared.write.store(true, Ordering::Relaxed);
+                log::info!("bdev {} claimed by module {module}", self.bdev.name());
+                Ok(())
+            }
+        }
     }
-    /// A channel for submitting I/O on the calling core (a reactor).
+    /// A channel for submitting I/O on the calling core (a reactor). All descriptors of a bdev
+    /// share one channel state per core (one descriptor pool, one backend channel); each call
+    /// returns a new handle on it. Fails once the bdev is being removed.
     pub fn get_io_channel(&self) -> Result<IoChannel, BdevError> {
-        todo!()
+        if self.bdev.is_removing() {
+            return Err(BdevError::NotFound(format!("{} (being removed)", self.bdev.name())));
+        }
+        crate::io_path::channel_for(&self.bdev, Arc::clone(&self.shared))
+    }
+    /// Whether this descriptor allows writes.
+    pub fn is_writable(&self) -> bool {
+        self.shared.writable()
     }
 }
 
-/// Add a bdev. Fails if the name or an alias is taken or the geometry is invalid.
-pub fn register(_info: BdevInfo, _backend: Arc<dyn BdevBackend>) -> Result<Bdev, BdevError> {
-    todo!()
+impl Drop for BdevDesc {
+    fn drop(&mut self) {
+        self.shared.open.store(false, Ordering::Release);
+        let wakers = {
+            let mut st = lock(&self.bdev.inner.state);
+            st.descs.retain(|d| !Arc::ptr_eq(d, &self.shared));
+            if st.claim.as_ref().is_some_and(|c| c.desc_id == self.shared.id) {
+                let c = st.claim.take();
+                log::info!(
+                    "bdev {}: claim by {} released (descriptor closed)",
+                    self.bdev.name(),
+                    c.map(|c| c.module).unwrap_or_default()
+                );
+            }
+            take_wakers_if_idle(&mut st)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl std::fmt::Debug for BdevDesc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BdevDesc")
+            .field("bdev", &self.bdev.name())
+            .field("write", &self.shared.writable())
+            .finish()
+    }
+}
+
+/// Names and aliases → bdevs, plus registration order.
+struct Table {
+    order: Vec<Bdev>,
+    by_name: BTreeMap<String, Bdev>,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table { order: Vec::new(), by_name: BTreeMap::new() });
+static NEXT_BDEV_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_DESC_ID: AtomicU64 = AtomicU64::new(1);
+
+fn validate(info: &BdevInfo) -> Result<(), BdevError> {
+    let invalid = |m: String| Err(BdevError::Invalid(m));
+    if info.name.is_empty() {
+        return invalid("bdev name must not be empty".into());
+    }
+    for (i, a) in info.aliases.iter().enumerate() {
+        if a.is_empty() {
+            return invalid(format!("bdev {}: alias must not be empty", info.name));
+        }
+        if *a == info.name || info.aliases[..i].contains(a) {
+            return Err(BdevError::Exists(a.clone()));
+        }
+    }
+    if !info.block_size.is_power_of_two() || info.block_size > MAX_BLOCK_SIZE {
+        return invalid(format!(
+            "bdev {}: block size {} must be a power of two no larger than {MAX_BLOCK_SIZE}",
+            info.name, info.block_size
+        ));
+    }
+    if info.num_blocks == 0 {
+        return invalid(format!("bdev {}: number of blocks must be greater than 0", info.name));
+    }
+    if info.num_blocks.checked_mul(u64::from(info.block_size)).is_none() {
+        return invalid(format!(
+            "bdev {}: {} blocks of {} bytes overflow a 64-bit size",
+            info.name, info.num_blocks, info.block_size
+        ));
+    }
+    Ok(())
+}
+
+/// Add a bdev. Fails if the name or an alias is taken or the geometry is invalid: the name must
+/// not be empty, the block size must be a power of two no larger than 1 MiB, the block count
+/// non-zero (and the size must fit in 64 bits).
+pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, BdevError> {
+    validate(&info)?;
+    let mut supported = [false; IoType::ALL.len()];
+    for t in IoType::ALL {
+        supported[t as usize] = backend.io_type_supported(t);
+    }
+    let mut table = lock(&TABLE);
+    if let Some(taken) = std::iter::once(&info.name)
+        .chain(&info.aliases)
+        .find(|n| table.by_name.contains_key(n.as_str()))
+    {
+        return Err(BdevError::Exists(taken.clone()));
+    }
+    let bdev = Bdev {
+        inner: Arc::new(BdevShared {
+            id: NEXT_BDEV_ID.fetch_add(1, Ordering::Relaxed),
+            info,
+            backend,
+            supported,
+            removing: AtomicBool::new(false),
+            state: Mutex::new(CtlState {
+                claim: None,
+                descs: Vec::new(),
+                channels: 0,
+                qos: QosLimits::default(),
+                waiters: Vec::new(),
+            }),
+        }),
+    };
+    let info = bdev.info();
+    for n in std::iter::once(&info.name).chain(&info.aliases) {
+        table.by_name.insert(n.clone(), bdev.clone());
+    }
+    table.order.push(bdev.clone());
+    drop(table);
+    log::info!(
+        "bdev {} registered: {} blocks of {} bytes, {}, uuid {}",
+        info.name,
+        info.num_blocks,
+        info.block_size,
+        bdev.backend().product_name(),
+        info.uuid
+    );
+    Ok(bdev)
 }
 
 /// Remove a bdev: new opens fail at once, open descriptors get [`BdevEvent::Remove`], and the
 /// future resolves once every descriptor is closed and the backend destructed.
-pub async fn unregister(_name: &str) -> Result<(), BdevError> {
-    todo!()
+///
+/// The name (and aliases) leave the table at once, so a new bdev may take them while this one
+/// drains. The future also waits for every channel to go (a channel lives until its last
+/// in-flight I/O completes), so `destruct` never races I/O.
+pub async fn unregister(name: &str) -> Result<(), BdevError> {
+    let bdev = {
+        let mut table = lock(&TABLE);
+        let bdev = table.by_name.get(name).cloned().ok_or_else(|| BdevError::NotFound(name.into()))?;
+        table.by_name.retain(|_, b| !b.ptr_eq(&bdev));
+        table.order.retain(|b| !b.ptr_eq(&bdev));
+        bdev
+    };
+    let descs = {
+        let st = lock(&bdev.inner.state);
+        bdev.inner.removing.store(true, Ordering::Release);
+        st.descs.clone()
+    };
+    log::info!(
+        "bdev {}: unregistering ({} open descriptor(s) notified)",
+        bdev.name(),
+        descs.len()
+    );
+    for d in &descs {
+        d.deliver(BdevEvent::Remove);
+    }
+    poll_fn(|cx| {
+        let mut st = lock(&bdev.inner.state);
+        if st.idle() {
+            Poll::Ready(())
+        } else {
+            if !st.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                st.waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        }
+    })
+    .await;
+    bdev.backend().destruct();
+    crate::percore::forget_everywhere(bdev.id());
+    log::info!("bdev {} unregistered", bdev.name());
+    Ok(())
 }
 
 /// Find a bdev by name or alias.
-pub fn get_bdev(_name: &str) -> Option<Bdev> {
-    todo!()
+pub fn get_bdev(name: &str) -> Option<Bdev> {
+    lock(&TABLE).by_name.get(name).cloned()
 }
 
 /// Names of all bdevs in registration order (what `bdev_get_bdevs` and `save_config` list).
 pub fn bdev_names() -> Vec<String> {
-    todo!()
+    lock(&TABLE).order.iter().map(|b| b.name().to_owned()).collect()
 }
 
-/// Open a bdev by name or alias. `on_event` runs on the calling core.
+/// All bdevs in registration order.
+pub(crate) fn all_bdevs() -> Vec<Bdev> {
+    lock(&TABLE).order.clone()
+}
+
+/// Open a bdev by name or alias. `on_event` runs on the calling core (on a non-reactor thread,
+/// it runs on the thread that calls [`unregister`]). Opening for writing fails while a module
+/// holds a claim (SPDK's `-EPERM`).
 pub fn open(
-    _name: &str,
-    _write: bool,
-    _on_event: impl Fn(BdevEvent) + Send + Sync + 'static,
+    name: &str,
+    write: bool,
+    on_event: impl Fn(BdevEvent) + Send + Sync + 'static,
 ) -> Result<BdevDesc, BdevError> {
-    todo!()
+    let bdev = get_bdev(name).ok_or_else(|| BdevError::NotFound(name.into()))?;
+    let mut st = lock(&bdev.inner.state);
+    if bdev.is_removing() {
+        return Err(BdevError::NotFound(format!("{name} (being removed)")));
+    }
+    if write {
+        if let Some(c) = &st.claim {
+            return Err(BdevError::Claimed { name: bdev.name().to_owned(), by: c.module.clone() });
+        }
+    }
+    let shared = Arc::new(DescShared {
+        id: NEXT_DESC_ID.fetch_add(1, Ordering::Relaxed),
+        core: keel_reactor::current_core(),
+        write: AtomicBool::new(write),
+        open: AtomicBool::new(true),
+        on_event: Box::new(on_event),
+    });
+    st.descs.push(Arc::clone(&shared));
+    drop(st);
+    log::debug!("bdev {} opened ({})", bdev.name(), if write { "read-write" } else { "read-only" });
+    Ok(BdevDesc { bdev, shared })
 }

@@ -11,6 +11,8 @@
 //! - `cpumask`: parsing and validating `-m/--cpumask`.
 //! - `runtime`: starting/stopping the reactor threads, the global registry of reactors.
 //! - `reactor`: the per-core loop, message ring, pollers, timers, idle/interrupt policy, stats.
+//!   Private helpers: `ring` (the per-reactor mailbox), `poller` (poller bookkeeping),
+//!   `interrupt` (eventfd/epoll), `ticks` (the TSC tick counter).
 //! - `task`: local (`!Send`) futures on a reactor (`async-task`).
 //! - `oneshot`: a small completion channel used by `call_on` and the control plane.
 //! - `pool`: per-core slab allocator of DMA-able buffers.
@@ -18,10 +20,14 @@
 pub mod cpumask;
 pub mod pool;
 mod api;
+mod interrupt;
 mod oneshot;
+mod poller;
 mod reactor;
+mod ring;
 mod runtime;
 mod task;
+mod ticks;
 
 pub use api::*;
 pub use cpumask::{CpuMask, CpuMaskError};

@@ -1,32 +1,453 @@
 //! The per-core loop: message ring, pollers, timed pollers, local tasks, idle policy, counters.
-use crate::{PollStatus, PollerId};
+//!
+//! Each reactor has a [`Shared`] half (its mailbox, flags and counters, reachable from any
+//! thread through the runtime's registry) and a [`Local`] half that only its own thread
+//! touches (pollers, the ready-task queue, the epoll set), found through a thread-local.
+
+use crate::interrupt::{Epoll, Token};
+use crate::poller::{self, Pollers};
+use crate::ring::{Mailbox, Msg};
+use crate::runtime::{RuntimeError, RuntimeInner};
+use crate::ticks::{duration_to_ticks, ticks_to_duration};
+use crate::{PollStatus, PollerId, ReactorStats, SendError};
+use async_task::Runnable;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-/// Ticks per second of the busy/idle counters (as `framework_get_reactors` reports `tick_rate`).
-pub fn tick_rate() -> u64 {
-    todo!()
+pub use crate::ticks::{tick_rate, ticks};
+
+/// Messages run per iteration at most, so pollers are not starved by a flood.
+const MSG_BATCH: usize = 128;
+/// Longest interrupt-mode sleep without any timer (a safety net: no wake-up should be lost).
+/// Tests make it long so that a lost wake-up shows as a test failure, not as a 1 s delay.
+const MAX_SLEEP: Duration = if cfg!(test) {
+    Duration::from_secs(3600)
+} else {
+    Duration::from_secs(1)
+};
+/// Rounds of "run queued messages and ready tasks" at shutdown before the rest is dropped.
+const SHUTDOWN_ROUNDS: usize = 1000;
+/// The epoll token of the reactor's own eventfd (registered fds use their fd number).
+const EVENTFD_TOKEN: Token = u64::MAX;
+
+/// Keeps owner-written counters off the cache line senders read.
+#[repr(align(128))]
+struct CacheAligned<T>(T);
+
+struct Counters {
+    busy_ticks: AtomicU64,
+    idle_ticks: AtomicU64,
+    pollers: AtomicU32,
+    /// Interrupt-mode sleeps (epoll_wait calls).
+    sleeps: AtomicU64,
 }
-/// A fast monotonic tick counter (e.g. TSC), readable on the hot path (no syscall), for I/O
-/// latency accounting. Convert with [`tick_rate`].
-pub fn ticks() -> u64 {
-    todo!()
+
+/// The part of a reactor any thread may reach.
+pub(crate) struct Shared {
+    core: u32,
+    interrupt_mode: bool,
+    mailbox: Mailbox,
+    /// Set by `request_stop`: leave the loop after the current iteration.
+    stop: AtomicBool,
+    /// Set once the reactor no longer drains its mailbox: sends fail with `NotRunning`.
+    exited: AtomicBool,
+    counters: CacheAligned<Counters>,
 }
+
+impl Shared {
+    pub(crate) fn new(core: u32, interrupt_mode: bool) -> io::Result<Shared> {
+        Ok(Shared {
+            core,
+            interrupt_mode,
+            mailbox: Mailbox::new(interrupt_mode)?,
+            stop: AtomicBool::new(false),
+            exited: AtomicBool::new(false),
+            counters: CacheAligned(Counters {
+                busy_ticks: AtomicU64::new(0),
+                idle_ticks: AtomicU64::new(0),
+                pollers: AtomicU32::new(0),
+                sleeps: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The core this reactor runs on.
+    pub(crate) fn core(&self) -> u32 {
+        self.core
+    }
+
+    /// Queue a message (any thread).
+    pub(crate) fn send(&self, msg: Msg) -> Result<(), SendError> {
+        if self.exited.load(Ordering::Acquire) {
+            return Err(SendError::NotRunning);
+        }
+        self.mailbox.push(msg);
+        Ok(())
+    }
+
+    /// Ask the loop to stop after its current iteration, waking it if it sleeps.
+    pub(crate) fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.mailbox.notify();
+    }
+
+    /// How many times the reactor went to sleep (interrupt mode).
+    #[cfg(test)]
+    pub(crate) fn sleeps(&self) -> u64 {
+        self.counters.0.sleeps.load(Ordering::Relaxed)
+    }
+
+    /// Current counters.
+    pub(crate) fn stats(&self) -> ReactorStats {
+        let c = &self.counters.0;
+        ReactorStats {
+            lcore: self.core,
+            busy_ticks: c.busy_ticks.load(Ordering::Relaxed),
+            idle_ticks: c.idle_ticks.load(Ordering::Relaxed),
+            pollers: c.pollers.load(Ordering::Relaxed),
+            interrupt_mode: self.interrupt_mode,
+        }
+    }
+}
+
+/// The part of a reactor only its own thread touches.
+pub(crate) struct Local {
+    shared: Arc<Shared>,
+    runtime: Arc<RuntimeInner>,
+    pollers: RefCell<Pollers>,
+    ready: RefCell<VecDeque<Runnable>>,
+    /// Interrupt mode only: the eventfd plus the registered fds.
+    epoll: Option<Epoll>,
+    interrupt_fds: RefCell<Vec<RawFd>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Local>>> = const { RefCell::new(None) };
+}
+
+/// Call `f` with the calling thread's reactor; `None` on a non-reactor thread.
+pub(crate) fn with_local<R>(f: impl FnOnce(&Local) -> R) -> Option<R> {
+    CURRENT
+        .try_with(|c| c.borrow().as_deref().map(f))
+        .ok()
+        .flatten()
+}
+
+impl Local {
+    pub(crate) fn runtime(&self) -> &RuntimeInner {
+        &self.runtime
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Queue a task of this reactor to be polled (on this thread).
+    pub(crate) fn push_ready(&self, runnable: Runnable) {
+        self.ready.borrow_mut().push_back(runnable);
+    }
+
+    fn update_poller_count(&self) {
+        let n = self.pollers.borrow().active();
+        self.shared
+            .counters
+            .0
+            .pollers
+            .store(n as u32, Ordering::Relaxed);
+    }
+
+    /// Run up to `budget` messages; returns how many ran.
+    fn drain_messages(&self, budget: usize) -> usize {
+        let mut n = 0;
+        while n < budget {
+            match self.shared.mailbox.pop() {
+                Some(msg) => msg.run(),
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Poll the tasks that were ready when called (not those they wake). Returns how many.
+    fn run_tasks(&self) -> usize {
+        let n = self.ready.borrow().len();
+        for _ in 0..n {
+            let Some(runnable) = self.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            runnable.run();
+        }
+        n
+    }
+
+    /// The loop, until a stop request.
+    fn run(&self) {
+        let shared = &*self.shared;
+        let counters = &shared.counters.0;
+        let (mut busy_ticks, mut idle_ticks) = (0u64, 0u64);
+        let mut last = ticks();
+        // Acquire: whatever was queued before a stop request is drained by `shutdown`.
+        while !shared.stop.load(Ordering::Acquire) {
+            let mut busy = self.drain_messages(MSG_BATCH) > 0;
+            busy |= poller::run_untimed(&self.pollers);
+            busy |= poller::run_timed(&self.pollers, last);
+            busy |= self.run_tasks() > 0;
+            let mut now = ticks();
+            if !busy && self.epoll.is_some() {
+                self.sleep(now);
+                now = ticks();
+            }
+            let spent = now.saturating_sub(last);
+            if busy {
+                busy_ticks += spent;
+                counters.busy_ticks.store(busy_ticks, Ordering::Relaxed);
+            } else {
+                idle_ticks += spent;
+                counters.idle_ticks.store(idle_ticks, Ordering::Relaxed);
+            }
+            last = now;
+        }
+    }
+
+    /// Interrupt mode, after an iteration without work: sleep until a message, the next timed
+    /// poller, a registered fd or a stop request.
+    fn sleep(&self, now: u64) {
+        let Some(epoll) = &self.epoll else { return };
+        let timeout = match self.pollers.borrow().next_due() {
+            Some(due) if due <= now => return,
+            Some(due) => ticks_to_duration(due - now).min(MAX_SLEEP),
+            None => MAX_SLEEP,
+        };
+        if !self.ready.borrow().is_empty() || !self.shared.mailbox.prepare_sleep() {
+            return;
+        }
+        if !self.shared.stop.load(Ordering::SeqCst) {
+            let sleeps = &self.shared.counters.0.sleeps;
+            sleeps.store(sleeps.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            let mailbox = &self.shared.mailbox;
+            let woke = epoll.wait(timeout, |token| {
+                if token == EVENTFD_TOKEN {
+                    if let Some(efd) = mailbox.eventfd() {
+                        efd.clear();
+                    }
+                }
+            });
+            if let Err(err) = woke {
+                log::error!("reactor {}: epoll_wait failed: {err}", self.shared.core);
+            }
+        }
+        self.shared.mailbox.end_sleep();
+    }
+
+    /// After the loop: run what is queued, stop accepting messages, then drop pollers, tasks
+    /// and leftover messages on this thread.
+    fn shutdown(&self) {
+        let core = self.shared.core;
+        let mut quiet = false;
+        for _ in 0..SHUTDOWN_ROUNDS {
+            if self.drain_messages(usize::MAX) == 0 && self.run_tasks() == 0 {
+                quiet = true;
+                break;
+            }
+        }
+        self.shared.exited.store(true, Ordering::SeqCst);
+        // Messages that raced with `exited`.
+        self.drain_messages(usize::MAX);
+        if !quiet {
+            log::warn!("reactor {core}: still busy after {SHUTDOWN_ROUNDS} shutdown rounds");
+        }
+        loop {
+            let closures = self.pollers.borrow_mut().take_all();
+            if closures.is_empty() {
+                break;
+            }
+            drop(closures);
+        }
+        self.update_poller_count();
+        loop {
+            let Some(runnable) = self.ready.borrow_mut().pop_front() else {
+                break;
+            };
+            drop(runnable);
+        }
+        while let Some(msg) = self.shared.mailbox.pop() {
+            msg.discard();
+        }
+    }
+}
+
+/// Sets `exited` when the reactor thread ends, and stops the whole runtime if it panicked.
+struct ExitGuard {
+    shared: Arc<Shared>,
+    runtime: Arc<RuntimeInner>,
+}
+
+impl Drop for ExitGuard {
+    fn drop(&mut self) {
+        self.shared.exited.store(true, Ordering::SeqCst);
+        if std::thread::panicking() {
+            log::error!(
+                "reactor {} panicked; stopping the runtime",
+                self.shared.core
+            );
+            self.runtime.request_stop();
+        }
+    }
+}
+
+/// Body of a reactor thread: pin, set up, report to `ready`, loop until stopped, clean up.
+pub(crate) fn run_thread(
+    shared: Arc<Shared>,
+    runtime: Arc<RuntimeInner>,
+    pin: bool,
+    ready: mpsc::Sender<Result<(), RuntimeError>>,
+) {
+    let core = shared.core;
+    let _guard = ExitGuard {
+        shared: shared.clone(),
+        runtime: runtime.clone(),
+    };
+    let fail = |source: io::Error| {
+        let _ = ready.send(Err(RuntimeError::Os { core, source }));
+    };
+    if pin && !core_affinity::set_for_current(core_affinity::CoreId { id: core as usize }) {
+        return fail(io::Error::other(format!(
+            "cannot pin the thread to core {core}"
+        )));
+    }
+    let epoll = if shared.interrupt_mode {
+        match make_epoll(&shared) {
+            Ok(epoll) => Some(epoll),
+            Err(err) => return fail(err),
+        }
+    } else {
+        None
+    };
+    let local = Rc::new(Local {
+        shared,
+        runtime,
+        pollers: RefCell::new(Pollers::default()),
+        ready: RefCell::new(VecDeque::new()),
+        epoll,
+        interrupt_fds: RefCell::new(Vec::new()),
+    });
+    CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
+    let mode = if local.epoll.is_some() {
+        "interrupt mode"
+    } else {
+        "busy polling"
+    };
+    log::info!("reactor started on core {core} ({mode}, pinned: {pin})");
+    let _ = ready.send(Ok(()));
+    drop(ready);
+
+    local.run();
+    local.shutdown();
+
+    let current = CURRENT.with(|c| c.borrow_mut().take());
+    drop(current);
+    drop(local);
+    log::info!("reactor on core {core} stopped");
+}
+
+fn make_epoll(shared: &Shared) -> io::Result<Epoll> {
+    let epoll = Epoll::new()?;
+    if let Some(efd) = shared.mailbox.eventfd() {
+        epoll.add(efd.as_raw_fd(), EVENTFD_TOKEN)?;
+    }
+    Ok(epoll)
+}
+
 pub(crate) fn current_core() -> Option<u32> {
-    todo!()
+    with_local(|l| l.shared.core)
 }
+
 pub(crate) fn register_poller(
-    _name: &'static str,
-    _period: Option<Duration>,
-    _f: Box<dyn FnMut() -> PollStatus>,
+    name: &'static str,
+    period: Option<Duration>,
+    f: Box<dyn FnMut() -> PollStatus>,
 ) -> PollerId {
-    todo!()
+    with_local(|l| {
+        let period_ticks = period.map(duration_to_ticks);
+        let id = l
+            .pollers
+            .borrow_mut()
+            .register(name, period_ticks, ticks(), f);
+        l.update_poller_count();
+        log::debug!(
+            "reactor {}: registered poller {name:?} (id {id}, period {period:?})",
+            l.shared.core
+        );
+        PollerId(id)
+    })
+    .unwrap_or_else(|| panic!("register_poller({name:?}) called outside a reactor thread"))
 }
-pub(crate) fn unregister_poller(_id: PollerId) {
-    todo!()
+
+pub(crate) fn unregister_poller(id: PollerId) {
+    let done = with_local(|l| {
+        let removed = l.pollers.borrow_mut().unregister(id.0);
+        if let Some((name, closure)) = removed {
+            l.update_poller_count();
+            log::debug!(
+                "reactor {}: unregistered poller {name:?} (id {})",
+                l.shared.core,
+                id.0
+            );
+            // Dropped here, with no borrow held: its destructor may use the reactor API.
+            drop(closure);
+        }
+    });
+    if done.is_none() {
+        log::error!(
+            "unregister_poller({}) called outside a reactor thread; ignored",
+            id.0
+        );
+    }
 }
-pub(crate) fn register_interrupt_fd(_fd: std::os::fd::RawFd) {
-    todo!()
+
+pub(crate) fn register_interrupt_fd(fd: RawFd) {
+    let done = with_local(|l| {
+        let mut fds = l.interrupt_fds.borrow_mut();
+        if fds.contains(&fd) {
+            return;
+        }
+        if let Some(epoll) = &l.epoll {
+            // fds are non-negative, so the token never collides with EVENTFD_TOKEN.
+            if let Err(err) = epoll.add(fd, fd as Token) {
+                log::error!("reactor {}: cannot watch fd {fd}: {err}", l.shared.core);
+                return;
+            }
+        }
+        fds.push(fd);
+        log::debug!("reactor {}: interrupt fd {fd} registered", l.shared.core);
+    });
+    if done.is_none() {
+        log::error!("register_interrupt_fd({fd}) called outside a reactor thread; ignored");
+    }
 }
-pub(crate) fn unregister_interrupt_fd(_fd: std::os::fd::RawFd) {
-    todo!()
+
+pub(crate) fn unregister_interrupt_fd(fd: RawFd) {
+    let done = with_local(|l| {
+        let mut fds = l.interrupt_fds.borrow_mut();
+        let Some(pos) = fds.iter().position(|&f| f == fd) else {
+            return;
+        };
+        fds.swap_remove(pos);
+        if let Some(epoll) = &l.epoll {
+            if let Err(err) = epoll.remove(fd) {
+                log::warn!("reactor {}: cannot unwatch fd {fd}: {err}", l.shared.core);
+            }
+        }
+        log::debug!("reactor {}: interrupt fd {fd} unregistered", l.shared.core);
+    });
+    if done.is_none() {
+        log::error!("unregister_interrupt_fd({fd}) called outside a reactor thread; ignored");
+    }
 }

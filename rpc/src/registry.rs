@@ -2,6 +2,8 @@
 //! server runs) from the main thread or main core; lookups happen on the main core.
 
 use crate::RpcResult;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
 use std::future::Future;
 use std::pin::Pin;
 
@@ -59,18 +61,153 @@ pub struct MethodSpec {
     pub cli_rewrite: Option<fn(&mut serde_json::Map<String, serde_json::Value>) -> Result<(), String>>,
 }
 
+/// A method handler: gets the raw `params` (None when absent), returns the call's future.
+pub(crate) type Handler = fn(Option<serde_json::Value>) -> HandlerFuture;
+
+/// A config subsystem's save function.
+pub(crate) type SaveFn = fn() -> Vec<serde_json::Value>;
+
+/// One registered method.
+#[derive(Clone, Copy)]
+pub(crate) struct Method {
+    pub(crate) spec: &'static MethodSpec,
+    pub(crate) handler: Handler,
+}
+
+/// Methods by name. Control path only: the lock is never held across an await or a handler
+/// call (lookups copy the entry out).
+static METHODS: Mutex<BTreeMap<&'static str, Method>> = Mutex::new(BTreeMap::new());
+
+/// Config subsystems in registration (= save and replay) order.
+static SUBSYSTEMS: Mutex<Vec<(&'static str, SaveFn)>> = Mutex::new(Vec::new());
+
+/// Lock a registry table; a panic while holding it (only a duplicate registration panics, and
+/// that leaves the table consistent) does not make it unusable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Register a method (server side). `handler` gets the raw `params` (None when absent).
 /// Registering a name twice panics: it is a programming error.
 pub fn register_method(
-    _spec: &'static MethodSpec,
-    _handler: fn(Option<serde_json::Value>) -> HandlerFuture,
+    spec: &'static MethodSpec,
+    handler: fn(Option<serde_json::Value>) -> HandlerFuture,
 ) {
-    todo!()
+    let mut methods = lock(&METHODS);
+    if methods.contains_key(spec.name) {
+        drop(methods);
+        panic!("JSON-RPC method {} registered twice", spec.name);
+    }
+    methods.insert(spec.name, Method { spec, handler });
+    log::trace!("registered JSON-RPC method {}", spec.name);
 }
 
 /// Register a config subsystem (e.g. "bdev", later "nvmf"): `save` returns the calls
 /// (`{"method":…,"params":…}` objects) that recreate its state, in replay order. Subsystems are
 /// saved in registration order, which must follow dependencies.
-pub fn register_config_subsystem(_name: &'static str, _save: fn() -> Vec<serde_json::Value>) {
-    todo!()
+/// Registering a name twice panics: it is a programming error.
+pub fn register_config_subsystem(name: &'static str, save: fn() -> Vec<serde_json::Value>) {
+    let mut subsystems = lock(&SUBSYSTEMS);
+    if subsystems.iter().any(|(n, _)| *n == name) {
+        drop(subsystems);
+        panic!("config subsystem {name} registered twice");
+    }
+    subsystems.push((name, save));
+    log::trace!("registered config subsystem {name}");
+}
+
+/// The specs of every registered method, sorted by name (for `keel-rpc` and help).
+pub fn method_specs() -> Vec<&'static MethodSpec> {
+    lock(&METHODS).values().map(|m| m.spec).collect()
+}
+
+/// The registered method `name`, copied out of the table.
+pub(crate) fn lookup(name: &str) -> Option<Method> {
+    lock(&METHODS).get(name).copied()
+}
+
+/// Names of every registered method, sorted.
+pub(crate) fn method_names() -> Vec<&'static str> {
+    lock(&METHODS).keys().copied().collect()
+}
+
+/// The registered config subsystems, in registration order.
+pub(crate) fn subsystems() -> Vec<(&'static str, SaveFn)> {
+    lock(&SUBSYSTEMS).clone()
+}
+
+/// The save function of subsystem `name`.
+pub(crate) fn subsystem(name: &str) -> Option<SaveFn> {
+    lock(&SUBSYSTEMS).iter().find(|(n, _)| *n == name).map(|(_, save)| *save)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    static SPEC_A: MethodSpec =
+        MethodSpec { name: "test_registry_a", help: "A.", params: &[], cli_rewrite: None };
+    static SPEC_B: MethodSpec =
+        MethodSpec { name: "test_registry_b", help: "B.", params: &[], cli_rewrite: None };
+    static SPEC_DUP: MethodSpec =
+        MethodSpec { name: "test_registry_dup", help: "Dup.", params: &[], cli_rewrite: None };
+
+    fn answer_a(_: Option<serde_json::Value>) -> HandlerFuture {
+        Box::pin(async { Ok(json!("a")) })
+    }
+    fn answer_b(params: Option<serde_json::Value>) -> HandlerFuture {
+        Box::pin(async move { Ok(params.unwrap_or(json!("none"))) })
+    }
+
+    #[test]
+    fn methods_are_found_by_name_and_listed_sorted() {
+        register_method(&SPEC_B, answer_b);
+        register_method(&SPEC_A, answer_a);
+        let a = lookup("test_registry_a").expect("registered");
+        assert_eq!(a.spec.name, "test_registry_a");
+        assert_eq!(crate::testutil::block_on((a.handler)(None)), Ok(json!("a")));
+        let b = lookup("test_registry_b").expect("registered");
+        assert_eq!(crate::testutil::block_on((b.handler)(Some(json!(5)))), Ok(json!(5)));
+        assert!(lookup("test_registry_c").is_none());
+
+        let names = method_names();
+        let ia = names.iter().position(|n| *n == "test_registry_a").unwrap();
+        let ib = names.iter().position(|n| *n == "test_registry_b").unwrap();
+        assert!(ia < ib, "sorted: {names:?}");
+        assert!(names.windows(2).all(|w| w[0] < w[1]));
+        let specs = method_specs();
+        assert!(specs.iter().any(|s| std::ptr::eq(*s, &SPEC_A)));
+        assert_eq!(specs.len(), names.len());
+    }
+
+    #[test]
+    fn registering_a_method_twice_panics_and_leaves_the_table_usable() {
+        register_method(&SPEC_DUP, answer_a);
+        let again = std::panic::catch_unwind(|| register_method(&SPEC_DUP, answer_b));
+        assert!(again.is_err());
+        // The first registration is kept and the table still works.
+        let m = lookup("test_registry_dup").unwrap();
+        assert_eq!(crate::testutil::block_on((m.handler)(None)), Ok(json!("a")));
+    }
+
+    fn save_one() -> Vec<serde_json::Value> {
+        vec![json!({"method": "one", "params": {}})]
+    }
+    fn save_none() -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+
+    #[test]
+    fn subsystems_keep_registration_order() {
+        register_config_subsystem("test_registry_z", save_one);
+        register_config_subsystem("test_registry_y", save_none);
+        let all = subsystems();
+        let iz = all.iter().position(|(n, _)| *n == "test_registry_z").unwrap();
+        let iy = all.iter().position(|(n, _)| *n == "test_registry_y").unwrap();
+        assert!(iz < iy, "registration order, not name order");
+        assert_eq!(subsystem("test_registry_z").unwrap()(), save_one());
+        assert!(subsystem("test_registry_nope").is_none());
+        assert!(std::panic::catch_unwind(|| register_config_subsystem("test_registry_y", save_one)).is_err());
+    }
 }

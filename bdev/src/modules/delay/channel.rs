@@ -1,0 +1,273 @@
+//! HOT PATH: a delay bdev's per-core channel.
+//!
+//! Each I/O goes to the base as a child I/O. When the child completes, a read or write is
+//! parked in its latency class's FIFO with deadline = now + the class latency (as SPDK does:
+//! the latency adds to the base's), and the channel's poll completes it once the deadline has
+//! passed. Within a class the latency is constant, so each FIFO is in deadline order (until
+//! `bdev_delay_update_latency` lowers a latency: newer I/Os then wait behind older ones, which is
+//! SPDK's behaviour too). Other I/O types complete as soon as the base completes them.
+//!
+//! Nothing here allocates: FIFOs are intrusive ([`IoQueue`]), and the child callback finds the
+//! channel through an `Rc` strong count stored in the parent's `module_ctx`.
+
+use super::latency::{LatencyClass, P99Picker};
+use super::stack::{
+    forward, status_from_u64, status_to_u64, submit_error_status, IoQueue, LINK_SLOT,
+};
+use super::DelayShared;
+use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
+use keel_reactor::PollStatus;
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// `module_ctx` slot: `Rc<Inner>` raw pointer (one strong count while the child is in flight).
+const CHAN_SLOT: usize = 0;
+/// `module_ctx` slot: latency class index, or [`NO_DELAY`].
+const CLASS_SLOT: usize = 1;
+/// `module_ctx` slot: tick at which a held I/O may complete.
+const DEADLINE_SLOT: usize = 2;
+/// `module_ctx` slot: the base's completion status (encoded).
+const STATUS_SLOT: usize = 3;
+/// `module_ctx` slot: the bdev's reset generation when the I/O was submitted.
+const RESET_GEN_SLOT: usize = 4;
+/// Class value of I/Os that are not delayed.
+const NO_DELAY: u64 = u64::MAX;
+const _: () = assert!(LINK_SLOT > RESET_GEN_SLOT, "queue link must not overlap our slots");
+
+/// One core's channel into a delay bdev.
+pub(super) struct DelayChannel {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    base: IoChannel,
+    shared: Arc<DelayShared>,
+    /// Completed I/Os waiting for their deadline, one FIFO per [`LatencyClass`].
+    held: [Cell<IoQueue>; 4],
+    /// I/Os waiting for a base descriptor (`SubmitError::NoDescriptor`), retried by `poll`.
+    retry: Cell<IoQueue>,
+    picker: Cell<P99Picker>,
+    /// The last reset generation this channel acted on.
+    seen_reset: Cell<u64>,
+}
+
+impl DelayChannel {
+    /// A channel forwarding to `base` (a channel of the base bdev on this core).
+    pub(super) fn new(base: IoChannel, shared: Arc<DelayShared>, seed: u64) -> DelayChannel {
+        let seen = shared.reset_gen.load(Ordering::Acquire);
+        DelayChannel {
+            inner: Rc::new(Inner {
+                base,
+                shared,
+                held: Default::default(),
+                retry: Cell::new(IoQueue::new()),
+                picker: Cell::new(P99Picker::new(seed)),
+                seen_reset: Cell::new(seen),
+            }),
+        }
+    }
+}
+
+impl BackendChannel for DelayChannel {
+    fn submit(&mut self, mut io: IoRef) {
+        let inner = &self.inner;
+        let io_type = io.io_type();
+        if io_type == IoType::Reset {
+            inner.reset(io);
+            return;
+        }
+        let class = match io_type {
+            IoType::Read | IoType::Write => {
+                let mut picker = inner.picker.get();
+                let p99 = picker.next_is_p99();
+                inner.picker.set(picker);
+                LatencyClass::for_io(io_type, p99)
+            }
+            _ => None,
+        };
+        let ctx = io.module_ctx();
+        ctx[CLASS_SLOT] = class.map_or(NO_DELAY, |c| c.index() as u64);
+        ctx[RESET_GEN_SLOT] = inner.shared.reset_gen.load(Ordering::Acquire);
+        ctx[CHAN_SLOT] = Rc::into_raw(Rc::clone(inner)) as usize as u64;
+        inner.send(io);
+    }
+
+    fn poll(&mut self) -> PollStatus {
+        let inner = &*self.inner;
+        let mut work = 0;
+        let gen = inner.shared.reset_gen.load(Ordering::Acquire);
+        if gen != inner.seen_reset.get() {
+            inner.seen_reset.set(gen);
+            work += inner.abort_held_before(gen);
+        }
+        let now = keel_reactor::ticks();
+        for fifo in &inner.held {
+            loop {
+                let mut q = fifo.get();
+                if !q.front_ctx(DEADLINE_SLOT).is_some_and(|deadline| deadline <= now) {
+                    break;
+                }
+                let Some(mut io) = q.pop_front() else { break };
+                fifo.set(q);
+                let status = status_from_u64(io.module_ctx()[STATUS_SLOT]);
+                io.complete(status);
+                work += 1;
+            }
+        }
+        work += inner.retry_waiting();
+        if work > 0 {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    fn needs_poll(&self) -> bool {
+        true
+    }
+}
+
+impl Inner {
+    /// Forward `io` (whose `CHAN_SLOT` holds a strong count) to the base, behind any I/O
+    /// already waiting for a descriptor.
+    fn send(&self, io: IoRef) {
+        let mut retry = self.retry.get();
+        if !retry.is_empty() {
+            retry.push_back(io);
+            self.retry.set(retry);
+            return;
+        }
+        match forward(&self.base, io, on_base_done) {
+            Ok(()) => {}
+            Err((io, SubmitError::NoDescriptor)) => {
+                retry.push_back(io);
+                self.retry.set(retry);
+            }
+            Err((io, e)) => fail(io, submit_error_status(e)),
+        }
+    }
+
+    /// Resubmit I/Os that found no base descriptor; returns how many went out.
+    fn retry_waiting(&self) -> usize {
+        let mut sent = 0;
+        loop {
+            let mut retry = self.retry.get();
+            let Some(io) = retry.pop_front() else { break };
+            self.retry.set(retry);
+            match forward(&self.base, io, on_base_done) {
+                Ok(()) => sent += 1,
+                Err((io, SubmitError::NoDescriptor)) => {
+                    let mut retry = self.retry.get();
+                    retry.push_front(io);
+                    self.retry.set(retry);
+                    break;
+                }
+                Err((io, e)) => {
+                    fail(io, submit_error_status(e));
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// Park a completed I/O until its deadline.
+    fn hold(&self, class: LatencyClass, io: IoRef) {
+        let fifo = &self.held[class.index()];
+        let mut q = fifo.get();
+        q.push_back(io);
+        fifo.set(q);
+    }
+
+    /// Complete (aborted) every held I/O submitted before reset generation `gen`.
+    fn abort_held_before(&self, gen: u64) -> usize {
+        let mut aborted = 0;
+        for fifo in &self.held {
+            let mut old = fifo.take();
+            let mut keep = IoQueue::new();
+            while let Some(mut io) = old.pop_front() {
+                if io.module_ctx()[RESET_GEN_SLOT] < gen {
+                    io.complete(IoStatus::Aborted);
+                    aborted += 1;
+                } else {
+                    keep.push_back(io);
+                }
+            }
+            // I/Os completed by the base meanwhile cannot have been added: completions are
+            // delivered from the reactor loop, never from inside `complete`.
+            let mut now = fifo.get();
+            while let Some(io) = keep.pop_front() {
+                now.push_back(io);
+            }
+            fifo.set(now);
+        }
+        aborted
+    }
+
+    /// A reset: abort the I/Os held on every channel (others notice the new generation in
+    /// their poll), then pass the reset to the base when it supports one.
+    fn reset(self: &Rc<Self>, mut io: IoRef) {
+        let gen = self.shared.reset_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        self.seen_reset.set(gen);
+        let aborted = self.abort_held_before(gen);
+        log::debug!("delay: reset aborted {aborted} held I/O(s) on this core");
+        if !self.shared.base_supports_reset {
+            io.complete(IoStatus::Success);
+            return;
+        }
+        let ctx = io.module_ctx();
+        ctx[CLASS_SLOT] = NO_DELAY;
+        ctx[RESET_GEN_SLOT] = gen;
+        ctx[CHAN_SLOT] = Rc::into_raw(Rc::clone(self)) as usize as u64;
+        self.send(io);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The bdev layer drops a channel only once its I/Os completed; anything still held
+        // here would otherwise never complete.
+        for fifo in &self.held {
+            let mut q = fifo.take();
+            while let Some(io) = q.pop_front() {
+                io.complete(IoStatus::Aborted);
+            }
+        }
+    }
+}
+
+/// Complete `io` without a child, releasing the channel count in its `CHAN_SLOT`.
+fn fail(mut io: IoRef, status: IoStatus) {
+    let chan = io.module_ctx()[CHAN_SLOT] as usize as *const Inner;
+    // SAFETY: `CHAN_SLOT` holds the strong count taken by `submit`/`reset` for this I/O, and
+    // it is released exactly once (here, or in `on_base_done`).
+    drop(unsafe { Rc::from_raw(chan) });
+    io.complete(status);
+}
+
+/// Completion of a child I/O on the base: hold the parent until its deadline, or complete it
+/// now when its type is not delayed.
+fn on_base_done(ctx: usize, status: IoStatus) {
+    // SAFETY: `ctx` is the parent's `into_raw`, passed to the base by `forward` on this core;
+    // the base calls this callback exactly once.
+    let mut io = unsafe { IoRef::from_raw(ctx) };
+    let slots = io.module_ctx();
+    let chan = slots[CHAN_SLOT] as usize as *const Inner;
+    // SAFETY: `CHAN_SLOT` holds the strong count taken for this child; released here once.
+    let inner = unsafe { Rc::from_raw(chan) };
+    let class = LatencyClass::ALL.get(slots[CLASS_SLOT] as usize).copied();
+    match class {
+        None => {
+            drop(inner);
+            io.complete(status);
+        }
+        Some(class) => {
+            let latency = inner.shared.latencies.ticks(class);
+            slots[DEADLINE_SLOT] = keel_reactor::ticks().saturating_add(latency);
+            slots[STATUS_SLOT] = status_to_u64(status);
+            inner.hold(class, io);
+        }
+    }
+}

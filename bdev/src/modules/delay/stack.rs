@@ -1,0 +1,337 @@
+//! Helpers shared by the stacked modules (`delay`, `error`) and by `uring`'s overflow queue.
+//!
+//! They live here rather than in `modules/` because `modules/mod.rs` only declares the leaf
+//! modules; nothing in this file is specific to `delay`.
+//!
+//! - [`IoQueue`]: an intrusive FIFO of in-flight I/Os, linked through a `module_ctx` slot, so
+//!   holding or queueing an I/O never allocates.
+//! - [`forward`]: resubmit an I/O as a child I/O on a base channel (HOT PATH).
+//! - [`ModuleTable`]: a module's own table of the bdevs it created (control path).
+//! - [`open_base`]: open and claim a base bdev, unregistering the stacked bdev on hot-remove.
+//! - [`rpc_error`] and the `ParamSpec` builders used by the modules' method tables.
+
+use crate::{BdevDesc, BdevError, BdevEvent, IoCallback, IoChannel, IoRef, IoStatus, IoType};
+use crate::{SubmitError, Uuid};
+use keel_rpc::{ParamKind, ParamSpec, RpcError};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The `module_ctx` slot an [`IoQueue`] uses to link I/Os. Modules that queue I/Os keep their
+/// own state in the other slots.
+pub(crate) const LINK_SLOT: usize = 7;
+
+/// An intrusive FIFO of in-flight I/Os (each I/O's successor is stored in its
+/// `module_ctx()[LINK_SLOT]`). `Copy` so it can live in a `Cell`.
+///
+/// Relies on `IoRef::into_raw` giving the same non-zero value (the descriptor's address) every
+/// time it is called for the same in-flight I/O, which is how the bdev layer implements it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct IoQueue {
+    head: usize,
+    tail: usize,
+    len: usize,
+}
+
+impl IoQueue {
+    /// An empty queue.
+    pub(crate) const fn new() -> IoQueue {
+        IoQueue { head: 0, tail: 0, len: 0 }
+    }
+
+    /// Whether the queue holds no I/O.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of queued I/Os.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Append `io`.
+    pub(crate) fn push_back(&mut self, mut io: IoRef) {
+        io.module_ctx()[LINK_SLOT] = 0;
+        let raw = io.into_raw();
+        debug_assert_ne!(raw, 0, "IoRef::into_raw returned 0");
+        if self.tail == 0 {
+            self.head = raw;
+        } else {
+            // SAFETY: `tail` came from `into_raw` of an I/O that is still queued (so not
+            // completed) on this core; we turn it back into a raw value right away.
+            let mut last = unsafe { IoRef::from_raw(self.tail) };
+            last.module_ctx()[LINK_SLOT] = raw as u64;
+            let _ = last.into_raw();
+        }
+        self.tail = raw;
+        self.len += 1;
+    }
+
+    /// Put `io` at the front (e.g. a retry that failed again keeps its place).
+    pub(crate) fn push_front(&mut self, mut io: IoRef) {
+        io.module_ctx()[LINK_SLOT] = self.head as u64;
+        let raw = io.into_raw();
+        debug_assert_ne!(raw, 0, "IoRef::into_raw returned 0");
+        if self.tail == 0 {
+            self.tail = raw;
+        }
+        self.head = raw;
+        self.len += 1;
+    }
+
+    /// Take the oldest I/O.
+    pub(crate) fn pop_front(&mut self) -> Option<IoRef> {
+        if self.head == 0 {
+            return None;
+        }
+        // SAFETY: `head` came from `into_raw` of a queued, not yet completed I/O on this core;
+        // it leaves the queue here, so it is rebuilt exactly once.
+        let mut io = unsafe { IoRef::from_raw(self.head) };
+        self.head = io.module_ctx()[LINK_SLOT] as usize;
+        if self.head == 0 {
+            self.tail = 0;
+        }
+        self.len -= 1;
+        Some(io)
+    }
+
+    /// Read `module_ctx()[slot]` of the oldest I/O without dequeuing it.
+    pub(crate) fn front_ctx(&self, slot: usize) -> Option<u64> {
+        if self.head == 0 {
+            return None;
+        }
+        // SAFETY: as in `pop_front`; the I/O stays queued and is turned back into its raw value.
+        let mut io = unsafe { IoRef::from_raw(self.head) };
+        let v = io.module_ctx()[slot];
+        let _ = io.into_raw();
+        Some(v)
+    }
+
+    /// Move every I/O out, leaving this queue empty.
+    pub(crate) fn take(&mut self) -> IoQueue {
+        std::mem::take(self)
+    }
+}
+
+/// Submit `io` to `base` as a child I/O with the same type and range: `cb` later receives
+/// `io.into_raw()` as its context. On failure the callback will not run and the I/O comes back.
+pub(crate) fn forward(
+    base: &IoChannel,
+    io: IoRef,
+    cb: IoCallback,
+) -> Result<(), (IoRef, SubmitError)> {
+    let io_type = io.io_type();
+    let offset = io.offset_blocks();
+    let num = io.num_blocks();
+    let (iov_ptr, iov_cnt) = {
+        let iovs = io.iovs();
+        (iovs.as_ptr(), iovs.len())
+    };
+    let ctx = io.into_raw();
+    // SAFETY: the iovec array lives in the parent's descriptor, which stays valid until the
+    // parent completes; the parent completes only after this child does (or right below when
+    // the submission fails).
+    let iovs = unsafe { std::slice::from_raw_parts(iov_ptr, iov_cnt) };
+    let res = match io_type {
+        IoType::Read => base.read(iovs, offset, num, cb, ctx),
+        IoType::Write => base.write(iovs, offset, num, cb, ctx),
+        IoType::WriteZeroes => base.write_zeroes(offset, num, cb, ctx),
+        IoType::Unmap => base.unmap(offset, num, cb, ctx),
+        IoType::Flush => base.flush(cb, ctx),
+        IoType::Reset => base.reset(cb, ctx),
+    };
+    // SAFETY: on error the callback is not called, so `ctx` was not consumed: rebuild it once.
+    res.map_err(|e| (unsafe { IoRef::from_raw(ctx) }, e))
+}
+
+/// The status a parent I/O gets when its child cannot be submitted (other than for lack of a
+/// descriptor, which is retried).
+pub(crate) fn submit_error_status(e: SubmitError) -> IoStatus {
+    match e {
+        SubmitError::Removed => IoStatus::Aborted,
+        _ => IoStatus::IoError,
+    }
+}
+
+/// Encode an [`IoStatus`] into a `module_ctx` slot.
+pub(crate) fn status_to_u64(s: IoStatus) -> u64 {
+    match s {
+        IoStatus::Success => 0,
+        IoStatus::IoError => 1,
+        IoStatus::Aborted => 2,
+        IoStatus::NoSpace => 3,
+        IoStatus::Miscompare => 4,
+    }
+}
+
+/// Decode [`status_to_u64`] (unknown values read as an I/O error).
+pub(crate) fn status_from_u64(v: u64) -> IoStatus {
+    match v {
+        0 => IoStatus::Success,
+        2 => IoStatus::Aborted,
+        3 => IoStatus::NoSpace,
+        4 => IoStatus::Miscompare,
+        _ => IoStatus::IoError,
+    }
+}
+
+/// A module's table of the bdevs it created, by bdev name (control path only).
+pub(crate) struct ModuleTable<T> {
+    map: Mutex<BTreeMap<String, Arc<T>>>,
+}
+
+impl<T> ModuleTable<T> {
+    /// An empty table (usable in a `static`).
+    pub(crate) const fn new() -> Self {
+        ModuleTable { map: Mutex::new(BTreeMap::new()) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<T>>> {
+        // A panic while holding this lock cannot leave the map inconsistent: keep going.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Add (or replace) `name`.
+    pub(crate) fn insert(&self, name: &str, v: Arc<T>) {
+        self.lock().insert(name.to_string(), v);
+    }
+
+    /// The entry for the bdev called (or aliased) `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<T>> {
+        let canonical = crate::get_bdev(name).map(|b| b.name().to_string());
+        let map = self.lock();
+        canonical.and_then(|n| map.get(&n).cloned()).or_else(|| map.get(name).cloned())
+    }
+
+    /// Remove `name` if it still maps to `this` (a newer bdev may have reused the name).
+    pub(crate) fn remove_if_same(&self, name: &str, this: *const T) {
+        let mut map = self.lock();
+        if map.get(name).is_some_and(|v| std::ptr::eq(Arc::as_ptr(v), this)) {
+            map.remove(name);
+        }
+    }
+
+    /// Every entry, in name order.
+    pub(crate) fn values(&self) -> Vec<Arc<T>> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// Open `base` for writing and claim it for `module` on behalf of the stacked bdev `name`.
+/// When the base is hot-removed, `name` is unregistered, but only while `live` is true (set it
+/// once `name` is registered, clear it in `destruct`), so a stale event never removes a newer
+/// bdev that reuses the name.
+pub(crate) fn open_base(
+    base: &str,
+    module: &'static str,
+    name: &str,
+    live: Arc<AtomicBool>,
+) -> Result<BdevDesc, BdevError> {
+    let stacked = name.to_string();
+    let desc = crate::open(base, true, move |event| match event {
+        BdevEvent::Remove => {
+            if !live.load(Ordering::Acquire) {
+                return;
+            }
+            log::info!("{module} bdev {stacked}: base bdev removed, unregistering");
+            let n = stacked.clone();
+            keel_reactor::spawn_local(async move {
+                if let Err(e) = crate::unregister(&n).await {
+                    log::debug!("{module} bdev {n}: unregister after base removal: {e}");
+                }
+            });
+        }
+    })?;
+    desc.claim(module)?;
+    Ok(desc)
+}
+
+/// Parse an optional UUID parameter (random when absent).
+pub(crate) fn parse_uuid(uuid: Option<&str>) -> Result<Uuid, RpcError> {
+    match uuid {
+        None => Ok(Uuid::new_random()),
+        Some(s) => Uuid::parse(s)
+            .ok_or_else(|| RpcError::invalid_params(format!("Invalid parameters: bad uuid {s:?}"))),
+    }
+}
+
+/// A control-path error as SPDK answers it: negative errno and the message.
+pub(crate) fn rpc_error(e: BdevError) -> RpcError {
+    RpcError::errno(e.errno(), e.to_string())
+}
+
+/// A positional CLI parameter.
+pub(crate) const fn positional(
+    name: &'static str,
+    kind: ParamKind,
+    required: bool,
+    help: &'static str,
+) -> ParamSpec {
+    ParamSpec { name, kind, required, positional: true, long: None, short: None, help }
+}
+
+/// An option CLI parameter (`--long`, optionally `-s`).
+pub(crate) const fn option(
+    name: &'static str,
+    kind: ParamKind,
+    required: bool,
+    long: Option<&'static str>,
+    short: Option<char>,
+    help: &'static str,
+) -> ParamSpec {
+    ParamSpec { name, kind, required, positional: false, long, short, help }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_round_trip() {
+        for s in [
+            IoStatus::Success,
+            IoStatus::IoError,
+            IoStatus::Aborted,
+            IoStatus::NoSpace,
+            IoStatus::Miscompare,
+        ] {
+            assert_eq!(status_from_u64(status_to_u64(s)), s);
+        }
+        assert_eq!(status_from_u64(99), IoStatus::IoError);
+    }
+
+    #[test]
+    fn submit_errors_map_to_statuses() {
+        assert_eq!(submit_error_status(SubmitError::Removed), IoStatus::Aborted);
+        assert_eq!(submit_error_status(SubmitError::OutOfRange), IoStatus::IoError);
+        assert_eq!(submit_error_status(SubmitError::BadIovecs), IoStatus::IoError);
+    }
+
+    #[test]
+    fn uuid_param_is_checked() {
+        assert!(parse_uuid(None).is_ok());
+        let u = Uuid::new_random().to_string();
+        assert_eq!(parse_uuid(Some(&u)).unwrap().to_string(), u);
+        let e = parse_uuid(Some("nope")).unwrap_err();
+        assert_eq!(e.code, -32602);
+        assert!(e.message.contains("uuid"));
+    }
+
+    #[test]
+    fn bdev_errors_keep_their_errno() {
+        let e = rpc_error(BdevError::NotFound("x".into()));
+        assert_eq!(e.code, -libc::ENODEV);
+        assert_eq!(e.message, "bdev x not found");
+        assert_eq!(rpc_error(BdevError::Exists("x".into())).code, -libc::EEXIST);
+    }
+
+    #[test]
+    fn empty_queue_behaves() {
+        let mut q = IoQueue::new();
+        assert!(q.is_empty());
+        assert_eq!(q.len(), 0);
+        assert!(q.pop_front().is_none());
+        assert_eq!(q.front_ctx(0), None);
+        assert!(q.take().is_empty());
+    }
+}

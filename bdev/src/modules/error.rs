@@ -1,4 +1,0 @@
-//! The `error` bdev module.
-
-/// Register this module's JSON-RPC methods.
-pub fn register_rpcs() {}

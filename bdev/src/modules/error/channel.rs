@@ -1,0 +1,206 @@
+//! HOT PATH: an error bdev's per-core channel. Each I/O first tries to consume an injected
+//! error (one atomic compare-and-swap when one is armed, one load when not); unaffected I/Os
+//! go to the base as child I/Os.
+
+use super::inject::{corrupt_iovs, ErrorKind, Injections};
+use crate::modules::delay::stack::{forward, submit_error_status, IoQueue, LINK_SLOT};
+use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
+use keel_reactor::PollStatus;
+use std::sync::Arc;
+
+/// `module_ctx` slot: non-zero when a read must be corrupted on completion.
+const CORRUPT_SLOT: usize = 0;
+/// `module_ctx` slot: byte offset to corrupt.
+const OFFSET_SLOT: usize = 1;
+/// `module_ctx` slot: XOR value.
+const VALUE_SLOT: usize = 2;
+/// `module_ctx` slot: clear generation when a pending I/O was parked.
+const CLEAR_GEN_SLOT: usize = 3;
+/// `module_ctx` slot: reset generation when a pending I/O was parked.
+const RESET_GEN_SLOT: usize = 4;
+const _: () = assert!(LINK_SLOT > RESET_GEN_SLOT, "queue link must not overlap our slots");
+
+/// One core's channel into an error bdev.
+pub(super) struct ErrorChannel {
+    base: IoChannel,
+    injections: Arc<Injections>,
+    base_supports_reset: bool,
+    /// I/Os hit by a `pending` injection, in arrival order.
+    pending: IoQueue,
+    /// I/Os waiting for a base descriptor (`SubmitError::NoDescriptor`).
+    retry: IoQueue,
+}
+
+impl ErrorChannel {
+    /// A channel forwarding to `base` (a channel of the base bdev on this core).
+    pub(super) fn new(
+        base: IoChannel,
+        injections: Arc<Injections>,
+        base_supports_reset: bool,
+    ) -> ErrorChannel {
+        ErrorChannel {
+            base,
+            injections,
+            base_supports_reset,
+            pending: IoQueue::new(),
+            retry: IoQueue::new(),
+        }
+    }
+
+    /// Forward to the base, behind I/Os already waiting for a descriptor.
+    fn send(&mut self, io: IoRef) {
+        if !self.retry.is_empty() {
+            self.retry.push_back(io);
+            return;
+        }
+        match forward(&self.base, io, on_base_done) {
+            Ok(()) => {}
+            Err((io, SubmitError::NoDescriptor)) => self.retry.push_back(io),
+            Err((io, e)) => io.complete(submit_error_status(e)),
+        }
+    }
+
+    fn retry_waiting(&mut self) -> usize {
+        let mut sent = 0;
+        while let Some(io) = self.retry.pop_front() {
+            match forward(&self.base, io, on_base_done) {
+                Ok(()) => sent += 1,
+                Err((io, SubmitError::NoDescriptor)) => {
+                    self.retry.push_front(io);
+                    break;
+                }
+                Err((io, e)) => {
+                    io.complete(submit_error_status(e));
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    }
+
+    /// Abort pending I/Os parked before reset generation `reset_gen`; send to the base those
+    /// parked before clear generation `clear_gen`. Both are recorded in arrival order, so the
+    /// queue is scanned from the front only.
+    fn settle_pending(&mut self, clear_gen: u64, reset_gen: u64) -> usize {
+        let mut n = 0;
+        loop {
+            let (Some(rg), Some(cg)) =
+                (self.pending.front_ctx(RESET_GEN_SLOT), self.pending.front_ctx(CLEAR_GEN_SLOT))
+            else {
+                break;
+            };
+            if rg >= reset_gen && cg >= clear_gen {
+                break;
+            }
+            let Some(mut io) = self.pending.pop_front() else { break };
+            n += 1;
+            if rg < reset_gen {
+                io.complete(IoStatus::Aborted);
+            } else {
+                io.module_ctx()[CORRUPT_SLOT] = 0;
+                self.send(io);
+            }
+        }
+        n
+    }
+
+    fn reset(&mut self, mut io: IoRef) {
+        let reset_gen = self.injections.bump_reset();
+        let (clear_gen, _) = self.injections.generations();
+        let settled = self.settle_pending(clear_gen, reset_gen);
+        log::debug!("error bdev: reset settled {settled} pending I/O(s) on this core");
+        if self.base_supports_reset {
+            io.module_ctx()[CORRUPT_SLOT] = 0;
+            self.send(io);
+        } else {
+            io.complete(IoStatus::Success);
+        }
+    }
+}
+
+impl BackendChannel for ErrorChannel {
+    fn submit(&mut self, mut io: IoRef) {
+        let io_type = io.io_type();
+        if io_type == IoType::Reset {
+            self.reset(io);
+            return;
+        }
+        // Generations before `take` (see `Injections::generations`).
+        let (clear_gen, reset_gen) = self.injections.generations();
+        let Some(hit) = self.injections.take(io_type) else {
+            io.module_ctx()[CORRUPT_SLOT] = 0;
+            self.send(io);
+            return;
+        };
+        match hit.kind {
+            ErrorKind::Failure => io.complete(IoStatus::IoError),
+            ErrorKind::Pending => {
+                let ctx = io.module_ctx();
+                ctx[CLEAR_GEN_SLOT] = clear_gen;
+                ctx[RESET_GEN_SLOT] = reset_gen;
+                self.pending.push_back(io);
+            }
+            ErrorKind::CorruptData => {
+                let len = io.num_blocks().saturating_mul(u64::from(io.block_size()));
+                let ctx_flag = match io_type {
+                    IoType::Write => {
+                        // SAFETY: a write's buffers stay valid (for reads and writes, by the
+                        // IoVec contract) and unused by others until the I/O completes.
+                        unsafe { corrupt_iovs(io.iovs(), len, hit.corrupt_offset, hit.corrupt_value) };
+                        0
+                    }
+                    IoType::Read => 1,
+                    _ => 0,
+                };
+                let ctx = io.module_ctx();
+                ctx[CORRUPT_SLOT] = ctx_flag;
+                ctx[OFFSET_SLOT] = hit.corrupt_offset;
+                ctx[VALUE_SLOT] = u64::from(hit.corrupt_value);
+                self.send(io);
+            }
+        }
+    }
+
+    fn poll(&mut self) -> PollStatus {
+        let mut work = 0;
+        if !self.pending.is_empty() {
+            let (clear_gen, reset_gen) = self.injections.generations();
+            work += self.settle_pending(clear_gen, reset_gen);
+        }
+        if !self.retry.is_empty() {
+            work += self.retry_waiting();
+        }
+        if work > 0 {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    fn needs_poll(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for ErrorChannel {
+    fn drop(&mut self) {
+        // The layer drops a channel only once its I/Os completed; never leave one hanging.
+        while let Some(io) = self.pending.pop_front() {
+            io.complete(IoStatus::Aborted);
+        }
+    }
+}
+
+/// Completion of a child I/O: corrupt a read's data when asked, then complete the parent.
+fn on_base_done(ctx: usize, status: IoStatus) {
+    // SAFETY: `ctx` is the parent's `into_raw`, handed to the base by `forward` on this core;
+    // the base calls this callback exactly once.
+    let mut io = unsafe { IoRef::from_raw(ctx) };
+    if status == IoStatus::Success && io.module_ctx()[CORRUPT_SLOT] != 0 {
+        let slots = *io.module_ctx();
+        let len = io.num_blocks().saturating_mul(u64::from(io.block_size()));
+        // SAFETY: the read's buffers belong to this in-flight I/O until it completes below.
+        unsafe { corrupt_iovs(io.iovs(), len, slots[OFFSET_SLOT], slots[VALUE_SLOT] as u8) };
+    }
+    io.complete(status);
+}

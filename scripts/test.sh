@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Keel's test command (README.md): unit + end-to-end tests, then SPDK's own rpc.py against keel-tgt.
+# Installs what it needs (SPDK's Python client from PyPI into target/venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets 2>&1
+
+echo "== SPDK rpc.py against keel-tgt"
+bash scripts/spdk-rpc-compat.sh
