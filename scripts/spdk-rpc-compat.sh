@@ -30,9 +30,30 @@ check "bdev_null_create N0 64 512" rpc bdev_null_create N0 64 512
 out=$(rpc bdev_get_bdevs -b M0 2>&1)
 check "bdev_get_bdevs -b M0 shows 16384 blocks" has "$out" '"num_blocks": 16384'
 check "bdev_get_iostat" rpc bdev_get_iostat
-check "bdev_set_qos_limit" rpc bdev_set_qos_limit M0 --rw_ios_per_sec 20000
+check "bdev_set_qos_limit" rpc bdev_set_qos_limit M0 --rw-ios-per-sec 20000
 check "framework_get_reactors" rpc framework_get_reactors
-check "save_config" rpc save_config
+truncate -s 16M "$dir/disk.img"
+check "bdev_uring_create FILE U0 4096" rpc bdev_uring_create "$dir/disk.img" U0 4096
+check "bdev_aio_create FILE A0 512 (read-only)" rpc bdev_aio_create -r "$dir/disk.img" A0 512
+check "bdev_delay_create" rpc bdev_delay_create -b N0 -d D0 -r 10 -t 20 -w 30 -n 40
+check "bdev_delay_update_latency" rpc bdev_delay_update_latency D0 avg_read 5
+check "bdev_error_create M0" rpc bdev_error_create M0
+check "bdev_error_inject_error" rpc bdev_error_inject_error EE_M0 write failure -n 3
+check "bdev_wait_for_examine" rpc bdev_wait_for_examine
+check "rpc_get_methods" rpc rpc_get_methods
+check "framework_get_subsystems" rpc framework_get_subsystems
+check "save_config" bash -c "$venv/bin/spdk-rpc -s $sock save_config > $dir/saved.json"
+check "save_config lists the delay bdev" grep -q bdev_delay_create "$dir/saved.json"
+check "bdev_error_delete" rpc bdev_error_delete EE_M0
+check "bdev_delay_delete" rpc bdev_delay_delete D0
+check "bdev_aio_delete" rpc bdev_aio_delete A0
+check "bdev_uring_delete" rpc bdev_uring_delete U0
+check "bdev_null_delete" rpc bdev_null_delete N0
+check "bdev_malloc_delete M0" rpc bdev_malloc_delete M0
+check "load_config (replays the saved config)" bash -c "$venv/bin/spdk-rpc -s $sock load_config -j $dir/saved.json"
+check "bdev_get_bdevs -b EE_M0 after load_config" rpc bdev_get_bdevs -b EE_M0
+check "save_config after load_config matches" bash -c "$venv/bin/spdk-rpc -s $sock save_config | diff - $dir/saved.json"
+check "bdev_error_delete" rpc bdev_error_delete EE_M0
 check "bdev_malloc_delete M0" rpc bdev_malloc_delete M0
 if rpc bdev_malloc_delete M0 >/dev/null 2>&1; then
   fail=$((fail+1)); echo "FAIL deleting a missing bdev must fail"

@@ -90,7 +90,10 @@ pub(crate) struct DescQueue {
 
 impl DescQueue {
     pub(crate) const fn new() -> DescQueue {
-        DescQueue { head: Cell::new(ptr::null_mut()), tail: Cell::new(ptr::null_mut()) }
+        DescQueue {
+            head: Cell::new(ptr::null_mut()),
+            tail: Cell::new(ptr::null_mut()),
+        }
     }
     #[inline]
     fn is_empty(&self) -> bool {
@@ -177,13 +180,26 @@ unsafe fn finish(d: *mut IoDesc) {
     // SAFETY: per the contract; the fields are copied out before the descriptor is freed.
     let (chan, io_type, status, num_blocks, cb, ctx, t0) = unsafe {
         let x = &*d;
-        (&*x.chan, x.io_type, x.status, x.num_blocks, x.cb, x.ctx, x.submit_tick)
+        (
+            &*x.chan,
+            x.io_type,
+            x.status,
+            x.num_blocks,
+            x.cb,
+            x.ctx,
+            x.submit_tick,
+        )
     };
     let bytes = match io_type {
         IoType::Read | IoType::Write | IoType::Unmap => num_blocks * u64::from(chan.block_size),
         _ => 0,
     };
-    chan.stats.record(io_type, status, bytes, keel_reactor::ticks().wrapping_sub(t0));
+    chan.stats.record(
+        io_type,
+        status,
+        bytes,
+        keel_reactor::ticks().wrapping_sub(t0),
+    );
     // SAFETY: `d` belongs to `chan` and is in no list.
     unsafe { chan.put_desc(d) };
     // The descriptor is free (a resubmission may reuse it) but still counts in `inflight`, so
@@ -236,7 +252,8 @@ impl ChannelState {
     fn new(bdev: &Bdev, depth: usize, on_reactor: bool) -> Result<Rc<ChannelState>, BdevError> {
         let backend = bdev.backend().create_channel()?;
         let needs_poll = backend.needs_poll();
-        let pool: Box<[UnsafeCell<IoDesc>]> = (0..depth).map(|_| UnsafeCell::new(IoDesc::EMPTY)).collect();
+        let pool: Box<[UnsafeCell<IoDesc>]> =
+            (0..depth).map(|_| UnsafeCell::new(IoDesc::EMPTY)).collect();
         let st = Rc::new(ChannelState {
             bdev: bdev.clone(),
             block_size: bdev.info().block_size,
@@ -345,7 +362,7 @@ impl ChannelState {
             IoType::Flush | IoType::Reset => Ok(()),
             _ => {
                 let end = offset.checked_add(num_blocks);
-                if num_blocks == 0 || end.map_or(true, |e| e > self.num_blocks) {
+                if num_blocks == 0 || end.is_none_or(|e| e > self.num_blocks) {
                     Err(SubmitError::OutOfRange)
                 } else {
                     Ok(())
@@ -386,7 +403,10 @@ impl ChannelState {
             IoType::Read | IoType::Write => num * u64::from(self.block_size),
             _ => 0,
         };
-        self.qos.borrow_mut().as_mut().map_or(true, |b| b.try_admit(io_type, bytes))
+        self.qos
+            .borrow_mut()
+            .as_mut()
+            .is_none_or(|b| b.try_admit(io_type, bytes))
     }
 
     #[inline]
@@ -409,7 +429,9 @@ impl ChannelState {
             if self.free.get().is_null() {
                 break;
             }
-            let Some(f) = self.waiters.borrow_mut().pop_front() else { break };
+            let Some(f) = self.waiters.borrow_mut().pop_front() else {
+                break;
+            };
             f();
         }
     }
@@ -449,9 +471,11 @@ impl ChannelState {
                 self.qos_on.set(true);
                 if self.on_reactor && self.qos_poller.get().is_none() {
                     let w = Rc::downgrade(self);
-                    let id = keel_reactor::register_poller("bdev_qos", Some(qos::TIMESLICE), move || {
-                        w.upgrade().map_or(PollStatus::Idle, |c| c.qos_refill())
-                    });
+                    let id = keel_reactor::register_poller(
+                        "bdev_qos",
+                        Some(qos::TIMESLICE),
+                        move || w.upgrade().map_or(PollStatus::Idle, |c| c.qos_refill()),
+                    );
                     self.qos_poller.set(Some(id));
                 }
             }
@@ -492,7 +516,10 @@ impl ChannelState {
 impl Drop for ChannelState {
     fn drop(&mut self) {
         debug_assert_eq!(self.inflight.get(), 0, "channel freed with I/O in flight");
-        for id in [self.poller.take(), self.qos_poller.take()].into_iter().flatten() {
+        for id in [self.poller.take(), self.qos_poller.take()]
+            .into_iter()
+            .flatten()
+        {
             keel_reactor::unregister_poller(id);
         }
         // SAFETY: dropped exactly once, here; nothing uses the backend channel afterwards. It
@@ -564,7 +591,9 @@ impl IoChannel {
     ) -> Result<(), SubmitError> {
         let st = &*self.state;
         st.check(io_type, offset_blocks, num_blocks)?;
-        if matches!(io_type, IoType::Write | IoType::WriteZeroes | IoType::Unmap) && !self.desc.writable() {
+        if matches!(io_type, IoType::Write | IoType::WriteZeroes | IoType::Unmap)
+            && !self.desc.writable()
+        {
             return Err(SubmitError::Unsupported);
         }
         let data_len = match io_type {
@@ -577,7 +606,18 @@ impl IoChannel {
         }
         let d = st.take_desc().ok_or(SubmitError::NoDescriptor)?;
         // SAFETY: `d` was just taken from the free list: nobody else refers to it.
-        let complete = unsafe { fill(d, io_type, offset_blocks, num_blocks, cb, ctx, iovs, data_len) };
+        let complete = unsafe {
+            fill(
+                d,
+                io_type,
+                offset_blocks,
+                num_blocks,
+                cb,
+                ctx,
+                iovs,
+                data_len,
+            )
+        };
         if !complete {
             // SAFETY: `d` is ours and in no list.
             unsafe { st.put_desc(d) };
@@ -620,7 +660,13 @@ impl IoChannel {
         self.submit(IoType::WriteZeroes, &[], offset_blocks, num_blocks, cb, ctx)
     }
     /// Deallocate blocks.
-    pub fn unmap(&self, offset_blocks: u64, num_blocks: u64, cb: IoCallback, ctx: usize) -> Result<(), SubmitError> {
+    pub fn unmap(
+        &self,
+        offset_blocks: u64,
+        num_blocks: u64,
+        cb: IoCallback,
+        ctx: usize,
+    ) -> Result<(), SubmitError> {
         self.submit(IoType::Unmap, &[], offset_blocks, num_blocks, cb, ctx)
     }
     /// Make completed writes durable. The module sees it as covering the whole bdev.
@@ -710,7 +756,10 @@ unsafe fn fill(
             continue;
         }
         let take = left.min(iov.len as u64);
-        d.iovs[n] = IoVec { base: iov.base, len: take as usize };
+        d.iovs[n] = IoVec {
+            base: iov.base,
+            len: take as usize,
+        };
         n += 1;
         left -= take;
     }
@@ -731,7 +780,9 @@ impl IoRef {
     #[inline]
     unsafe fn new(d: *mut IoDesc) -> IoRef {
         // SAFETY: descriptors come from a live pool, never null.
-        IoRef { desc: unsafe { NonNull::new_unchecked(d) } }
+        IoRef {
+            desc: unsafe { NonNull::new_unchecked(d) },
+        }
     }
     #[inline]
     fn d(&self) -> *mut IoDesc {
@@ -765,7 +816,8 @@ impl IoRef {
         // and the borrow is tied to `&self`.
         unsafe {
             let d = self.d();
-            &(*d).iovs[..(*d).iovcnt as usize]
+            let iovs: &[IoVec; MAX_IOVS] = &(*d).iovs;
+            &iovs[..(*d).iovcnt as usize]
         }
     }
     /// 64 bytes of per-I/O scratch space for the module (e.g. a child I/O count, a deadline).
@@ -828,5 +880,366 @@ impl std::fmt::Debug for IoRef {
             .field("offset_blocks", &self.offset_blocks())
             .field("num_blocks", &self.num_blocks())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{block_on, info, take_held, HoldBackend};
+    use crate::{modules, open, register, unregister, BdevDesc};
+    use std::cell::RefCell;
+    use std::sync::atomic::AtomicUsize;
+
+    thread_local! {
+        static DONE: RefCell<Vec<(usize, IoStatus)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn record(ctx: usize, status: IoStatus) {
+        DONE.with(|d| d.borrow_mut().push((ctx, status)));
+    }
+
+    fn done() -> Vec<(usize, IoStatus)> {
+        DONE.with(|d| std::mem::take(&mut *d.borrow_mut()))
+    }
+
+    fn iov(buf: &mut [u8]) -> IoVec {
+        // SAFETY: the test keeps `buf` alive and untouched until the I/O completes.
+        unsafe { IoVec::from_raw(buf.as_mut_ptr(), buf.len()) }
+    }
+
+    fn hold_bdev(name: &str) -> (BdevDesc, Arc<AtomicUsize>) {
+        let b = HoldBackend::new();
+        let submitted = Arc::clone(&b.submitted);
+        register(info(name, 512, 1024), Arc::new(b)).unwrap();
+        (open(name, true, |_| {}).unwrap(), submitted)
+    }
+
+    #[test]
+    fn malloc_data_round_trip_unmap_and_write_zeroes() {
+        modules::malloc::create("io_malloc", 64, 512, None).unwrap();
+        let desc = open("io_malloc", true, |_| {}).unwrap();
+        let ch = desc.get_io_channel().unwrap();
+        let mut w: Vec<u8> = (0..2048u32).map(|i| (i * 7 + 3) as u8).collect();
+        // two iovecs, the second longer than needed: trimmed to exactly 4 blocks
+        let (a, b) = w.split_at_mut(1000);
+        ch.write(&[iov(a), iov(b)], 8, 4, record, 1).unwrap();
+        assert!(done().is_empty(), "completion never runs inside submit");
+        poll_completions();
+        assert_eq!(done(), vec![(1, IoStatus::Success)]);
+
+        let mut r = vec![0u8; 2048];
+        ch.read(&[iov(&mut r)], 8, 4, record, 2).unwrap();
+        poll_completions();
+        assert_eq!(done(), vec![(2, IoStatus::Success)]);
+        assert_eq!(r, w);
+
+        ch.unmap(9, 1, record, 3).unwrap();
+        ch.write_zeroes(11, 1, record, 4).unwrap();
+        ch.flush(record, 5).unwrap();
+        poll_completions();
+        assert_eq!(done().len(), 3);
+        let mut r = vec![0xffu8; 2048];
+        ch.read(&[iov(&mut r)], 8, 4, record, 6).unwrap();
+        poll_completions();
+        assert_eq!(&r[..512], &w[..512]);
+        assert!(
+            r[512..1024].iter().all(|&x| x == 0),
+            "unmapped block reads zeroes"
+        );
+        assert_eq!(&r[1024..1536], &w[1024..1536]);
+        assert!(r[1536..].iter().all(|&x| x == 0), "write_zeroes");
+        done();
+
+        let s = block_on(desc.bdev().io_stats());
+        assert_eq!((s.num_write_ops, s.bytes_written), (1, 2048));
+        assert_eq!((s.num_read_ops, s.bytes_read), (2, 4096));
+        assert_eq!((s.num_unmap_ops, s.bytes_unmapped), (1, 512));
+        assert_eq!(s.num_write_zeroes_ops, 1);
+        drop(ch);
+        drop(desc);
+        block_on(unregister("io_malloc")).unwrap();
+    }
+
+    #[test]
+    fn bad_submissions_are_refused_without_callback() {
+        modules::null::create("io_bad", 100, 512, None).unwrap();
+        let desc = open("io_bad", true, |_| {}).unwrap();
+        let ch = desc.get_io_channel().unwrap();
+        let mut buf = vec![0u8; 4096];
+        let one = [iov(&mut buf)];
+        use SubmitError::*;
+        assert_eq!(ch.read(&one, 100, 1, record, 0), Err(OutOfRange));
+        assert_eq!(ch.read(&one, 99, 2, record, 0), Err(OutOfRange));
+        assert_eq!(ch.read(&one, 0, 0, record, 0), Err(OutOfRange));
+        assert_eq!(ch.read(&one, u64::MAX, 2, record, 0), Err(OutOfRange));
+        assert_eq!(ch.unmap(1, u64::MAX, record, 0), Err(OutOfRange));
+        assert_eq!(
+            ch.read(&one, 0, 9, record, 0),
+            Err(BadIovecs),
+            "iovecs shorter than the blocks"
+        );
+        assert_eq!(ch.write(&[], 0, 1, record, 0), Err(BadIovecs));
+        let many = [one[0]; MAX_IOVS + 1];
+        assert_eq!(ch.read(&many, 0, 1, record, 0), Err(BadIovecs));
+        assert_eq!(ch.read(&one, 99, 1, record, 0), Ok(()));
+        poll_completions();
+        assert_eq!(done(), vec![(0, IoStatus::Success)]);
+        // a read-only descriptor cannot write
+        let ro = open("io_bad", false, |_| {}).unwrap();
+        let rch = ro.get_io_channel().unwrap();
+        assert_eq!(rch.write(&one, 0, 1, record, 0), Err(Unsupported));
+        assert_eq!(rch.unmap(0, 1, record, 0), Err(Unsupported));
+        assert_eq!(rch.read(&one, 0, 1, record, 0), Ok(()));
+        assert!(
+            Rc::ptr_eq(&rch.state, &ch.state),
+            "one channel state per core and bdev"
+        );
+        poll_completions();
+        done();
+        drop((rch, ro, ch, desc));
+        block_on(unregister("io_bad")).unwrap();
+    }
+
+    #[test]
+    fn unsupported_types_and_removed_bdev() {
+        let mut b = HoldBackend::new();
+        b.supported = vec![IoType::Read];
+        register(info("io_unsup", 512, 8), Arc::new(b)).unwrap();
+        let desc = open("io_unsup", true, |_| {}).unwrap();
+        let ch = desc.get_io_channel().unwrap();
+        assert_eq!(ch.unmap(0, 1, record, 0), Err(SubmitError::Unsupported));
+        assert_eq!(ch.flush(record, 0), Err(SubmitError::Unsupported));
+        assert_eq!(ch.reset(record, 0), Err(SubmitError::Unsupported));
+        let mut fut = Box::pin(unregister("io_unsup"));
+        assert!(crate::testutil::poll_once(&mut fut).is_pending());
+        let mut buf = [0u8; 512];
+        assert_eq!(
+            ch.read(&[iov(&mut buf)], 0, 1, record, 0),
+            Err(SubmitError::Removed)
+        );
+        drop(ch);
+        assert!(
+            crate::testutil::poll_once(&mut fut).is_pending(),
+            "descriptor still open"
+        );
+        drop(desc);
+        assert!(crate::testutil::poll_once(&mut fut).is_ready());
+    }
+
+    #[test]
+    fn pool_exhaustion_and_wait_for_descriptor() {
+        let (desc, submitted) = hold_bdev("io_pool");
+        let ch = Rc::new(desc.get_io_channel().unwrap());
+        for i in 0..CHANNEL_DESCRIPTORS {
+            ch.flush(record, i).unwrap();
+        }
+        assert_eq!(ch.flush(record, 9999), Err(SubmitError::NoDescriptor));
+        let c = Rc::clone(&ch);
+        ch.wait_for_descriptor(Box::new(move || c.flush(record, 7777).unwrap()));
+        let mut held = take_held();
+        assert_eq!(held.len(), CHANNEL_DESCRIPTORS);
+        held.pop().unwrap().complete(IoStatus::IoError);
+        assert_eq!(submitted.load(Ordering::Relaxed), CHANNEL_DESCRIPTORS);
+        poll_completions();
+        assert_eq!(done(), vec![(CHANNEL_DESCRIPTORS - 1, IoStatus::IoError)]);
+        assert_eq!(
+            submitted.load(Ordering::Relaxed),
+            CHANNEL_DESCRIPTORS + 1,
+            "waiter resubmitted"
+        );
+        held.extend(take_held());
+        assert_eq!(held.len(), CHANNEL_DESCRIPTORS);
+        // with a descriptor free, the waiter runs at once
+        held.pop().unwrap().complete(IoStatus::Success);
+        poll_completions();
+        let ran = Rc::new(Cell::new(false));
+        let r = Rc::clone(&ran);
+        ch.wait_for_descriptor(Box::new(move || r.set(true)));
+        assert!(ran.get());
+        for io in held {
+            io.complete(IoStatus::Success);
+        }
+        poll_completions();
+        assert_eq!(done().len(), CHANNEL_DESCRIPTORS);
+        drop((ch, desc));
+        block_on(unregister("io_pool")).unwrap();
+    }
+
+    #[test]
+    fn channel_outlives_its_last_handle_while_io_is_in_flight() {
+        let (desc, _) = hold_bdev("io_drop");
+        let ch = desc.get_io_channel().unwrap();
+        ch.flush(record, 1).unwrap();
+        let weak = Rc::downgrade(&ch.state);
+        drop(ch);
+        assert!(weak.upgrade().is_some(), "kept by the in-flight I/O");
+        let mut fut = Box::pin(unregister("io_drop"));
+        drop(desc);
+        assert!(
+            crate::testutil::poll_once(&mut fut).is_pending(),
+            "waits for the channel"
+        );
+        take_held().pop().unwrap().complete(IoStatus::Success);
+        poll_completions();
+        assert_eq!(done(), vec![(1, IoStatus::Success)]);
+        assert!(weak.upgrade().is_none(), "freed after the last completion");
+        assert!(crate::testutil::poll_once(&mut fut).is_ready());
+    }
+
+    #[test]
+    fn revived_channel_is_the_same_state() {
+        let (desc, _) = hold_bdev("io_revive");
+        let ch = desc.get_io_channel().unwrap();
+        ch.flush(record, 1).unwrap();
+        let p = Rc::as_ptr(&ch.state);
+        drop(ch);
+        let ch = desc.get_io_channel().unwrap();
+        assert_eq!(Rc::as_ptr(&ch.state), p);
+        take_held().pop().unwrap().complete(IoStatus::Success);
+        poll_completions();
+        assert_eq!(done().len(), 1);
+        assert_eq!(Rc::strong_count(&ch.state), 1, "parked reference released");
+        drop((ch, desc));
+        block_on(unregister("io_revive")).unwrap();
+    }
+
+    struct Loop {
+        ch: IoChannel,
+        left: Cell<u32>,
+        completed: Cell<u32>,
+        buf: UnsafeCell<[u8; 512]>,
+    }
+
+    fn loop_cb(ctx: usize, status: IoStatus) {
+        // SAFETY: ctx is the address of a `Loop` the test keeps alive until the loop ends.
+        let l = unsafe { &*(ctx as *const Loop) };
+        assert_eq!(status, IoStatus::Success);
+        l.completed.set(l.completed.get() + 1);
+        if l.left.get() > 0 {
+            l.left.set(l.left.get() - 1);
+            // SAFETY: one I/O at a time uses the buffer.
+            let v = unsafe { IoVec::from_raw(l.buf.get().cast(), 512) };
+            l.ch.read(&[v], 0, 1, loop_cb, ctx).unwrap();
+        }
+    }
+
+    #[test]
+    fn callbacks_may_resubmit() {
+        modules::null::create("io_loop", 8, 512, None).unwrap();
+        let desc = open("io_loop", false, |_| {}).unwrap();
+        let l = Loop {
+            ch: desc.get_io_channel().unwrap(),
+            left: Cell::new(100),
+            completed: Cell::new(0),
+            buf: UnsafeCell::new([0; 512]),
+        };
+        loop_cb(&l as *const Loop as usize, IoStatus::Success);
+        let mut rounds = 0;
+        while poll_completions() == PollStatus::Busy {
+            rounds += 1;
+        }
+        assert_eq!(l.completed.get(), 101);
+        assert_eq!(rounds, 100, "one completion per poller run: no recursion");
+        drop(l);
+        drop(desc);
+        block_on(unregister("io_loop")).unwrap();
+    }
+
+    #[test]
+    fn qos_holds_io_until_refill_and_reset_aborts_held_io() {
+        let (desc, submitted) = hold_bdev("io_qos");
+        let ch = desc.get_io_channel().unwrap();
+        let limits = qos::QosLimits {
+            rw_ios_per_sec: 10_000,
+            ..Default::default()
+        };
+        qos::set_limits(desc.bdev(), limits); // no runtime: one core, 10 I/Os per timeslice
+        let mut buf = vec![0u8; 512];
+        let v = [iov(&mut buf)];
+        for i in 0..35 {
+            ch.read(&v, 0, 1, record, i).unwrap();
+        }
+        ch.flush(record, 100).unwrap();
+        assert_eq!(
+            submitted.load(Ordering::Relaxed),
+            11,
+            "10 reads admitted, flush not limited"
+        );
+        let st = crate::percore::channel(desc.bdev().id()).unwrap();
+        st.qos_refill();
+        assert_eq!(submitted.load(Ordering::Relaxed), 21);
+        st.qos_refill();
+        assert_eq!(submitted.load(Ordering::Relaxed), 31);
+        // reset aborts the 5 still held, then reaches the module
+        ch.reset(record, 200).unwrap();
+        assert_eq!(submitted.load(Ordering::Relaxed), 32);
+        poll_completions();
+        let d = done();
+        assert_eq!(d.len(), 5);
+        assert!(d
+            .iter()
+            .all(|&(ctx, s)| s == IoStatus::Aborted && (30..35).contains(&ctx)));
+        for io in take_held() {
+            io.complete(IoStatus::Success);
+        }
+        // lifting the limits submits held I/O at once
+        st.qos_refill();
+        for i in 0..20 {
+            ch.read(&v, 0, 1, record, i).unwrap();
+        }
+        assert_eq!(submitted.load(Ordering::Relaxed), 32 + 10);
+        qos::set_limits(desc.bdev(), qos::QosLimits::default());
+        assert_eq!(submitted.load(Ordering::Relaxed), 32 + 20);
+        for io in take_held() {
+            io.complete(IoStatus::Success);
+        }
+        poll_completions();
+        assert_eq!(
+            done().len(),
+            35 + 1 + 1 + 20 - 5,
+            "every I/O but the 5 aborted ones, seen above"
+        );
+        drop((st, ch, desc));
+        block_on(unregister("io_qos")).unwrap();
+    }
+
+    #[test]
+    fn module_view_and_raw_round_trip() {
+        let (desc, _) = hold_bdev("io_ref");
+        let ch = desc.get_io_channel().unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (a, b) = buf.split_at_mut(100);
+        ch.write(&[iov(a), IoVec::EMPTY, iov(b)], 3, 2, record, 5)
+            .unwrap();
+        let mut io = take_held().pop().unwrap();
+        assert_eq!(
+            (
+                io.io_type(),
+                io.offset_blocks(),
+                io.num_blocks(),
+                io.block_size()
+            ),
+            (IoType::Write, 3, 2, 512)
+        );
+        let lens: Vec<usize> = io.iovs().iter().map(|v| v.len).collect();
+        assert_eq!(
+            lens,
+            vec![100, 924],
+            "empty iovec dropped, last one trimmed"
+        );
+        assert_eq!(io.module_ctx(), &[0; 8]);
+        io.module_ctx()[0] = 42;
+        let raw = io.into_raw();
+        // SAFETY: `raw` came from into_raw on this thread and is used once.
+        let mut io = unsafe { IoRef::from_raw(raw) };
+        assert_eq!(io.module_ctx()[0], 42);
+        drop(io); // a module bug: completes as an error rather than leaking the descriptor
+        poll_completions();
+        assert_eq!(done(), vec![(5, IoStatus::IoError)]);
+        let s = block_on(desc.bdev().io_stats());
+        assert_eq!(s.num_io_errors, 1);
+        drop((ch, desc));
+        block_on(unregister("io_ref")).unwrap();
     }
 }

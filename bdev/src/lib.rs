@@ -14,6 +14,7 @@
 //! - `registry`: names/aliases → bdevs, open descriptors, claims, hot-remove, unregister.
 //! - `io_path`: HOT PATH — channels, descriptor pools, submission, deferred completion.
 //! - `stats`: per-core I/O counters and their aggregation.
+//! - `percore`: each core's per-bdev state (its channel, its counters).
 //! - `qos`: per-core rate limits (`bdev_set_qos_limit`).
 //! - `modules/`: `malloc`, `null`, `uring`, `delay`, `error`.
 //! - `rpc`: the `bdev_*` JSON-RPC methods and the `bdev` config subsystem.
@@ -21,10 +22,13 @@
 mod backend;
 mod io_path;
 pub mod modules;
+mod percore;
 mod qos;
 mod registry;
 pub mod rpc;
 mod stats;
+#[cfg(test)]
+mod testutil;
 mod types;
 
 pub use backend::{BackendChannel, BdevBackend, ConfigCall};

@@ -27,7 +27,10 @@ pub(crate) fn channel(id: u64) -> Option<Rc<ChannelState>> {
 pub(crate) fn stats_cell(id: u64) -> Rc<CoreStats> {
     CORE_BDEVS.with(|m| {
         let mut m = m.borrow_mut();
-        let e = m.entry(id).or_insert_with(|| CoreBdev { stats: Rc::default(), channel: Weak::new() });
+        let e = m.entry(id).or_insert_with(|| CoreBdev {
+            stats: Rc::default(),
+            channel: Weak::new(),
+        });
         Rc::clone(&e.stats)
     })
 }
@@ -36,14 +39,22 @@ pub(crate) fn stats_cell(id: u64) -> Rc<CoreStats> {
 pub(crate) fn set_channel(id: u64, chan: &Rc<ChannelState>) {
     CORE_BDEVS.with(|m| {
         let mut m = m.borrow_mut();
-        let e = m.entry(id).or_insert_with(|| CoreBdev { stats: Rc::default(), channel: Weak::new() });
+        let e = m.entry(id).or_insert_with(|| CoreBdev {
+            stats: Rc::default(),
+            channel: Weak::new(),
+        });
         e.channel = Rc::downgrade(chan);
     })
 }
 
 /// A copy of this core's counters for bdev `id` (zeroes when it never did I/O here).
 pub(crate) fn stats_of(id: u64) -> IoStats {
-    CORE_BDEVS.with(|m| m.borrow().get(&id).map(|e| e.stats.snapshot()).unwrap_or_default())
+    CORE_BDEVS.with(|m| {
+        m.borrow()
+            .get(&id)
+            .map(|e| e.stats.snapshot())
+            .unwrap_or_default()
+    })
 }
 
 /// Drop this core's state for bdev `id`.

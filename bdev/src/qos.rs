@@ -46,7 +46,12 @@ impl QosLimits {
         self.as_array().iter().any(|&l| l != 0)
     }
     fn as_array(&self) -> [u64; 4] {
-        [self.rw_ios_per_sec, self.rw_mbytes_per_sec, self.r_mbytes_per_sec, self.w_mbytes_per_sec]
+        [
+            self.rw_ios_per_sec,
+            self.rw_mbytes_per_sec,
+            self.r_mbytes_per_sec,
+            self.w_mbytes_per_sec,
+        ]
     }
 }
 
@@ -88,7 +93,10 @@ impl QosBucket {
                 (l.saturating_mul(SCALE) / SLICES_PER_SEC / ncores).max(1)
             }
         });
-        Some(QosBucket { allowance, remaining: allowance })
+        Some(QosBucket {
+            allowance,
+            remaining: allowance,
+        })
     }
 
     /// Try to admit an I/O of `io_type` carrying `bytes` of data: true (and charged) if every
@@ -110,13 +118,17 @@ impl QosBucket {
     /// Start a new timeslice.
     pub fn refill(&mut self) {
         for i in 0..4 {
-            self.remaining[i] = self.remaining[i].saturating_add(self.allowance[i]).min(self.allowance[i]);
+            self.remaining[i] = self.remaining[i]
+                .saturating_add(self.allowance[i])
+                .min(self.allowance[i]);
         }
     }
 
     /// Scaled cost of an I/O against each limit (0 where the limit does not apply).
     fn costs(io_type: IoType, bytes: u64) -> [i64; 4] {
-        let data = i64::try_from(bytes).unwrap_or(i64::MAX).saturating_mul(SCALE);
+        let data = i64::try_from(bytes)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(SCALE);
         let mut c = [0i64; 4];
         match io_type {
             IoType::Read => {
@@ -155,7 +167,10 @@ pub(crate) fn set_limits(bdev: &Bdev, limits: QosLimits) {
     for core in cores {
         let b = bdev.clone();
         if let Err(e) = keel_reactor::send_to(core, move || crate::io_path::apply_qos_here(&b)) {
-            log::warn!("bdev {}: cannot update QoS on core {core}: {e}", bdev.name());
+            log::warn!(
+                "bdev {}: cannot update QoS on core {core}: {e}",
+                bdev.name()
+            );
         }
     }
 }
@@ -170,7 +185,12 @@ mod tests {
     use super::*;
 
     fn limits(iops: u64, rw: u64, r: u64, w: u64) -> QosLimits {
-        QosLimits { rw_ios_per_sec: iops, rw_mbytes_per_sec: rw, r_mbytes_per_sec: r, w_mbytes_per_sec: w }
+        QosLimits {
+            rw_ios_per_sec: iops,
+            rw_mbytes_per_sec: rw,
+            r_mbytes_per_sec: r,
+            w_mbytes_per_sec: w,
+        }
     }
 
     fn admitted_in_one_slice(b: &mut QosBucket, t: IoType, bytes: u64) -> u64 {
@@ -226,7 +246,11 @@ mod tests {
         }
         // debt after the first write: 4096 - 1048.576 bytes; each refill pays 1048.576
         let debt = 4096 * SCALE - (1 << 20);
-        assert_eq!(slices, debt / (1 << 20) + 1, "refills until the budget is positive again");
+        assert_eq!(
+            slices,
+            debt / (1 << 20) + 1,
+            "refills until the budget is positive again"
+        );
     }
 
     #[test]

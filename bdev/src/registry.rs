@@ -97,7 +97,10 @@ impl Bdev {
     }
     /// The module holding an exclusive claim, if any.
     pub fn claimed_by(&self) -> Option<String> {
-        lock(&self.inner.state).claim.as_ref().map(|c| c.module.clone())
+        lock(&self.inner.state)
+            .claim
+            .as_ref()
+            .map(|c| c.module.clone())
     }
     /// Whether the bdev supports `io_type` (asked of the backend once, at registration).
     pub fn io_type_supported(&self, io_type: IoType) -> bool {
@@ -109,7 +112,10 @@ impl Bdev {
     }
     /// Its I/O counters summed over every core (asks each core by message; control path).
     pub async fn io_stats(&self) -> crate::IoStats {
-        crate::stats::gather(vec![self.id()]).await.pop().unwrap_or_default()
+        crate::stats::gather(vec![self.id()])
+            .await
+            .pop()
+            .unwrap_or_default()
     }
 
     /// Process-unique id (never reused), the key of per-core state.
@@ -153,7 +159,10 @@ impl Bdev {
 
 impl std::fmt::Debug for Bdev {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bdev").field("name", &self.name()).field("id", &self.id()).finish()
+        f.debug_struct("Bdev")
+            .field("name", &self.name())
+            .field("id", &self.id())
+            .finish()
     }
 }
 
@@ -192,7 +201,7 @@ impl DescShared {
         self.write.load(Ordering::Relaxed)
     }
     fn deliver(self: &Arc<Self>, event: BdevEvent) {
-        let run = |d: &DescShared| {
+        let run = move |d: &DescShared| {
             // A descriptor closed before the message arrived gets nothing.
             if d.open.load(Ordering::Acquire) {
                 (d.on_event)(event);
@@ -230,9 +239,15 @@ impl BdevDesc {
         let mut st = lock(&self.bdev.inner.state);
         match &st.claim {
             Some(c) if c.desc_id == self.shared.id && c.module == module => Ok(()),
-            Some(c) => Err(BdevError::Claimed { name: self.bdev.name().to_owned(), by: c.module.clone() }),
+            Some(c) => Err(BdevError::Claimed {
+                name: self.bdev.name().to_owned(),
+                by: c.module.clone(),
+            }),
             None => {
-                st.claim = Some(Claim { module: module.to_owned(), desc_id: self.shared.id });
+                st.claim = Some(Claim {
+                    module: module.to_owned(),
+                    desc_id: self.shared.id,
+                });
                 self.shared.write.store(true, Ordering::Relaxed);
                 log::info!("bdev {} claimed by module {module}", self.bdev.name());
                 Ok(())
@@ -244,7 +259,10 @@ impl BdevDesc {
     /// returns a new handle on it. Fails once the bdev is being removed.
     pub fn get_io_channel(&self) -> Result<IoChannel, BdevError> {
         if self.bdev.is_removing() {
-            return Err(BdevError::NotFound(format!("{} (being removed)", self.bdev.name())));
+            return Err(BdevError::NotFound(format!(
+                "{} (being removed)",
+                self.bdev.name()
+            )));
         }
         crate::io_path::channel_for(&self.bdev, Arc::clone(&self.shared))
     }
@@ -260,7 +278,11 @@ impl Drop for BdevDesc {
         let wakers = {
             let mut st = lock(&self.bdev.inner.state);
             st.descs.retain(|d| !Arc::ptr_eq(d, &self.shared));
-            if st.claim.as_ref().is_some_and(|c| c.desc_id == self.shared.id) {
+            if st
+                .claim
+                .as_ref()
+                .is_some_and(|c| c.desc_id == self.shared.id)
+            {
                 let c = st.claim.take();
                 log::info!(
                     "bdev {}: claim by {} released (descriptor closed)",
@@ -289,7 +311,10 @@ struct Table {
     by_name: BTreeMap<String, Bdev>,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table { order: Vec::new(), by_name: BTreeMap::new() });
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    order: Vec::new(),
+    by_name: BTreeMap::new(),
+});
 static NEXT_BDEV_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_DESC_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -313,9 +338,16 @@ fn validate(info: &BdevInfo) -> Result<(), BdevError> {
         ));
     }
     if info.num_blocks == 0 {
-        return invalid(format!("bdev {}: number of blocks must be greater than 0", info.name));
+        return invalid(format!(
+            "bdev {}: number of blocks must be greater than 0",
+            info.name
+        ));
     }
-    if info.num_blocks.checked_mul(u64::from(info.block_size)).is_none() {
+    if info
+        .num_blocks
+        .checked_mul(u64::from(info.block_size))
+        .is_none()
+    {
         return invalid(format!(
             "bdev {}: {} blocks of {} bytes overflow a 64-bit size",
             info.name, info.num_blocks, info.block_size
@@ -382,7 +414,11 @@ pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, B
 pub async fn unregister(name: &str) -> Result<(), BdevError> {
     let bdev = {
         let mut table = lock(&TABLE);
-        let bdev = table.by_name.get(name).cloned().ok_or_else(|| BdevError::NotFound(name.into()))?;
+        let bdev = table
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BdevError::NotFound(name.into()))?;
         table.by_name.retain(|_, b| !b.ptr_eq(&bdev));
         table.order.retain(|b| !b.ptr_eq(&bdev));
         bdev
@@ -425,7 +461,11 @@ pub fn get_bdev(name: &str) -> Option<Bdev> {
 
 /// Names of all bdevs in registration order (what `bdev_get_bdevs` and `save_config` list).
 pub fn bdev_names() -> Vec<String> {
-    lock(&TABLE).order.iter().map(|b| b.name().to_owned()).collect()
+    lock(&TABLE)
+        .order
+        .iter()
+        .map(|b| b.name().to_owned())
+        .collect()
 }
 
 /// All bdevs in registration order.
@@ -448,7 +488,10 @@ pub fn open(
     }
     if write {
         if let Some(c) = &st.claim {
-            return Err(BdevError::Claimed { name: bdev.name().to_owned(), by: c.module.clone() });
+            return Err(BdevError::Claimed {
+                name: bdev.name().to_owned(),
+                by: c.module.clone(),
+            });
         }
     }
     let shared = Arc::new(DescShared {
@@ -460,6 +503,162 @@ pub fn open(
     });
     st.descs.push(Arc::clone(&shared));
     drop(st);
-    log::debug!("bdev {} opened ({})", bdev.name(), if write { "read-write" } else { "read-only" });
+    log::debug!(
+        "bdev {} opened ({})",
+        bdev.name(),
+        if write { "read-write" } else { "read-only" }
+    );
     Ok(BdevDesc { bdev, shared })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{block_on, info, poll_once, HoldBackend};
+    use std::sync::atomic::AtomicUsize;
+
+    fn hold() -> Arc<HoldBackend> {
+        Arc::new(HoldBackend::new())
+    }
+
+    #[test]
+    fn register_validates_geometry_and_names() {
+        let bad = |i: BdevInfo| assert!(matches!(register(i, hold()), Err(BdevError::Invalid(_))));
+        bad(info("", 512, 8));
+        bad(info("reg_v", 0, 8));
+        bad(info("reg_v", 3, 8));
+        bad(info("reg_v", MAX_BLOCK_SIZE * 2, 8));
+        bad(info("reg_v", 512, 0));
+        bad(info("reg_v", 4096, u64::MAX / 1024));
+        let mut i = info("reg_v", 512, 8);
+        i.aliases = vec![String::new()];
+        bad(i);
+        let mut i = info("reg_v", 512, 8);
+        i.aliases = vec!["reg_v".into()];
+        assert!(matches!(register(i, hold()), Err(BdevError::Exists(_))));
+        let mut i = info("reg_v", 512, 8);
+        i.aliases = vec!["a".into(), "a".into()];
+        assert!(matches!(register(i, hold()), Err(BdevError::Exists(_))));
+        assert!(
+            get_bdev("reg_v").is_none(),
+            "failed registrations leave nothing behind"
+        );
+    }
+
+    #[test]
+    fn names_and_aliases_are_unique_and_found() {
+        let mut i = info("reg_n1", 512, 8);
+        i.aliases = vec!["reg_n1_alias".into()];
+        let b = register(i, hold()).unwrap();
+        assert_eq!(get_bdev("reg_n1_alias").unwrap().name(), "reg_n1");
+        assert!(
+            matches!(register(info("reg_n1", 512, 8), hold()), Err(BdevError::Exists(n)) if n == "reg_n1")
+        );
+        assert!(matches!(
+            register(info("reg_n1_alias", 512, 8), hold()),
+            Err(BdevError::Exists(_))
+        ));
+        let b2 = register(info("reg_n2", 4096, 8), hold()).unwrap();
+        let names = bdev_names();
+        let p1 = names.iter().position(|n| n == "reg_n1").unwrap();
+        let p2 = names.iter().position(|n| n == "reg_n2").unwrap();
+        assert!(p1 < p2, "registration order");
+        assert!(
+            !names.contains(&"reg_n1_alias".to_string()),
+            "aliases are not listed as bdevs"
+        );
+        assert!(b.io_type_supported(IoType::Read));
+        block_on(unregister("reg_n1_alias")).unwrap();
+        block_on(unregister(b2.name())).unwrap();
+        assert!(get_bdev("reg_n1").is_none() && get_bdev("reg_n1_alias").is_none());
+        assert!(matches!(
+            block_on(unregister("reg_n1")),
+            Err(BdevError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn claims_are_exclusive_and_released_on_close() {
+        register(info("reg_c", 512, 8), hold()).unwrap();
+        let d1 = open("reg_c", false, |_| {}).unwrap();
+        let d2 = open("reg_c", true, |_| {}).unwrap();
+        assert!(!d1.is_writable());
+        d1.claim("raid").unwrap();
+        assert!(d1.is_writable(), "claiming upgrades to write");
+        d1.claim("raid").unwrap();
+        assert_eq!(d1.bdev().claimed_by().as_deref(), Some("raid"));
+        assert!(matches!(d2.claim("lvol"), Err(BdevError::Claimed { by, .. }) if by == "raid"));
+        assert!(matches!(d2.claim("raid"), Err(BdevError::Claimed { .. })));
+        assert!(matches!(
+            open("reg_c", true, |_| {}),
+            Err(BdevError::Claimed { .. })
+        ));
+        let ro = open("reg_c", false, |_| {}).unwrap();
+        drop(d1);
+        assert_eq!(ro.bdev().claimed_by(), None);
+        d2.claim("lvol").unwrap();
+        drop((d2, ro));
+        block_on(unregister("reg_c")).unwrap();
+    }
+
+    #[test]
+    fn unregister_notifies_and_waits_for_descriptors() {
+        let backend = hold();
+        let destructed = Arc::clone(&backend.destructed);
+        register(info("reg_u", 512, 8), backend).unwrap();
+        let events = Arc::new(AtomicUsize::new(0));
+        let ev = Arc::clone(&events);
+        let desc = open("reg_u", true, move |e| {
+            assert_eq!(e, BdevEvent::Remove);
+            ev.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let mut fut = Box::pin(unregister("reg_u"));
+        assert!(poll_once(&mut fut).is_pending());
+        assert_eq!(events.load(Ordering::SeqCst), 1, "remove event delivered");
+        assert!(get_bdev("reg_u").is_none(), "gone from lookups at once");
+        assert!(matches!(
+            open("reg_u", false, |_| {}),
+            Err(BdevError::NotFound(_))
+        ));
+        assert!(
+            desc.get_io_channel().is_err(),
+            "no new channels while removing"
+        );
+        // the name is free for a new bdev while the old one drains
+        register(info("reg_u", 512, 8), hold()).unwrap();
+        assert!(poll_once(&mut fut).is_pending());
+        assert_eq!(destructed.load(Ordering::SeqCst), 0);
+        drop(desc);
+        assert!(poll_once(&mut fut).is_ready());
+        assert_eq!(destructed.load(Ordering::SeqCst), 1);
+        block_on(unregister("reg_u")).unwrap();
+    }
+
+    #[test]
+    fn consumer_closing_from_the_event_lets_unregister_finish() {
+        register(info("reg_e", 512, 8), hold()).unwrap();
+        let slot: Arc<Mutex<Option<BdevDesc>>> = Arc::default();
+        let s = Arc::clone(&slot);
+        let desc = open("reg_e", false, move |_| drop(lock(&s).take())).unwrap();
+        *lock(&slot) = Some(desc);
+        block_on(unregister("reg_e")).unwrap();
+        assert!(lock(&slot).is_none());
+    }
+
+    #[test]
+    fn event_skipped_for_closed_descriptor() {
+        register(info("reg_x", 512, 8), hold()).unwrap();
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = Arc::clone(&fired);
+        let desc = open("reg_x", false, move |_| {
+            f.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let shared = Arc::clone(&desc.shared);
+        drop(desc);
+        shared.deliver(BdevEvent::Remove);
+        assert_eq!(fired.load(Ordering::SeqCst), 0);
+        block_on(unregister("reg_x")).unwrap();
+    }
 }

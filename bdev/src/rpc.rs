@@ -1,11 +1,509 @@
 //! The `bdev_*` JSON-RPC methods and the `bdev` config subsystem.
+//!
+//! Generic methods live here (`bdev_get_bdevs`, `bdev_get_iostat`, `bdev_set_qos_limit`,
+//! `bdev_wait_for_examine`); each module registers its own create/delete methods. Handlers run
+//! on the main core. Helpers for module writers: [`bdev_error_to_rpc`] (a [`BdevError`] as
+//! SPDK's negative-errno error), [`parse_uuid`], [`delete_of_module`] and
+//! [`total_size_to_num_blocks`] (rpc.py's MiB → `num_blocks` client-side rewrite).
+
+use crate::qos::QosLimits;
+use crate::{Bdev, BdevError, IoType, Uuid};
+use keel_reactor::PollerId;
+use keel_rpc::{HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
 
 /// Register every bdev RPC method (generic ones here, each module's own) and the `bdev` config
-/// subsystem. Called once by the binary at start-up.
+/// subsystem. Called once by the binary at start-up; later calls do nothing.
 pub fn register() {
-    crate::modules::malloc::register_rpcs();
-    crate::modules::null::register_rpcs();
-    crate::modules::uring::register_rpcs();
-    crate::modules::delay::register_rpcs();
-    crate::modules::error::register_rpcs();
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        keel_rpc::register_method(&GET_BDEVS_SPEC, rpc_get_bdevs);
+        keel_rpc::register_method(&GET_IOSTAT_SPEC, rpc_get_iostat);
+        keel_rpc::register_method(&SET_QOS_SPEC, rpc_set_qos_limit);
+        keel_rpc::register_method(&WAIT_EXAMINE_SPEC, rpc_wait_for_examine);
+        crate::modules::malloc::register_rpcs();
+        crate::modules::null::register_rpcs();
+        crate::modules::uring::register_rpcs();
+        crate::modules::delay::register_rpcs();
+        crate::modules::error::register_rpcs();
+        keel_rpc::register_config_subsystem("bdev", save_config);
+    });
+}
+
+/// A [`BdevError`] as the JSON-RPC error SPDK answers: its negative errno and its message.
+pub(crate) fn bdev_error_to_rpc(e: BdevError) -> RpcError {
+    RpcError::errno(e.errno(), e.to_string())
+}
+
+/// Parse an optional `uuid` parameter (-32602 when malformed).
+pub(crate) fn parse_uuid(s: Option<&str>) -> Result<Option<Uuid>, RpcError> {
+    match s {
+        None => Ok(None),
+        Some(s) => Uuid::parse(s).map(Some).ok_or_else(|| {
+            RpcError::invalid_params(format!("Invalid parameters: uuid {s:?} is not a UUID"))
+        }),
+    }
+}
+
+/// Unregister `name` if it is a bdev of the module whose product name is `product` (else
+/// [`BdevError::NotFound`], as SPDK's module-specific deletes answer -ENODEV).
+pub(crate) async fn delete_of_module(name: &str, product: &str) -> Result<(), BdevError> {
+    match crate::get_bdev(name) {
+        Some(b) if b.backend().product_name() == product => crate::unregister(b.name()).await,
+        _ => Err(BdevError::NotFound(name.to_owned())),
+    }
+}
+
+/// CLI rewrite shared by `bdev_malloc_create` and `bdev_null_create`: rpc.py takes
+/// `total_size` in MiB and sends `num_blocks = total_size × 2^20 / block_size`.
+pub(crate) fn total_size_to_num_blocks(p: &mut Map<String, Value>) -> Result<(), String> {
+    let Some(total) = p.remove("total_size") else {
+        return if p.contains_key("num_blocks") {
+            Ok(())
+        } else {
+            Err("total_size is required".into())
+        };
+    };
+    let mib = total
+        .as_f64()
+        .filter(|m| m.is_finite() && *m > 0.0)
+        .ok_or("total_size must be a positive number of MiB")?;
+    let bs = p
+        .get("block_size")
+        .and_then(Value::as_u64)
+        .filter(|&b| b > 0)
+        .ok_or("block_size must be a positive integer")?;
+    let bytes = mib * (1u64 << 20) as f64;
+    if bytes >= u64::MAX as f64 {
+        return Err("total_size is too large".into());
+    }
+    let num_blocks = bytes as u64 / bs;
+    if num_blocks == 0 {
+        return Err(format!(
+            "total_size {mib} MiB is smaller than one block of {bs} bytes"
+        ));
+    }
+    p.insert("num_blocks".into(), num_blocks.into());
+    Ok(())
+}
+
+/// SPDK's `supported_io_types` object (types Keel has no notion of are reported false).
+fn supported_io_types(b: &Bdev) -> Value {
+    let mut m = Map::new();
+    for t in IoType::ALL {
+        m.insert(t.name().into(), b.io_type_supported(t).into());
+    }
+    for other in [
+        "compare",
+        "compare_and_write",
+        "abort",
+        "seek_hole",
+        "seek_data",
+        "copy",
+        "nvme_admin",
+        "nvme_io",
+        "nvme_io_md",
+        "zcopy",
+        "get_zone_info",
+        "zone_management",
+        "zone_append",
+        "nvme_iov_md",
+    ] {
+        m.insert(other.into(), false.into());
+    }
+    Value::Object(m)
+}
+
+fn rate_limits_json(q: &QosLimits) -> Value {
+    json!({
+        "rw_ios_per_sec": q.rw_ios_per_sec,
+        "rw_mbytes_per_sec": q.rw_mbytes_per_sec,
+        "r_mbytes_per_sec": q.r_mbytes_per_sec,
+        "w_mbytes_per_sec": q.w_mbytes_per_sec,
+    })
+}
+
+/// One entry of `bdev_get_bdevs`.
+pub(crate) fn bdev_json(b: &Bdev) -> Value {
+    let info = b.info();
+    let claimed_by = b.claimed_by();
+    let driver_specific = match b.backend().driver_specific() {
+        Value::Null => json!({}),
+        v => v,
+    };
+    let mut v = json!({
+        "name": info.name,
+        "aliases": info.aliases,
+        "product_name": b.backend().product_name(),
+        "block_size": info.block_size,
+        "num_blocks": info.num_blocks,
+        "uuid": info.uuid.to_string(),
+        "assigned_rate_limits": rate_limits_json(&b.qos_limits()),
+        "claimed": claimed_by.is_some(),
+        "zoned": false,
+        "supported_io_types": supported_io_types(b),
+        "driver_specific": driver_specific,
+    });
+    if let Some(module) = claimed_by {
+        v["claim_type"] = "exclusive_write".into();
+        v["claimed_by"] = module.into();
+    }
+    v
+}
+
+fn no_such_device() -> RpcError {
+    RpcError::errno(libc::ENODEV, "No such device")
+}
+
+/// A future that resolves after `d`, driven by a one-shot timed poller on this reactor.
+async fn sleep(d: Duration) {
+    struct State {
+        fired: Cell<bool>,
+        waker: Cell<Option<Waker>>,
+        id: Cell<Option<PollerId>>,
+    }
+    let st = Rc::new(State {
+        fired: Cell::new(false),
+        waker: Cell::new(None),
+        id: Cell::new(None),
+    });
+    let s = Rc::clone(&st);
+    let id = keel_reactor::register_poller("bdev_rpc_sleep", Some(d), move || {
+        if !s.fired.replace(true) {
+            if let Some(id) = s.id.take() {
+                keel_reactor::unregister_poller(id);
+            }
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+        keel_reactor::PollStatus::Busy
+    });
+    st.id.set(Some(id));
+    poll_fn(|cx| {
+        if st.fired.get() {
+            Poll::Ready(())
+        } else {
+            st.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetBdevsParams {
+    #[serde(default)]
+    name: Option<String>,
+    /// Milliseconds to wait for `name` to appear (SPDK's `-t`).
+    #[serde(default)]
+    timeout: u64,
+}
+
+static GET_BDEVS_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_get_bdevs",
+    help: "List bdevs (or one, by name or alias), with geometry, claims, supported I/O types and rate limits",
+    params: &[
+        ParamSpec {
+            name: "name",
+            kind: ParamKind::Str,
+            required: false,
+            positional: false,
+            long: Some("name"),
+            short: Some('b'),
+            help: "Name or alias of one bdev",
+        },
+        ParamSpec {
+            name: "timeout",
+            kind: ParamKind::Int,
+            required: false,
+            positional: false,
+            long: Some("timeout"),
+            short: Some('t'),
+            help: "Milliseconds to wait for the named bdev to appear",
+        },
+    ],
+    cli_rewrite: None,
+};
+
+fn rpc_get_bdevs(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: GetBdevsParams = keel_rpc::params::parse(params)?;
+        let Some(name) = p.name else {
+            let all: Vec<Value> = crate::registry::all_bdevs().iter().map(bdev_json).collect();
+            return Ok(Value::Array(all));
+        };
+        let step = Duration::from_millis(10);
+        let mut waited = Duration::ZERO;
+        loop {
+            if let Some(b) = crate::get_bdev(&name) {
+                return Ok(Value::Array(vec![bdev_json(&b)]));
+            }
+            if waited >= Duration::from_millis(p.timeout) {
+                return Err(no_such_device());
+            }
+            sleep(step).await;
+            waited += step;
+        }
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetIostatParams {
+    #[serde(default)]
+    name: Option<String>,
+    /// rpc.py sends `per_channel: false` by default; per-channel output is not supported.
+    #[serde(default)]
+    per_channel: bool,
+}
+
+static GET_IOSTAT_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_get_iostat",
+    help: "I/O statistics of every bdev (or one), summed over all cores; latencies in ticks",
+    params: &[ParamSpec {
+        name: "name",
+        kind: ParamKind::Str,
+        required: false,
+        positional: false,
+        long: Some("name"),
+        short: Some('b'),
+        help: "Name or alias of one bdev",
+    }],
+    cli_rewrite: None,
+};
+
+fn rpc_get_iostat(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: GetIostatParams = keel_rpc::params::parse(params)?;
+        if p.per_channel {
+            return Err(RpcError::errno(
+                libc::ENOTSUP,
+                "per_channel statistics are not supported; omit per_channel for per-bdev totals",
+            ));
+        }
+        let bdevs = match p.name {
+            Some(n) => vec![crate::get_bdev(&n).ok_or_else(no_such_device)?],
+            None => crate::registry::all_bdevs(),
+        };
+        let stats = crate::stats::gather(bdevs.iter().map(Bdev::id).collect()).await;
+        let list: Vec<Value> = bdevs
+            .iter()
+            .zip(stats)
+            .map(|(b, s)| {
+                json!({
+                    "name": b.name(),
+                    "bytes_read": s.bytes_read,
+                    "num_read_ops": s.num_read_ops,
+                    "bytes_written": s.bytes_written,
+                    "num_write_ops": s.num_write_ops,
+                    "bytes_unmapped": s.bytes_unmapped,
+                    "num_unmap_ops": s.num_unmap_ops,
+                    "num_write_zeroes_ops": s.num_write_zeroes_ops,
+                    "read_latency_ticks": s.read_latency_ticks,
+                    "write_latency_ticks": s.write_latency_ticks,
+                    "unmap_latency_ticks": s.unmap_latency_ticks,
+                    "num_io_errors": s.num_io_errors,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "tick_rate": keel_reactor::tick_rate(),
+            "ticks": keel_reactor::ticks(),
+            "bdevs": list,
+        }))
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetQosParams {
+    name: String,
+    #[serde(default)]
+    rw_ios_per_sec: Option<u64>,
+    #[serde(default)]
+    rw_mbytes_per_sec: Option<u64>,
+    #[serde(default)]
+    r_mbytes_per_sec: Option<u64>,
+    #[serde(default)]
+    w_mbytes_per_sec: Option<u64>,
+}
+
+/// Lowest non-zero IOPS limit (SPDK's `SPDK_BDEV_QOS_MIN_IOS_PER_SEC`).
+const MIN_IOS_PER_SEC: u64 = 1000;
+
+const fn qos_param(name: &'static str, help: &'static str) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind: ParamKind::Int,
+        required: false,
+        positional: false,
+        long: Some(name),
+        short: None,
+        help,
+    }
+}
+
+static SET_QOS_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_set_qos_limit",
+    help: "Set a bdev's rate limits (0 = unlimited; limits not given keep their value). \
+           Each core enforces an equal share",
+    params: &[
+        ParamSpec {
+            name: "name",
+            kind: ParamKind::Str,
+            required: true,
+            positional: true,
+            long: None,
+            short: None,
+            help: "Name of the bdev",
+        },
+        qos_param(
+            "rw_ios_per_sec",
+            "Read/write I/Os per second (0 or at least 1000)",
+        ),
+        qos_param("rw_mbytes_per_sec", "Read/write MiB per second"),
+        qos_param("r_mbytes_per_sec", "Read MiB per second"),
+        qos_param("w_mbytes_per_sec", "Write MiB per second"),
+    ],
+    cli_rewrite: None,
+};
+
+fn rpc_set_qos_limit(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: SetQosParams = keel_rpc::params::parse(params)?;
+        let given = [
+            p.rw_ios_per_sec,
+            p.rw_mbytes_per_sec,
+            p.r_mbytes_per_sec,
+            p.w_mbytes_per_sec,
+        ];
+        if given.iter().all(Option::is_none) {
+            return Err(RpcError::invalid_params("No rate limits specified"));
+        }
+        if p.rw_ios_per_sec
+            .is_some_and(|l| l != 0 && l < MIN_IOS_PER_SEC)
+        {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                format!("rw_ios_per_sec must be 0 or at least {MIN_IOS_PER_SEC}"),
+            ));
+        }
+        let bdev = crate::get_bdev(&p.name)
+            .ok_or_else(|| bdev_error_to_rpc(BdevError::NotFound(p.name.clone())))?;
+        let old = bdev.qos_limits();
+        let limits = QosLimits {
+            rw_ios_per_sec: p.rw_ios_per_sec.unwrap_or(old.rw_ios_per_sec),
+            rw_mbytes_per_sec: p.rw_mbytes_per_sec.unwrap_or(old.rw_mbytes_per_sec),
+            r_mbytes_per_sec: p.r_mbytes_per_sec.unwrap_or(old.r_mbytes_per_sec),
+            w_mbytes_per_sec: p.w_mbytes_per_sec.unwrap_or(old.w_mbytes_per_sec),
+        };
+        crate::qos::set_limits(&bdev, limits);
+        Ok(Value::Bool(true))
+    })
+}
+
+static WAIT_EXAMINE_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_wait_for_examine",
+    help: "Wait until bdev modules have examined new bdevs (Keel examines synchronously: returns at once)",
+    params: &[],
+    cli_rewrite: None,
+};
+
+fn rpc_wait_for_examine(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct NoParams {}
+        let _: NoParams = keel_rpc::params::parse(params)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+/// The `bdev` config subsystem: every bdev's creation call in registration order, then the
+/// `bdev_set_qos_limit` calls for bdevs with limits.
+fn save_config() -> Vec<Value> {
+    let bdevs = crate::registry::all_bdevs();
+    let mut calls: Vec<Value> = bdevs
+        .iter()
+        .filter_map(|b| b.backend().config_call(b.info()))
+        .map(|c| json!({ "method": c.method, "params": c.params }))
+        .collect();
+    for b in &bdevs {
+        let q = b.qos_limits();
+        if q.any() {
+            let mut params = rate_limits_json(&q);
+            params["name"] = b.name().into();
+            calls.push(json!({ "method": "bdev_set_qos_limit", "params": params }));
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn total_size_becomes_num_blocks() {
+        let mut p = map(json!({"total_size": 64, "block_size": 512}));
+        total_size_to_num_blocks(&mut p).unwrap();
+        assert_eq!(p.get("num_blocks"), Some(&json!(64 * 2048)));
+        assert!(!p.contains_key("total_size"));
+        let mut p = map(json!({"total_size": 0.5, "block_size": 4096}));
+        total_size_to_num_blocks(&mut p).unwrap();
+        assert_eq!(p["num_blocks"], json!(128));
+    }
+
+    #[test]
+    fn total_size_errors_are_clear() {
+        for bad in [
+            json!({"total_size": 0, "block_size": 512}),
+            json!({"total_size": -1, "block_size": 512}),
+            json!({"total_size": "x", "block_size": 512}),
+            json!({"total_size": 1, "block_size": 0}),
+            json!({"total_size": 1}),
+            json!({"total_size": 1e30, "block_size": 512}),
+            json!({"total_size": 0.0001, "block_size": 4096}),
+            json!({"block_size": 512}),
+        ] {
+            assert!(
+                total_size_to_num_blocks(&mut map(bad.clone())).is_err(),
+                "{bad}"
+            );
+        }
+        let mut p = map(json!({"num_blocks": 8, "block_size": 512}));
+        assert!(total_size_to_num_blocks(&mut p).is_ok());
+    }
+
+    #[test]
+    fn errors_map_to_negative_errno() {
+        let e = bdev_error_to_rpc(BdevError::NotFound("x".into()));
+        assert_eq!(e.code, -libc::ENODEV);
+        assert!(e.message.contains('x'));
+        assert_eq!(
+            bdev_error_to_rpc(BdevError::Exists("x".into())).code,
+            -libc::EEXIST
+        );
+        assert_eq!(no_such_device().code, -19);
+    }
+
+    #[test]
+    fn uuid_param() {
+        assert_eq!(parse_uuid(None).unwrap(), None);
+        let u = Uuid::new_random();
+        assert_eq!(parse_uuid(Some(&u.to_string())).unwrap(), Some(u));
+        assert_eq!(parse_uuid(Some("nope")).unwrap_err().code, -32602);
+    }
 }

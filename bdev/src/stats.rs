@@ -57,7 +57,9 @@ impl IoStats {
         self.num_write_ops = self.num_write_ops.wrapping_add(*num_write_ops);
         self.bytes_unmapped = self.bytes_unmapped.wrapping_add(*bytes_unmapped);
         self.num_unmap_ops = self.num_unmap_ops.wrapping_add(*num_unmap_ops);
-        self.num_write_zeroes_ops = self.num_write_zeroes_ops.wrapping_add(*num_write_zeroes_ops);
+        self.num_write_zeroes_ops = self
+            .num_write_zeroes_ops
+            .wrapping_add(*num_write_zeroes_ops);
         self.read_latency_ticks = self.read_latency_ticks.wrapping_add(*read_latency_ticks);
         self.write_latency_ticks = self.write_latency_ticks.wrapping_add(*write_latency_ticks);
         self.unmap_latency_ticks = self.unmap_latency_ticks.wrapping_add(*unmap_latency_ticks);
@@ -123,7 +125,9 @@ pub(crate) async fn gather(ids: Vec<u64>) -> Vec<IoStats> {
     for core in cores {
         let ids = Arc::clone(&ids);
         let per_core = keel_reactor::call_on(core, move || {
-            ids.iter().map(|&id| crate::percore::stats_of(id)).collect::<Vec<_>>()
+            ids.iter()
+                .map(|&id| crate::percore::stats_of(id))
+                .collect::<Vec<_>>()
         });
         match per_core.await {
             Ok(v) => total.iter_mut().zip(&v).for_each(|(t, s)| t.accumulate(s)),
@@ -148,9 +152,18 @@ mod tests {
         c.record(IoType::Flush, IoStatus::Success, 0, 1);
         c.record(IoType::Write, IoStatus::IoError, 4096, 1);
         let s = c.snapshot();
-        assert_eq!((s.bytes_read, s.num_read_ops, s.read_latency_ticks), (4608, 2, 15));
-        assert_eq!((s.bytes_written, s.num_write_ops, s.write_latency_ticks), (8192, 1, 7));
-        assert_eq!((s.bytes_unmapped, s.num_unmap_ops, s.unmap_latency_ticks), (1 << 20, 1, 3));
+        assert_eq!(
+            (s.bytes_read, s.num_read_ops, s.read_latency_ticks),
+            (4608, 2, 15)
+        );
+        assert_eq!(
+            (s.bytes_written, s.num_write_ops, s.write_latency_ticks),
+            (8192, 1, 7)
+        );
+        assert_eq!(
+            (s.bytes_unmapped, s.num_unmap_ops, s.unmap_latency_ticks),
+            (1 << 20, 1, 3)
+        );
         assert_eq!(s.num_write_zeroes_ops, 1);
         assert_eq!(s.num_io_errors, 1);
     }

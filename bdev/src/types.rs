@@ -78,7 +78,10 @@ impl IoVec {
         IoVec { base, len }
     }
     /// An empty iovec (for initialising arrays).
-    pub const EMPTY: IoVec = IoVec { base: std::ptr::null_mut(), len: 0 };
+    pub const EMPTY: IoVec = IoVec {
+        base: std::ptr::null_mut(),
+        len: 0,
+    };
 }
 
 /// Most iovecs one I/O may carry (stored inline in the descriptor: no allocation).
@@ -122,7 +125,11 @@ pub enum BdevError {
     Invalid(String),
     /// An OS call failed.
     #[error("{context}: {message}")]
-    Os { context: String, message: String, errno: i32 },
+    Os {
+        context: String,
+        message: String,
+        errno: i32,
+    },
     /// Out of memory or other resources.
     #[error("{0}")]
     NoMem(String),

@@ -45,8 +45,10 @@ fn mixed_sizes(c: &mut Criterion) {
             })
             .collect()
     };
-    let mut window: VecDeque<DmaBuf> =
-        sizes[..WINDOW].iter().map(|&s| pool::alloc(s).expect("pool has room")).collect();
+    let mut window: VecDeque<DmaBuf> = sizes[..WINDOW]
+        .iter()
+        .map(|&s| pool::alloc(s).expect("pool has room"))
+        .collect();
     let mut i = WINDOW;
     let mut g = c.benchmark_group("pool");
     g.throughput(Throughput::Elements(1));

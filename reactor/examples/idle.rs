@@ -47,7 +47,11 @@ fn main() {
     let runs2 = runs.clone();
     let cpu0 = cpu_time();
     let wall0 = Instant::now();
-    let opts = RuntimeOptions { cpumask, interrupt_mode, pin_threads };
+    let opts = RuntimeOptions {
+        cpumask,
+        interrupt_mode,
+        pin_threads,
+    };
     let rt = Runtime::start(opts, move || {
         register_poller("tick", Some(Duration::from_secs(1)), move || {
             runs2.fetch_add(1, Ordering::Relaxed);
@@ -61,7 +65,11 @@ fn main() {
     rt.join();
     let cpu = cpu_time() - cpu0;
     let wall = wall0.elapsed();
-    let mode = if interrupt_mode { "interrupt mode" } else { "busy polling" };
+    let mode = if interrupt_mode {
+        "interrupt mode"
+    } else {
+        "busy polling"
+    };
     println!(
         "{mode}: wall {:.2} s, CPU {:.4} s = {:.3}% of one core; timer ran {} times",
         wall.as_secs_f64(),

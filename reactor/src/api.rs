@@ -62,9 +62,10 @@ pub fn main_core() -> Option<u32> {
 }
 
 /// Run `f` on reactor `core` at its next iteration (lock-free ring; FIFO per sender).
-/// Callable from any thread. This allocates (the closure is boxed): use it off the hot path.
+/// Callable from any thread. A closure capturing at most 24 bytes (8-byte aligned) is stored in
+/// the ring itself; a bigger one is boxed (one allocation, freed on the receiving core).
 pub fn send_to(core: u32, f: impl FnOnce() + Send + 'static) -> Result<(), SendError> {
-    crate::runtime::send_to(core, Box::new(f))
+    crate::runtime::send_to(core, crate::ring::Msg::call(f))
 }
 
 /// Run `f` on `core` and get its result back as a future (for use in local tasks, e.g. RPC

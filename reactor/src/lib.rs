@@ -17,12 +17,12 @@
 //! - `oneshot`: a small completion channel used by `call_on` and the control plane.
 //! - `pool`: per-core slab allocator of DMA-able buffers.
 
-pub mod cpumask;
-pub mod pool;
 mod api;
+pub mod cpumask;
 mod interrupt;
 mod oneshot;
 mod poller;
+pub mod pool;
 mod reactor;
 mod ring;
 mod runtime;

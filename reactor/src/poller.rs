@@ -5,6 +5,10 @@
 
 use crate::PollStatus;
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Poller ids are unique in the process, so an id used on the wrong core matches nothing.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A poller's body.
 pub(crate) type PollFn = Box<dyn FnMut() -> PollStatus>;
@@ -29,7 +33,6 @@ pub(crate) struct Pollers {
     timed: Vec<Slot>,
     /// Timed pollers taken out of `timed` for the current timed pass.
     running: Vec<Slot>,
-    next_id: u64,
     active: usize,
     has_removed: bool,
 }
@@ -53,8 +56,7 @@ impl Pollers {
         now: u64,
         f: PollFn,
     ) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         self.active += 1;
         match period {
             None => self.untimed.push(Slot {
@@ -221,6 +223,21 @@ mod tests {
         assert!(run_untimed(&cell));
         assert_eq!(*log.borrow(), ["a", "a", "b"]);
         assert_eq!(cell.borrow().active(), 2);
+    }
+
+    #[test]
+    fn ids_are_unique_across_reactors() {
+        let mut a = Pollers::default();
+        let mut b = Pollers::default();
+        let id_a = a.register("a", None, 0, Box::new(|| PollStatus::Idle));
+        let id_b = b.register("b", None, 0, Box::new(|| PollStatus::Idle));
+        assert_ne!(id_a, id_b);
+        assert!(
+            b.unregister(id_a).is_none(),
+            "another reactor's id matches nothing"
+        );
+        assert_eq!(b.active(), 1);
+        assert!(a.unregister(id_a).is_some());
     }
 
     #[test]

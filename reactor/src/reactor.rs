@@ -3,6 +3,12 @@
 //! Each reactor has a [`Shared`] half (its mailbox, flags and counters, reachable from any
 //! thread through the runtime's registry) and a [`Local`] half that only its own thread
 //! touches (pollers, the ready-task queue, the epoll set), found through a thread-local.
+//!
+//! Idle policy: busy polling never sleeps. In interrupt mode an iteration in which no message,
+//! poller or task did work is followed by a sleep in `epoll_wait` on the reactor's eventfd
+//! (rung by senders that see its `sleeping` flag) and the registered fds, until the next timed
+//! poller is due. Untimed pollers therefore only run when something wakes the reactor: a poller
+//! that waits on an fd should register it with `register_interrupt_fd`.
 
 use crate::interrupt::{Epoll, Token};
 use crate::poller::{self, Pollers};
@@ -32,7 +38,9 @@ const MAX_SLEEP: Duration = if cfg!(test) {
     Duration::from_secs(1)
 };
 /// Rounds of "run queued messages and ready tasks" at shutdown before the rest is dropped.
-const SHUTDOWN_ROUNDS: usize = 1000;
+const SHUTDOWN_ROUNDS: usize = 100;
+/// Messages run per shutdown round at most.
+const SHUTDOWN_BATCH: usize = 4096;
 /// The epoll token of the reactor's own eventfd (registered fds use their fd number).
 const EVENTFD_TOKEN: Token = u64::MAX;
 
@@ -179,7 +187,7 @@ impl Local {
     fn run_tasks(&self) -> usize {
         let n = self.ready.borrow().len();
         for _ in 0..n {
-            let Some(runnable) = self.ready.borrow_mut().pop_front() else {
+            let Some(runnable) = self.pop_ready() else {
                 break;
             };
             runnable.run();
@@ -246,40 +254,40 @@ impl Local {
         self.shared.mailbox.end_sleep();
     }
 
-    /// After the loop: run what is queued, stop accepting messages, then drop pollers, tasks
-    /// and leftover messages on this thread.
+    /// After the loop: run what is queued; then refuse new messages, run what raced with that
+    /// and drop pollers and pending tasks on this thread (which may queue more), until quiet.
+    /// Bounded, so a message that keeps re-sending itself cannot hold the shutdown.
     fn shutdown(&self) {
         let core = self.shared.core;
-        let mut quiet = false;
-        for _ in 0..SHUTDOWN_ROUNDS {
-            if self.drain_messages(usize::MAX) == 0 && self.run_tasks() == 0 {
-                quiet = true;
-                break;
-            }
+        let mut rounds = 0;
+        while rounds < SHUTDOWN_ROUNDS && self.drain_messages(SHUTDOWN_BATCH) + self.run_tasks() > 0
+        {
+            rounds += 1;
         }
         self.shared.exited.store(true, Ordering::SeqCst);
-        // Messages that raced with `exited`.
-        self.drain_messages(usize::MAX);
-        if !quiet {
-            log::warn!("reactor {core}: still busy after {SHUTDOWN_ROUNDS} shutdown rounds");
-        }
         loop {
+            let mut work = self.drain_messages(SHUTDOWN_BATCH) + self.run_tasks();
             let closures = self.pollers.borrow_mut().take_all();
-            if closures.is_empty() {
+            work += closures.len();
+            drop(closures);
+            while let Some(runnable) = self.pop_ready() {
+                drop(runnable);
+                work += 1;
+            }
+            if work == 0 {
                 break;
             }
-            drop(closures);
+            rounds += 1;
+            if rounds >= 2 * SHUTDOWN_ROUNDS {
+                log::warn!("reactor {core}: still busy after {rounds} shutdown rounds; leaving");
+                break;
+            }
         }
         self.update_poller_count();
-        loop {
-            let Some(runnable) = self.ready.borrow_mut().pop_front() else {
-                break;
-            };
-            drop(runnable);
-        }
-        while let Some(msg) = self.shared.mailbox.pop() {
-            msg.discard();
-        }
+    }
+
+    fn pop_ready(&self) -> Option<Runnable> {
+        self.ready.borrow_mut().pop_front()
     }
 }
 

@@ -5,41 +5,94 @@ use crate::interrupt::EventFd;
 use async_task::Runnable;
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use std::io;
-use std::mem::ManuallyDrop;
+use std::mem::{self, ManuallyDrop, MaybeUninit};
+use std::ptr;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 
 /// Slots of the bounded ring. Past that, messages go to an unbounded overflow queue so a send
 /// never fails or blocks while the reactor runs.
 pub(crate) const RING_CAPACITY: usize = 65536;
 
-/// One item of a mailbox.
-pub(crate) enum Msg {
-    /// Run a closure on the reactor.
-    Call(Box<dyn FnOnce() + Send>),
-    /// Poll a local task of this reactor that was woken from another thread. `ManuallyDrop`
-    /// because a `Runnable` of a local task must not be dropped on another thread: if the
-    /// message is ever dropped unrun (the reactor is gone), the task is leaked instead.
-    Wake(ManuallyDrop<Runnable>),
+/// Words of closure state a message holds inline; bigger closures are boxed.
+const INLINE_WORDS: usize = 3;
+type InlineData = [MaybeUninit<usize>; INLINE_WORDS];
+
+/// One item of a mailbox: a closure to run on the reactor, stored inline when it captures at
+/// most 24 bytes (most messages: no allocation, no cross-thread free), else boxed.
+pub(crate) struct Msg {
+    /// Holds a value of the closure type `vtable` was instantiated for.
+    data: InlineData,
+    /// `call_or_drop::<F>` for the closure type `F` stored in `data`.
+    vtable: unsafe fn(*mut InlineData, bool),
+}
+
+// SAFETY: a `Msg` is only built (in `Msg::inline`) from a closure that is `Send`.
+unsafe impl Send for Msg {}
+
+/// Runs (`run == true`) or drops the `F` stored at `data`, consuming it.
+///
+/// # Safety
+/// `data` must hold a valid `F` that is not used again afterwards.
+unsafe fn call_or_drop<F: FnOnce()>(data: *mut InlineData, run: bool) {
+    // SAFETY: per the contract, `data` holds a valid `F` (suitably aligned, see `Msg::inline`)
+    // that we now own.
+    let f = unsafe { ptr::read(data.cast::<F>()) };
+    if run {
+        f();
+    }
 }
 
 impl Msg {
-    /// Run the message. Only on the owning reactor's thread.
-    pub(crate) fn run(self) {
-        match self {
-            Msg::Call(f) => f(),
-            Msg::Wake(r) => {
-                ManuallyDrop::into_inner(r).run();
-            }
+    /// A message running `f`.
+    pub(crate) fn call<F: FnOnce() + Send + 'static>(f: F) -> Msg {
+        if Self::fits::<F>() {
+            Msg::inline(f)
+        } else {
+            // A `Box<F>` is itself a one-word `FnOnce`.
+            Msg::inline(Box::new(f))
         }
     }
 
-    /// Drop the message without running it, releasing a task's future properly. Only on the
-    /// owning reactor's thread.
-    pub(crate) fn discard(self) {
-        match self {
-            Msg::Call(f) => drop(f),
-            Msg::Wake(r) => drop(ManuallyDrop::into_inner(r)),
+    /// A message polling `runnable`, a task of the receiving reactor woken from another
+    /// thread. A local task must not be dropped on another thread: if the message is dropped
+    /// unrun (its reactor is gone), the task is leaked instead.
+    pub(crate) fn wake(runnable: Runnable) -> Msg {
+        let runnable = ManuallyDrop::new(runnable);
+        Msg::inline(move || {
+            ManuallyDrop::into_inner(runnable).run();
+        })
+    }
+
+    const fn fits<F>() -> bool {
+        mem::size_of::<F>() <= mem::size_of::<InlineData>()
+            && mem::align_of::<F>() <= mem::align_of::<InlineData>()
+    }
+
+    fn inline<F: FnOnce() + Send + 'static>(f: F) -> Msg {
+        assert!(Self::fits::<F>(), "closure too big for a message");
+        let mut data: InlineData = [MaybeUninit::uninit(); INLINE_WORDS];
+        // SAFETY: `data` is large and aligned enough for `F` (checked above); writing moves `f`
+        // in, and `vtable` now owns it.
+        unsafe { ptr::write(data.as_mut_ptr().cast::<F>(), f) };
+        Msg {
+            data,
+            vtable: call_or_drop::<F>,
         }
+    }
+
+    /// Run the message (on the owning reactor's thread).
+    pub(crate) fn run(self) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `data` holds the closure `vtable` expects; `ManuallyDrop` keeps `Drop` from
+        // touching it again.
+        unsafe { (this.vtable)(&mut this.data, true) }
+    }
+}
+
+impl Drop for Msg {
+    fn drop(&mut self) {
+        // SAFETY: `data` holds the closure `vtable` expects and is not used after this.
+        unsafe { (self.vtable)(&mut self.data, false) }
     }
 }
 
@@ -148,7 +201,49 @@ mod tests {
 
     fn record(log: &Arc<Mutex<Vec<u32>>>, v: u32) -> Msg {
         let log = log.clone();
-        Msg::Call(Box::new(move || log.lock().unwrap().push(v)))
+        Msg::call(move || log.lock().unwrap().push(v))
+    }
+
+    #[test]
+    fn small_closures_inline_big_ones_boxed_all_run_or_drop_once() {
+        assert!(Msg::fits::<(u64, u64, u64)>());
+        assert!(!Msg::fits::<[u64; 4]>());
+        assert!(!Msg::fits::<u128>() || std::mem::align_of::<u128>() <= 8);
+        let token = Arc::new(());
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let (t, o) = (token.clone(), out.clone());
+        let small = Msg::call(move || o.lock().unwrap().push(Arc::strong_count(&t) as u64));
+        let (t, o, big) = (token.clone(), out.clone(), [7u64; 8]);
+        let large = Msg::call(move || {
+            let _t = &t;
+            o.lock().unwrap().push(big.iter().sum());
+        });
+        let (t, o, wide) = (token.clone(), out.clone(), 5u128);
+        let aligned = Msg::call(move || {
+            let _t = &t;
+            o.lock().unwrap().push(wide as u64);
+        });
+        assert_eq!(Arc::strong_count(&token), 4);
+        small.run();
+        large.run();
+        aligned.run();
+        assert_eq!(*out.lock().unwrap(), [4, 56, 5]);
+        assert_eq!(
+            Arc::strong_count(&token),
+            1,
+            "captures dropped after running"
+        );
+        let t = token.clone();
+        let unrun = Msg::call(move || panic!("never run {t:?}"));
+        let t = token.clone();
+        let unrun_big = Msg::call(move || panic!("never run {t:?} {:?}", [0u64; 8]));
+        assert_eq!(Arc::strong_count(&token), 3);
+        drop((unrun, unrun_big));
+        assert_eq!(
+            Arc::strong_count(&token),
+            1,
+            "captures dropped with the message"
+        );
     }
 
     #[test]
@@ -183,12 +278,12 @@ mod tests {
         ep.add(efd.as_raw_fd(), 1).unwrap();
         let ready = || ep.wait(std::time::Duration::ZERO, |_| {}).unwrap();
 
-        mb.push(Msg::Call(Box::new(|| {})));
+        mb.push(Msg::call(|| {}));
         assert_eq!(ready(), 0, "not sleeping: no eventfd write");
         assert!(!mb.prepare_sleep(), "a queued message forbids sleeping");
         mb.pop().unwrap().run();
         assert!(mb.prepare_sleep());
-        mb.push(Msg::Call(Box::new(|| {})));
+        mb.push(Msg::call(|| {}));
         assert_eq!(ready(), 1, "sleeping consumer is woken");
         mb.end_sleep();
 

@@ -171,7 +171,7 @@ impl Runtime {
         set_registered(Some(inner.clone()));
         let main = inner.main_core();
         // Cannot fail: the main reactor runs and nothing has stopped it yet.
-        if inner.send(main, Msg::Call(Box::new(init))).is_err() {
+        if inner.send(main, Msg::call(init)).is_err() {
             log::error!("reactor {main} stopped before init could run");
         }
         let mode = if opts.interrupt_mode {
@@ -232,8 +232,8 @@ pub(crate) fn main_core() -> Option<u32> {
     with_runtime(|rt| rt.main_core())
 }
 
-pub(crate) fn send_to(core: u32, f: Box<dyn FnOnce() + Send>) -> Result<(), SendError> {
-    with_runtime(|rt| rt.send(core, Msg::Call(f))).unwrap_or(Err(SendError::NotRunning))
+pub(crate) fn send_to(core: u32, msg: Msg) -> Result<(), SendError> {
+    with_runtime(|rt| rt.send(core, msg)).unwrap_or(Err(SendError::NotRunning))
 }
 
 /// The reactors are visited in mask order, one after the other (each hop is a message), then
@@ -257,11 +257,11 @@ fn for_each_step(
     let next =
         with_runtime(|rt| rt.reactors.get(index).map(|r| r.core())).ok_or(SendError::NotRunning)?;
     let Some(core) = next else {
-        return send_to(origin, done);
+        return send_to(origin, Msg::call(done));
     };
     send_to(
         core,
-        Box::new(move || {
+        Msg::call(move || {
             f();
             if let Err(err) = for_each_step(index + 1, origin, f, done) {
                 log::warn!("for_each_core stopped after core {core}: {err}");

@@ -9,7 +9,6 @@ use crate::reactor::{with_local, Shared};
 use crate::ring::Msg;
 use async_task::Runnable;
 use std::future::Future;
-use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 pub(crate) fn spawn_local(fut: impl Future<Output = ()> + 'static) {
@@ -33,7 +32,7 @@ fn schedule(owner: &Arc<Shared>, runnable: Runnable) {
     let Some(runnable) = runnable else { return };
     // Woken from another thread. A local task must not be dropped here: if its reactor has
     // exited (only possible at shutdown), the task is leaked rather than dropped off-core.
-    if owner.send(Msg::Wake(ManuallyDrop::new(runnable))).is_err() {
+    if owner.send(Msg::wake(runnable)).is_err() {
         log::debug!("task of stopped reactor {} woken; leaked", owner.core());
     }
 }

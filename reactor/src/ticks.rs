@@ -88,7 +88,7 @@ pub(crate) fn ticks_to_duration(t: u64) -> Duration {
 mod tsc {
     use core::arch::x86_64::{__cpuid, _rdtsc};
 
-    /// CPUID.80000007H:EDX[8]: the TSC runs at a constant rate in every state.
+    /// CPUID leaf 80000007H, EDX bit 8: the TSC runs at a constant rate in every state.
     pub(super) fn invariant() -> bool {
         // SAFETY: CPUID is available on every x86_64 CPU; leaf 0x80000000 reports the highest
         // extended leaf, so 0x80000007 is only queried when it exists.

@@ -85,7 +85,11 @@ fn warm_alloc_and_free_do_not_allocate() {
         drop(pool::alloc(SIZES[i % SIZES.len()]).expect("pool has room"));
     }
     COUNTING.with(|c| c.set(false));
-    assert_eq!(CALLS.with(Cell::get), 0, "global allocations on the hot path");
+    assert_eq!(
+        CALLS.with(Cell::get),
+        0,
+        "global allocations on the hot path"
+    );
     assert_eq!(pool::stats().pages, stats.pages, "no growth once warm");
 }
 

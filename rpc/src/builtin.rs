@@ -3,7 +3,7 @@
 //! `spdk_kill_instance`, with SPDK's parameter names and result shapes.
 
 use crate::registry::{self, register_method};
-use crate::{params, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError, RpcResult};
+use crate::{params, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::cell::Cell;
@@ -27,15 +27,29 @@ pub fn register_builtin_methods() {
 
 /// A boolean option of the CLI.
 const fn flag(name: &'static str, help: &'static str) -> ParamSpec {
-    ParamSpec { name, kind: ParamKind::Bool, required: false, positional: false, long: None, short: None, help }
+    ParamSpec {
+        name,
+        kind: ParamKind::Bool,
+        required: false,
+        positional: false,
+        long: None,
+        short: None,
+        help,
+    }
 }
 
 static RPC_GET_METHODS: MethodSpec = MethodSpec {
     name: "rpc_get_methods",
     help: "List the names of every JSON-RPC method the target serves, sorted.",
     params: &[
-        flag("current", "Accepted for SPDK compatibility (Keel has no start-up RPC state): ignored."),
-        flag("include_aliases", "Accepted for SPDK compatibility (Keel has no aliases): ignored."),
+        flag(
+            "current",
+            "Accepted for SPDK compatibility (Keel has no start-up RPC state): ignored.",
+        ),
+        flag(
+            "include_aliases",
+            "Accepted for SPDK compatibility (Keel has no aliases): ignored.",
+        ),
     ],
     cli_rewrite: None,
 };
@@ -85,7 +99,9 @@ fn no_params(p: &Option<Value>) -> Result<(), RpcError> {
         None => Ok(()),
         Some(Value::Object(m)) if m.is_empty() => Ok(()),
         Some(Value::Array(a)) if a.is_empty() => Ok(()),
-        Some(_) => Err(RpcError::invalid_params("Invalid parameters: this method takes no parameters")),
+        Some(_) => Err(RpcError::invalid_params(
+            "Invalid parameters: this method takes no parameters",
+        )),
     }
 }
 
@@ -136,8 +152,10 @@ static FRAMEWORK_GET_SUBSYSTEMS: MethodSpec = MethodSpec {
 fn framework_get_subsystems(p: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         no_params(&p)?;
-        let list: Vec<Value> =
-            registry::subsystems().into_iter().map(|(name, _)| json!({"subsystem": name, "depends_on": []})).collect();
+        let list: Vec<Value> = registry::subsystems()
+            .into_iter()
+            .map(|(name, _)| json!({"subsystem": name, "depends_on": []}))
+            .collect();
         Ok(Value::Array(list))
     })
 }
@@ -161,6 +179,10 @@ static FRAMEWORK_GET_CONFIG: MethodSpec = MethodSpec {
 #[serde(deny_unknown_fields)]
 struct GetConfig {
     name: String,
+    /// rpc.py sends it; Keel never batches, so both values give the same answer.
+    #[serde(default)]
+    #[allow(dead_code)]
+    with_batches: bool,
 }
 
 fn framework_get_config(p: Option<Value>) -> HandlerFuture {
@@ -168,7 +190,10 @@ fn framework_get_config(p: Option<Value>) -> HandlerFuture {
         let req = params::parse::<GetConfig>(p)?;
         match registry::subsystem(&req.name) {
             Some(save) => Ok(Value::Array(save())),
-            None => Err(RpcError::errno(libc::ENODEV, format!("Subsystem not found: {}", req.name))),
+            None => Err(RpcError::errno(
+                libc::ENODEV,
+                format!("Subsystem not found: {}", req.name),
+            )),
         }
     })
 }
@@ -210,7 +235,8 @@ fn read_config_for_cli(args: &mut Map<String, Value>) -> Result<(), String> {
         Some(Value::String(path)) => {
             std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?
         }
-        _ => std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read standard input: {e}"))?,
+        _ => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("cannot read standard input: {e}"))?,
     };
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(cfg)) => {
@@ -224,11 +250,20 @@ fn read_config_for_cli(args: &mut Map<String, Value>) -> Result<(), String> {
 
 fn load_config(p: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
-        let cfg = p.ok_or_else(|| RpcError::invalid_params("Invalid parameters: expected a config {\"subsystems\": [...]}"))?;
-        crate::load_config_value("load_config", &cfg).await.map_err(|e| match &e {
-            crate::ConfigError::Call { error, .. } => RpcError { code: error.code, message: e.to_string() },
-            _ => RpcError::invalid_params(e.to_string()),
+        let cfg = p.ok_or_else(|| {
+            RpcError::invalid_params(
+                "Invalid parameters: expected a config {\"subsystems\": [...]}",
+            )
         })?;
+        crate::load_config_value("load_config", &cfg)
+            .await
+            .map_err(|e| match &e {
+                crate::ConfigError::Call { error, .. } => RpcError {
+                    code: error.code,
+                    message: e.to_string(),
+                },
+                _ => RpcError::invalid_params(e.to_string()),
+            })?;
         Ok(Value::Bool(true))
     })
 }
@@ -273,7 +308,10 @@ fn spdk_kill_instance(p: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let req = params::parse::<KillInstance>(p)?;
         let sig = signal_number(&req.sig_name).ok_or_else(|| {
-            RpcError::invalid_params(format!("sig_name: unsupported signal {:?} (SIGINT, SIGTERM, SIGKILL)", req.sig_name))
+            RpcError::invalid_params(format!(
+                "sig_name: unsupported signal {:?} (SIGINT, SIGTERM, SIGKILL)",
+                req.sig_name
+            ))
         })?;
         send_signal_later(req.sig_name, sig)?;
         Ok(Value::Bool(true))
@@ -283,7 +321,9 @@ fn spdk_kill_instance(p: Option<Value>) -> HandlerFuture {
 /// Raise `sig` on this process from a one-shot timed poller, after the answer is sent.
 fn send_signal_later(name: String, sig: libc::c_int) -> Result<(), RpcError> {
     if keel_reactor::current_core().is_none() {
-        return Err(RpcError::internal("spdk_kill_instance must run on a reactor"));
+        return Err(RpcError::internal(
+            "spdk_kill_instance must run on a reactor",
+        ));
     }
     let id: Rc<Cell<Option<keel_reactor::PollerId>>> = Rc::new(Cell::new(None));
     let own = id.clone();
@@ -293,7 +333,10 @@ fn send_signal_later(name: String, sig: libc::c_int) -> Result<(), RpcError> {
             // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
             let rc = unsafe { libc::kill(libc::getpid(), sig) };
             if rc != 0 {
-                log::error!("spdk_kill_instance: kill({name}) failed: {}", std::io::Error::last_os_error());
+                log::error!(
+                    "spdk_kill_instance: kill({name}) failed: {}",
+                    std::io::Error::last_os_error()
+                );
             }
             keel_reactor::unregister_poller(me);
         }
@@ -307,6 +350,7 @@ fn send_signal_later(name: String, sig: libc::c_int) -> Result<(), RpcError> {
 mod tests {
     use super::*;
     use crate::testutil::block_on;
+    use crate::RpcResult;
 
     fn call(method: &str, p: Option<Value>) -> RpcResult {
         register_builtin_methods();
@@ -329,10 +373,21 @@ mod tests {
             "load_config",
             "spdk_kill_instance",
         ] {
-            assert!(names.as_array().unwrap().iter().any(|n| n == m), "{m} in {names}");
+            assert!(
+                names.as_array().unwrap().iter().any(|n| n == m),
+                "{m} in {names}"
+            );
         }
-        assert!(call("rpc_get_methods", Some(json!({"current": true}))).is_ok(), "SPDK's param accepted");
-        assert_eq!(call("rpc_get_methods", Some(json!({"bogus": 1}))).unwrap_err().code, -32602);
+        assert!(
+            call("rpc_get_methods", Some(json!({"current": true}))).is_ok(),
+            "SPDK's param accepted"
+        );
+        assert_eq!(
+            call("rpc_get_methods", Some(json!({"bogus": 1})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
     }
 
     #[test]
@@ -343,7 +398,12 @@ mod tests {
         let joined = format!("{}.{}.{}", f["major"], f["minor"], f["patch"]);
         assert!(env!("CARGO_PKG_VERSION").starts_with(&joined), "{joined}");
         assert!(f["suffix"].is_string());
-        assert_eq!(call("spdk_get_version", Some(json!({"x": 1}))).unwrap_err().code, -32602);
+        assert_eq!(
+            call("spdk_get_version", Some(json!({"x": 1})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
     }
 
     fn save_test() -> Vec<Value> {
@@ -355,29 +415,54 @@ mod tests {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| crate::register_config_subsystem("test_builtin_sub", save_test));
         let subs = call("framework_get_subsystems", None).unwrap();
-        assert!(subs.as_array().unwrap().contains(&json!({"subsystem": "test_builtin_sub", "depends_on": []})));
-        let cfg = call("framework_get_config", Some(json!({"name": "test_builtin_sub"}))).unwrap();
+        assert!(subs
+            .as_array()
+            .unwrap()
+            .contains(&json!({"subsystem": "test_builtin_sub", "depends_on": []})));
+        let cfg = call(
+            "framework_get_config",
+            Some(json!({"name": "test_builtin_sub"})),
+        )
+        .unwrap();
         assert_eq!(cfg, json!(save_test()));
-        let err = call("framework_get_config", Some(json!({"name": "test_builtin_none"}))).unwrap_err();
+        let err = call(
+            "framework_get_config",
+            Some(json!({"name": "test_builtin_none"})),
+        )
+        .unwrap_err();
         assert_eq!(err.code, -19);
         assert!(err.message.contains("test_builtin_none"));
         let err = call("framework_get_config", None).unwrap_err();
         assert!(err.message.contains("name"), "{}", err.message);
         let saved = call("save_config", None).unwrap();
-        assert!(saved["subsystems"].as_array().unwrap().iter().any(|s| s["subsystem"] == "test_builtin_sub"));
+        assert!(saved["subsystems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["subsystem"] == "test_builtin_sub"));
     }
 
     #[test]
     fn load_config_replays_and_reports_failures() {
-        let ok = json!({"subsystems": [{"subsystem": "s", "config": [{"method": "spdk_get_version"}]}]});
+        let ok =
+            json!({"subsystems": [{"subsystem": "s", "config": [{"method": "spdk_get_version"}]}]});
         assert_eq!(call("load_config", Some(ok)).unwrap(), json!(true));
         let bad = json!({"subsystems": [{"subsystem": "s", "config": [
             {"method": "spdk_get_version"}, {"method": "framework_get_config", "params": {"name": "none"}}]}]});
         let err = call("load_config", Some(bad)).unwrap_err();
         assert_eq!(err.code, -19);
-        assert!(err.message.contains("entry 1") && err.message.contains("framework_get_config"), "{}", err.message);
+        assert!(
+            err.message.contains("entry 1") && err.message.contains("framework_get_config"),
+            "{}",
+            err.message
+        );
         assert_eq!(call("load_config", None).unwrap_err().code, -32602);
-        assert_eq!(call("load_config", Some(json!({"subsystems": 1}))).unwrap_err().code, -32602);
+        assert_eq!(
+            call("load_config", Some(json!({"subsystems": 1})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
     }
 
     #[test]
@@ -403,9 +488,13 @@ mod tests {
         assert_eq!(Value::Object(args.clone()), json!({"subsystems": []}));
         std::fs::write(&path, "[1]").unwrap();
         args.insert("json_conf".into(), json!(path.to_str().unwrap()));
-        assert!(read_config_for_cli(&mut args).unwrap_err().contains("object"));
+        assert!(read_config_for_cli(&mut args)
+            .unwrap_err()
+            .contains("object"));
         std::fs::remove_file(&path).unwrap();
         args.insert("json_conf".into(), json!(path.to_str().unwrap()));
-        assert!(read_config_for_cli(&mut args).unwrap_err().contains("cannot read"));
+        assert!(read_config_for_cli(&mut args)
+            .unwrap_err()
+            .contains("cannot read"));
     }
 }

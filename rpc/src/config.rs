@@ -44,9 +44,14 @@ pub enum ConfigError {
 
 /// Load and replay a config file (async: runs on the main reactor).
 pub async fn load_config_file(path: &str) -> Result<(), ConfigError> {
-    let text = std::fs::read(path).map_err(|source| ConfigError::Read { path: path.to_string(), source })?;
-    let value: Value = serde_json::from_slice(&text)
-        .map_err(|e| ConfigError::Format { path: path.to_string(), message: format!("not valid JSON: {e}") })?;
+    let text = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_string(),
+        source,
+    })?;
+    let value: Value = serde_json::from_slice(&text).map_err(|e| ConfigError::Format {
+        path: path.to_string(),
+        message: format!("not valid JSON: {e}"),
+    })?;
     load_config_value(path, &value).await
 }
 
@@ -61,7 +66,10 @@ struct Call<'a> {
 /// Check the shape of the whole config and list its calls in replay order, so that a malformed
 /// entry anywhere is reported before any call runs.
 fn calls<'a>(origin: &str, config: &'a Value) -> Result<Vec<Call<'a>>, ConfigError> {
-    let format = |message: String| ConfigError::Format { path: origin.to_string(), message };
+    let format = |message: String| ConfigError::Format {
+        path: origin.to_string(),
+        message,
+    };
     let subsystems = config
         .get("subsystems")
         .ok_or_else(|| format("expected an object with a \"subsystems\" list".into()))?
@@ -72,11 +80,19 @@ fn calls<'a>(origin: &str, config: &'a Value) -> Result<Vec<Call<'a>>, ConfigErr
         let name = sub
             .get("subsystem")
             .and_then(Value::as_str)
-            .ok_or_else(|| format(format!("subsystems[{si}]: expected {{\"subsystem\": NAME, \"config\": [...]}}")))?;
+            .ok_or_else(|| {
+                format(format!(
+                    "subsystems[{si}]: expected {{\"subsystem\": NAME, \"config\": [...]}}"
+                ))
+            })?;
         let entries = match sub.get("config") {
             None | Some(Value::Null) => continue,
             Some(Value::Array(entries)) => entries,
-            Some(_) => return Err(format(format!("subsystem {name:?}: \"config\" must be a list or null"))),
+            Some(_) => {
+                return Err(format(format!(
+                    "subsystem {name:?}: \"config\" must be a list or null"
+                )))
+            }
         };
         for (index, entry) in entries.iter().enumerate() {
             let method = entry.get("method").and_then(Value::as_str).ok_or_else(|| {
@@ -91,7 +107,12 @@ fn calls<'a>(origin: &str, config: &'a Value) -> Result<Vec<Call<'a>>, ConfigErr
                     )))
                 }
             };
-            calls.push(Call { subsystem: name, index, method, params });
+            calls.push(Call {
+                subsystem: name,
+                index,
+                method,
+                params,
+            });
         }
     }
     Ok(calls)
@@ -113,8 +134,14 @@ pub async fn load_config_value(origin: &str, config: &Value) -> Result<(), Confi
             method: call.method.to_string(),
             error,
         };
-        let method = registry::lookup(call.method).ok_or_else(|| fail(crate::RpcError::method_not_found(call.method)))?;
-        log::debug!("config {origin}: {} entry {}: {}", call.subsystem, call.index, call.method);
+        let method = registry::lookup(call.method)
+            .ok_or_else(|| fail(crate::RpcError::method_not_found(call.method)))?;
+        log::debug!(
+            "config {origin}: {} entry {}: {}",
+            call.subsystem,
+            call.index,
+            call.method
+        );
         (method.handler)(call.params.cloned()).await.map_err(fail)?;
     }
     Ok(())
@@ -146,7 +173,12 @@ mod tests {
 
     fn record(params: Option<Value>) -> HandlerFuture {
         Box::pin(async move {
-            let tag = params.as_ref().and_then(|p| p.get("tag")).and_then(Value::as_str).unwrap_or("-").to_string();
+            let tag = params
+                .as_ref()
+                .and_then(|p| p.get("tag"))
+                .and_then(Value::as_str)
+                .unwrap_or("-")
+                .to_string();
             LOG.lock().unwrap().push(tag);
             Ok(Value::Bool(true))
         })
@@ -154,8 +186,18 @@ mod tests {
     fn fail(_: Option<Value>) -> HandlerFuture {
         Box::pin(async { Err(RpcError::errno(libc::EEXIST, "already exists")) })
     }
-    static RECORD: MethodSpec = MethodSpec { name: "test_config_record", help: "", params: &[], cli_rewrite: None };
-    static FAIL: MethodSpec = MethodSpec { name: "test_config_fail", help: "", params: &[], cli_rewrite: None };
+    static RECORD: MethodSpec = MethodSpec {
+        name: "test_config_record",
+        help: "",
+        params: &[],
+        cli_rewrite: None,
+    };
+    static FAIL: MethodSpec = MethodSpec {
+        name: "test_config_fail",
+        help: "",
+        params: &[],
+        cli_rewrite: None,
+    };
 
     fn setup() -> std::sync::MutexGuard<'static, ()> {
         let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -201,23 +243,43 @@ mod tests {
             {"method": "test_config_record", "params": {"tag": "never"}}]}]});
         let err = block_on(load_config_value("c.json", &cfg)).unwrap_err();
         match &err {
-            ConfigError::Call { path, subsystem, index, method, error } => {
-                assert_eq!((path.as_str(), subsystem.as_str(), *index, method.as_str()), ("c.json", "bdev", 1, "test_config_fail"));
+            ConfigError::Call {
+                path,
+                subsystem,
+                index,
+                method,
+                error,
+            } => {
+                assert_eq!(
+                    (path.as_str(), subsystem.as_str(), *index, method.as_str()),
+                    ("c.json", "bdev", 1, "test_config_fail")
+                );
                 assert_eq!(error.code, -17);
             }
             other => panic!("{other:?}"),
         }
         let text = err.to_string();
-        assert!(text.contains("entry 1") && text.contains("test_config_fail") && text.contains("\"bdev\""), "{text}");
+        assert!(
+            text.contains("entry 1")
+                && text.contains("test_config_fail")
+                && text.contains("\"bdev\""),
+            "{text}"
+        );
         assert_eq!(taken_log(), ["1"], "calls after the failure do not run");
     }
 
     #[test]
     fn unknown_method_is_a_call_error() {
         let _g = setup();
-        let cfg = json!({"subsystems": [{"subsystem": "x", "config": [{"method": "test_config_nope"}]}]});
+        let cfg =
+            json!({"subsystems": [{"subsystem": "x", "config": [{"method": "test_config_nope"}]}]});
         match block_on(load_config_value("u", &cfg)).unwrap_err() {
-            ConfigError::Call { index: 0, method, error, .. } => {
+            ConfigError::Call {
+                index: 0,
+                method,
+                error,
+                ..
+            } => {
                 assert_eq!(method, "test_config_nope");
                 assert_eq!(error.code, -32601);
             }
@@ -232,10 +294,19 @@ mod tests {
             (json!([]), "subsystems"),
             (json!({"subsystems": {}}), "list"),
             (json!({"subsystems": [{"config": []}]}), "subsystems[0]"),
-            (json!({"subsystems": [{"subsystem": "s", "config": 5}]}), "\"s\""),
-            (json!({"subsystems": [{"subsystem": "s", "config": [
-                {"method": "test_config_record", "params": {"tag": "1"}}, {"params": {}}]}]}), "entry 1"),
-            (json!({"subsystems": [{"subsystem": "s", "config": [{"method": "m", "params": 3}]}]}), "params"),
+            (
+                json!({"subsystems": [{"subsystem": "s", "config": 5}]}),
+                "\"s\"",
+            ),
+            (
+                json!({"subsystems": [{"subsystem": "s", "config": [
+                {"method": "test_config_record", "params": {"tag": "1"}}, {"params": {}}]}]}),
+                "entry 1",
+            ),
+            (
+                json!({"subsystems": [{"subsystem": "s", "config": [{"method": "m", "params": 3}]}]}),
+                "params",
+            ),
         ] {
             match block_on(load_config_value("f", &cfg)) {
                 Err(ConfigError::Format { path, message }) => {
@@ -255,11 +326,17 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let missing = dir.join("missing.json");
         let err = block_on(load_config_file(missing.to_str().unwrap())).unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }) && err.to_string().contains("missing.json"), "{err}");
+        assert!(
+            matches!(err, ConfigError::Read { .. }) && err.to_string().contains("missing.json"),
+            "{err}"
+        );
         let bad = dir.join("bad.json");
         std::fs::write(&bad, "{\"subsystems\": [").unwrap();
         let err = block_on(load_config_file(bad.to_str().unwrap())).unwrap_err();
-        assert!(matches!(err, ConfigError::Format { .. }) && err.to_string().contains("bad.json"), "{err}");
+        assert!(
+            matches!(err, ConfigError::Format { .. }) && err.to_string().contains("bad.json"),
+            "{err}"
+        );
         let good = dir.join("good.json");
         std::fs::write(&good, r#"{"subsystems":[{"subsystem":"s","config":[{"method":"test_config_record","params":{"tag":"file"}}]}]}"#).unwrap();
         block_on(load_config_file(good.to_str().unwrap())).unwrap();
@@ -272,10 +349,19 @@ mod tests {
         let _g = setup();
         let saved = save_config_value();
         let subs = saved["subsystems"].as_array().unwrap();
-        let first = subs.iter().position(|s| s["subsystem"] == "test_config_first").unwrap();
-        let second = subs.iter().position(|s| s["subsystem"] == "test_config_second").unwrap();
+        let first = subs
+            .iter()
+            .position(|s| s["subsystem"] == "test_config_first")
+            .unwrap();
+        let second = subs
+            .iter()
+            .position(|s| s["subsystem"] == "test_config_second")
+            .unwrap();
         assert!(first < second);
-        assert_eq!(subs[first]["config"], json!([{"method": "test_config_record", "params": {"tag": "f1"}}]));
+        assert_eq!(
+            subs[first]["config"],
+            json!([{"method": "test_config_record", "params": {"tag": "f1"}}])
+        );
         assert_eq!(subs[second]["config"], json!([]));
         // Only the test subsystems' calls are replayed (others may be registered by other tests).
         let mine = json!({"subsystems": [subs[first].clone(), subs[second].clone()]});

@@ -16,26 +16,44 @@ pub type RpcResult = Result<serde_json::Value, RpcError>;
 impl RpcError {
     /// -32700: the request is not valid JSON.
     pub fn parse_error(msg: impl Into<String>) -> Self {
-        RpcError { code: -32700, message: msg.into() }
+        RpcError {
+            code: -32700,
+            message: msg.into(),
+        }
     }
     /// -32600: not a valid JSON-RPC 2.0 request object.
     pub fn invalid_request(msg: impl Into<String>) -> Self {
-        RpcError { code: -32600, message: msg.into() }
+        RpcError {
+            code: -32600,
+            message: msg.into(),
+        }
     }
     /// -32601: no such method.
     pub fn method_not_found(method: &str) -> Self {
-        RpcError { code: -32601, message: format!("Method not found: {method}") }
+        RpcError {
+            code: -32601,
+            message: format!("Method not found: {method}"),
+        }
     }
     /// -32602: params missing, of the wrong type or out of range.
     pub fn invalid_params(msg: impl Into<String>) -> Self {
-        RpcError { code: -32602, message: msg.into() }
+        RpcError {
+            code: -32602,
+            message: msg.into(),
+        }
     }
     /// -32603: the server failed.
     pub fn internal(msg: impl Into<String>) -> Self {
-        RpcError { code: -32603, message: msg.into() }
+        RpcError {
+            code: -32603,
+            message: msg.into(),
+        }
     }
     /// A negative errno, as SPDK answers for operation failures (e.g. -17 EEXIST, -19 ENODEV).
     pub fn errno(errno: i32, msg: impl Into<String>) -> Self {
-        RpcError { code: -errno.abs(), message: msg.into() }
+        RpcError {
+            code: -errno.abs(),
+            message: msg.into(),
+        }
     }
 }

@@ -128,7 +128,10 @@ impl JsonScanner {
                         self.depth = 1;
                     }
                     _ => {
-                        let err = FramingError::NotObjectOrArray { offset: i - 1, byte: b };
+                        let err = FramingError::NotObjectOrArray {
+                            offset: i - 1,
+                            byte: b,
+                        };
                         return self.finish(i, Scan::Invalid(err));
                     }
                 }
@@ -215,9 +218,12 @@ mod tests {
 
     #[test]
     fn split_reads_give_the_same_answer_at_every_split() {
-        let v = br#"  {"method":"x","params":{"s":"a\"]}\\","l":[1,[2,{"k":"}"}]]},"id":1}{"next":1}"#;
+        let v =
+            br#"  {"method":"x","params":{"s":"a\"]}\\","l":[1,[2,{"k":"}"}]]},"id":1}{"next":1}"#;
         let whole = find_value_end(v);
-        let Scan::Complete(n) = whole else { panic!("complete expected, got {whole:?}") };
+        let Scan::Complete(n) = whole else {
+            panic!("complete expected, got {whole:?}")
+        };
         assert_eq!(&v[n..], br#"{"next":1}"#);
         for step in 1..v.len() {
             assert_eq!(scan_in_steps(v, step), whole, "step {step}");
@@ -240,12 +246,27 @@ mod tests {
     fn garbage_is_invalid_at_its_first_byte() {
         assert_eq!(
             find_value_end(b"  x{}"),
-            Scan::Invalid(FramingError::NotObjectOrArray { offset: 2, byte: b'x' })
+            Scan::Invalid(FramingError::NotObjectOrArray {
+                offset: 2,
+                byte: b'x'
+            })
         );
-        for bad in [&b"\"str\""[..], b"123", b"true", b"null", b"}", b"]", b"\0", b"\xff{"] {
+        for bad in [
+            &b"\"str\""[..],
+            b"123",
+            b"true",
+            b"null",
+            b"}",
+            b"]",
+            b"\0",
+            b"\xff{",
+        ] {
             assert!(matches!(find_value_end(bad), Scan::Invalid(_)), "{bad:?}");
         }
-        let err = FramingError::NotObjectOrArray { offset: 0, byte: b'x' };
+        let err = FramingError::NotObjectOrArray {
+            offset: 0,
+            byte: b'x',
+        };
         assert!(err.to_string().contains("0x78"));
     }
 

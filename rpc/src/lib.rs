@@ -16,6 +16,7 @@
 //! - `error`: [`RpcError`] and the JSON-RPC / errno codes.
 //! - `registry`: methods and config subsystems.
 //! - `framing`: finding one complete JSON value in a byte stream.
+//! - `protocol`: request decoding and response encoding, without I/O (also fuzzed).
 //! - `server`: the socket poller and request dispatch.
 //! - `config`: config file load (replay) and `save_config`.
 //! - `builtin`: `rpc_get_methods`, `spdk_get_version`, `framework_*`, `save_config`,
@@ -23,18 +24,24 @@
 //! - `cli`: the `keel-rpc` client.
 //! - `params`: helpers to decode params into typed structs with clear errors.
 
+mod builtin;
 pub mod cli;
+mod config;
 mod error;
 pub mod framing;
-mod registry;
 pub mod params;
+pub mod protocol;
+mod registry;
 mod server;
-mod config;
-mod builtin;
+#[cfg(test)]
+mod testutil;
 
+pub use builtin::register_builtin_methods;
 pub use config::{load_config_file, load_config_value, save_config_value, ConfigError};
 pub use error::{RpcError, RpcResult};
+pub use protocol::decode_request;
 pub use registry::{
-    register_config_subsystem, register_method, HandlerFuture, MethodSpec, ParamKind, ParamSpec,
+    method_specs, register_config_subsystem, register_method, CliRewrite, HandlerFuture,
+    MethodSpec, ParamKind, ParamSpec,
 };
-pub use server::{RpcServer, RpcServerError};
+pub use server::{RpcServer, RpcServerError, BUSY_POLL_PERIOD};

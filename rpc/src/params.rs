@@ -2,7 +2,6 @@
 
 use crate::RpcError;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 /// Decode `params` (absent = `{}`) into `T` (a `#[derive(Deserialize)]` struct, usually with
@@ -14,7 +13,9 @@ pub fn parse<T: DeserializeOwned>(params: Option<serde_json::Value>) -> Result<T
     T::deserialize(&value).map_err(|e| {
         let message = e.to_string();
         match culprit::<T>(&value, &message) {
-            Some(field) => RpcError::invalid_params(format!("Invalid parameters: {field}: {message}")),
+            Some(field) => {
+                RpcError::invalid_params(format!("Invalid parameters: {field}: {message}"))
+            }
             None => RpcError::invalid_params(format!("Invalid parameters: {message}")),
         }
     })
@@ -28,7 +29,9 @@ fn culprit<T: DeserializeOwned>(value: &Value, message: &str) -> Option<String> 
     if message.starts_with("missing field") || message.starts_with("unknown field") {
         return None;
     }
-    let Value::Object(obj) = value else { return None };
+    let Value::Object(obj) = value else {
+        return None;
+    };
     let mut prefix = Map::new();
     for (key, v) in obj {
         prefix.insert(key.clone(), v.clone());
@@ -44,6 +47,7 @@ fn culprit<T: DeserializeOwned>(value: &Value, message: &str) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde::Deserialize;
     use serde_json::json;
 
     #[derive(Debug, Deserialize, PartialEq)]
@@ -71,7 +75,14 @@ mod tests {
     #[test]
     fn decodes_valid_params() {
         let c: Create = parse(Some(json!({"name": "M0", "num_blocks": 8}))).unwrap();
-        assert_eq!(c, Create { name: "M0".into(), num_blocks: 8, uuid: None });
+        assert_eq!(
+            c,
+            Create {
+                name: "M0".into(),
+                num_blocks: 8,
+                uuid: None
+            }
+        );
     }
 
     #[test]
@@ -86,12 +97,23 @@ mod tests {
         let m = message(parse(Some(json!({"name": "M0"}))));
         assert!(m.contains("num_blocks"), "missing field named: {m}");
         let m = message(parse(Some(json!({"name": "M0", "num_blocks": "big"}))));
-        assert!(m.contains("num_blocks: invalid type"), "mistyped field named: {m}");
-        assert!(m.contains("\"big\"") && m.contains("u64"), "wrong type described: {m}");
-        let m = message(parse(Some(json!({"name": "M0", "num_blocks": 1, "colour": 2}))));
+        assert!(
+            m.contains("num_blocks: invalid type"),
+            "mistyped field named: {m}"
+        );
+        assert!(
+            m.contains("\"big\"") && m.contains("u64"),
+            "wrong type described: {m}"
+        );
+        let m = message(parse(Some(
+            json!({"name": "M0", "num_blocks": 1, "colour": 2}),
+        )));
         assert!(m.contains("colour"), "unknown field named: {m}");
         let m = message(parse(Some(json!({"name": "M0", "num_blocks": -1}))));
-        assert!(m.contains("num_blocks") && m.contains("-1"), "out of range value named: {m}");
+        assert!(
+            m.contains("num_blocks") && m.contains("-1"),
+            "out of range value named: {m}"
+        );
         let m = message(parse(Some(json!({"name": 5, "num_blocks": 1}))));
         assert!(m.contains("name: invalid type"), "first field named: {m}");
         let m = message(parse(Some(json!([1, 2]))));

@@ -74,16 +74,22 @@ pub(crate) fn decode_with(scanner: &mut JsonScanner, buf: &[u8], max_len: usize)
                 Decoded::Incomplete
             }
         }
-        Scan::Invalid(e) => Decoded::Fatal { error: RpcError::parse_error(format!("Parse error: {e}")) },
+        Scan::Invalid(e) => Decoded::Fatal {
+            error: RpcError::parse_error(format!("Parse error: {e}")),
+        },
         Scan::Complete(len) => {
             scanner.reset();
             if len > max_len {
                 return Decoded::Fatal {
-                    error: RpcError::invalid_request(format!("request too large: {len} bytes, limit {max_len}")),
+                    error: RpcError::invalid_request(format!(
+                        "request too large: {len} bytes, limit {max_len}"
+                    )),
                 };
             }
             match serde_json::from_slice::<Value>(&buf[..len]) {
-                Err(e) => Decoded::Fatal { error: RpcError::parse_error(format!("Parse error: {e}")) },
+                Err(e) => Decoded::Fatal {
+                    error: RpcError::parse_error(format!("Parse error: {e}")),
+                },
                 Ok(value) => match parse_request(value) {
                     Ok(request) => Decoded::Request { len, request },
                     Err((id, error)) => Decoded::Invalid { len, id, error },
@@ -97,17 +103,28 @@ pub(crate) fn decode_with(scanner: &mut JsonScanner, buf: &[u8], max_len: usize)
 /// (null when none could be read) and the -32600 error.
 pub fn parse_request(value: Value) -> Result<Request, (Value, RpcError)> {
     let Value::Object(mut obj) = value else {
-        return Err((Value::Null, RpcError::invalid_request("Invalid request: batch requests are not supported")));
+        return Err((
+            Value::Null,
+            RpcError::invalid_request("Invalid request: batch requests are not supported"),
+        ));
     };
     let id = obj.remove("id");
     let reply_id = match &id {
         Some(v @ (Value::Null | Value::String(_) | Value::Number(_))) => v.clone(),
         Some(_) => {
-            return Err((Value::Null, RpcError::invalid_request("Invalid request: id must be a string, a number or null")))
+            return Err((
+                Value::Null,
+                RpcError::invalid_request("Invalid request: id must be a string, a number or null"),
+            ))
         }
         None => Value::Null,
     };
-    let invalid = |msg: &str| Err((reply_id.clone(), RpcError::invalid_request(format!("Invalid request: {msg}"))));
+    let invalid = |msg: &str| {
+        Err((
+            reply_id.clone(),
+            RpcError::invalid_request(format!("Invalid request: {msg}")),
+        ))
+    };
     match obj.get("jsonrpc") {
         Some(Value::String(v)) if v == "2.0" => {}
         Some(_) => return invalid("jsonrpc must be \"2.0\""),
@@ -147,12 +164,20 @@ struct Response<'a> {
 /// JSON reader skips it as whitespace).
 pub fn encode_response(out: &mut Vec<u8>, id: &Value, result: &Result<Value, RpcError>) {
     let response = match result {
-        Ok(value) => Response { jsonrpc: "2.0", id, result: Some(value), error: None },
+        Ok(value) => Response {
+            jsonrpc: "2.0",
+            id,
+            result: Some(value),
+            error: None,
+        },
         Err(e) => Response {
             jsonrpc: "2.0",
             id,
             result: None,
-            error: Some(ErrorObject { code: e.code, message: &e.message }),
+            error: Some(ErrorObject {
+                code: e.code,
+                message: &e.message,
+            }),
         },
     };
     let start = out.len();
@@ -160,8 +185,16 @@ pub fn encode_response(out: &mut Vec<u8>, id: &Value, result: &Result<Value, Rpc
         // Unreachable for values built by serde_json (keys are strings); answer something valid.
         out.truncate(start);
         let fallback = RpcError::internal("cannot encode the response");
-        let error = Some(ErrorObject { code: fallback.code, message: &fallback.message });
-        let response = Response { jsonrpc: "2.0", id: &Value::Null, result: None, error };
+        let error = Some(ErrorObject {
+            code: fallback.code,
+            message: &fallback.message,
+        });
+        let response = Response {
+            jsonrpc: "2.0",
+            id: &Value::Null,
+            result: None,
+            error,
+        };
         serde_json::to_writer(&mut *out, &response).expect("a plain error object always encodes");
     }
     out.push(b'\n');
@@ -186,15 +219,27 @@ mod tests {
     #[test]
     fn valid_request_and_notification() {
         let d = decode(r#" {"jsonrpc":"2.0","method":"m","params":{"a":1},"id":7} {"x"#);
-        let Decoded::Request { len, request } = d else { panic!("{d:?}") };
+        let Decoded::Request { len, request } = d else {
+            panic!("{d:?}")
+        };
         assert_eq!(len, 55);
-        assert_eq!(request, Request { id: Some(json!(7)), method: "m".into(), params: Some(json!({"a": 1})) });
-        let Decoded::Request { request, .. } = decode(r#"{"jsonrpc":"2.0","method":"n","params":[1]}"#) else {
+        assert_eq!(
+            request,
+            Request {
+                id: Some(json!(7)),
+                method: "m".into(),
+                params: Some(json!({"a": 1}))
+            }
+        );
+        let Decoded::Request { request, .. } =
+            decode(r#"{"jsonrpc":"2.0","method":"n","params":[1]}"#)
+        else {
             panic!()
         };
         assert_eq!(request.id, None, "notification");
         assert_eq!(request.params, Some(json!([1])));
-        let Decoded::Request { request, .. } = decode(r#"{"jsonrpc":"2.0","method":"n","params":null,"id":"x"}"#)
+        let Decoded::Request { request, .. } =
+            decode(r#"{"jsonrpc":"2.0","method":"n","params":null,"id":"x"}"#)
         else {
             panic!()
         };
@@ -206,32 +251,52 @@ mod tests {
     fn invalid_requests_answer_32600_with_their_id() {
         let d = decode(r#"{"id": 7, "params": {}}"#);
         assert_eq!(invalid_code(&d), -32600);
-        let Decoded::Invalid { id, error, len } = d else { unreachable!() };
+        let Decoded::Invalid { id, error, len } = d else {
+            unreachable!()
+        };
         assert_eq!(id, json!(7));
         assert_eq!(len, 23);
         assert!(error.message.contains("jsonrpc"), "{}", error.message);
         for (req, what) in [
             (r#"{"jsonrpc":"2.0","id":1}"#, "missing method"),
-            (r#"{"jsonrpc":"2.0","method":5,"id":1}"#, "method must be a string"),
+            (
+                r#"{"jsonrpc":"2.0","method":5,"id":1}"#,
+                "method must be a string",
+            ),
             (r#"{"jsonrpc":"1.0","method":"m","id":1}"#, "jsonrpc"),
-            (r#"{"jsonrpc":"2.0","method":"m","params":3,"id":1}"#, "params"),
+            (
+                r#"{"jsonrpc":"2.0","method":"m","params":3,"id":1}"#,
+                "params",
+            ),
         ] {
             let d = decode(req);
             assert_eq!(invalid_code(&d), -32600, "{req}");
-            let Decoded::Invalid { id, error, .. } = d else { unreachable!() };
+            let Decoded::Invalid { id, error, .. } = d else {
+                unreachable!()
+            };
             assert_eq!(id, json!(1));
             assert!(error.message.contains(what), "{req}: {}", error.message);
         }
         let d = decode(r#"{"jsonrpc":"2.0","method":"m","id":{"a":1}}"#);
         assert_eq!(invalid_code(&d), -32600);
-        let Decoded::Invalid { id, .. } = d else { unreachable!() };
+        let Decoded::Invalid { id, .. } = d else {
+            unreachable!()
+        };
         assert_eq!(id, Value::Null, "unusable id answers null");
-        assert_eq!(invalid_code(&decode(r#"[{"jsonrpc":"2.0","method":"m","id":1}]"#)), -32600);
+        assert_eq!(
+            invalid_code(&decode(r#"[{"jsonrpc":"2.0","method":"m","id":1}]"#)),
+            -32600
+        );
     }
 
     #[test]
     fn garbage_and_broken_json_are_fatal_parse_errors() {
-        for bad in ["hello", "{\"jsonrpc\": \"2.0\", \"method\": ]", "{\"a\" 1}", "{\"\\x\":1}"] {
+        for bad in [
+            "hello",
+            "{\"jsonrpc\": \"2.0\", \"method\": ]",
+            "{\"a\" 1}",
+            "{\"\\x\":1}",
+        ] {
             match decode(bad) {
                 Decoded::Fatal { error } => assert_eq!(error.code, -32700, "{bad}"),
                 other => panic!("{bad}: {other:?}"),
@@ -244,9 +309,14 @@ mod tests {
     #[test]
     fn oversized_requests_are_fatal() {
         let mut scanner = JsonScanner::new();
-        let big = format!("{{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":\"{}\"", "x".repeat(100));
+        let big = format!(
+            "{{\"jsonrpc\":\"2.0\",\"method\":\"m\",\"params\":\"{}\"",
+            "x".repeat(100)
+        );
         match decode_with(&mut scanner, big.as_bytes(), 64) {
-            Decoded::Fatal { error } => assert!(error.message.contains("too large"), "{}", error.message),
+            Decoded::Fatal { error } => {
+                assert!(error.message.contains("too large"), "{}", error.message)
+            }
             other => panic!("{other:?}"),
         }
         let mut scanner = JsonScanner::new();
@@ -257,14 +327,21 @@ mod tests {
         }
         // Whitespace alone never counts as a request in progress.
         let mut scanner = JsonScanner::new();
-        assert_eq!(decode_with(&mut scanner, &[b' '; 100], 64), Decoded::Incomplete);
+        assert_eq!(
+            decode_with(&mut scanner, &[b' '; 100], 64),
+            Decoded::Incomplete
+        );
     }
 
     #[test]
     fn responses_have_spdk_shape() {
         let mut out = Vec::new();
         encode_response(&mut out, &json!(1), &Ok(json!({"a": [1]})));
-        encode_response(&mut out, &Value::Null, &Err(RpcError::method_not_found("nope")));
+        encode_response(
+            &mut out,
+            &Value::Null,
+            &Err(RpcError::method_not_found("nope")),
+        );
         let text = String::from_utf8(out).unwrap();
         let mut lines = text.lines();
         let ok: Value = serde_json::from_str(lines.next().unwrap()).unwrap();

@@ -3,9 +3,9 @@
 
 use crate::RpcResult;
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Mutex, MutexGuard};
 
 /// What a handler returns: a local (`!Send`) future run on the main reactor.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = RpcResult>>>;
@@ -58,8 +58,12 @@ pub struct MethodSpec {
     /// Parameters.
     pub params: &'static [ParamSpec],
     /// CLI only: turn the parsed arguments into the params object sent.
-    pub cli_rewrite: Option<fn(&mut serde_json::Map<String, serde_json::Value>) -> Result<(), String>>,
+    pub cli_rewrite: Option<CliRewrite>,
 }
+
+/// A [`MethodSpec::cli_rewrite`] function: edits the params built from the command line, or
+/// says (for the user) why they are unusable.
+pub type CliRewrite = fn(&mut serde_json::Map<String, serde_json::Value>) -> Result<(), String>;
 
 /// A method handler: gets the raw `params` (None when absent), returns the call's future.
 pub(crate) type Handler = fn(Option<serde_json::Value>) -> HandlerFuture;
@@ -138,7 +142,10 @@ pub(crate) fn subsystems() -> Vec<(&'static str, SaveFn)> {
 
 /// The save function of subsystem `name`.
 pub(crate) fn subsystem(name: &str) -> Option<SaveFn> {
-    lock(&SUBSYSTEMS).iter().find(|(n, _)| *n == name).map(|(_, save)| *save)
+    lock(&SUBSYSTEMS)
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, save)| *save)
 }
 
 #[cfg(test)]
@@ -146,12 +153,24 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    static SPEC_A: MethodSpec =
-        MethodSpec { name: "test_registry_a", help: "A.", params: &[], cli_rewrite: None };
-    static SPEC_B: MethodSpec =
-        MethodSpec { name: "test_registry_b", help: "B.", params: &[], cli_rewrite: None };
-    static SPEC_DUP: MethodSpec =
-        MethodSpec { name: "test_registry_dup", help: "Dup.", params: &[], cli_rewrite: None };
+    static SPEC_A: MethodSpec = MethodSpec {
+        name: "test_registry_a",
+        help: "A.",
+        params: &[],
+        cli_rewrite: None,
+    };
+    static SPEC_B: MethodSpec = MethodSpec {
+        name: "test_registry_b",
+        help: "B.",
+        params: &[],
+        cli_rewrite: None,
+    };
+    static SPEC_DUP: MethodSpec = MethodSpec {
+        name: "test_registry_dup",
+        help: "Dup.",
+        params: &[],
+        cli_rewrite: None,
+    };
 
     fn answer_a(_: Option<serde_json::Value>) -> HandlerFuture {
         Box::pin(async { Ok(json!("a")) })
@@ -168,7 +187,10 @@ mod tests {
         assert_eq!(a.spec.name, "test_registry_a");
         assert_eq!(crate::testutil::block_on((a.handler)(None)), Ok(json!("a")));
         let b = lookup("test_registry_b").expect("registered");
-        assert_eq!(crate::testutil::block_on((b.handler)(Some(json!(5)))), Ok(json!(5)));
+        assert_eq!(
+            crate::testutil::block_on((b.handler)(Some(json!(5)))),
+            Ok(json!(5))
+        );
         assert!(lookup("test_registry_c").is_none());
 
         let names = method_names();
@@ -203,11 +225,21 @@ mod tests {
         register_config_subsystem("test_registry_z", save_one);
         register_config_subsystem("test_registry_y", save_none);
         let all = subsystems();
-        let iz = all.iter().position(|(n, _)| *n == "test_registry_z").unwrap();
-        let iy = all.iter().position(|(n, _)| *n == "test_registry_y").unwrap();
+        let iz = all
+            .iter()
+            .position(|(n, _)| *n == "test_registry_z")
+            .unwrap();
+        let iy = all
+            .iter()
+            .position(|(n, _)| *n == "test_registry_y")
+            .unwrap();
         assert!(iz < iy, "registration order, not name order");
         assert_eq!(subsystem("test_registry_z").unwrap()(), save_one());
         assert!(subsystem("test_registry_nope").is_none());
-        assert!(std::panic::catch_unwind(|| register_config_subsystem("test_registry_y", save_one)).is_err());
+        assert!(std::panic::catch_unwind(|| register_config_subsystem(
+            "test_registry_y",
+            save_one
+        ))
+        .is_err());
     }
 }

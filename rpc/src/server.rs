@@ -79,14 +79,22 @@ impl RpcServer {
     /// Bind `path` and start serving from a poller on the calling reactor (the main core).
     /// A stale socket file (nobody listening) is replaced; a live one is [`RpcServerError::InUse`].
     pub fn start(path: &str) -> Result<RpcServer, RpcServerError> {
-        let io_err = |source| RpcServerError::Io { path: path.to_string(), source };
+        let io_err = |source| RpcServerError::Io {
+            path: path.to_string(),
+            source,
+        };
         let Some(core) = keel_reactor::current_core() else {
-            return Err(io_err(std::io::Error::other("the RPC server must be started on a reactor thread")));
+            return Err(io_err(std::io::Error::other(
+                "the RPC server must be started on a reactor thread",
+            )));
         };
         remove_stale_socket(path)?;
         let listener = UnixListener::bind(path).map_err(io_err)?;
         listener.set_nonblocking(true).map_err(io_err)?;
-        let meta = std::fs::metadata(path).map_err(io_err)?;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            let _ = std::fs::remove_file(path);
+            io_err(e)
+        })?;
         let fd = listener.as_raw_fd();
         let inner = Rc::new(RefCell::new(Inner {
             path: PathBuf::from(path),
@@ -98,14 +106,20 @@ impl RpcServer {
             accept_error_logged: false,
         }));
         keel_reactor::register_interrupt_fd(fd);
-        let interrupt_mode =
-            keel_reactor::reactor_stats().iter().any(|s| s.lcore == core && s.interrupt_mode);
-        let period = if interrupt_mode { None } else { Some(BUSY_POLL_PERIOD) };
+        let interrupt_mode = keel_reactor::reactor_stats()
+            .iter()
+            .any(|s| s.lcore == core && s.interrupt_mode);
+        let period = if interrupt_mode {
+            None
+        } else {
+            Some(BUSY_POLL_PERIOD)
+        };
         let weak = Rc::downgrade(&inner);
-        let poller = keel_reactor::register_poller("rpc_server", period, move || match weak.upgrade() {
-            Some(inner) => poll(&inner),
-            None => PollStatus::Idle,
-        });
+        let poller =
+            keel_reactor::register_poller("rpc_server", period, move || match weak.upgrade() {
+                Some(inner) => poll(&inner),
+                None => PollStatus::Idle,
+            });
         log::info!("JSON-RPC server listening on {path}");
         Ok(RpcServer { inner, poller })
     }
@@ -118,8 +132,8 @@ impl Drop for RpcServer {
         if let Some(id) = inner.flush_poller.take() {
             keel_reactor::unregister_poller(id);
         }
-        for conn in inner.conns.drain(..) {
-            keel_reactor::unregister_interrupt_fd(conn.fd());
+        for mut conn in inner.conns.drain(..) {
+            conn.unwatch();
         }
         keel_reactor::unregister_interrupt_fd(inner.listener.as_raw_fd());
         // Remove the socket file only if it is still ours (not replaced by another process).
@@ -138,17 +152,25 @@ impl Drop for RpcServer {
 /// Check `path` before binding: absent is fine, a socket nobody listens on is removed, a live
 /// socket is [`RpcServerError::InUse`], anything else is an error.
 fn remove_stale_socket(path: &str) -> Result<(), RpcServerError> {
-    let io_err = |source| RpcServerError::Io { path: path.to_string(), source };
+    let io_err = |source| RpcServerError::Io {
+        path: path.to_string(),
+        source,
+    };
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io_err(e)),
         Ok(meta) if !meta.file_type().is_socket() => {
-            return Err(io_err(std::io::Error::new(ErrorKind::AlreadyExists, "the path exists and is not a socket")))
+            return Err(io_err(std::io::Error::new(
+                ErrorKind::AlreadyExists,
+                "the path exists and is not a socket",
+            )))
         }
         Ok(_) => {}
     }
     match UnixStream::connect(path) {
-        Ok(_) => Err(RpcServerError::InUse { path: path.to_string() }),
+        Ok(_) => Err(RpcServerError::InUse {
+            path: path.to_string(),
+        }),
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
             log::info!("removing stale RPC socket {path} (nobody listens on it)");
             std::fs::remove_file(path).map_err(io_err)
@@ -192,16 +214,22 @@ impl Inner {
                     let id = self.next_conn_id;
                     self.next_conn_id += 1;
                     if self.conns.len() >= MAX_CONNECTIONS {
-                        log::warn!("rpc: {MAX_CONNECTIONS} connections open, refusing connection {id}");
+                        log::warn!(
+                            "rpc: {MAX_CONNECTIONS} connections open, refusing connection {id}"
+                        );
                         continue;
                     }
                     if let Err(e) = stream.set_nonblocking(true) {
-                        log::warn!("rpc conn {id}: cannot make the socket non-blocking, closing it: {e}");
+                        log::warn!(
+                            "rpc conn {id}: cannot make the socket non-blocking, closing it: {e}"
+                        );
                         continue;
                     }
                     keel_reactor::register_interrupt_fd(stream.as_raw_fd());
                     log::debug!("rpc conn {id}: accepted");
-                    self.conns.push(Conn::new(id, stream));
+                    let mut conn = Conn::new(id, stream);
+                    conn.watched = true;
+                    self.conns.push(conn);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return progress,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -218,9 +246,9 @@ impl Inner {
 
     /// Close and forget the connections that are done.
     fn reap(&mut self) {
-        self.conns.retain(|c| {
+        self.conns.retain_mut(|c| {
             if c.dead {
-                keel_reactor::unregister_interrupt_fd(c.fd());
+                c.unwatch();
                 log::debug!("rpc conn {}: closed", c.id);
             }
             !c.dead
@@ -266,12 +294,14 @@ fn after_service(rc: &Rc<RefCell<Inner>>, jobs: Vec<Job>) {
     match (pending, poller) {
         (true, None) => {
             let weak = Rc::downgrade(rc);
-            let id = keel_reactor::register_poller("rpc_server_flush", Some(FLUSH_RETRY_PERIOD), move || {
-                match weak.upgrade() {
+            let id = keel_reactor::register_poller(
+                "rpc_server_flush",
+                Some(FLUSH_RETRY_PERIOD),
+                move || match weak.upgrade() {
                     Some(inner) => poll(&inner),
                     None => PollStatus::Idle,
-                }
-            });
+                },
+            );
             rc.borrow_mut().flush_poller = Some(id);
         }
         (false, Some(id)) => {
@@ -286,7 +316,10 @@ fn after_service(rc: &Rc<RefCell<Inner>>, jobs: Vec<Job>) {
 async fn run_job(server: Weak<RefCell<Inner>>, job: Job) {
     let result = (job.handler)(job.params).await;
     let Some(rc) = server.upgrade() else {
-        log::debug!("rpc: {} finished after the server stopped; answer dropped", job.method);
+        log::debug!(
+            "rpc: {} finished after the server stopped; answer dropped",
+            job.method
+        );
         return;
     };
     let mut jobs = Vec::new();
@@ -297,7 +330,11 @@ async fn run_job(server: Weak<RefCell<Inner>>, job: Job) {
                 conn.finish_call(job.method, job.id.as_ref(), &result);
                 conn.service(&mut jobs);
             }
-            None => log::debug!("rpc conn {}: closed before {} finished; answer dropped", job.conn, job.method),
+            None => log::debug!(
+                "rpc conn {}: closed before {} finished; answer dropped",
+                job.conn,
+                job.method
+            ),
         }
         inner.reap();
     }
@@ -323,6 +360,8 @@ struct Conn {
     peer_eof: bool,
     /// Done: close at the next reap.
     dead: bool,
+    /// Registered as an interrupt fd of the reactor.
+    watched: bool,
 }
 
 impl Conn {
@@ -338,11 +377,20 @@ impl Conn {
             closing: false,
             peer_eof: false,
             dead: false,
+            watched: false,
         }
     }
 
     fn fd(&self) -> RawFd {
         self.stream.as_raw_fd()
+    }
+
+    /// Stop waking an interrupt-mode reactor when this connection is readable (once nothing
+    /// more will be read; pending output is retried by the flush poller).
+    fn unwatch(&mut self) {
+        if std::mem::take(&mut self.watched) {
+            keel_reactor::unregister_interrupt_fd(self.fd());
+        }
     }
 
     fn pending_output(&self) -> usize {
@@ -386,14 +434,18 @@ impl Conn {
                 self.dead |= self.pending_output() == 0;
                 break;
             }
-            if !self.in_flight && self.pending_output() < OUTPUT_HIGH_WATER && self.decode_one(jobs) {
+            if !self.in_flight && self.pending_output() < OUTPUT_HIGH_WATER && self.decode_one(jobs)
+            {
                 progress = true;
                 continue;
             }
             if self.peer_eof {
                 if !self.in_flight && self.pending_output() == 0 {
                     if !self.scanner.is_blank() {
-                        log::warn!("rpc conn {}: client closed the connection in the middle of a request", self.id);
+                        log::warn!(
+                            "rpc conn {}: client closed the connection in the middle of a request",
+                            self.id
+                        );
                     }
                     self.dead = true;
                 }
@@ -431,6 +483,8 @@ impl Conn {
                 self.respond(Some(&Value::Null), &Err(error));
                 self.input = Vec::new();
                 self.closing = true;
+                // Nothing more is read: stop waking the reactor for what the client sends.
+                self.unwatch();
                 true
             }
             Decoded::Invalid { len, id, error } => {
@@ -473,7 +527,12 @@ impl Conn {
             // the connection's open socket. MSG_NOSIGNAL turns a closed peer into EPIPE instead
             // of SIGPIPE; the socket is non-blocking.
             let n = unsafe {
-                libc::send(self.fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+                libc::send(
+                    self.fd(),
+                    rest.as_ptr().cast(),
+                    rest.len(),
+                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+                )
             };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
@@ -507,6 +566,8 @@ impl Conn {
             Ok(0) => {
                 self.input.truncate(old);
                 self.peer_eof = true;
+                // EOF stays readable: stop waking the reactor for this connection.
+                self.unwatch();
                 Ok(true)
             }
             Ok(n) => {
@@ -539,7 +600,9 @@ mod tests {
     }
 
     fn read_values(client: &mut UnixStream, n: usize) -> Vec<Value> {
-        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let mut buf = Vec::new();
         let mut out = Vec::new();
         while out.len() < n {
@@ -557,8 +620,12 @@ mod tests {
         out
     }
 
-    static ECHO: crate::MethodSpec =
-        crate::MethodSpec { name: "test_server_echo", help: "", params: &[], cli_rewrite: None };
+    static ECHO: crate::MethodSpec = crate::MethodSpec {
+        name: "test_server_echo",
+        help: "",
+        params: &[],
+        cli_rewrite: None,
+    };
     fn echo(p: Option<Value>) -> crate::HandlerFuture {
         Box::pin(async move { Ok(p.unwrap_or(Value::Null)) })
     }
@@ -578,14 +645,20 @@ mod tests {
         assert!(conn.service(&mut jobs));
         assert_eq!(jobs.len(), 1, "the second request waits for the first");
         let job = jobs.pop().unwrap();
-        assert_eq!((job.id.clone(), job.params.clone()), (Some(json!(1)), Some(json!([1]))));
+        assert_eq!(
+            (job.id.clone(), job.params.clone()),
+            (Some(json!(1)), Some(json!([1])))
+        );
         let result = crate::testutil::block_on((job.handler)(job.params));
         conn.finish_call(job.method, job.id.as_ref(), &result);
         conn.service(&mut jobs);
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].id, Some(json!(2)));
         let answers = read_values(&mut client, 1);
-        assert_eq!(answers[0], json!({"jsonrpc": "2.0", "id": 1, "result": [1]}));
+        assert_eq!(
+            answers[0],
+            json!({"jsonrpc": "2.0", "id": 1, "result": [1]})
+        );
     }
 
     #[test]
@@ -617,7 +690,9 @@ mod tests {
         let mut jobs = Vec::new();
         conn.service(&mut jobs);
         assert!(jobs.is_empty() && !conn.dead);
-        client.write_all(br#"thod":"test_server_echo","id":"x"}"#).unwrap();
+        client
+            .write_all(br#"thod":"test_server_echo","id":"x"}"#)
+            .unwrap();
         conn.service(&mut jobs);
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].id, Some(json!("x")));

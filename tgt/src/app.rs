@@ -60,10 +60,19 @@ pub fn run(args: Args) -> i32 {
     keel_tgt::register_rpcs();
     signals::block_stop_signals();
 
-    let state = Arc::new(AppState { exit_code: AtomicI32::new(0), stopping: AtomicBool::new(false) });
-    let opts = RuntimeOptions { cpumask: cpumask.clone(), interrupt_mode: args.interrupt_mode, pin_threads: true };
+    let state = Arc::new(AppState {
+        exit_code: AtomicI32::new(0),
+        stopping: AtomicBool::new(false),
+    });
+    let opts = RuntimeOptions {
+        cpumask: cpumask.clone(),
+        interrupt_mode: args.interrupt_mode,
+        pin_threads: true,
+    };
     let init_state = state.clone();
-    let runtime = match Runtime::start(opts, move || keel_reactor::spawn_local(startup(args, init_state))) {
+    let runtime = match Runtime::start(opts, move || {
+        keel_reactor::spawn_local(startup(args, init_state))
+    }) {
         Ok(rt) => rt,
         Err(e) => {
             log::error!("{e}");
@@ -104,7 +113,11 @@ async fn startup(args: Args, state: Arc<AppState>) {
     log::info!(
         "keel-tgt ready: reactors on cores {:?}{}, JSON-RPC on {}",
         keel_reactor::cores(),
-        if args.interrupt_mode { " (interrupt mode)" } else { "" },
+        if args.interrupt_mode {
+            " (interrupt mode)"
+        } else {
+            ""
+        },
         args.rpc_socket
     );
 }

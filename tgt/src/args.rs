@@ -50,8 +50,18 @@ mod tests {
     fn flags_parse_like_spdk() {
         Args::command().debug_assert();
         let a = Args::try_parse_from([
-            "keel-tgt", "-m", "[0,1]", "-r", "/tmp/x.sock", "-c", "c.json", "-L", "bdev", "-L",
-            "rpc", "--interrupt-mode",
+            "keel-tgt",
+            "-m",
+            "[0,1]",
+            "-r",
+            "/tmp/x.sock",
+            "-c",
+            "c.json",
+            "-L",
+            "bdev",
+            "-L",
+            "rpc",
+            "--interrupt-mode",
         ])
         .unwrap();
         assert_eq!(a.cpumask, "[0,1]");

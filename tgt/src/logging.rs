@@ -29,7 +29,9 @@ pub fn filter_for(flags: &[String]) -> String {
 /// Initialise the global logger (RUST_LOG, when set, wins over `-L`).
 pub fn init(flags: &[String]) {
     let env = env_logger::Env::default().default_filter_or(filter_for(flags));
-    env_logger::Builder::from_env(env).format_timestamp_micros().init();
+    env_logger::Builder::from_env(env)
+        .format_timestamp_micros()
+        .init();
 }
 
 #[cfg(test)]

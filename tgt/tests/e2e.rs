@@ -27,13 +27,23 @@ impl Target {
         let dir = temp_dir(tag);
         let socket = dir.join("keel.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
-            .args(["-m", "0x1", "--interrupt-mode", "-r", socket.to_str().unwrap()])
+            .args([
+                "-m",
+                "0x1",
+                "--interrupt-mode",
+                "-r",
+                socket.to_str().unwrap(),
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn keel-tgt");
-        let mut t = Target { child: Some(child), dir, socket };
+        let mut t = Target {
+            child: Some(child),
+            dir,
+            socket,
+        };
         t.wait_ready();
         t
     }
@@ -49,7 +59,10 @@ impl Target {
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 let out = self.child.take().unwrap().wait_with_output().unwrap();
-                panic!("keel-tgt exited early ({status}): {}", String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "keel-tgt exited early ({status}): {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -113,8 +126,13 @@ struct Conn {
 impl Conn {
     fn open(path: &Path) -> Conn {
         let stream = UnixStream::connect(path).expect("connect to keel-tgt");
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Conn { stream, buf: Vec::new() }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Conn {
+            stream,
+            buf: Vec::new(),
+        }
     }
     fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).unwrap();
@@ -145,7 +163,9 @@ impl Conn {
 }
 
 fn error_code(resp: &Value) -> i64 {
-    resp["error"]["code"].as_i64().unwrap_or_else(|| panic!("expected an error, got {resp}"))
+    resp["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("expected an error, got {resp}"))
 }
 
 #[test]
@@ -153,8 +173,17 @@ fn bdevs_iostat_errors_and_clean_shutdown() {
     let t = Target::start("main", &[]);
 
     let methods = t.result("rpc_get_methods", None);
-    for m in ["bdev_malloc_create", "bdev_get_bdevs", "bdev_get_iostat", "save_config", "framework_get_reactors"] {
-        assert!(methods.as_array().unwrap().iter().any(|v| v == m), "{m} missing from {methods}");
+    for m in [
+        "bdev_malloc_create",
+        "bdev_get_bdevs",
+        "bdev_get_iostat",
+        "save_config",
+        "framework_get_reactors",
+    ] {
+        assert!(
+            methods.as_array().unwrap().iter().any(|v| v == m),
+            "{m} missing from {methods}"
+        );
     }
     let reactors = t.result("framework_get_reactors", None);
     assert!(reactors["tick_rate"].as_u64().unwrap() > 0);
@@ -163,16 +192,32 @@ fn bdevs_iostat_errors_and_clean_shutdown() {
     // Exactly what SPDK's rpc.py sends for `bdev_malloc_create -b M0 64 4096`.
     let name = t.result(
         "bdev_malloc_create",
-        Some(json!({"num_blocks": 16384, "block_size": 4096, "name": "M0",
-                    "md_interleave": false, "dif_is_head_of_md": false})),
+        Some(
+            json!({"num_blocks": 16384, "block_size": 4096, "name": "M0",
+                    "md_interleave": false, "dif_is_head_of_md": false}),
+        ),
     );
     assert_eq!(name, "M0");
-    assert_eq!(t.result("bdev_null_create", Some(json!({"name": "N0", "num_blocks": 1024, "block_size": 512}))), "N0");
-    let dup = t.call("bdev_malloc_create", Some(json!({"name": "M0", "num_blocks": 8, "block_size": 512})));
+    assert_eq!(
+        t.result(
+            "bdev_null_create",
+            Some(json!({"name": "N0", "num_blocks": 1024, "block_size": 512}))
+        ),
+        "N0"
+    );
+    let dup = t.call(
+        "bdev_malloc_create",
+        Some(json!({"name": "M0", "num_blocks": 8, "block_size": 512})),
+    );
     assert_eq!(error_code(&dup), -17, "duplicate name is EEXIST: {dup}");
 
     let bdevs = t.result("bdev_get_bdevs", None);
-    let m0 = bdevs.as_array().unwrap().iter().find(|b| b["name"] == "M0").expect("M0 listed");
+    let m0 = bdevs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "M0")
+        .expect("M0 listed");
     assert_eq!(m0["block_size"], 4096);
     assert_eq!(m0["num_blocks"], 16384);
     assert_eq!(m0["product_name"], "Malloc disk");
@@ -180,19 +225,32 @@ fn bdevs_iostat_errors_and_clean_shutdown() {
     assert_eq!(m0["uuid"].as_str().unwrap().len(), 36);
     let one = t.result("bdev_get_bdevs", Some(json!({"name": "N0"})));
     assert_eq!(one.as_array().unwrap().len(), 1);
-    assert_eq!(error_code(&t.call("bdev_get_bdevs", Some(json!({"name": "nope"})))), -19);
+    assert_eq!(
+        error_code(&t.call("bdev_get_bdevs", Some(json!({"name": "nope"})))),
+        -19
+    );
 
     let iostat = t.result("bdev_get_iostat", None);
     assert!(iostat["tick_rate"].as_u64().unwrap() > 0);
-    assert!(iostat["bdevs"].as_array().unwrap().iter().any(|b| b["name"] == "M0"));
+    assert!(iostat["bdevs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["name"] == "M0"));
 
     // Protocol errors get the right codes and the server keeps serving.
     assert_eq!(error_code(&t.call("no_such_method", None)), -32601);
-    assert_eq!(error_code(&t.call("bdev_malloc_create", Some(json!({"block_size": "big"})))), -32602);
+    assert_eq!(
+        error_code(&t.call("bdev_malloc_create", Some(json!({"block_size": "big"})))),
+        -32602
+    );
     let mut bad = Conn::open(&t.socket);
     bad.send(b"{\"jsonrpc\": \"2.0\", \"method\": ]");
     assert_eq!(error_code(&bad.recv().expect("parse error answer")), -32700);
-    assert!(bad.closed_by_server(), "connection is closed after a parse error");
+    assert!(
+        bad.closed_by_server(),
+        "connection is closed after a parse error"
+    );
     let mut not_rpc = Conn::open(&t.socket);
     not_rpc.send(br#"{"id": 7, "params": {}}"#);
     assert_eq!(error_code(&not_rpc.recv().unwrap()), -32600);
@@ -207,29 +265,56 @@ fn bdevs_iostat_errors_and_clean_shutdown() {
     assert_eq!(second["id"], 2);
     assert_eq!(second["result"][0]["name"], "M0");
 
-    assert_eq!(t.result("bdev_malloc_delete", Some(json!({"name": "M0"}))), true);
-    assert_eq!(error_code(&t.call("bdev_malloc_delete", Some(json!({"name": "M0"})))), -19);
+    assert_eq!(
+        t.result("bdev_malloc_delete", Some(json!({"name": "M0"}))),
+        true
+    );
+    assert_eq!(
+        error_code(&t.call("bdev_malloc_delete", Some(json!({"name": "M0"})))),
+        -19
+    );
 
     let socket = t.socket.clone();
     let out = t.stop();
-    assert!(out.status.success(), "clean exit on SIGTERM: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "clean exit on SIGTERM: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!socket.exists(), "socket removed on shutdown");
 }
 
 #[test]
 fn save_config_loads_back_identically() {
     let t = Target::start("save", &[]);
-    t.result("bdev_malloc_create", Some(json!({"name": "Mal", "num_blocks": 256, "block_size": 512})));
-    t.result("bdev_null_create", Some(json!({"name": "Nul", "num_blocks": 1024, "block_size": 4096})));
+    t.result(
+        "bdev_malloc_create",
+        Some(json!({"name": "Mal", "num_blocks": 256, "block_size": 512})),
+    );
+    t.result(
+        "bdev_null_create",
+        Some(json!({"name": "Nul", "num_blocks": 1024, "block_size": 4096})),
+    );
     let saved = t.result("save_config", None);
-    assert!(saved["subsystems"].as_array().unwrap().iter().any(|s| s["subsystem"] == "bdev"));
+    assert!(saved["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["subsystem"] == "bdev"));
     let path = t.dir.join("saved.json");
     std::fs::write(&path, serde_json::to_string_pretty(&saved).unwrap()).unwrap();
 
     let again = Target::start("load", &["-c", path.to_str().unwrap()]);
-    assert_eq!(again.result("save_config", None), saved, "config round trip");
+    assert_eq!(
+        again.result("save_config", None),
+        saved,
+        "config round trip"
+    );
     let bdevs = again.result("bdev_get_bdevs", Some(json!({"name": "Mal"})));
-    assert_eq!(bdevs[0]["uuid"], t.result("bdev_get_bdevs", Some(json!({"name": "Mal"})))[0]["uuid"]);
+    assert_eq!(
+        bdevs[0]["uuid"],
+        t.result("bdev_get_bdevs", Some(json!({"name": "Mal"})))[0]["uuid"]
+    );
     drop(t);
     assert!(again.stop().status.success());
 }
@@ -239,9 +324,17 @@ fn start_up_errors_are_clear() {
     let dir = temp_dir("errors");
     let bin = env!("CARGO_BIN_EXE_keel-tgt");
     let run = |args: &[&str]| -> (bool, String) {
-        let child = Command::new(bin).args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let child = Command::new(bin)
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         let out = wait_with_timeout(child, Duration::from_secs(20));
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let sock = dir.join("s.sock");
     let sock = sock.to_str().unwrap();
@@ -259,8 +352,14 @@ fn start_up_errors_are_clear() {
     .unwrap();
     let (ok, err) = run(&["-m", "0x1", "-r", sock, "-c", bad_cfg.to_str().unwrap()]);
     assert!(!ok, "invalid config entry fails start-up");
-    assert!(err.contains("entry 1") && err.contains("bdev_malloc_create"), "names the entry: {err}");
-    assert!(!Path::new(sock).exists(), "socket removed after a failed start-up");
+    assert!(
+        err.contains("entry 1") && err.contains("bdev_malloc_create"),
+        "names the entry: {err}"
+    );
+    assert!(
+        !Path::new(sock).exists(),
+        "socket removed after a failed start-up"
+    );
 
     // A socket path served by another target is refused, and that target keeps serving.
     let t = Target::start("taken", &[]);
@@ -281,7 +380,11 @@ fn keel_rpc_cli_speaks_rpc_py_arguments() {
             .unwrap()
     };
     let out = cli(&["bdev_malloc_create", "-b", "Malloc0", "64", "4096"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Malloc0");
     let bdevs = t.result("bdev_get_bdevs", Some(json!({"name": "Malloc0"})));
     assert_eq!(bdevs[0]["num_blocks"], 64 * 1024 * 1024 / 4096);
@@ -294,7 +397,13 @@ fn keel_rpc_cli_speaks_rpc_py_arguments() {
     assert!(!out.status.success(), "errors exit non-zero");
     assert!(String::from_utf8_lossy(&out.stderr).contains("-19"));
 
-    let help = Command::new(env!("CARGO_BIN_EXE_keel-rpc")).args(["bdev_malloc_create", "--help"]).output().unwrap();
+    let help = Command::new(env!("CARGO_BIN_EXE_keel-rpc"))
+        .args(["bdev_malloc_create", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    assert!(help.contains("block_size") || help.contains("block-size"), "{help}");
+    assert!(
+        help.contains("block_size") || help.contains("block-size"),
+        "{help}"
+    );
 }

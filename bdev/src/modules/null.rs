@@ -1,4 +1,246 @@
-//! The `null` bdev module.
+//! The `null` bdev module: a device that stores nothing. Writes are discarded and reads
+//! complete without touching the buffers (SPDK's null bdev); every I/O type is accepted.
+//! Useful to measure the bdev layer and the transports without a medium.
+
+use crate::rpc::{bdev_error_to_rpc, delete_of_module, parse_uuid};
+use crate::{
+    BackendChannel, Bdev, BdevBackend, BdevError, BdevInfo, ConfigCall, IoRef, IoStatus, IoType,
+    Uuid,
+};
+use keel_rpc::{HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// SPDK's product name for this module.
+pub const PRODUCT_NAME: &str = "Null disk";
+
+struct NullBackend;
+
+impl BdevBackend for NullBackend {
+    fn product_name(&self) -> &'static str {
+        PRODUCT_NAME
+    }
+    fn io_type_supported(&self, _io_type: IoType) -> bool {
+        true
+    }
+    fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
+        Ok(Box::new(NullChannel))
+    }
+    fn config_call(&self, info: &BdevInfo) -> Option<ConfigCall> {
+        Some(ConfigCall {
+            method: "bdev_null_create".into(),
+            params: json!({
+                "name": info.name,
+                "num_blocks": info.num_blocks,
+                "block_size": info.block_size,
+                "uuid": info.uuid.to_string(),
+            }),
+        })
+    }
+}
+
+struct NullChannel;
+
+impl BackendChannel for NullChannel {
+    #[inline]
+    fn submit(&mut self, io: IoRef) {
+        io.complete(IoStatus::Success);
+    }
+}
+
+/// Create and register a null bdev. The block size must be a multiple of 512 (and a power of
+/// two); a random UUID is made when `uuid` is `None`.
+pub fn create(
+    name: &str,
+    num_blocks: u64,
+    block_size: u32,
+    uuid: Option<Uuid>,
+) -> Result<Bdev, BdevError> {
+    if block_size < 512 || !block_size.is_multiple_of(512) {
+        return Err(BdevError::Invalid(format!(
+            "Block size {block_size} is not a multiple of 512"
+        )));
+    }
+    let info = BdevInfo {
+        name: name.to_owned(),
+        aliases: Vec::new(),
+        uuid: uuid.unwrap_or_else(Uuid::new_random),
+        block_size,
+        num_blocks,
+    };
+    crate::register(info, Arc::new(NullBackend))
+}
+
+/// Unregister a null bdev (fails with [`BdevError::NotFound`] for bdevs of other modules).
+pub async fn delete(name: &str) -> Result<(), BdevError> {
+    delete_of_module(name, PRODUCT_NAME).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateParams {
+    name: String,
+    num_blocks: u64,
+    block_size: u32,
+    #[serde(default)]
+    uuid: Option<String>,
+    /// SPDK options accepted for config compatibility when they ask for nothing special.
+    #[serde(default)]
+    md_size: u32,
+    #[serde(default)]
+    dif_type: u32,
+    #[serde(default)]
+    dif_is_head_of_md: bool,
+    #[serde(default)]
+    physical_block_size: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    name: String,
+}
+
+/// rpc.py: `bdev_null_create NAME total_size block_size [-u UUID]` (size in MiB).
+static CREATE_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_null_create",
+    help: "Create a null bdev (discards writes, reads leave buffers untouched); prints its name",
+    params: &[
+        ParamSpec {
+            name: "name",
+            kind: ParamKind::Str,
+            required: true,
+            positional: true,
+            long: None,
+            short: None,
+            help: "Name of the bdev",
+        },
+        ParamSpec {
+            name: "total_size",
+            kind: ParamKind::Float,
+            required: false,
+            positional: true,
+            long: None,
+            short: None,
+            help: "Size of the bdev in MiB (the client sends num_blocks)",
+        },
+        ParamSpec {
+            name: "block_size",
+            kind: ParamKind::Int,
+            required: true,
+            positional: true,
+            long: None,
+            short: None,
+            help: "Block size in bytes (a multiple of 512)",
+        },
+        ParamSpec {
+            name: "num_blocks",
+            kind: ParamKind::Int,
+            required: false,
+            positional: false,
+            long: Some("num-blocks"),
+            short: None,
+            help: "Number of blocks (instead of total_size)",
+        },
+        ParamSpec {
+            name: "uuid",
+            kind: ParamKind::Str,
+            required: false,
+            positional: false,
+            long: Some("uuid"),
+            short: Some('u'),
+            help: "UUID of the bdev (random when absent)",
+        },
+    ],
+    cli_rewrite: Some(crate::rpc::total_size_to_num_blocks),
+};
+
+/// rpc.py: `bdev_null_delete NAME`.
+static DELETE_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_null_delete",
+    help: "Delete a null bdev",
+    params: &[ParamSpec {
+        name: "name",
+        kind: ParamKind::Str,
+        required: true,
+        positional: true,
+        long: None,
+        short: None,
+        help: "Name of the null bdev",
+    }],
+    cli_rewrite: None,
+};
+
+fn rpc_create(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: CreateParams = keel_rpc::params::parse(params)?;
+        if p.md_size != 0 || p.dif_type != 0 || p.dif_is_head_of_md {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                "metadata and DIF are not supported by Keel's null bdev",
+            ));
+        }
+        if p.physical_block_size
+            .is_some_and(|pbs| pbs != 0 && pbs % p.block_size != 0)
+        {
+            return Err(RpcError::invalid_params(
+                "physical_block_size must be a multiple of block_size",
+            ));
+        }
+        let uuid = parse_uuid(p.uuid.as_deref())?;
+        let bdev = create(&p.name, p.num_blocks, p.block_size, uuid).map_err(bdev_error_to_rpc)?;
+        Ok(Value::String(bdev.name().to_owned()))
+    })
+}
+
+fn rpc_delete(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: DeleteParams = keel_rpc::params::parse(params)?;
+        delete(&p.name).await.map_err(bdev_error_to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
 
 /// Register this module's JSON-RPC methods.
-pub fn register_rpcs() {}
+pub fn register_rpcs() {
+    keel_rpc::register_method(&CREATE_SPEC, rpc_create);
+    keel_rpc::register_method(&DELETE_SPEC, rpc_delete);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_validates_block_size() {
+        assert!(matches!(
+            create("null_t_bs", 8, 100, None),
+            Err(BdevError::Invalid(_))
+        ));
+        assert!(matches!(
+            create("null_t_bs", 8, 0, None),
+            Err(BdevError::Invalid(_))
+        ));
+        assert!(matches!(
+            create("null_t_bs", 0, 512, None),
+            Err(BdevError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn config_call_recreates() {
+        let info = BdevInfo {
+            name: "n".into(),
+            aliases: vec![],
+            uuid: Uuid::new_random(),
+            block_size: 4096,
+            num_blocks: 10,
+        };
+        let c = NullBackend.config_call(&info).unwrap();
+        assert_eq!(c.method, "bdev_null_create");
+        assert_eq!(c.params["num_blocks"], 10);
+        assert_eq!(c.params["block_size"], 4096);
+        assert_eq!(c.params["uuid"], info.uuid.to_string());
+    }
+}

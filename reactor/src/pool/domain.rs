@@ -177,13 +177,14 @@ impl Domain {
                 obj.ok_or(PoolError::Exhausted)
             }
             Err(e) => {
-                let log = l.note_exhausted();
+                let log = l.note_exhausted(Instant::now());
                 let (pages, events) = (l.pages.len(), l.exhausted_events);
                 drop(l);
                 match (e, log) {
                     (GrowError::Limit, Some(n)) => log::warn!(
-                        "buffer pool of core {}: exhausted at its limit of {pages} pages \
-                         ({n} allocations of {} B refused since the last warning, {events} in all)",
+                        "buffer pool of core {}: exhausted at its limit of {pages} pages, \
+                         no free {} B object ({n} allocations refused since the last warning, \
+                         {events} in all)",
                         self.home,
                         MIN_CLASS << class
                     ),
@@ -262,7 +263,10 @@ impl Domain {
 
     /// Register a page hook and report the existing pages to it. Owner thread only.
     pub(super) fn on_page_mapped(&self, f: Box<dyn FnMut(*mut u8, usize)>) {
-        self.local.borrow_mut().hooks.push(Hook { f: Some(f), seen: 0 });
+        self.local.borrow_mut().hooks.push(Hook {
+            f: Some(f),
+            seen: 0,
+        });
         self.report_pages();
     }
 
@@ -333,7 +337,9 @@ impl Domain {
         // Hooks may hold thread-bound state: drop them here, on the owner thread.
         drop(hooks);
         // Wakers of this thread's executor will never be polled again.
-        drop(std::mem::take(&mut *me.waiters.lock().unwrap_or_else(PoisonError::into_inner)));
+        drop(std::mem::take(
+            &mut *me.waiters.lock().unwrap_or_else(PoisonError::into_inner),
+        ));
         me.orphaned.store(true, Ordering::SeqCst);
         // Pairs with the fence in `free_remote`.
         fence(Ordering::SeqCst);
@@ -377,7 +383,10 @@ impl Domain {
     pub(super) fn slice_states(&self) -> Vec<(SliceState, usize, usize)> {
         self.drain_remote();
         let l = self.local.borrow();
-        l.slices.iter().map(|s| (s.state(), s.class(), s.free_objects())).collect()
+        l.slices
+            .iter()
+            .map(|s| (s.state(), s.class(), s.free_objects()))
+            .collect()
     }
 
     /// Test view: registered waiters.
@@ -460,7 +469,8 @@ impl Local {
         self.pages.push(page);
         self.slices.reserve(SLICES_PER_PAGE);
         for i in 0..SLICES_PER_PAGE {
-            self.slices.push(Slice::new(base.wrapping_add(i * super::slice::SLICE_SIZE)));
+            self.slices
+                .push(Slice::new(base.wrapping_add(i * super::slice::SLICE_SIZE)));
         }
         log::debug!("buffer pool: mapped page {} at {base:p}", self.pages.len());
         Ok(())
@@ -468,17 +478,59 @@ impl Local {
 
     /// Count a refusal; `Some(refusals since the last warning)` when one should be logged now
     /// (the first time, then at most once per [`EXHAUSTED_LOG_INTERVAL`]).
-    fn note_exhausted(&mut self) -> Option<u64> {
+    fn note_exhausted(&mut self, now: Instant) -> Option<u64> {
         self.exhausted_events += 1;
         self.exhausted_unlogged += 1;
-        let now = Instant::now();
-        let due = self
-            .exhausted_logged_at
-            .map_or(true, |t| now.duration_since(t) >= EXHAUSTED_LOG_INTERVAL);
-        if !due {
+        let recent = matches!(self.exhausted_logged_at,
+            Some(t) if now.duration_since(t) < EXHAUSTED_LOG_INTERVAL);
+        if recent {
             return None;
         }
         self.exhausted_logged_at = Some(now);
         Some(std::mem::take(&mut self.exhausted_unlogged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exhaustion_warnings_are_rate_limited_with_counts() {
+        let d = Domain::new(
+            7,
+            &PoolConfig {
+                max_pages_per_core: 0,
+                use_hugepages: false,
+            },
+        );
+        let mut l = d.local.borrow_mut();
+        let t0 = Instant::now();
+        assert_eq!(l.note_exhausted(t0), Some(1), "first refusal is logged");
+        assert_eq!(l.note_exhausted(t0 + Duration::from_millis(10)), None);
+        assert_eq!(l.note_exhausted(t0 + Duration::from_millis(999)), None);
+        assert_eq!(
+            l.note_exhausted(t0 + EXHAUSTED_LOG_INTERVAL),
+            Some(3),
+            "with the count"
+        );
+        assert_eq!(l.note_exhausted(t0 + EXHAUSTED_LOG_INTERVAL), None);
+        assert_eq!(l.exhausted_events, 5);
+    }
+
+    #[test]
+    fn page_limit_is_capped_to_slot_space() {
+        let d = Domain::new(
+            0,
+            &PoolConfig {
+                max_pages_per_core: usize::MAX,
+                use_hugepages: false,
+            },
+        );
+        assert_eq!(d.local.borrow().max_pages, MAX_PAGES_LIMIT);
+        assert_eq!(
+            (MAX_PAGES_LIMIT * SLICES_PER_PAGE) << OBJ_BITS,
+            1usize << 32
+        );
     }
 }

@@ -16,6 +16,10 @@
 //! bitmap), `domain` (one thread's pool: slice choice, growth, remote frees, waiters, lifetime),
 //! `thread` (the calling thread's domain), `wait` (the [`alloc_wait`] future).
 //!
+//! Pages are 2 MiB-aligned and slices 256 KiB-aligned, so in fact every buffer is aligned to
+//! its class size. The slice rules (size, re-purposing of dirty slices) are in `slice` and
+//! `domain`.
+//!
 //! Every thread that allocates gets its own domain (reactors are threads); see `thread` for the
 //! home id of non-reactor threads (`1 << 16` and up). A buffer that outlives its home thread
 //! stays valid; the home's pages are unmapped when its last buffer is freed.
@@ -50,7 +54,10 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        PoolConfig { max_pages_per_core: 256, use_hugepages: true }
+        PoolConfig {
+            max_pages_per_core: 256,
+            use_hugepages: true,
+        }
     }
 }
 
@@ -158,11 +165,16 @@ pub struct PoolStats {
 }
 
 /// The configuration new domains take (see [`configure`]).
-static CONFIG: Mutex<PoolConfig> =
-    Mutex::new(PoolConfig { max_pages_per_core: 256, use_hugepages: true });
+static CONFIG: Mutex<PoolConfig> = Mutex::new(PoolConfig {
+    max_pages_per_core: 256,
+    use_hugepages: true,
+});
 
 fn config() -> PoolConfig {
-    CONFIG.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    CONFIG
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
 }
 
 /// Set the process-wide pool configuration. Call before the first allocation: a thread's pool
@@ -194,8 +206,10 @@ fn class_of(size: usize) -> Result<usize, PoolError> {
     if size == 0 || size > MAX_CLASS {
         return Err(PoolError::BadSize(size));
     }
-    Ok(size.max(MIN_CLASS).next_power_of_two().trailing_zeros() as usize
-        - MIN_CLASS.trailing_zeros() as usize)
+    Ok(
+        size.max(MIN_CLASS).next_power_of_two().trailing_zeros() as usize
+            - MIN_CLASS.trailing_zeros() as usize,
+    )
 }
 
 /// Object size of class `class`.
@@ -213,7 +227,13 @@ fn alloc_class(class: usize, len: usize) -> Result<DmaBuf, PoolError> {
     let domain = thread::current().ok_or(PoolError::Exhausted)?;
     // SAFETY: the calling thread's domain is alive while the thread runs.
     let (ptr, slot) = unsafe { domain.as_ref() }.alloc(class)?;
-    Ok(DmaBuf { ptr, domain, slot, len: len as u32, class: class as u8 })
+    Ok(DmaBuf {
+        ptr,
+        domain,
+        slot,
+        len: len as u32,
+        class: class as u8,
+    })
 }
 
 /// Take a buffer, waiting (as a future on the calling reactor) while the pool is exhausted.

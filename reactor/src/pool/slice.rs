@@ -108,6 +108,11 @@ impl Slice {
     /// in anticipation of the [`take`](Self::take) that always follows.
     pub(super) fn carve(&mut self, class: usize) {
         debug_assert!(matches!(self.state, SliceState::Clean | SliceState::Dirty));
+        if self.state == SliceState::Dirty && self.class() == class {
+            // Same carving, every object free: the bitmap is already right.
+            self.state = SliceState::Partial;
+            return;
+        }
         let cap = SLICE_SIZE / (MIN_CLASS << class);
         self.class = class as u8;
         self.cap = cap as u16;
@@ -127,7 +132,10 @@ impl Slice {
     /// Returns its index, or `None` when the slice has no free object.
     pub(super) fn take(&mut self) -> Option<u16> {
         let words = usize::from(self.cap).div_ceil(64);
-        let (i, w) = self.bitmap[..words].iter_mut().enumerate().find(|(_, w)| **w != 0)?;
+        let (i, w) = self.bitmap[..words]
+            .iter_mut()
+            .enumerate()
+            .find(|(_, w)| **w != 0)?;
         let bit = w.trailing_zeros();
         *w &= !(1u64 << bit);
         self.free -= 1;
@@ -140,8 +148,16 @@ impl Slice {
     /// Give object `obj` back. The caller guarantees it is a handed-out object of this carving.
     pub(super) fn put(&mut self, obj: u16) -> Freed {
         let (word, bit) = (usize::from(obj) / 64, u32::from(obj) % 64);
-        debug_assert!(obj < self.cap, "object {obj} outside a slice of {}", self.cap);
-        debug_assert_eq!(self.bitmap[word] >> bit & 1, 0, "double free of object {obj}");
+        debug_assert!(
+            obj < self.cap,
+            "object {obj} outside a slice of {}",
+            self.cap
+        );
+        debug_assert_eq!(
+            self.bitmap[word] >> bit & 1,
+            0,
+            "double free of object {obj}"
+        );
         self.bitmap[word] |= 1u64 << bit;
         let was_full = self.free == 0;
         self.free += 1;
@@ -159,7 +175,8 @@ impl Slice {
     /// Address of object `obj` of the current carving.
     pub(super) fn object_ptr(&self, obj: u16) -> *mut u8 {
         // The offset stays inside the slice: obj < cap and cap × size = SLICE_SIZE.
-        self.base.wrapping_add(usize::from(obj) * (MIN_CLASS << self.class))
+        self.base
+            .wrapping_add(usize::from(obj) * (MIN_CLASS << self.class))
     }
 }
 
@@ -232,7 +249,9 @@ mod tests {
     use crate::pool::NUM_CLASSES;
 
     fn slices(n: usize) -> Vec<Slice> {
-        (0..n).map(|i| Slice::new((i * SLICE_SIZE) as *mut u8)).collect()
+        (0..n)
+            .map(|i| Slice::new((i * SLICE_SIZE) as *mut u8))
+            .collect()
     }
 
     #[test]
@@ -248,16 +267,26 @@ mod tests {
             let mut s = Slice::new(std::ptr::null_mut());
             s.carve(class);
             let cap = SLICE_SIZE / (MIN_CLASS << class);
-            assert_eq!((s.state(), s.free_objects(), s.class()), (SliceState::Partial, cap, class));
+            assert_eq!(
+                (s.state(), s.free_objects(), s.class()),
+                (SliceState::Partial, cap, class)
+            );
             let objs: Vec<u16> = (0..cap).map(|_| s.take().expect("free object")).collect();
-            assert_eq!(objs, (0..cap as u16).collect::<Vec<_>>(), "lowest first, each once");
+            assert_eq!(
+                objs,
+                (0..cap as u16).collect::<Vec<_>>(),
+                "lowest first, each once"
+            );
             assert_eq!(s.state(), SliceState::Full);
             assert_eq!(s.take(), None);
-            assert_eq!(s.put(objs[0]), if cap == 1 {
-                Freed::ToDirty { was_full: true }
-            } else {
-                Freed::FullToPartial
-            });
+            assert_eq!(
+                s.put(objs[0]),
+                if cap == 1 {
+                    Freed::ToDirty { was_full: true }
+                } else {
+                    Freed::FullToPartial
+                }
+            );
             for &o in &objs[1..cap - 1] {
                 assert_eq!(s.put(o), Freed::StillPartial);
             }

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 const K128: usize = 128 * 1024;
 
 fn cfg(pages: usize) -> PoolConfig {
-    PoolConfig { max_pages_per_core: pages, use_hugepages: false }
+    PoolConfig {
+        max_pages_per_core: pages,
+        use_hugepages: false,
+    }
 }
 
 /// Run `f` on a new thread whose pool is configured by `cfg`; propagate its panics.
@@ -60,7 +63,10 @@ impl Wake for CountWaker {
 }
 
 fn count_waker() -> (Arc<CountWaker>, Waker) {
-    let cw = Arc::new(CountWaker { wakes: AtomicUsize::new(0), thread: std::thread::current() });
+    let cw = Arc::new(CountWaker {
+        wakes: AtomicUsize::new(0),
+        thread: std::thread::current(),
+    });
     (cw.clone(), Waker::from(cw))
 }
 
@@ -91,7 +97,10 @@ fn block_on<F: Future>(f: F) -> F::Output {
 fn bad_sizes_are_refused() {
     for size in [0, MAX_CLASS + 1, usize::MAX] {
         assert_eq!(alloc(size).unwrap_err(), PoolError::BadSize(size));
-        assert_eq!(block_on(alloc_wait(size)).unwrap_err(), PoolError::BadSize(size));
+        assert_eq!(
+            block_on(alloc_wait(size)).unwrap_err(),
+            PoolError::BadSize(size)
+        );
     }
 }
 
@@ -125,7 +134,11 @@ fn every_class_size_and_alignment() {
                 let mut b = alloc(size).expect("alloc");
                 assert_eq!((b.len(), b.capacity(), b.is_empty()), (size, cap, false));
                 let addr = b.as_ptr() as usize;
-                assert_eq!(addr % cap, 0, "{size} B buffer at {addr:#x} not aligned to its class");
+                assert_eq!(
+                    addr % cap,
+                    0,
+                    "{size} B buffer at {addr:#x} not aligned to its class"
+                );
                 if cap >= 4096 {
                     assert_eq!(addr % 4096, 0);
                 }
@@ -200,7 +213,10 @@ fn cheapest_slice_first() {
         // A class with nothing of its own re-purposes the dirty slice before carving a clean one.
         let k = alloc(1024).unwrap();
         assert_eq!(slice_of(&k), 2);
-        assert_eq!(states()[2], (SliceState::Partial, small, K128 * 2 / 1024 - 1));
+        assert_eq!(
+            states()[2],
+            (SliceState::Partial, small, K128 * 2 / 1024 - 1)
+        );
         assert!(states()[3..].iter().all(|s| s.0 == SliceState::Clean));
     });
 }
@@ -211,9 +227,16 @@ fn exhaustion_is_reported_counted_and_recovers() {
         let per_page = PAGE_SIZE / K128;
         let mut held: Vec<DmaBuf> = (0..per_page).map(|_| alloc(K128).unwrap()).collect();
         assert_eq!(alloc(K128).unwrap_err(), PoolError::Exhausted);
-        assert_eq!(alloc(512).unwrap_err(), PoolError::Exhausted, "no slice left for any class");
+        assert_eq!(
+            alloc(512).unwrap_err(),
+            PoolError::Exhausted,
+            "no slice left for any class"
+        );
         let s = stats();
-        assert_eq!((s.pages, s.objects_in_use, s.exhausted_events), (1, per_page, 2));
+        assert_eq!(
+            (s.pages, s.objects_in_use, s.exhausted_events),
+            (1, per_page, 2)
+        );
         held.pop();
         let again = alloc(K128).expect("a free makes room");
         assert_eq!(stats().exhausted_events, 2);
@@ -241,12 +264,18 @@ fn grows_page_by_page_and_reports_pages_to_hooks() {
         assert_eq!(stats().pages, 1);
         let s2 = seen.clone();
         on_page_mapped(move |addr, len| s2.borrow_mut().push((addr as usize, len)));
-        assert_eq!(seen.borrow().len(), 1, "existing page reported at registration");
+        assert_eq!(
+            seen.borrow().len(),
+            1,
+            "existing page reported at registration"
+        );
         held.push(alloc(K128).unwrap());
         assert_eq!(stats().pages, 2);
         assert_eq!(seen.borrow().len(), 2, "new page reported on growth");
         let pages = seen.borrow().clone();
-        assert!(pages.iter().all(|&(a, l)| l == PAGE_SIZE && a % PAGE_SIZE == 0));
+        assert!(pages
+            .iter()
+            .all(|&(a, l)| l == PAGE_SIZE && a % PAGE_SIZE == 0));
         assert_ne!(pages[0].0, pages[1].0);
         // Every buffer lies in a reported page.
         for b in &held {
@@ -282,28 +311,41 @@ fn hook_may_allocate_and_grow() {
 
 #[test]
 fn hugepage_request_never_fails() {
-    on_thread(PoolConfig { max_pages_per_core: 1, use_hugepages: true }, || {
-        let b = alloc(4096).expect("falls back to ordinary pages");
-        let s = stats();
-        assert_eq!(s.pages, 1);
-        let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok());
-        if reserved == Some(0) {
-            assert!(!s.hugepages, "no hugepages reserved, so none can back the pool");
-        }
-        drop(b);
-    });
+    on_thread(
+        PoolConfig {
+            max_pages_per_core: 1,
+            use_hugepages: true,
+        },
+        || {
+            let b = alloc(4096).expect("falls back to ordinary pages");
+            let s = stats();
+            assert_eq!(s.pages, 1);
+            let reserved = std::fs::read_to_string("/proc/sys/vm/nr_hugepages")
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if reserved == Some(0) {
+                assert!(
+                    !s.hugepages,
+                    "no hugepages reserved, so none can back the pool"
+                );
+            }
+            drop(b);
+        },
+    );
 }
 
 #[test]
 fn foreign_free_returns_home() {
     on_thread(cfg(4), || {
-        let bufs: Vec<DmaBuf> = (0..100).map(|i| alloc(512 << (i % NUM_CLASSES)).unwrap()).collect();
+        let bufs: Vec<DmaBuf> = (0..100)
+            .map(|i| alloc(512 << (i % NUM_CLASSES)).unwrap())
+            .collect();
         assert_eq!(stats().objects_in_use, 100);
         std::thread::spawn(move || drop(bufs)).join().unwrap();
         assert_eq!(stats().objects_in_use, 0, "remote frees drained by stats");
-        assert!(states().iter().all(|s| matches!(s.0, SliceState::Dirty | SliceState::Clean)));
+        assert!(states()
+            .iter()
+            .all(|s| matches!(s.0, SliceState::Dirty | SliceState::Clean)));
         // The objects are reusable.
         let again: Vec<DmaBuf> = (0..100).map(|_| alloc(4096).unwrap()).collect();
         assert_eq!(stats().objects_in_use, 100);
@@ -349,7 +391,10 @@ fn buffer_outlives_its_home_thread() {
     })
     .join()
     .unwrap();
-    assert!(weak.upgrade().is_some(), "pages stay mapped while buffers are out");
+    assert!(
+        weak.upgrade().is_some(),
+        "pages stay mapped while buffers are out"
+    );
     for (i, b) in bufs.iter_mut().enumerate() {
         assert!(b.as_slice().iter().all(|&x| x == i as u8));
         b.as_mut_slice().fill(0xff);
@@ -362,7 +407,10 @@ fn buffer_outlives_its_home_thread() {
     t.join().unwrap();
     assert!(weak.upgrade().is_some(), "one buffer still out");
     drop(last);
-    assert!(weak.upgrade().is_none(), "domain freed with its last buffer");
+    assert!(
+        weak.upgrade().is_none(),
+        "domain freed with its last buffer"
+    );
 }
 
 #[test]
@@ -377,7 +425,9 @@ fn idle_domain_freed_when_its_thread_exits() {
 #[test]
 fn alloc_wait_wakes_after_local_free() {
     on_thread(cfg(1), || {
-        let mut held: Vec<DmaBuf> = (0..PAGE_SIZE / K128).map(|_| alloc(K128).unwrap()).collect();
+        let mut held: Vec<DmaBuf> = (0..PAGE_SIZE / K128)
+            .map(|_| alloc(K128).unwrap())
+            .collect();
         let (cw, waker) = count_waker();
         let mut cx = Context::from_waker(&waker);
         let mut fut = pin!(alloc_wait(K128));
@@ -386,7 +436,9 @@ fn alloc_wait_wakes_after_local_free() {
         assert_eq!(cw.wakes.load(Ordering::SeqCst), 0);
         held.pop();
         assert_eq!(cw.wakes.load(Ordering::SeqCst), 1, "free woke the waiter");
-        let Poll::Ready(Ok(b)) = fut.as_mut().poll(&mut cx) else { panic!("not ready") };
+        let Poll::Ready(Ok(b)) = fut.as_mut().poll(&mut cx) else {
+            panic!("not ready")
+        };
         assert_eq!(b.capacity(), K128);
         assert_eq!(with_domain(|d| d.waiter_count()), 0);
     });
@@ -395,7 +447,9 @@ fn alloc_wait_wakes_after_local_free() {
 #[test]
 fn alloc_wait_wakes_after_remote_free() {
     on_thread(cfg(1), || {
-        let mut held: Vec<DmaBuf> = (0..PAGE_SIZE / K128).map(|_| alloc(K128).unwrap()).collect();
+        let mut held: Vec<DmaBuf> = (0..PAGE_SIZE / K128)
+            .map(|_| alloc(K128).unwrap())
+            .collect();
         let (cw, waker) = count_waker();
         let mut cx = Context::from_waker(&waker);
         let mut fut = pin!(alloc_wait(K128));
@@ -403,7 +457,9 @@ fn alloc_wait_wakes_after_remote_free() {
         let one = held.pop().unwrap();
         std::thread::spawn(move || drop(one)).join().unwrap();
         wait_wakes(&cw, 1);
-        let Poll::Ready(Ok(b)) = fut.as_mut().poll(&mut cx) else { panic!("not ready") };
+        let Poll::Ready(Ok(b)) = fut.as_mut().poll(&mut cx) else {
+            panic!("not ready")
+        };
         assert_eq!(b.capacity(), K128);
         // A smaller class needs a whole free slice: one freed 128 KiB object is not enough.
         let mut small = pin!(alloc_wait(4096));
@@ -411,10 +467,15 @@ fn alloc_wait_wakes_after_remote_free() {
         let two = held.pop().unwrap();
         std::thread::spawn(move || drop(two)).join().unwrap();
         wait_wakes(&cw, 2);
-        assert!(small.as_mut().poll(&mut cx).is_pending(), "its slice still holds `b`");
+        assert!(
+            small.as_mut().poll(&mut cx).is_pending(),
+            "its slice still holds `b`"
+        );
         std::thread::spawn(move || drop(b)).join().unwrap();
         wait_wakes(&cw, 3);
-        let Poll::Ready(Ok(s)) = small.as_mut().poll(&mut cx) else { panic!("not ready") };
+        let Poll::Ready(Ok(s)) = small.as_mut().poll(&mut cx) else {
+            panic!("not ready")
+        };
         assert_eq!(s.capacity(), 4096);
     });
 }
@@ -422,7 +483,9 @@ fn alloc_wait_wakes_after_remote_free() {
 #[test]
 fn alloc_wait_with_executor_and_remote_freer() {
     on_thread(cfg(1), || {
-        let held: Vec<DmaBuf> = (0..PAGE_SIZE / K128).map(|_| alloc(K128).unwrap()).collect();
+        let held: Vec<DmaBuf> = (0..PAGE_SIZE / K128)
+            .map(|_| alloc(K128).unwrap())
+            .collect();
         let (tx, rx) = std::sync::mpsc::channel::<DmaBuf>();
         let freer = std::thread::spawn(move || rx.into_iter().for_each(drop));
         let mut got = Vec::new();
@@ -456,10 +519,16 @@ fn distinct_buffers_never_overlap() {
             }
             for (i, b) in bufs.iter().enumerate() {
                 let tag = (i as u32).to_le_bytes();
-                assert!(b.as_slice().iter().enumerate().all(|(j, &x)| x == tag[j % 4] ^ j as u8));
+                assert!(b
+                    .as_slice()
+                    .iter()
+                    .enumerate()
+                    .all(|(j, &x)| x == tag[j % 4] ^ j as u8));
             }
-            let mut ranges: Vec<(usize, usize)> =
-                bufs.iter().map(|b| (b.as_ptr() as usize, b.capacity())).collect();
+            let mut ranges: Vec<(usize, usize)> = bufs
+                .iter()
+                .map(|b| (b.as_ptr() as usize, b.capacity()))
+                .collect();
             ranges.sort_unstable();
             assert!(ranges.windows(2).all(|w| w[0].0 + w[0].1 <= w[1].0));
         };
@@ -479,11 +548,19 @@ fn distinct_buffers_never_overlap() {
 
 #[test]
 fn configure_applies_to_new_threads_and_clamps() {
-    configure(PoolConfig { max_pages_per_core: usize::MAX, use_hugepages: false });
+    configure(PoolConfig {
+        max_pages_per_core: usize::MAX,
+        use_hugepages: false,
+    });
     assert_eq!(config().max_pages_per_core, MAX_PAGES_LIMIT);
-    configure(PoolConfig { max_pages_per_core: 1, use_hugepages: false });
+    configure(PoolConfig {
+        max_pages_per_core: 1,
+        use_hugepages: false,
+    });
     let (exhausted, pages) = std::thread::spawn(|| {
-        let held: Vec<DmaBuf> = (0..PAGE_SIZE / K128).map(|_| alloc(K128).unwrap()).collect();
+        let held: Vec<DmaBuf> = (0..PAGE_SIZE / K128)
+            .map(|_| alloc(K128).unwrap())
+            .collect();
         let r = alloc(K128).unwrap_err();
         drop(held);
         (r, stats().pages)

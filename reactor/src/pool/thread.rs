@@ -54,8 +54,8 @@ pub(super) fn is_current(d: NonNull<Domain>) -> bool {
 /// Create the calling thread's domain with `cfg`. `None` if the thread is exiting.
 #[cold]
 pub(super) fn install(cfg: &PoolConfig) -> Option<NonNull<Domain>> {
-    let home = crate::current_core()
-        .unwrap_or_else(|| NEXT_FOREIGN_HOME.fetch_add(1, Ordering::Relaxed));
+    let home =
+        crate::current_core().unwrap_or_else(|| NEXT_FOREIGN_HOME.fetch_add(1, Ordering::Relaxed));
     let d = Arc::new(Domain::new(home, cfg));
     let ptr = NonNull::from(&*d);
     OWNER.try_with(|o| o.0.set(Some(d))).ok()?;
@@ -72,7 +72,10 @@ pub(super) fn install(cfg: &PoolConfig) -> Option<NonNull<Domain>> {
 /// Panics if the thread already has one.
 #[cfg(test)]
 pub(super) fn install_for_test(cfg: PoolConfig) {
-    assert!(CURRENT.with(Cell::get).is_null(), "thread already has a pool domain");
+    assert!(
+        CURRENT.with(Cell::get).is_null(),
+        "thread already has a pool domain"
+    );
     install(&cfg).expect("thread is alive");
 }
 

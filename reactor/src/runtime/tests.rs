@@ -556,3 +556,58 @@ fn panic_on_a_reactor_stops_the_runtime_and_resumes_in_join() {
     assert!(recv(&rx), "join must resume the reactor's panic");
     assert!(cores().is_empty());
 }
+
+#[test]
+fn shutdown_is_not_held_by_a_message_that_resends_itself() {
+    let _s = serial();
+    let rt = start("0x1", false);
+    fn again(count: Arc<AtomicUsize>) {
+        count.fetch_add(1, Ordering::Relaxed);
+        let _ = send_to(0, move || again(count));
+    }
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    send_to(0, move || again(c)).unwrap();
+    wait_until("the message loops", || count.load(Ordering::Relaxed) > 10);
+    shutdown_and_join(rt);
+    let after = count.load(Ordering::Relaxed);
+    assert_eq!(send_to(0, || {}), Err(SendError::NotRunning));
+    assert_eq!(count.load(Ordering::Relaxed), after);
+}
+
+#[test]
+fn failed_start_cleans_up_and_allows_a_new_start() {
+    let _s = serial();
+    let missing = 63; // not a core of this machine (the test is skipped if it is)
+    if CpuMask::parse_and_validate(&format!("[{missing}]")).is_ok() {
+        return;
+    }
+    let opts = RuntimeOptions {
+        cpumask: CpuMask::parse(&format!("[0,{missing}]")).unwrap(),
+        interrupt_mode: true,
+        pin_threads: true,
+    };
+    let init_ran = Arc::new(AtomicUsize::new(0));
+    let flag = init_ran.clone();
+    let err = loop {
+        let flag = flag.clone();
+        match Runtime::start(opts.clone(), move || {
+            flag.fetch_add(1, Ordering::SeqCst);
+        }) {
+            Err(RuntimeError::AlreadyRunning) => std::thread::sleep(Duration::from_millis(10)),
+            other => break other.err().expect("pinning to a missing core must fail"),
+        }
+    };
+    assert!(
+        matches!(err, RuntimeError::Os { core, .. } if core == missing),
+        "{err}"
+    );
+    assert_eq!(
+        init_ran.load(Ordering::SeqCst),
+        0,
+        "init must not run when start fails"
+    );
+    assert!(cores().is_empty());
+    let rt = start("0x1", false);
+    shutdown_and_join(rt);
+}

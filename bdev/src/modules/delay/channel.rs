@@ -12,15 +12,17 @@
 
 use super::latency::{LatencyClass, P99Picker};
 use super::stack::{
-    forward, status_from_u64, status_to_u64, submit_error_status, IoQueue, LINK_SLOT,
+    forward, interrupt_mode_here, status_from_u64, status_to_u64, submit_error_status,
+    wake_all_cores, IoQueue, LINK_SLOT,
 };
 use super::DelayShared;
 use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
-use keel_reactor::PollStatus;
+use keel_reactor::{PollStatus, PollerId};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `module_ctx` slot: `Rc<Inner>` raw pointer (one strong count while the child is in flight).
 const CHAN_SLOT: usize = 0;
@@ -34,11 +36,20 @@ const STATUS_SLOT: usize = 3;
 const RESET_GEN_SLOT: usize = 4;
 /// Class value of I/Os that are not delayed.
 const NO_DELAY: u64 = u64::MAX;
-const _: () = assert!(LINK_SLOT > RESET_GEN_SLOT, "queue link must not overlap our slots");
+const _: () = assert!(
+    LINK_SLOT > RESET_GEN_SLOT,
+    "queue link must not overlap our slots"
+);
+
+/// How often held I/Os are checked when the reactor runs in interrupt mode (it then sleeps
+/// between events, and a deadline passing is not an event).
+const INTERRUPT_MODE_TICK: Duration = Duration::from_micros(100);
 
 /// One core's channel into a delay bdev.
 pub(super) struct DelayChannel {
     inner: Rc<Inner>,
+    /// Timed poller releasing held I/Os in interrupt mode.
+    timer: Option<PollerId>,
 }
 
 struct Inner {
@@ -57,15 +68,31 @@ impl DelayChannel {
     /// A channel forwarding to `base` (a channel of the base bdev on this core).
     pub(super) fn new(base: IoChannel, shared: Arc<DelayShared>, seed: u64) -> DelayChannel {
         let seen = shared.reset_gen.load(Ordering::Acquire);
-        DelayChannel {
-            inner: Rc::new(Inner {
-                base,
-                shared,
-                held: Default::default(),
-                retry: Cell::new(IoQueue::new()),
-                picker: Cell::new(P99Picker::new(seed)),
-                seen_reset: Cell::new(seen),
-            }),
+        let inner = Rc::new(Inner {
+            base,
+            shared,
+            held: Default::default(),
+            retry: Cell::new(IoQueue::new()),
+            picker: Cell::new(P99Picker::new(seed)),
+            seen_reset: Cell::new(seen),
+        });
+        let timer = interrupt_mode_here().then(|| {
+            let weak = Rc::downgrade(&inner);
+            keel_reactor::register_poller("delay_deadlines", Some(INTERRUPT_MODE_TICK), move || {
+                match weak.upgrade() {
+                    Some(inner) if inner.release_due() > 0 => PollStatus::Busy,
+                    _ => PollStatus::Idle,
+                }
+            })
+        });
+        DelayChannel { inner, timer }
+    }
+}
+
+impl Drop for DelayChannel {
+    fn drop(&mut self) {
+        if let Some(id) = self.timer.take() {
+            keel_reactor::unregister_poller(id);
         }
     }
 }
@@ -96,27 +123,7 @@ impl BackendChannel for DelayChannel {
 
     fn poll(&mut self) -> PollStatus {
         let inner = &*self.inner;
-        let mut work = 0;
-        let gen = inner.shared.reset_gen.load(Ordering::Acquire);
-        if gen != inner.seen_reset.get() {
-            inner.seen_reset.set(gen);
-            work += inner.abort_held_before(gen);
-        }
-        let now = keel_reactor::ticks();
-        for fifo in &inner.held {
-            loop {
-                let mut q = fifo.get();
-                if !q.front_ctx(DEADLINE_SLOT).is_some_and(|deadline| deadline <= now) {
-                    break;
-                }
-                let Some(mut io) = q.pop_front() else { break };
-                fifo.set(q);
-                let status = status_from_u64(io.module_ctx()[STATUS_SLOT]);
-                io.complete(status);
-                work += 1;
-            }
-        }
-        work += inner.retry_waiting();
+        let work = inner.release_due() + inner.retry_waiting();
         if work > 0 {
             PollStatus::Busy
         } else {
@@ -130,6 +137,33 @@ impl BackendChannel for DelayChannel {
 }
 
 impl Inner {
+    /// Complete the held I/Os whose deadline has passed (and abort those from before a reset
+    /// seen on another core); returns how many completed.
+    fn release_due(&self) -> usize {
+        let mut done = 0;
+        let gen = self.shared.reset_gen.load(Ordering::Acquire);
+        if gen != self.seen_reset.get() {
+            self.seen_reset.set(gen);
+            done += self.abort_held_before(gen);
+        }
+        let now = keel_reactor::ticks();
+        for fifo in &self.held {
+            loop {
+                let mut q = fifo.get();
+                match q.front_ctx(DEADLINE_SLOT) {
+                    Some(deadline) if deadline <= now => {}
+                    _ => break,
+                }
+                let Some(mut io) = q.pop_front() else { break };
+                fifo.set(q);
+                let status = status_from_u64(io.module_ctx()[STATUS_SLOT]);
+                io.complete(status);
+                done += 1;
+            }
+        }
+        done
+    }
+
     /// Forward `io` (whose `CHAN_SLOT` holds a strong count) to the base, behind any I/O
     /// already waiting for a descriptor.
     fn send(&self, io: IoRef) {
@@ -211,6 +245,7 @@ impl Inner {
     fn reset(self: &Rc<Self>, mut io: IoRef) {
         let gen = self.shared.reset_gen.fetch_add(1, Ordering::AcqRel) + 1;
         self.seen_reset.set(gen);
+        wake_all_cores();
         let aborted = self.abort_held_before(gen);
         log::debug!("delay: reset aborted {aborted} held I/O(s) on this core");
         if !self.shared.base_supports_reset {

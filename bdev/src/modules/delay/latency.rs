@@ -119,7 +119,13 @@ pub(crate) struct P99Picker {
 impl P99Picker {
     /// A picker seeded with `seed` (any value; zero is remapped).
     pub(crate) fn new(seed: u64) -> P99Picker {
-        P99Picker { state: if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed } }
+        P99Picker {
+            state: if seed == 0 {
+                0x9e37_79b9_7f4a_7c15
+            } else {
+                seed
+            },
+        }
     }
 
     /// Whether the next I/O gets the p99 latency (true about once in 100 calls).
@@ -129,7 +135,7 @@ impl P99Picker {
         x ^= x << 25;
         x ^= x >> 27;
         self.state = x;
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) % 100 == 0
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32).is_multiple_of(100)
     }
 }
 
@@ -148,11 +154,28 @@ mod tests {
 
     #[test]
     fn only_reads_and_writes_are_delayed() {
-        assert_eq!(LatencyClass::for_io(IoType::Read, false), Some(LatencyClass::AvgRead));
-        assert_eq!(LatencyClass::for_io(IoType::Read, true), Some(LatencyClass::P99Read));
-        assert_eq!(LatencyClass::for_io(IoType::Write, false), Some(LatencyClass::AvgWrite));
-        assert_eq!(LatencyClass::for_io(IoType::Write, true), Some(LatencyClass::P99Write));
-        for t in [IoType::Flush, IoType::Unmap, IoType::WriteZeroes, IoType::Reset] {
+        assert_eq!(
+            LatencyClass::for_io(IoType::Read, false),
+            Some(LatencyClass::AvgRead)
+        );
+        assert_eq!(
+            LatencyClass::for_io(IoType::Read, true),
+            Some(LatencyClass::P99Read)
+        );
+        assert_eq!(
+            LatencyClass::for_io(IoType::Write, false),
+            Some(LatencyClass::AvgWrite)
+        );
+        assert_eq!(
+            LatencyClass::for_io(IoType::Write, true),
+            Some(LatencyClass::P99Write)
+        );
+        for t in [
+            IoType::Flush,
+            IoType::Unmap,
+            IoType::WriteZeroes,
+            IoType::Reset,
+        ] {
             assert_eq!(LatencyClass::for_io(t, false), None);
         }
     }
@@ -182,7 +205,11 @@ mod tests {
         l.set(LatencyClass::AvgWrite, 2_000, 1_000_000);
         assert_eq!(l.us(LatencyClass::AvgWrite), 2_000);
         assert_eq!(l.ticks(LatencyClass::AvgWrite), 2_000);
-        assert_eq!(l.ticks(LatencyClass::AvgRead), 10, "other classes untouched");
+        assert_eq!(
+            l.ticks(LatencyClass::AvgRead),
+            10,
+            "other classes untouched"
+        );
     }
 
     #[test]
@@ -190,7 +217,10 @@ mod tests {
         for seed in [0, 1, 0xdead_beef, u64::MAX] {
             let mut p = P99Picker::new(seed);
             let hits = (0..100_000).filter(|_| p.next_is_p99()).count();
-            assert!((700..=1300).contains(&hits), "seed {seed}: {hits} p99 draws in 100000");
+            assert!(
+                (700..=1300).contains(&hits),
+                "seed {seed}: {hits} p99 draws in 100000"
+            );
         }
     }
 }

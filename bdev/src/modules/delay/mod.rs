@@ -12,10 +12,10 @@ mod latency;
 mod rpc;
 pub(crate) mod stack;
 
-use self::latency::{LatencyClass, Latencies};
+use self::latency::{Latencies, LatencyClass};
 use self::stack::{open_base, ModuleTable};
-use crate::{Bdev, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall, IoType, Uuid};
 use crate::BackendChannel;
+use crate::{Bdev, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall, IoType, Uuid};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -48,7 +48,12 @@ pub struct DelayConfig {
 
 impl DelayConfig {
     fn latencies_us(&self) -> [u64; 4] {
-        [self.avg_read_latency, self.p99_read_latency, self.avg_write_latency, self.p99_write_latency]
+        [
+            self.avg_read_latency,
+            self.p99_read_latency,
+            self.avg_write_latency,
+            self.p99_write_latency,
+        ]
     }
 }
 
@@ -104,10 +109,17 @@ impl BdevBackend for DelayBdev {
 
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let desc = base.as_ref().ok_or_else(|| BdevError::NotFound(self.base_name.clone()))?;
+        let desc = base
+            .as_ref()
+            .ok_or_else(|| BdevError::NotFound(self.base_name.clone()))?;
         let base_ch = desc.get_io_channel()?;
-        let seed = keel_reactor::ticks() ^ (u64::from(keel_reactor::current_core().unwrap_or(0)) << 48);
-        Ok(Box::new(channel::DelayChannel::new(base_ch, Arc::clone(&self.shared), seed)))
+        let seed =
+            keel_reactor::ticks() ^ (u64::from(keel_reactor::current_core().unwrap_or(0)) << 48);
+        Ok(Box::new(channel::DelayChannel::new(
+            base_ch,
+            Arc::clone(&self.shared),
+            seed,
+        )))
     }
 
     fn driver_specific(&self) -> serde_json::Value {
@@ -117,7 +129,10 @@ impl BdevBackend for DelayBdev {
     fn config_call(&self, info: &BdevInfo) -> Option<ConfigCall> {
         let mut params = self.params_json();
         params.insert("uuid".into(), json!(info.uuid.to_string()));
-        Some(ConfigCall { method: "bdev_delay_create".into(), params: params.into() })
+        Some(ConfigCall {
+            method: "bdev_delay_create".into(),
+            params: params.into(),
+        })
     }
 
     fn destruct(&self) {
@@ -125,7 +140,11 @@ impl BdevBackend for DelayBdev {
         DELAY_BDEVS.remove_if_same(&self.name, self);
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner()).take();
         drop(base);
-        log::info!("delay bdev {} destroyed, base {} released", self.name, self.base_name);
+        log::info!(
+            "delay bdev {} destroyed, base {} released",
+            self.name,
+            self.base_name
+        );
     }
 }
 
@@ -133,7 +152,9 @@ impl BdevBackend for DelayBdev {
 /// reactor: base hot-remove events are delivered to the calling core.
 pub fn create(cfg: &DelayConfig) -> Result<Bdev, BdevError> {
     if cfg.name.is_empty() {
-        return Err(BdevError::Invalid("delay bdev name must not be empty".into()));
+        return Err(BdevError::Invalid(
+            "delay bdev name must not be empty".into(),
+        ));
     }
     latency::validate(cfg.latencies_us()).map_err(BdevError::Invalid)?;
     if crate::get_bdev(&cfg.name).is_some() {
@@ -188,7 +209,9 @@ pub fn create(cfg: &DelayConfig) -> Result<Bdev, BdevError> {
 
 /// Delete the delay bdev `name`; resolves once it is gone and its base released.
 pub async fn delete(name: &str) -> Result<(), BdevError> {
-    let disk = DELAY_BDEVS.get(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+    let disk = DELAY_BDEVS
+        .get(name)
+        .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
     crate::unregister(&disk.name).await
 }
 
@@ -200,8 +223,16 @@ pub fn update_latency(name: &str, latency_type: &str, latency_us: u64) -> Result
             "invalid latency_type {latency_type:?}: expected avg_read, p99_read, avg_write or p99_write"
         ))
     })?;
-    let disk = DELAY_BDEVS.get(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
-    disk.shared.latencies.set(class, latency_us, keel_reactor::tick_rate());
-    log::info!("delay bdev {}: {} latency set to {latency_us} us", disk.name, class.name());
+    let disk = DELAY_BDEVS
+        .get(name)
+        .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+    disk.shared
+        .latencies
+        .set(class, latency_us, keel_reactor::tick_rate());
+    log::info!(
+        "delay bdev {}: {} latency set to {latency_us} us",
+        disk.name,
+        class.name()
+    );
     Ok(())
 }

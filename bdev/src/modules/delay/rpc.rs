@@ -1,7 +1,8 @@
 //! JSON-RPC methods of the delay module, with SPDK's names, params and CLI flags.
 
-use super::stack::{option, parse_uuid, positional, rpc_error};
+use super::stack::{option, positional};
 use super::DelayConfig;
+use crate::rpc::{bdev_error_to_rpc as rpc_error, parse_uuid};
 use keel_rpc::{params, register_method, HandlerFuture, MethodSpec, ParamKind, RpcError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,9 +39,30 @@ static CREATE: MethodSpec = MethodSpec {
     help: "Add a delay bdev on an existing bdev: reads and writes complete after the given \
            extra latency (microseconds); one I/O in a hundred gets the p99 latency.",
     params: &[
-        option("base_bdev_name", ParamKind::Str, true, None, Some('b'), "Name of the existing bdev"),
-        option("name", ParamKind::Str, true, None, Some('d'), "Name of the delay bdev"),
-        option("uuid", ParamKind::Str, false, None, Some('u'), "UUID of the bdev (optional)"),
+        option(
+            "base_bdev_name",
+            ParamKind::Str,
+            true,
+            None,
+            Some('b'),
+            "Name of the existing bdev",
+        ),
+        option(
+            "name",
+            ParamKind::Str,
+            true,
+            None,
+            Some('d'),
+            "Name of the delay bdev",
+        ),
+        option(
+            "uuid",
+            ParamKind::Str,
+            false,
+            None,
+            Some('u'),
+            "UUID of the bdev (optional)",
+        ),
         option(
             "avg_read_latency",
             ParamKind::Int,
@@ -88,14 +110,24 @@ static UPDATE_LATENCY: MethodSpec = MethodSpec {
     name: "bdev_delay_update_latency",
     help: "Update one of the latency values of a delay bdev.",
     params: &[
-        positional("delay_bdev_name", ParamKind::Str, true, "The name of the given delay bdev"),
+        positional(
+            "delay_bdev_name",
+            ParamKind::Str,
+            true,
+            "The name of the given delay bdev",
+        ),
         positional(
             "latency_type",
             ParamKind::Str,
             true,
             "one of: avg_read, avg_write, p99_read, p99_write",
         ),
-        positional("latency_us", ParamKind::Int, true, "new latency value in microseconds"),
+        positional(
+            "latency_us",
+            ParamKind::Int,
+            true,
+            "new latency value in microseconds",
+        ),
     ],
     cli_rewrite: None,
 };
@@ -117,7 +149,7 @@ fn create_handler(params: Option<Value>) -> HandlerFuture {
             p99_read_latency: p.p99_read_latency,
             avg_write_latency: p.avg_write_latency,
             p99_write_latency: p.p99_write_latency,
-            uuid: Some(parse_uuid(p.uuid.as_deref())?),
+            uuid: parse_uuid(p.uuid.as_deref())?,
         };
         let bdev = super::create(&cfg).map_err(rpc_error)?;
         Ok(json!(bdev.name()))
@@ -135,12 +167,12 @@ fn delete_handler(params: Option<Value>) -> HandlerFuture {
 fn update_latency_handler(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: UpdateLatencyParams = params::parse(params)?;
-        super::update_latency(&p.delay_bdev_name, &p.latency_type, p.latency_us).map_err(
-            |e| match e {
+        super::update_latency(&p.delay_bdev_name, &p.latency_type, p.latency_us).map_err(|e| {
+            match e {
                 crate::BdevError::Invalid(m) => RpcError::invalid_params(m),
                 e => rpc_error(e),
-            },
-        )?;
+            }
+        })?;
         Ok(json!(true))
     })
 }
@@ -157,9 +189,17 @@ mod tests {
             "avg_write_latency": 30, "p99_write_latency": 90
         })))
         .unwrap();
-        assert_eq!((p.base_bdev_name.as_str(), p.name.as_str()), ("Null0", "delay0"));
         assert_eq!(
-            [p.avg_read_latency, p.p99_read_latency, p.avg_write_latency, p.p99_write_latency],
+            (p.base_bdev_name.as_str(), p.name.as_str()),
+            ("Null0", "delay0")
+        );
+        assert_eq!(
+            [
+                p.avg_read_latency,
+                p.p99_read_latency,
+                p.avg_write_latency,
+                p.p99_write_latency
+            ],
             [10, 50, 30, 90]
         );
         assert!(p.uuid.is_none());
@@ -183,7 +223,10 @@ mod tests {
     #[test]
     fn cli_specs_mirror_rpc_py() {
         let long_of = |n: &str| CREATE.params.iter().find(|p| p.name == n).unwrap();
-        assert_eq!(long_of("p99_read_latency").long, Some("nine-nine-read-latency"));
+        assert_eq!(
+            long_of("p99_read_latency").long,
+            Some("nine-nine-read-latency")
+        );
         assert_eq!(long_of("p99_write_latency").short, Some('n'));
         assert_eq!(long_of("base_bdev_name").short, Some('b'));
         assert!(CREATE.params.iter().filter(|p| p.required).count() == 6);

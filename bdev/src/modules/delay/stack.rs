@@ -8,11 +8,13 @@
 //! - [`forward`]: resubmit an I/O as a child I/O on a base channel (HOT PATH).
 //! - [`ModuleTable`]: a module's own table of the bdevs it created (control path).
 //! - [`open_base`]: open and claim a base bdev, unregistering the stacked bdev on hot-remove.
-//! - [`rpc_error`] and the `ParamSpec` builders used by the modules' method tables.
+//! - `ParamSpec` builders used by the modules' method tables.
+//! - [`interrupt_mode_here`] / [`wake_all_cores`]: what channels need to work when reactors
+//!   sleep between events (`--interrupt-mode`).
 
+use crate::SubmitError;
 use crate::{BdevDesc, BdevError, BdevEvent, IoCallback, IoChannel, IoRef, IoStatus, IoType};
-use crate::{SubmitError, Uuid};
-use keel_rpc::{ParamKind, ParamSpec, RpcError};
+use keel_rpc::{ParamKind, ParamSpec};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,17 +38,16 @@ pub(crate) struct IoQueue {
 impl IoQueue {
     /// An empty queue.
     pub(crate) const fn new() -> IoQueue {
-        IoQueue { head: 0, tail: 0, len: 0 }
+        IoQueue {
+            head: 0,
+            tail: 0,
+            len: 0,
+        }
     }
 
     /// Whether the queue holds no I/O.
     pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
-    }
-
-    /// Number of queued I/Os.
-    pub(crate) fn len(&self) -> usize {
-        self.len
     }
 
     /// Append `io`.
@@ -105,11 +106,6 @@ impl IoQueue {
         let v = io.module_ctx()[slot];
         let _ = io.into_raw();
         Some(v)
-    }
-
-    /// Move every I/O out, leaving this queue empty.
-    pub(crate) fn take(&mut self) -> IoQueue {
-        std::mem::take(self)
     }
 }
 
@@ -183,7 +179,9 @@ pub(crate) struct ModuleTable<T> {
 impl<T> ModuleTable<T> {
     /// An empty table (usable in a `static`).
     pub(crate) const fn new() -> Self {
-        ModuleTable { map: Mutex::new(BTreeMap::new()) }
+        ModuleTable {
+            map: Mutex::new(BTreeMap::new()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<T>>> {
@@ -200,20 +198,20 @@ impl<T> ModuleTable<T> {
     pub(crate) fn get(&self, name: &str) -> Option<Arc<T>> {
         let canonical = crate::get_bdev(name).map(|b| b.name().to_string());
         let map = self.lock();
-        canonical.and_then(|n| map.get(&n).cloned()).or_else(|| map.get(name).cloned())
+        canonical
+            .and_then(|n| map.get(&n).cloned())
+            .or_else(|| map.get(name).cloned())
     }
 
     /// Remove `name` if it still maps to `this` (a newer bdev may have reused the name).
     pub(crate) fn remove_if_same(&self, name: &str, this: *const T) {
         let mut map = self.lock();
-        if map.get(name).is_some_and(|v| std::ptr::eq(Arc::as_ptr(v), this)) {
+        if map
+            .get(name)
+            .is_some_and(|v| std::ptr::eq(Arc::as_ptr(v), this))
+        {
             map.remove(name);
         }
-    }
-
-    /// Every entry, in name order.
-    pub(crate) fn values(&self) -> Vec<Arc<T>> {
-        self.lock().values().cloned().collect()
     }
 }
 
@@ -234,6 +232,12 @@ pub(crate) fn open_base(
                 return;
             }
             log::info!("{module} bdev {stacked}: base bdev removed, unregistering");
+            if keel_reactor::current_core().is_none() {
+                log::warn!(
+                    "{module} bdev {stacked}: base removed off the reactors; not unregistered"
+                );
+                return;
+            }
             let n = stacked.clone();
             keel_reactor::spawn_local(async move {
                 if let Err(e) = crate::unregister(&n).await {
@@ -246,18 +250,29 @@ pub(crate) fn open_base(
     Ok(desc)
 }
 
-/// Parse an optional UUID parameter (random when absent).
-pub(crate) fn parse_uuid(uuid: Option<&str>) -> Result<Uuid, RpcError> {
-    match uuid {
-        None => Ok(Uuid::new_random()),
-        Some(s) => Uuid::parse(s)
-            .ok_or_else(|| RpcError::invalid_params(format!("Invalid parameters: bad uuid {s:?}"))),
-    }
+/// Whether the calling reactor runs in interrupt mode (its untimed pollers, hence bdev channel
+/// polls, only run when something wakes it). Control path: reads the reactors' stats.
+pub(crate) fn interrupt_mode_here() -> bool {
+    let Some(core) = keel_reactor::current_core() else {
+        return false;
+    };
+    keel_reactor::reactor_stats()
+        .iter()
+        .any(|s| s.lcore == core && s.interrupt_mode)
 }
 
-/// A control-path error as SPDK answers it: negative errno and the message.
-pub(crate) fn rpc_error(e: BdevError) -> RpcError {
-    RpcError::errno(e.errno(), e.to_string())
+/// Wake every reactor once (a no-op message) when some run in interrupt mode, so channels that
+/// must notice a shared state change (an injection cleared, a reset) poll soon. Off the
+/// steady-state path: used for clears and resets only.
+pub(crate) fn wake_all_cores() {
+    if keel_reactor::reactor_stats()
+        .iter()
+        .any(|s| s.interrupt_mode)
+    {
+        if let Err(e) = keel_reactor::for_each_core(|| {}, || {}) {
+            log::debug!("waking reactors: {e}");
+        }
+    }
 }
 
 /// A positional CLI parameter.
@@ -267,7 +282,15 @@ pub(crate) const fn positional(
     required: bool,
     help: &'static str,
 ) -> ParamSpec {
-    ParamSpec { name, kind, required, positional: true, long: None, short: None, help }
+    ParamSpec {
+        name,
+        kind,
+        required,
+        positional: true,
+        long: None,
+        short: None,
+        help,
+    }
 }
 
 /// An option CLI parameter (`--long`, optionally `-s`).
@@ -279,7 +302,15 @@ pub(crate) const fn option(
     short: Option<char>,
     help: &'static str,
 ) -> ParamSpec {
-    ParamSpec { name, kind, required, positional: false, long, short, help }
+    ParamSpec {
+        name,
+        kind,
+        required,
+        positional: false,
+        long,
+        short,
+        help,
+    }
 }
 
 #[cfg(test)]
@@ -303,35 +334,22 @@ mod tests {
     #[test]
     fn submit_errors_map_to_statuses() {
         assert_eq!(submit_error_status(SubmitError::Removed), IoStatus::Aborted);
-        assert_eq!(submit_error_status(SubmitError::OutOfRange), IoStatus::IoError);
-        assert_eq!(submit_error_status(SubmitError::BadIovecs), IoStatus::IoError);
-    }
-
-    #[test]
-    fn uuid_param_is_checked() {
-        assert!(parse_uuid(None).is_ok());
-        let u = Uuid::new_random().to_string();
-        assert_eq!(parse_uuid(Some(&u)).unwrap().to_string(), u);
-        let e = parse_uuid(Some("nope")).unwrap_err();
-        assert_eq!(e.code, -32602);
-        assert!(e.message.contains("uuid"));
-    }
-
-    #[test]
-    fn bdev_errors_keep_their_errno() {
-        let e = rpc_error(BdevError::NotFound("x".into()));
-        assert_eq!(e.code, -libc::ENODEV);
-        assert_eq!(e.message, "bdev x not found");
-        assert_eq!(rpc_error(BdevError::Exists("x".into())).code, -libc::EEXIST);
+        assert_eq!(
+            submit_error_status(SubmitError::OutOfRange),
+            IoStatus::IoError
+        );
+        assert_eq!(
+            submit_error_status(SubmitError::BadIovecs),
+            IoStatus::IoError
+        );
     }
 
     #[test]
     fn empty_queue_behaves() {
         let mut q = IoQueue::new();
         assert!(q.is_empty());
-        assert_eq!(q.len(), 0);
         assert!(q.pop_front().is_none());
         assert_eq!(q.front_ctx(0), None);
-        assert!(q.take().is_empty());
+        assert_eq!(q, IoQueue::default());
     }
 }

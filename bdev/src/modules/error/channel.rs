@@ -3,7 +3,9 @@
 //! go to the base as child I/Os.
 
 use super::inject::{corrupt_iovs, ErrorKind, Injections};
-use crate::modules::delay::stack::{forward, submit_error_status, IoQueue, LINK_SLOT};
+use crate::modules::delay::stack::{
+    forward, submit_error_status, wake_all_cores, IoQueue, LINK_SLOT,
+};
 use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
 use keel_reactor::PollStatus;
 use std::sync::Arc;
@@ -18,7 +20,10 @@ const VALUE_SLOT: usize = 2;
 const CLEAR_GEN_SLOT: usize = 3;
 /// `module_ctx` slot: reset generation when a pending I/O was parked.
 const RESET_GEN_SLOT: usize = 4;
-const _: () = assert!(LINK_SLOT > RESET_GEN_SLOT, "queue link must not overlap our slots");
+const _: () = assert!(
+    LINK_SLOT > RESET_GEN_SLOT,
+    "queue link must not overlap our slots"
+);
 
 /// One core's channel into an error bdev.
 pub(super) struct ErrorChannel {
@@ -83,16 +88,16 @@ impl ErrorChannel {
     /// queue is scanned from the front only.
     fn settle_pending(&mut self, clear_gen: u64, reset_gen: u64) -> usize {
         let mut n = 0;
-        loop {
-            let (Some(rg), Some(cg)) =
-                (self.pending.front_ctx(RESET_GEN_SLOT), self.pending.front_ctx(CLEAR_GEN_SLOT))
-            else {
-                break;
-            };
+        while let (Some(rg), Some(cg)) = (
+            self.pending.front_ctx(RESET_GEN_SLOT),
+            self.pending.front_ctx(CLEAR_GEN_SLOT),
+        ) {
             if rg >= reset_gen && cg >= clear_gen {
                 break;
             }
-            let Some(mut io) = self.pending.pop_front() else { break };
+            let Some(mut io) = self.pending.pop_front() else {
+                break;
+            };
             n += 1;
             if rg < reset_gen {
                 io.complete(IoStatus::Aborted);
@@ -106,6 +111,7 @@ impl ErrorChannel {
 
     fn reset(&mut self, mut io: IoRef) {
         let reset_gen = self.injections.bump_reset();
+        wake_all_cores();
         let (clear_gen, _) = self.injections.generations();
         let settled = self.settle_pending(clear_gen, reset_gen);
         log::debug!("error bdev: reset settled {settled} pending I/O(s) on this core");
@@ -146,7 +152,9 @@ impl BackendChannel for ErrorChannel {
                     IoType::Write => {
                         // SAFETY: a write's buffers stay valid (for reads and writes, by the
                         // IoVec contract) and unused by others until the I/O completes.
-                        unsafe { corrupt_iovs(io.iovs(), len, hit.corrupt_offset, hit.corrupt_value) };
+                        unsafe {
+                            corrupt_iovs(io.iovs(), len, hit.corrupt_offset, hit.corrupt_value)
+                        };
                         0
                     }
                     IoType::Read => 1,
@@ -185,7 +193,7 @@ impl BackendChannel for ErrorChannel {
 impl Drop for ErrorChannel {
     fn drop(&mut self) {
         // The layer drops a channel only once its I/Os completed; never leave one hanging.
-        while let Some(io) = self.pending.pop_front() {
+        while let Some(io) = self.pending.pop_front().or_else(|| self.retry.pop_front()) {
             io.complete(IoStatus::Aborted);
         }
     }

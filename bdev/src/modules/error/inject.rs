@@ -19,7 +19,11 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    const ALL: [ErrorKind; 3] = [ErrorKind::Failure, ErrorKind::Pending, ErrorKind::CorruptData];
+    const ALL: [ErrorKind; 3] = [
+        ErrorKind::Failure,
+        ErrorKind::Pending,
+        ErrorKind::CorruptData,
+    ];
 
     /// SPDK's `error_type` name.
     pub fn name(self) -> &'static str {
@@ -37,8 +41,9 @@ impl ErrorKind {
             return Ok(k);
         }
         Err(match s {
-            "nomem" => "error_type nomem is not supported: Keel has no NOMEM completion status"
-                .to_string(),
+            "nomem" => {
+                "error_type nomem is not supported: Keel has no NOMEM completion status".to_string()
+            }
             _ => format!("invalid error_type {s:?}: expected failure, pending or corrupt_data"),
         })
     }
@@ -88,8 +93,13 @@ impl InjectTarget {
 }
 
 /// The I/O types errors can be injected into (resets never fail).
-pub(crate) const INJECT_TYPES: [IoType; 5] =
-    [IoType::Read, IoType::Write, IoType::Unmap, IoType::Flush, IoType::WriteZeroes];
+pub(crate) const INJECT_TYPES: [IoType; 5] = [
+    IoType::Read,
+    IoType::Write,
+    IoType::Unmap,
+    IoType::Flush,
+    IoType::WriteZeroes,
+];
 
 fn type_index(io_type: IoType) -> Option<usize> {
     INJECT_TYPES.iter().position(|&t| t == io_type)
@@ -120,7 +130,8 @@ struct Slot {
 impl Slot {
     fn arm(&self, kind: ErrorKind, num: u32, corrupt_offset: u64, corrupt_value: u8) {
         self.corrupt_offset.store(corrupt_offset, Ordering::Relaxed);
-        self.state.store(pack(kind, corrupt_value, num), Ordering::SeqCst);
+        self.state
+            .store(pack(kind, corrupt_value, num), Ordering::SeqCst);
     }
 
     fn disarm(&self) {
@@ -198,7 +209,10 @@ impl Injections {
     /// Current (clear, reset) generations. Read them BEFORE [`Injections::take`]: an I/O
     /// parked as pending records them, and a clear or reset after that releases it.
     pub(crate) fn generations(&self) -> (u64, u64) {
-        (self.clear_gen.load(Ordering::SeqCst), self.reset_gen.load(Ordering::SeqCst))
+        (
+            self.clear_gen.load(Ordering::SeqCst),
+            self.reset_gen.load(Ordering::SeqCst),
+        )
     }
 
     /// HOT PATH: consume one injected error for an I/O of `io_type`, if one is armed.
@@ -244,13 +258,24 @@ mod tests {
         assert_eq!(ErrorKind::parse("failure"), Ok(ErrorKind::Failure));
         assert_eq!(ErrorKind::parse("pending"), Ok(ErrorKind::Pending));
         assert_eq!(ErrorKind::parse("corrupt_data"), Ok(ErrorKind::CorruptData));
-        assert!(ErrorKind::parse("nomem").unwrap_err().contains("not supported"));
+        assert!(ErrorKind::parse("nomem")
+            .unwrap_err()
+            .contains("not supported"));
         assert!(ErrorKind::parse("boom").unwrap_err().contains("error_type"));
-        assert_eq!(InjectTarget::parse("read"), Ok(InjectTarget::Io(IoType::Read)));
-        assert_eq!(InjectTarget::parse("write_zeroes"), Ok(InjectTarget::Io(IoType::WriteZeroes)));
+        assert_eq!(
+            InjectTarget::parse("read"),
+            Ok(InjectTarget::Io(IoType::Read))
+        );
+        assert_eq!(
+            InjectTarget::parse("write_zeroes"),
+            Ok(InjectTarget::Io(IoType::WriteZeroes))
+        );
         assert_eq!(InjectTarget::parse("all"), Ok(InjectTarget::All));
         assert_eq!(InjectTarget::parse("clear"), Ok(InjectTarget::Clear));
-        assert!(InjectTarget::parse("reset").is_err(), "resets cannot be failed");
+        assert!(
+            InjectTarget::parse("reset").is_err(),
+            "resets cannot be failed"
+        );
     }
 
     #[test]
@@ -261,7 +286,10 @@ mod tests {
         assert_eq!(inj.remaining(IoType::Read), (Some(ErrorKind::Failure), 3));
         assert_eq!(inj.take(IoType::Write), None, "other types unaffected");
         for _ in 0..3 {
-            assert_eq!(inj.take(IoType::Read).map(|h| h.kind), Some(ErrorKind::Failure));
+            assert_eq!(
+                inj.take(IoType::Read).map(|h| h.kind),
+                Some(ErrorKind::Failure)
+            );
         }
         assert_eq!(inj.take(IoType::Read), None);
         assert_eq!(inj.remaining(IoType::Read).1, 0);
@@ -274,7 +302,10 @@ mod tests {
         inj.inject(InjectTarget::All, ErrorKind::CorruptData, 2, 77, 0x5a);
         for t in INJECT_TYPES {
             let hit = inj.take(t).unwrap();
-            assert_eq!((hit.kind, hit.corrupt_offset, hit.corrupt_value), (ErrorKind::CorruptData, 77, 0x5a));
+            assert_eq!(
+                (hit.kind, hit.corrupt_offset, hit.corrupt_value),
+                (ErrorKind::CorruptData, 77, 0x5a)
+            );
         }
         let (gen_before, _) = inj.generations();
         inj.inject(InjectTarget::Clear, ErrorKind::Failure, 1, 0, 0);
@@ -289,12 +320,20 @@ mod tests {
     #[test]
     fn racing_cores_consume_exactly_num() {
         let inj = Arc::new(Injections::default());
-        inj.inject(InjectTarget::Io(IoType::Write), ErrorKind::Pending, 1000, 0, 0);
+        inj.inject(
+            InjectTarget::Io(IoType::Write),
+            ErrorKind::Pending,
+            1000,
+            0,
+            0,
+        );
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let inj = Arc::clone(&inj);
                 std::thread::spawn(move || {
-                    (0..5000).filter(|_| inj.take(IoType::Write).is_some()).count()
+                    (0..5000)
+                        .filter(|_| inj.take(IoType::Write).is_some())
+                        .count()
                 })
             })
             .collect();
@@ -308,7 +347,10 @@ mod tests {
         let mut b = vec![0u8; 8];
         // SAFETY: the vectors outlive the iovecs and nobody else touches them.
         let iovs = unsafe {
-            [IoVec::from_raw(a.as_mut_ptr(), a.len()), IoVec::from_raw(b.as_mut_ptr(), b.len())]
+            [
+                IoVec::from_raw(a.as_mut_ptr(), a.len()),
+                IoVec::from_raw(b.as_mut_ptr(), b.len()),
+            ]
         };
         // SAFETY: as above.
         unsafe { corrupt_iovs(&iovs, 16, 10, 0xff) };

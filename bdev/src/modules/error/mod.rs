@@ -18,7 +18,7 @@ pub use self::inject::{ErrorKind, InjectTarget};
 pub use self::rpc::register_rpcs;
 
 use self::inject::{Injections, INJECT_TYPES};
-use crate::modules::delay::stack::{open_base, ModuleTable};
+use crate::modules::delay::stack::{open_base, wake_all_cores, ModuleTable};
 use crate::{BackendChannel, Bdev, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall};
 use crate::{IoType, Uuid};
 use serde_json::json;
@@ -59,7 +59,9 @@ impl BdevBackend for ErrorBdev {
 
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let desc = base.as_ref().ok_or_else(|| BdevError::NotFound(self.base_name.clone()))?;
+        let desc = base
+            .as_ref()
+            .ok_or_else(|| BdevError::NotFound(self.base_name.clone()))?;
         Ok(Box::new(channel::ErrorChannel::new(
             desc.get_io_channel()?,
             Arc::clone(&self.injections),
@@ -71,7 +73,10 @@ impl BdevBackend for ErrorBdev {
         let mut armed = serde_json::Map::new();
         for t in INJECT_TYPES {
             if let (Some(kind), n @ 1..) = self.injections.remaining(t) {
-                armed.insert(t.name().into(), json!({ "error_type": kind.name(), "num": n }));
+                armed.insert(
+                    t.name().into(),
+                    json!({ "error_type": kind.name(), "num": n }),
+                );
             }
         }
         json!({ "error_disk": { "base_bdev": self.base_name, "injections": armed } })
@@ -90,7 +95,11 @@ impl BdevBackend for ErrorBdev {
         // Nothing may stay parked forever once the bdev is gone.
         self.injections.clear();
         drop(self.base.lock().unwrap_or_else(|p| p.into_inner()).take());
-        log::info!("error bdev {} destroyed, base {} released", self.name, self.base_name);
+        log::info!(
+            "error bdev {} destroyed, base {} released",
+            self.name,
+            self.base_name
+        );
     }
 }
 
@@ -137,7 +146,9 @@ pub fn create(base_name: &str, uuid: Option<Uuid>) -> Result<Bdev, BdevError> {
 
 /// Delete the error bdev `name`; resolves once it is gone and its base released.
 pub async fn delete(name: &str) -> Result<(), BdevError> {
-    let disk = ERROR_BDEVS.get(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+    let disk = ERROR_BDEVS
+        .get(name)
+        .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
     crate::unregister(&disk.name).await
 }
 
@@ -157,10 +168,17 @@ pub fn inject_error(
             "corrupt_value must be non-zero (XOR with 0 corrupts nothing)".into(),
         ));
     }
-    let disk = ERROR_BDEVS.get(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
-    disk.injections.inject(target, kind, num, corrupt_offset, corrupt_value);
+    let disk = ERROR_BDEVS
+        .get(name)
+        .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+    disk.injections
+        .inject(target, kind, num, corrupt_offset, corrupt_value);
     match target {
-        InjectTarget::Clear => log::info!("error bdev {}: injections cleared", disk.name),
+        InjectTarget::Clear => {
+            // Channels release their pending I/Os when they next poll.
+            wake_all_cores();
+            log::info!("error bdev {}: injections cleared", disk.name)
+        }
         _ => log::info!(
             "error bdev {}: {} x{num} armed for {target:?}",
             disk.name,
@@ -173,5 +191,7 @@ pub fn inject_error(
 /// How many more I/Os of `io_type` the error armed on `name` will hit (0 when none), or
 /// `None` when `name` is not an error bdev.
 pub fn remaining(name: &str, io_type: IoType) -> Option<u32> {
-    ERROR_BDEVS.get(name).map(|d| d.injections.remaining(io_type).1)
+    ERROR_BDEVS
+        .get(name)
+        .map(|d| d.injections.remaining(io_type).1)
 }

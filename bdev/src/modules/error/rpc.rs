@@ -1,7 +1,8 @@
 //! JSON-RPC methods of the error module, with SPDK's names, params and CLI flags.
 
 use super::{ErrorKind, InjectTarget};
-use crate::modules::delay::stack::{option, parse_uuid, positional, rpc_error};
+use crate::modules::delay::stack::{option, positional};
+use crate::rpc::{bdev_error_to_rpc as rpc_error, parse_uuid};
 use keel_rpc::{params, register_method, HandlerFuture, MethodSpec, ParamKind, RpcError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -61,11 +62,12 @@ impl InjectParams {
             }
         };
         if self.queue_depth.is_some_and(|q| q > 0) {
-            return Err(RpcError::invalid_params("queue_depth is not supported by Keel"));
+            return Err(RpcError::invalid_params(
+                "queue_depth is not supported by Keel",
+            ));
         }
-        let corrupt_value = u8::try_from(self.corrupt_value.unwrap_or(0)).map_err(|_| {
-            RpcError::invalid_params("corrupt_value must be between 1 and 255")
-        })?;
+        let corrupt_value = u8::try_from(self.corrupt_value.unwrap_or(0))
+            .map_err(|_| RpcError::invalid_params("corrupt_value must be between 1 and 255"))?;
         if kind == ErrorKind::CorruptData && corrupt_value == 0 && target != InjectTarget::Clear {
             return Err(RpcError::errno(
                 libc::EINVAL,
@@ -87,7 +89,14 @@ static CREATE: MethodSpec = MethodSpec {
     help: "Add an error-injection bdev EE_<base_name> on an existing bdev.",
     params: &[
         positional("base_name", ParamKind::Str, true, "base bdev name"),
-        option("uuid", ParamKind::Str, false, None, None, "UUID for this bdev"),
+        option(
+            "uuid",
+            ParamKind::Str,
+            false,
+            None,
+            None,
+            "UUID for this bdev",
+        ),
     ],
     cli_rewrite: None,
 };
@@ -104,7 +113,12 @@ static INJECT: MethodSpec = MethodSpec {
     help: "Make the next I/Os of a type fail, hang (pending) or return corrupted data; \
            io_type 'clear' removes every injection and releases pending I/Os.",
     params: &[
-        positional("name", ParamKind::Str, true, "the name of the error injection bdev"),
+        positional(
+            "name",
+            ParamKind::Str,
+            true,
+            "the name of the error injection bdev",
+        ),
         positional(
             "io_type",
             ParamKind::Str,
@@ -117,7 +131,14 @@ static INJECT: MethodSpec = MethodSpec {
             true,
             "error_type: 'failure' 'pending' 'corrupt_data'",
         ),
-        option("num", ParamKind::Int, false, None, Some('n'), "the number of commands you want to fail (default 1)"),
+        option(
+            "num",
+            ParamKind::Int,
+            false,
+            None,
+            Some('n'),
+            "the number of commands you want to fail (default 1)",
+        ),
         option(
             "queue_depth",
             ParamKind::Int,
@@ -157,8 +178,9 @@ fn create_handler(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateParams = params::parse(params)?;
         let uuid = parse_uuid(p.uuid.as_deref())?;
-        let bdev = super::create(&p.base_name, Some(uuid)).map_err(rpc_error)?;
-        Ok(json!(bdev.name()))
+        super::create(&p.base_name, uuid).map_err(rpc_error)?;
+        // SPDK answers `true` here (the name is always `EE_<base_name>`).
+        Ok(json!(true))
     })
 }
 
@@ -174,8 +196,15 @@ fn inject_handler(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: InjectParams = params::parse(params)?;
         let i = p.validate()?;
-        super::inject_error(&p.name, i.target, i.kind, i.num, i.corrupt_offset, i.corrupt_value)
-            .map_err(rpc_error)?;
+        super::inject_error(
+            &p.name,
+            i.target,
+            i.kind,
+            i.num,
+            i.corrupt_offset,
+            i.corrupt_value,
+        )
+        .map_err(rpc_error)?;
         Ok(json!(true))
     })
 }
@@ -191,10 +220,13 @@ mod tests {
 
     #[test]
     fn inject_defaults_like_spdk() {
-        let i = inject(json!({"name": "EE_M0", "io_type": "write", "error_type": "failure"}))
-            .unwrap();
+        let i =
+            inject(json!({"name": "EE_M0", "io_type": "write", "error_type": "failure"})).unwrap();
         assert_eq!(i.target, InjectTarget::Io(IoType::Write));
-        assert_eq!((i.kind, i.num, i.corrupt_offset, i.corrupt_value), (ErrorKind::Failure, 1, 0, 0));
+        assert_eq!(
+            (i.kind, i.num, i.corrupt_offset, i.corrupt_value),
+            (ErrorKind::Failure, 1, 0, 0)
+        );
         let i = inject(json!({
             "name": "EE_M0", "io_type": "read", "error_type": "corrupt_data",
             "num": 5, "corrupt_offset": 100, "corrupt_value": 255
@@ -209,7 +241,8 @@ mod tests {
     fn inject_rejects_bad_input() {
         let e = inject(json!({"name": "E", "io_type": "read"})).unwrap_err();
         assert!(e.message.contains("error_type"), "{}", e.message);
-        let e = inject(json!({"name": "E", "io_type": "bogus", "error_type": "failure"})).unwrap_err();
+        let e =
+            inject(json!({"name": "E", "io_type": "bogus", "error_type": "failure"})).unwrap_err();
         assert_eq!(e.code, -32602);
         let e = inject(json!({"name": "E", "io_type": "read", "error_type": "nomem"})).unwrap_err();
         assert!(e.message.contains("nomem"));
