@@ -9,6 +9,8 @@ cd fuzz
 targets=$(cargo fuzz list)
 for t in $targets; do
   echo "== fuzz $t for ${secs}s"
-  cargo fuzz run --sanitizer none "$t" -- -max_total_time="$secs" 2>&1 | tail -n 3
+  mkdir -p "corpus/$t"
+  seeds=(); [ -d "seeds/$t" ] && seeds=("seeds/$t")   # hand-written starting inputs, kept in git
+  cargo fuzz run --sanitizer none "$t" "corpus/$t" "${seeds[@]}" -- -max_total_time="$secs" 2>&1 | tail -n 3
 done
 echo "fuzz: $(echo $targets | wc -w) targets ran clean"

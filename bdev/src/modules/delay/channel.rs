@@ -11,11 +11,11 @@
 //! channel through an `Rc` strong count stored in the parent's `module_ctx`.
 
 use super::latency::{LatencyClass, P99Picker};
-use super::stack::{
+use super::DelayShared;
+use crate::modules::stack::{
     forward, interrupt_mode_here, status_from_u64, status_to_u64, submit_error_status,
     wake_all_cores, IoQueue, LINK_SLOT,
 };
-use super::DelayShared;
 use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::Cell;

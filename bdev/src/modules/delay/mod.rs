@@ -10,10 +10,9 @@
 mod channel;
 mod latency;
 mod rpc;
-pub(crate) mod stack;
 
 use self::latency::{Latencies, LatencyClass};
-use self::stack::{open_base, ModuleTable};
+use crate::modules::stack::{open_base, ModuleTable};
 use crate::BackendChannel;
 use crate::{Bdev, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall, IoType, Uuid};
 use serde_json::json;

@@ -3,9 +3,7 @@
 //! go to the base as child I/Os.
 
 use super::inject::{corrupt_iovs, ErrorKind, Injections};
-use crate::modules::delay::stack::{
-    forward, submit_error_status, wake_all_cores, IoQueue, LINK_SLOT,
-};
+use crate::modules::stack::{forward, submit_error_status, wake_all_cores, IoQueue, LINK_SLOT};
 use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
 use keel_reactor::PollStatus;
 use std::sync::Arc;

@@ -18,7 +18,7 @@ pub use self::inject::{ErrorKind, InjectTarget};
 pub use self::rpc::register_rpcs;
 
 use self::inject::{Injections, INJECT_TYPES};
-use crate::modules::delay::stack::{open_base, wake_all_cores, ModuleTable};
+use crate::modules::stack::{open_base, wake_all_cores, ModuleTable};
 use crate::{BackendChannel, Bdev, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall};
 use crate::{IoType, Uuid};
 use serde_json::json;

@@ -1,7 +1,7 @@
 //! JSON-RPC methods of the error module, with SPDK's names, params and CLI flags.
 
 use super::{ErrorKind, InjectTarget};
-use crate::modules::delay::stack::{option, positional};
+use crate::modules::stack::{option, positional};
 use crate::rpc::{bdev_error_to_rpc as rpc_error, parse_uuid};
 use keel_rpc::{params, register_method, HandlerFuture, MethodSpec, ParamKind, RpcError};
 use serde::Deserialize;

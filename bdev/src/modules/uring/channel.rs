@@ -9,7 +9,7 @@
 use super::file::{BackingFile, FileKind};
 use super::plan::{dio_eligible, next_step, Step};
 use super::UringCounters;
-use crate::modules::delay::stack::{interrupt_mode_here, IoQueue, LINK_SLOT};
+use crate::modules::stack::{interrupt_mode_here, IoQueue, LINK_SLOT};
 use crate::{BackendChannel, BdevError, IoRef, IoStatus, IoType, IoVec};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use keel_reactor::PollStatus;

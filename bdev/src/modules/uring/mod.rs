@@ -19,7 +19,7 @@ mod rpc;
 pub use self::rpc::register_rpcs;
 
 use self::file::{BackingFile, FileKind};
-use crate::modules::delay::stack::ModuleTable;
+use crate::modules::stack::ModuleTable;
 use crate::{BackendChannel, Bdev, BdevBackend, BdevError, BdevInfo, ConfigCall, IoType, Uuid};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,8 +1,5 @@
 //! Helpers shared by the stacked modules (`delay`, `error`) and by `uring`'s overflow queue.
 //!
-//! They live here rather than in `modules/` because `modules/mod.rs` only declares the leaf
-//! modules; nothing in this file is specific to `delay`.
-//!
 //! - [`IoQueue`]: an intrusive FIFO of in-flight I/Os, linked through a `module_ctx` slot, so
 //!   holding or queueing an I/O never allocates.
 //! - [`forward`]: resubmit an I/O as a child I/O on a base channel (HOT PATH).
