@@ -1,0 +1,24 @@
+//! `keel-nvmf`: Keel's NVMe-over-Fabrics target (DESIGN.md §6).
+//!
+//! Layers, bottom up:
+//! - [`spec`]: NVMe and NVMe-oF wire structures (SQE, CQE, status codes, Identify data, log
+//!   pages, Fabrics commands and Connect data), each checked against the spec's sizes and
+//!   offsets by a test. Parsing never trusts the wire.
+//! - [`request`]: one command in flight ([`request::NvmfRequest`]), the object a transport
+//!   hands to the core and gets back completed. HOT PATH.
+//! - [`target`]: subsystems (NVM and discovery), namespaces, allowed hosts, listeners,
+//!   controllers, queue pairs, admin/fabrics/I/O command execution, keep-alive, AERs, the
+//!   `nvmf_*` RPCs.
+//! - [`transport`]: the [`transport::Transport`] trait that TCP and RDMA implement, and the
+//!   per-queue-pair [`transport::QpairTransport`] callbacks.
+//! - [`tcp`]: the NVMe/TCP transport (PDUs, listener, per-core poll groups, connections).
+//!
+//! Threading: each queue pair lives on one reactor for its whole life; a controller's admin
+//! queue and its I/O queues may live on different cores and talk by message. Nothing on the I/O
+//! path locks or allocates.
+
+pub mod request;
+pub mod spec;
+pub mod target;
+pub mod tcp;
+pub mod transport;

@@ -1,0 +1,170 @@
+//! The contract between the target core and a transport (TCP here, RDMA in `keel-rdma`).
+//!
+//! The transport owns sockets/queue pairs, the receive path and data movement; the core owns
+//! commands. A transport:
+//! 1. is created by `nvmf_create_transport` through the factory registered for its `trtype`
+//!    ([`crate::target::register_transport_factory`]);
+//! 2. listens on the addresses `nvmf_subsystem_add_listener` asks for ([`Transport::listen`]);
+//! 3. hands each new connection to one core (round-robin) for its whole life, and there creates
+//!    the core's queue pair object with [`crate::target::Qpair::new`], giving it a
+//!    [`QpairTransport`] to call back;
+//! 4. for each command: fills an [`crate::request::NvmfRequest`], calls
+//!    [`crate::target::Qpair::execute`], and sends what `request_complete` gives back;
+//! 5. on connection loss calls [`crate::target::Qpair::close`] and frees its request pool only
+//!    after every outstanding request has come back through `request_complete`.
+
+use crate::request::ReqPtr;
+use serde::{Deserialize, Serialize};
+
+/// Transport types (NVMe-oF TRTYPE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TrType {
+    /// NVMe/TCP (TRTYPE 3).
+    #[serde(rename = "TCP")]
+    Tcp,
+    /// NVMe/RDMA (TRTYPE 1).
+    #[serde(rename = "RDMA")]
+    Rdma,
+}
+
+impl TrType {
+    /// Parse SPDK's spelling (case-insensitive: "TCP", "tcp", "RDMA").
+    pub fn parse(s: &str) -> Option<TrType> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Some(TrType::Tcp),
+            "RDMA" => Some(TrType::Rdma),
+            _ => None,
+        }
+    }
+    /// SPDK's name ("TCP", "RDMA").
+    pub fn name(self) -> &'static str {
+        match self {
+            TrType::Tcp => "TCP",
+            TrType::Rdma => "RDMA",
+        }
+    }
+    /// The TRTYPE value in discovery log entries.
+    pub fn wire_value(self) -> u8 {
+        match self {
+            TrType::Rdma => 1,
+            TrType::Tcp => 3,
+        }
+    }
+}
+
+/// Address family (NVMe-oF ADRFAM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AdrFam {
+    /// IPv4 (ADRFAM 1).
+    #[serde(rename = "IPv4")]
+    Ipv4,
+    /// IPv6 (ADRFAM 2).
+    #[serde(rename = "IPv6")]
+    Ipv6,
+}
+
+/// A listen address, as `nvmf_subsystem_add_listener` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListenAddr {
+    /// Transport type.
+    pub trtype: TrType,
+    /// Address family.
+    pub adrfam: AdrFam,
+    /// Address (IP literal).
+    pub traddr: String,
+    /// Service (port number as a string, as in NVMe-oF).
+    pub trsvcid: String,
+}
+
+/// Options of a transport (`nvmf_create_transport`), SPDK's names and defaults for TCP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportOpts {
+    /// Transport type.
+    pub trtype: TrType,
+    /// Maximum I/O queue depth (entries).
+    pub max_queue_depth: u16,
+    /// Maximum I/O queue pairs per controller.
+    pub max_io_qpairs_per_ctrlr: u16,
+    /// In-capsule data size in bytes.
+    pub in_capsule_data_size: u32,
+    /// Maximum I/O size in bytes.
+    pub max_io_size: u32,
+    /// I/O unit size in bytes (buffer granularity).
+    pub io_unit_size: u32,
+    /// Maximum admin queue depth.
+    pub max_aq_depth: u16,
+    /// Shared data buffers (informational in Keel: buffers come from per-core pools).
+    pub num_shared_buffers: u32,
+    /// Per-poll-group buffer cache (informational in Keel).
+    pub buf_cache_size: u32,
+    /// TCP: send C2HData with the SUCCESS flag instead of a response capsule.
+    pub c2h_success: bool,
+    /// TCP: socket priority (SO_PRIORITY).
+    pub sock_priority: u32,
+    /// Seconds before an aborted request is answered.
+    pub abort_timeout_sec: u32,
+}
+
+impl TransportOpts {
+    /// SPDK's TCP defaults.
+    pub fn tcp_defaults() -> TransportOpts {
+        TransportOpts {
+            trtype: TrType::Tcp,
+            max_queue_depth: 128,
+            max_io_qpairs_per_ctrlr: 127,
+            in_capsule_data_size: 4096,
+            max_io_size: 131072,
+            io_unit_size: 131072,
+            max_aq_depth: 128,
+            num_shared_buffers: 511,
+            buf_cache_size: 32,
+            c2h_success: true,
+            sock_priority: 0,
+            abort_timeout_sec: 1,
+        }
+    }
+}
+
+/// Errors a transport reports on the control path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The address is already served, or the port is taken by someone else.
+    #[error("address {0} is in use")]
+    AddrInUse(String),
+    /// The address cannot be parsed or bound.
+    #[error("invalid listen address {0}: {1}")]
+    BadAddress(String, String),
+    /// Not listening on that address.
+    #[error("not listening on {0}")]
+    NotListening(String),
+    /// The transport cannot run here (e.g. no RDMA device).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// A transport instance (one per `nvmf_create_transport`). Called on the main core.
+pub trait Transport: Send + Sync + 'static {
+    /// Its type.
+    fn trtype(&self) -> TrType;
+    /// Its options.
+    fn opts(&self) -> &TransportOpts;
+    /// Start accepting connections on `addr`.
+    fn listen(&self, addr: &ListenAddr) -> Result<(), TransportError>;
+    /// Stop accepting on `addr` (existing connections stay).
+    fn stop_listen(&self, addr: &ListenAddr) -> Result<(), TransportError>;
+    /// Close every connection and listener (target shutdown); `done` runs once all are gone.
+    fn shutdown(&self, done: Box<dyn FnOnce() + Send>);
+}
+
+/// What the core calls on a queue pair's transport side. Lives on the queue pair's core.
+pub trait QpairTransport {
+    /// `req` is finished: send its data (controller-to-host) and response, recycle it. May be
+    /// called from inside [`crate::target::Qpair::execute`]; never hold a borrow across
+    /// `execute`.
+    fn request_complete(&self, req: ReqPtr);
+    /// The core wants this connection gone (keep-alive timeout, controller or subsystem
+    /// deleted, host removed). The transport closes it and then calls `Qpair::close`.
+    fn disconnect(&self);
+    /// The peer's address ("traddr:trsvcid") for logs and `nvmf_subsystem_get_qpairs`.
+    fn peer(&self) -> String;
+}
