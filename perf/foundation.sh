@@ -23,7 +23,7 @@ echo "fio null engine: $fio_iops IOPS"
 echo
 echo "| benchmark | ns per op | ops/s (one core) | ratio to fio null engine IOPS |"
 echo "|---|---|---|---|"
-while read -r _ name _ ns _; do
+while read -r _ name _ _ ns _; do
   ns=${ns//,/}
   python3 - "$name" "$ns" "$fio_iops" <<'PY'
 import sys

@@ -1,5 +1,7 @@
 //! The NVMe submission queue entry (SQE, 64 bytes) and completion queue entry (CQE, 16 bytes).
 
+use super::status::Status;
+
 /// A submission queue entry as it travels in a command capsule (NVMe base spec, figure "Common
 /// Command Format"). Fields are raw; accessors decode them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -58,6 +60,14 @@ impl NvmeCpl {
     /// errors that will not succeed on retry is the caller's choice via `dnr`).
     pub fn set_status(&mut self, sct: u8, sc: u8, dnr: bool) {
         self.status = ((sc as u16) << 1) | (((sct & 0x7) as u16) << 9) | ((dnr as u16) << 15);
+    }
+    /// Set the status field from a [`Status`] (phase bit left 0).
+    pub fn set(&mut self, status: Status) {
+        self.status = status.to_field();
+    }
+    /// The status field as a [`Status`].
+    pub fn get_status(&self) -> Status {
+        Status::from_field(self.status)
     }
     /// Status code type.
     pub fn sct(&self) -> u8 {
@@ -131,6 +141,11 @@ mod tests {
         assert!(c.status & 0x8000 != 0);
         assert!(!c.is_success());
         c.set_status(0, 0, false);
+        assert!(c.is_success());
+        c.set(Status::LBA_OUT_OF_RANGE);
+        assert_eq!((c.sct(), c.sc()), (0, 0x80));
+        assert_eq!(c.get_status(), Status::LBA_OUT_OF_RANGE);
+        c.set(Status::SUCCESS);
         assert!(c.is_success());
     }
 
