@@ -211,24 +211,8 @@ static GET_BDEVS_SPEC: MethodSpec = MethodSpec {
     name: "bdev_get_bdevs",
     help: "List bdevs (or one, by name or alias), with geometry, claims, supported I/O types and rate limits",
     params: &[
-        ParamSpec {
-            name: "name",
-            kind: ParamKind::Str,
-            required: false,
-            positional: false,
-            long: Some("name"),
-            short: Some('b'),
-            help: "Name or alias of one bdev",
-        },
-        ParamSpec {
-            name: "timeout",
-            kind: ParamKind::Int,
-            required: false,
-            positional: false,
-            long: Some("timeout"),
-            short: Some('t'),
-            help: "Milliseconds to wait for the named bdev to appear",
-        },
+        ParamSpec::option("name", ParamKind::Str, false, Some("name"), Some('b'), "Name or alias of one bdev"),
+        ParamSpec::option("timeout", ParamKind::Int, false, Some("timeout"), Some('t'), "Milliseconds to wait for the named bdev to appear"),
     ],
     cli_rewrite: None,
 };
@@ -268,15 +252,14 @@ struct GetIostatParams {
 static GET_IOSTAT_SPEC: MethodSpec = MethodSpec {
     name: "bdev_get_iostat",
     help: "I/O statistics of every bdev (or one), summed over all cores; latencies in ticks",
-    params: &[ParamSpec {
-        name: "name",
-        kind: ParamKind::Str,
-        required: false,
-        positional: false,
-        long: Some("name"),
-        short: Some('b'),
-        help: "Name or alias of one bdev",
-    }],
+    params: &[ParamSpec::option(
+        "name",
+        ParamKind::Str,
+        false,
+        Some("name"),
+        Some('b'),
+        "Name or alias of one bdev",
+    )],
     cli_rewrite: None,
 };
 
@@ -356,15 +339,7 @@ static SET_QOS_SPEC: MethodSpec = MethodSpec {
     help: "Set a bdev's rate limits (0 = unlimited; limits not given keep their value). \
            Each core enforces an equal share",
     params: &[
-        ParamSpec {
-            name: "name",
-            kind: ParamKind::Str,
-            required: true,
-            positional: true,
-            long: None,
-            short: None,
-            help: "Name of the bdev",
-        },
+        ParamSpec::positional("name", ParamKind::Str, true, "Name of the bdev"),
         qos_param(
             "rw_ios_per_sec",
             "Read/write I/Os per second (0 or at least 1000)",

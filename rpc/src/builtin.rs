@@ -163,15 +163,12 @@ fn framework_get_subsystems(p: Option<Value>) -> HandlerFuture {
 static FRAMEWORK_GET_CONFIG: MethodSpec = MethodSpec {
     name: "framework_get_config",
     help: "Show the config calls of one subsystem (its part of save_config).",
-    params: &[ParamSpec {
-        name: "name",
-        kind: ParamKind::Str,
-        required: true,
-        positional: true,
-        long: None,
-        short: None,
-        help: "Subsystem name, e.g. bdev.",
-    }],
+    params: &[ParamSpec::positional(
+        "name",
+        ParamKind::Str,
+        true,
+        "Subsystem name, e.g. bdev.",
+    )],
     cli_rewrite: None,
 };
 
@@ -216,15 +213,14 @@ static LOAD_CONFIG: MethodSpec = MethodSpec {
     name: "load_config",
     help: "Replay a config (as save_config writes it) on the running target. The params are the \
            config itself; the CLI reads it from a file or standard input.",
-    params: &[ParamSpec {
-        name: "json_conf",
-        kind: ParamKind::Str,
-        required: false,
-        positional: false,
-        long: None,
-        short: Some('j'),
-        help: "Config file to load (default: standard input).",
-    }],
+    params: &[ParamSpec::option(
+        "json_conf",
+        ParamKind::Str,
+        false,
+        None,
+        Some('j'),
+        "Config file to load (default: standard input).",
+    )],
     cli_rewrite: Some(read_config_for_cli),
 };
 
@@ -272,15 +268,12 @@ static SPDK_KILL_INSTANCE: MethodSpec = MethodSpec {
     name: "spdk_kill_instance",
     help: "Send a signal to the target process (SIGINT or SIGTERM: clean shutdown; SIGKILL: \
            immediate). The answer is sent first.",
-    params: &[ParamSpec {
-        name: "sig_name",
-        kind: ParamKind::Str,
-        required: true,
-        positional: true,
-        long: None,
-        short: None,
-        help: "SIGINT, SIGTERM or SIGKILL (the SIG prefix may be left out).",
-    }],
+    params: &[ParamSpec::positional(
+        "sig_name",
+        ParamKind::Str,
+        true,
+        "SIGINT, SIGTERM or SIGKILL (the SIG prefix may be left out).",
+    )],
     cli_rewrite: None,
 };
 

@@ -46,6 +46,46 @@ pub struct ParamSpec {
     pub help: &'static str,
 }
 
+impl ParamSpec {
+    /// A positional CLI parameter (given in order, without a flag).
+    pub const fn positional(
+        name: &'static str,
+        kind: ParamKind,
+        required: bool,
+        help: &'static str,
+    ) -> ParamSpec {
+        ParamSpec {
+            name,
+            kind,
+            required,
+            positional: true,
+            long: None,
+            short: None,
+            help,
+        }
+    }
+
+    /// An option CLI parameter: `--long` (default: `name` with `_` → `-`), optionally `-s`.
+    pub const fn option(
+        name: &'static str,
+        kind: ParamKind,
+        required: bool,
+        long: Option<&'static str>,
+        short: Option<char>,
+        help: &'static str,
+    ) -> ParamSpec {
+        ParamSpec {
+            name,
+            kind,
+            required,
+            positional: false,
+            long,
+            short,
+            help,
+        }
+    }
+}
+
 /// Description of a method: name, help, parameters, and an optional client-side rewrite of the
 /// params built from the command line (e.g. rpc.py's `bdev_malloc_create` takes a size in MiB
 /// and sends `num_blocks`).

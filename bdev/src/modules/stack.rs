@@ -5,13 +5,11 @@
 //! - [`forward`]: resubmit an I/O as a child I/O on a base channel (HOT PATH).
 //! - [`ModuleTable`]: a module's own table of the bdevs it created (control path).
 //! - [`open_base`]: open and claim a base bdev, unregistering the stacked bdev on hot-remove.
-//! - `ParamSpec` builders used by the modules' method tables.
 //! - [`interrupt_mode_here`] / [`wake_all_cores`]: what channels need to work when reactors
 //!   sleep between events (`--interrupt-mode`).
 
 use crate::SubmitError;
 use crate::{BdevDesc, BdevError, BdevEvent, IoCallback, IoChannel, IoRef, IoStatus, IoType};
-use keel_rpc::{ParamKind, ParamSpec};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -269,44 +267,6 @@ pub(crate) fn wake_all_cores() {
         if let Err(e) = keel_reactor::for_each_core(|| {}, || {}) {
             log::debug!("waking reactors: {e}");
         }
-    }
-}
-
-/// A positional CLI parameter.
-pub(crate) const fn positional(
-    name: &'static str,
-    kind: ParamKind,
-    required: bool,
-    help: &'static str,
-) -> ParamSpec {
-    ParamSpec {
-        name,
-        kind,
-        required,
-        positional: true,
-        long: None,
-        short: None,
-        help,
-    }
-}
-
-/// An option CLI parameter (`--long`, optionally `-s`).
-pub(crate) const fn option(
-    name: &'static str,
-    kind: ParamKind,
-    required: bool,
-    long: Option<&'static str>,
-    short: Option<char>,
-    help: &'static str,
-) -> ParamSpec {
-    ParamSpec {
-        name,
-        kind,
-        required,
-        positional: false,
-        long,
-        short,
-        help,
     }
 }
 

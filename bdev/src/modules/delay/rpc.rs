@@ -1,9 +1,10 @@
 //! JSON-RPC methods of the delay module, with SPDK's names, params and CLI flags.
 
 use super::DelayConfig;
-use crate::modules::stack::{option, positional};
 use crate::rpc::{bdev_error_to_rpc as rpc_error, parse_uuid};
-use keel_rpc::{params, register_method, HandlerFuture, MethodSpec, ParamKind, RpcError};
+use keel_rpc::{
+    params, register_method, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -39,7 +40,7 @@ static CREATE: MethodSpec = MethodSpec {
     help: "Add a delay bdev on an existing bdev: reads and writes complete after the given \
            extra latency (microseconds); one I/O in a hundred gets the p99 latency.",
     params: &[
-        option(
+        ParamSpec::option(
             "base_bdev_name",
             ParamKind::Str,
             true,
@@ -47,7 +48,7 @@ static CREATE: MethodSpec = MethodSpec {
             Some('b'),
             "Name of the existing bdev",
         ),
-        option(
+        ParamSpec::option(
             "name",
             ParamKind::Str,
             true,
@@ -55,7 +56,7 @@ static CREATE: MethodSpec = MethodSpec {
             Some('d'),
             "Name of the delay bdev",
         ),
-        option(
+        ParamSpec::option(
             "uuid",
             ParamKind::Str,
             false,
@@ -63,7 +64,7 @@ static CREATE: MethodSpec = MethodSpec {
             Some('u'),
             "UUID of the bdev (optional)",
         ),
-        option(
+        ParamSpec::option(
             "avg_read_latency",
             ParamKind::Int,
             true,
@@ -71,7 +72,7 @@ static CREATE: MethodSpec = MethodSpec {
             Some('r'),
             "Average latency to apply before completing read ops (in microseconds)",
         ),
-        option(
+        ParamSpec::option(
             "p99_read_latency",
             ParamKind::Int,
             true,
@@ -79,7 +80,7 @@ static CREATE: MethodSpec = MethodSpec {
             Some('t'),
             "Latency to apply to 1 in 100 read ops (in microseconds)",
         ),
-        option(
+        ParamSpec::option(
             "avg_write_latency",
             ParamKind::Int,
             true,
@@ -87,7 +88,7 @@ static CREATE: MethodSpec = MethodSpec {
             Some('w'),
             "Average latency to apply before completing write ops (in microseconds)",
         ),
-        option(
+        ParamSpec::option(
             "p99_write_latency",
             ParamKind::Int,
             true,
@@ -102,7 +103,12 @@ static CREATE: MethodSpec = MethodSpec {
 static DELETE: MethodSpec = MethodSpec {
     name: "bdev_delay_delete",
     help: "Delete a delay bdev (its base bdev stays).",
-    params: &[positional("name", ParamKind::Str, true, "delay bdev name")],
+    params: &[ParamSpec::positional(
+        "name",
+        ParamKind::Str,
+        true,
+        "delay bdev name",
+    )],
     cli_rewrite: None,
 };
 
@@ -110,19 +116,19 @@ static UPDATE_LATENCY: MethodSpec = MethodSpec {
     name: "bdev_delay_update_latency",
     help: "Update one of the latency values of a delay bdev.",
     params: &[
-        positional(
+        ParamSpec::positional(
             "delay_bdev_name",
             ParamKind::Str,
             true,
             "The name of the given delay bdev",
         ),
-        positional(
+        ParamSpec::positional(
             "latency_type",
             ParamKind::Str,
             true,
             "one of: avg_read, avg_write, p99_read, p99_write",
         ),
-        positional(
+        ParamSpec::positional(
             "latency_us",
             ParamKind::Int,
             true,

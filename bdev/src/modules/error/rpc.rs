@@ -1,9 +1,10 @@
 //! JSON-RPC methods of the error module, with SPDK's names, params and CLI flags.
 
 use super::{ErrorKind, InjectTarget};
-use crate::modules::stack::{option, positional};
 use crate::rpc::{bdev_error_to_rpc as rpc_error, parse_uuid};
-use keel_rpc::{params, register_method, HandlerFuture, MethodSpec, ParamKind, RpcError};
+use keel_rpc::{
+    params, register_method, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -88,8 +89,8 @@ static CREATE: MethodSpec = MethodSpec {
     name: "bdev_error_create",
     help: "Add an error-injection bdev EE_<base_name> on an existing bdev.",
     params: &[
-        positional("base_name", ParamKind::Str, true, "base bdev name"),
-        option(
+        ParamSpec::positional("base_name", ParamKind::Str, true, "base bdev name"),
+        ParamSpec::option(
             "uuid",
             ParamKind::Str,
             false,
@@ -104,7 +105,12 @@ static CREATE: MethodSpec = MethodSpec {
 static DELETE: MethodSpec = MethodSpec {
     name: "bdev_error_delete",
     help: "Delete an error bdev (its base bdev stays).",
-    params: &[positional("name", ParamKind::Str, true, "error bdev name")],
+    params: &[ParamSpec::positional(
+        "name",
+        ParamKind::Str,
+        true,
+        "error bdev name",
+    )],
     cli_rewrite: None,
 };
 
@@ -113,25 +119,25 @@ static INJECT: MethodSpec = MethodSpec {
     help: "Make the next I/Os of a type fail, hang (pending) or return corrupted data; \
            io_type 'clear' removes every injection and releases pending I/Os.",
     params: &[
-        positional(
+        ParamSpec::positional(
             "name",
             ParamKind::Str,
             true,
             "the name of the error injection bdev",
         ),
-        positional(
+        ParamSpec::positional(
             "io_type",
             ParamKind::Str,
             true,
             "io_type: 'clear' 'read' 'write' 'unmap' 'flush' 'write_zeroes' 'all'",
         ),
-        positional(
+        ParamSpec::positional(
             "error_type",
             ParamKind::Str,
             true,
             "error_type: 'failure' 'pending' 'corrupt_data'",
         ),
-        option(
+        ParamSpec::option(
             "num",
             ParamKind::Int,
             false,
@@ -139,7 +145,7 @@ static INJECT: MethodSpec = MethodSpec {
             Some('n'),
             "the number of commands you want to fail (default 1)",
         ),
-        option(
+        ParamSpec::option(
             "queue_depth",
             ParamKind::Int,
             false,
@@ -147,7 +153,7 @@ static INJECT: MethodSpec = MethodSpec {
             Some('q'),
             "the queue depth at which to trigger the error (not supported)",
         ),
-        option(
+        ParamSpec::option(
             "corrupt_offset",
             ParamKind::Int,
             false,
@@ -155,7 +161,7 @@ static INJECT: MethodSpec = MethodSpec {
             Some('o'),
             "the offset in bytes to xor with corrupt_value",
         ),
-        option(
+        ParamSpec::option(
             "corrupt_value",
             ParamKind::Int,
             false,

@@ -2,9 +2,10 @@
 //! with SPDK's names, params and CLI arguments.
 
 use super::{Flavor, UringConfig};
-use crate::modules::stack::{option, positional};
 use crate::rpc::{bdev_error_to_rpc as rpc_error, parse_uuid};
-use keel_rpc::{params, register_method, HandlerFuture, MethodSpec, ParamKind, RpcError};
+use keel_rpc::{
+    params, register_method, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -81,20 +82,20 @@ static URING_CREATE: MethodSpec = MethodSpec {
     name: "bdev_uring_create",
     help: "Create a bdev with io_uring backend on a file or block device.",
     params: &[
-        positional(
+        ParamSpec::positional(
             "filename",
             ParamKind::Str,
             true,
             "Path to device or file (ex: /dev/nvme0n1)",
         ),
-        positional("name", ParamKind::Str, true, "bdev name"),
-        positional(
+        ParamSpec::positional("name", ParamKind::Str, true, "bdev name"),
+        ParamSpec::positional(
             "block_size",
             ParamKind::Int,
             false,
             "Block size for this bdev",
         ),
-        option(
+        ParamSpec::option(
             "uuid",
             ParamKind::Str,
             false,
@@ -109,7 +110,12 @@ static URING_CREATE: MethodSpec = MethodSpec {
 static URING_DELETE: MethodSpec = MethodSpec {
     name: "bdev_uring_delete",
     help: "Delete a uring bdev.",
-    params: &[positional("name", ParamKind::Str, true, "uring bdev name")],
+    params: &[ParamSpec::positional(
+        "name",
+        ParamKind::Str,
+        true,
+        "uring bdev name",
+    )],
     cli_rewrite: None,
 };
 
@@ -117,20 +123,20 @@ static AIO_CREATE: MethodSpec = MethodSpec {
     name: "bdev_aio_create",
     help: "Add a bdev with aio backend (served by Keel's io_uring module).",
     params: &[
-        positional(
+        ParamSpec::positional(
             "filename",
             ParamKind::Str,
             true,
             "Path to device or file (ex: /dev/sda)",
         ),
-        positional("name", ParamKind::Str, true, "Block device name"),
-        positional(
+        ParamSpec::positional("name", ParamKind::Str, true, "Block device name"),
+        ParamSpec::positional(
             "block_size",
             ParamKind::Int,
             false,
             "Block size for this bdev",
         ),
-        option(
+        ParamSpec::option(
             "readonly",
             ParamKind::Bool,
             false,
@@ -138,7 +144,7 @@ static AIO_CREATE: MethodSpec = MethodSpec {
             Some('r'),
             "Set this bdev as read-only",
         ),
-        option(
+        ParamSpec::option(
             "fallocate",
             ParamKind::Bool,
             false,
@@ -146,7 +152,7 @@ static AIO_CREATE: MethodSpec = MethodSpec {
             None,
             "Support unmap/writezeros by fallocate",
         ),
-        option(
+        ParamSpec::option(
             "uuid",
             ParamKind::Str,
             false,
@@ -161,7 +167,12 @@ static AIO_CREATE: MethodSpec = MethodSpec {
 static AIO_DELETE: MethodSpec = MethodSpec {
     name: "bdev_aio_delete",
     help: "Delete an aio disk.",
-    params: &[positional("name", ParamKind::Str, true, "aio bdev name")],
+    params: &[ParamSpec::positional(
+        "name",
+        ParamKind::Str,
+        true,
+        "aio bdev name",
+    )],
     cli_rewrite: None,
 };
 
