@@ -22,3 +22,6 @@ pub mod spec;
 pub mod target;
 pub mod tcp;
 pub mod transport;
+
+/// Register the `nvmf_*` JSON-RPC methods and the `nvmf` config subsystem.
+pub use target::{register_rpcs, shutdown};

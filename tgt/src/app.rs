@@ -109,6 +109,12 @@ async fn startup(args: Args, state: Arc<AppState>) {
             state.begin_shutdown(1);
             return;
         }
+    } else if !args.no_default {
+        if let Err(e) = load_default_config().await {
+            log::error!("{e} (start with -c FILE or --no-default to run without the default)");
+            state.begin_shutdown(1);
+            return;
+        }
     }
     log::info!(
         "keel-tgt ready: reactors on cores {:?}{}, JSON-RPC on {}",
@@ -122,10 +128,23 @@ async fn startup(args: Args, state: Arc<AppState>) {
     );
 }
 
-/// Runs on the main core: close the RPC socket, unregister every bdev (newest first, so stacked
+/// Replay the embedded default config and tell the user how to reach it.
+async fn load_default_config() -> Result<(), keel_rpc::ConfigError> {
+    let config: serde_json::Value =
+        serde_json::from_str(keel_tgt::DEFAULT_CONFIG).expect("embedded default config is JSON");
+    keel_rpc::load_config_value("the embedded default config", &config).await?;
+    log::info!(
+        "serving the default namespace (1 GiB malloc): nvme connect -t tcp -a 127.0.0.1 -s 4420 -n {}",
+        keel_tgt::DEFAULT_NQN
+    );
+    Ok(())
+}
+
+/// Runs on the main core: close the RPC socket, stop NVMe-oF (hosts disconnected), unregister every bdev (newest first, so stacked
 /// bdevs go before their bases; each unregistration waits for in-flight I/O), stop the reactors.
 async fn shutdown() {
     RPC_SERVER.with(|s| s.borrow_mut().take());
+    keel_nvmf::shutdown().await;
     for name in keel_bdev::bdev_names().into_iter().rev() {
         if let Err(e) = keel_bdev::unregister(&name).await {
             log::warn!("shutdown: cannot unregister bdev {name}: {e}");

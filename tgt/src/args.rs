@@ -23,8 +23,18 @@ pub struct Args {
     pub rpc_socket: String,
 
     /// JSON config file (SPDK format, as `save_config` writes it) replayed at start-up.
+    /// Without it keel-tgt runs its embedded default: a 1 GiB malloc namespace at
+    /// nqn.2016-06.io.keel:default on NVMe/TCP 127.0.0.1:4420 (see --print-default-config).
     #[arg(short = 'c', long = "config")]
     pub config: Option<String>,
+
+    /// Start with nothing configured instead of the embedded default (when no -c is given).
+    #[arg(long = "no-default", conflicts_with = "config")]
+    pub no_default: bool,
+
+    /// Print the embedded default configuration (a valid -c file) and exit.
+    #[arg(long = "print-default-config")]
+    pub print_default_config: bool,
 
     /// Enable debug logs for a component (reactor, rpc, bdev, or all); repeatable.
     /// RUST_LOG overrides everything, e.g. RUST_LOG=keel_bdev=trace.

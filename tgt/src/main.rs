@@ -15,6 +15,10 @@ use clap::Parser;
 
 fn main() {
     let args = args::Args::parse();
+    if args.print_default_config {
+        print!("{}", keel_tgt::DEFAULT_CONFIG);
+        return;
+    }
     logging::init(&args.logflag);
     std::process::exit(app::run(args));
 }

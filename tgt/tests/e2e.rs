@@ -23,7 +23,17 @@ fn temp_dir(tag: &str) -> PathBuf {
 }
 
 impl Target {
+    /// Start with the embedded default configuration (no -c, no --no-default).
+    fn start_with_default(tag: &str) -> Target {
+        Target::spawn(tag, &[], true)
+    }
+
+    /// Start with `extra` flags; without a `-c` the target starts empty (`--no-default`).
     fn start(tag: &str, extra: &[&str]) -> Target {
+        Target::spawn(tag, extra, false)
+    }
+
+    fn spawn(tag: &str, extra: &[&str], with_default: bool) -> Target {
         let dir = temp_dir(tag);
         let socket = dir.join("keel.sock");
         let child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
@@ -34,6 +44,11 @@ impl Target {
                 "-r",
                 socket.to_str().unwrap(),
             ])
+            .args(if with_default || extra.contains(&"-c") {
+                &[][..]
+            } else {
+                &["--no-default"][..]
+            })
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -363,7 +378,13 @@ fn start_up_errors_are_clear() {
 
     // A socket path served by another target is refused, and that target keeps serving.
     let t = Target::start("taken", &[]);
-    let (ok, err) = run(&["-m", "0x1", "-r", t.socket.to_str().unwrap()]);
+    let (ok, err) = run(&[
+        "-m",
+        "0x1",
+        "--no-default",
+        "-r",
+        t.socket.to_str().unwrap(),
+    ]);
     assert!(!ok && err.contains("in use"), "taken socket: {err}");
     assert!(t.call("spdk_get_version", None).get("result").is_some());
     let _ = std::fs::remove_dir_all(&dir);
@@ -406,4 +427,25 @@ fn keel_rpc_cli_speaks_rpc_py_arguments() {
         help.contains("block_size") || help.contains("block-size"),
         "{help}"
     );
+}
+
+#[test]
+fn embedded_default_serves_a_namespace_on_4420() {
+    // Started without -c: the embedded default config (a 1 GiB malloc namespace on TCP 4420).
+    let t = Target::start_with_default("default");
+    let subsystems = t.result("nvmf_get_subsystems", None);
+    let default = subsystems
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["nqn"] == "nqn.2016-06.io.keel:default")
+        .unwrap_or_else(|| panic!("default subsystem missing: {subsystems}"));
+    assert_eq!(default["listen_addresses"][0]["trsvcid"], "4420");
+    assert_eq!(default["namespaces"][0]["bdev_name"], "Malloc0");
+    let m = t.result("bdev_get_bdevs", Some(json!({"name": "Malloc0"})));
+    assert_eq!(
+        m[0]["num_blocks"].as_u64().unwrap() * m[0]["block_size"].as_u64().unwrap(),
+        1 << 30
+    );
+    assert!(t.stop().status.success());
 }

@@ -67,15 +67,21 @@ pub(crate) fn put_str(field: &mut [u8], s: &str, pad: u8) -> bool {
     n == s.len()
 }
 
+/// Whether a `size`-byte field at `off` fits in `len` bytes (for [`le_fields!`]'s
+/// compile-time bounds checks).
+pub(crate) const fn fits(off: usize, size: usize, len: usize) -> bool {
+    off + size <= len
+}
+
 /// Declare little-endian integer fields of a `struct X { buf: [u8; N] }` wrapper: for each
-/// `get / set : type @ offset`, a getter and a setter, with the bounds checked at compile time.
+/// `get / set : type = offset;`, a getter and a setter, with the bounds checked at compile time.
 macro_rules! le_fields {
-    ($len:expr; $( $(#[$m:meta])* $get:ident / $set:ident : $t:ty @ $off:expr ;)*) => {
+    ($len:expr; $( $(#[$m:meta])* $get:ident / $set:ident : $t:ty = $off:expr ;)*) => {
         $(
-            const _: () = assert!($off + std::mem::size_of::<$t>() <= $len);
             $(#[$m])*
             #[inline]
             pub fn $get(&self) -> $t {
+                const { assert!($crate::spec::bytes::fits($off, std::mem::size_of::<$t>(), $len)) };
                 <$t as $crate::spec::bytes::Le>::read_le(
                     &self.buf[$off..$off + std::mem::size_of::<$t>()],
                 )
@@ -83,6 +89,7 @@ macro_rules! le_fields {
             #[doc = concat!("Set `", stringify!($get), "` (offset ", stringify!($off), ").")]
             #[inline]
             pub fn $set(&mut self, v: $t) {
+                const { assert!($crate::spec::bytes::fits($off, std::mem::size_of::<$t>(), $len)) };
                 <$t as $crate::spec::bytes::Le>::write_le(
                     v,
                     &mut self.buf[$off..$off + std::mem::size_of::<$t>()],

@@ -1,13 +1,37 @@
 //! NVMe and NVMe-oF wire structures. All multi-byte fields are little-endian; this target only
-//! runs on little-endian hosts (checked at compile time below), so structs are `repr(C)` and
-//! read/written in place, with their sizes and offsets checked against the spec by tests.
+//! runs on little-endian hosts (checked at compile time below). The SQE/CQE are `repr(C)` and
+//! read/written in place; the larger structures (Identify data, log pages, Connect data) are
+//! byte buffers with named accessors at the spec's offsets. Every size and offset is checked
+//! against the spec by a test, and nothing decoded from the wire is trusted: decoders return
+//! a [`status::Status`] error, never panic and never read out of bounds.
 //!
-//! - [`cmd`]: the 64-byte submission queue entry, the 16-byte completion, opcodes, SGL.
-//! - [`status`]: status code types and values.
-//! - further modules: Identify structures, log pages, Fabrics commands, Connect data,
-//!   controller registers.
+//! - [`cmd`]: the 64-byte submission queue entry, the 16-byte completion, data direction.
+//! - [`status`]: status codes as [`status::Status`] values, and the bdev outcome mapping.
+//! - [`opcode`]: admin and NVM I/O command opcodes.
+//! - [`fabrics`]: Fabrics commands (Connect, Property Get/Set, Disconnect), Connect data.
+//! - [`registers`]: controller properties CAP, VS, CC, CSTS and their state machine.
+//! - [`identify`]: Identify command, controller/namespace data, namespace lists.
+//! - [`log`]: Get Log Page command and the log pages (error, SMART, discovery, ...).
+//! - [`features`]: Get/Set Features command and feature encodings.
+//! - [`aer`]: asynchronous event completions.
+//! - [`sgl`]: SGL descriptors (HOT PATH).
+//! - [`io`]: NVM I/O commands and LBA range checks (HOT PATH).
+//! - [`reservation`]: reservation commands and the Report data.
+//! - [`iov`]: copies between byte slices and a request's data buffers.
 
+pub mod aer;
+pub(crate) mod bytes;
 pub mod cmd;
+pub mod fabrics;
+pub mod features;
+pub mod identify;
+pub mod io;
+pub mod iov;
+pub mod log;
+pub mod opcode;
+pub mod registers;
+pub mod reservation;
+pub mod sgl;
 pub mod status;
 
 #[cfg(not(target_endian = "little"))]

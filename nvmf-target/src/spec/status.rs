@@ -339,13 +339,31 @@ mod tests {
     fn io_status_mapping() {
         use IoStatus::*;
         assert_eq!(Status::from_io(Success, IoType::Write), Status::SUCCESS);
-        assert_eq!(Status::from_io(IoError, IoType::Read), Status::UNRECOVERED_READ_ERROR);
+        assert_eq!(
+            Status::from_io(IoError, IoType::Read),
+            Status::UNRECOVERED_READ_ERROR
+        );
         assert_eq!(Status::from_io(IoError, IoType::Write), Status::WRITE_FAULT);
-        assert_eq!(Status::from_io(IoError, IoType::Flush), Status::INTERNAL_DEVICE_ERROR);
-        assert_eq!(Status::from_io(IoError, IoType::Unmap), Status::INTERNAL_DEVICE_ERROR);
-        assert_eq!(Status::from_io(NoSpace, IoType::Write), Status::CAPACITY_EXCEEDED);
-        assert_eq!(Status::from_io(Miscompare, IoType::Read), Status::COMPARE_FAILURE);
-        assert_eq!(Status::from_io(Aborted, IoType::Read), Status::ABORTED_BY_REQUEST);
+        assert_eq!(
+            Status::from_io(IoError, IoType::Flush),
+            Status::INTERNAL_DEVICE_ERROR
+        );
+        assert_eq!(
+            Status::from_io(IoError, IoType::Unmap),
+            Status::INTERNAL_DEVICE_ERROR
+        );
+        assert_eq!(
+            Status::from_io(NoSpace, IoType::Write),
+            Status::CAPACITY_EXCEEDED
+        );
+        assert_eq!(
+            Status::from_io(Miscompare, IoType::Read),
+            Status::COMPARE_FAILURE
+        );
+        assert_eq!(
+            Status::from_io(Aborted, IoType::Read),
+            Status::ABORTED_BY_REQUEST
+        );
     }
 
     #[test]

@@ -1,46 +1,47 @@
 //! The target model: subsystems, namespaces, hosts, listeners, controllers, queue pairs and
-//! command execution. (Implemented by the target-core work; this is the API transports use.)
+//! command execution.
+//!
+//! Threading (DESIGN.md §1, §6):
+//! - The control state (transports, subsystems, their namespaces/hosts/listeners, the list of
+//!   controllers) is global, behind mutexes, and changed on the main core by the RPCs. The I/O
+//!   path never touches it.
+//! - A controller lives on the core of its admin queue ([`ctrlr`]); its I/O queues may live on
+//!   other cores and reach it by message (Connect, queue loss, disconnect requests).
+//! - Each core keeps, per subsystem it serves I/O queues for, a namespace table (nsid → bdev
+//!   channel, [`nstable`]), read without locks by the I/O path and updated by message.
+//!
+//! Module map:
+//! - `state`: global target state (transport factories and instances, listeners, subsystems,
+//!   the discovery generation counter) and the control operations on it.
+//! - `subsystem`: [`Subsystem`](subsystem::Subsystem) and namespace objects.
+//! - `nstable`: per-core namespace tables and their fan-out updates.
+//! - `ctrlr`: controllers: registers, features, AERs, keep-alive, destruction.
+//! - `qpair`: [`Qpair`]: command dispatch and the Fabrics Connect sequence.
+//! - `fabrics`: Connect data parsing and Property Get/Set.
+//! - `admin`, `identify`, `logpage`: admin commands and the data they return.
+//! - `io`: HOT PATH: NVM I/O commands on bdev channels.
+//! - `iov`: copying between request iovecs and plain buffers.
+//! - `rpc`: the `nvmf_*` JSON-RPC methods and the `nvmf` config subsystem.
 
-use crate::request::ReqPtr;
-use crate::transport::{ListenAddr, QpairTransport, Transport, TransportError, TransportOpts};
-use std::rc::{Rc, Weak};
-use std::sync::Arc;
+mod admin;
+mod ctrlr;
+mod fabrics;
+mod identify;
+mod io;
+mod iov;
+mod logpage;
+mod nstable;
+mod qpair;
+pub mod rpc;
+mod state;
+mod subsystem;
+#[cfg(test)]
+mod tests;
 
-/// Creates a transport from its options (`nvmf_create_transport`).
-pub type TransportFactory = fn(TransportOpts) -> Result<Arc<dyn Transport>, TransportError>;
-
-/// Register the factory for a transport type (TCP registers itself; RDMA from its crate).
-pub fn register_transport_factory(_trtype: crate::transport::TrType, _factory: TransportFactory) {
-    todo!()
-}
-
-/// The core's side of one queue pair (admin or I/O), on the transport connection's core.
-/// Before Fabrics Connect it belongs to no controller.
-pub struct Qpair {
-    _p: (),
-}
-
-impl Qpair {
-    /// A new queue pair for a connection accepted on `listen`.
-    pub fn new(_listen: ListenAddr, _transport: Weak<dyn QpairTransport>) -> Rc<Qpair> {
-        todo!()
-    }
-    /// Run one command (the transport has its data, or buffers for it). Completes through
-    /// `QpairTransport::request_complete`, possibly before returning.
-    pub fn execute(self: &Rc<Self>, _req: ReqPtr) {
-        todo!()
-    }
-    /// The connection is gone: outstanding commands still complete through the transport;
-    /// the controller forgets this queue (an admin queue's loss destroys the controller).
-    pub fn close(self: &Rc<Self>) {
-        todo!()
-    }
-    /// Queue id after Connect (None before).
-    pub fn qid(&self) -> Option<u16> {
-        todo!()
-    }
-    /// Submission queue size (entries) after Connect, for `sqhd` wrap-around.
-    pub fn sq_size(&self) -> u16 {
-        todo!()
-    }
-}
+pub use qpair::Qpair;
+pub use rpc::register_rpcs;
+pub use state::{
+    add_host, add_listener, add_namespace, allow_any_host, create_subsystem, create_transport,
+    delete_subsystem, register_transport_factory, remove_host, remove_listener, remove_namespace,
+    shutdown, NamespaceOpts, NvmfError, SubsystemOpts, TransportFactory, DISCOVERY_NQN,
+};

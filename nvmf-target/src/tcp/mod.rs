@@ -1,1 +1,35 @@
-//! The NVMe/TCP transport.
+//! The NVMe/TCP transport (DESIGN.md §6).
+//!
+//! - [`pdu`]: PDU wire formats, header validation, CRC32C digests.
+//! - [`recv`]: the socket-independent receive state machine (headers into a staging buffer,
+//!   data straight into pool buffers).
+//! - [`sgl`]: the capsule's SGL descriptor and data direction.
+//! - `conn`: one connection: request slots, R2T/H2CData, C2HData/CapsuleResp, gathered sends.
+//! - `group`: the per-core poll group (one epoll set, one poller, batched I/O).
+//! - `listener`: [`TcpTransport`], listeners and the round-robin accept poller.
+
+mod conn;
+mod group;
+mod listener;
+pub mod pdu;
+pub mod recv;
+pub mod sgl;
+
+pub use listener::{TcpTransport, MAXH2CDATA};
+
+use crate::transport::{TrType, Transport, TransportError, TransportOpts};
+use std::sync::Arc;
+
+fn factory(opts: TransportOpts) -> Result<Arc<dyn Transport>, TransportError> {
+    Ok(Arc::new(TcpTransport::new(opts)?))
+}
+
+/// Register the TCP transport as the factory for [`TrType::Tcp`] (`nvmf_create_transport`).
+pub fn register() {
+    crate::target::register_transport_factory(TrType::Tcp, factory);
+}
+
+/// Live NVMe/TCP connections on the calling core (for tests and stats).
+pub fn connections_on_this_core() -> usize {
+    group::connection_count()
+}

@@ -86,7 +86,10 @@ pub unsafe trait Wire: Copy + Sized {
         // SAFETY: no padding (trait contract), so every byte is initialised; the slice
         // borrows `self`.
         unsafe {
-            std::slice::from_raw_parts((self as *const Self).cast::<u8>(), std::mem::size_of::<Self>())
+            std::slice::from_raw_parts(
+                (self as *const Self).cast::<u8>(),
+                std::mem::size_of::<Self>(),
+            )
         }
     }
 }
@@ -402,7 +405,10 @@ pub fn validate_common(
     let plen = ch.plen;
     let Some(neg) = neg else {
         if ch.pdu_type != PDU_ICREQ {
-            return Err(TermError::status(FES_PDU_SEQUENCE, "first PDU is not an ICReq"));
+            return Err(TermError::status(
+                FES_PDU_SEQUENCE,
+                "first PDU is not an ICReq",
+            ));
         }
         if ch.hlen as usize != IC_HLEN {
             return Err(TermError::field(OFF_HLEN, "ICReq hlen is not 128"));
@@ -437,7 +443,10 @@ pub fn validate_common(
         _ => return Err(TermError::field(OFF_TYPE, "PDU type not valid from a host")),
     };
     if ch.hlen as usize != hlen {
-        return Err(TermError::field(OFF_HLEN, "hlen does not match the PDU type"));
+        return Err(TermError::field(
+            OFF_HLEN,
+            "hlen does not match the PDU type",
+        ));
     }
     if ch.pdu_type == PDU_H2C_TERM_REQ {
         // The host gives up: frame only the fixed header (what follows is diagnostic and the
@@ -458,11 +467,17 @@ pub fn validate_common(
     }
     let hdgst = ch.flags & FLAG_HDGSTF != 0;
     if hdgst != neg.hdgst {
-        return Err(TermError::field(OFF_FLAGS, "HDGSTF does not match the negotiation"));
+        return Err(TermError::field(
+            OFF_FLAGS,
+            "HDGSTF does not match the negotiation",
+        ));
     }
     let ddgstf = ch.flags & FLAG_DDGSTF != 0;
     if ddgstf && !neg.ddgst {
-        return Err(TermError::field(OFF_FLAGS, "DDGSTF set but data digests are off"));
+        return Err(TermError::field(
+            OFF_FLAGS,
+            "DDGSTF set but data digests are off",
+        ));
     }
     let hdr_total = hlen + neg.hdgst_len();
     if (plen as usize) < hdr_total {
@@ -490,15 +505,24 @@ pub fn validate_common(
         });
     }
     if !may_carry_data {
-        return Err(TermError::field(OFF_PDO, "data offset on a PDU without data"));
+        return Err(TermError::field(
+            OFF_PDO,
+            "data offset on a PDU without data",
+        ));
     }
     let pdo = ch.pdo as usize;
     let align = (neg.cpda as usize + 1) * 4;
-    if pdo < hdr_total || pdo % align != 0 {
-        return Err(TermError::field(OFF_PDO, "pdo inside the header or misaligned"));
+    if pdo < hdr_total || !pdo.is_multiple_of(align) {
+        return Err(TermError::field(
+            OFF_PDO,
+            "pdo inside the header or misaligned",
+        ));
     }
     if neg.ddgst && !ddgstf {
-        return Err(TermError::field(OFF_FLAGS, "DDGSTF missing but data digests are on"));
+        return Err(TermError::field(
+            OFF_FLAGS,
+            "DDGSTF missing but data digests are on",
+        ));
     }
     let ddgst_len = if ddgstf { DIGEST_LEN } else { 0 };
     let min_plen = pdo + ddgst_len;
@@ -507,7 +531,10 @@ pub fn validate_common(
     }
     let data_len = plen - min_plen as u32;
     if data_len > max_data {
-        return Err(TermError::status(FES_DATA_LIMIT_EXCEEDED, "PDU data above the limit"));
+        return Err(TermError::status(
+            FES_DATA_LIMIT_EXCEEDED,
+            "PDU data above the limit",
+        ));
     }
     Ok(Framing {
         pdu_type: ch.pdu_type,
@@ -524,11 +551,17 @@ pub fn validate_common(
 /// Check the header digest that follows `hlen` header bytes in `hdr`.
 pub fn check_header_digest(hdr: &[u8], hlen: usize) -> Result<(), TermError> {
     let Some(stored) = hdr.get(hlen..hlen + DIGEST_LEN) else {
-        return Err(TermError::status(FES_HEADER_DIGEST, "header digest missing"));
+        return Err(TermError::status(
+            FES_HEADER_DIGEST,
+            "header digest missing",
+        ));
     };
     let want = u32::from_le_bytes([stored[0], stored[1], stored[2], stored[3]]);
     if digest(&hdr[..hlen]) != want {
-        return Err(TermError::status(FES_HEADER_DIGEST, "header digest mismatch"));
+        return Err(TermError::status(
+            FES_HEADER_DIGEST,
+            "header digest mismatch",
+        ));
     }
     Ok(())
 }
@@ -536,7 +569,11 @@ pub fn check_header_digest(hdr: &[u8], hlen: usize) -> Result<(), TermError> {
 /// Validate an ICReq's fields; returns the negotiation answered in the ICResp. Digests are
 /// granted as asked when `allow_digests`, else the request is refused (a host cannot work
 /// with fewer digests than it asked for).
-pub fn negotiate(req: &IcReq, maxh2cdata: u32, allow_digests: bool) -> Result<Negotiated, TermError> {
+pub fn negotiate(
+    req: &IcReq,
+    maxh2cdata: u32,
+    allow_digests: bool,
+) -> Result<Negotiated, TermError> {
     if req.pfv != 0 {
         return Err(TermError {
             fes: FES_UNSUPPORTED_PARAMETER,
@@ -573,10 +610,6 @@ pub fn encode_term_req(err: &TermError, bad: &[u8], out: &mut [u8; TERM_MAX_PLEN
     let plen = SHORT_HLEN + quoted;
     let mut common = CommonHeader::new(PDU_C2H_TERM_REQ, SHORT_HLEN);
     common.plen = plen as u32;
-    // The quoted header is data at pdo = hlen when present.
-    if quoted > 0 {
-        common.pdo = 0;
-    }
     let hdr = TermReqHeader {
         common,
         fes: err.fes,
@@ -703,21 +736,28 @@ mod tests {
         let n = neg(false, false);
         let f = validate_common(&ch(PDU_CAPSULE_CMD, 0, 72, 0, 72), Some(&n), &LIM).unwrap();
         assert_eq!((f.data_start, f.data_len), (72, 0));
-        let f = validate_common(&ch(PDU_CAPSULE_CMD, 0, 72, 72, 72 + 4096), Some(&n), &LIM)
-            .unwrap();
+        let f =
+            validate_common(&ch(PDU_CAPSULE_CMD, 0, 72, 72, 72 + 4096), Some(&n), &LIM).unwrap();
         assert_eq!((f.data_start, f.data_len, f.ddgst), (72, 4096, false));
 
         let n = neg(true, true);
         let flags = FLAG_HDGSTF | FLAG_DDGSTF;
-        let f = validate_common(&ch(PDU_CAPSULE_CMD, flags, 72, 76, 76 + 512 + 4), Some(&n), &LIM)
-            .unwrap();
-        assert_eq!((f.data_start, f.data_len, f.ddgst, f.hdgst), (76, 512, true, true));
+        let f = validate_common(
+            &ch(PDU_CAPSULE_CMD, flags, 72, 76, 76 + 512 + 4),
+            Some(&n),
+            &LIM,
+        )
+        .unwrap();
+        assert_eq!(
+            (f.data_start, f.data_len, f.ddgst, f.hdgst),
+            (76, 512, true, true)
+        );
         // Header digest flag missing.
         let e = validate_common(&ch(PDU_CAPSULE_CMD, 0, 72, 0, 72), Some(&n), &LIM).unwrap_err();
         assert_eq!(e.fei, 1);
         // Data digest flag missing on a PDU with data.
-        let e = validate_common(&ch(PDU_CAPSULE_CMD, 1, 72, 76, 76 + 512), Some(&n), &LIM)
-            .unwrap_err();
+        let e =
+            validate_common(&ch(PDU_CAPSULE_CMD, 1, 72, 76, 76 + 512), Some(&n), &LIM).unwrap_err();
         assert_eq!(e.fei, 1);
     }
 
@@ -741,12 +781,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.fes, FES_DATA_LIMIT_EXCEEDED);
         // H2CData above maxh2cdata.
-        let e = validate_common(&ch(PDU_H2C_DATA, 0, 24, 24, 24 + 131073), Some(&n), &LIM)
-            .unwrap_err();
+        let e =
+            validate_common(&ch(PDU_H2C_DATA, 0, 24, 24, 24 + 131073), Some(&n), &LIM).unwrap_err();
         assert_eq!(e.fes, FES_DATA_LIMIT_EXCEEDED);
         // Controller-to-host types from a host.
-        for t in [PDU_ICRESP, PDU_C2H_TERM_REQ, PDU_CAPSULE_RESP, PDU_C2H_DATA, PDU_R2T, 0x08, 0xff]
-        {
+        for t in [
+            PDU_ICRESP,
+            PDU_C2H_TERM_REQ,
+            PDU_CAPSULE_RESP,
+            PDU_C2H_DATA,
+            PDU_R2T,
+            0x08,
+            0xff,
+        ] {
             let e = validate_common(&ch(t, 0, 24, 0, 24), Some(&n), &LIM).unwrap_err();
             assert_eq!((e.fes, e.fei), (FES_INVALID_HEADER_FIELD, 0));
         }
@@ -787,7 +834,10 @@ mod tests {
         assert!(n.hdgst && n.ddgst);
         assert_eq!(negotiate(&req, 131072, false).unwrap_err().fei, 11);
         req.pfv = 1;
-        assert_eq!(negotiate(&req, 131072, true).unwrap_err().fes, FES_UNSUPPORTED_PARAMETER);
+        assert_eq!(
+            negotiate(&req, 131072, true).unwrap_err().fes,
+            FES_UNSUPPORTED_PARAMETER
+        );
         req.pfv = 0;
         req.hpda = 32;
         assert_eq!(negotiate(&req, 131072, true).unwrap_err().fei, 10);

@@ -1,0 +1,152 @@
+//! Copies between byte slices and a request's scatter-gather list ([`IoVec`]s), for the
+//! admin-path data the target builds or reads (Identify data, log pages, Connect data,
+//! Dataset Management ranges). An `IoVec` is a raw pointer, so these are `unsafe fn`s: the
+//! caller vouches for the buffers, as [`crate::request::NvmfRequest`] does for its `iovs`.
+
+use keel_bdev::IoVec;
+
+/// Copy `src` into the buffers described by `iovs`, starting `offset` bytes into them.
+/// Copies as much as fits and returns the number of bytes copied.
+///
+/// # Safety
+/// Every `iovs[i]` must describe memory valid for writes of `iovs[i].len` bytes that nothing
+/// else accesses during the call (true of a request's data buffers between `execute` and
+/// `request_complete`). The buffers must not overlap `src`.
+pub unsafe fn copy_to_iovs(iovs: &[IoVec], mut offset: usize, src: &[u8]) -> usize {
+    let mut done = 0;
+    for iov in iovs {
+        if done == src.len() {
+            break;
+        }
+        if offset >= iov.len {
+            offset -= iov.len;
+            continue;
+        }
+        let n = (iov.len - offset).min(src.len() - done);
+        // SAFETY: the caller guarantees `iov` is valid for writes of `iov.len` bytes and
+        // does not overlap `src`; `offset + n <= iov.len` and `done + n <= src.len()`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(done), iov.base.add(offset), n);
+        }
+        done += n;
+        offset = 0;
+    }
+    done
+}
+
+/// Fill `len` bytes of the buffers described by `iovs` with zeroes, starting `offset` bytes
+/// into them. Returns the number of bytes zeroed (less than `len` if the buffers end first).
+///
+/// # Safety
+/// As for [`copy_to_iovs`].
+pub unsafe fn zero_iovs(iovs: &[IoVec], mut offset: usize, len: usize) -> usize {
+    let mut done = 0;
+    for iov in iovs {
+        if done == len {
+            break;
+        }
+        if offset >= iov.len {
+            offset -= iov.len;
+            continue;
+        }
+        let n = (iov.len - offset).min(len - done);
+        // SAFETY: the caller guarantees `iov` is valid for writes of `iov.len` bytes;
+        // `offset + n <= iov.len`.
+        unsafe { std::ptr::write_bytes(iov.base.add(offset), 0, n) };
+        done += n;
+        offset = 0;
+    }
+    done
+}
+
+/// Copy from the buffers described by `iovs`, starting `offset` bytes into them, into `dst`.
+/// Returns the number of bytes copied (less than `dst.len()` if the buffers end first).
+///
+/// # Safety
+/// Every `iovs[i]` must describe memory valid for reads of `iovs[i].len` bytes that nothing
+/// writes during the call, not overlapping `dst`.
+pub unsafe fn copy_from_iovs(iovs: &[IoVec], mut offset: usize, dst: &mut [u8]) -> usize {
+    let mut done = 0;
+    for iov in iovs {
+        if done == dst.len() {
+            break;
+        }
+        if offset >= iov.len {
+            offset -= iov.len;
+            continue;
+        }
+        let n = (iov.len - offset).min(dst.len() - done);
+        // SAFETY: the caller guarantees `iov` is valid for reads of `iov.len` bytes and does
+        // not overlap `dst`; `offset + n <= iov.len` and `done + n <= dst.len()`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(iov.base.add(offset), dst.as_mut_ptr().add(done), n);
+        }
+        done += n;
+        offset = 0;
+    }
+    done
+}
+
+/// Total bytes the buffers describe.
+pub fn iovs_len(iovs: &[IoVec]) -> usize {
+    iovs.iter().map(|v| v.len).sum()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Split `buf` into iovecs of the given sizes (the rest of `buf` unused).
+    pub(crate) fn split(buf: &mut [u8], sizes: &[usize]) -> Vec<IoVec> {
+        let mut v = Vec::new();
+        let mut at = 0;
+        for &s in sizes {
+            // SAFETY: test buffers outlive the iovecs built on them and are only touched
+            // through them while in use.
+            v.push(unsafe { IoVec::from_raw(buf.as_mut_ptr().add(at), s) });
+            at += s;
+        }
+        assert!(at <= buf.len());
+        v
+    }
+
+    #[test]
+    fn copy_across_buffers_with_offset() {
+        let mut mem = [0xeeu8; 16];
+        let iovs = split(&mut mem, &[3, 5, 8]);
+        assert_eq!(iovs_len(&iovs), 16);
+        let src: Vec<u8> = (1..=10).collect();
+        // SAFETY: `iovs` cover `mem`, which lives through the call.
+        let n = unsafe { copy_to_iovs(&iovs, 2, &src) };
+        assert_eq!(n, 10);
+        assert_eq!(
+            mem,
+            [0xee, 0xee, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0xee, 0xee, 0xee, 0xee]
+        );
+        let iovs = split(&mut mem, &[3, 5, 8]);
+        let mut back = [0u8; 4];
+        // SAFETY: as above.
+        assert_eq!(unsafe { copy_from_iovs(&iovs, 6, &mut back) }, 4);
+        assert_eq!(back, [5, 6, 7, 8]);
+        // SAFETY: as above.
+        assert_eq!(unsafe { zero_iovs(&iovs, 12, 100) }, 4);
+        assert_eq!(&mem[12..], &[0; 4]);
+    }
+
+    #[test]
+    fn short_buffers_stop_the_copy() {
+        let mut mem = [0u8; 4];
+        let iovs = split(&mut mem, &[2, 2]);
+        // SAFETY: `iovs` cover `mem`.
+        assert_eq!(unsafe { copy_to_iovs(&iovs, 1, &[9; 10]) }, 3);
+        assert_eq!(mem, [0, 9, 9, 9]);
+        let iovs = split(&mut mem, &[2, 2]);
+        // SAFETY: as above.
+        assert_eq!(unsafe { copy_to_iovs(&iovs, 10, &[1]) }, 0);
+        let mut dst = [0u8; 8];
+        // SAFETY: as above.
+        assert_eq!(unsafe { copy_from_iovs(&iovs, 0, &mut dst) }, 4);
+        // SAFETY: no iovecs, nothing touched.
+        assert_eq!(unsafe { copy_to_iovs(&[], 0, &[1]) }, 0);
+    }
+}

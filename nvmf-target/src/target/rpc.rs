@@ -1,0 +1,1227 @@
+//! The `nvmf_*` JSON-RPC methods (SPDK's names, parameters and answers) and the `nvmf`
+//! config subsystem. Handlers run on the main core.
+
+use super::ctrlr::{self, QpairInfo};
+use super::state::{self, hex_upper, parse_hex, NamespaceOpts, NvmfError, SubsystemOpts};
+use crate::transport::{AdrFam, ListenAddr, TrType, TransportOpts};
+use keel_bdev::Uuid;
+use keel_rpc::{HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+/// Register every `nvmf_*` method and the `nvmf` config subsystem (after `bdev`, whose
+/// bdevs the namespaces need). Called once at start-up; later calls do nothing.
+pub fn register_rpcs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        keel_rpc::register_method(&CREATE_TRANSPORT, rpc_create_transport);
+        keel_rpc::register_method(&GET_TRANSPORTS, rpc_get_transports);
+        keel_rpc::register_method(&CREATE_SUBSYSTEM, rpc_create_subsystem);
+        keel_rpc::register_method(&DELETE_SUBSYSTEM, rpc_delete_subsystem);
+        keel_rpc::register_method(&GET_SUBSYSTEMS, rpc_get_subsystems);
+        keel_rpc::register_method(&ADD_LISTENER, rpc_add_listener);
+        keel_rpc::register_method(&REMOVE_LISTENER, rpc_remove_listener);
+        keel_rpc::register_method(&ADD_NS, rpc_add_ns);
+        keel_rpc::register_method(&REMOVE_NS, rpc_remove_ns);
+        keel_rpc::register_method(&ADD_HOST, rpc_add_host);
+        keel_rpc::register_method(&REMOVE_HOST, rpc_remove_host);
+        keel_rpc::register_method(&ALLOW_ANY_HOST, rpc_allow_any_host);
+        keel_rpc::register_method(&GET_CONTROLLERS, rpc_get_controllers);
+        keel_rpc::register_method(&GET_QPAIRS, rpc_get_qpairs);
+        keel_rpc::register_config_subsystem("nvmf", save_config);
+    });
+}
+
+fn to_rpc(e: NvmfError) -> RpcError {
+    RpcError::errno(e.errno(), e.to_string())
+}
+
+const fn p(
+    name: &'static str,
+    kind: ParamKind,
+    required: bool,
+    positional: bool,
+    short: Option<char>,
+    help: &'static str,
+) -> ParamSpec {
+    ParamSpec {
+        name,
+        kind,
+        required,
+        positional,
+        long: None,
+        short,
+        help,
+    }
+}
+
+const TGT_NAME: ParamSpec = p(
+    "tgt_name",
+    ParamKind::Str,
+    false,
+    false,
+    None,
+    "Parent NVMe-oF target name (only the default target exists)",
+);
+const NQN: ParamSpec = p("nqn", ParamKind::Str, true, true, None, "Subsystem NQN");
+
+/// Log parameters rpc.py sends that Keel does not act on.
+fn note_ignored(method: &str, extra: &Map<String, Value>) {
+    for (k, v) in extra {
+        let default = matches!(v, Value::Null | Value::Bool(false));
+        if !default {
+            log::info!("{method}: parameter {k}={v} is accepted but has no effect in Keel");
+        }
+    }
+}
+
+// ---- transports ----
+
+static CREATE_TRANSPORT: MethodSpec = MethodSpec {
+    name: "nvmf_create_transport",
+    help: "Create an NVMe-oF transport (TCP; RDMA when built in)",
+    params: &[
+        p(
+            "trtype",
+            ParamKind::Str,
+            true,
+            false,
+            Some('t'),
+            "Transport type (TCP, RDMA)",
+        ),
+        TGT_NAME,
+        p(
+            "max_queue_depth",
+            ParamKind::Int,
+            false,
+            false,
+            Some('q'),
+            "Max number of outstanding I/O per queue",
+        ),
+        p(
+            "max_io_qpairs_per_ctrlr",
+            ParamKind::Int,
+            false,
+            false,
+            Some('m'),
+            "Max number of I/O queue pairs per controller",
+        ),
+        p(
+            "in_capsule_data_size",
+            ParamKind::Int,
+            false,
+            false,
+            Some('c'),
+            "In-capsule data size (bytes)",
+        ),
+        p(
+            "max_io_size",
+            ParamKind::Int,
+            false,
+            false,
+            Some('i'),
+            "Max I/O size (bytes)",
+        ),
+        p(
+            "io_unit_size",
+            ParamKind::Int,
+            false,
+            false,
+            Some('u'),
+            "I/O unit size (bytes)",
+        ),
+        p(
+            "max_aq_depth",
+            ParamKind::Int,
+            false,
+            false,
+            Some('a'),
+            "Max number of admin commands per admin queue",
+        ),
+        p(
+            "num_shared_buffers",
+            ParamKind::Int,
+            false,
+            false,
+            Some('n'),
+            "Number of shared buffers (informational)",
+        ),
+        p(
+            "buf_cache_size",
+            ParamKind::Int,
+            false,
+            false,
+            Some('b'),
+            "Per poll group buffer cache (informational)",
+        ),
+        p(
+            "c2h_success",
+            ParamKind::Bool,
+            false,
+            false,
+            None,
+            "TCP: C2H success optimization (default true)",
+        ),
+        p(
+            "sock_priority",
+            ParamKind::Int,
+            false,
+            false,
+            Some('y'),
+            "TCP: socket priority",
+        ),
+        p(
+            "abort_timeout_sec",
+            ParamKind::Int,
+            false,
+            false,
+            Some('x'),
+            "Abort execution timeout, seconds",
+        ),
+    ],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+struct CreateTransportParams {
+    trtype: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
+    max_queue_depth: Option<u16>,
+    max_io_qpairs_per_ctrlr: Option<u16>,
+    in_capsule_data_size: Option<u32>,
+    max_io_size: Option<u32>,
+    io_unit_size: Option<u32>,
+    max_aq_depth: Option<u16>,
+    num_shared_buffers: Option<u32>,
+    buf_cache_size: Option<u32>,
+    c2h_success: Option<bool>,
+    sock_priority: Option<u32>,
+    abort_timeout_sec: Option<u32>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+/// Build and check transport options (SPDK's TCP defaults for what is not given).
+fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
+    let trtype = TrType::parse(&p.trtype).ok_or_else(|| {
+        RpcError::errno(
+            libc::EINVAL,
+            format!(
+                "Invalid transport type '{}': Keel supports TCP and RDMA",
+                p.trtype
+            ),
+        )
+    })?;
+    note_ignored("nvmf_create_transport", &p.extra);
+    let d = TransportOpts::tcp_defaults();
+    let o = TransportOpts {
+        trtype,
+        max_queue_depth: p.max_queue_depth.unwrap_or(d.max_queue_depth),
+        max_io_qpairs_per_ctrlr: p
+            .max_io_qpairs_per_ctrlr
+            .unwrap_or(d.max_io_qpairs_per_ctrlr),
+        in_capsule_data_size: p.in_capsule_data_size.unwrap_or(d.in_capsule_data_size),
+        max_io_size: p.max_io_size.unwrap_or(d.max_io_size),
+        io_unit_size: p.io_unit_size.unwrap_or(d.io_unit_size),
+        max_aq_depth: p.max_aq_depth.unwrap_or(d.max_aq_depth),
+        num_shared_buffers: p.num_shared_buffers.unwrap_or(d.num_shared_buffers),
+        buf_cache_size: p.buf_cache_size.unwrap_or(d.buf_cache_size),
+        c2h_success: p.c2h_success.unwrap_or(d.c2h_success),
+        sock_priority: p.sock_priority.unwrap_or(d.sock_priority),
+        abort_timeout_sec: p.abort_timeout_sec.unwrap_or(d.abort_timeout_sec),
+    };
+    let bad = |m: String| Err(RpcError::errno(libc::EINVAL, m));
+    if o.max_queue_depth < 2 {
+        return bad(format!(
+            "max_queue_depth {} must be at least 2",
+            o.max_queue_depth
+        ));
+    }
+    if o.max_aq_depth < 2 {
+        return bad(format!(
+            "max_aq_depth {} must be at least 2",
+            o.max_aq_depth
+        ));
+    }
+    if o.max_io_qpairs_per_ctrlr == 0 {
+        return bad("max_io_qpairs_per_ctrlr must be at least 1".into());
+    }
+    if !o.in_capsule_data_size.is_multiple_of(16) {
+        return bad(format!(
+            "in_capsule_data_size {} must be a multiple of 16",
+            o.in_capsule_data_size
+        ));
+    }
+    if o.max_io_size < 4096 || o.io_unit_size == 0 {
+        return bad(format!(
+            "max_io_size {} must be at least 4096 and io_unit_size non-zero",
+            o.max_io_size
+        ));
+    }
+    Ok(o)
+}
+
+fn rpc_create_transport(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: CreateTransportParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let opts = transport_opts(p)?;
+        state::create_transport(opts).map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+static GET_TRANSPORTS: MethodSpec = MethodSpec {
+    name: "nvmf_get_transports",
+    help: "List NVMe-oF transports and their options",
+    params: &[
+        ParamSpec {
+            long: Some("trtype"),
+            ..p(
+                "trtype",
+                ParamKind::Str,
+                false,
+                false,
+                None,
+                "Transport type",
+            )
+        },
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GetTransportsParams {
+    #[serde(default)]
+    trtype: Option<String>,
+    #[serde(default)]
+    tgt_name: Option<String>,
+}
+
+fn transport_json(o: &TransportOpts) -> Value {
+    json!({
+        "trtype": o.trtype.name(),
+        "max_queue_depth": o.max_queue_depth,
+        "max_io_qpairs_per_ctrlr": o.max_io_qpairs_per_ctrlr,
+        "in_capsule_data_size": o.in_capsule_data_size,
+        "max_io_size": o.max_io_size,
+        "io_unit_size": o.io_unit_size,
+        "max_aq_depth": o.max_aq_depth,
+        "num_shared_buffers": o.num_shared_buffers,
+        "buf_cache_size": o.buf_cache_size,
+        "dif_insert_or_strip": false,
+        "zcopy": false,
+        "c2h_success": o.c2h_success,
+        "sock_priority": o.sock_priority,
+        "abort_timeout_sec": o.abort_timeout_sec,
+    })
+}
+
+fn rpc_get_transports(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: GetTransportsParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let want = match p.trtype.as_deref() {
+            None => None,
+            Some(t) => Some(TrType::parse(t).ok_or_else(|| {
+                RpcError::errno(libc::EINVAL, format!("Invalid transport type '{t}'"))
+            })?),
+        };
+        let list: Vec<Value> = state::transports()
+            .iter()
+            .filter(|t| want.is_none_or(|w| w == t.trtype()))
+            .map(|t| transport_json(t.opts()))
+            .collect();
+        if want.is_some() && list.is_empty() {
+            return Err(RpcError::errno(libc::ENODEV, "No such device"));
+        }
+        Ok(Value::Array(list))
+    })
+}
+
+// ---- subsystems ----
+
+static CREATE_SUBSYSTEM: MethodSpec = MethodSpec {
+    name: "nvmf_create_subsystem",
+    help: "Create an NVMe-oF NVM subsystem",
+    params: &[
+        NQN,
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+        p(
+            "serial_number",
+            ParamKind::Str,
+            false,
+            false,
+            Some('s'),
+            "Serial number of the virtual NVMe controller",
+        ),
+        p(
+            "model_number",
+            ParamKind::Str,
+            false,
+            false,
+            Some('d'),
+            "Model number of the virtual NVMe controller",
+        ),
+        p(
+            "allow_any_host",
+            ParamKind::Bool,
+            false,
+            false,
+            Some('a'),
+            "Allow any host to connect",
+        ),
+        p(
+            "max_namespaces",
+            ParamKind::Int,
+            false,
+            false,
+            Some('m'),
+            "Maximum number of namespaces",
+        ),
+        p(
+            "ana_reporting",
+            ParamKind::Bool,
+            false,
+            false,
+            Some('r'),
+            "Enable ANA reporting (accepted, not reported)",
+        ),
+    ],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+struct CreateSubsystemParams {
+    nqn: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
+    #[serde(default)]
+    serial_number: Option<String>,
+    #[serde(default)]
+    model_number: Option<String>,
+    #[serde(default)]
+    allow_any_host: bool,
+    #[serde(default)]
+    max_namespaces: Option<u32>,
+    #[serde(default)]
+    ana_reporting: bool,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+fn rpc_create_subsystem(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: CreateSubsystemParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        note_ignored("nvmf_create_subsystem", &p.extra);
+        let opts = SubsystemOpts {
+            serial_number: p.serial_number,
+            model_number: p.model_number,
+            max_namespaces: p.max_namespaces,
+            allow_any_host: p.allow_any_host,
+            ana_reporting: p.ana_reporting,
+        };
+        state::create_subsystem(&p.nqn, opts).map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+static DELETE_SUBSYSTEM: MethodSpec = MethodSpec {
+    name: "nvmf_delete_subsystem",
+    help: "Delete an NVMe-oF subsystem (its controllers are disconnected)",
+    params: &[
+        NQN,
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NqnParams {
+    nqn: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
+}
+
+fn rpc_delete_subsystem(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: NqnParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        state::delete_subsystem(&p.nqn).await.map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+static GET_SUBSYSTEMS: MethodSpec = MethodSpec {
+    name: "nvmf_get_subsystems",
+    help: "List NVMe-oF subsystems (or one)",
+    params: &[
+        ParamSpec {
+            required: false,
+            ..NQN
+        },
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptNqnParams {
+    #[serde(default)]
+    nqn: Option<String>,
+    #[serde(default)]
+    tgt_name: Option<String>,
+}
+
+fn adrfam_name(a: AdrFam) -> &'static str {
+    match a {
+        AdrFam::Ipv4 => "IPv4",
+        AdrFam::Ipv6 => "IPv6",
+    }
+}
+
+fn listen_json(l: &ListenAddr) -> Value {
+    json!({
+        "trtype": l.trtype.name(),
+        "adrfam": adrfam_name(l.adrfam),
+        "traddr": l.traddr,
+        "trsvcid": l.trsvcid,
+    })
+}
+
+fn subsystem_json(s: &super::subsystem::Subsystem) -> Value {
+    let g = s.lock();
+    let mut v = json!({
+        "nqn": s.nqn,
+        "subtype": if s.is_discovery() { "Discovery" } else { "NVMe" },
+        "listen_addresses": g.listeners.iter().map(listen_json).collect::<Vec<_>>(),
+        "allow_any_host": g.allow_any_host,
+        "hosts": g.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+    });
+    if !s.is_discovery() {
+        v["serial_number"] = g.serial.clone().into();
+        v["model_number"] = g.model.clone().into();
+        v["max_namespaces"] = g.max_namespaces.into();
+        v["min_cntlid"] = 1.into();
+        v["max_cntlid"] = super::subsystem::MAX_CNTLID.into();
+        v["namespaces"] = g
+            .namespaces
+            .values()
+            .map(|n| {
+                let mut j = json!({
+                    "nsid": n.nsid,
+                    "bdev_name": n.bdev_name,
+                    "name": n.bdev_name,
+                    "nguid": hex_upper(&n.nguid),
+                    "uuid": n.uuid.to_string(),
+                });
+                if n.eui64 != [0; 8] {
+                    j["eui64"] = hex_upper(&n.eui64).into();
+                }
+                j
+            })
+            .collect::<Vec<_>>()
+            .into();
+    }
+    v
+}
+
+fn rpc_get_subsystems(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: OptNqnParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let all = state::subsystems();
+        let list: Vec<Value> = all
+            .iter()
+            .filter(|s| p.nqn.as_deref().is_none_or(|n| n == s.nqn))
+            .map(|s| subsystem_json(s))
+            .collect();
+        if p.nqn.is_some() && list.is_empty() {
+            return Err(RpcError::errno(libc::ENODEV, "No such device"));
+        }
+        Ok(Value::Array(list))
+    })
+}
+
+// ---- listeners ----
+
+/// rpc.py's `group_as(params, 'listen_address', [trtype, traddr, trsvcid, adrfam])` and its
+/// `discovery` shortcut for the discovery NQN.
+fn group_listen_address(m: &mut Map<String, Value>) -> Result<(), String> {
+    let mut g = Map::new();
+    for k in ["trtype", "traddr", "trsvcid", "adrfam"] {
+        if let Some(v) = m.remove(k) {
+            g.insert(k.into(), v);
+        }
+    }
+    if !g.is_empty() {
+        m.insert("listen_address".into(), Value::Object(g));
+    }
+    if m.get("nqn").and_then(Value::as_str) == Some("discovery") {
+        m.insert("nqn".into(), state::DISCOVERY_NQN.into());
+    }
+    Ok(())
+}
+
+const LISTENER_PARAMS: &[ParamSpec] = &[
+    NQN,
+    p(
+        "trtype",
+        ParamKind::Str,
+        true,
+        false,
+        Some('t'),
+        "Transport type: e.g. tcp",
+    ),
+    p(
+        "traddr",
+        ParamKind::Str,
+        true,
+        false,
+        Some('a'),
+        "Transport address: an IP address",
+    ),
+    ParamSpec {
+        short: Some('p'),
+        ..TGT_NAME
+    },
+    p(
+        "adrfam",
+        ParamKind::Str,
+        false,
+        false,
+        Some('f'),
+        "Address family: ipv4, ipv6",
+    ),
+    p(
+        "trsvcid",
+        ParamKind::Str,
+        false,
+        false,
+        Some('s'),
+        "Service id: the port number",
+    ),
+];
+
+static ADD_LISTENER: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_add_listener",
+    help: "Add a listener to an NVMe-oF subsystem ('discovery' names the discovery subsystem)",
+    params: LISTENER_PARAMS,
+    cli_rewrite: Some(group_listen_address),
+};
+
+static REMOVE_LISTENER: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_remove_listener",
+    help: "Remove a listener from an NVMe-oF subsystem",
+    params: LISTENER_PARAMS,
+    cli_rewrite: Some(group_listen_address),
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenAddressJson {
+    trtype: String,
+    traddr: String,
+    #[serde(default)]
+    adrfam: Option<String>,
+    #[serde(default)]
+    trsvcid: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ListenerParams {
+    nqn: String,
+    listen_address: ListenAddressJson,
+    #[serde(default)]
+    tgt_name: Option<String>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+fn listen_addr(j: ListenAddressJson) -> Result<ListenAddr, RpcError> {
+    let inval = |m: String| RpcError::errno(libc::EINVAL, m);
+    let trtype =
+        TrType::parse(&j.trtype).ok_or_else(|| inval(format!("Invalid trtype '{}'", j.trtype)))?;
+    let adrfam = match j.adrfam.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("ipv4") => AdrFam::Ipv4,
+        Some("ipv6") => AdrFam::Ipv6,
+        None if j.traddr.contains(':') => AdrFam::Ipv6,
+        None => AdrFam::Ipv4,
+        Some(other) => return Err(inval(format!("Invalid adrfam '{other}': ipv4 or ipv6"))),
+    };
+    let trsvcid = j
+        .trsvcid
+        .ok_or_else(|| inval("trsvcid (the port) is required for TCP and RDMA".into()))?;
+    if trsvcid.parse::<u16>().is_err() {
+        return Err(inval(format!(
+            "Invalid trsvcid '{trsvcid}': not a port number"
+        )));
+    }
+    let ip_ok = match adrfam {
+        AdrFam::Ipv4 => j.traddr.parse::<std::net::Ipv4Addr>().is_ok(),
+        AdrFam::Ipv6 => j.traddr.parse::<std::net::Ipv6Addr>().is_ok(),
+    };
+    if !ip_ok {
+        return Err(inval(format!(
+            "Invalid traddr '{}' for {}",
+            j.traddr,
+            adrfam_name(adrfam)
+        )));
+    }
+    Ok(ListenAddr {
+        trtype,
+        adrfam,
+        traddr: j.traddr,
+        trsvcid,
+    })
+}
+
+fn rpc_add_listener(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: ListenerParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        note_ignored("nvmf_subsystem_add_listener", &p.extra);
+        let addr = listen_addr(p.listen_address)?;
+        state::add_listener(&p.nqn, addr).map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+fn rpc_remove_listener(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: ListenerParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let addr = listen_addr(p.listen_address)?;
+        state::remove_listener(&p.nqn, &addr).map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+// ---- namespaces ----
+
+fn group_namespace(m: &mut Map<String, Value>) -> Result<(), String> {
+    let mut g = Map::new();
+    for k in [
+        "bdev_name",
+        "ptpl_file",
+        "nsid",
+        "nguid",
+        "eui64",
+        "uuid",
+        "anagrpid",
+        "no_auto_visible",
+    ] {
+        if let Some(v) = m.remove(k) {
+            g.insert(k.into(), v);
+        }
+    }
+    if !g.is_empty() {
+        m.insert("namespace".into(), Value::Object(g));
+    }
+    Ok(())
+}
+
+static ADD_NS: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_add_ns",
+    help: "Add a namespace (a bdev) to an NVMe-oF subsystem; answers its nsid",
+    params: &[
+        NQN,
+        p(
+            "bdev_name",
+            ParamKind::Str,
+            true,
+            true,
+            None,
+            "Name of the bdev to expose as a namespace",
+        ),
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+        p(
+            "nsid",
+            ParamKind::Int,
+            false,
+            false,
+            Some('n'),
+            "Namespace ID",
+        ),
+        p(
+            "nguid",
+            ParamKind::Str,
+            false,
+            false,
+            Some('g'),
+            "16-byte NGUID in hexadecimal",
+        ),
+        p(
+            "eui64",
+            ParamKind::Str,
+            false,
+            false,
+            Some('e'),
+            "8-byte EUI-64 in hexadecimal",
+        ),
+        p(
+            "uuid",
+            ParamKind::Str,
+            false,
+            false,
+            Some('u'),
+            "RFC 4122 UUID",
+        ),
+    ],
+    cli_rewrite: Some(group_namespace),
+};
+
+#[derive(Deserialize)]
+struct NamespaceJson {
+    bdev_name: String,
+    #[serde(default)]
+    nsid: Option<u32>,
+    #[serde(default)]
+    uuid: Option<String>,
+    #[serde(default)]
+    nguid: Option<String>,
+    #[serde(default)]
+    eui64: Option<String>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNsParams {
+    nqn: String,
+    namespace: NamespaceJson,
+    #[serde(default)]
+    tgt_name: Option<String>,
+}
+
+fn namespace_opts(n: NamespaceJson) -> Result<NamespaceOpts, RpcError> {
+    let inval = |m: String| RpcError::invalid_params(m);
+    note_ignored("nvmf_subsystem_add_ns", &n.extra);
+    let uuid = match n.uuid.as_deref() {
+        None => None,
+        Some(s) => Some(Uuid::parse(s).ok_or_else(|| inval(format!("Invalid UUID '{s}'")))?),
+    };
+    let nguid = match n.nguid.as_deref() {
+        None => None,
+        Some(s) => Some(parse_hex::<16>(s).ok_or_else(|| inval(format!("Invalid NGUID '{s}'")))?),
+    };
+    let eui64 = match n.eui64.as_deref() {
+        None => None,
+        Some(s) => Some(parse_hex::<8>(s).ok_or_else(|| inval(format!("Invalid EUI-64 '{s}'")))?),
+    };
+    Ok(NamespaceOpts {
+        bdev_name: n.bdev_name,
+        nsid: n.nsid,
+        uuid,
+        nguid,
+        eui64,
+    })
+}
+
+fn rpc_add_ns(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: AddNsParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let opts = namespace_opts(p.namespace)?;
+        let nsid = state::add_namespace(&p.nqn, opts).await.map_err(to_rpc)?;
+        Ok(Value::from(nsid))
+    })
+}
+
+static REMOVE_NS: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_remove_ns",
+    help: "Remove a namespace from an NVMe-oF subsystem",
+    params: &[
+        NQN,
+        p("nsid", ParamKind::Int, true, true, None, "Namespace ID"),
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveNsParams {
+    nqn: String,
+    nsid: u32,
+    #[serde(default)]
+    tgt_name: Option<String>,
+}
+
+fn rpc_remove_ns(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: RemoveNsParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        state::remove_namespace(&p.nqn, p.nsid)
+            .await
+            .map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+// ---- hosts ----
+
+const HOST_PARAMS: &[ParamSpec] = &[
+    NQN,
+    p("host", ParamKind::Str, true, true, None, "Host NQN"),
+    ParamSpec {
+        short: Some('t'),
+        ..TGT_NAME
+    },
+];
+
+static ADD_HOST: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_add_host",
+    help: "Allow a host to connect to an NVMe-oF subsystem",
+    params: HOST_PARAMS,
+    cli_rewrite: None,
+};
+
+static REMOVE_HOST: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_remove_host",
+    help: "Remove a host from a subsystem's allowed list (its controllers are disconnected)",
+    params: HOST_PARAMS,
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+struct HostParams {
+    nqn: String,
+    host: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
+    #[serde(default)]
+    psk: Option<String>,
+    #[serde(default)]
+    dhchap_key: Option<String>,
+    #[serde(default)]
+    dhchap_ctrlr_key: Option<String>,
+    #[serde(flatten)]
+    extra: Map<String, Value>,
+}
+
+fn rpc_add_host(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: HostParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        if p.psk.is_some() || p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
+            return Err(RpcError::errno(
+                libc::EOPNOTSUPP,
+                "TLS PSKs and DH-HMAC-CHAP keys are not supported by Keel",
+            ));
+        }
+        note_ignored("nvmf_subsystem_add_host", &p.extra);
+        state::add_host(&p.nqn, &p.host).map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+fn rpc_remove_host(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: HostParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        state::remove_host(&p.nqn, &p.host).map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+static ALLOW_ANY_HOST: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_allow_any_host",
+    help: "Allow any host to connect (true) or enforce the allowed host list (false)",
+    params: &[
+        NQN,
+        p(
+            "allow_any_host",
+            ParamKind::Bool,
+            true,
+            false,
+            None,
+            "Allow any host",
+        ),
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowAnyHostParams {
+    nqn: String,
+    allow_any_host: bool,
+    #[serde(default)]
+    tgt_name: Option<String>,
+}
+
+fn rpc_allow_any_host(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: AllowAnyHostParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        state::allow_any_host(&p.nqn, p.allow_any_host).map_err(to_rpc)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+// ---- controllers and queue pairs ----
+
+static GET_CONTROLLERS: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_get_controllers",
+    help: "List the controllers of an NVMe-oF subsystem",
+    params: &[
+        NQN,
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+fn need_subsys(nqn: &str) -> Result<std::sync::Arc<super::subsystem::Subsystem>, RpcError> {
+    state::subsystem(nqn).ok_or_else(|| {
+        RpcError::errno(
+            libc::ENODEV,
+            format!("Unable to find subsystem with NQN {nqn}"),
+        )
+    })
+}
+
+fn rpc_get_controllers(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: NqnParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let s = need_subsys(&p.nqn)?;
+        let list: Vec<Value> = s
+            .controllers()
+            .iter()
+            .map(|c| {
+                json!({
+                    "cntlid": c.cntlid,
+                    "hostnqn": c.hostnqn,
+                    "hostid": Uuid(c.hostid).to_string(),
+                    "num_io_qpairs": c.num_io_qpairs.load(std::sync::atomic::Ordering::Relaxed),
+                })
+            })
+            .collect();
+        Ok(Value::Array(list))
+    })
+}
+
+static GET_QPAIRS: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_get_qpairs",
+    help: "List the queue pairs of an NVMe-oF subsystem",
+    params: &[
+        NQN,
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+/// A peer address "traddr:trsvcid" (IPv6 literals may be bracketed) as SPDK's object.
+fn peer_json(l: &ListenAddr, peer: &str) -> Value {
+    let (addr, port) = match peer.rsplit_once(':') {
+        Some((a, p)) => (a.trim_start_matches('[').trim_end_matches(']'), p),
+        None => (peer, ""),
+    };
+    json!({
+        "trtype": l.trtype.name(),
+        "adrfam": adrfam_name(l.adrfam),
+        "traddr": addr,
+        "trsvcid": port,
+    })
+}
+
+fn qpair_json(q: &QpairInfo) -> Value {
+    json!({
+        "cntlid": q.cntlid,
+        "qid": q.qid,
+        "state": "enabled",
+        "listen_address": listen_json(&q.listen),
+        "peer_address": peer_json(&q.listen, &q.peer),
+    })
+}
+
+fn rpc_get_qpairs(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: NqnParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let s = need_subsys(&p.nqn)?;
+        let mut out = Vec::new();
+        for c in s.controllers() {
+            let (sid, cntlid) = (s.id, c.cntlid);
+            let infos = keel_reactor::call_on(c.core, move || {
+                ctrlr::lookup(sid, cntlid)
+                    .map(|c| c.qpair_infos())
+                    .unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default();
+            out.extend(infos.iter().map(qpair_json));
+        }
+        Ok(Value::Array(out))
+    })
+}
+
+// ---- save_config ----
+
+/// The calls that recreate the target: transports, then subsystems with their listeners,
+/// hosts and namespaces (the discovery subsystem's listeners too).
+fn save_config() -> Vec<Value> {
+    let mut calls = Vec::new();
+    for t in state::transports() {
+        let mut params = transport_json(t.opts());
+        if let Some(o) = params.as_object_mut() {
+            o.remove("dif_insert_or_strip");
+            o.remove("zcopy");
+        }
+        calls.push(json!({"method": "nvmf_create_transport", "params": params}));
+    }
+    for s in state::subsystems() {
+        let g = s.lock();
+        if !s.is_discovery() {
+            calls.push(json!({"method": "nvmf_create_subsystem", "params": {
+                "nqn": s.nqn,
+                "serial_number": g.serial,
+                "model_number": g.model,
+                "max_namespaces": g.max_namespaces,
+                "allow_any_host": g.allow_any_host,
+                "ana_reporting": g.ana_reporting,
+            }}));
+        }
+        for l in &g.listeners {
+            calls.push(json!({"method": "nvmf_subsystem_add_listener", "params": {
+                "nqn": s.nqn,
+                "listen_address": listen_json(l),
+            }}));
+        }
+        for h in &g.hosts {
+            calls.push(json!({"method": "nvmf_subsystem_add_host", "params": {
+                "nqn": s.nqn, "host": h,
+            }}));
+        }
+        for n in g.namespaces.values() {
+            let mut ns = json!({
+                "nsid": n.nsid,
+                "bdev_name": n.bdev_name,
+                "uuid": n.uuid.to_string(),
+                "nguid": hex_upper(&n.nguid),
+            });
+            if n.eui64 != [0; 8] {
+                ns["eui64"] = hex_upper(&n.eui64).into();
+            }
+            calls.push(json!({"method": "nvmf_subsystem_add_ns", "params": {
+                "nqn": s.nqn, "namespace": ns,
+            }}));
+        }
+    }
+    calls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_address_parsing() {
+        let j = |v: Value| serde_json::from_value::<ListenAddressJson>(v).unwrap();
+        let a = listen_addr(j(
+            json!({"trtype":"tcp","traddr":"127.0.0.1","trsvcid":"4420"}),
+        ))
+        .unwrap();
+        assert_eq!(a.trtype, TrType::Tcp);
+        assert_eq!(a.adrfam, AdrFam::Ipv4);
+        let a = listen_addr(j(json!({"trtype":"TCP","traddr":"::1","trsvcid":"4420"}))).unwrap();
+        assert_eq!(a.adrfam, AdrFam::Ipv6);
+        for bad in [
+            json!({"trtype":"fc","traddr":"1.2.3.4","trsvcid":"1"}),
+            json!({"trtype":"tcp","traddr":"1.2.3.4"}),
+            json!({"trtype":"tcp","traddr":"1.2.3.4","trsvcid":"x"}),
+            json!({"trtype":"tcp","traddr":"::1","trsvcid":"1","adrfam":"ipv4"}),
+            json!({"trtype":"tcp","traddr":"1.2.3.4","trsvcid":"1","adrfam":"ib"}),
+        ] {
+            assert!(listen_addr(j(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_grouping_matches_rpc_py() {
+        let mut m = json!({"nqn":"discovery","trtype":"tcp","traddr":"1.2.3.4","trsvcid":"4420"})
+            .as_object()
+            .cloned()
+            .unwrap();
+        group_listen_address(&mut m).unwrap();
+        assert_eq!(m["nqn"], state::DISCOVERY_NQN);
+        assert_eq!(m["listen_address"]["traddr"], "1.2.3.4");
+        assert!(!m.contains_key("trtype"));
+        let mut m = json!({"nqn":"n","bdev_name":"M0","nsid":3})
+            .as_object()
+            .cloned()
+            .unwrap();
+        group_namespace(&mut m).unwrap();
+        assert_eq!(m["namespace"], json!({"bdev_name":"M0","nsid":3}));
+    }
+
+    #[test]
+    fn transport_options_are_validated() {
+        let parse = |v: Value| transport_opts(serde_json::from_value(v).unwrap());
+        let o = parse(json!({"trtype":"tcp","max_queue_depth":64,"zcopy":false,"no_srq":false}))
+            .unwrap();
+        assert_eq!(o.max_queue_depth, 64);
+        assert_eq!(o.in_capsule_data_size, 4096);
+        assert_eq!(
+            parse(json!({"trtype":"fc"})).unwrap_err().code,
+            -libc::EINVAL
+        );
+        assert!(parse(json!({"trtype":"tcp","max_queue_depth":1})).is_err());
+        assert!(parse(json!({"trtype":"tcp","in_capsule_data_size":10})).is_err());
+    }
+
+    #[test]
+    fn namespace_ids_are_parsed() {
+        let n: NamespaceJson = serde_json::from_value(json!({
+            "bdev_name": "M0",
+            "nguid": "00112233445566778899AABBCCDDEEFF",
+            "eui64": "0011223344556677",
+            "uuid": "11111111-2222-3333-4444-555555555555",
+            "no_auto_visible": false,
+        }))
+        .unwrap();
+        let o = namespace_opts(n).unwrap();
+        assert_eq!(o.nguid.unwrap()[15], 0xff);
+        assert_eq!(o.eui64.unwrap()[0], 0);
+        assert!(o.uuid.is_some());
+        let bad: NamespaceJson =
+            serde_json::from_value(json!({"bdev_name":"M0","nguid":"12"})).unwrap();
+        assert_eq!(namespace_opts(bad).unwrap_err().code, -32602);
+    }
+}

@@ -1,0 +1,742 @@
+//! Loopback tests: a fake transport drives full host bring-up sequences through
+//! `Qpair::execute` on a one-core runtime, against malloc bdevs.
+
+use super::state::{self, NamespaceOpts, SubsystemOpts};
+use super::Qpair;
+use crate::request::{NvmfRequest, ReqPtr};
+use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl, OPC_FABRICS};
+use crate::spec::status::Status;
+use crate::transport::{
+    AdrFam, ListenAddr, QpairTransport, TrType, Transport, TransportError, TransportOpts,
+};
+use keel_bdev::IoVec;
+use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::ptr::NonNull;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+/// The runtime is process-global: one test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555";
+
+/// Run `f`'s future on a fresh one-core runtime and wait for it.
+fn run<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let rt = Runtime::start(
+        RuntimeOptions {
+            cpumask: CpuMask::parse("0x1").unwrap(),
+            interrupt_mode: false,
+            pin_threads: false,
+        },
+        || {},
+    )
+    .expect("runtime");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    keel_reactor::spawn_on(0, move || async move {
+        f().await;
+        let _ = tx.send(());
+    })
+    .unwrap();
+    let ok = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    keel_reactor::request_shutdown();
+    rt.join();
+    assert!(ok, "the test body did not finish");
+}
+
+/// Yield to the reactor until `cond` holds (fails after a generous deadline).
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    std::future::poll_fn(|cx| {
+        if cond() {
+            return Poll::Ready(());
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
+    .await
+}
+
+struct FakeTransport {
+    opts: TransportOpts,
+}
+
+impl Transport for FakeTransport {
+    fn trtype(&self) -> TrType {
+        self.opts.trtype
+    }
+    fn opts(&self) -> &TransportOpts {
+        &self.opts
+    }
+    fn listen(&self, _addr: &ListenAddr) -> Result<(), TransportError> {
+        Ok(())
+    }
+    fn stop_listen(&self, _addr: &ListenAddr) -> Result<(), TransportError> {
+        Ok(())
+    }
+    fn shutdown(&self, done: Box<dyn FnOnce() + Send>) {
+        done()
+    }
+}
+
+fn fake_factory(opts: TransportOpts) -> Result<Arc<dyn Transport>, TransportError> {
+    Ok(Arc::new(FakeTransport { opts }))
+}
+
+/// The fake transport is registered for RDMA (nothing else in this crate uses that type).
+fn listen_addr(port: &str) -> ListenAddr {
+    ListenAddr {
+        trtype: TrType::Rdma,
+        adrfam: AdrFam::Ipv4,
+        traddr: "192.0.2.1".into(),
+        trsvcid: port.into(),
+    }
+}
+
+fn ensure_transport() {
+    super::register_transport_factory(TrType::Rdma, fake_factory);
+    let opts = TransportOpts {
+        trtype: TrType::Rdma,
+        ..TransportOpts::tcp_defaults()
+    };
+    match state::create_transport(opts) {
+        Ok(()) | Err(state::NvmfError::Exists(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// One fake connection: records completions, notes disconnect requests.
+struct Conn {
+    done: RefCell<Vec<NvmeCpl>>,
+    disconnected: Cell<bool>,
+}
+
+impl QpairTransport for Conn {
+    fn request_complete(&self, req: ReqPtr) {
+        // SAFETY: the test owns the request; the core hands it back here.
+        self.done.borrow_mut().push(unsafe { req.as_ref() }.rsp);
+    }
+    fn disconnect(&self) {
+        self.disconnected.set(true);
+    }
+    fn peer(&self) -> String {
+        "198.51.100.7:40000".into()
+    }
+}
+
+/// A host-side queue: a connection, its queue pair, a command id counter.
+struct HostQ {
+    conn: Rc<Conn>,
+    qp: Rc<Qpair>,
+    cid: Cell<u16>,
+}
+
+impl HostQ {
+    fn new(port: &str) -> HostQ {
+        let conn = Rc::new(Conn {
+            done: RefCell::new(Vec::new()),
+            disconnected: Cell::new(false),
+        });
+        let weak: std::rc::Weak<dyn QpairTransport> = {
+            let rc: Rc<dyn QpairTransport> = conn.clone();
+            Rc::downgrade(&rc)
+        };
+        let qp = Qpair::new(listen_addr(port), weak);
+        HostQ {
+            conn,
+            qp,
+            cid: Cell::new(1),
+        }
+    }
+
+    /// Start a command; returns the request (keep it alive) and its cid.
+    fn start(
+        &self,
+        mut cmd: NvmeCmd,
+        xfer: DataXfer,
+        data: &mut Vec<u8>,
+    ) -> (Box<NvmfRequest>, u16) {
+        let cid = self.cid.get();
+        self.cid.set(cid.wrapping_add(1));
+        cmd.cid = cid;
+        let mut req = Box::new(NvmfRequest::new());
+        req.cmd = cmd;
+        req.xfer = xfer;
+        req.length = data.len() as u32;
+        if !data.is_empty() {
+            // SAFETY: `data` outlives the command (the caller waits for its completion).
+            req.iovs[0] = unsafe { IoVec::from_raw(data.as_mut_ptr(), data.len()) };
+            req.iovcnt = 1;
+        }
+        let ptr = NonNull::from(&mut *req);
+        self.qp.execute(ptr);
+        (req, cid)
+    }
+
+    fn take(&self, cid: u16) -> Option<NvmeCpl> {
+        let mut d = self.conn.done.borrow_mut();
+        let i = d.iter().position(|c| c.cid == cid)?;
+        Some(d.remove(i))
+    }
+
+    /// Run a command to completion.
+    async fn cmd(&self, cmd: NvmeCmd, xfer: DataXfer, data: &mut Vec<u8>) -> NvmeCpl {
+        let (_req, cid) = self.start(cmd, xfer, data);
+        let mut out = None;
+        until("a completion", || {
+            out = out.or_else(|| self.take(cid));
+            out.is_some()
+        })
+        .await;
+        out.unwrap()
+    }
+
+    async fn nodata(&self, cmd: NvmeCmd) -> NvmeCpl {
+        self.cmd(cmd, DataXfer::None, &mut Vec::new()).await
+    }
+
+    async fn read_data(&self, cmd: NvmeCmd, len: usize) -> (NvmeCpl, Vec<u8>) {
+        let mut d = vec![0xAAu8; len];
+        let c = self.cmd(cmd, DataXfer::ControllerToHost, &mut d).await;
+        (c, d)
+    }
+
+    async fn connect(
+        &self,
+        qid: u16,
+        sqsize: u16,
+        kato: u32,
+        cntlid: u16,
+        subnqn: &str,
+        hostnqn: &str,
+    ) -> NvmeCpl {
+        let mut d = vec![0u8; 1024];
+        d[..16].copy_from_slice(&[0x42; 16]);
+        d[16..18].copy_from_slice(&cntlid.to_le_bytes());
+        d[256..256 + subnqn.len()].copy_from_slice(subnqn.as_bytes());
+        d[512..512 + hostnqn.len()].copy_from_slice(hostnqn.as_bytes());
+        let cmd = NvmeCmd {
+            opc: OPC_FABRICS,
+            nsid: 0x01,
+            cdw10: u32::from(qid) << 16,
+            cdw11: u32::from(sqsize),
+            cdw12: kato,
+            ..Default::default()
+        };
+        self.cmd(cmd, DataXfer::HostToController, &mut d).await
+    }
+
+    async fn prop_get(&self, ofst: u32, size8: bool) -> (NvmeCpl, u64) {
+        let c = self
+            .nodata(NvmeCmd {
+                opc: OPC_FABRICS,
+                nsid: 0x04,
+                cdw10: u32::from(size8),
+                cdw11: ofst,
+                ..Default::default()
+            })
+            .await;
+        (c, u64::from(c.cdw0) | (u64::from(c.cdw1) << 32))
+    }
+
+    async fn prop_set(&self, ofst: u32, v: u32) -> NvmeCpl {
+        self.nodata(NvmeCmd {
+            opc: OPC_FABRICS,
+            nsid: 0x00,
+            cdw11: ofst,
+            cdw12: v,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// Connect the admin queue and enable the controller; returns the cntlid.
+    async fn bring_up_admin(&self, subnqn: &str, kato: u32) -> u16 {
+        let c = self.connect(0, 31, kato, 0xFFFF, subnqn, HOST).await;
+        assert_ok(&c);
+        let cntlid = c.cdw0 as u16;
+        assert_ok(&self.prop_set(0x14, 0x0046_0001).await);
+        let (c, csts) = self.prop_get(0x1C, false).await;
+        assert_ok(&c);
+        assert_eq!(csts & 1, 1, "CSTS.RDY after CC.EN");
+        cntlid
+    }
+
+    async fn identify(&self, cns: u8, nsid: u32) -> (NvmeCpl, Vec<u8>) {
+        self.read_data(
+            NvmeCmd {
+                opc: 0x06,
+                nsid,
+                cdw10: u32::from(cns),
+                ..Default::default()
+            },
+            4096,
+        )
+        .await
+    }
+
+    async fn get_log(&self, lid: u8, len: usize, rae: bool, offset: u64) -> (NvmeCpl, Vec<u8>) {
+        let numd = (len / 4 - 1) as u32;
+        self.read_data(
+            NvmeCmd {
+                opc: 0x02,
+                nsid: u32::MAX,
+                cdw10: u32::from(lid) | (u32::from(rae) << 15) | ((numd & 0xffff) << 16),
+                cdw11: numd >> 16,
+                cdw12: offset as u32,
+                cdw13: (offset >> 32) as u32,
+                ..Default::default()
+            },
+            len,
+        )
+        .await
+    }
+
+    async fn set_feature(&self, fid: u8, v: u32) -> NvmeCpl {
+        self.nodata(NvmeCmd {
+            opc: 0x09,
+            cdw10: u32::from(fid),
+            cdw11: v,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn rw(&self, opc: u8, nsid: u32, slba: u64, nlb: u32, data: &mut Vec<u8>) -> NvmeCpl {
+        let xfer = if opc == 0x02 {
+            DataXfer::ControllerToHost
+        } else {
+            DataXfer::HostToController
+        };
+        let cmd = NvmeCmd {
+            opc,
+            nsid,
+            cdw10: slba as u32,
+            cdw11: (slba >> 32) as u32,
+            cdw12: nlb - 1,
+            ..Default::default()
+        };
+        self.cmd(cmd, xfer, data).await
+    }
+}
+
+fn assert_ok(c: &NvmeCpl) {
+    assert!(
+        c.is_success(),
+        "expected success, got {:?}",
+        Status::from_field(c.status)
+    );
+}
+
+fn assert_status(c: &NvmeCpl, s: Status) {
+    let got = Status::from_field(c.status);
+    assert_eq!(
+        (got.sct, got.sc),
+        (s.sct, s.sc),
+        "got {got:?}, expected {s:?}"
+    );
+}
+
+fn le32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes(b[off..off + 4].try_into().unwrap())
+}
+
+fn le64(b: &[u8], off: usize) -> u64 {
+    u64::from_le_bytes(b[off..off + 8].try_into().unwrap())
+}
+
+/// A subsystem with one 1024 × 512-byte malloc namespace, host `HOST` allowed, a listener on
+/// `port`.
+async fn setup(nqn: &str, bdev: &str, port: &str) {
+    ensure_transport();
+    keel_bdev::modules::malloc::create(bdev, 1024, 512, None).unwrap();
+    state::create_subsystem(
+        nqn,
+        SubsystemOpts {
+            serial_number: Some("KEEL0001".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    state::add_host(nqn, HOST).unwrap();
+    state::add_listener(nqn, listen_addr(port)).unwrap();
+    let nsid = state::add_namespace(
+        nqn,
+        NamespaceOpts {
+            bdev_name: bdev.into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(nsid, 1);
+}
+
+#[test]
+fn host_bring_up_admin_io_and_namespace_hot_add() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:bringup";
+        setup(nqn, "nvmf_t_m0", "4420").await;
+
+        let admin = HostQ::new("4420");
+        // Before Connect, nothing else runs.
+        let c = admin
+            .nodata(NvmeCmd {
+                opc: 0x18,
+                ..Default::default()
+            })
+            .await;
+        assert_status(&c, Status::COMMAND_SEQUENCE_ERROR);
+
+        let c = admin.connect(0, 31, 10_000, 0xFFFF, nqn, HOST).await;
+        assert_ok(&c);
+        let cntlid = c.cdw0 as u16;
+        assert!((1..=0xFFEF).contains(&cntlid));
+        assert_eq!(admin.qp.qid(), Some(0));
+        assert_eq!(admin.qp.sq_size(), 32);
+        // A second Connect on the same queue is a sequence error.
+        let c = admin.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
+        assert_status(&c, Status::COMMAND_SEQUENCE_ERROR);
+
+        let (c, cap) = admin.prop_get(0x00, true).await;
+        assert_ok(&c);
+        assert_eq!(cap & 0xffff, 127, "CAP.MQES");
+        let (_, vs) = admin.prop_get(0x08, false).await;
+        assert_eq!(vs, 0x0001_0300);
+        // Admin commands wait for CC.EN.
+        let (c, _) = admin.identify(0x01, 0).await;
+        assert_status(&c, Status::COMMAND_SEQUENCE_ERROR);
+        assert_ok(&admin.prop_set(0x14, 0x0046_0001).await);
+        let (_, csts) = admin.prop_get(0x1C, false).await;
+        assert_eq!(csts & 1, 1);
+        let (c, _) = admin.prop_get(0x44, false).await;
+        assert_status(&c, Status::INVALID_FIELD);
+
+        let (c, id) = admin.identify(0x01, 0).await;
+        assert_ok(&c);
+        assert_eq!(u16::from_le_bytes([id[78], id[79]]), cntlid);
+        assert_eq!(&id[4..12], b"KEEL0001");
+        assert_eq!(&id[768..768 + nqn.len()], nqn.as_bytes());
+        assert_eq!(id[111], 1);
+        assert!(u16::from_le_bytes([id[320], id[321]]) > 0, "KAS");
+
+        let c = admin.set_feature(0x07, 3 | (3 << 16)).await;
+        assert_ok(&c);
+        assert_eq!(c.cdw0, 3 | (3 << 16));
+        assert_ok(&admin.set_feature(0x0B, 1 << 8).await);
+        let c = admin.set_feature(0x0C, 1).await;
+        assert_status(&c, Status::INVALID_FIELD);
+
+        // Post an AER: it stays outstanding.
+        let mut none = Vec::new();
+        let (_aer, aer_cid) = admin.start(
+            NvmeCmd {
+                opc: 0x0C,
+                ..Default::default()
+            },
+            DataXfer::None,
+            &mut none,
+        );
+        assert!(admin.take(aer_cid).is_none());
+
+        let (c, list) = admin.identify(0x02, 0).await;
+        assert_ok(&c);
+        assert_eq!((le32(&list, 0), le32(&list, 4)), (1, 0));
+        let (c, ns) = admin.identify(0x00, 1).await;
+        assert_ok(&c);
+        assert_eq!(le64(&ns, 0), 1024);
+        assert_eq!(ns[128 + 2], 9, "LBADS = log2(512)");
+        let (c, ns5) = admin.identify(0x00, 5).await;
+        assert_ok(&c);
+        assert!(
+            ns5.iter().all(|&b| b == 0),
+            "inactive namespace reads as zeroes"
+        );
+        let (c, _) = admin.identify(0x00, 0).await;
+        assert_status(&c, Status::INVALID_NAMESPACE_OR_FORMAT);
+        let (c, desc) = admin.identify(0x03, 1).await;
+        assert_ok(&c);
+        assert!(desc
+            .chunks(4)
+            .next()
+            .is_some_and(|d| d[0] == 2 || d[0] == 3));
+        let (c, _) = admin.identify(0x55, 0).await;
+        assert_status(&c, Status::INVALID_FIELD);
+        let (c, _) = admin.get_log(0x02, 512, false, 0).await;
+        assert_ok(&c);
+        let (c, chg) = admin.get_log(0x04, 4096, false, 0).await;
+        assert_ok(&c);
+        assert_eq!(le32(&chg, 0), 0);
+        let (c, _) = admin.get_log(0x99, 512, false, 0).await;
+        assert_status(&c, Status::INVALID_FIELD);
+
+        // I/O queues.
+        let ioq = HostQ::new("4420");
+        let c = ioq.connect(1, 127, 0, cntlid, nqn, HOST).await;
+        assert_ok(&c);
+        assert_eq!(ioq.qp.qid(), Some(1));
+        let bad = HostQ::new("4420");
+        let c = bad.connect(9, 127, 0, cntlid, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, 42, "IPO points at qid");
+        let c = bad.connect(1, 127, 0, cntlid, nqn, HOST).await;
+        assert_status(&c, Status::INVALID_QUEUE_IDENTIFIER);
+        // Number of Queues is fixed once I/O queues exist.
+        let c = admin.set_feature(0x07, 1 | (1 << 16)).await;
+        assert_status(&c, Status::COMMAND_SEQUENCE_ERROR);
+
+        let pattern: Vec<u8> = (0..8 * 512).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = pattern.clone();
+        assert_ok(&ioq.rw(0x01, 1, 10, 8, &mut w).await);
+        let mut r = vec![0u8; 8 * 512];
+        assert_ok(&ioq.rw(0x02, 1, 10, 8, &mut r).await);
+        assert_eq!(r, pattern);
+        let mut same = pattern.clone();
+        assert_ok(&ioq.rw(0x05, 1, 10, 8, &mut same).await);
+        let mut other = pattern.clone();
+        other[100] ^= 1;
+        let c = ioq.rw(0x05, 1, 10, 8, &mut other).await;
+        assert_status(&c, Status::COMPARE_FAILURE);
+
+        let mut empty = Vec::new();
+        assert_ok(&ioq.rw(0x08, 1, 10, 2, &mut empty).await);
+        let mut r = vec![0xffu8; 4 * 512];
+        assert_ok(&ioq.rw(0x02, 1, 10, 4, &mut r).await);
+        assert!(r[..1024].iter().all(|&b| b == 0), "write zeroes");
+        assert_eq!(&r[1024..], &pattern[1024..2048]);
+
+        // Dataset Management, deallocate blocks 12..14 and 16..17.
+        let mut ranges = vec![0u8; 32];
+        ranges[4..8].copy_from_slice(&2u32.to_le_bytes());
+        ranges[8..16].copy_from_slice(&12u64.to_le_bytes());
+        ranges[20..24].copy_from_slice(&1u32.to_le_bytes());
+        ranges[24..32].copy_from_slice(&16u64.to_le_bytes());
+        let dsm = NvmeCmd {
+            opc: 0x09,
+            nsid: 1,
+            cdw10: 1,
+            cdw11: 1 << 2,
+            ..Default::default()
+        };
+        assert_ok(&ioq.cmd(dsm, DataXfer::HostToController, &mut ranges).await);
+        let mut r = vec![0xffu8; 8 * 512];
+        assert_ok(&ioq.rw(0x02, 1, 10, 8, &mut r).await);
+        assert!(r[1024..2048].iter().all(|&b| b == 0), "deallocated");
+        assert_eq!(&r[2048..3072], &pattern[2048..3072]);
+        assert!(r[3072..3584].iter().all(|&b| b == 0), "deallocated");
+        let mut flush = Vec::new();
+        assert_ok(
+            &ioq.cmd(
+                NvmeCmd {
+                    opc: 0x00,
+                    nsid: 1,
+                    ..Default::default()
+                },
+                DataXfer::None,
+                &mut flush,
+            )
+            .await,
+        );
+
+        // Errors.
+        let mut r = vec![0u8; 512];
+        assert_status(
+            &ioq.rw(0x02, 7, 0, 1, &mut r).await,
+            Status::INVALID_NAMESPACE_OR_FORMAT,
+        );
+        let mut r = vec![0u8; 8 * 512];
+        assert_status(
+            &ioq.rw(0x02, 1, 1020, 8, &mut r).await,
+            Status::LBA_OUT_OF_RANGE,
+        );
+        let mut r = vec![0u8; 512];
+        assert_status(
+            &ioq.rw(0x02, 1, 0, 2, &mut r).await,
+            Status::DATA_SGL_LENGTH_INVALID,
+        );
+        let c = ioq
+            .nodata(NvmeCmd {
+                opc: 0x0C,
+                nsid: 1,
+                ..Default::default()
+            })
+            .await;
+        assert_status(&c, Status::INVALID_OPCODE);
+
+        // Namespace hot add: AER, changed namespace list, I/O to the new namespace.
+        keel_bdev::modules::malloc::create("nvmf_t_m1", 256, 4096, None).unwrap();
+        let nsid = state::add_namespace(
+            nqn,
+            NamespaceOpts {
+                bdev_name: "nvmf_t_m1".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(nsid, 2);
+        let mut aer = None;
+        until("the namespace AER", || {
+            aer = aer.or_else(|| admin.take(aer_cid));
+            aer.is_some()
+        })
+        .await;
+        let aer = aer.unwrap();
+        assert_ok(&aer);
+        assert_eq!(aer.cdw0, 0x0004_0002);
+        let (c, chg) = admin.get_log(0x04, 4096, false, 0).await;
+        assert_ok(&c);
+        assert_eq!((le32(&chg, 0), le32(&chg, 4)), (2, 0));
+        let (_, chg) = admin.get_log(0x04, 4096, false, 0).await;
+        assert_eq!(le32(&chg, 0), 0, "cleared by the read");
+        let mut r = vec![0u8; 4096];
+        assert_ok(&ioq.rw(0x02, 2, 255, 1, &mut r).await);
+
+        // Namespace removal: I/O to it fails, the list shrinks.
+        state::remove_namespace(nqn, 2).await.unwrap();
+        let mut r = vec![0u8; 4096];
+        assert_status(
+            &ioq.rw(0x02, 2, 0, 1, &mut r).await,
+            Status::INVALID_NAMESPACE_OR_FORMAT,
+        );
+        let (_, list) = admin.identify(0x02, 0).await;
+        assert_eq!((le32(&list, 0), le32(&list, 4)), (1, 0));
+
+        // Losing the admin queue destroys the controller and disconnects its I/O queues.
+        let s = state::subsystem(nqn).unwrap();
+        assert_eq!(s.controllers().len(), 1);
+        admin.qp.close();
+        until("the I/O queue disconnect", || ioq.conn.disconnected.get()).await;
+        assert!(s.controllers().is_empty());
+        ioq.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
+
+#[test]
+fn refused_hosts_and_unknown_subsystems() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:refuse";
+        setup(nqn, "nvmf_t_m2", "4421").await;
+        let q = HostQ::new("4421");
+        let c = q
+            .connect(0, 31, 0, 0xFFFF, nqn, "nqn.2014-08.org.example:intruder")
+            .await;
+        assert_status(&c, Status::CONNECT_INVALID_HOST);
+        let c = q
+            .connect(0, 31, 0, 0xFFFF, "nqn.2016-06.io.keel:nope", HOST)
+            .await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, (1 << 16) | 256, "IATTR data, IPO subnqn");
+        // Not served at this listener.
+        let other = HostQ::new("4499");
+        let c = other.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_HOST);
+        // Admin sqsize beyond the transport's admin depth.
+        let c = q.connect(0, 200, 0, 0xFFFF, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, 44);
+        // Allowing any host lets it in.
+        state::allow_any_host(nqn, true).unwrap();
+        let c = q
+            .connect(0, 31, 0, 0xFFFF, nqn, "nqn.2014-08.org.example:intruder")
+            .await;
+        assert_ok(&c);
+        q.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
+
+#[test]
+fn keep_alive_timeout_tears_the_controller_down() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:kato";
+        setup(nqn, "nvmf_t_m3", "4422").await;
+        let admin = HostQ::new("4422");
+        let cntlid = admin.bring_up_admin(nqn, 100).await;
+        assert_ok(&admin.set_feature(0x07, 0).await);
+        let ioq = HostQ::new("4422");
+        assert_ok(&ioq.connect(1, 31, 0, cntlid, nqn, HOST).await);
+        let s = state::subsystem(nqn).unwrap();
+        assert_eq!(s.controllers().len(), 1);
+        // No keep-alive: after ~100 ms the controller goes and both queues are dropped.
+        until("the keep-alive teardown", || {
+            admin.conn.disconnected.get() && ioq.conn.disconnected.get()
+        })
+        .await;
+        assert!(s.controllers().is_empty());
+        // Commands still come back (aborted) until the transport closes.
+        let c = admin
+            .nodata(NvmeCmd {
+                opc: 0x18,
+                ..Default::default()
+            })
+            .await;
+        assert_status(&c, Status::ABORTED_SQ_DELETION);
+        admin.qp.close();
+        ioq.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
+
+#[test]
+fn discovery_log_lists_reachable_subsystems() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:disc";
+        setup(nqn, "nvmf_t_m4", "4423").await;
+        let hidden = "nqn.2016-06.io.keel:disc-hidden";
+        state::create_subsystem(hidden, SubsystemOpts::default()).unwrap();
+        state::add_listener(hidden, listen_addr("4423")).unwrap();
+
+        let q = HostQ::new("4423");
+        q.bring_up_admin(state::DISCOVERY_NQN, 0).await;
+        let (c, id) = q.identify(0x01, 0).await;
+        assert_ok(&c);
+        assert_eq!(id[111], 2, "discovery controller");
+        let (c, _) = q.identify(0x00, 1).await;
+        assert_status(&c, Status::INVALID_FIELD);
+
+        let (c, hdr) = q.get_log(0x70, 1024, false, 0).await;
+        assert_ok(&c);
+        let genctr = le64(&hdr, 0);
+        let numrec = le64(&hdr, 8) as usize;
+        let (c, log) = q.get_log(0x70, 1024 * (numrec + 1), false, 0).await;
+        assert_ok(&c);
+        assert_eq!(le64(&log, 0), genctr);
+        let names: Vec<String> = (1..=numrec)
+            .map(|i| {
+                let e = &log[i * 1024..(i + 1) * 1024];
+                let n = &e[256..512];
+                String::from_utf8_lossy(&n[..n.iter().position(|&b| b == 0).unwrap()]).into_owned()
+            })
+            .collect();
+        assert!(names.iter().any(|n| n == nqn), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n == hidden),
+            "host not allowed there: {names:?}"
+        );
+        let e = &log[1024 * (names.iter().position(|n| n == nqn).unwrap() + 1)..];
+        assert_eq!(e[0], TrType::Rdma.wire_value());
+        assert_eq!(&e[32..36], b"4423");
+        assert_eq!(&e[512..521], b"192.0.2.1");
+        // A change bumps the generation counter; offsets are honoured.
+        state::add_host(hidden, HOST).unwrap();
+        let (_, hdr2) = q.get_log(0x70, 1024, false, 0).await;
+        assert!(le64(&hdr2, 0) > genctr);
+        let (c, tail) = q.get_log(0x70, 1024, false, 1024).await;
+        assert_ok(&c);
+        assert_eq!(tail[0], TrType::Rdma.wire_value());
+        q.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
+        state::delete_subsystem(hidden).await.unwrap();
+    });
+}

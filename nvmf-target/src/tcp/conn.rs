@@ -1,0 +1,1143 @@
+//! HOT PATH: one NVMe/TCP connection (one queue pair) on its poll group's core.
+//!
+//! Receive: bytes go through [`Rx`]; each command capsule takes a pre-allocated request slot,
+//! gets pool buffers for its data (in-capsule data received into them, larger writes pulled
+//! with R2T + H2CData, reads filled by the core) and is executed by the core. Send: completed
+//! requests, R2Ts and the ICResp queue up as PDUs and leave in gathered `sendmsg` calls (header
+//! bytes from per-slot buffers, data straight from the pool buffers).
+//!
+//! Borrow discipline: the mutable state sits in one `RefCell`, never borrowed across a call
+//! into the core (`execute`, `close`), because the core may call back (`request_complete`)
+//! from inside those.
+
+use super::group;
+use super::pdu::{
+    align_up, digest, digest_append, encode_term_req, negotiate, CapsuleRespHeader, CommonHeader,
+    DataHeader, IcResp, Negotiated, R2tHeader, RxLimits, TermError, Wire, DIGEST_LEN,
+    FES_DATA_OUT_OF_RANGE, FLAG_DDGSTF, FLAG_HDGSTF, FLAG_LAST_PDU, FLAG_SUCCESS, IC_HLEN,
+    PDU_C2H_DATA, PDU_CAPSULE_RESP, PDU_R2T, SHORT_HLEN, TERM_MAX_PLEN,
+};
+use super::recv::{HostPdu, Rx, RxEvent};
+use super::sgl::{data_desc, is_connect, xfer_of, DataDesc};
+use crate::request::{NvmfRequest, ReqPtr};
+use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
+use crate::spec::status::Status;
+use crate::target::Qpair;
+use crate::transport::{ListenAddr, QpairTransport};
+use keel_bdev::{IoVec, MAX_IOVS};
+use keel_reactor::pool::{self, DmaBuf, PoolError};
+use std::cell::{Cell, OnceCell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
+use std::rc::{Rc, Weak};
+
+/// Most R2Ts in flight per command (the host's MAXR2T+1 is capped to this).
+const R2T_SLOTS: usize = 4;
+/// Most iovecs in one `sendmsg`.
+const IOV_BATCH: usize = 64;
+/// Most socket reads per connection per poll (fairness between connections).
+const READ_BUDGET: usize = 8;
+/// C2HData header room: header, digest and padding up to a PDO of at most 255.
+const C2H_HDR_ROOM: usize = 256;
+
+/// Per-connection settings, derived from the transport options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnConfig {
+    /// Request slots (the deepest queue a host may open).
+    pub slots: usize,
+    /// In-capsule data limit on I/O queues.
+    pub icd_io: u32,
+    /// In-capsule data limit on the admin queue and before Connect.
+    pub icd_admin: u32,
+    /// MAXH2CDATA announced in ICResp.
+    pub maxh2cdata: u32,
+    /// Largest data transfer of one command.
+    pub max_io_size: u32,
+    /// Size of each pool buffer a command's data is split over.
+    pub buf_chunk: usize,
+    /// Send C2HData with SUCCESS instead of a response capsule.
+    pub c2h_success: bool,
+    /// Submission queue size assumed before Connect (for SQHD).
+    pub aq_depth: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Receiving in-capsule data.
+    CapsuleData,
+    /// Waiting for H2CData after R2T(s).
+    AwaitH2C,
+    /// With the core.
+    Executing,
+    /// Response queued for sending.
+    Sending,
+}
+
+/// Transport-side state of one request slot.
+struct Slot {
+    state: SlotState,
+    bufs: [Option<DmaBuf>; MAX_IOVS],
+    nbufs: usize,
+    /// Answer with this status instead of executing (SGL problem, data digest error).
+    early: Option<Status>,
+    h2c_done: u32,
+    r2t_sent: u32,
+    r2t_seq: usize,
+    r2t_hdr: [[u8; SHORT_HLEN + DIGEST_LEN]; R2T_SLOTS],
+    c2h_hdr: [u8; C2H_HDR_ROOM],
+    c2h_hdr_len: usize,
+    ddgst: [u8; DIGEST_LEN],
+    rsp: [u8; SHORT_HLEN + DIGEST_LEN],
+    rsp_len: usize,
+    send_data: bool,
+    send_rsp: bool,
+    connect_qid: Option<u16>,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            state: SlotState::Free,
+            bufs: std::array::from_fn(|_| None),
+            nbufs: 0,
+            early: None,
+            h2c_done: 0,
+            r2t_sent: 0,
+            r2t_seq: 0,
+            r2t_hdr: [[0; SHORT_HLEN + DIGEST_LEN]; R2T_SLOTS],
+            c2h_hdr: [0; C2H_HDR_ROOM],
+            c2h_hdr_len: 0,
+            ddgst: [0; DIGEST_LEN],
+            rsp: [0; SHORT_HLEN + DIGEST_LEN],
+            rsp_len: 0,
+            send_data: false,
+            send_rsp: false,
+            connect_qid: None,
+        }
+    }
+}
+
+/// One queued outgoing PDU (or PDU group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tx {
+    IcResp,
+    Term,
+    R2t {
+        slot: u16,
+        k: u8,
+    },
+    /// A completed request: C2HData (+ data + digest) and/or the response capsule.
+    Done(u16),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    /// Term request queued: flush it, then close.
+    Terminating,
+    Closed,
+}
+
+struct State {
+    rx: Rx,
+    neg: Option<Negotiated>,
+    slots: Box<[Slot]>,
+    free: Vec<u16>,
+    txq: VecDeque<Tx>,
+    /// Bytes of the head of `txq` already sent.
+    tx_off: usize,
+    iov: Box<[libc::iovec]>,
+    icresp: [u8; IC_HLEN],
+    term: [u8; TERM_MAX_PLEN],
+    term_len: usize,
+    life: Life,
+    qid: Option<u16>,
+    sq_size: u16,
+    sq_head: u16,
+    /// A Connect completed: read qid / sq size from the core before the next capsule.
+    refresh_q: bool,
+    /// Slots not free.
+    outstanding: usize,
+    epollout: bool,
+    /// Blocked on a free slot or pool buffers: retried every poll.
+    stalled: bool,
+    /// Slot whose data the machine is receiving, and the length of that PDU's data.
+    cur_data: Option<(u16, u32)>,
+}
+
+/// What to do after one receive step, outside the state borrow.
+enum Action {
+    Continue,
+    NeedMore,
+    Execute(ReqPtr),
+    Stall,
+    Close,
+}
+
+/// One connection.
+pub struct Conn {
+    sock: TcpStream,
+    token: u32,
+    transport_id: u64,
+    peer: String,
+    cfg: ConnConfig,
+    qpair: OnceCell<Rc<Qpair>>,
+    reqs: OnceCell<Box<[UnsafeCell<NvmfRequest>]>>,
+    st: RefCell<State>,
+    dirty: Cell<bool>,
+}
+
+fn empty_iov() -> libc::iovec {
+    libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }
+}
+
+impl Conn {
+    /// A connection for `sock` (already non-blocking) accepted on `listen`.
+    pub fn new(
+        sock: TcpStream,
+        token: u32,
+        transport_id: u64,
+        listen: ListenAddr,
+        cfg: ConnConfig,
+    ) -> Rc<Conn> {
+        let peer = sock
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|_| "?".to_string());
+        let conn = Rc::new(Conn {
+            sock,
+            token,
+            transport_id,
+            peer,
+            cfg,
+            qpair: OnceCell::new(),
+            reqs: OnceCell::new(),
+            st: RefCell::new(State {
+                rx: Rx::new(RxLimits {
+                    max_in_capsule: cfg.icd_admin,
+                    maxh2cdata: cfg.maxh2cdata,
+                }),
+                neg: None,
+                slots: Box::new([]),
+                free: Vec::new(),
+                txq: VecDeque::new(),
+                tx_off: 0,
+                iov: vec![empty_iov(); IOV_BATCH].into_boxed_slice(),
+                icresp: [0; IC_HLEN],
+                term: [0; TERM_MAX_PLEN],
+                term_len: 0,
+                life: Life::Open,
+                qid: None,
+                sq_size: cfg.aq_depth.max(1),
+                sq_head: 0,
+                refresh_q: false,
+                outstanding: 0,
+                epollout: false,
+                stalled: false,
+                cur_data: None,
+            }),
+            dirty: Cell::new(false),
+        });
+        let weak: Weak<dyn QpairTransport> = Rc::downgrade(&conn) as Weak<dyn QpairTransport>;
+        let _ = conn.qpair.set(Qpair::new(listen, weak));
+        conn
+    }
+
+    /// The transport instance that accepted it.
+    pub fn transport_id(&self) -> u64 {
+        self.transport_id
+    }
+
+    fn qpair(&self) -> &Rc<Qpair> {
+        self.qpair.get().expect("qpair set at construction")
+    }
+
+    /// Whether the connection is closed and every request came back (it can be freed).
+    pub fn reapable(&self) -> bool {
+        let st = self.st.borrow();
+        st.life == Life::Closed && st.outstanding == 0
+    }
+
+    /// Whether it waits for a slot or buffers.
+    pub fn stalled(&self) -> bool {
+        self.st.borrow().stalled
+    }
+
+    /// Whether the `dirty` mark is set (queued output to flush).
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.replace(false)
+    }
+
+    fn mark_dirty(&self) {
+        if !self.dirty.replace(true) {
+            group::mark_dirty(self.token);
+        }
+    }
+
+    fn req_ptr(&self, i: u16) -> ReqPtr {
+        let reqs = self.reqs.get().expect("slots exist after ICReq");
+        // SAFETY: UnsafeCell::get never returns null.
+        unsafe { NonNull::new_unchecked(reqs[i as usize].get()) }
+    }
+
+    /// The request of slot `i`, for the transport's own use.
+    ///
+    /// # Safety
+    /// The slot must not be with the core (state other than `Executing`), and no other
+    /// reference to that request may be live.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn req_mut(&self, i: u16) -> &mut NvmfRequest {
+        // SAFETY: caller's contract.
+        unsafe { &mut *self.req_ptr(i).as_ptr() }
+    }
+
+    // ----- receive -----
+
+    /// The socket is readable (or a stalled connection retries): read and handle PDUs, then
+    /// flush what that produced.
+    pub fn on_readable(self: &Rc<Self>) {
+        let mut reads = 0;
+        loop {
+            loop {
+                let action = {
+                    let mut st = self.st.borrow_mut();
+                    if st.life != Life::Open {
+                        return;
+                    }
+                    st.stalled = false;
+                    self.step(&mut st)
+                };
+                match action {
+                    Action::Continue => {}
+                    Action::NeedMore => break,
+                    Action::Execute(req) => self.qpair().execute(req),
+                    Action::Stall => {
+                        self.st.borrow_mut().stalled = true;
+                        group::mark_stalled(self.token);
+                        self.flush();
+                        return;
+                    }
+                    Action::Close => {
+                        self.terminate();
+                        return;
+                    }
+                }
+            }
+            if reads == READ_BUDGET {
+                break;
+            }
+            reads += 1;
+            match self.read_socket() {
+                Ok(0) => {
+                    log::info!("nvmf/tcp: {} closed the connection", self.peer);
+                    self.close();
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::info!("nvmf/tcp: {}: receive failed: {e}", self.peer);
+                    self.close();
+                    return;
+                }
+            }
+        }
+        self.flush();
+    }
+
+    /// One read from the socket into the staging buffer or straight into the data buffers.
+    fn read_socket(&self) -> io::Result<usize> {
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        let fd = self.sock.as_raw_fd();
+        if st.rx.wants_direct() {
+            let n = st.rx.direct_iovs(&mut st.iov);
+            // SAFETY: the iovecs point into this connection's pool buffers and staging buffer,
+            // valid and unaliased for the duration of the call.
+            let r = unsafe { libc::readv(fd, st.iov.as_ptr(), n as i32) };
+            if r < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            st.rx.direct_advance(r as usize);
+            return Ok(r as usize);
+        }
+        let space = st.rx.stage_space();
+        if space.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        // SAFETY: `space` is a valid writable buffer of its length.
+        let r = unsafe { libc::recv(fd, space.as_mut_ptr().cast(), space.len(), 0) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        st.rx.staged(r as usize);
+        Ok(r as usize)
+    }
+
+    fn step(&self, st: &mut State) -> Action {
+        if st.refresh_q {
+            st.refresh_q = false;
+            st.qid = self.qpair().qid();
+            st.sq_size = self.qpair().sq_size().max(1);
+            let icd = match st.qid {
+                Some(q) if q > 0 => self.cfg.icd_io,
+                _ => self.cfg.icd_admin,
+            };
+            st.rx.set_limits(RxLimits {
+                max_in_capsule: icd,
+                maxh2cdata: self.cfg.maxh2cdata,
+            });
+        }
+        match st.rx.step() {
+            RxEvent::NeedMore => Action::NeedMore,
+            RxEvent::Fatal(e) => {
+                log::warn!("nvmf/tcp: {}: {e}; terminating the connection", self.peer);
+                let bad = st.rx.bad_header();
+                let mut term = [0u8; TERM_MAX_PLEN];
+                let n = encode_term_req(&e, bad, &mut term);
+                st.term = term;
+                st.term_len = n;
+                Action::Close
+            }
+            RxEvent::Pdu(HostPdu::IcReq(req), _) => self.on_icreq(st, &req),
+            RxEvent::Pdu(HostPdu::TermReq(t), _) => {
+                log::warn!(
+                    "nvmf/tcp: {} terminated the connection: FES {:#x}, FEI {}",
+                    self.peer,
+                    t.fes,
+                    t.fei()
+                );
+                st.term_len = 0;
+                Action::Close
+            }
+            RxEvent::Pdu(HostPdu::Capsule(c), f) => self.on_capsule(st, &c.sqe, f.data_len),
+            RxEvent::Pdu(HostPdu::H2CData(h), f) => self.on_h2c_data(st, &h, f.data_len),
+            RxEvent::DataDone { digest_ok } => self.on_data_done(st, digest_ok),
+        }
+    }
+
+    fn fatal(&self, st: &mut State, e: TermError, hdr: &[u8]) -> Action {
+        log::warn!("nvmf/tcp: {}: {e}; terminating the connection", self.peer);
+        st.rx.kill();
+        let mut term = [0u8; TERM_MAX_PLEN];
+        st.term_len = encode_term_req(&e, hdr, &mut term);
+        st.term = term;
+        Action::Close
+    }
+
+    fn on_icreq(&self, st: &mut State, req: &super::pdu::IcReq) -> Action {
+        let neg = match negotiate(req, self.cfg.maxh2cdata, true) {
+            Ok(n) => n,
+            Err(e) => return self.fatal(st, e, req.as_bytes()),
+        };
+        log::debug!(
+            "nvmf/tcp: {}: ICReq hpda {} digests h={} d={} maxr2t {}",
+            self.peer,
+            neg.hpda,
+            neg.hdgst,
+            neg.ddgst,
+            neg.maxr2t
+        );
+        st.rx.set_negotiated(neg);
+        st.neg = Some(neg);
+        let resp = IcResp::new(neg.cpda, neg.hdgst, neg.ddgst, neg.maxh2cdata);
+        st.icresp.copy_from_slice(resp.as_bytes());
+        // The request slots, now that the peer speaks NVMe/TCP.
+        let n = self.cfg.slots;
+        st.slots = (0..n).map(|_| Slot::new()).collect();
+        st.free = (0..n as u16).rev().collect();
+        st.txq = VecDeque::with_capacity(n * (R2T_SLOTS + 1) + 4);
+        let _ = self.reqs.set(
+            (0..n)
+                .map(|_| UnsafeCell::new(NvmfRequest::new()))
+                .collect(),
+        );
+        st.txq.push_back(Tx::IcResp);
+        Action::Continue
+    }
+
+    fn on_capsule(&self, st: &mut State, cmd: &NvmeCmd, icd_len: u32) -> Action {
+        if st.neg.is_none() {
+            return Action::Close;
+        }
+        let Some(i) = st.free.pop() else {
+            st.rx.defer();
+            return Action::Stall;
+        };
+        // SAFETY: slot `i` was free: the core does not hold its request.
+        let req = unsafe { self.req_mut(i) };
+        req.cmd = *cmd;
+        req.rsp = NvmeCpl {
+            cid: cmd.cid,
+            ..NvmeCpl::default()
+        };
+        req.xfer = xfer_of(cmd);
+        req.length = 0;
+        req.iovcnt = 0;
+        req.transport_ctx = i as usize;
+        req.core_ctx = [0; 4];
+        let slot = &mut st.slots[i as usize];
+        slot.early = None;
+        slot.h2c_done = 0;
+        slot.r2t_sent = 0;
+        slot.r2t_seq = 0;
+        slot.connect_qid = is_connect(cmd).then_some((cmd.cdw10 >> 16) as u16);
+        st.outstanding += 1;
+        let desc = data_desc(cmd);
+
+        if icd_len > 0 {
+            // In-capsule data: receive all of it, check the SGL once it is in.
+            let (len, early) = match (req.xfer, desc) {
+                (DataXfer::HostToController, DataDesc::InCapsule { offset: 0, len })
+                    if len <= icd_len =>
+                {
+                    (len, None)
+                }
+                (DataXfer::HostToController, DataDesc::InCapsule { offset: 0, .. }) => {
+                    (0, Some(Status::DATA_SGL_LENGTH_INVALID))
+                }
+                (DataXfer::HostToController, DataDesc::InCapsule { .. }) => {
+                    (0, Some(Status::INVALID_SGL_OFFSET))
+                }
+                (DataXfer::HostToController, _) => (0, Some(Status::SGL_DESCRIPTOR_TYPE_INVALID)),
+                _ => (0, Some(Status::INVALID_FIELD)),
+            };
+            if let Err(e) = self.alloc_bufs(st, i, icd_len) {
+                return self.undo_capsule(st, i, e);
+            }
+            slot_set_iovs(&st.slots[i as usize], req, icd_len);
+            // SAFETY: the iovecs describe slot `i`'s pool buffers, owned by the slot until
+            // the slot is released, which only happens after the data phase (or on close,
+            // when the receive machine is dead).
+            if let Err(e) = unsafe { st.rx.expect_data(req.data_iovs(), 0) } {
+                return self.fatal(st, e, &[]);
+            }
+            req.length = len;
+            let slot = &mut st.slots[i as usize];
+            slot.early = early;
+            slot.state = SlotState::CapsuleData;
+            st.cur_data = Some((i, icd_len));
+            return Action::Continue;
+        }
+
+        let len = match desc {
+            DataDesc::Transport { len } | DataDesc::InCapsule { len, .. } => len,
+            DataDesc::Unsupported(_) => 0,
+        };
+        let early = match (req.xfer, desc) {
+            (DataXfer::None, _) => None,
+            (DataXfer::Bidirectional, _) => Some(Status::INVALID_FIELD),
+            (_, DataDesc::Unsupported(_)) => Some(Status::SGL_DESCRIPTOR_TYPE_INVALID),
+            (_, DataDesc::InCapsule { len, .. }) if len > 0 => {
+                Some(Status::DATA_SGL_LENGTH_INVALID)
+            }
+            (_, _) if len > self.cfg.max_io_size => Some(Status::DATA_SGL_LENGTH_INVALID),
+            _ => None,
+        };
+        if let Some(status) = early {
+            return self.complete_early(st, i, status);
+        }
+        if req.xfer == DataXfer::None || len == 0 {
+            st.slots[i as usize].state = SlotState::Executing;
+            return Action::Execute(self.req_ptr(i));
+        }
+        if let Err(e) = self.alloc_bufs(st, i, len) {
+            return self.undo_capsule(st, i, e);
+        }
+        slot_set_iovs(&st.slots[i as usize], req, len);
+        req.length = len;
+        if req.xfer == DataXfer::ControllerToHost {
+            st.slots[i as usize].state = SlotState::Executing;
+            return Action::Execute(self.req_ptr(i));
+        }
+        st.slots[i as usize].state = SlotState::AwaitH2C;
+        self.issue_r2ts(st, i, cmd.cid, len);
+        Action::Continue
+    }
+
+    /// Take the pool buffers for `len` bytes of slot `i`.
+    fn alloc_bufs(&self, st: &mut State, i: u16, len: u32) -> Result<(), PoolError> {
+        let slot = &mut st.slots[i as usize];
+        let chunk = self.cfg.buf_chunk;
+        let n = (len as usize).div_ceil(chunk);
+        if n > MAX_IOVS {
+            return Err(PoolError::BadSize(len as usize));
+        }
+        let mut left = len as usize;
+        for k in 0..n {
+            let this = left.min(chunk);
+            match pool::alloc(this) {
+                Ok(b) => slot.bufs[k] = Some(b),
+                Err(e) => {
+                    for b in &mut slot.bufs[..k] {
+                        *b = None;
+                    }
+                    return Err(e);
+                }
+            }
+            left -= this;
+        }
+        slot.nbufs = n;
+        Ok(())
+    }
+
+    /// Buffers could not be had: give the slot back and retry the capsule later (or fail
+    /// it if it can never be served).
+    fn undo_capsule(&self, st: &mut State, i: u16, e: PoolError) -> Action {
+        if let PoolError::BadSize(_) = e {
+            return self.complete_early(st, i, Status::DATA_SGL_LENGTH_INVALID);
+        }
+        st.slots[i as usize].state = SlotState::Free;
+        st.free.push(i);
+        st.outstanding -= 1;
+        st.rx.defer();
+        Action::Stall
+    }
+
+    fn complete_early(&self, st: &mut State, i: u16, status: Status) -> Action {
+        // SAFETY: slot `i` is not with the core.
+        let req = unsafe { self.req_mut(i) };
+        req.rsp.status = status.to_field();
+        self.complete_locked(st, i);
+        Action::Continue
+    }
+
+    fn issue_r2ts(&self, st: &mut State, i: u16, cid: u16, len: u32) {
+        let hdgst = st.neg.is_some_and(|n| n.hdgst);
+        let max_out = st
+            .neg
+            .map_or(1, |n| (n.maxr2t as usize).saturating_add(1))
+            .min(R2T_SLOTS);
+        let chunk = self.cfg.maxh2cdata;
+        let slot = &mut st.slots[i as usize];
+        while slot.r2t_sent < len
+            && ((slot.r2t_sent - slot.h2c_done).div_ceil(chunk) as usize) < max_out
+        {
+            let off = slot.r2t_sent;
+            let l = chunk.min(len - off);
+            let k = slot.r2t_seq % R2T_SLOTS;
+            slot.r2t_seq += 1;
+            let mut common = CommonHeader::new(PDU_R2T, SHORT_HLEN);
+            if hdgst {
+                common.flags |= FLAG_HDGSTF;
+                common.plen += DIGEST_LEN as u32;
+            }
+            let r2t = R2tHeader {
+                common,
+                cccid: cid,
+                ttag: i,
+                r2to: off,
+                r2tl: l,
+                rsvd: [0; 4],
+            };
+            let buf = &mut slot.r2t_hdr[k];
+            buf[..SHORT_HLEN].copy_from_slice(r2t.as_bytes());
+            if hdgst {
+                let d = digest(&buf[..SHORT_HLEN]);
+                buf[SHORT_HLEN..].copy_from_slice(&d.to_le_bytes());
+            }
+            slot.r2t_sent += l;
+            st.txq.push_back(Tx::R2t {
+                slot: i,
+                k: k as u8,
+            });
+        }
+    }
+
+    fn on_h2c_data(&self, st: &mut State, h: &DataHeader, data_len: u32) -> Action {
+        let i = h.ttag;
+        let ok_slot = st
+            .slots
+            .get(i as usize)
+            .is_some_and(|s| s.state == SlotState::AwaitH2C);
+        if !ok_slot {
+            return self.fatal(
+                st,
+                TermError::field(10, "H2CData for an unknown transfer tag"),
+                h.as_bytes(),
+            );
+        }
+        // SAFETY: the slot awaits data: not with the core.
+        let req = unsafe { self.req_mut(i) };
+        if h.cccid != req.cmd.cid {
+            return self.fatal(
+                st,
+                TermError::field(8, "H2CData CCCID does not match the transfer"),
+                h.as_bytes(),
+            );
+        }
+        if h.datal != data_len {
+            return self.fatal(
+                st,
+                TermError::field(16, "H2CData DATAL does not match PLEN"),
+                h.as_bytes(),
+            );
+        }
+        let slot = &st.slots[i as usize];
+        if h.datao != slot.h2c_done || h.datao as u64 + h.datal as u64 > slot.r2t_sent as u64 {
+            return self.fatal(
+                st,
+                TermError::status(FES_DATA_OUT_OF_RANGE, "H2CData outside the requested range"),
+                h.as_bytes(),
+            );
+        }
+        // SAFETY: the slot's pool buffers stay owned by the slot during the data phase.
+        if let Err(e) = unsafe { st.rx.expect_data(req.data_iovs(), h.datao as usize) } {
+            return self.fatal(st, e, h.as_bytes());
+        }
+        st.cur_data = Some((i, data_len));
+        Action::Continue
+    }
+
+    fn on_data_done(&self, st: &mut State, digest_ok: bool) -> Action {
+        let Some((i, len)) = st.cur_data.take() else {
+            return Action::Close;
+        };
+        // SAFETY: the slot is receiving data: not with the core.
+        let req = unsafe { self.req_mut(i) };
+        let slot = &mut st.slots[i as usize];
+        if !digest_ok {
+            log::warn!(
+                "nvmf/tcp: {}: data digest error on command {}",
+                self.peer,
+                req.cmd.cid
+            );
+            slot.early.get_or_insert(Status::TRANSIENT_TRANSPORT_ERROR);
+        }
+        match slot.state {
+            SlotState::CapsuleData => {
+                let length = req.length;
+                slot_set_iovs(slot, req, length);
+            }
+            SlotState::AwaitH2C => {
+                slot.h2c_done += len;
+                if slot.h2c_done < req.length {
+                    let (cid, total) = (req.cmd.cid, req.length);
+                    self.issue_r2ts(st, i, cid, total);
+                    return Action::Continue;
+                }
+            }
+            _ => return Action::Close,
+        }
+        if let Some(status) = st.slots[i as usize].early {
+            return self.complete_early(st, i, status);
+        }
+        st.slots[i as usize].state = SlotState::Executing;
+        Action::Execute(self.req_ptr(i))
+    }
+
+    // ----- completion and send -----
+
+    /// Queue the answer of slot `i` (its request is back from the core or failed early).
+    fn complete_locked(&self, st: &mut State, i: u16) {
+        if st.life != Life::Open {
+            release_slot(st, i);
+            return;
+        }
+        // SAFETY: the core gave the request back (or never had it).
+        let req = unsafe { self.req_mut(i) };
+        let neg = st.neg.unwrap_or(Negotiated {
+            hdgst: false,
+            ddgst: false,
+            cpda: 0,
+            hpda: 0,
+            maxh2cdata: self.cfg.maxh2cdata,
+            maxr2t: 0,
+        });
+        let slot = &mut st.slots[i as usize];
+        let success = Status::from_field(req.rsp.status).is_success();
+        if let Some(qid) = slot.connect_qid {
+            if success {
+                st.refresh_q = true;
+            }
+            req.rsp.sqid = qid;
+        } else {
+            req.rsp.sqid = st.qid.unwrap_or(0);
+        }
+        // The command's entry is consumed: the head moves past it.
+        st.sq_head = (st.sq_head + 1) % st.sq_size.max(1);
+        req.rsp.sqhd = st.sq_head;
+        req.rsp.cid = req.cmd.cid;
+        slot.send_data = req.xfer == DataXfer::ControllerToHost && req.length > 0 && success;
+        slot.send_rsp = !(slot.send_data && self.cfg.c2h_success);
+        let hd = if neg.hdgst { DIGEST_LEN } else { 0 };
+        if slot.send_data {
+            let pdo = align_up(SHORT_HLEN + hd, (neg.hpda as usize + 1) * 4);
+            let dd = if neg.ddgst { DIGEST_LEN } else { 0 };
+            let mut common = CommonHeader::new(PDU_C2H_DATA, SHORT_HLEN);
+            common.flags = FLAG_LAST_PDU;
+            if !slot.send_rsp {
+                common.flags |= FLAG_SUCCESS;
+            }
+            if neg.hdgst {
+                common.flags |= FLAG_HDGSTF;
+            }
+            if neg.ddgst {
+                common.flags |= FLAG_DDGSTF;
+            }
+            common.pdo = pdo as u8;
+            common.plen = (pdo + req.length as usize + dd) as u32;
+            let h = DataHeader {
+                common,
+                cccid: req.cmd.cid,
+                ttag: 0,
+                datao: 0,
+                datal: req.length,
+                rsvd: [0; 4],
+            };
+            slot.c2h_hdr[..pdo].fill(0);
+            slot.c2h_hdr[..SHORT_HLEN].copy_from_slice(h.as_bytes());
+            if neg.hdgst {
+                let d = digest(&slot.c2h_hdr[..SHORT_HLEN]);
+                slot.c2h_hdr[SHORT_HLEN..SHORT_HLEN + DIGEST_LEN].copy_from_slice(&d.to_le_bytes());
+            }
+            slot.c2h_hdr_len = pdo;
+            if neg.ddgst {
+                let mut crc = 0;
+                for iov in req.data_iovs() {
+                    // SAFETY: the core filled these pool buffers and gave the request back.
+                    let b = unsafe { std::slice::from_raw_parts(iov.base, iov.len) };
+                    crc = digest_append(crc, b);
+                }
+                slot.ddgst = crc.to_le_bytes();
+            }
+        }
+        if slot.send_rsp {
+            let mut common = CommonHeader::new(PDU_CAPSULE_RESP, SHORT_HLEN);
+            if neg.hdgst {
+                common.flags |= FLAG_HDGSTF;
+                common.plen += DIGEST_LEN as u32;
+            }
+            let r = CapsuleRespHeader {
+                common,
+                cqe: req.rsp,
+            };
+            slot.rsp[..SHORT_HLEN].copy_from_slice(r.as_bytes());
+            if neg.hdgst {
+                let d = digest(&slot.rsp[..SHORT_HLEN]);
+                slot.rsp[SHORT_HLEN..].copy_from_slice(&d.to_le_bytes());
+            }
+            slot.rsp_len = SHORT_HLEN + hd;
+        }
+        slot.state = SlotState::Sending;
+        st.txq.push_back(Tx::Done(i));
+    }
+
+    /// Gather queued PDUs into `sendmsg` calls until the queue is empty or the socket is full.
+    pub fn flush(self: &Rc<Self>) {
+        let res = {
+            let mut st = self.st.borrow_mut();
+            if st.life == Life::Closed {
+                return;
+            }
+            self.flush_locked(&mut st)
+        };
+        match res {
+            Ok(()) => {
+                let done_terminating = {
+                    let st = self.st.borrow();
+                    st.life == Life::Terminating && st.txq.is_empty()
+                };
+                if done_terminating {
+                    self.close();
+                }
+            }
+            Err(e) => {
+                log::info!("nvmf/tcp: {}: send failed: {e}", self.peer);
+                self.close();
+            }
+        }
+    }
+
+    fn flush_locked(&self, st: &mut State) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
+        let mut lens = [0usize; IOV_BATCH];
+        while !st.txq.is_empty() {
+            let mut niov = 0;
+            let mut items = 0;
+            // Taken out for the loop (an empty boxed slice does not allocate).
+            let mut iovs = std::mem::take(&mut st.iov);
+            for (j, item) in st.txq.iter().enumerate() {
+                let (n, bytes) = item_iovs(self, st, *item, &mut iovs[niov..]);
+                if n == 0 {
+                    break;
+                }
+                lens[j] = bytes;
+                niov += n;
+                items += 1;
+                if items == IOV_BATCH {
+                    break;
+                }
+            }
+            st.iov = iovs;
+            if niov == 0 {
+                break;
+            }
+            // Skip what was already sent of the head item.
+            let mut skip = st.tx_off;
+            lens[0] -= skip;
+            let mut first = 0;
+            while skip > 0 {
+                let v = &mut st.iov[first];
+                if v.iov_len <= skip {
+                    skip -= v.iov_len;
+                    first += 1;
+                } else {
+                    // SAFETY: skip < iov_len: stays inside the buffer.
+                    v.iov_base = unsafe { v.iov_base.cast::<u8>().add(skip) }.cast();
+                    v.iov_len -= skip;
+                    skip = 0;
+                }
+            }
+            // SAFETY: zeroed msghdr is a valid "no name, no control" header.
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            msg.msg_iov = st.iov[first..].as_mut_ptr();
+            msg.msg_iovlen = niov - first;
+            // SAFETY: the iovecs point into this connection's header buffers and the pool
+            // buffers of slots in state Sending, all alive and unmodified during the call.
+            let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                return match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        self.want_out(st, true);
+                        Ok(())
+                    }
+                    io::ErrorKind::Interrupted => continue,
+                    _ => Err(e),
+                };
+            }
+            let mut left = r as usize;
+            let total: usize = lens[..items].iter().sum();
+            let mut done = 0;
+            while done < items && left >= lens[done] {
+                left -= lens[done];
+                done += 1;
+            }
+            let head_prev = st.tx_off;
+            for _ in 0..done {
+                if let Some(Tx::Done(i)) = st.txq.pop_front() {
+                    release_slot(st, i);
+                }
+            }
+            st.tx_off = if done == 0 { head_prev + left } else { left };
+            if (r as usize) < total {
+                self.want_out(st, true);
+                return Ok(());
+            }
+        }
+        self.want_out(st, false);
+        Ok(())
+    }
+
+    fn want_out(&self, st: &mut State, on: bool) {
+        if st.epollout != on {
+            st.epollout = on;
+            group::set_epollout(self.sock.as_raw_fd(), self.token, on);
+        }
+    }
+
+    // ----- teardown -----
+
+    /// Send the queued termination request (if any), then close.
+    fn terminate(self: &Rc<Self>) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.life != Life::Open {
+                return;
+            }
+            st.rx.kill();
+            if st.term_len == 0 {
+                drop(st);
+                self.close();
+                return;
+            }
+            st.life = Life::Terminating;
+            // Drop everything else queued: the term request goes out alone.
+            let queued: Vec<Tx> = st.txq.drain(..).collect();
+            if st.tx_off > 0 {
+                // Part of the head PDU left already: the stream cannot carry the term
+                // request cleanly any more.
+                st.tx_off = 0;
+            }
+            for t in queued {
+                if let Tx::Done(i) = t {
+                    release_slot(&mut st, i);
+                }
+            }
+            st.txq.push_back(Tx::Term);
+        }
+        self.flush();
+    }
+
+    /// Close the connection: stop reading, drop queued output, give the queue pair up; the
+    /// connection is freed once every request is back.
+    pub fn close(self: &Rc<Self>) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.life == Life::Closed {
+                return;
+            }
+            st.life = Life::Closed;
+            st.rx.kill();
+            st.cur_data = None;
+            st.txq.clear();
+            st.tx_off = 0;
+            for i in 0..st.slots.len() as u16 {
+                match st.slots[i as usize].state {
+                    SlotState::Free | SlotState::Executing => {}
+                    _ => release_slot(&mut st, i),
+                }
+            }
+        }
+        group::forget_fd(self.sock.as_raw_fd());
+        let _ = self.sock.shutdown(Shutdown::Both);
+        log::debug!("nvmf/tcp: {}: connection closed", self.peer);
+        self.qpair().close();
+        group::mark_closing(self.token);
+    }
+}
+
+/// Give slot `i` back (drops its buffers).
+fn release_slot(st: &mut State, i: u16) {
+    let slot = &mut st.slots[i as usize];
+    if slot.state == SlotState::Free {
+        return;
+    }
+    for b in &mut slot.bufs[..slot.nbufs] {
+        *b = None;
+    }
+    slot.nbufs = 0;
+    slot.state = SlotState::Free;
+    st.free.push(i);
+    st.outstanding -= 1;
+}
+
+/// Point `req.iovs` at the slot's buffers, covering exactly `len` bytes.
+fn slot_set_iovs(slot: &Slot, req: &mut NvmfRequest, len: u32) {
+    let mut left = len as usize;
+    let mut n = 0;
+    for b in slot.bufs[..slot.nbufs].iter().flatten() {
+        if left == 0 {
+            break;
+        }
+        let l = b.len().min(left);
+        // SAFETY: the buffer belongs to the slot until the slot is released, after the
+        // request is finished with; the pointer is valid for `l ≤ len` bytes.
+        req.iovs[n] = unsafe { IoVec::from_raw(b.as_ptr().cast_mut(), l) };
+        left -= l;
+        n += 1;
+    }
+    req.iovcnt = n;
+}
+
+/// The iovecs of one queued item into `out`; returns (count, bytes), or (0, 0) if it does not
+/// fit.
+fn item_iovs(conn: &Conn, st: &State, item: Tx, out: &mut [libc::iovec]) -> (usize, usize) {
+    fn iov(p: *const u8, len: usize) -> libc::iovec {
+        libc::iovec {
+            iov_base: p.cast_mut().cast(),
+            iov_len: len,
+        }
+    }
+    let hd = st.neg.map_or(0, |n| if n.hdgst { DIGEST_LEN } else { 0 });
+    match item {
+        Tx::IcResp => {
+            if out.is_empty() {
+                return (0, 0);
+            }
+            out[0] = iov(st.icresp.as_ptr(), IC_HLEN);
+            (1, IC_HLEN)
+        }
+        Tx::Term => {
+            if out.is_empty() {
+                return (0, 0);
+            }
+            out[0] = iov(st.term.as_ptr(), st.term_len);
+            (1, st.term_len)
+        }
+        Tx::R2t { slot, k } => {
+            if out.is_empty() {
+                return (0, 0);
+            }
+            let b = &st.slots[slot as usize].r2t_hdr[k as usize];
+            out[0] = iov(b.as_ptr(), SHORT_HLEN + hd);
+            (1, SHORT_HLEN + hd)
+        }
+        Tx::Done(i) => {
+            let slot = &st.slots[i as usize];
+            let req_ptr = conn.req_ptr(i);
+            // SAFETY: the slot is Sending: the core is done with the request and only the
+            // transport reads it.
+            let req = unsafe { req_ptr.as_ref() };
+            let dd = st.neg.is_some_and(|n| n.ddgst);
+            let need =
+                slot.send_data as usize * (2 + req.iovcnt + dd as usize) + slot.send_rsp as usize;
+            if out.len() < need {
+                return (0, 0);
+            }
+            let mut n = 0;
+            let mut bytes = 0;
+            if slot.send_data {
+                out[n] = iov(slot.c2h_hdr.as_ptr(), slot.c2h_hdr_len);
+                bytes += slot.c2h_hdr_len;
+                n += 1;
+                for v in req.data_iovs() {
+                    out[n] = iov(v.base, v.len);
+                    bytes += v.len;
+                    n += 1;
+                }
+                if dd {
+                    out[n] = iov(slot.ddgst.as_ptr(), DIGEST_LEN);
+                    bytes += DIGEST_LEN;
+                    n += 1;
+                }
+            }
+            if slot.send_rsp {
+                out[n] = iov(slot.rsp.as_ptr(), slot.rsp_len);
+                bytes += slot.rsp_len;
+                n += 1;
+            }
+            (n, bytes)
+        }
+    }
+}
+
+impl QpairTransport for Conn {
+    fn request_complete(&self, req: ReqPtr) {
+        // SAFETY: the core hands back a request of this connection's pool.
+        let i = unsafe { req.as_ref() }.transport_ctx as u16;
+        {
+            let mut st = self.st.borrow_mut();
+            if st.slots.get(i as usize).map(|s| s.state) != Some(SlotState::Executing) {
+                log::error!(
+                    "nvmf/tcp: {}: completion for a request not executing",
+                    self.peer
+                );
+                return;
+            }
+            self.complete_locked(&mut st, i);
+        }
+        self.mark_dirty();
+    }
+
+    fn disconnect(&self) {
+        log::info!(
+            "nvmf/tcp: {}: disconnect requested by the target",
+            self.peer
+        );
+        group::request_close(self.token);
+    }
+
+    fn peer(&self) -> String {
+        self.peer.clone()
+    }
+}

@@ -1,0 +1,327 @@
+//! HOT PATH: the per-core poll group: one epoll set and one poller serving every NVMe/TCP
+//! connection of this core.
+//!
+//! Each poll: one `epoll_wait` with a zero timeout (never sleeps: in busy mode the reactor
+//! polls, in interrupt mode the reactor sleeps on the epoll fd itself, registered with
+//! `register_interrupt_fd`), then every ready connection reads and handles its PDUs, then the
+//! connections with queued output flush it (one gathered `sendmsg` per connection), then
+//! stalled connections retry and closed ones whose requests all came back are freed.
+
+use super::conn::{Conn, ConnConfig};
+use crate::transport::ListenAddr;
+use keel_reactor::{PollStatus, PollerId};
+use std::cell::{Cell, RefCell};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+
+/// Most events taken per `epoll_wait`.
+const MAX_EVENTS: usize = 128;
+
+/// The poll group of one core.
+pub struct Group {
+    epfd: OwnedFd,
+    conns: RefCell<Vec<Option<Rc<Conn>>>>,
+    free_tokens: RefCell<Vec<u32>>,
+    events: RefCell<Vec<libc::epoll_event>>,
+    /// Tokens with queued output (from completions outside the group's own poll).
+    dirty: RefCell<Vec<u32>>,
+    stalled: RefCell<Vec<u32>>,
+    closing: RefCell<Vec<u32>>,
+    to_close: RefCell<Vec<u32>>,
+    /// Spare list swapped with the ones above while they are processed (no allocation).
+    spare: RefCell<Vec<u32>>,
+    poller: Cell<Option<PollerId>>,
+    interrupt_mode: bool,
+    flush_scheduled: Cell<bool>,
+}
+
+thread_local! {
+    static GROUP: RefCell<Option<Rc<Group>>> = const { RefCell::new(None) };
+}
+
+fn current() -> Option<Rc<Group>> {
+    GROUP.try_with(|g| g.borrow().clone()).ok().flatten()
+}
+
+/// This core's group, created (with its poller) on first use.
+fn get_or_create() -> std::io::Result<Rc<Group>> {
+    if let Some(g) = current() {
+        return Ok(g);
+    }
+    // SAFETY: plain syscall; the result is checked.
+    let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let epfd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let core = keel_reactor::current_core();
+    let interrupt_mode = keel_reactor::reactor_stats()
+        .iter()
+        .any(|s| Some(s.lcore) == core && s.interrupt_mode);
+    let g = Rc::new(Group {
+        epfd,
+        conns: RefCell::new(Vec::with_capacity(64)),
+        free_tokens: RefCell::new(Vec::new()),
+        events: RefCell::new(vec![libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS]),
+        dirty: RefCell::new(Vec::with_capacity(256)),
+        stalled: RefCell::new(Vec::with_capacity(64)),
+        closing: RefCell::new(Vec::with_capacity(64)),
+        to_close: RefCell::new(Vec::with_capacity(64)),
+        spare: RefCell::new(Vec::with_capacity(256)),
+        poller: Cell::new(None),
+        interrupt_mode,
+        flush_scheduled: Cell::new(false),
+    });
+    keel_reactor::register_interrupt_fd(g.epfd.as_raw_fd());
+    let weak = Rc::downgrade(&g);
+    let id = keel_reactor::register_poller("nvmf_tcp_poll_group", None, move || {
+        weak.upgrade().map_or(PollStatus::Idle, |g| g.poll())
+    });
+    g.poller.set(Some(id));
+    GROUP.with(|c| *c.borrow_mut() = Some(g.clone()));
+    log::info!(
+        "nvmf/tcp: poll group started on core {:?} ({})",
+        core,
+        if interrupt_mode {
+            "interrupt mode"
+        } else {
+            "busy polling"
+        }
+    );
+    Ok(g)
+}
+
+/// Take over an accepted connection on this core (runs on the chosen core).
+pub fn add_connection(sock: TcpStream, listen: ListenAddr, cfg: ConnConfig, transport_id: u64) {
+    let g = match get_or_create() {
+        Ok(g) => g,
+        Err(e) => {
+            log::error!("nvmf/tcp: cannot create the poll group: {e}; dropping a connection");
+            return;
+        }
+    };
+    let token = {
+        let mut free = g.free_tokens.borrow_mut();
+        match free.pop() {
+            Some(t) => t,
+            None => {
+                let mut conns = g.conns.borrow_mut();
+                conns.push(None);
+                (conns.len() - 1) as u32
+            }
+        }
+    };
+    let fd = sock.as_raw_fd();
+    let conn = Conn::new(sock, token, transport_id, listen, cfg);
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32,
+        u64: token as u64,
+    };
+    // SAFETY: valid epoll and socket fds; `ev` is a valid event.
+    if unsafe { libc::epoll_ctl(g.epfd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } < 0 {
+        log::error!(
+            "nvmf/tcp: cannot watch a new connection: {}",
+            std::io::Error::last_os_error()
+        );
+        g.conns.borrow_mut()[token as usize] = Some(conn.clone());
+        conn.close();
+        return;
+    }
+    g.conns.borrow_mut()[token as usize] = Some(conn);
+}
+
+impl Group {
+    fn conn(&self, token: u32) -> Option<Rc<Conn>> {
+        self.conns.borrow().get(token as usize).cloned().flatten()
+    }
+
+    /// Swap `list` with the spare vector and run `f` on each token taken.
+    fn drain(&self, list: &RefCell<Vec<u32>>, mut f: impl FnMut(u32)) -> bool {
+        let mut work = std::mem::take(&mut *self.spare.borrow_mut());
+        std::mem::swap(&mut *list.borrow_mut(), &mut work);
+        let any = !work.is_empty();
+        for &t in &work {
+            f(t);
+        }
+        work.clear();
+        *self.spare.borrow_mut() = work;
+        any
+    }
+
+    fn poll(&self) -> PollStatus {
+        let mut busy = false;
+        let n = {
+            let mut events = self.events.borrow_mut();
+            // SAFETY: `events` holds MAX_EVENTS valid entries; zero timeout: never sleeps.
+            unsafe {
+                libc::epoll_wait(
+                    self.epfd.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    MAX_EVENTS as i32,
+                    0,
+                )
+            }
+        };
+        for k in 0..n.max(0) as usize {
+            let (mask, token) = {
+                let e = self.events.borrow()[k];
+                (e.events, e.u64 as u32)
+            };
+            let Some(conn) = self.conn(token) else {
+                continue;
+            };
+            busy = true;
+            if mask & libc::EPOLLOUT as u32 != 0 {
+                conn.flush();
+            }
+            if mask & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                conn.on_readable();
+            }
+        }
+        busy |= self.drain(&self.stalled, |t| {
+            if let Some(c) = self.conn(t) {
+                if c.stalled() {
+                    c.on_readable();
+                }
+            }
+        });
+        busy |= self.flush_dirty();
+        busy |= self.drain(&self.to_close, |t| {
+            if let Some(c) = self.conn(t) {
+                c.close();
+            }
+        });
+        if !self.closing.borrow().is_empty() {
+            self.reap();
+        }
+        if busy {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    fn flush_dirty(&self) -> bool {
+        self.flush_scheduled.set(false);
+        self.drain(&self.dirty, |t| {
+            if let Some(c) = self.conn(t) {
+                if c.take_dirty() {
+                    c.flush();
+                }
+            }
+        })
+    }
+
+    /// Free closed connections whose requests all came back.
+    fn reap(&self) {
+        let mut keep = std::mem::take(&mut *self.spare.borrow_mut());
+        let mut closing = std::mem::take(&mut *self.closing.borrow_mut());
+        for &t in &closing {
+            let reapable = self.conn(t).is_some_and(|c| c.reapable());
+            if reapable {
+                let conn = self.conns.borrow_mut()[t as usize].take();
+                self.free_tokens.borrow_mut().push(t);
+                drop(conn);
+            } else {
+                keep.push(t);
+            }
+        }
+        closing.clear();
+        // New closings may have been queued meanwhile: keep them too.
+        keep.append(&mut self.closing.borrow_mut());
+        *self.closing.borrow_mut() = keep;
+        *self.spare.borrow_mut() = closing;
+    }
+
+    /// Close every connection of `transport_id` (transport shutdown).
+    fn close_all(&self, transport_id: u64) {
+        let conns: Vec<Rc<Conn>> = self
+            .conns
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|c| c.transport_id() == transport_id)
+            .cloned()
+            .collect();
+        for c in conns {
+            c.close();
+        }
+    }
+}
+
+/// A connection queued output outside the group's poll: flush it on the next one.
+pub fn mark_dirty(token: u32) {
+    let Some(g) = current() else { return };
+    g.dirty.borrow_mut().push(token);
+    if g.interrupt_mode && !g.flush_scheduled.replace(true) {
+        // The reactor might go to sleep before the poller runs again: wake it with a
+        // message (a capture-less closure: no allocation).
+        if let Some(core) = keel_reactor::current_core() {
+            let _ = keel_reactor::send_to(core, || {
+                if let Some(g) = current() {
+                    g.flush_dirty();
+                }
+            });
+        }
+    }
+}
+
+/// A connection waits for a free slot or buffers: retry it on the next poll.
+pub fn mark_stalled(token: u32) {
+    if let Some(g) = current() {
+        g.stalled.borrow_mut().push(token);
+    }
+}
+
+/// A connection closed: free it once its requests are back.
+pub fn mark_closing(token: u32) {
+    if let Some(g) = current() {
+        g.closing.borrow_mut().push(token);
+    }
+}
+
+/// Close a connection at the next poll (the core asked for it, maybe from inside a call).
+pub fn request_close(token: u32) {
+    if let Some(g) = current() {
+        g.to_close.borrow_mut().push(token);
+    }
+}
+
+/// Watch (or stop watching) a connection for writability.
+pub fn set_epollout(fd: i32, token: u32, on: bool) {
+    let Some(g) = current() else { return };
+    let mut ev = libc::epoll_event {
+        events: libc::EPOLLIN as u32 | if on { libc::EPOLLOUT as u32 } else { 0 },
+        u64: token as u64,
+    };
+    // SAFETY: valid fds and event.
+    unsafe { libc::epoll_ctl(g.epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) };
+}
+
+/// Stop watching a connection's socket (before it closes).
+pub fn forget_fd(fd: i32) {
+    let Some(g) = current() else { return };
+    // SAFETY: valid fds; a null event is allowed for EPOLL_CTL_DEL.
+    unsafe {
+        libc::epoll_ctl(
+            g.epfd.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+/// Close this core's connections of `transport_id` (runs on each core at shutdown).
+pub fn close_all(transport_id: u64) {
+    if let Some(g) = current() {
+        g.close_all(transport_id);
+    }
+}
+
+/// Number of live (not yet freed) connections on this core.
+pub fn connection_count() -> usize {
+    current().map_or(0, |g| g.conns.borrow().iter().flatten().count())
+}
