@@ -390,10 +390,8 @@ impl IdentifyController {
     /// NVM subsystem NQN (256 bytes, UTF-8, NUL padded; at most 223 bytes fit with the NUL).
     /// Returns false if cut.
     pub fn set_subnqn(&mut self, nqn: &str) -> bool {
-        bytes::put_str(&mut self.buf[768..768 + 255], nqn, 0) && {
-            self.buf[768 + 255] = 0;
-            true
-        }
+        // Byte 1023 is never written: the field stays NUL-terminated.
+        bytes::put_str(&mut self.buf[768..768 + 255], nqn, 0)
     }
     /// Subsystem NQN field.
     pub fn subnqn(&self) -> &[u8; 256] {
