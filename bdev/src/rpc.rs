@@ -322,16 +322,9 @@ struct SetQosParams {
 /// Lowest non-zero IOPS limit (SPDK's `SPDK_BDEV_QOS_MIN_IOS_PER_SEC`).
 const MIN_IOS_PER_SEC: u64 = 1000;
 
+/// A QoS limit option: `--rw-ios-per-sec` etc., as rpc.py spells them.
 const fn qos_param(name: &'static str, help: &'static str) -> ParamSpec {
-    ParamSpec {
-        name,
-        kind: ParamKind::Int,
-        required: false,
-        positional: false,
-        long: Some(name),
-        short: None,
-        help,
-    }
+    ParamSpec::option(name, ParamKind::Int, false, None, None, help)
 }
 
 static SET_QOS_SPEC: MethodSpec = MethodSpec {

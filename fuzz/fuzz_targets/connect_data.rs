@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(e.status, Status::DATA_SGL_LENGTH_INVALID);
             } else {
                 assert_eq!(e.status, Status::CONNECT_INVALID_PARAMETERS);
-                assert!(e.cdw0 == 1 << 16 | 256 || e.cdw0 == 1 << 16 | 512, "{:#x}", e.cdw0);
+                assert!(
+                    e.cdw0 == 1 << 16 | 256 || e.cdw0 == 1 << 16 | 512,
+                    "{:#x}",
+                    e.cdw0
+                );
             }
         }
     }

@@ -10,9 +10,7 @@
 use keel_bdev::IoVec;
 use keel_nvmf::spec::aer::AsyncEvent;
 use keel_nvmf::spec::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
-use keel_nvmf::spec::fabrics::{
-    ConnectCmd, DisconnectCmd, FabricsType, PropertyGet, PropertySet,
-};
+use keel_nvmf::spec::fabrics::{ConnectCmd, DisconnectCmd, FabricsType, PropertyGet, PropertySet};
 use keel_nvmf::spec::features::{GetFeatures, NumberOfQueues, SetFeatures};
 use keel_nvmf::spec::identify::{IdentifyCmd, NsList};
 use keel_nvmf::spec::io::{DsmCmd, DsmRange, RwCmd, WriteZeroesCmd};

@@ -130,28 +130,17 @@ impl Sgl {
 
     /// Encode (hosts, tests and tools).
     pub fn encode(&self) -> [u8; 16] {
-        let mut d = [0u8; 16];
-        let (addr, len, id) = match *self {
-            Sgl::Address { addr, len } => (addr, len, TYPE_DATA_BLOCK << 4 | SUBTYPE_ADDRESS),
-            Sgl::InCapsule { offset, len } => (offset, len, ID_IN_CAPSULE),
-            Sgl::Transport { len } => (0, len, ID_TCP_TRANSPORT),
-            Sgl::Keyed {
-                addr,
-                len,
-                key,
-                invalidate,
-            } => {
-                d[11..15].copy_from_slice(&key.to_le_bytes());
-                let id = if invalidate {
-                    ID_KEYED_INVALIDATE
-                } else {
-                    ID_KEYED
-                };
-                d[0..8].copy_from_slice(&addr.to_le_bytes());
-                d[8..11].copy_from_slice(&len.to_le_bytes()[..3]);
-                d[15] = id;
-                return d;
-            }
+        let plain = |addr: u64, len: u32, id: u8| {
+            let mut d = [0u8; 16];
+            d[0..8].copy_from_slice(&addr.to_le_bytes());
+            d[8..12].copy_from_slice(&len.to_le_bytes());
+            d[15] = id;
+            d
+        };
+        match *self {
+            Sgl::Address { addr, len } => plain(addr, len, TYPE_DATA_BLOCK << 4 | SUBTYPE_ADDRESS),
+            Sgl::InCapsule { offset, len } => plain(offset, len, ID_IN_CAPSULE),
+            Sgl::Transport { len } => plain(0, len, ID_TCP_TRANSPORT),
             Sgl::Segment {
                 addr,
                 len,
@@ -168,14 +157,27 @@ impl Sgl {
                 } else {
                     SUBTYPE_ADDRESS
                 };
-                (addr, len, ty << 4 | sub)
+                plain(addr, len, ty << 4 | sub)
             }
-            Sgl::BitBucket { len } => (0, len, TYPE_BIT_BUCKET << 4),
-        };
-        d[0..8].copy_from_slice(&addr.to_le_bytes());
-        d[8..12].copy_from_slice(&len.to_le_bytes());
-        d[15] = id;
-        d
+            Sgl::BitBucket { len } => plain(0, len, TYPE_BIT_BUCKET << 4),
+            Sgl::Keyed {
+                addr,
+                len,
+                key,
+                invalidate,
+            } => {
+                let mut d = [0u8; 16];
+                d[0..8].copy_from_slice(&addr.to_le_bytes());
+                d[8..11].copy_from_slice(&len.to_le_bytes()[..3]);
+                d[11..15].copy_from_slice(&key.to_le_bytes());
+                d[15] = if invalidate {
+                    ID_KEYED_INVALIDATE
+                } else {
+                    ID_KEYED
+                };
+                d
+            }
+        }
     }
 
     /// The data length the descriptor describes (for segments, the list's length).
