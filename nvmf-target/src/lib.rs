@@ -17,6 +17,7 @@
 //! queue and its I/O queues may live on different cores and talk by message. Nothing on the I/O
 //! path locks or allocates.
 
+pub mod initiator;
 pub mod request;
 pub mod spec;
 pub mod target;

@@ -1,15 +1,17 @@
 //! The binary's run: validate options, start the reactors, build the bdev (flags or JSON
-//! config), run the engine with a live progress line, tear down, report. Returns the exit code:
+//! config) or connect the NVMe/TCP controller (`-r`), run the engine with a live progress line, tear down, report. Returns the exit code:
 //! 0 on success, 1 when the run failed or saw I/O or verify errors, 2 for bad usage.
 
-use crate::cli::{Args, Options, QuickBdev, TargetSpec};
+use crate::cli::{Args, Options, QuickBdev, TargetSpec, TransportId};
 use crate::engine::{self, RunResult, Sample};
 use crate::report;
-use crate::workload::BdevTargetFactory;
+use crate::workload::{nvmf_tcp, BdevTargetFactory, NvmfTcpTargetFactory, TargetFactory};
+use keel_nvmf::initiator::{ConnectOpts, CtrlrInfo};
 use keel_bdev::modules::{malloc, null, uring};
 use keel_reactor::pool::{self, PoolConfig};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::io::Write;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -22,15 +24,6 @@ pub fn run(args: Args) -> i32 {
             return 2;
         }
     };
-    if let TargetSpec::Remote { trid, .. } = &opts.target {
-        eprintln!(
-            "keel-perf: -r {}:{} ({}): the NVMe/TCP initiator is not part of keel-perf yet; it \
-             comes with the userspace initiator library (issue 4). Benchmark a local bdev with \
-             --bdev or --config meanwhile.",
-            trid.traddr, trid.trsvcid, trid.subnqn
-        );
-        return 2;
-    }
     let mask = match CpuMask::parse_and_validate(&opts.cpumask) {
         Ok(m) => m,
         Err(e) => {
@@ -38,7 +31,7 @@ pub fn run(args: Args) -> i32 {
             return 2;
         }
     };
-    match run_local(&opts, &mask) {
+    match run_with_reactors(&opts, &mask) {
         Ok(res) => {
             if let Err(e) = output(&opts, &res) {
                 eprintln!("keel-perf: {e}");
@@ -53,8 +46,9 @@ pub fn run(args: Args) -> i32 {
     }
 }
 
-/// Start the reactors, build the bdev, run, tear down.
-fn run_local(opts: &Options, mask: &CpuMask) -> Result<RunResult, String> {
+/// Start the reactors, set up the target (a bdev, or a controller over NVMe/TCP), run, tear
+/// down.
+fn run_with_reactors(opts: &Options, mask: &CpuMask) -> Result<RunResult, String> {
     pool::configure(PoolConfig {
         max_pages_per_core: (opts.pool_size_mb as usize * 1024 * 1024 / pool::PAGE_SIZE).max(1),
         use_hugepages: true,
@@ -71,25 +65,92 @@ fn run_local(opts: &Options, mask: &CpuMask) -> Result<RunResult, String> {
     )
     .map_err(|e| format!("cannot start reactors: {e}"))?;
     let main = mask.cores()[0];
-    let result = on_main(main, {
-        let target = opts.target.clone();
-        move || setup_bdev(target)
-    })
-    .and_then(|name| {
-        let mut progress = Progress::new(opts.progress);
-        let r = engine::run(
-            Arc::new(BdevTargetFactory { name }),
-            &opts.spec,
-            mask.cores(),
-            |s| progress.show(s),
-        );
-        progress.finish();
-        r
-    });
+    let result = match &opts.target {
+        TargetSpec::Remote {
+            trid,
+            header_digest,
+            data_digest,
+        } => run_remote(opts, mask, trid, *header_digest, *data_digest),
+        _ => run_local(opts, mask),
+    };
     let _ = on_main(main, teardown);
     keel_reactor::request_shutdown();
     runtime.join();
     result
+}
+
+/// Build the bdev and run against it.
+fn run_local(opts: &Options, mask: &CpuMask) -> Result<RunResult, String> {
+    let main = mask.cores()[0];
+    let name = on_main(main, {
+        let target = opts.target.clone();
+        move || setup_bdev(target)
+    })?;
+    run_engine(opts, mask, Arc::new(BdevTargetFactory { name }))
+}
+
+/// Connect the controller (admin queue on the main core), run with one I/O queue pair per
+/// core, disconnect.
+fn run_remote(
+    opts: &Options,
+    mask: &CpuMask,
+    trid: &TransportId,
+    hdgst: bool,
+    ddgst: bool,
+) -> Result<RunResult, String> {
+    let main = mask.cores()[0];
+    let addr = resolve(trid)?;
+    let mut copts = ConnectOpts::new(addr, &trid.subnqn);
+    copts.hdgst = hdgst;
+    copts.ddgst = ddgst;
+    copts.io_queues = mask.cores().len() as u16;
+    copts.io_queue_depth = opts.spec.queue_depth.clamp(2, u32::from(u16::MAX)) as u16;
+    let info = on_main(main, move || nvmf_tcp::connect_controller(copts))?;
+    let disconnect = |info: Arc<CtrlrInfo>| {
+        let _ = on_main(main, move || async move {
+            nvmf_tcp::disconnect_controller(&info);
+            Ok(())
+        });
+    };
+    let Some(ns) = info.namespaces.first().copied() else {
+        disconnect(info);
+        return Err(format!("{} has no active namespace", trid.subnqn));
+    };
+    let r = run_engine(
+        opts,
+        mask,
+        Arc::new(NvmfTcpTargetFactory {
+            info: Arc::clone(&info),
+            nsid: ns.nsid,
+        }),
+    );
+    disconnect(info);
+    r
+}
+
+/// `traddr:trsvcid` as a socket address (IP literals or host names).
+fn resolve(trid: &TransportId) -> Result<SocketAddr, String> {
+    let port: u16 = trid
+        .trsvcid
+        .parse()
+        .map_err(|_| format!("-r: trsvcid {:?} is not a port number", trid.trsvcid))?;
+    (trid.traddr.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("-r: cannot resolve {}: {e}", trid.traddr))?
+        .next()
+        .ok_or_else(|| format!("-r: {} has no address", trid.traddr))
+}
+
+/// Run the engine with the live progress line.
+fn run_engine<F: TargetFactory>(
+    opts: &Options,
+    mask: &CpuMask,
+    factory: Arc<F>,
+) -> Result<RunResult, String> {
+    let mut progress = Progress::new(opts.progress);
+    let r = engine::run(factory, &opts.spec, mask.cores(), |s| progress.show(s));
+    progress.finish();
+    r
 }
 
 /// Run `fut` on the main reactor and wait for its result.
@@ -149,7 +210,7 @@ async fn setup_bdev(target: TargetSpec) -> Result<String, String> {
             }
             Ok(bdev)
         }
-        TargetSpec::Remote { .. } => Err("remote targets are not supported yet".into()),
+        TargetSpec::Remote { .. } => Err("a remote target has no local bdev".into()),
     }
 }
 

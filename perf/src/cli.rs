@@ -182,7 +182,7 @@ pub enum TargetSpec {
         /// The bdev to use.
         bdev: String,
     },
-    /// A remote namespace over NVMe/TCP (not available yet).
+    /// A remote namespace over NVMe/TCP (its first active namespace).
     Remote {
         /// Where.
         trid: TransportId,

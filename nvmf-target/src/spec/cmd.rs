@@ -37,6 +37,19 @@ pub struct NvmeCmd {
     pub cdw15: u32,
 }
 
+impl NvmeCmd {
+    /// Direction of the command's data: from the opcode's low bits, or for a Fabrics
+    /// command (opcode 0x7F) from FCTYPE's (byte 4, the low byte of NSID).
+    #[inline]
+    pub fn data_xfer(&self) -> DataXfer {
+        if self.opc == OPC_FABRICS {
+            DataXfer::from_opcode(self.nsid as u8)
+        } else {
+            DataXfer::from_opcode(self.opc)
+        }
+    }
+}
+
 /// A completion queue entry (NVMe base spec, "Common Completion Queue Entry").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]
@@ -155,5 +168,21 @@ mod tests {
         assert_eq!(DataXfer::from_opcode(0x02), DataXfer::ControllerToHost); // read
         assert_eq!(DataXfer::from_opcode(0x00), DataXfer::None); // flush
         assert_eq!(DataXfer::from_opcode(0x06), DataXfer::ControllerToHost); // identify
+    }
+
+    #[test]
+    fn direction_uses_fctype_for_fabrics() {
+        let mut c = NvmeCmd {
+            opc: OPC_FABRICS,
+            nsid: 0x01, // Connect: host to controller
+            ..Default::default()
+        };
+        assert_eq!(c.data_xfer(), DataXfer::HostToController);
+        c.nsid = 0x04; // Property Get: no data
+        assert_eq!(c.data_xfer(), DataXfer::None);
+        c.nsid = 0x06; // Authentication Receive: controller to host
+        assert_eq!(c.data_xfer(), DataXfer::ControllerToHost);
+        c.opc = 0x01; // Write: the opcode decides, not byte 4
+        assert_eq!(c.data_xfer(), DataXfer::HostToController);
     }
 }

@@ -410,6 +410,57 @@ impl IdentifyController {
     }
 }
 
+/// NVM command set specific Identify Controller data (CNS 06h, CSI 00h; NVM Command Set
+/// 1.0 §4.1.5.3), 4096 bytes: the size limits of Verify, Write Zeroes, Write
+/// Uncorrectable and Dataset Management. All zeroes means "no limit beyond MDTS".
+#[derive(Clone, PartialEq, Eq)]
+pub struct IdentifyControllerNvm {
+    buf: [u8; IDENTIFY_DATA_SIZE],
+}
+
+impl Default for IdentifyControllerNvm {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for IdentifyControllerNvm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentifyControllerNvm")
+            .field("wzsl", &self.wzsl())
+            .field("dmrl", &self.dmrl())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentifyControllerNvm {
+    /// All zeroes: no extra limits.
+    pub fn new() -> IdentifyControllerNvm {
+        IdentifyControllerNvm {
+            buf: [0; IDENTIFY_DATA_SIZE],
+        }
+    }
+    /// The wire bytes.
+    pub fn as_bytes(&self) -> &[u8; IDENTIFY_DATA_SIZE] {
+        &self.buf
+    }
+
+    le_fields! { IDENTIFY_DATA_SIZE;
+        /// Verify size limit, 2^n minimum pages (0 = no limit).
+        vsl / set_vsl: u8 = 0;
+        /// Write Zeroes size limit, 2^n minimum pages (0 = no limit).
+        wzsl / set_wzsl: u8 = 1;
+        /// Write Uncorrectable size limit, 2^n minimum pages (0 = no limit).
+        wusl / set_wusl: u8 = 2;
+        /// Dataset Management ranges limit (0 = no limit beyond the command's 256).
+        dmrl / set_dmrl: u8 = 3;
+        /// Dataset Management range size limit, logical blocks (0 = no limit).
+        dmrsl / set_dmrsl: u32 = 4;
+        /// Dataset Management size limit, logical blocks (0 = no limit).
+        dmsl / set_dmsl: u64 = 8;
+    }
+}
+
 /// NSFEAT bit: thin provisioning (NUSE may be less than NCAP).
 pub const NSFEAT_THIN: u8 = 1 << 0;
 /// NSFEAT bit: NAWUN/NAWUPF/NACWU are valid.
@@ -898,6 +949,24 @@ mod tests {
         assert_eq!(&c.sn()[..8], b"SPDK0001");
         assert_eq!(c.ieee(), [0x38, 0x25, 0]);
         assert_eq!(c.as_bytes().len(), 4096);
+    }
+
+    #[test]
+    fn nvm_controller_offsets_match_the_spec() {
+        let mut c = IdentifyControllerNvm::new();
+        assert_eq!(c.as_bytes(), &[0; IDENTIFY_DATA_SIZE]);
+        c.set_vsl(1);
+        c.set_wzsl(2);
+        c.set_wusl(3);
+        c.set_dmrl(4);
+        c.set_dmrsl(0x0807_0605);
+        c.set_dmsl(0x100f_0e0d_0c0b_0a09);
+        assert_eq!(&c.as_bytes()[..16], &(1..=16).collect::<Vec<u8>>()[..]);
+        assert_eq!(c.as_bytes()[16..], [0; IDENTIFY_DATA_SIZE - 16]);
+        assert_eq!(
+            (c.wzsl(), c.dmrl(), c.dmsl()),
+            (2, 4, 0x100f_0e0d_0c0b_0a09)
+        );
     }
 
     #[test]

@@ -87,6 +87,30 @@ pub unsafe fn copy_from_iovs(iovs: &[IoVec], mut offset: usize, dst: &mut [u8]) 
     done
 }
 
+/// Whether the first `data.len()` bytes of the buffers described by `iovs` equal `data`
+/// (false if the buffers are shorter than `data`). For Compare.
+///
+/// # Safety
+/// As for [`copy_from_iovs`].
+pub unsafe fn iovs_equal(iovs: &[IoVec], data: &[u8]) -> bool {
+    let mut off = 0;
+    for iov in iovs {
+        if off == data.len() {
+            break;
+        }
+        let n = iov.len.min(data.len() - off);
+        // SAFETY: the caller guarantees `iov` is valid for reads of `iov.len` bytes that
+        // nothing writes during the call; `n <= iov.len`, and the slice lives only for this
+        // comparison.
+        let s = unsafe { std::slice::from_raw_parts(iov.base, n) };
+        if s != &data[off..off + n] {
+            return false;
+        }
+        off += n;
+    }
+    off == data.len()
+}
+
 /// Total bytes the buffers describe.
 pub fn iovs_len(iovs: &[IoVec]) -> usize {
     iovs.iter().map(|v| v.len).sum()
@@ -148,5 +172,19 @@ pub(crate) mod tests {
         assert_eq!(unsafe { copy_from_iovs(&iovs, 0, &mut dst) }, 4);
         // SAFETY: no iovecs, nothing touched.
         assert_eq!(unsafe { copy_to_iovs(&[], 0, &[1]) }, 0);
+    }
+
+    #[test]
+    fn equality_across_buffers() {
+        let mut mem: Vec<u8> = (0..9).collect();
+        let iovs = split(&mut mem, &[3, 2, 4]);
+        // SAFETY: `iovs` cover `mem`, which outlives them and is only read through them.
+        let eq = |d: &[u8]| unsafe { iovs_equal(&iovs, d) };
+        assert!(eq(&[0, 1, 2, 3, 4, 5, 6]));
+        assert!(eq(&[]));
+        assert!(!eq(&[0, 1, 2, 3, 4, 5, 7]));
+        assert!(!eq(&[0; 12]), "buffers shorter than data");
+        // SAFETY: no iovecs, nothing touched.
+        assert!(!unsafe { iovs_equal(&[], &[1]) });
     }
 }

@@ -1,13 +1,16 @@
 //! Admin commands (and Fabrics commands on the admin queue), on the controller's core.
 
 use super::ctrlr::{self, Controller, Features};
-use super::fabrics;
 use super::identify::{self, CtrlrIdentity};
-use super::logpage::{self, DiscEntry, GetLogPage, SmartCounters};
+use super::logpage::{self, SmartCounters};
 use super::qpair::Qpair;
-use super::{iov, state};
+use super::state;
 use crate::request::ReqPtr;
 use crate::spec::cmd::{DataXfer, NvmeCmd, OPC_FABRICS};
+use crate::spec::fabrics::{self, PropertyGet, PropertySet};
+use crate::spec::identify::{self as idf, IdentifyCmd, IdentifyNamespace, NsList};
+use crate::spec::iov;
+use crate::spec::log::{self as lp, DiscoveryEntry, GetLogPage};
 use crate::spec::opcode::admin as opc;
 use crate::spec::status::Status;
 use crate::transport::AdrFam;
@@ -87,17 +90,28 @@ fn fabrics_cmd(c: &Controller, req: ReqPtr) -> Outcome {
     // SAFETY: see `execute`.
     let r = unsafe { &mut *req.as_ptr() };
     match fabrics::fctype(&r.cmd) {
-        fabrics::FCTYPE_PROPERTY_GET => match fabrics::property_get(c, &r.cmd) {
-            Ok(v) => {
-                r.rsp.cdw1 = (v >> 32) as u32;
-                Done(Status::SUCCESS, v as u32)
+        fabrics::FCTYPE_PROPERTY_GET => {
+            match PropertyGet::decode(&r.cmd).and_then(|p| c.property_get(p.ofst, p.size)) {
+                Ok(v) => {
+                    r.rsp.cdw1 = (v >> 32) as u32;
+                    Done(Status::SUCCESS, v as u32)
+                }
+                Err(s) => {
+                    log::debug!("nvmf: Property Get of offset {:#x} refused", r.cmd.cdw11);
+                    err(s)
+                }
             }
-            Err(s) => err(s),
-        },
-        fabrics::FCTYPE_PROPERTY_SET => match fabrics::property_set(c, &r.cmd) {
-            Ok(()) => Done(Status::SUCCESS, 0),
-            Err(s) => err(s),
-        },
+        }
+        fabrics::FCTYPE_PROPERTY_SET => {
+            match PropertySet::decode(&r.cmd).and_then(|p| c.property_set(p.ofst, p.size, p.value))
+            {
+                Ok(()) => Done(Status::SUCCESS, 0),
+                Err(s) => {
+                    log::debug!("nvmf: Property Set of offset {:#x} refused", r.cmd.cdw11);
+                    err(s)
+                }
+            }
+        }
         fabrics::FCTYPE_CONNECT => err(Status::COMMAND_SEQUENCE_ERROR),
         fabrics::FCTYPE_DISCONNECT => err(Status::CONNECT_INVALID_QUEUE_TYPE),
         other => {
@@ -115,23 +129,26 @@ fn send_data(req: ReqPtr, data: &[u8]) -> Outcome {
         return err(Status::INVALID_FIELD);
     }
     let n = data.len().min(r.length as usize);
-    iov::copy_to(r.data_iovs(), 0, &data[..n]);
+    // SAFETY: a request's data buffers are valid, writable and ours while it runs
+    // (request.rs), and do not overlap `data`.
+    unsafe { iov::copy_to_iovs(r.data_iovs(), 0, &data[..n]) };
     Done(Status::SUCCESS, 0)
 }
 
 fn identify_cmd(c: &Controller, req: ReqPtr) -> Outcome {
     // SAFETY: see `execute`.
-    let cmd = unsafe { req.as_ref() }.cmd;
-    let cns = (cmd.cdw10 & 0xff) as u8;
-    let csi = (cmd.cdw11 >> 24) as u8;
+    let id = match IdentifyCmd::decode(&unsafe { req.as_ref() }.cmd) {
+        Ok(id) => id,
+        Err(s) => return err(s),
+    };
+    let (cns, csi, nsid) = (id.cns, id.csi, id.nsid);
     let subsys = c.subsys();
-    if subsys.is_discovery() && cns != identify::CNS_CONTROLLER {
+    if subsys.is_discovery() && cns != idf::CNS_CONTROLLER {
         return err(Status::INVALID_FIELD);
     }
     let max_ns = subsys.lock().max_namespaces;
-    let nsid = cmd.nsid;
     match cns {
-        identify::CNS_CONTROLLER => {
+        idf::CNS_CONTROLLER => {
             let g = subsys.lock();
             let id = CtrlrIdentity {
                 cntlid: c.cntlid(),
@@ -148,30 +165,40 @@ fn identify_cmd(c: &Controller, req: ReqPtr) -> Outcome {
             };
             let data = identify::controller(&id);
             drop(g);
-            send_data(req, &data)
+            send_data(req, data.as_bytes())
         }
-        identify::CNS_NAMESPACE => {
-            if nsid == 0 || (nsid > max_ns && nsid != u32::MAX) {
+        idf::CNS_NAMESPACE => {
+            if nsid == 0 || (nsid > max_ns && nsid != idf::NSID_ALL) {
                 return err(Status::INVALID_NAMESPACE_OR_FORMAT);
             }
-            match subsys.namespace(nsid) {
-                Some(ns) => send_data(req, &identify::namespace(&ns)),
+            match subsys.namespace(nsid).map(|ns| identify::namespace(&ns)) {
+                Some(Some(data)) => send_data(req, data.as_bytes()),
+                Some(None) => {
+                    log::error!("nvmf: namespace {nsid} has a block size NVMe cannot express");
+                    err(Status::INTERNAL_DEVICE_ERROR)
+                }
                 // Inactive (or the broadcast nsid): zeroed data.
-                None => send_data(req, &[0u8; identify::IDENTIFY_LEN]),
+                None => send_data(req, IdentifyNamespace::new().as_bytes()),
             }
         }
-        identify::CNS_ACTIVE_NS_LIST => {
-            if nsid >= 0xFFFF_FFFE {
-                return err(Status::INVALID_NAMESPACE_OR_FORMAT);
+        idf::CNS_ACTIVE_NS_LIST => {
+            let ids = subsys
+                .namespaces()
+                .iter()
+                .map(|n| n.nsid)
+                .collect::<Vec<_>>();
+            match NsList::active(ids, nsid) {
+                Ok(l) => send_data(req, l.as_bytes()),
+                Err(s) => err(s),
             }
-            let ids: Vec<u32> = subsys.namespaces().iter().map(|n| n.nsid).collect();
-            send_data(req, &identify::active_ns_list(ids, nsid))
         }
-        identify::CNS_NS_ID_DESCRIPTORS => match subsys.namespace(nsid) {
-            Some(ns) => send_data(req, &identify::ns_id_descriptors(&ns)),
+        idf::CNS_NS_ID_DESCRIPTORS => match subsys.namespace(nsid) {
+            Some(ns) => send_data(req, identify::ns_id_descriptors(&ns).as_bytes()),
             None => err(Status::INVALID_NAMESPACE_OR_FORMAT),
         },
-        identify::CNS_CS_CONTROLLER if csi == 0 => send_data(req, &identify::nvm_cs_controller()),
+        idf::CNS_IOCS_CONTROLLER if csi == idf::CSI_NVM => {
+            send_data(req, identify::nvm_cs_controller().as_bytes())
+        }
         other => {
             log::debug!("nvmf: Identify CNS {other:#x} (CSI {csi}) not supported");
             err(Status::INVALID_FIELD)
@@ -183,10 +210,10 @@ fn get_log_page(qp: &Rc<Qpair>, c: &Rc<Controller>, req: ReqPtr) -> Outcome {
     // SAFETY: see `execute`.
     let r = unsafe { &*req.as_ptr() };
     let cmd = r.cmd;
-    let g = GetLogPage::parse(cmd.cdw10, cmd.cdw11, cmd.cdw12, cmd.cdw13);
-    if g.offset & 3 != 0 {
-        return err(Status::INVALID_FIELD);
-    }
+    let g = match GetLogPage::decode(&cmd) {
+        Ok(g) => g,
+        Err(s) => return err(s),
+    };
     if g.len > u64::from(r.length) {
         log::debug!(
             "nvmf: Get Log Page {:#x}: {} bytes asked, buffer of {}",
@@ -196,43 +223,59 @@ fn get_log_page(qp: &Rc<Qpair>, c: &Rc<Controller>, req: ReqPtr) -> Outcome {
         );
         return err(Status::INVALID_FIELD);
     }
-    let len = g.len as usize;
     let discovery = c.subsys().is_discovery();
     let page = match (g.lid, discovery) {
-        (logpage::LID_DISCOVERY, true) => {
+        (lp::LID_DISCOVERY, true) => {
             c.discovery_log_read(g.rae);
             discovery_log(&c.shared.hostnqn)
         }
-        (logpage::LID_ERROR, _) => Vec::new(),
-        (logpage::LID_SMART, false) => {
+        (lp::LID_ERROR, _) => logpage::error_log(),
+        (lp::LID_SMART, false) => {
             if cmd.nsid != 0 && cmd.nsid != u32::MAX {
                 return err(Status::INVALID_FIELD);
             }
             return smart_log(qp, c, req, g);
         }
-        (logpage::LID_FW_SLOT, false) => logpage::firmware_slot(),
-        (logpage::LID_CHANGED_NS, false) => c.changed_ns_log(g.rae),
-        (logpage::LID_CMD_EFFECTS, false) => logpage::command_effects(),
+        (lp::LID_FIRMWARE_SLOT, false) => logpage::firmware_slot().as_bytes().to_vec(),
+        (lp::LID_CHANGED_NS, false) => c.changed_ns_log(g.rae),
+        (lp::LID_CMD_EFFECTS, false) => logpage::command_effects().as_bytes().to_vec(),
         (lid, _) => {
             log::debug!("nvmf: Get Log Page {lid:#x} not supported");
             return err(Status::INVALID_FIELD);
         }
     };
-    send_data(req, &logpage::window(&page, g.offset, len))
+    send_log(req, &page, &g)
+}
+
+/// Copy the window of `page` that `g` asks for to the host, zero-filled past the page's end.
+fn send_log(req: ReqPtr, page: &[u8], g: &GetLogPage) -> Outcome {
+    // SAFETY: see `execute`.
+    let r = unsafe { &*req.as_ptr() };
+    if r.xfer != DataXfer::ControllerToHost {
+        return err(Status::INVALID_FIELD);
+    }
+    // SAFETY: a request's data buffers are valid, writable and ours while it runs
+    // (request.rs), and do not overlap `page`.
+    match unsafe { lp::copy_log_page(page, g, r.data_iovs()) } {
+        Ok(_) => Done(Status::SUCCESS, 0),
+        Err(s) => {
+            log::debug!(
+                "nvmf: Get Log Page {:#x}: offset {} past the page's {} bytes",
+                g.lid,
+                g.offset,
+                page.len()
+            );
+            err(s)
+        }
+    }
 }
 
 /// The SMART page, with counters summed from the namespaces' bdevs (asked of every core).
 fn smart_log(qp: &Rc<Qpair>, c: &Controller, req: ReqPtr, g: GetLogPage) -> Outcome {
     let nss = c.subsys().namespaces();
     if keel_reactor::current_core().is_none() {
-        return send_data(
-            req,
-            &logpage::window(
-                &logpage::smart(&SmartCounters::default()),
-                g.offset,
-                g.len as usize,
-            ),
-        );
+        let page = logpage::smart(&SmartCounters::default());
+        return send_log(req, page.as_bytes(), &g);
     }
     let qp = Rc::clone(qp);
     keel_reactor::spawn_local(async move {
@@ -244,8 +287,8 @@ fn smart_log(qp: &Rc<Qpair>, c: &Controller, req: ReqPtr, g: GetLogPage) -> Outc
             cnt.read_ops = cnt.read_ops.wrapping_add(s.num_read_ops);
             cnt.write_ops = cnt.write_ops.wrapping_add(s.num_write_ops);
         }
-        let page = logpage::window(&logpage::smart(&cnt), g.offset, g.len as usize);
-        if let Done(status, cdw0) = send_data(req, &page) {
+        let page = logpage::smart(&cnt);
+        if let Done(status, cdw0) = send_log(req, page.as_bytes(), &g) {
             qp.finish(req, status, cdw0);
         }
     });
@@ -263,21 +306,22 @@ pub(crate) fn discovery_log(hostnqn: &str) -> Vec<u8> {
         let listeners = s.lock().listeners.clone();
         for l in listeners {
             let asqsz = state::transport_opts(l.trtype).map_or(128, |o| o.max_aq_depth);
-            entries.push(DiscEntry {
+            entries.push(DiscoveryEntry {
                 trtype: l.trtype.wire_value(),
                 adrfam: match l.adrfam {
-                    AdrFam::Ipv4 => 1,
-                    AdrFam::Ipv6 => 2,
+                    AdrFam::Ipv4 => lp::ADRFAM_IPV4,
+                    AdrFam::Ipv6 => lp::ADRFAM_IPV6,
                 },
                 portid: state::portid(&l),
                 asqsz,
                 trsvcid: l.trsvcid.clone(),
                 subnqn: s.nqn.clone(),
                 traddr: l.traddr.clone(),
+                ..logpage::discovery_entry_base()
             });
         }
     }
-    logpage::discovery(genctr, &entries)
+    lp::discovery_log_page(genctr, &entries)
 }
 
 /// Value of feature `fid` in `f`, or `None` when the feature is not supported.

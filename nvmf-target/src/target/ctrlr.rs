@@ -7,10 +7,12 @@
 //! Asynchronous Event Requests and pending events, the changed-namespace list, the table of its
 //! I/O queues, and the keep-alive timer (a timed poller on its core).
 
-use super::fabrics::connect_error::ConnectError;
+use super::identify::NVME_VERSION;
 use super::qpair::{self, Qpair};
 use super::subsystem::Subsystem;
 use crate::request::ReqPtr;
+use crate::spec::fabrics::{connect_data, connect_sqe, ConnectError};
+use crate::spec::registers::{Cap, PropSize, Registers};
 use crate::spec::status::Status;
 use crate::transport::{ListenAddr, TransportOpts};
 use keel_reactor::{PollStatus, PollerId};
@@ -40,12 +42,8 @@ pub(crate) const AEC_NS_ATTR: u32 = 1 << 8;
 /// Async Event Configuration bit enabling discovery log change notices.
 pub(crate) const AEC_DISCOVERY: u32 = 1 << 31;
 
-/// CC fields.
-pub(crate) const CC_EN: u32 = 1;
-pub(crate) const CC_SHN_SHIFT: u32 = 14;
-/// CSTS fields.
-pub(crate) const CSTS_RDY: u32 = 1;
-pub(crate) const CSTS_SHST_COMPLETE: u32 = 2 << 2;
+/// CAP.TO: how long the host waits for CSTS.RDY, in 500 ms units (7.5 s).
+pub(crate) const CAP_TIMEOUT_500MS: u8 = 15;
 
 /// What every core may know about a controller.
 #[derive(Debug)]
@@ -133,8 +131,7 @@ pub(crate) struct Controller {
     admin_peer: String,
     /// The options of the transport the admin queue came through.
     pub topts: TransportOpts,
-    cc: Cell<u32>,
-    csts: Cell<u32>,
+    regs: RefCell<Registers>,
     pub feat: RefCell<Features>,
     aers: RefCell<Vec<ReqPtr>>,
     events: RefCell<VecDeque<u32>>,
@@ -192,6 +189,11 @@ impl Controller {
             (0, true) => DISCOVERY_KATO_MS,
             (k, _) => round_kato(k),
         };
+        let regs = Registers::new(
+            Cap::fabrics(u32::from(topts.max_queue_depth), CAP_TIMEOUT_500MS),
+            NVME_VERSION,
+            !subsys.is_discovery(),
+        );
         let ctrlr = Rc::new(Controller {
             feat: RefCell::new(Features::defaults(topts.max_io_qpairs_per_ctrlr, kato_ms)),
             topts,
@@ -199,8 +201,7 @@ impl Controller {
             admin_listen: admin.listen_addr().clone(),
             admin_peer: admin.peer(),
             shared,
-            cc: Cell::new(0),
-            csts: Cell::new(0),
+            regs: RefCell::new(regs),
             aers: RefCell::new(Vec::with_capacity(MAX_AERS)),
             events: RefCell::new(VecDeque::new()),
             ns_notice_masked: Cell::new(false),
@@ -291,41 +292,37 @@ impl Controller {
 
     // ---- registers ----
 
-    /// CC.
-    pub fn cc(&self) -> u32 {
-        self.cc.get()
-    }
-    /// CSTS.
-    pub fn csts(&self) -> u32 {
-        self.csts.get()
+    /// Property Get: the value of property `ofst` read with width `size`.
+    pub fn property_get(&self, ofst: u32, size: PropSize) -> Result<u64, Status> {
+        self.regs.borrow().get(ofst, size)
     }
     /// Whether CC.EN = 1 and CSTS.RDY = 1.
     pub fn is_enabled(&self) -> bool {
-        self.cc.get() & CC_EN != 0 && self.csts.get() & CSTS_RDY != 0
+        self.regs.borrow().is_ready()
     }
-    /// Write CC: enable → CSTS.RDY; disable → reset (I/O queues disconnected); shutdown
-    /// notification → CSTS.SHST complete (I/O queues disconnected).
-    pub fn write_cc(&self, new: u32) {
-        let old = self.cc.replace(new);
-        let mut csts = self.csts.get();
-        let shn_old = (old >> CC_SHN_SHIFT) & 3;
-        let shn_new = (new >> CC_SHN_SHIFT) & 3;
-        if old & CC_EN == 0 && new & CC_EN != 0 {
-            csts = CSTS_RDY;
+    /// Property Set (only CC is writable): enable → CSTS.RDY (or CSTS.CFS for a
+    /// configuration this controller cannot run); disable → reset (I/O queues
+    /// disconnected); shutdown notification → CSTS.SHST complete (I/O queues disconnected).
+    pub fn property_set(&self, ofst: u32, size: PropSize, value: u64) -> Result<(), Status> {
+        let change = self.regs.borrow_mut().set(ofst, size, value)?;
+        if change.enabled {
             log::debug!("nvmf: controller {} enabled", self.cntlid());
-        } else if old & CC_EN != 0 && new & CC_EN == 0 {
-            csts = 0;
+        }
+        if change.enable_failed {
+            log::warn!(
+                "nvmf: controller {}: enable with unsupported CC {value:#x}: fatal status",
+                self.cntlid()
+            );
+        }
+        if change.disabled {
             log::info!("nvmf: controller {} reset by the host", self.cntlid());
             self.disconnect_io_qpairs();
         }
-        if shn_new != 0 && shn_old == 0 {
-            csts |= CSTS_SHST_COMPLETE;
+        if change.shutdown.is_some() {
             log::info!("nvmf: controller {} shut down by the host", self.cntlid());
             self.disconnect_io_qpairs();
-        } else if shn_new == 0 {
-            csts &= !(3 << 2);
         }
-        self.csts.set(csts);
+        Ok(())
     }
 
     // ---- I/O queues ----
@@ -347,9 +344,8 @@ impl Controller {
         sqsize: u16,
         q: IoQpairRef,
     ) -> Result<(), ConnectError> {
-        use super::fabrics::connect_error as err;
         if self.destroyed.get() {
-            return Err(err::invalid_data(err::DATA_CNTLID));
+            return Err(ConnectError::data(connect_data::CNTLID));
         }
         if hostnqn != self.shared.hostnqn {
             log::warn!(
@@ -357,7 +353,7 @@ impl Controller {
                 self.cntlid(),
                 self.shared.hostnqn
             );
-            return Err(err::invalid_data(err::DATA_HOSTNQN));
+            return Err(ConnectError::data(connect_data::HOSTNQN));
         }
         if !self.is_enabled() {
             log::warn!(
@@ -371,14 +367,14 @@ impl Controller {
                 "nvmf: I/O queue connect with qid {qid} > {} granted queues",
                 self.io_queues_granted()
             );
-            return Err(err::invalid_sqe(err::SQE_QID));
+            return Err(ConnectError::sqe(connect_sqe::QID));
         }
         if sqsize == 0 || u32::from(sqsize) >= u32::from(self.topts.max_queue_depth) {
             log::warn!(
                 "nvmf: I/O queue connect with sqsize {sqsize} (max {})",
                 self.topts.max_queue_depth
             );
-            return Err(err::invalid_sqe(err::SQE_SQSIZE));
+            return Err(ConnectError::sqe(connect_sqe::SQSIZE));
         }
         let mut qs = self.io_qpairs.borrow_mut();
         if qs.contains_key(&qid) {

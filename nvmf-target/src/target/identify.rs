@@ -1,20 +1,20 @@
-//! Identify data (4096 bytes each): controller, namespace, active namespace list, namespace
-//! identification descriptors, NVM command-set controller data. Built as little-endian byte
-//! buffers at the spec's offsets (NVMe Base 1.4, "Identify Controller Data Structure" and
-//! "Identify Namespace Data Structure"; NVMe-oF 1.1 for the fabrics fields).
+//! What this target reports in Identify data: controller, namespace, namespace
+//! identification descriptors, and NVM command-set controller data. The layouts are
+//! [`crate::spec::identify`]'s; this module only chooses the values.
 
+use super::logpage::ERROR_LOG_ENTRIES_0BASED;
 use super::subsystem::Namespace;
-use crate::spec::bytes::{put_str, write};
+use crate::spec::identify::{
+    mdts_for, IdentifyController, IdentifyControllerNvm, IdentifyNamespace, NsIdDescList,
+    CMIC_MULTI_CTRL, CNTRLTYPE_DISCOVERY, CNTRLTYPE_IO, CTRATT_HOST_ID_128, DLFEAT_READ_ZEROES,
+    DLFEAT_WRITE_ZEROES_DEALLOCATES, FCATT_DYNAMIC, LPA_CMD_EFFECTS, LPA_EXTENDED, NMIC_SHARED,
+    OAES_DISCOVERY_CHANGE, OAES_NS_ATTR, ONCS_COMPARE, ONCS_DSM, ONCS_WRITE_ZEROES, SGLS_KEYED,
+    SGLS_OFFSET, SGLS_SUPPORTED, VWC_NO_FLUSH_BROADCAST, VWC_PRESENT,
+};
+use crate::spec::registers::Vs;
 
-/// Size of every Identify data structure.
-pub(crate) const IDENTIFY_LEN: usize = 4096;
-
-/// CNS values served.
-pub(crate) const CNS_NAMESPACE: u8 = 0x00;
-pub(crate) const CNS_CONTROLLER: u8 = 0x01;
-pub(crate) const CNS_ACTIVE_NS_LIST: u8 = 0x02;
-pub(crate) const CNS_NS_ID_DESCRIPTORS: u8 = 0x03;
-pub(crate) const CNS_CS_CONTROLLER: u8 = 0x06;
+/// The NVMe version this target reports (VS property and Identify VER).
+pub(crate) const NVME_VERSION: Vs = Vs::V1_3;
 
 /// What the Identify Controller data is built from.
 #[derive(Debug, Clone)]
@@ -38,127 +38,84 @@ pub(crate) struct CtrlrIdentity<'a> {
     pub kas: u16,
 }
 
-/// MDTS: log2 of the largest transfer in 4 KiB units (0 = unlimited is never used).
-pub(crate) fn mdts(max_io_size: u32) -> u8 {
-    let pages = (max_io_size / 4096).max(1);
-    (31 - pages.leading_zeros()) as u8
-}
-
 /// The Identify Controller data structure.
-pub(crate) fn controller(id: &CtrlrIdentity) -> Vec<u8> {
-    let mut b = vec![0u8; IDENTIFY_LEN];
-    put_str(&mut b[4..24], id.serial, b' ');
-    put_str(&mut b[24..64], id.model, b' ');
-    put_str(&mut b[64..72], env!("CARGO_PKG_VERSION"), b' ');
-    b[72] = 6; // RAB: recommended arbitration burst
+pub(crate) fn controller(id: &CtrlrIdentity) -> IdentifyController {
+    let mut c = IdentifyController::new();
+    c.set_sn(id.serial);
+    c.set_mn(id.model);
+    c.set_fr(env!("CARGO_PKG_VERSION"));
+    c.set_rab(6);
     if !id.discovery {
-        b[76] = 1 << 1; // CMIC: may have more than one controller
-        b[77] = mdts(id.max_io_size);
+        c.set_cmic(CMIC_MULTI_CTRL);
+        c.set_mdts(mdts_for(id.max_io_size));
     }
-    write(&mut b, 78, id.cntlid);
-    write(&mut b, 80, super::fabrics::NVME_VERSION);
-    // OAES: namespace attribute notices (I/O), discovery log change notices (discovery).
-    let oaes: u32 = if id.discovery { 1 << 31 } else { 1 << 8 };
-    write(&mut b, 92, oaes);
-    write(&mut b, 96, 1u32); // CTRATT: 128-bit host identifier
-    b[111] = if id.discovery { 2 } else { 1 }; // CNTRLTYPE
-    b[258] = 3; // ACL (0-based): four concurrent Aborts
-    b[259] = id.max_aers.saturating_sub(1); // AERL (0-based)
-    b[260] = 0x3; // FRMW: one slot, slot 1 read-only
-                  // LPA: SMART per namespace no, commands effects yes, extended data for Get Log Page.
-    b[261] = (1 << 1) | (1 << 2);
-    b[262] = 127; // ELPE (0-based)
-    write(&mut b, 266, 0x0157u16); // WCTEMP: 343 K
-    write(&mut b, 268, 0x0175u16); // CCTEMP: 373 K
-    write(&mut b, 320, id.kas);
-    if !id.discovery {
-        b[512] = 0x66; // SQES
-        b[513] = 0x44; // CQES
-        write(&mut b, 514, id.max_queue_depth); // MAXCMD
-        write(&mut b, 516, id.max_namespaces); // NN
-                                               // ONCS: Compare, Dataset Management, Write Zeroes.
-        write(&mut b, 520, (1u16 << 0) | (1 << 2) | (1 << 3));
-        // VWC: present; flush with the broadcast nsid not supported (bits 2:1 = 10b).
-        b[525] = 1 | (2 << 1);
-        // SGLS: supported (no alignment), keyed data block, offsets in SGLs.
-        write(&mut b, 536, 1u32 | (1 << 2) | (1 << 20));
+    c.set_cntlid(id.cntlid);
+    c.set_ver(NVME_VERSION.encode());
+    c.set_oaes(if id.discovery {
+        OAES_DISCOVERY_CHANGE
     } else {
-        b[512] = 0x66;
-        b[513] = 0x44;
-        write(&mut b, 514, id.max_queue_depth);
-        write(&mut b, 536, 1u32 | (1 << 2) | (1 << 20));
+        OAES_NS_ATTR
+    });
+    c.set_ctratt(CTRATT_HOST_ID_128);
+    c.set_cntrltype(if id.discovery {
+        CNTRLTYPE_DISCOVERY
+    } else {
+        CNTRLTYPE_IO
+    });
+    c.set_acl(3); // four concurrent Aborts
+    c.set_aerl(id.max_aers.saturating_sub(1));
+    c.set_frmw(0x3); // one slot, slot 1 read-only
+    c.set_lpa(LPA_CMD_EFFECTS | LPA_EXTENDED);
+    c.set_elpe(ERROR_LOG_ENTRIES_0BASED);
+    c.set_wctemp(0x0157); // 343 K
+    c.set_cctemp(0x0175); // 373 K
+    c.set_kas(id.kas);
+    c.set_sqes(0x66);
+    c.set_cqes(0x44);
+    c.set_maxcmd(id.max_queue_depth);
+    c.set_sgls(SGLS_SUPPORTED | SGLS_KEYED | SGLS_OFFSET);
+    if !id.discovery {
+        c.set_nn(id.max_namespaces);
+        c.set_oncs(ONCS_COMPARE | ONCS_DSM | ONCS_WRITE_ZEROES);
+        c.set_vwc(VWC_PRESENT | VWC_NO_FLUSH_BROADCAST);
     }
-    put_str(&mut b[768..1024], id.subnqn, 0);
+    c.set_subnqn(id.subnqn);
     // NVMe-oF attributes.
-    write(&mut b, 1792, (64 + id.in_capsule_data_size) / 16); // IOCCSZ
-    write(&mut b, 1796, 1u32); // IORCSZ
-    write(&mut b, 1800, 0u16); // ICDOFF
-    b[1802] = 0; // FCATT: dynamic controller model
-    b[1803] = 1; // MSDBD
-                 // Power state 0: 25 W max power (centiwatts) so tools print something sensible.
-    write(&mut b, 2048, 2500u16);
-    b
+    c.set_ioccsz((64 + id.in_capsule_data_size) / 16);
+    c.set_iorcsz(1);
+    c.set_icdoff(0);
+    c.set_fcatt(FCATT_DYNAMIC);
+    c.set_msdbd(1);
+    // Power state 0: 25 W max power so tools print something sensible.
+    c.set_power_state(0, 2500, 0, 0);
+    c
 }
 
-/// The Identify Namespace data structure of an active namespace.
-pub(crate) fn namespace(ns: &Namespace) -> Vec<u8> {
-    let mut b = vec![0u8; IDENTIFY_LEN];
-    write(&mut b, 0, ns.num_blocks); // NSZE
-    write(&mut b, 8, ns.num_blocks); // NCAP
-    write(&mut b, 16, ns.num_blocks); // NUSE
-    b[24] = 0; // NSFEAT
-    b[25] = 0; // NLBAF (0-based): one format
-    b[26] = 0; // FLBAS: format 0, no metadata
-    b[30] = 1; // NMIC: may be attached to several controllers
-               // DLFEAT: deallocated blocks read as zeroes (001b) when the bdev does so; Write Zeroes
-               // with DEAC supported (bit 3).
+/// The Identify Namespace data structure of an active namespace (`None` if its block size
+/// is not a power of two of at least 512 bytes; `add_namespace` refuses such bdevs).
+pub(crate) fn namespace(ns: &Namespace) -> Option<IdentifyNamespace> {
+    let mut d = IdentifyNamespace::for_blocks(ns.num_blocks, ns.block_size)?;
+    d.set_nmic(NMIC_SHARED);
     if ns.reads_zeroes_after_unmap && ns.supports_unmap {
-        b[33] = 0x1 | (1 << 3);
+        d.set_dlfeat(DLFEAT_READ_ZEROES | DLFEAT_WRITE_ZEROES_DEALLOCATES);
     }
-    b[104..120].copy_from_slice(&ns.nguid);
-    b[120..128].copy_from_slice(&ns.eui64);
-    // LBAF0: no metadata, LBADS = log2(block size), relative performance best.
-    let lbads = ns.block_size.trailing_zeros();
-    write(&mut b, 128, lbads << 16);
-    b
-}
-
-/// The active namespace id list: ids greater than `after`, ascending, at most 1024.
-pub(crate) fn active_ns_list(nsids: impl IntoIterator<Item = u32>, after: u32) -> Vec<u8> {
-    let mut b = vec![0u8; IDENTIFY_LEN];
-    for (i, nsid) in nsids
-        .into_iter()
-        .filter(|&n| n > after)
-        .take(IDENTIFY_LEN / 4)
-        .enumerate()
-    {
-        write(&mut b, i * 4, nsid);
-    }
-    b
+    d.set_nguid(ns.nguid);
+    d.set_eui64(ns.eui64);
+    Some(d)
 }
 
 /// The namespace identification descriptor list (EUI-64, NGUID, UUID; zero ones omitted).
-pub(crate) fn ns_id_descriptors(ns: &Namespace) -> Vec<u8> {
-    let mut b = vec![0u8; IDENTIFY_LEN];
-    let mut off = 0;
-    let mut put = |nidt: u8, id: &[u8]| {
-        if id.iter().all(|&x| x == 0) {
-            return;
-        }
-        b[off] = nidt;
-        b[off + 1] = id.len() as u8;
-        b[off + 4..off + 4 + id.len()].copy_from_slice(id);
-        off += 4 + id.len();
-    };
-    put(1, &ns.eui64);
-    put(2, &ns.nguid);
-    put(3, &ns.uuid.0);
-    b
+pub(crate) fn ns_id_descriptors(ns: &Namespace) -> NsIdDescList {
+    let mut l = NsIdDescList::new();
+    l.push_eui64(ns.eui64);
+    l.push_nguid(ns.nguid);
+    l.push_uuid(ns.uuid.0);
+    l
 }
 
 /// NVM command set specific Identify Controller data: no extra limits.
-pub(crate) fn nvm_cs_controller() -> Vec<u8> {
-    vec![0u8; IDENTIFY_LEN]
+pub(crate) fn nvm_cs_controller() -> IdentifyControllerNvm {
+    IdentifyControllerNvm::new()
 }
 
 #[cfg(test)]
@@ -183,56 +140,58 @@ mod tests {
     }
 
     #[test]
-    fn mdts_is_log2_of_4k_pages() {
-        assert_eq!(mdts(131072), 5);
-        assert_eq!(mdts(4096), 0);
-        assert_eq!(mdts(1 << 20), 8);
-        assert_eq!(mdts(100_000), 4); // rounded down to a power of two
-        assert_eq!(mdts(512), 0);
-    }
-
-    #[test]
     fn controller_fields_at_spec_offsets() {
-        let b = controller(&ident());
+        let c = controller(&ident());
+        let b = c.as_bytes();
         assert_eq!(&b[4..24], b"SN1                 ");
         assert_eq!(&b[24..29], b"Model");
         assert_eq!(b[63], b' ');
+        assert_eq!(b[76], 2);
         assert_eq!(b[77], 5);
-        assert_eq!(read::<u16>(&b, 78), Some(7));
-        assert_eq!(read::<u32>(&b, 80), Some(0x0001_0300));
-        assert_eq!(read::<u32>(&b, 92), Some(1 << 8));
+        assert_eq!(read::<u16>(b, 78), Some(7));
+        assert_eq!(read::<u32>(b, 80), Some(0x0001_0300));
+        assert_eq!(read::<u32>(b, 92), Some(1 << 8));
+        assert_eq!(read::<u32>(b, 96), Some(1));
         assert_eq!(b[111], 1);
         assert_eq!(b[259], 3);
-        assert_eq!(read::<u16>(&b, 320), Some(1));
+        assert_eq!(b[261], 0b110);
+        assert_eq!(b[262], 127);
+        assert_eq!(read::<u16>(b, 320), Some(1));
         assert_eq!(b[512], 0x66);
         assert_eq!(b[513], 0x44);
-        assert_eq!(read::<u16>(&b, 514), Some(128));
-        assert_eq!(read::<u32>(&b, 516), Some(32));
-        assert_eq!(read::<u16>(&b, 520), Some(0b1101));
-        assert_eq!(b[525] & 1, 1);
-        assert_eq!(read::<u32>(&b, 536).map(|s| s & 3), Some(1));
+        assert_eq!(read::<u16>(b, 514), Some(128));
+        assert_eq!(read::<u32>(b, 516), Some(32));
+        assert_eq!(read::<u16>(b, 520), Some(0b1101));
+        assert_eq!(b[525], 0b101);
+        assert_eq!(read::<u32>(b, 536), Some(1 | 1 << 2 | 1 << 20));
         assert_eq!(&b[768..789], b"nqn.2016-06.io.keel:x");
         assert_eq!(b[789], 0);
-        assert_eq!(read::<u32>(&b, 1792), Some((64 + 4096) / 16));
-        assert_eq!(read::<u32>(&b, 1796), Some(1));
-        assert_eq!(read::<u16>(&b, 1800), Some(0));
+        assert_eq!(read::<u32>(b, 1792), Some((64 + 4096) / 16));
+        assert_eq!(read::<u32>(b, 1796), Some(1));
+        assert_eq!(read::<u16>(b, 1800), Some(0));
         assert_eq!(b[1803], 1);
+        assert_eq!(read::<u16>(b, 2048), Some(2500));
         let d = controller(&CtrlrIdentity {
             discovery: true,
             ..ident()
         });
-        assert_eq!(d[111], 2);
-        assert_eq!(read::<u32>(&d, 516), Some(0));
-        assert_eq!(read::<u32>(&d, 92), Some(1 << 31));
+        let b = d.as_bytes();
+        assert_eq!(b[111], 2);
+        assert_eq!((b[76], b[77]), (0, 0));
+        assert_eq!(read::<u32>(b, 516), Some(0));
+        assert_eq!(read::<u16>(b, 520), Some(0));
+        assert_eq!(b[525], 0);
+        assert_eq!(read::<u32>(b, 92), Some(1 << 31));
+        assert_eq!(read::<u16>(b, 514), Some(128));
     }
 
     #[test]
-    fn ns_list_is_filtered_and_bounded() {
-        let b = active_ns_list([1, 2, 5, 9], 2);
-        assert_eq!(read::<u32>(&b, 0), Some(5));
-        assert_eq!(read::<u32>(&b, 4), Some(9));
-        assert_eq!(read::<u32>(&b, 8), Some(0));
-        let b = active_ns_list(1..=5000, 0);
-        assert_eq!(read::<u32>(&b, 4092), Some(1024));
+    fn small_transfers_never_report_no_limit() {
+        // MDTS 0 would mean "no limit": the smallest limit reported is 8 KiB.
+        let c = controller(&CtrlrIdentity {
+            max_io_size: 4096,
+            ..ident()
+        });
+        assert_eq!(c.mdts(), 1);
     }
 }

@@ -10,11 +10,11 @@
 //! Back-pressure: when a channel has no free descriptor, the command waits on the channel
 //! (`wait_for_descriptor`) and runs again; it is never failed for it.
 
-use super::iov;
 use super::nstable::{CoreSubsys, NsChannel};
 use super::qpair::Qpair;
 use crate::request::{NvmfRequest, ReqPtr};
 use crate::spec::cmd::DataXfer;
+use crate::spec::iov;
 use crate::spec::opcode::nvm as opc;
 use crate::spec::status::Status;
 use keel_bdev::{IoStatus, IoType, IoVec, SubmitError};
@@ -201,7 +201,8 @@ fn io_done(ctx: usize, status: IoStatus) {
 /// One range: (starting LBA, blocks).
 fn dsm_range(r: &NvmfRequest, i: usize) -> Option<(u64, u64)> {
     let mut b = [0u8; DSM_RANGE_LEN];
-    if iov::copy_from(r.data_iovs(), i * DSM_RANGE_LEN, &mut b) < DSM_RANGE_LEN {
+    // SAFETY: a request's data buffers are valid and ours while it runs (request.rs).
+    if unsafe { iov::copy_from_iovs(r.data_iovs(), i * DSM_RANGE_LEN, &mut b) } < DSM_RANGE_LEN {
         return None;
     }
     let nlb = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
@@ -357,7 +358,8 @@ fn compare_done(ctx: usize, status: IoStatus) {
     let buf = unsafe { Box::from_raw(r.core_ctx[1] as *mut keel_reactor::pool::DmaBuf) };
     let st = if status != IoStatus::Success {
         Status::from_io(status, IoType::Read)
-    } else if iov::equals(r.data_iovs(), buf.as_slice()) {
+    // SAFETY: a request's data buffers are valid and ours while it runs (request.rs).
+    } else if unsafe { iov::iovs_equal(r.data_iovs(), buf.as_slice()) } {
         Status::SUCCESS
     } else {
         Status::COMPARE_FAILURE

@@ -1,57 +1,23 @@
-//! Log page contents (Get Log Page): error information, SMART / health, firmware slot,
-//! commands supported and effects, discovery. Changed Namespace List lives with the
-//! controller (it is per controller state).
+//! What this target reports in the log pages it serves (Get Log Page). The page layouts are
+//! [`crate::spec::log`]'s; this module only chooses the values: SMART / health counters,
+//! the firmware slot, the commands supported and their effects, the error log's size, and
+//! the discovery entries' fixed fields. The Changed Namespace List lives with the controller
+//! (it is per-controller state).
 
-use crate::spec::bytes::{put_str, write};
+use crate::spec::fabrics::CNTLID_DYNAMIC;
+use crate::spec::log::{
+    CommandEffectsLog, DiscoveryEntry, ErrorLogEntry, FirmwareSlotLog, SmartLog, EFFECTS_CSUPP,
+    EFFECTS_LBCC, SUBTYPE_NVME, TREQ_SECURE_NOT_REQUIRED,
+};
+use crate::spec::opcode::{admin, nvm};
 
-/// Log identifiers served.
-pub(crate) const LID_ERROR: u8 = 0x01;
-pub(crate) const LID_SMART: u8 = 0x02;
-pub(crate) const LID_FW_SLOT: u8 = 0x03;
-pub(crate) const LID_CHANGED_NS: u8 = 0x04;
-pub(crate) const LID_CMD_EFFECTS: u8 = 0x05;
-pub(crate) const LID_DISCOVERY: u8 = 0x70;
+/// Error log entries, 0-based (Identify Controller ELPE). No error is ever logged: the page
+/// reads as zeroes.
+pub(crate) const ERROR_LOG_ENTRIES_0BASED: u8 = 127;
 
-/// Size of the SMART / health and firmware slot pages.
-pub(crate) const SMART_LEN: usize = 512;
-/// Size of one discovery log entry (and of the header).
-pub(crate) const DISC_ENTRY_LEN: usize = 1024;
-
-/// Decoded Get Log Page command fields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct GetLogPage {
-    pub lid: u8,
-    /// Retain Asynchronous Event.
-    pub rae: bool,
-    /// Bytes requested.
-    pub len: u64,
-    /// Byte offset into the page.
-    pub offset: u64,
-}
-
-impl GetLogPage {
-    /// Decode CDW10..13: LID 7:0, RAE bit 15, NUMDL 31:16; NUMDU 15:0; LPOL/LPOU.
-    pub fn parse(cdw10: u32, cdw11: u32, cdw12: u32, cdw13: u32) -> GetLogPage {
-        let numd = u64::from(cdw10 >> 16) | (u64::from(cdw11 & 0xffff) << 16);
-        GetLogPage {
-            lid: (cdw10 & 0xff) as u8,
-            rae: cdw10 & (1 << 15) != 0,
-            len: (numd + 1) * 4,
-            offset: u64::from(cdw12) | (u64::from(cdw13) << 32),
-        }
-    }
-}
-
-/// The part of `page` at [`offset`, `offset + len`), zero-filled past its end.
-pub(crate) fn window(page: &[u8], offset: u64, len: usize) -> Vec<u8> {
-    let mut out = vec![0u8; len];
-    if let Ok(off) = usize::try_from(offset) {
-        if off < page.len() {
-            let n = (page.len() - off).min(len);
-            out[..n].copy_from_slice(&page[off..off + n]);
-        }
-    }
-    out
+/// The Error Information page: ELPE + 1 unused (zeroed) entries.
+pub(crate) fn error_log() -> Vec<u8> {
+    vec![0u8; ErrorLogEntry::SIZE * (usize::from(ERROR_LOG_ENTRIES_0BASED) + 1)]
 }
 
 /// I/O counters for the SMART page.
@@ -63,143 +29,95 @@ pub(crate) struct SmartCounters {
     pub write_ops: u64,
 }
 
-/// Data units: thousands of 512-byte units, rounded up.
-fn data_units(bytes: u64) -> u128 {
-    u128::from(bytes.div_ceil(512)).div_ceil(1000)
-}
-
-/// The SMART / Health Information page.
-pub(crate) fn smart(c: &SmartCounters) -> Vec<u8> {
-    let mut b = vec![0u8; SMART_LEN];
-    b[0] = 0; // critical warning
-    write(&mut b, 1, 273u16 + 38); // composite temperature, kelvins
-    b[3] = 100; // available spare
-    b[4] = 10; // available spare threshold
-    b[5] = 0; // percentage used
-    write(&mut b, 32, data_units(c.bytes_read));
-    write(&mut b, 48, data_units(c.bytes_written));
-    write(&mut b, 64, u128::from(c.read_ops));
-    write(&mut b, 80, u128::from(c.write_ops));
-    b
+/// The SMART / Health Information page: a healthy device at 38 °C, with the I/O counters.
+pub(crate) fn smart(c: &SmartCounters) -> SmartLog {
+    let mut l = SmartLog::new();
+    l.set_temperature(273 + 38);
+    l.set_available_spare(100);
+    l.set_available_spare_threshold(10);
+    l.set_data_units_read(SmartLog::data_units(c.bytes_read.into()));
+    l.set_data_units_written(SmartLog::data_units(c.bytes_written.into()));
+    l.set_host_read_commands(c.read_ops.into());
+    l.set_host_write_commands(c.write_ops.into());
+    l
 }
 
 /// The Firmware Slot Information page: slot 1 active, holding this build's version.
-pub(crate) fn firmware_slot() -> Vec<u8> {
-    let mut b = vec![0u8; SMART_LEN];
-    b[0] = 1; // AFI: slot 1 active
-    put_str(&mut b[8..16], env!("CARGO_PKG_VERSION"), b' ');
-    b
+pub(crate) fn firmware_slot() -> FirmwareSlotLog {
+    FirmwareSlotLog::single(env!("CARGO_PKG_VERSION"))
 }
 
 /// The Commands Supported and Effects page for the commands this target runs.
-pub(crate) fn command_effects() -> Vec<u8> {
-    const CSUPP: u32 = 1;
-    const LBCC: u32 = 1 << 1;
-    let mut b = vec![0u8; 4096];
-    for opc in [0x02u8, 0x06, 0x08, 0x09, 0x0A, 0x0C, 0x18] {
-        write(&mut b, usize::from(opc) * 4, CSUPP);
-    }
-    let io = 1024;
-    for (opc, e) in [
-        (0x00u8, CSUPP),
-        (0x01, CSUPP | LBCC),
-        (0x02, CSUPP),
-        (0x05, CSUPP),
-        (0x08, CSUPP | LBCC),
-        (0x09, CSUPP | LBCC),
+pub(crate) fn command_effects() -> CommandEffectsLog {
+    let mut l = CommandEffectsLog::new();
+    for opc in [
+        admin::GET_LOG_PAGE,
+        admin::IDENTIFY,
+        admin::ABORT,
+        admin::SET_FEATURES,
+        admin::GET_FEATURES,
+        admin::ASYNC_EVENT_REQUEST,
+        admin::KEEP_ALIVE,
     ] {
-        write(&mut b, io + usize::from(opc) * 4, e);
+        l.set_admin(opc, EFFECTS_CSUPP);
     }
-    b
+    for (opc, e) in [
+        (nvm::FLUSH, EFFECTS_CSUPP),
+        (nvm::WRITE, EFFECTS_CSUPP | EFFECTS_LBCC),
+        (nvm::READ, EFFECTS_CSUPP),
+        (nvm::COMPARE, EFFECTS_CSUPP),
+        (nvm::WRITE_ZEROES, EFFECTS_CSUPP | EFFECTS_LBCC),
+        (nvm::DATASET_MANAGEMENT, EFFECTS_CSUPP | EFFECTS_LBCC),
+    ] {
+        l.set_io(opc, e);
+    }
+    l
 }
 
-/// One discovery log entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct DiscEntry {
-    pub trtype: u8,
-    pub adrfam: u8,
-    pub portid: u16,
-    /// Admin max submission queue size.
-    pub asqsz: u16,
-    pub trsvcid: String,
-    pub subnqn: String,
-    pub traddr: String,
-}
-
-/// The discovery log page: header (generation counter, record count, format 0), then one
-/// 1024-byte entry per (subsystem, listener).
-pub(crate) fn discovery(genctr: u64, entries: &[DiscEntry]) -> Vec<u8> {
-    let mut b = vec![0u8; DISC_ENTRY_LEN * (1 + entries.len())];
-    write(&mut b, 0, genctr);
-    write(&mut b, 8, entries.len() as u64);
-    write(&mut b, 16, 0u16); // recfmt
-    for (i, e) in entries.iter().enumerate() {
-        let o = DISC_ENTRY_LEN * (i + 1);
-        let ent = &mut b[o..o + DISC_ENTRY_LEN];
-        ent[0] = e.trtype;
-        ent[1] = e.adrfam;
-        ent[2] = 2; // SUBTYPE: NVM subsystem
-        ent[3] = 2; // TREQ: secure channel not required
-        write(ent, 4, e.portid);
-        write(ent, 6, 0xFFFFu16); // CNTLID: dynamic
-        write(ent, 8, e.asqsz);
-        put_str(&mut ent[32..64], &e.trsvcid, b' ');
-        put_str(&mut ent[256..512], &e.subnqn, 0);
-        put_str(&mut ent[512..768], &e.traddr, b' ');
-        // TSAS: for TCP, SECTYPE 0 (no security) at byte 768 — left zero.
+/// The fields every discovery log entry of this target shares: an NVM subsystem, dynamic
+/// controller model, no secure channel required, no transport-specific settings (TCP
+/// SECTYPE none). The caller fills in the listener and the subsystem.
+pub(crate) fn discovery_entry_base() -> DiscoveryEntry {
+    DiscoveryEntry {
+        subtype: SUBTYPE_NVME,
+        treq: TREQ_SECURE_NOT_REQUIRED,
+        cntlid: CNTLID_DYNAMIC,
+        ..DiscoveryEntry::default()
     }
-    b
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::spec::bytes::read;
-
-    #[test]
-    fn get_log_page_fields() {
-        // LID 0x70, RAE, NUMDL 0x3ff → 4096 bytes at offset 1024.
-        let g = GetLogPage::parse(0x03ff_8070, 0, 1024, 0);
-        assert_eq!(
-            g,
-            GetLogPage {
-                lid: 0x70,
-                rae: true,
-                len: 4096,
-                offset: 1024
-            }
-        );
-        let g = GetLogPage::parse(0xffff_0002, 0xffff, 0, 1);
-        assert_eq!(g.len, (1u64 << 32) * 4);
-        assert_eq!(g.offset, 1 << 32);
-    }
-
-    #[test]
-    fn window_zero_fills() {
-        let p = [1u8, 2, 3, 4];
-        assert_eq!(window(&p, 2, 4), vec![3, 4, 0, 0]);
-        assert_eq!(window(&p, 8, 2), vec![0, 0]);
-        assert_eq!(window(&p, u64::MAX, 1), vec![0]);
-    }
+    use crate::spec::log::discovery_log_page;
 
     #[test]
     fn smart_counts_data_units_rounded_up() {
-        let b = smart(&SmartCounters {
+        let l = smart(&SmartCounters {
             bytes_read: 512 * 1000,
             bytes_written: 1,
             read_ops: 3,
             write_ops: 4,
         });
-        assert_eq!(read::<u128>(&b, 32), Some(1));
-        assert_eq!(read::<u128>(&b, 48), Some(1));
-        assert_eq!(read::<u128>(&b, 64), Some(3));
-        assert_eq!(read::<u128>(&b, 80), Some(4));
-        assert_eq!(smart(&SmartCounters::default())[32], 0);
+        let b = l.as_bytes();
+        assert_eq!(read::<u16>(b, 1), Some(311));
+        assert_eq!((b[3], b[4]), (100, 10));
+        assert_eq!(read::<u128>(b, 32), Some(1));
+        assert_eq!(read::<u128>(b, 48), Some(1));
+        assert_eq!(read::<u128>(b, 64), Some(3));
+        assert_eq!(read::<u128>(b, 80), Some(4));
+        let l = smart(&SmartCounters {
+            bytes_read: 512 * 1000 + 1,
+            ..SmartCounters::default()
+        });
+        assert_eq!(l.data_units_read(), 2);
+        assert_eq!(smart(&SmartCounters::default()).data_units_read(), 0);
     }
 
     #[test]
-    fn discovery_layout() {
-        let e = DiscEntry {
+    fn discovery_entry_fields() {
+        let e = DiscoveryEntry {
             trtype: 3,
             adrfam: 1,
             portid: 5,
@@ -207,26 +125,36 @@ mod tests {
             trsvcid: "4420".into(),
             subnqn: "nqn.2016-06.io.keel:a".into(),
             traddr: "127.0.0.1".into(),
+            ..discovery_entry_base()
         };
-        let b = discovery(9, &[e.clone(), e]);
+        let b = discovery_log_page(9, &[e.clone(), e]);
         assert_eq!(b.len(), 3072);
         assert_eq!(read::<u64>(&b, 0), Some(9));
         assert_eq!(read::<u64>(&b, 8), Some(2));
         let ent = &b[1024..2048];
-        assert_eq!((ent[0], ent[1], ent[2]), (3, 1, 2));
+        assert_eq!((ent[0], ent[1], ent[2], ent[3]), (3, 1, 2, 2));
         assert_eq!(read::<u16>(ent, 4), Some(5));
         assert_eq!(read::<u16>(ent, 6), Some(0xffff));
         assert_eq!(read::<u16>(ent, 8), Some(128));
         assert_eq!(&ent[32..37], b"4420 ");
         assert_eq!(&ent[256..277], b"nqn.2016-06.io.keel:a");
+        assert_eq!(ent[277], 0);
         assert_eq!(&ent[512..522], b"127.0.0.1 ");
+        assert_eq!(ent[768], 0, "TCP SECTYPE: none");
     }
 
     #[test]
     fn effects_mark_supported_commands() {
-        let b = command_effects();
-        assert_eq!(read::<u32>(&b, 6 * 4), Some(1));
-        assert_eq!(read::<u32>(&b, 1024 + 4), Some(3));
-        assert_eq!(read::<u32>(&b, 1024 + 0x0D * 4), Some(0));
+        let l = command_effects();
+        assert_eq!(l.admin(admin::IDENTIFY), EFFECTS_CSUPP);
+        assert_eq!(
+            l.admin(0x00),
+            0,
+            "Delete I/O SQ does not exist over fabrics"
+        );
+        assert_eq!(l.io(nvm::WRITE), EFFECTS_CSUPP | EFFECTS_LBCC);
+        assert_eq!(l.io(0x0D), 0, "Reservation Register is not served");
+        assert_eq!(firmware_slot().afi(), 1);
+        assert_eq!(error_log().len(), 64 * 128);
     }
 }

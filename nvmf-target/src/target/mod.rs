@@ -17,18 +17,14 @@
 //! - `nstable`: per-core namespace tables and their fan-out updates.
 //! - `ctrlr`: controllers: registers, features, AERs, keep-alive, destruction.
 //! - `qpair`: [`Qpair`]: command dispatch and the Fabrics Connect sequence.
-//! - `fabrics`: Connect data parsing and Property Get/Set.
 //! - `admin`, `identify`, `logpage`: admin commands and the data they return.
 //! - `io`: HOT PATH: NVM I/O commands on bdev channels.
-//! - `iov`: copying between request iovecs and plain buffers.
 //! - `rpc`: the `nvmf_*` JSON-RPC methods and the `nvmf` config subsystem.
 
 mod admin;
 mod ctrlr;
-mod fabrics;
 mod identify;
 mod io;
-mod iov;
 mod logpage;
 mod nstable;
 mod qpair;

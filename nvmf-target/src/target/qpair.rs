@@ -4,12 +4,15 @@
 //! its core's namespace table of the subsystem).
 
 use super::ctrlr::{self, Controller, CtrlrShared, IoQpairRef};
-use super::fabrics::connect_error::{self as cerr, ConnectError};
-use super::fabrics::{self, ConnectCmd, ConnectData, CONNECT_DATA_LEN};
 use super::nstable::{self, CoreSubsys};
-use super::{admin, io, iov, state};
+use super::{admin, io, state};
 use crate::request::ReqPtr;
 use crate::spec::cmd::{DataXfer, NvmeCpl, OPC_FABRICS};
+use crate::spec::fabrics::{
+    self, connect_data, connect_sqe, ConnectCmd, ConnectData, ConnectError, FabricsType,
+    CNTLID_DYNAMIC,
+};
+use crate::spec::iov;
 use crate::spec::status::Status;
 use crate::transport::{ListenAddr, QpairTransport, TransportOpts};
 use std::cell::{Cell, RefCell};
@@ -121,8 +124,7 @@ impl Qpair {
                 return admin::execute(self, &c, req);
             }
         }
-        let is_connect =
-            r.cmd.opc == OPC_FABRICS && fabrics::fctype(&r.cmd) == fabrics::FCTYPE_CONNECT;
+        let is_connect = FabricsType::decode(&r.cmd) == Some(FabricsType::Connect);
         match self.state.get() {
             QpState::AwaitingConnect if is_connect => self.connect(req),
             QpState::Closed => self.finish(req, Status::ABORTED_SQ_DELETION, 0),
@@ -248,28 +250,37 @@ impl Qpair {
     fn connect(self: &Rc<Self>, req: ReqPtr) {
         // SAFETY: see `execute`.
         let r = unsafe { &mut *req.as_ptr() };
-        let cmd = ConnectCmd::parse(&r.cmd);
-        if cmd.recfmt != 0 {
-            log::warn!("nvmf: Connect with record format {}", cmd.recfmt);
-            return self.finish(
-                req,
-                Status::CONNECT_INCOMPATIBLE_FORMAT,
-                u32::from(cerr::SQE_RECFMT),
-            );
-        }
-        let mut buf = [0u8; CONNECT_DATA_LEN];
+        let cmd = match ConnectCmd::decode(&r.cmd) {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!(
+                    "nvmf: Connect refused (record format {}, sqsize {})",
+                    r.cmd.cdw10 as u16,
+                    r.cmd.cdw11 as u16
+                );
+                return self.fail_connect(req, e);
+            }
+        };
+        let mut buf = [0u8; ConnectData::SIZE];
         if r.xfer != DataXfer::HostToController
-            || (r.length as usize) < CONNECT_DATA_LEN
-            || iov::copy_from(r.data_iovs(), 0, &mut buf) < CONNECT_DATA_LEN
+            || (r.length as usize) < ConnectData::SIZE
+            // SAFETY: a request's data buffers are valid and ours while it runs (request.rs).
+            || unsafe { iov::copy_from_iovs(r.data_iovs(), 0, &mut buf) } < ConnectData::SIZE
         {
-            log::warn!("nvmf: Connect without its {CONNECT_DATA_LEN} bytes of data");
+            log::warn!(
+                "nvmf: Connect without its {} bytes of data",
+                ConnectData::SIZE
+            );
             return self.finish(req, Status::DATA_SGL_LENGTH_INVALID, 0);
         }
         let data = match ConnectData::parse(&buf) {
             Ok(d) => d,
-            Err(bad) => {
-                log::warn!("nvmf: Connect data field at byte {} is malformed", bad.0);
-                return self.fail_connect(req, cerr::invalid_data(bad.0));
+            Err(e) => {
+                log::warn!(
+                    "nvmf: Connect data field at byte {} is malformed",
+                    e.cdw0 & 0xffff
+                );
+                return self.fail_connect(req, e);
             }
         };
         let Some(subsys) = state::subsystem(&data.subnqn) else {
@@ -278,7 +289,7 @@ impl Qpair {
                 data.hostnqn,
                 data.subnqn
             );
-            return self.fail_connect(req, cerr::invalid_data(cerr::DATA_SUBNQN));
+            return self.fail_connect(req, ConnectError::data(connect_data::SUBNQN));
         };
         if !subsys.listener_allowed(&self.listen) {
             log::warn!(
@@ -317,12 +328,12 @@ impl Qpair {
         subsys: Arc<super::subsystem::Subsystem>,
         topts: TransportOpts,
     ) {
-        if data.cntlid != 0xFFFF {
+        if data.cntlid != CNTLID_DYNAMIC {
             log::warn!(
                 "nvmf: admin Connect asks for static controller {}",
                 data.cntlid
             );
-            return self.fail_connect(req, cerr::invalid_data(cerr::DATA_CNTLID));
+            return self.fail_connect(req, ConnectError::data(connect_data::CNTLID));
         }
         if cmd.sqsize == 0 || cmd.sqsize >= topts.max_aq_depth {
             log::warn!(
@@ -330,7 +341,7 @@ impl Qpair {
                 cmd.sqsize,
                 topts.max_aq_depth
             );
-            return self.fail_connect(req, cerr::invalid_sqe(cerr::SQE_SQSIZE));
+            return self.fail_connect(req, ConnectError::sqe(connect_sqe::SQSIZE));
         }
         let Some(c) = Controller::create(&subsys, data.hostnqn, data.hostid, cmd.kato, self, topts)
         else {
@@ -354,7 +365,7 @@ impl Qpair {
     ) {
         if subsys.is_discovery() {
             log::warn!("nvmf: I/O queue Connect to the discovery subsystem");
-            return self.fail_connect(req, cerr::invalid_sqe(cerr::SQE_QID));
+            return self.fail_connect(req, ConnectError::sqe(connect_sqe::QID));
         }
         let Some(shared) = subsys.controller(data.cntlid) else {
             log::warn!(
@@ -362,7 +373,7 @@ impl Qpair {
                 data.cntlid,
                 subsys.nqn
             );
-            return self.fail_connect(req, cerr::invalid_data(cerr::DATA_CNTLID));
+            return self.fail_connect(req, ConnectError::data(connect_data::CNTLID));
         };
         let Some(here) = keel_reactor::current_core() else {
             return self.finish(req, Status::INTERNAL_DEVICE_ERROR, 0);
@@ -382,7 +393,7 @@ impl Qpair {
         let sent = keel_reactor::send_to(shared.core, move || {
             let res = match ctrlr::lookup(sid, cntlid) {
                 Some(c) => c.connect_io(&hostnqn, qid, sqsize, qref),
-                None => Err(cerr::invalid_data(cerr::DATA_CNTLID)),
+                None => Err(ConnectError::data(connect_data::CNTLID)),
             };
             let back = keel_reactor::send_to(here, move || {
                 finish_io_connect(qpair_id, req_addr, qid, sqsize, reply_shared, res)

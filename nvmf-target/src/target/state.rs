@@ -203,7 +203,7 @@ pub(crate) fn discovery_changed() {
 
 /// Check an NQN: "nqn." form (or the "nqn.2014-08.org.nvmexpress:uuid:" form), ≤ 223 bytes.
 pub(crate) fn validate_nqn(nqn: &str) -> Result<(), NvmfError> {
-    if nqn.len() > super::fabrics::MAX_NQN_LEN {
+    if nqn.len() > crate::spec::fabrics::NQN_MAX_LEN {
         return Err(NvmfError::Invalid(format!(
             "Invalid NQN \"{nqn}\": length {} > max 223",
             nqn.len()
@@ -543,6 +543,14 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
     let s = need_nvm_subsystem(nqn)?;
     let bdev = keel_bdev::get_bdev(&opts.bdev_name)
         .ok_or_else(|| NvmfError::NotFound(format!("bdev {} not found", opts.bdev_name)))?;
+    // NVMe LBA data sizes start at 512 bytes (Identify Namespace LBADS ≥ 9).
+    let block_size = bdev.info().block_size;
+    if block_size < 512 {
+        return Err(NvmfError::Invalid(format!(
+            "bdev {}: block size {block_size} is below NVMe's 512-byte minimum",
+            opts.bdev_name
+        )));
+    }
     let nsid = {
         let g = s.lock();
         match opts.nsid {

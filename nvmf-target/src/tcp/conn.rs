@@ -33,6 +33,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::ptr::NonNull;
 use std::rc::{Rc, Weak};
+use std::time::Instant;
 
 /// Most R2Ts in flight per command (the host's MAXR2T+1 is capped to this).
 const R2T_SLOTS: usize = 4;
@@ -189,6 +190,8 @@ pub struct Conn {
     reqs: OnceCell<Box<[UnsafeCell<NvmfRequest>]>>,
     st: RefCell<State>,
     dirty: Cell<bool>,
+    /// The host must have connected its queue (ICReq, then Fabrics Connect) by then.
+    connect_deadline: Instant,
 }
 
 fn empty_iov() -> libc::iovec {
@@ -206,6 +209,7 @@ impl Conn {
         transport_id: u64,
         listen: ListenAddr,
         cfg: ConnConfig,
+        connect_deadline: Instant,
     ) -> Rc<Conn> {
         let peer = sock
             .peer_addr()
@@ -244,10 +248,16 @@ impl Conn {
                 cur_data: None,
             }),
             dirty: Cell::new(false),
+            connect_deadline,
         });
         let weak: Weak<dyn QpairTransport> = Rc::downgrade(&conn) as Weak<dyn QpairTransport>;
         let _ = conn.qpair.set(Qpair::new(listen, weak));
         conn
+    }
+
+    /// The connection's token in its poll group.
+    pub fn token(&self) -> u32 {
+        self.token
     }
 
     /// The transport instance that accepted it.
@@ -263,6 +273,19 @@ impl Conn {
     pub fn reapable(&self) -> bool {
         let st = self.st.borrow();
         st.life == Life::Closed && st.outstanding == 0
+    }
+
+    /// Whether the connection is still open without a connected queue at `now`, past its
+    /// deadline (a host that never sends ICReq or Connect).
+    pub fn connect_expired(&self, now: Instant) -> bool {
+        now >= self.connect_deadline
+            && self.qpair().qid().is_none()
+            && self.st.borrow().life == Life::Open
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> &str {
+        &self.peer
     }
 
     /// Whether it waits for a slot or buffers.
@@ -491,6 +514,14 @@ impl Conn {
         slot.r2t_seq = 0;
         slot.connect_qid = is_connect(cmd).then_some((cmd.cdw10 >> 16) as u16);
         st.outstanding += 1;
+        // Before Connect only Connect runs (the core answers anything else with Command
+        // Sequence Error): take no pool buffers and send no R2T for the rest, so a host that
+        // never connects cannot pin memory. In-capsule data is still received (it is in the
+        // stream), into buffers no larger than the admin in-capsule limit.
+        let unconnected = st.qid.is_none() && slot.connect_qid.is_none();
+        if unconnected && icd_len == 0 {
+            return self.complete_early(st, i, Status::COMMAND_SEQUENCE_ERROR);
+        }
         let desc = data_desc(cmd);
 
         if icd_len > 0 {
@@ -509,6 +540,11 @@ impl Conn {
                 }
                 (DataXfer::HostToController, _) => (0, Some(Status::SGL_DESCRIPTOR_TYPE_INVALID)),
                 _ => (0, Some(Status::INVALID_FIELD)),
+            };
+            let early = if unconnected {
+                Some(Status::COMMAND_SEQUENCE_ERROR)
+            } else {
+                early
             };
             if let Err(e) = self.alloc_bufs(st, i, icd_len) {
                 return self.undo_capsule(st, i, e);
@@ -960,15 +996,16 @@ impl Conn {
                 self.close();
                 return;
             }
+            if st.tx_off > 0 {
+                // Part of the head PDU left already: a term request now would land in the
+                // middle of it and the host would parse garbage. Just close.
+                drop(st);
+                self.close();
+                return;
+            }
             st.life = Life::Terminating;
             // Drop everything else queued: the term request goes out alone.
-            let queued: Vec<Tx> = st.txq.drain(..).collect();
-            if st.tx_off > 0 {
-                // Part of the head PDU left already: the stream cannot carry the term
-                // request cleanly any more.
-                st.tx_off = 0;
-            }
-            for t in queued {
+            while let Some(t) = st.txq.pop_front() {
                 if let Tx::Done(i) = t {
                     release_slot(&mut st, i);
                 }

@@ -6,6 +6,9 @@
 //! `register_interrupt_fd`), then every ready connection reads and handles its PDUs, then the
 //! connections with queued output flush it (one gathered `sendmsg` per connection), then
 //! stalled connections retry and closed ones whose requests all came back are freed.
+//!
+//! A slow timed poller closes connections that have not connected their queue (ICReq, then
+//! Fabrics Connect) within [`connect_timeout`], so idle sockets cannot pile up.
 
 use super::conn::{Conn, ConnConfig};
 use crate::transport::ListenAddr;
@@ -14,9 +17,67 @@ use std::cell::{Cell, RefCell};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Most events taken per `epoll_wait`.
 const MAX_EVENTS: usize = 128;
+/// Default time a new connection has to send ICReq and connect its queue.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+static CONNECT_TIMEOUT_MS: AtomicU64 = AtomicU64::new(DEFAULT_CONNECT_TIMEOUT.as_millis() as u64);
+
+/// How long a new connection may take to send ICReq and complete Fabrics Connect.
+pub fn connect_timeout() -> Duration {
+    Duration::from_millis(CONNECT_TIMEOUT_MS.load(Ordering::Relaxed))
+}
+
+/// Change [`connect_timeout`] (at least 1 ms) for connections accepted from now on. A poll
+/// group checks at half the timeout (between 10 ms and 1 s) as set when the group starts.
+pub fn set_connect_timeout(d: Duration) {
+    let ms = d.as_millis().clamp(1, u64::MAX as u128) as u64;
+    CONNECT_TIMEOUT_MS.store(ms, Ordering::Relaxed);
+}
+
+/// Transport shutdown: counts the cores still closing connections; the last one calls `done`.
+pub struct ShutdownWait {
+    left: AtomicUsize,
+    done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl ShutdownWait {
+    /// A wait for `cores` cores that calls `done` when all of them arrived.
+    pub fn new(cores: usize, done: Box<dyn FnOnce() + Send>) -> Arc<ShutdownWait> {
+        let w = Arc::new(ShutdownWait {
+            left: AtomicUsize::new(cores),
+            done: Mutex::new(Some(done)),
+        });
+        if cores == 0 {
+            w.finish();
+        }
+        w
+    }
+
+    /// One core has freed every connection of the transport.
+    fn arrive(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    /// Call `done` now (once), whatever is left.
+    pub fn finish(&self) {
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(f) = done {
+            f();
+        }
+    }
+}
 
 /// The poll group of one core.
 pub struct Group {
@@ -32,8 +93,11 @@ pub struct Group {
     /// Spare list swapped with the ones above while they are processed (no allocation).
     spare: RefCell<Vec<u32>>,
     poller: Cell<Option<PollerId>>,
+    timeout_poller: Cell<Option<PollerId>>,
     interrupt_mode: bool,
     flush_scheduled: Cell<bool>,
+    /// Transport shutdowns waiting for this core's connections of a transport to be freed.
+    drains: RefCell<Vec<(u64, Arc<ShutdownWait>)>>,
 }
 
 thread_local! {
@@ -71,8 +135,10 @@ fn get_or_create() -> std::io::Result<Rc<Group>> {
         to_close: RefCell::new(Vec::with_capacity(64)),
         spare: RefCell::new(Vec::with_capacity(256)),
         poller: Cell::new(None),
+        timeout_poller: Cell::new(None),
         interrupt_mode,
         flush_scheduled: Cell::new(false),
+        drains: RefCell::new(Vec::new()),
     });
     keel_reactor::register_interrupt_fd(g.epfd.as_raw_fd());
     let weak = Rc::downgrade(&g);
@@ -80,6 +146,13 @@ fn get_or_create() -> std::io::Result<Rc<Group>> {
         weak.upgrade().map_or(PollStatus::Idle, |g| g.poll())
     });
     g.poller.set(Some(id));
+    let period = (connect_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let weak = Rc::downgrade(&g);
+    let id = keel_reactor::register_poller("nvmf_tcp_connect_timeout", Some(period), move || {
+        weak.upgrade()
+            .map_or(PollStatus::Idle, |g| g.close_unconnected())
+    });
+    g.timeout_poller.set(Some(id));
     GROUP.with(|c| *c.borrow_mut() = Some(g.clone()));
     log::info!(
         "nvmf/tcp: poll group started on core {:?} ({})",
@@ -114,7 +187,8 @@ pub fn add_connection(sock: TcpStream, listen: ListenAddr, cfg: ConnConfig, tran
         }
     };
     let fd = sock.as_raw_fd();
-    let conn = Conn::new(sock, token, transport_id, listen, cfg);
+    let deadline = Instant::now() + connect_timeout();
+    let conn = Conn::new(sock, token, transport_id, listen, cfg, deadline);
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: token as u64,
@@ -233,10 +307,61 @@ impl Group {
         keep.append(&mut self.closing.borrow_mut());
         *self.closing.borrow_mut() = keep;
         *self.spare.borrow_mut() = closing;
+        if !self.drains.borrow().is_empty() {
+            self.check_drains();
+        }
     }
 
-    /// Close every connection of `transport_id` (transport shutdown).
-    fn close_all(&self, transport_id: u64) {
+    /// Whether a connection of `transport_id` is still allocated on this core.
+    fn holds(&self, transport_id: u64) -> bool {
+        self.conns
+            .borrow()
+            .iter()
+            .flatten()
+            .any(|c| c.transport_id() == transport_id)
+    }
+
+    /// Tell the transport shutdowns whose connections are all freed here.
+    fn check_drains(&self) {
+        let mut done = Vec::new();
+        self.drains.borrow_mut().retain(|(tid, w)| {
+            if self.holds(*tid) {
+                true
+            } else {
+                done.push(w.clone());
+                false
+            }
+        });
+        for w in done {
+            w.arrive();
+        }
+    }
+
+    /// Timed: queue for closing the connections that did not connect in time.
+    fn close_unconnected(&self) -> PollStatus {
+        let now = Instant::now();
+        let mut any = false;
+        for c in self.conns.borrow().iter().flatten() {
+            if c.connect_expired(now) {
+                log::warn!(
+                    "nvmf/tcp: {}: no ICReq and Connect within {:?}; closing the connection",
+                    c.peer_addr(),
+                    connect_timeout()
+                );
+                self.to_close.borrow_mut().push(c.token());
+                any = true;
+            }
+        }
+        if any {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    /// Close every connection of `transport_id` (transport shutdown); `wait` hears when they
+    /// are all freed.
+    fn close_all(&self, transport_id: u64, wait: Arc<ShutdownWait>) {
         let conns: Vec<Rc<Conn>> = self
             .conns
             .borrow()
@@ -248,6 +373,9 @@ impl Group {
         for c in conns {
             c.close();
         }
+        self.drains.borrow_mut().push((transport_id, wait));
+        // Connections without requests out go now; the others when their requests are back.
+        self.reap();
     }
 }
 
@@ -314,10 +442,12 @@ pub fn forget_fd(fd: i32) {
     };
 }
 
-/// Close this core's connections of `transport_id` (runs on each core at shutdown).
-pub fn close_all(transport_id: u64) {
-    if let Some(g) = current() {
-        g.close_all(transport_id);
+/// Close this core's connections of `transport_id` (runs on each core at shutdown); `wait`
+/// hears from this core once they are all freed.
+pub fn close_all(transport_id: u64, wait: Arc<ShutdownWait>) {
+    match current() {
+        Some(g) => g.close_all(transport_id, wait),
+        None => wait.arrive(),
     }
 }
 

@@ -265,6 +265,8 @@ impl Transport for TcpTransport {
         on_main(move || remove_listeners(id, Some(sa)))
     }
 
+    /// Stop listening, close every connection, and call `done` once each core has freed its
+    /// connections of this transport (requests still running in the core come back first).
     fn shutdown(&self, done: Box<dyn FnOnce() + Send>) {
         self.listening().clear();
         let id = self.id;
@@ -273,8 +275,12 @@ impl Transport for TcpTransport {
             done();
             return;
         }
-        if let Err(e) = keel_reactor::for_each_core(move || group::close_all(id), done) {
+        let wait = group::ShutdownWait::new(keel_reactor::cores().len(), done);
+        let w = wait.clone();
+        if let Err(e) = keel_reactor::for_each_core(move || group::close_all(id, w.clone()), || {})
+        {
             log::warn!("nvmf/tcp: shutdown could not reach every core: {e}");
+            wait.finish();
         }
     }
 }

@@ -29,6 +29,8 @@ pub fn register() {
     crate::target::register_transport_factory(TrType::Tcp, factory);
 }
 
+pub use group::{connect_timeout, set_connect_timeout, DEFAULT_CONNECT_TIMEOUT};
+
 /// Live NVMe/TCP connections on the calling core (for tests and stats).
 pub fn connections_on_this_core() -> usize {
     group::connection_count()

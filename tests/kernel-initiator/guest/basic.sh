@@ -81,7 +81,7 @@ one_pass() {  # LABEL [nvme connect/discover args]
 
   step "$label: fio verify on $dev (randrw, 512 B..1 MiB, QD 1/4/16/32/64, crc32c)"
   fio_job "$dev" > /tmp/basic.fio; t=$SECONDS
-  out=$(fio --eta=never /tmp/basic.fio 2>&1); rc=$?
+  out=$(fio_t 300 /tmp/basic.fio 2>&1); rc=$?
   echo "$out" | grep -E '^[a-z0-9-]+: \(groupid|^  (read|write)|verify|err=|error|Run status|READ:|WRITE:' | sed 's/^/     /'
   if [ $rc = 0 ] && ! grep -qE 'err= *[1-9]|verify: bad|verify failed|fio: .*error' <<<"$out"; then
     ok "$label: fio verify clean in $((SECONDS - t)) s"

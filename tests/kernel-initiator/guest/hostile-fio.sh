@@ -15,7 +15,7 @@ signal fio-running
 n=0 t0=$SECONDS
 while :; do
   n=$((n + 1)); t=$SECONDS
-  out=$(fio --eta=never --name=hostile-$n --filename="$dev" --rw=randrw --bsrange=512-256k --iodepth=32 \
+  out=$(fio_t 120 --name=hostile-$n --filename="$dev" --rw=randrw --bsrange=512-256k --iodepth=32 \
     --ioengine=io_uring --direct=1 --offset=$(( (n % 4) * 32 ))m --size=24m --verify=crc32c \
     --verify_fatal=1 --verify_backlog=16 2>&1); rc=$?
   if [ $rc = 0 ] && ! grep -qE 'err= *[1-9]|verify: bad|verify failed' <<<"$out"; then

@@ -43,8 +43,8 @@ if [ -n "${dev:-}" ]; then
   check "nvme list shows $dev" bash -c "nvme list | grep -E '^$dev '"
   check "nvme list-ns lists nsid $HOT_NSID" bash -c "nvme list-ns /dev/$CTRL | grep -E ':0x0*$HOT_NSID\$'"
   check "nvme id-ns $dev" nvme id-ns "$dev"
-  check "nvme get-log changed namespace list (log 0x04)" nvme get-log "/dev/$CTRL" --log-id=4 --log-len=64
-  check "fio verify on the new namespace" fio --eta=never --name=hot --filename="$dev" --rw=randrw \
+  check "nvme get-log changed namespace list (log 0x04)" nvme get-log "/dev/$CTRL" --log-id=4 --log-len=4096
+  check "fio verify on the new namespace" fio_t 120 --name=hot --filename="$dev" --rw=randrw \
     --bsrange=512-128k --iodepth=8 --ioengine=io_uring --direct=1 --size=8m --verify=crc32c --verify_fatal=1
 fi
 

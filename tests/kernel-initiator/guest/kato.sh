@@ -12,14 +12,16 @@ connect_ok kato "$NQN_KATO" --keep-alive-tmo="$KATO_SECS" || finish
 dev=$(wait_ns "$NQN_KATO" 1 10) || die "no namespace on $NQN_KATO"
 
 step "fio on $dev until the host kills this guest"
-fio --eta=never --name=kato --filename="$dev" --rw=randrw --bsrange=4k-64k --iodepth=16 \
+fio_t 200 --name=kato --filename="$dev" --rw=randrw --bsrange=4k-64k --iodepth=16 \
   --ioengine=io_uring --direct=1 --time_based --runtime=150 > /tmp/fio.out 2>&1 &
 fio_pid=$!
-ios() { awk '{print $1 + $5}' "/sys/block/$(basename "$dev")/stat"; }
-start=$(ios) flowing=
-for ((i = 0; i < 200; i++)); do
+# I/O counts of the controller's path device (nvmeXcYnZ; the multipath head keeps no stats).
+stat=$(ls -d /sys/class/nvme/$CTRL/nvme*n1 | head -1)/stat
+ios() { local a; read -ra a < "$stat"; echo $(( a[0] + a[4] )); }
+start=$(ios) flowing= t=$SECONDS
+while [ $((SECONDS - t)) -lt 30 ]; do
   kill -0 $fio_pid 2>/dev/null || break
-  [ "$(ios)" -gt $((start + 100)) ] && { flowing=1; break; }; sleep 0.1; done
+  [ "$(ios)" -gt $((start + 100)) ] && { flowing=1; break; }; sleep 0.2; done
 [ -n "$flowing" ] || { cat /tmp/fio.out; die "fio does not get I/O through to $dev"; }
 ok "I/O is flowing on $dev ($(( $(ios) - start )) I/Os so far)"
 echo "GUEST-FIO-RUNNING"; sync
