@@ -526,7 +526,6 @@ def attack(addr, nqn, duration, seed, max_rounds=20, out=print):
     rng = random.Random(seed)
     a = Attack(addr, nqn, rng)
     failures = {}
-    counts = {}
     ok, why = alive(addr)
     if not ok:
         out("FAIL target on %s:%d does not answer a valid ICReq: %s" % (addr + (why,)))
@@ -547,7 +546,6 @@ def attack(addr, nqn, duration, seed, max_rounds=20, out=print):
                 verdict, detail = getattr(a, name)()
             except (Closed, socket.timeout, ConnectionError, RuntimeError, OSError) as e:
                 verdict, detail = False, "set-up failed: %s: %s" % (e.__class__.__name__, e)
-            counts[name] = counts.get(name, 0) + 1
             if verdict is False and name not in failures:
                 failures[name] = detail
             if rounds == 1:

@@ -27,6 +27,7 @@
 # KI_TGT_BIN (use this keel-tgt instead of building one), CARGO_TARGET_DIR, KI_FIO_PCT (100:
 # scales basic.sh's fio sizes), KI_HOSTILE_SECS (20), KI_KATO (5), KI_TIMEOUT (guest time limit,
 # default 480 s for basic, 300 s for the others).
+# shellcheck disable=SC2015  # "A && echo ok || echo FAIL": echo does not fail
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -38,7 +39,7 @@ KATO=${KI_KATO:-5}
 GUEST_TIMEOUT=${KI_TIMEOUT:-}   # default: per test, below
 ALL_TESTS="basic refused hotplug hostile kato-stop kato-kill"
 
-MODE=keel ONLY= RESULTS=${KI_RESULTS:-$ROOT/target/kernel-initiator}
+MODE=keel ONLY='' RESULTS=${KI_RESULTS:-$ROOT/target/kernel-initiator}
 while [ $# -gt 0 ]; do case $1 in
   --selftest) MODE=selftest; shift;;
   --only) ONLY=${2//,/ }; shift 2;;
@@ -76,7 +77,7 @@ finish() {
 fatal() { log "FAIL: $*"; record setup FAIL 0 "$*"; finish; }
 
 # ---------------------------------------------------------------- target control (keel mode)
-TGT_PID= SOCK= KEEL_TGT= KEEL_RPC=
+TGT_PID='' SOCK='' KEEL_TGT='' KEEL_RPC=''
 rpc() { "$KEEL_RPC" -s "$SOCK" -t 10 call "$@"; }
 write_config() {  # SPDK-format JSON config for keel-tgt -c
   local listen='"listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": "'$PORT'"}'
@@ -135,12 +136,15 @@ stop_target() {
   [ $rc = 0 ] || log "keel-tgt exited with status $rc after SIGTERM"
   return $rc
 }
-# controllers NQN [HOSTNQN]: how many controllers keel-tgt reports (for one host NQN if given).
-controllers() {
-  rpc nvmf_subsystem_get_controllers "{\"nqn\": \"$1\"}" | python3 -c '
+# controllers NQN [HOSTNQN]: how many controllers keel-tgt reports (for one host NQN if given);
+# qpairs NQN: how many queue pairs.
+controllers() { count_of nvmf_subsystem_get_controllers "$@"; }
+qpairs() { count_of nvmf_subsystem_get_qpairs "$@"; }
+count_of() {
+  rpc "$1" "{\"nqn\": \"$2\"}" | python3 -c '
 import json, sys
 c = json.load(sys.stdin)
-print(len([x for x in c if len(sys.argv) < 2 or x.get("hostnqn") == sys.argv[1]]))' ${2:+"$2"}
+print(len([x for x in c if len(sys.argv) < 2 or x.get("hostnqn") == sys.argv[1]]))' ${3:+"$3"}
 }
 # wait_controllers NQN WANT SECS [HOSTNQN]: poll until the count is WANT; prints the seconds it took.
 wait_controllers() {
@@ -153,6 +157,7 @@ wait_controllers() {
 
 # ---------------------------------------------------------------- guests
 KPID=
+# shellcheck disable=SC2317  # called from the trap
 cleanup() {  # on exit or interrupt: the running guest (its QEMU, then kinit), then keel-tgt
   local q
   if [ -n "$KPID" ]; then q=$(qemu_of "$KPID") && kill -KILL "$q" 2>/dev/null; kill "$KPID" 2>/dev/null; fi
@@ -193,6 +198,8 @@ wait_sync() {
 host_wait() {  # FILE SECS: like wait_sync, for the hotplug agent (no guest pid check)
   local i; for ((i = 0; i < $2 * 10; i++)); do [ -e "$SHARE/sync/$1" ] && return 0; sleep 0.1; done; return 1
 }
+# guest_conns QEMU_PID: that QEMU's established TCP connections to the target port.
+guest_conns() { ss -Htnp state established "( dport = :$PORT )" | grep -c "pid=$1,"; }
 # qemu_of PID: the QEMU process under a kinit run (kinit -> timeout -> qemu-system-x86_64).
 qemu_of() {
   local q=("$1") p c
@@ -256,7 +263,7 @@ t_hostile() {
   [ $hrc = 0 ] && [ $grc = 0 ]
 }
 t_kato() {  # stop|kill
-  local how=$1 q n took rc=0 grc
+  local how=$1 q n i took rc=0 grc
   guest_bg 300 kato.sh
   wait_sync fio-running 180 || { echo "  the guest never got fio running"; guest_wait; return 1; }
   if [ "$MODE" = keel ]; then
@@ -267,6 +274,8 @@ t_kato() {  # stop|kill
   q=$(qemu_of "$KPID") || { echo "  FAIL: cannot find the guest's QEMU process"; guest_wait; return 1; }
   sleep 1   # mid-fio
   if [ "$how" = stop ]; then
+    n=$(guest_conns "$q"); echo "  host: the guest has $n TCP connection(s) to port $PORT"
+    [ "$MODE" = keel ] && [ "$n" = 0 ] && { echo "  FAIL: ss -p shows no connection of QEMU $q"; rc=1; }
     kill -STOP "$q"; echo "  host: QEMU $q frozen (SIGSTOP): its TCP connections stay open, silent"
   else
     kill -KILL "$q"; echo "  host: QEMU $q killed (SIGKILL): its TCP connections close"
@@ -275,6 +284,13 @@ t_kato() {  # stop|kill
     if took=$(wait_controllers "$NQN_KATO" 0 $((KATO + 15))); then
       echo "  ok: no controller on $NQN_KATO ${took} s after the $how (keep-alive timeout $KATO s)"
     else echo "  FAIL: controller(s) on $NQN_KATO after the $how: $took"; rc=1; fi
+    n=$(qpairs "$NQN_KATO") && [ "$n" = 0 ] && echo "  ok: no queue pair left on $NQN_KATO" ||
+      { echo "  FAIL: nvmf_subsystem_get_qpairs $NQN_KATO lists ${n:-?} queue pairs"; rc=1; }
+    if [ "$how" = stop ]; then   # the frozen QEMU cannot close its sockets: keel-tgt must have
+      for ((i = 0; i < 25; i++)); do n=$(guest_conns "$q"); [ "$n" = 0 ] && break; sleep 0.2; done
+      [ "$n" = 0 ] && echo "  ok: keel-tgt closed the frozen guest's TCP connections" ||
+        { echo "  FAIL: $n TCP connection(s) of the frozen guest still established"; rc=1; }
+    fi
   else
     echo "  (selftest: the target died with the guest; the target-side check runs against keel-tgt only)"
   fi

@@ -4,6 +4,7 @@
 # (error, SMART, firmware), a verifying fio mix (randrw, 512 B..1 MiB, QD 1..64, five jobs on
 # disjoint ranges, crc32c, verify_fatal), disconnect.
 # usage: basic.sh [plain|digest]...   (default: plain digest)
+# shellcheck disable=SC2015  # "A && ok || bad": ok and bad always return 0
 . "$(dirname "$0")/lib.sh"
 FIO_PCT=${FIO_PCT:-100}   # scales the fio sizes (CI budget knob)
 
@@ -58,7 +59,7 @@ one_pass() {  # LABEL [nvme connect/discover args]
   step "$label: connect"
   connect_ok "$label" "$NQN_MAIN" "$@" || return
   dev=$(wait_ns "$NQN_MAIN" 1 10) || { bad "$label: namespace 1 has no block device"; return; }
-  ok "$label: controller $CTRL, namespace 1 is $dev ($(cat /sys/class/nvme/$CTRL/queue_count) queues incl. admin)"
+  ok "$label: controller $CTRL, namespace 1 is $dev ($(cat "/sys/class/nvme/$CTRL/queue_count") queues incl. admin)"
   check "$label: nvme list shows $dev" bash -c "nvme list | grep -E '^$dev '"
 
   step "$label: identify"

@@ -6,6 +6,7 @@
 # (the host writes add-failed / remove-failed, with the RPC's answer, if its call failed).
 # The new namespace must show up, and the removed one go away, through the target's Namespace
 # Attribute Changed event within $AEN_SECS seconds, without a manual rescan.
+# shellcheck disable=SC2015  # "A && ok || bad": ok and bad always return 0
 . "$(dirname "$0")/lib.sh"
 AEN_SECS=${AEN_SECS:-10}
 

@@ -5,6 +5,8 @@
 #                 with the same NQNs, sizes and access rules, to prove the scripts themselves.
 # Results: "ok   ..." / "FAIL ..." lines on stdout, the kernel log followed into /host/dmesg.txt,
 # exit status 0 only if every check passed. Host <-> guest hand-shakes are files in /host/sync.
+# shellcheck disable=SC2015  # "A && ok || bad": ok and bad always return 0
+# shellcheck source=/dev/null
 set -uo pipefail
 . /host/env.sh
 SYNC=/host/sync
@@ -92,6 +94,7 @@ wait_no_ctrl() {
 }
 
 # connect_ok NAME NQN [nvme connect args]: connect, wait for the controller; sets CTRL.
+# shellcheck disable=SC2034  # CTRL is for the calling script
 connect_ok() {
   local name=$1 nqn=$2 i; shift 2
   check "$name: nvme connect -n $nqn $*" nvme connect -t tcp -a "$TADDR" -s "$TPORT" -n "$nqn" "$@" || return 1
