@@ -6,8 +6,8 @@ use crate::cli::{Args, Options, QuickBdev, TargetSpec, TransportId};
 use crate::engine::{self, RunResult, Sample};
 use crate::report;
 use crate::workload::{nvmf_tcp, BdevTargetFactory, NvmfTcpTargetFactory, TargetFactory};
-use keel_nvmf::initiator::{ConnectOpts, CtrlrInfo};
 use keel_bdev::modules::{malloc, null, uring};
+use keel_nvmf::initiator::{ConnectOpts, CtrlrInfo};
 use keel_reactor::pool::{self, PoolConfig};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::io::Write;
@@ -108,7 +108,7 @@ fn run_remote(
     let info = on_main(main, move || nvmf_tcp::connect_controller(copts))?;
     let disconnect = |info: Arc<CtrlrInfo>| {
         let _ = on_main(main, move || async move {
-            nvmf_tcp::disconnect_controller(&info);
+            nvmf_tcp::disconnect_controller(&info).await;
             Ok(())
         });
     };

@@ -127,12 +127,17 @@ fn verified_run(io_size: u32, hdgst: bool, ddgst: bool, region: u64) {
         &[CORE],
         |_| {},
     );
-    assert!(on_core(move || async move { nvmf_tcp::disconnect_controller(&info) }));
+    assert!(on_core(move || async move {
+        nvmf_tcp::disconnect_controller(&info).await
+    }));
     let res = res.expect("run succeeds");
     let t = res.total();
     assert!(t.read.ios > 0 && t.write.ios > 0, "both directions ran");
     assert_eq!((t.io_errors, t.verify_errors), (0, 0), "{}", res.target);
-    assert!(t.verified_blocks > 0, "reads of written blocks were checked");
+    assert!(
+        t.verified_blocks > 0,
+        "reads of written blocks were checked"
+    );
     assert!(res.target.contains("nvme/tcp"), "{}", res.target);
 }
 
@@ -194,16 +199,29 @@ fn iov(b: &mut [u8]) -> IoVec {
 fn scattered_buffers_round_trip_and_bad_requests_fail_cleanly() {
     let copts = opts(false, true);
     let r: Result<(), String> = on_core(move || async move {
-        let ctrlr = Controller::connect(&copts).await.map_err(|e| e.to_string())?;
+        let ctrlr = Controller::connect(&copts)
+            .await
+            .map_err(|e| e.to_string())?;
         let info = Rc::new(std::sync::Arc::clone(ctrlr.info()));
-        let q = IoQpair::connect(&info, 1).await.map_err(|e| e.to_string())?;
+        let q = IoQpair::connect(&info, 1)
+            .await
+            .map_err(|e| e.to_string())?;
         // 72 KiB written from three uneven iovecs (R2T path), read back into two.
         let mut a: Vec<u8> = (0..20_000u32).map(|i| (i * 7) as u8).collect();
         let mut b: Vec<u8> = (0..40_000u32).map(|i| (i * 13 + 1) as u8).collect();
         let mut c: Vec<u8> = (0..13_728u32).map(|i| (i * 3 + 5) as u8).collect();
         let want: Vec<u8> = [a.clone(), b.clone(), c.clone()].concat();
         assert_eq!(want.len(), 72 * 1024);
-        let st = io(|| q.write(&[iov(&mut a), iov(&mut b), iov(&mut c)], BASE + 100, 18, record, 0)).await;
+        let st = io(|| {
+            q.write(
+                &[iov(&mut a), iov(&mut b), iov(&mut c)],
+                BASE + 100,
+                18,
+                record,
+                0,
+            )
+        })
+        .await;
         assert_eq!(st, IoStatus::Success);
         let mut x = vec![0u8; 50_000];
         let mut y = vec![0u8; 72 * 1024 - 50_000];
@@ -212,14 +230,29 @@ fn scattered_buffers_round_trip_and_bad_requests_fail_cleanly() {
         assert!([x, y].concat() == want, "data read back differs");
         // A small in-capsule write and its read back.
         let mut s = vec![0x5Au8; 4096];
-        assert_eq!(io(|| q.write(&[iov(&mut s)], BASE + 7, 1, record, 0)).await, IoStatus::Success);
+        assert_eq!(
+            io(|| q.write(&[iov(&mut s)], BASE + 7, 1, record, 0)).await,
+            IoStatus::Success
+        );
         let mut r = vec![0u8; 4096];
-        assert_eq!(io(|| q.read(&[iov(&mut r)], BASE + 7, 1, record, 0)).await, IoStatus::Success);
+        assert_eq!(
+            io(|| q.read(&[iov(&mut r)], BASE + 7, 1, record, 0)).await,
+            IoStatus::Success
+        );
         assert!(r.iter().all(|&v| v == 0x5A));
         // Refused before sending: past the end, zero blocks, iovecs too short.
-        assert!(matches!(q.read(&[iov(&mut r)], BLOCKS, 1, record, 0), Err(SubmitError::Invalid(_))));
-        assert!(matches!(q.read(&[iov(&mut r)], 0, 0, record, 0), Err(SubmitError::Invalid(_))));
-        assert!(matches!(q.read(&[iov(&mut r)], 0, 2, record, 0), Err(SubmitError::Invalid(_))));
+        assert!(matches!(
+            q.read(&[iov(&mut r)], BLOCKS, 1, record, 0),
+            Err(SubmitError::Invalid(_))
+        ));
+        assert!(matches!(
+            q.read(&[iov(&mut r)], 0, 0, record, 0),
+            Err(SubmitError::Invalid(_))
+        ));
+        assert!(matches!(
+            q.read(&[iov(&mut r)], 0, 2, record, 0),
+            Err(SubmitError::Invalid(_))
+        ));
         // Flush completes.
         assert_eq!(io(|| q.flush(record, 0)).await, IoStatus::Success);
         // Every slot taken: Busy, not a failure.
@@ -239,7 +272,7 @@ fn scattered_buffers_round_trip_and_bad_requests_fail_cleanly() {
         // Dropping the queue pair with I/O in flight aborts it; the buffers outlive it here.
         drop(q);
         drop(bufs);
-        drop(ctrlr);
+        ctrlr.shutdown().await.map_err(|e| e.to_string())?;
         Ok(())
     });
     r.unwrap();
@@ -255,7 +288,10 @@ fn wrong_subsystem_is_refused_with_a_status() {
     let mut o = opts(false, false);
     o.subnqn = "nqn.2016-06.io.keel:nobody-here".into();
     let r = on_core(move || async move {
-        Controller::connect(&o).await.map(|_| ()).map_err(|e| e.to_string())
+        Controller::connect(&o)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     });
     let e = r.unwrap_err();
     assert!(e.contains("Fabrics Connect failed"), "{e}");

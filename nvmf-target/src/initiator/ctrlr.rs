@@ -20,7 +20,7 @@ use crate::spec::identify::{
     CNS_ACTIVE_NS_LIST, CNS_CONTROLLER, CNS_NAMESPACE, IDENTIFY_DATA_SIZE,
 };
 use crate::spec::opcode::{admin, nvm};
-use crate::spec::registers::{Cap, Cc, Csts, Shn, Vs, PROP_CAP, PROP_CC, PROP_CSTS, PROP_VS};
+use crate::spec::registers::{Cap, Cc, Csts, Shn, Shst, Vs, PROP_CAP, PROP_CC, PROP_CSTS, PROP_VS};
 use crate::tcp::pdu::{IcResp, Negotiated, Wire, IC_HLEN};
 use keel_bdev::{IoCallback, IoStatus, IoVec};
 use keel_reactor::PollerId;
@@ -512,6 +512,30 @@ impl Controller {
                 keel_reactor::PollStatus::Idle
             },
         ));
+    }
+
+    /// Orderly shutdown (what Linux does on disconnect): CC.SHN = normal, wait for
+    /// CSTS.SHST = complete (at most the bring-up timeout), then close the admin queue.
+    /// Dropping the controller instead just closes the connection.
+    pub async fn shutdown(self) -> Result<(), InitiatorError> {
+        let t = self.info.timeout;
+        let cc = Cc::decode(prop_get(&self.admin, PROP_CC, false, t).await? as u32);
+        let cc = Cc {
+            shn: Shn::Normal,
+            ..cc
+        };
+        prop_set(&self.admin, PROP_CC, cc.encode(), t).await?;
+        let end = deadline(t);
+        loop {
+            let csts = Csts::decode(prop_get(&self.admin, PROP_CSTS, false, t).await? as u32);
+            if csts.shst == Shst::Complete {
+                return Ok(());
+            }
+            if keel_reactor::ticks() > end {
+                return Err(InitiatorError::Timeout("CSTS.SHST complete"));
+            }
+            YieldNow(false).await;
+        }
     }
 
     /// What the bring-up learned (share it with the cores that connect I/O queues).

@@ -32,12 +32,19 @@ use keel_bdev::{IoCallback, IoStatus, IoVec, MAX_IOVS};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 
 /// Staging buffer for received headers (and payload that arrives with them).
 const RX_STAGING: usize = 64 * 1024;
+/// Staging room offered per `recvmsg` while large C2HData PDUs arrive: enough for the next
+/// headers, little of the next payload (which then arrives in place, not copied).
+const RX_WINDOW_LARGE_IO: usize = 4096;
+/// C2HData PDUs from this size on shrink the staging window to [`RX_WINDOW_LARGE_IO`]: for
+/// them one more `recvmsg` per PDU costs less than copying the payload; below it, reading
+/// many small PDUs per call and copying each payload once is cheaper (measured: 4 KiB reads).
+const LARGE_PDU: u32 = u32::MAX;
 /// Most iovecs in one `sendmsg` / `recvmsg`.
 const IOV_BATCH: usize = 128;
 /// Most `recvmsg` calls per poll (when each one fills all the room offered).
@@ -233,7 +240,7 @@ enum Rx {
 /// The mutable state, borrowed by one call at a time.
 struct State {
     cfg: QpairConfig,
-    sock: Option<TcpStream>,
+    sock: Option<OwnedFd>,
     fd: RawFd,
     slots: Box<[Slot]>,
     free: Vec<u16>,
@@ -244,6 +251,8 @@ struct State {
     rx_start: usize,
     rx_end: usize,
     rx: Rx,
+    /// Staging bytes offered per `recvmsg` (adapts to the C2HData size seen last).
+    rx_window: usize,
     iov: Vec<libc::iovec>,
     /// Completions to deliver after the borrow ends.
     done_q: Vec<(IoCallback, usize, IoStatus)>,
@@ -282,24 +291,7 @@ impl Qpair {
     /// Wrap a connected socket (ICReq/ICResp done) and start its poller on the calling core.
     pub(crate) fn start(sock: TcpStream, cfg: QpairConfig) -> Qpair {
         let depth = cfg.depth.max(1) as usize;
-        let fd = sock.as_raw_fd();
-        let st = State {
-            sock: Some(sock),
-            fd,
-            slots: (0..depth).map(|_| Slot::new()).collect(),
-            free: (0..depth as u16).rev().collect(),
-            txq: VecDeque::with_capacity(2 * depth + 2),
-            head_sent: 0,
-            rx_buf: vec![0u8; RX_STAGING].into_boxed_slice(),
-            rx_start: 0,
-            rx_end: 0,
-            rx: Rx::Header,
-            iov: Vec::with_capacity(IOV_BATCH),
-            done_q: Vec::with_capacity(depth),
-            failed: false,
-            stats: QpairStats::default(),
-            cfg,
-        };
+        let st = State::new(OwnedFd::from(sock), cfg);
         let inner = Rc::new(Inner {
             st: RefCell::new(st),
             spare: RefCell::new(Vec::with_capacity(depth)),
@@ -505,6 +497,28 @@ unsafe fn crc_range(iovs: &[IoVec], off: u32, len: u32, mut crc: u32) -> u32 {
 }
 
 impl State {
+    fn new(sock: OwnedFd, cfg: QpairConfig) -> State {
+        let depth = cfg.depth.max(1) as usize;
+        State {
+            fd: sock.as_raw_fd(),
+            sock: Some(sock),
+            slots: (0..depth).map(|_| Slot::new()).collect(),
+            free: (0..depth as u16).rev().collect(),
+            txq: VecDeque::with_capacity(2 * depth + 2),
+            head_sent: 0,
+            rx_buf: vec![0u8; RX_STAGING].into_boxed_slice(),
+            rx_start: 0,
+            rx_end: 0,
+            rx: Rx::Header,
+            rx_window: RX_STAGING,
+            iov: Vec::with_capacity(IOV_BATCH),
+            done_q: Vec::with_capacity(depth),
+            failed: false,
+            stats: QpairStats::default(),
+            cfg,
+        }
+    }
+
     #[inline]
     fn submit(
         &mut self,
@@ -759,7 +773,7 @@ impl State {
                 });
                 direct = left;
             }
-            let room = self.rx_buf.len() - self.rx_end;
+            let room = (self.rx_buf.len() - self.rx_end).min(self.rx_window);
             let staging = self.rx_buf[self.rx_end..].as_mut_ptr();
             self.iov.push(sock::iovec(staging, room));
             let offered = direct as usize + room;
@@ -955,6 +969,11 @@ impl State {
                     return self.fail(Some(e), "C2HData for no read in flight, or out of range");
                 }
                 self.slots[cid as usize].c2h_got += h.datal;
+                self.rx_window = if h.datal >= LARGE_PDU {
+                    RX_WINDOW_LARGE_IO
+                } else {
+                    RX_STAGING
+                };
                 self.rx = Rx::Payload {
                     cid,
                     off: h.datao,
@@ -1034,15 +1053,6 @@ impl State {
             let e = TermError::status(FES_PDU_SEQUENCE, "response for an unknown CID");
             return self.fail(Some(e), "response for a CID not in flight");
         };
-        if self.rx != Rx::Header {
-            // A response while a data PDU of the same command is still arriving.
-            if let Rx::Payload { cid: c, .. } | Rx::Digest { cid: c, .. } = self.rx {
-                if c == cid {
-                    let e = TermError::status(FES_PDU_SEQUENCE, "response during data");
-                    return self.fail(Some(e), "response before the end of its data");
-                }
-            }
-        }
         if cpl.is_success()
             && (slot.bad_data || (slot.dir == Dir::Read && slot.c2h_got != slot.len))
         {
@@ -1111,7 +1121,8 @@ impl State {
             log::info!("nvmf initiator: {}: {why}", self.cfg.name);
         }
         if let Some(s) = self.sock.take() {
-            let _ = s.shutdown(Shutdown::Both);
+            // SAFETY: shutdown(2) on a socket we own; it is closed when `s` drops.
+            unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_RDWR) };
         }
         self.fd = -1;
         // Nothing queued refers to callers' memory any more.
@@ -1141,6 +1152,411 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tcp::pdu::{
+        validate_common, CapsuleCmdHeader, RxLimits, FLAG_DDGSTF, FLAG_HDGSTF, PDU_H2C_DATA,
+        PDU_H2C_TERM_REQ,
+    };
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    thread_local! {
+        static DONE: RefCell<Vec<(usize, IoStatus)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn rec(ctx: usize, status: IoStatus) {
+        DONE.with(|d| d.borrow_mut().push((ctx, status)));
+    }
+
+    fn neg(digests: bool) -> Negotiated {
+        Negotiated {
+            hdgst: digests,
+            ddgst: digests,
+            cpda: 0,
+            hpda: 0,
+            maxh2cdata: 4096,
+            maxr2t: 0,
+        }
+    }
+
+    /// A queue pair state over one end of a socket pair; the test plays the controller on
+    /// the other end.
+    fn pair(digests: bool, depth: u16) -> (State, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let cfg = QpairConfig {
+            qid: 1,
+            depth,
+            icd: 4096,
+            max_xfer: 131072,
+            neg: neg(digests),
+            name: "test".into(),
+        };
+        (State::new(OwnedFd::from(a), cfg), b)
+    }
+
+    /// Receive until `n` completions arrived, then deliver them.
+    fn complete(st: &mut State, n: usize) -> Vec<(usize, IoStatus)> {
+        for _ in 0..1000 {
+            if st.done_q.len() >= n {
+                break;
+            }
+            st.receive();
+        }
+        for (cb, ctx, status) in st.done_q.drain(..) {
+            cb(ctx, status);
+        }
+        DONE.with(|d| std::mem::take(&mut *d.borrow_mut()))
+    }
+
+    fn iov(b: &mut [u8]) -> IoVec {
+        // SAFETY: each test keeps its buffers alive until its commands completed.
+        unsafe { IoVec::from_raw(b.as_mut_ptr(), b.len()) }
+    }
+
+    fn read_cmd(lba: u64) -> NvmeCmd {
+        NvmeCmd {
+            opc: 0x02,
+            nsid: 1,
+            cdw10: lba as u32,
+            ..NvmeCmd::default()
+        }
+    }
+
+    /// Read one capsule as the target would and check it with the target's validator.
+    fn take_capsule(
+        peer: &mut UnixStream,
+        digests: bool,
+        icd: usize,
+    ) -> (CapsuleCmdHeader, Vec<u8>) {
+        let hl = 72 + if digests { 4 } else { 0 };
+        let mut len = hl;
+        if icd > 0 {
+            len += icd + if digests { 4 } else { 0 };
+        }
+        let mut b = vec![0u8; len];
+        peer.read_exact(&mut b).unwrap();
+        let ch = CommonHeader::read_from(&b).unwrap();
+        let lim = RxLimits {
+            max_in_capsule: 4096,
+            maxh2cdata: 4096,
+        };
+        let f = validate_common(&ch, Some(&neg(digests)), &lim).unwrap();
+        assert_eq!(f.data_len as usize, icd);
+        if digests {
+            crate::tcp::pdu::check_header_digest(&b, 72).unwrap();
+        }
+        let data = b[f.data_start..f.data_start + icd].to_vec();
+        if digests && icd > 0 {
+            let d = crate::tcp::pdu::digest(&data);
+            assert_eq!(&b[len - 4..], &d.to_le_bytes());
+        }
+        (CapsuleCmdHeader::read_from(&b).unwrap(), data)
+    }
+
+    /// A controller-to-host PDU: `hdr` (24 bytes), optional header digest, `data`, optional
+    /// data digest (`bad_ddgst` corrupts it).
+    fn pdu(hdr: &mut [u8; 24], data: &[u8], digests: bool, bad_ddgst: bool) -> Vec<u8> {
+        let hl = 24 + if digests { 4 } else { 0 };
+        let mut plen = hl;
+        if !data.is_empty() {
+            plen += data.len() + if digests { 4 } else { 0 };
+            hdr[3] = hl as u8;
+        }
+        if digests {
+            hdr[1] |= FLAG_HDGSTF;
+            if !data.is_empty() {
+                hdr[1] |= FLAG_DDGSTF;
+            }
+        }
+        hdr[2] = 24;
+        hdr[4..8].copy_from_slice(&(plen as u32).to_le_bytes());
+        let mut out = hdr.to_vec();
+        if digests {
+            out.extend_from_slice(&crate::tcp::pdu::digest(hdr).to_le_bytes());
+        }
+        out.extend_from_slice(data);
+        if digests && !data.is_empty() {
+            let d = crate::tcp::pdu::digest(data) ^ u32::from(bad_ddgst);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out
+    }
+
+    fn c2h(cid: u16, datao: u32, data: &[u8], flags: u8, digests: bool, bad: bool) -> Vec<u8> {
+        let h = DataHeader {
+            common: CommonHeader {
+                pdu_type: PDU_C2H_DATA,
+                flags,
+                ..CommonHeader::default()
+            },
+            cccid: cid,
+            datao,
+            datal: data.len() as u32,
+            ..DataHeader::default()
+        };
+        let mut b = [0u8; 24];
+        b.copy_from_slice(h.as_bytes());
+        pdu(&mut b, data, digests, bad)
+    }
+
+    fn resp(cid: u16, status: Status, digests: bool) -> Vec<u8> {
+        let mut h = CapsuleRespHeader {
+            common: CommonHeader {
+                pdu_type: PDU_CAPSULE_RESP,
+                ..CommonHeader::default()
+            },
+            ..CapsuleRespHeader::default()
+        };
+        h.cqe.cid = cid;
+        h.cqe.set(status);
+        let mut b = [0u8; 24];
+        b.copy_from_slice(h.as_bytes());
+        pdu(&mut b, &[], digests, false)
+    }
+
+    #[test]
+    fn read_in_two_c2h_pdus_with_digests_and_success_flag() {
+        let (mut st, mut peer) = pair(true, 4);
+        let mut buf = vec![0u8; 8192];
+        st.submit(
+            &read_cmd(5),
+            Dir::Read,
+            &[iov(&mut buf)],
+            8192,
+            Done::Io { cb: rec, ctx: 7 },
+        )
+        .unwrap();
+        assert!(st.flush());
+        let (cap, _) = take_capsule(&mut peer, true, 0);
+        assert_eq!(Sgl::decode(&cap.sqe.dptr), Ok(Sgl::Transport { len: 8192 }));
+        assert_eq!(cap.sqe.flags >> 6, PSDT_SGL_MPTR_CONTIG);
+        let data: Vec<u8> = (0..8192u32).map(|i| (i * 31 % 251) as u8).collect();
+        let cid = cap.sqe.cid;
+        peer.write_all(&c2h(cid, 0, &data[..4096], 0, true, false))
+            .unwrap();
+        peer.write_all(&c2h(
+            cid,
+            4096,
+            &data[4096..],
+            FLAG_LAST_PDU | FLAG_SUCCESS,
+            true,
+            false,
+        ))
+        .unwrap();
+        assert_eq!(complete(&mut st, 1), vec![(7, IoStatus::Success)]);
+        assert!(buf == data);
+        assert_eq!(st.stats.rx_direct_bytes + st.stats.rx_staged_bytes, 8192);
+        assert_eq!(st.free.len(), 4, "the slot is free again");
+    }
+
+    #[test]
+    fn data_digest_error_fails_the_command_not_the_connection() {
+        let (mut st, mut peer) = pair(true, 4);
+        let mut buf = vec![0u8; 4096];
+        st.submit(
+            &read_cmd(0),
+            Dir::Read,
+            &[iov(&mut buf)],
+            4096,
+            Done::Io { cb: rec, ctx: 1 },
+        )
+        .unwrap();
+        st.flush();
+        let (cap, _) = take_capsule(&mut peer, true, 0);
+        let data = vec![9u8; 4096];
+        let flags = FLAG_LAST_PDU | FLAG_SUCCESS;
+        peer.write_all(&c2h(cap.sqe.cid, 0, &data, flags, true, true))
+            .unwrap();
+        assert_eq!(complete(&mut st, 1), vec![(1, IoStatus::IoError)]);
+        assert!(!st.failed);
+        // The next command works.
+        st.submit(
+            &read_cmd(0),
+            Dir::Read,
+            &[iov(&mut buf)],
+            4096,
+            Done::Io { cb: rec, ctx: 2 },
+        )
+        .unwrap();
+        st.flush();
+        let (cap, _) = take_capsule(&mut peer, true, 0);
+        peer.write_all(&c2h(cap.sqe.cid, 0, &data, flags, true, false))
+            .unwrap();
+        assert_eq!(complete(&mut st, 1), vec![(2, IoStatus::Success)]);
+    }
+
+    #[test]
+    fn large_write_goes_by_r2t_in_maxh2cdata_pieces_and_small_one_in_capsule() {
+        let (mut st, mut peer) = pair(true, 4);
+        let mut big: Vec<u8> = (0..8192u32).map(|i| (i % 253) as u8).collect();
+        let want = big.clone();
+        let (lo, hi) = big.split_at_mut(3000);
+        let cmd = NvmeCmd {
+            opc: 0x01,
+            nsid: 1,
+            ..NvmeCmd::default()
+        };
+        st.submit(
+            &cmd,
+            Dir::Write,
+            &[iov(lo), iov(hi)],
+            8192,
+            Done::Io { cb: rec, ctx: 3 },
+        )
+        .unwrap();
+        st.flush();
+        let (cap, icd) = take_capsule(&mut peer, true, 0);
+        assert!(icd.is_empty());
+        let r2t = R2tHeader {
+            common: CommonHeader {
+                pdu_type: PDU_R2T,
+                ..CommonHeader::default()
+            },
+            cccid: cap.sqe.cid,
+            ttag: 5,
+            r2to: 0,
+            r2tl: 8192,
+            ..R2tHeader::default()
+        };
+        let mut b = [0u8; 24];
+        b.copy_from_slice(r2t.as_bytes());
+        peer.write_all(&pdu(&mut b, &[], true, false)).unwrap();
+        st.receive();
+        st.flush();
+        let mut got = Vec::new();
+        for k in 0..2u32 {
+            let mut p = vec![0u8; 28 + 4096 + 4];
+            peer.read_exact(&mut p).unwrap();
+            let h = DataHeader::read_from(&p).unwrap();
+            assert_eq!(h.common.pdu_type, PDU_H2C_DATA);
+            assert_eq!(
+                (h.cccid, h.ttag, h.datao, h.datal),
+                (cap.sqe.cid, 5, 4096 * k, 4096)
+            );
+            assert_eq!(h.common.flags & FLAG_LAST_PDU != 0, k == 1);
+            crate::tcp::pdu::check_header_digest(&p, 24).unwrap();
+            let d = crate::tcp::pdu::digest(&p[28..28 + 4096]);
+            assert_eq!(&p[28 + 4096..], &d.to_le_bytes());
+            got.extend_from_slice(&p[28..28 + 4096]);
+        }
+        assert!(got == want);
+        peer.write_all(&resp(cap.sqe.cid, Status::SUCCESS, true))
+            .unwrap();
+        assert_eq!(complete(&mut st, 1), vec![(3, IoStatus::Success)]);
+
+        // 512 bytes go in the capsule; an error status reaches the caller.
+        let mut small = vec![0xA5u8; 512];
+        st.submit(
+            &cmd,
+            Dir::Write,
+            &[iov(&mut small)],
+            512,
+            Done::Io { cb: rec, ctx: 4 },
+        )
+        .unwrap();
+        st.flush();
+        let (cap, icd) = take_capsule(&mut peer, true, 512);
+        assert!(icd.iter().all(|&x| x == 0xA5));
+        assert_eq!(
+            Sgl::decode(&cap.sqe.dptr),
+            Ok(Sgl::InCapsule {
+                offset: 0,
+                len: 512
+            })
+        );
+        peer.write_all(&resp(cap.sqe.cid, Status::LBA_OUT_OF_RANGE, true))
+            .unwrap();
+        assert_eq!(complete(&mut st, 1), vec![(4, IoStatus::IoError)]);
+    }
+
+    #[test]
+    fn hostile_controller_data_fails_the_connection_and_aborts_everything() {
+        let (mut st, mut peer) = pair(false, 2);
+        let mut a = vec![0u8; 4096];
+        let mut b = vec![0u8; 4096];
+        st.submit(
+            &read_cmd(0),
+            Dir::Read,
+            &[iov(&mut a)],
+            4096,
+            Done::Io { cb: rec, ctx: 1 },
+        )
+        .unwrap();
+        st.submit(
+            &read_cmd(1),
+            Dir::Read,
+            &[iov(&mut b)],
+            4096,
+            Done::Io { cb: rec, ctx: 2 },
+        )
+        .unwrap();
+        let mut c = vec![0u8; 4096];
+        let r = st.submit(
+            &read_cmd(2),
+            Dir::Read,
+            &[iov(&mut c)],
+            4096,
+            Done::Io { cb: rec, ctx: 3 },
+        );
+        assert_eq!(r, Err(SubmitError::Busy));
+        st.flush();
+        take_capsule(&mut peer, false, 0);
+        take_capsule(&mut peer, false, 0);
+        // Data for a CID that is not in flight.
+        peer.write_all(&c2h(99, 0, &[0u8; 512], 0, false, false))
+            .unwrap();
+        let mut done = complete(&mut st, 2);
+        done.sort_by_key(|d| d.0);
+        assert_eq!(done, vec![(1, IoStatus::Aborted), (2, IoStatus::Aborted)]);
+        assert!(st.failed);
+        let mut term = [0u8; 24];
+        peer.read_exact(&mut term).unwrap();
+        assert_eq!(term[0], PDU_H2C_TERM_REQ);
+        let r = st.submit(
+            &read_cmd(0),
+            Dir::Read,
+            &[iov(&mut c)],
+            4096,
+            Done::Io { cb: rec, ctx: 4 },
+        );
+        assert_eq!(r, Err(SubmitError::Disconnected));
+    }
+
+    #[test]
+    fn bad_submissions_are_refused_without_a_callback() {
+        let (mut st, _peer) = pair(false, 2);
+        let mut a = vec![0u8; 100];
+        let r = st.submit(
+            &read_cmd(0),
+            Dir::Read,
+            &[iov(&mut a)],
+            4096,
+            Done::Io { cb: rec, ctx: 1 },
+        );
+        assert_eq!(
+            r,
+            Err(SubmitError::Invalid("iovecs shorter than the transfer"))
+        );
+        let r = st.submit(
+            &read_cmd(0),
+            Dir::Read,
+            &[iov(&mut a)],
+            1 << 20,
+            Done::Io { cb: rec, ctx: 1 },
+        );
+        assert!(matches!(r, Err(SubmitError::Invalid(_))));
+        let many = [iov(&mut a); MAX_IOVS + 1];
+        let r = st.submit(
+            &read_cmd(0),
+            Dir::Read,
+            &many,
+            100,
+            Done::Io { cb: rec, ctx: 1 },
+        );
+        assert!(matches!(r, Err(SubmitError::Invalid(_))));
+        assert_eq!(st.free.len(), 2);
+        assert!(st.done_q.is_empty());
+    }
 
     #[test]
     fn ranges_over_iovecs() {

@@ -25,16 +25,21 @@ pub async fn connect_controller(opts: ConnectOpts) -> Result<Arc<CtrlrInfo>, Str
     Ok(info)
 }
 
-/// Drop the controller of `info` that [`connect_controller`] kept on this core (closes its
-/// admin queue). Returns whether it was there.
-pub fn disconnect_controller(info: &Arc<CtrlrInfo>) -> bool {
-    let gone = CONTROLLERS.with(|c| {
+/// Shut down (CC.SHN) and drop the controller of `info` that [`connect_controller`] kept on
+/// this core. Returns whether it was there.
+pub async fn disconnect_controller(info: &Arc<CtrlrInfo>) -> bool {
+    let ctrlr = CONTROLLERS.with(|c| {
         let mut v = c.borrow_mut();
-        let before = v.len();
-        v.retain(|ctrlr| !Arc::ptr_eq(ctrlr.info(), info));
-        before != v.len()
+        let i = v.iter().position(|ctrlr| Arc::ptr_eq(ctrlr.info(), info))?;
+        Some(v.swap_remove(i))
     });
-    gone
+    let Some(ctrlr) = ctrlr else {
+        return false;
+    };
+    if let Err(e) = ctrlr.shutdown().await {
+        log::warn!("nvme/tcp {}: shutdown not acknowledged: {e}", info.addr);
+    }
+    true
 }
 
 /// Makes one I/O queue pair per core for namespace `nsid` of a connected controller.
