@@ -221,6 +221,48 @@ fn host_exchange_with_header_digest_only() {
     exchange(true, false);
 }
 
+#[test]
+fn ipv6_listener_serves_a_host() {
+    let _g = env();
+    let sub = subsystem();
+    let port6 = {
+        let l = std::net::TcpListener::bind("[::1]:0").expect("IPv6 loopback");
+        l.local_addr().expect("local addr").port()
+    };
+    let nqn = sub.nqn.clone();
+    on_main(move || {
+        keel_nvmf::target::add_listener(
+            &nqn,
+            keel_nvmf::transport::ListenAddr {
+                trtype: keel_nvmf::transport::TrType::Tcp,
+                adrfam: keel_nvmf::transport::AdrFam::Ipv6,
+                traddr: "::1".into(),
+                trsvcid: port6.to_string(),
+            },
+        )
+    })
+    .expect("IPv6 listener");
+    let addr = format!("[::1]:{port6}");
+    let mut admin = Client::connect_addr(&addr, false, false);
+    let cpl = admin.fabrics_connect(&sub.nqn, 0, 0xFFFF);
+    assert!(
+        cpl.is_success(),
+        "admin Connect over IPv6: {:?}",
+        cpl.get_status()
+    );
+    let cntlid = cpl.cdw0 as u16;
+    admin.prop_set(0x14, 1 | (6 << 16) | (4 << 20));
+    assert_eq!(admin.prop_get(0x08, false), 0x0001_0300, "VS 1.3 over IPv6");
+    let mut io = Client::connect_addr(&addr, true, true);
+    let cpl = io.fabrics_connect(&sub.nqn, 1, cntlid);
+    assert!(
+        cpl.is_success(),
+        "I/O Connect over IPv6: {:?}",
+        cpl.get_status()
+    );
+    write_read_verify(&mut io, 8, &pattern(6, 16 * 1024));
+}
+
 // ----- hostile inputs -----
 
 /// A well-behaved host doing verified I/O until told to stop (bounded).

@@ -287,7 +287,12 @@ pub struct Client {
 impl Client {
     /// Open a TCP connection to the target (no ICReq yet).
     pub fn open(port: u16) -> TcpStream {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the target");
+        Client::open_addr(&format!("127.0.0.1:{port}"))
+    }
+
+    /// Open a TCP connection to `addr` (e.g. `[::1]:4420`; no ICReq yet).
+    pub fn open_addr(addr: &str) -> TcpStream {
+        let s = TcpStream::connect(addr).expect("connect to the target");
         s.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
         s.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
         s.set_nodelay(true).expect("nodelay");
@@ -296,7 +301,12 @@ impl Client {
 
     /// Connect and negotiate with ICReq (digests as asked); checks the ICResp.
     pub fn connect(port: u16, hd: bool, dd: bool) -> Client {
-        let mut sock = Client::open(port);
+        Client::connect_addr(&format!("127.0.0.1:{port}"), hd, dd)
+    }
+
+    /// [`Client::connect`] to any address, e.g. `[::1]:4420`.
+    pub fn connect_addr(addr: &str, hd: bool, dd: bool) -> Client {
+        let mut sock = Client::open_addr(addr);
         sock.write_all(icreq_bytes(hd, dd).as_slice())
             .expect("send ICReq");
         let mut b = [0u8; IC_HLEN];
