@@ -44,7 +44,7 @@ const RX_WINDOW_LARGE_IO: usize = 4096;
 /// C2HData PDUs from this size on shrink the staging window to [`RX_WINDOW_LARGE_IO`]: for
 /// them one more `recvmsg` per PDU costs less than copying the payload; below it, reading
 /// many small PDUs per call and copying each payload once is cheaper (measured: 4 KiB reads).
-const LARGE_PDU: u32 = u32::MAX;
+const LARGE_PDU: u32 = 16 * 1024;
 /// Most iovecs in one `sendmsg` / `recvmsg`.
 const IOV_BATCH: usize = 128;
 /// Most `recvmsg` calls per poll (when each one fills all the room offered).
