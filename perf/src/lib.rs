@@ -1,6 +1,6 @@
 //! `keel-perf`: Keel's benchmark tool (DESIGN.md §8), as a library the binary and the tests
 //! share. It drives a closed-loop block workload on every core of a mask against a [`Target`]
-//! (today a local bdev; the NVMe/TCP initiator plugs in through the same trait), measures
+//! (a local bdev, or a remote namespace through keel-nvmf's NVMe/TCP initiator), measures
 //! latency into HDR histograms and reports text, fio-compatible JSON and an SVG plot.
 //!
 //! Module map:

@@ -1,7 +1,7 @@
 //! What the workload drives: a [`Target`] accepts block reads and writes and completes them on
 //! the submitting core through a plain function-pointer callback (no allocation per I/O). The
-//! local implementation, [`BdevTarget`], wraps a bdev [`IoChannel`]; the NVMe/TCP initiator will
-//! implement the same two traits (one queue pair per core).
+//! local implementation, [`BdevTarget`], wraps a bdev [`IoChannel`]; `super::nvmf_tcp` implements
+//! the same two traits over NVMe/TCP (one initiator queue pair per core).
 
 use keel_bdev::{BdevDesc, BdevEvent, IoChannel, IoStatus, IoVec};
 use std::future::Future;
