@@ -9,10 +9,11 @@ use common::*;
 use keel_nvmf::spec::cmd::{NvmeCmd, NvmeCpl};
 use keel_nvmf::spec::status::Status;
 use keel_nvmf::tcp::pdu::{
-    CapsuleCmdHeader, CommonHeader, R2tHeader, Wire, CAPSULE_CMD_HLEN, FES_DATA_LIMIT_EXCEEDED,
-    FES_DATA_OUT_OF_RANGE, FES_HEADER_DIGEST, FES_INVALID_HEADER_FIELD, FES_PDU_SEQUENCE,
-    PDU_CAPSULE_CMD, PDU_R2T, SHORT_HLEN,
+    CapsuleCmdHeader, CapsuleRespHeader, CommonHeader, R2tHeader, Wire, CAPSULE_CMD_HLEN,
+    FES_DATA_LIMIT_EXCEEDED, FES_DATA_OUT_OF_RANGE, FES_HEADER_DIGEST, FES_INVALID_HEADER_FIELD,
+    FES_PDU_SEQUENCE, PDU_CAPSULE_CMD, PDU_CAPSULE_RESP, PDU_R2T, SHORT_HLEN,
 };
+use keel_nvmf::tcp::{MAXH2CDATA, MAX_R2T_BUFFERED_PER_CONN};
 use std::io::Write;
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -573,6 +574,92 @@ fn hostile_connections_do_not_disturb_a_good_one() {
         base,
         "hostile connections all freed"
     );
+}
+
+/// A host that sends many 128 KiB write capsules and never their data gets R2Ts (and pool
+/// buffers) only up to the per-connection cap; the rest wait without failing, start as
+/// earlier transfers complete, and a good connection keeps doing I/O meanwhile.
+#[test]
+fn r2t_buffering_is_capped_per_connection() {
+    const LEN: u32 = 128 * 1024;
+    assert!(LEN <= MAXH2CDATA, "one R2T per write in this test");
+    let cap = MAX_R2T_BUFFERED_PER_CONN / LEN as usize;
+    assert!(cap >= 1);
+    let _g = env();
+    let sub = subsystem();
+    let mut good = bring_up(&sub, false, false);
+    let mut bad = bring_up(&sub, false, false);
+    let n = cap + 4;
+    let mut cids = Vec::with_capacity(n);
+    for k in 0..n {
+        let cid = bad.io.cid();
+        let mut sqe = rw(opc::WRITE, 1, k as u64 * 256, LEN / BLOCK);
+        sqe.cid = cid;
+        sqe.flags = 0x40;
+        sqe.dptr[8..12].copy_from_slice(&LEN.to_le_bytes());
+        sqe.dptr[15] = 0x5A;
+        let b = bad.io.capsule_bytes(&sqe, &[]);
+        bad.io.sock.write_all(&b).expect("send write capsule");
+        cids.push(cid);
+    }
+    // A Flush after them: its response comes after every capsule before it was parsed and
+    // after the R2Ts those produced.
+    let flush_cid = bad.io.cid();
+    let mut fl = rw(opc::FLUSH, 1, 0, 1);
+    fl.cdw10 = 0;
+    fl.cdw12 = 0;
+    fl.cid = flush_cid;
+    let b = bad.io.capsule_bytes(&fl, &[]);
+    bad.io.sock.write_all(&b).expect("send flush");
+    let mut r2ts = Vec::new();
+    loop {
+        let p = bad.io.recv_pdu().expect("PDU before the Flush response");
+        match p.ch.pdu_type {
+            PDU_R2T => r2ts.push(R2tHeader::read_from(&p.hdr).expect("R2T header")),
+            PDU_CAPSULE_RESP => {
+                let r = CapsuleRespHeader::read_from(&p.hdr).expect("response header");
+                assert_eq!(r.cqe.cid, flush_cid, "only the Flush completes");
+                assert!(r.cqe.is_success(), "Flush: {:?}", r.cqe.get_status());
+                break;
+            }
+            t => panic!("unexpected PDU type {t:#x}"),
+        }
+    }
+    let got: Vec<u16> = r2ts.iter().map(|r| r.cccid).collect();
+    assert_eq!(got, cids[..cap], "R2Ts only up to the cap, oldest first");
+
+    // The good connection is served meanwhile.
+    write_read_verify(&mut good.io, 4096, &pattern(77, 64 * 1024));
+
+    // Completing the oldest transfer lets exactly the next queued write start.
+    let first = r2ts[0];
+    let data = pattern(78, LEN as usize);
+    let b = bad.io.h2c_bytes(first.cccid, first.ttag, 0, &data, true);
+    bad.io.sock.write_all(&b).expect("send H2CData");
+    let (mut done, mut next) = (false, None);
+    while !done || next.is_none() {
+        let p = bad.io.recv_pdu().expect("PDU after the data");
+        match p.ch.pdu_type {
+            PDU_R2T => {
+                let r = R2tHeader::read_from(&p.hdr).expect("R2T header");
+                assert!(next.is_none(), "one more R2T only");
+                next = Some(r.cccid);
+            }
+            PDU_CAPSULE_RESP => {
+                let r = CapsuleRespHeader::read_from(&p.hdr).expect("response header");
+                assert_eq!(r.cqe.cid, first.cccid);
+                assert!(r.cqe.is_success(), "write: {:?}", r.cqe.get_status());
+                done = true;
+            }
+            t => panic!("unexpected PDU type {t:#x}"),
+        }
+    }
+    assert_eq!(
+        next,
+        Some(cids[cap]),
+        "the oldest waiting write got its R2T"
+    );
+    write_read_verify(&mut good.io, 8192, &pattern(79, 128 * 1024));
 }
 
 // ----- cross-core -----

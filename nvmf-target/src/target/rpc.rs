@@ -253,14 +253,33 @@ fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
             o.in_capsule_data_size
         ));
     }
-    if o.max_io_size < 4096 || o.io_unit_size == 0 {
+    if o.in_capsule_data_size > MAX_IN_CAPSULE_DATA_SIZE {
         return bad(format!(
-            "max_io_size {} must be at least 4096 and io_unit_size non-zero",
+            "in_capsule_data_size {} is above the supported {MAX_IN_CAPSULE_DATA_SIZE}",
+            o.in_capsule_data_size
+        ));
+    }
+    // Identify's MDTS is a power of two of 4 KiB pages, 0 meaning "no limit": 8 KiB is the
+    // smallest limit a controller can report, so a smaller max_io_size would be advertised
+    // as 8 KiB and hosts' 8 KiB I/O would fail.
+    if o.max_io_size < 8192 || !o.max_io_size.is_multiple_of(4096) {
+        return bad(format!(
+            "max_io_size {} must be a multiple of 4096 and at least 8192 \
+             (MDTS cannot express a smaller limit)",
             o.max_io_size
+        ));
+    }
+    if o.io_unit_size == 0 || !o.io_unit_size.is_multiple_of(4096) {
+        return bad(format!(
+            "io_unit_size {} must be a non-zero multiple of 4096",
+            o.io_unit_size
         ));
     }
     Ok(o)
 }
+
+/// Largest in-capsule data size the TCP transport supports (bytes).
+const MAX_IN_CAPSULE_DATA_SIZE: u32 = 128 * 1024;
 
 fn rpc_create_transport(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
@@ -1204,6 +1223,38 @@ mod tests {
         );
         assert!(parse(json!({"trtype":"tcp","max_queue_depth":1})).is_err());
         assert!(parse(json!({"trtype":"tcp","in_capsule_data_size":10})).is_err());
+    }
+
+    #[test]
+    fn transport_sizes_are_validated() {
+        let parse = |v: Value| transport_opts(serde_json::from_value(v).unwrap());
+        let einval = |v: Value| {
+            let e = parse(v).unwrap_err();
+            assert_eq!(e.code, -libc::EINVAL);
+            e.message
+        };
+        // max_io_size: at least 8 KiB (the smallest MDTS), in 4 KiB pages.
+        let m = einval(json!({"trtype":"tcp","max_io_size":4096}));
+        assert!(m.contains("max_io_size 4096"), "{m}");
+        einval(json!({"trtype":"tcp","max_io_size":0}));
+        einval(json!({"trtype":"tcp","max_io_size":12288 + 512}));
+        assert_eq!(
+            parse(json!({"trtype":"tcp","max_io_size":8192}))
+                .unwrap()
+                .max_io_size,
+            8192
+        );
+        assert!(parse(json!({"trtype":"tcp","max_io_size":12288})).is_ok());
+        // in_capsule_data_size: up to 128 KiB.
+        assert!(parse(json!({"trtype":"tcp","in_capsule_data_size":0})).is_ok());
+        assert!(parse(json!({"trtype":"tcp","in_capsule_data_size":131072})).is_ok());
+        let m = einval(json!({"trtype":"tcp","in_capsule_data_size":131072 + 16}));
+        assert!(m.contains("in_capsule_data_size"), "{m}");
+        // io_unit_size: whole 4 KiB pages.
+        einval(json!({"trtype":"tcp","io_unit_size":0}));
+        let m = einval(json!({"trtype":"tcp","io_unit_size":6000}));
+        assert!(m.contains("io_unit_size 6000"), "{m}");
+        assert!(parse(json!({"trtype":"tcp","io_unit_size":8192})).is_ok());
     }
 
     #[test]

@@ -43,6 +43,12 @@ const IOV_BATCH: usize = 64;
 const READ_BUDGET: usize = 8;
 /// C2HData header room: header, digest and padding up to a PDO of at most 255.
 const C2H_HDR_ROOM: usize = 256;
+/// Most pool memory one connection may hold for host-to-controller data it asked for with
+/// R2T and has not received yet. Without it a host could pin queue depth × max I/O size of
+/// the shared pool (16 MiB at 128 × 128 KiB) by sending write capsules and never the data.
+/// A write that would go over waits (parsed, holding only its slot) until earlier transfers
+/// are in; one transfer is always let through, so a max_io_size above the cap still works.
+pub const MAX_R2T_BUFFERED_PER_CONN: usize = 1024 * 1024;
 
 /// Per-connection settings, derived from the transport options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,8 @@ enum SlotState {
     Free,
     /// Receiving in-capsule data.
     CapsuleData,
+    /// A write waiting for its pool buffers (R2T cap or pool empty); no R2T sent yet.
+    AwaitBuf,
     /// Waiting for H2CData after R2T(s).
     AwaitH2C,
     /// With the core.
@@ -88,6 +96,8 @@ struct Slot {
     h2c_done: u32,
     r2t_sent: u32,
     r2t_seq: usize,
+    /// Bytes counted in `State::r2t_held` for this slot.
+    held: u32,
     r2t_hdr: [[u8; SHORT_HLEN + DIGEST_LEN]; R2T_SLOTS],
     c2h_hdr: [u8; C2H_HDR_ROOM],
     c2h_hdr_len: usize,
@@ -109,6 +119,7 @@ impl Slot {
             h2c_done: 0,
             r2t_sent: 0,
             r2t_seq: 0,
+            held: 0,
             r2t_hdr: [[0; SHORT_HLEN + DIGEST_LEN]; R2T_SLOTS],
             c2h_hdr: [0; C2H_HDR_ROOM],
             c2h_hdr_len: 0,
@@ -168,6 +179,12 @@ struct State {
     stalled: bool,
     /// Slot whose data the machine is receiving, and the length of that PDU's data.
     cur_data: Option<(u16, u32)>,
+    /// Pool bytes held by slots awaiting H2CData (capped by [`MAX_R2T_BUFFERED_PER_CONN`]).
+    r2t_held: usize,
+    /// Writes in state `AwaitBuf`, oldest first.
+    buf_wait: VecDeque<u16>,
+    /// The head of `buf_wait` found the pool empty: retry on the next poll.
+    pool_wait: bool,
 }
 
 /// What to do after one receive step, outside the state borrow.
@@ -246,6 +263,9 @@ impl Conn {
                 epollout: false,
                 stalled: false,
                 cur_data: None,
+                r2t_held: 0,
+                buf_wait: VecDeque::new(),
+                pool_wait: false,
             }),
             dirty: Cell::new(false),
             connect_deadline,
@@ -326,6 +346,12 @@ impl Conn {
     /// The socket is readable (or a stalled connection retries): read and handle PDUs, then
     /// flush what that produced.
     pub fn on_readable(self: &Rc<Self>) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.life == Life::Open && st.pool_wait {
+                self.start_waiting_writes(&mut st);
+            }
+        }
         let mut reads = 0;
         loop {
             loop {
@@ -372,6 +398,11 @@ impl Conn {
                     return;
                 }
             }
+        }
+        if self.st.borrow().pool_wait {
+            // Queued writes found the pool empty: retry them next poll.
+            self.st.borrow_mut().stalled = true;
+            group::mark_stalled(self.token);
         }
         self.flush();
     }
@@ -477,6 +508,7 @@ impl Conn {
         let n = self.cfg.slots;
         st.slots = (0..n).map(|_| Slot::new()).collect();
         st.free = (0..n as u16).rev().collect();
+        st.buf_wait = VecDeque::with_capacity(n);
         st.txq = VecDeque::with_capacity(n * (R2T_SLOTS + 1) + 4);
         let _ = self.reqs.set(
             (0..n)
@@ -585,18 +617,52 @@ impl Conn {
             st.slots[i as usize].state = SlotState::Executing;
             return Action::Execute(self.req_ptr(i));
         }
+        req.length = len;
+        if req.xfer == DataXfer::HostToController {
+            // Parsed and queued (not deferred): the H2CData of earlier writes may follow it
+            // in the stream.
+            st.slots[i as usize].state = SlotState::AwaitBuf;
+            st.buf_wait.push_back(i);
+            self.start_waiting_writes(st);
+            return Action::Continue;
+        }
         if let Err(e) = self.alloc_bufs(st, i, len) {
             return self.undo_capsule(st, i, e);
         }
         slot_set_iovs(&st.slots[i as usize], req, len);
-        req.length = len;
-        if req.xfer == DataXfer::ControllerToHost {
-            st.slots[i as usize].state = SlotState::Executing;
-            return Action::Execute(self.req_ptr(i));
+        st.slots[i as usize].state = SlotState::Executing;
+        Action::Execute(self.req_ptr(i))
+    }
+
+    /// Give pool buffers to the queued writes, oldest first, while the connection's R2T
+    /// budget allows (one transfer always may), and send their R2Ts. If the pool ran dry,
+    /// `pool_wait` is set: [`Conn::on_readable`] stalls the connection to retry next poll.
+    fn start_waiting_writes(&self, st: &mut State) {
+        st.pool_wait = false;
+        while let Some(&i) = st.buf_wait.front() {
+            // SAFETY: the slot waits for buffers: not with the core.
+            let req = unsafe { self.req_mut(i) };
+            let len = req.length;
+            if st.r2t_held > 0 && st.r2t_held + len as usize > MAX_R2T_BUFFERED_PER_CONN {
+                return;
+            }
+            if let Err(e) = self.alloc_bufs(st, i, len) {
+                if let PoolError::BadSize(_) = e {
+                    st.buf_wait.pop_front();
+                    self.complete_early(st, i, Status::DATA_SGL_LENGTH_INVALID);
+                    continue;
+                }
+                st.pool_wait = true;
+                return;
+            }
+            st.buf_wait.pop_front();
+            slot_set_iovs(&st.slots[i as usize], req, len);
+            let slot = &mut st.slots[i as usize];
+            slot.state = SlotState::AwaitH2C;
+            slot.held = len;
+            st.r2t_held += len as usize;
+            self.issue_r2ts(st, i, req.cmd.cid, len);
         }
-        st.slots[i as usize].state = SlotState::AwaitH2C;
-        self.issue_r2ts(st, i, cmd.cid, len);
-        Action::Continue
     }
 
     /// Take the pool buffers for `len` bytes of slot `i`.
@@ -760,6 +826,8 @@ impl Conn {
                     self.issue_r2ts(st, i, cid, total);
                     return Action::Continue;
                 }
+                st.r2t_held -= std::mem::take(&mut slot.held) as usize;
+                self.start_waiting_writes(st);
             }
             _ => return Action::Close,
         }
@@ -1028,6 +1096,7 @@ impl Conn {
             st.cur_data = None;
             st.txq.clear();
             st.tx_off = 0;
+            st.buf_wait.clear();
             for i in 0..st.slots.len() as u16 {
                 match st.slots[i as usize].state {
                     SlotState::Free | SlotState::Executing => {}
@@ -1054,6 +1123,7 @@ fn release_slot(st: &mut State, i: u16) {
     }
     slot.nbufs = 0;
     slot.state = SlotState::Free;
+    st.r2t_held -= std::mem::take(&mut slot.held) as usize;
     st.free.push(i);
     st.outstanding -= 1;
 }

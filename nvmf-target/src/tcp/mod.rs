@@ -15,6 +15,7 @@ pub mod pdu;
 pub mod recv;
 pub mod sgl;
 
+pub use conn::MAX_R2T_BUFFERED_PER_CONN;
 pub use listener::{TcpTransport, MAXH2CDATA};
 
 use crate::transport::{TrType, Transport, TransportError, TransportOpts};
