@@ -21,6 +21,12 @@ pub trait BdevBackend: Send + Sync + 'static {
     fn io_type_supported(&self, io_type: IoType) -> bool;
     /// Create this core's channel; called on the core that will use it.
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError>;
+    /// Whether blocks read back as zeroes after a successful Unmap and after a successful
+    /// WriteZeroes (the NVMe DLFEAT "deallocated blocks read as 0s" promise). Say `true` only
+    /// when it always holds; the default `false` makes no promise.
+    fn unmap_reads_zeroes(&self) -> bool {
+        false
+    }
     /// `driver_specific` object for `bdev_get_bdevs` (null when nothing to say).
     fn driver_specific(&self) -> serde_json::Value {
         serde_json::Value::Null

@@ -106,6 +106,11 @@ impl Bdev {
     pub fn io_type_supported(&self, io_type: IoType) -> bool {
         self.inner.supported[io_type as usize]
     }
+    /// Whether blocks read back as zeroes after Unmap and WriteZeroes
+    /// (see [`BdevBackend::unmap_reads_zeroes`]).
+    pub fn unmap_reads_zeroes(&self) -> bool {
+        self.inner.backend.unmap_reads_zeroes()
+    }
     /// Whether [`unregister`] has started for this bdev.
     pub fn is_removing(&self) -> bool {
         self.inner.removing.load(Ordering::Relaxed)

@@ -2,7 +2,7 @@
 
 mod modules_common;
 
-use keel_bdev::modules::{delay, malloc};
+use keel_bdev::modules::{delay, malloc, null};
 use keel_bdev::{BdevError, IoStatus, IoType};
 use modules_common::*;
 use std::time::{Duration, Instant};
@@ -62,6 +62,26 @@ fn ios_complete_no_sooner_than_the_latency() {
     assert!(wt >= Duration::from_micros(3_000), "write took {wt:?}");
     assert!(rt >= Duration::from_micros(2_000), "read took {rt:?}");
     teardown("m_lat", "d_lat");
+}
+
+#[test]
+fn unmap_reads_zeroes_is_the_base_answer() {
+    setup("m_dlfeat", "d_dlfeat", 10, 10);
+    let over_null = run(|| async {
+        null::create("n_dlfeat", 64, 512, None)?;
+        let d = delay::create(&config("n_dlfeat", "dn_dlfeat", 10, 10))?;
+        let answer = d.unmap_reads_zeroes();
+        delay::delete("dn_dlfeat").await?;
+        null::delete("n_dlfeat").await?;
+        Ok::<_, BdevError>(answer)
+    })
+    .expect("delay over null");
+    let over_malloc = keel_bdev::get_bdev("d_dlfeat")
+        .unwrap()
+        .unmap_reads_zeroes();
+    teardown("m_dlfeat", "d_dlfeat");
+    assert!(over_malloc, "malloc zeroes unmapped blocks");
+    assert!(!over_null, "null promises nothing");
 }
 
 #[test]

@@ -95,6 +95,10 @@ impl BdevBackend for MallocBackend {
                 | IoType::Reset
         )
     }
+    fn unmap_reads_zeroes(&self) -> bool {
+        // Unmap and WriteZeroes both zero the memory.
+        true
+    }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
         Ok(Box::new(MallocChannel {
             region: Arc::clone(&self.region),
@@ -377,6 +381,14 @@ mod tests {
             Err(BdevError::Invalid(_))
         ));
         assert!(crate::get_bdev("malloc_t_geo").is_none());
+    }
+
+    #[test]
+    fn unmapped_blocks_read_as_zeroes() {
+        let backend = MallocBackend {
+            region: Arc::new(Region::new(4096).unwrap()),
+        };
+        assert!(backend.unmap_reads_zeroes());
     }
 
     #[test]

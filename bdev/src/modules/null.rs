@@ -24,6 +24,10 @@ impl BdevBackend for NullBackend {
     fn io_type_supported(&self, _io_type: IoType) -> bool {
         true
     }
+    fn unmap_reads_zeroes(&self) -> bool {
+        // Reads do not touch the buffers: nothing reads back as zeroes.
+        false
+    }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
         Ok(Box::new(NullChannel))
     }
@@ -207,6 +211,11 @@ mod tests {
             create("null_t_bs", 0, 512, None),
             Err(BdevError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn promises_no_zeroes_after_unmap() {
+        assert!(!NullBackend.unmap_reads_zeroes());
     }
 
     #[test]

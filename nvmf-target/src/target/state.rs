@@ -597,7 +597,6 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
     })?;
     let info = bdev.info().clone();
     let uuid = opts.uuid.unwrap_or(info.uuid);
-    let product = bdev.backend().product_name();
     let ns = Arc::new(Namespace {
         instance,
         nsid,
@@ -607,7 +606,7 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
         eui64: opts.eui64.unwrap_or([0; 8]),
         block_size: info.block_size,
         num_blocks: info.num_blocks,
-        reads_zeroes_after_unmap: matches!(product, "Malloc disk" | "Null disk"),
+        reads_zeroes_after_unmap: bdev.unmap_reads_zeroes(),
         supports_unmap: bdev.io_type_supported(IoType::Unmap),
         desc,
     });

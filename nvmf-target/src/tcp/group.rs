@@ -7,6 +7,10 @@
 //! connections with queued output flush it (one gathered `sendmsg` per connection), then
 //! stalled connections retry and closed ones whose requests all came back are freed.
 //!
+//! A stalled connection (no free request slot, or the buffer pool empty) retries on every poll.
+//! In interrupt mode that retry alone does not count as work, so the reactor can sleep: a
+//! timed poller (every [`STALL_RETRY`]) retries instead, registered while connections stall.
+//!
 //! A slow timed poller closes connections that have not connected their queue (ICReq, then
 //! Fabrics Connect) within [`connect_timeout`], so idle sockets cannot pile up.
 
@@ -23,6 +27,8 @@ use std::time::{Duration, Instant};
 
 /// Most events taken per `epoll_wait`.
 const MAX_EVENTS: usize = 128;
+/// Interrupt mode: how often stalled connections retry while the reactor sleeps.
+const STALL_RETRY: Duration = Duration::from_micros(100);
 /// Default time a new connection has to send ICReq and connect its queue.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -94,6 +100,8 @@ pub struct Group {
     spare: RefCell<Vec<u32>>,
     poller: Cell<Option<PollerId>>,
     timeout_poller: Cell<Option<PollerId>>,
+    /// Interrupt mode: the timed poller retrying stalled connections, while there are some.
+    stall_poller: Cell<Option<PollerId>>,
     interrupt_mode: bool,
     flush_scheduled: Cell<bool>,
     /// Transport shutdowns waiting for this core's connections of a transport to be freed.
@@ -136,6 +144,7 @@ fn get_or_create() -> std::io::Result<Rc<Group>> {
         spare: RefCell::new(Vec::with_capacity(256)),
         poller: Cell::new(None),
         timeout_poller: Cell::new(None),
+        stall_poller: Cell::new(None),
         interrupt_mode,
         flush_scheduled: Cell::new(false),
         drains: RefCell::new(Vec::new()),
@@ -254,13 +263,10 @@ impl Group {
                 conn.on_readable();
             }
         }
-        busy |= self.drain(&self.stalled, |t| {
-            if let Some(c) = self.conn(t) {
-                if c.stalled() {
-                    c.on_readable();
-                }
-            }
-        });
+        // Busy mode: a stalled connection keeps the poller busy (it retries next poll).
+        // Interrupt mode: the retry is not work by itself; the stall poller wakes us instead.
+        let retried = self.retry_stalled();
+        busy |= retried && !self.interrupt_mode;
         busy |= self.flush_dirty();
         busy |= self.drain(&self.to_close, |t| {
             if let Some(c) = self.conn(t) {
@@ -271,6 +277,49 @@ impl Group {
             self.reap();
         }
         if busy {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    /// Let the stalled connections try again; whether there were any.
+    fn retry_stalled(&self) -> bool {
+        self.drain(&self.stalled, |t| {
+            if let Some(c) = self.conn(t) {
+                if c.stalled() {
+                    c.on_readable();
+                }
+            }
+        })
+    }
+
+    /// Interrupt mode: make sure the stall poller runs (the group's poller only runs when
+    /// something wakes the reactor).
+    fn arm_stall_retry(self: &Rc<Self>) {
+        if !self.interrupt_mode || self.stall_poller.get().is_some() {
+            return;
+        }
+        let weak = Rc::downgrade(self);
+        let id =
+            keel_reactor::register_poller("nvmf_tcp_stall_retry", Some(STALL_RETRY), move || {
+                weak.upgrade()
+                    .map_or(PollStatus::Idle, |g| g.stall_retry_tick())
+            });
+        self.stall_poller.set(Some(id));
+    }
+
+    /// The stall poller: retry the stalled connections; unregister once none is left (so a
+    /// connection that stalls again soon finds it still armed).
+    fn stall_retry_tick(&self) -> PollStatus {
+        if self.stalled.borrow().is_empty() {
+            if let Some(id) = self.stall_poller.take() {
+                keel_reactor::unregister_poller(id);
+            }
+            return PollStatus::Idle;
+        }
+        self.retry_stalled();
+        if self.flush_dirty() {
             PollStatus::Busy
         } else {
             PollStatus::Idle
@@ -396,10 +445,12 @@ pub fn mark_dirty(token: u32) {
     }
 }
 
-/// A connection waits for a free slot or buffers: retry it on the next poll.
+/// A connection waits for a free slot or buffers: retry it on the next poll (interrupt mode:
+/// within [`STALL_RETRY`]).
 pub fn mark_stalled(token: u32) {
     if let Some(g) = current() {
         g.stalled.borrow_mut().push(token);
+        g.arm_stall_retry();
     }
 }
 

@@ -57,6 +57,10 @@ impl BdevBackend for ErrorBdev {
         io_type == IoType::Reset || self.base_bdev.backend().io_type_supported(io_type)
     }
 
+    fn unmap_reads_zeroes(&self) -> bool {
+        self.base_bdev.unmap_reads_zeroes()
+    }
+
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
         let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
         let desc = base
