@@ -210,6 +210,19 @@ impl<T> ModuleTable<T> {
     }
 }
 
+/// This core's channel to a stacked bdev's base, through the descriptor `open_base` gave it
+/// (NotFound once the base is gone).
+pub(crate) fn base_channel(
+    base: &Mutex<Option<BdevDesc>>,
+    base_name: &str,
+) -> Result<IoChannel, BdevError> {
+    let base = base.lock().unwrap_or_else(|p| p.into_inner());
+    let desc = base
+        .as_ref()
+        .ok_or_else(|| BdevError::NotFound(base_name.to_string()))?;
+    desc.get_io_channel()
+}
+
 /// Open `base` for writing and claim it for `module` on behalf of the stacked bdev `name`.
 /// When the base is hot-removed, `name` is unregistered, but only while `live` is true (set it
 /// once `name` is registered, clear it in `destruct`), so a stale event never removes a newer

@@ -36,6 +36,7 @@ fn to_rpc(e: NvmfError) -> RpcError {
     RpcError::errno(e.errno(), e.to_string())
 }
 
+/// A parameter of an nvmf method (rpc.py's flags have no long spelling of their own here).
 const fn p(
     name: &'static str,
     kind: ParamKind,
@@ -44,14 +45,10 @@ const fn p(
     short: Option<char>,
     help: &'static str,
 ) -> ParamSpec {
-    ParamSpec {
-        name,
-        kind,
-        required,
-        positional,
-        long: None,
-        short,
-        help,
+    if positional {
+        ParamSpec::positional(name, kind, required, help)
+    } else {
+        ParamSpec::option(name, kind, required, None, short, help)
     }
 }
 
@@ -1024,12 +1021,7 @@ static GET_CONTROLLERS: MethodSpec = MethodSpec {
 };
 
 fn need_subsys(nqn: &str) -> Result<std::sync::Arc<super::subsystem::Subsystem>, RpcError> {
-    state::subsystem(nqn).ok_or_else(|| {
-        RpcError::errno(
-            libc::ENODEV,
-            format!("Unable to find subsystem with NQN {nqn}"),
-        )
-    })
+    state::need_subsystem(nqn).map_err(to_rpc)
 }
 
 fn rpc_get_controllers(params: Option<Value>) -> HandlerFuture {

@@ -315,7 +315,8 @@ pub fn create_subsystem(nqn: &str, opts: SubsystemOpts) -> Result<(), NvmfError>
     Ok(())
 }
 
-fn need_subsystem(nqn: &str) -> Result<Arc<Subsystem>, NvmfError> {
+/// The subsystem `nqn`, or NotFound naming it (SPDK's message).
+pub(crate) fn need_subsystem(nqn: &str) -> Result<Arc<Subsystem>, NvmfError> {
     subsystem(nqn)
         .ok_or_else(|| NvmfError::NotFound(format!("Unable to find subsystem with NQN {nqn}")))
 }

@@ -12,7 +12,7 @@ mod latency;
 mod rpc;
 
 use self::latency::{Latencies, LatencyClass};
-use crate::modules::stack::{open_base, ModuleTable};
+use crate::modules::stack::{base_channel, open_base, ModuleTable};
 use crate::BackendChannel;
 use crate::{Bdev, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall, IoType, Uuid};
 use serde_json::json;
@@ -111,11 +111,7 @@ impl BdevBackend for DelayBdev {
     }
 
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let desc = base
-            .as_ref()
-            .ok_or_else(|| BdevError::NotFound(self.base_name.clone()))?;
-        let base_ch = desc.get_io_channel()?;
+        let base_ch = base_channel(&self.base, &self.base_name)?;
         let seed =
             keel_reactor::ticks() ^ (u64::from(keel_reactor::current_core().unwrap_or(0)) << 48);
         Ok(Box::new(channel::DelayChannel::new(

@@ -18,7 +18,7 @@ pub use self::inject::{ErrorKind, InjectTarget};
 pub use self::rpc::register_rpcs;
 
 use self::inject::{Injections, INJECT_TYPES};
-use crate::modules::stack::{open_base, wake_all_cores, ModuleTable};
+use crate::modules::stack::{base_channel, open_base, wake_all_cores, ModuleTable};
 use crate::{BackendChannel, Bdev, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall};
 use crate::{IoType, Uuid};
 use serde_json::json;
@@ -62,12 +62,8 @@ impl BdevBackend for ErrorBdev {
     }
 
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
-        let base = self.base.lock().unwrap_or_else(|p| p.into_inner());
-        let desc = base
-            .as_ref()
-            .ok_or_else(|| BdevError::NotFound(self.base_name.clone()))?;
         Ok(Box::new(channel::ErrorChannel::new(
-            desc.get_io_channel()?,
+            base_channel(&self.base, &self.base_name)?,
             Arc::clone(&self.injections),
             self.base_supports_reset,
         )))
