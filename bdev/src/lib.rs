@@ -12,15 +12,20 @@
 //! - `types`: I/O types, statuses, iovecs, errors.
 //! - `backend`: the traits a bdev module implements.
 //! - `registry`: names/aliases → bdevs, open descriptors, claims, hot-remove, unregister.
+//! - `examine`: modules that look at every new bdev (lvol, raid) and waiting for them.
 //! - `io_path`: HOT PATH — channels, descriptor pools, submission, deferred completion.
 //! - `stats`: per-core I/O counters and their aggregation.
 //! - `percore`: each core's per-bdev state (its channel, its counters).
 //! - `qos`: per-core rate limits (`bdev_set_qos_limit`).
-//! - `modules/`: `malloc`, `null`, `uring`, `delay`, `error`.
+//! - `modules/`: `malloc`, `null`, `uring`, `delay`, `error`, and `stack`, the helpers every
+//!   module that stacks on other bdevs uses (also the `keel-raid` crate).
+//! - `lvol/`: thin-provisioned logical volumes (lvstores, volumes, snapshots, clones).
 //! - `rpc`: the `bdev_*` JSON-RPC methods and the `bdev` config subsystem.
 
 mod backend;
+mod examine;
 mod io_path;
+pub mod lvol;
 pub mod modules;
 mod percore;
 mod qos;
@@ -32,6 +37,9 @@ mod testutil;
 mod types;
 
 pub use backend::{BackendChannel, BdevBackend, ConfigCall};
+pub use examine::{
+    examine_begin, examine_pending, register_examiner, wait_for_examine, ExamineGuard, Examiner,
+};
 pub use io_path::{IoCallback, IoChannel, IoRef};
 pub use registry::{
     bdev_names, get_bdev, open, register, unregister, Bdev, BdevDesc, BdevEvent, BdevInfo,

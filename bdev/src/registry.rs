@@ -407,6 +407,7 @@ pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, B
         bdev.backend().product_name(),
         info.uuid
     );
+    crate::examine::examine_new_bdev(&bdev);
     Ok(bdev)
 }
 

@@ -32,6 +32,7 @@ pub fn register() {
         crate::modules::uring::register_rpcs();
         crate::modules::delay::register_rpcs();
         crate::modules::error::register_rpcs();
+        crate::lvol::register_rpcs();
         keel_rpc::register_config_subsystem("bdev", save_config);
     });
 }
@@ -380,7 +381,7 @@ fn rpc_set_qos_limit(params: Option<Value>) -> HandlerFuture {
 
 static WAIT_EXAMINE_SPEC: MethodSpec = MethodSpec {
     name: "bdev_wait_for_examine",
-    help: "Wait until bdev modules have examined new bdevs (Keel examines synchronously: returns at once)",
+    help: "Wait until bdev modules (lvol, raid) have examined every registered bdev",
     params: &[],
     cli_rewrite: None,
 };
@@ -391,12 +392,15 @@ fn rpc_wait_for_examine(params: Option<Value>) -> HandlerFuture {
         #[serde(deny_unknown_fields)]
         struct NoParams {}
         let _: NoParams = keel_rpc::params::parse(params)?;
+        crate::wait_for_examine().await;
         Ok(Value::Bool(true))
     })
 }
 
 /// The `bdev` config subsystem: every bdev's creation call in registration order, then the
-/// `bdev_set_qos_limit` calls for bdevs with limits.
+/// `bdev_set_qos_limit` calls for bdevs with limits, then `bdev_wait_for_examine` (as SPDK
+/// writes it) so that a replay finds the bdevs examine brings back (lvols, assembled arrays)
+/// before later subsystems name them.
 fn save_config() -> Vec<Value> {
     let bdevs = crate::registry::all_bdevs();
     let mut calls: Vec<Value> = bdevs
@@ -412,6 +416,7 @@ fn save_config() -> Vec<Value> {
             calls.push(json!({ "method": "bdev_set_qos_limit", "params": params }));
         }
     }
+    calls.push(json!({ "method": "bdev_wait_for_examine" }));
     calls
 }
 

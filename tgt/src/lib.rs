@@ -13,6 +13,7 @@ pub const DEFAULT_NQN: &str = "nqn.2016-06.io.keel:default";
 pub fn register_rpcs() {
     keel_rpc::register_builtin_methods();
     keel_bdev::rpc::register();
+    keel_raid::register_rpcs();
     keel_nvmf::register_rpcs();
     keel_nvmf::tcp::register();
 }

@@ -4,5 +4,5 @@ pub mod delay;
 pub mod error;
 pub mod malloc;
 pub mod null;
-pub(crate) mod stack;
+pub mod stack;
 pub mod uring;

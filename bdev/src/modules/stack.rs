@@ -1,4 +1,5 @@
-//! Helpers shared by the stacked modules (`delay`, `error`) and by `uring`'s overflow queue.
+//! Helpers shared by the stacked modules (`delay`, `error`, `lvol`, the `keel-raid` crate) and by
+//! `uring`'s overflow queue.
 //!
 //! - [`IoQueue`]: an intrusive FIFO of in-flight I/Os, linked through a `module_ctx` slot, so
 //!   holding or queueing an I/O never allocates.
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 /// The `module_ctx` slot an [`IoQueue`] uses to link I/Os. Modules that queue I/Os keep their
 /// own state in the other slots.
-pub(crate) const LINK_SLOT: usize = 7;
+pub const LINK_SLOT: usize = 7;
 
 /// An intrusive FIFO of in-flight I/Os (each I/O's successor is stored in its
 /// `module_ctx()[LINK_SLOT]`). `Copy` so it can live in a `Cell`.
@@ -24,7 +25,7 @@ pub(crate) const LINK_SLOT: usize = 7;
 /// Relies on `IoRef::into_raw` giving the same non-zero value (the descriptor's address) every
 /// time it is called for the same in-flight I/O, which is how the bdev layer implements it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct IoQueue {
+pub struct IoQueue {
     head: usize,
     tail: usize,
     len: usize,
@@ -32,7 +33,7 @@ pub(crate) struct IoQueue {
 
 impl IoQueue {
     /// An empty queue.
-    pub(crate) const fn new() -> IoQueue {
+    pub const fn new() -> IoQueue {
         IoQueue {
             head: 0,
             tail: 0,
@@ -41,12 +42,12 @@ impl IoQueue {
     }
 
     /// Whether the queue holds no I/O.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
     /// Append `io`.
-    pub(crate) fn push_back(&mut self, mut io: IoRef) {
+    pub fn push_back(&mut self, mut io: IoRef) {
         io.module_ctx()[LINK_SLOT] = 0;
         let raw = io.into_raw();
         debug_assert_ne!(raw, 0, "IoRef::into_raw returned 0");
@@ -64,7 +65,7 @@ impl IoQueue {
     }
 
     /// Put `io` at the front (e.g. a retry that failed again keeps its place).
-    pub(crate) fn push_front(&mut self, mut io: IoRef) {
+    pub fn push_front(&mut self, mut io: IoRef) {
         io.module_ctx()[LINK_SLOT] = self.head as u64;
         let raw = io.into_raw();
         debug_assert_ne!(raw, 0, "IoRef::into_raw returned 0");
@@ -76,7 +77,7 @@ impl IoQueue {
     }
 
     /// Take the oldest I/O.
-    pub(crate) fn pop_front(&mut self) -> Option<IoRef> {
+    pub fn pop_front(&mut self) -> Option<IoRef> {
         if self.head == 0 {
             return None;
         }
@@ -92,7 +93,7 @@ impl IoQueue {
     }
 
     /// Read `module_ctx()[slot]` of the oldest I/O without dequeuing it.
-    pub(crate) fn front_ctx(&self, slot: usize) -> Option<u64> {
+    pub fn front_ctx(&self, slot: usize) -> Option<u64> {
         if self.head == 0 {
             return None;
         }
@@ -106,7 +107,7 @@ impl IoQueue {
 
 /// Submit `io` to `base` as a child I/O with the same type and range: `cb` later receives
 /// `io.into_raw()` as its context. On failure the callback will not run and the I/O comes back.
-pub(crate) fn forward(
+pub fn forward(
     base: &IoChannel,
     io: IoRef,
     cb: IoCallback,
@@ -137,7 +138,7 @@ pub(crate) fn forward(
 
 /// The status a parent I/O gets when its child cannot be submitted (other than for lack of a
 /// descriptor, which is retried).
-pub(crate) fn submit_error_status(e: SubmitError) -> IoStatus {
+pub fn submit_error_status(e: SubmitError) -> IoStatus {
     match e {
         SubmitError::Removed => IoStatus::Aborted,
         _ => IoStatus::IoError,
@@ -145,7 +146,7 @@ pub(crate) fn submit_error_status(e: SubmitError) -> IoStatus {
 }
 
 /// Encode an [`IoStatus`] into a `module_ctx` slot.
-pub(crate) fn status_to_u64(s: IoStatus) -> u64 {
+pub fn status_to_u64(s: IoStatus) -> u64 {
     match s {
         IoStatus::Success => 0,
         IoStatus::IoError => 1,
@@ -156,7 +157,7 @@ pub(crate) fn status_to_u64(s: IoStatus) -> u64 {
 }
 
 /// Decode [`status_to_u64`] (unknown values read as an I/O error).
-pub(crate) fn status_from_u64(v: u64) -> IoStatus {
+pub fn status_from_u64(v: u64) -> IoStatus {
     match v {
         0 => IoStatus::Success,
         2 => IoStatus::Aborted,
@@ -167,13 +168,13 @@ pub(crate) fn status_from_u64(v: u64) -> IoStatus {
 }
 
 /// A module's table of the bdevs it created, by bdev name (control path only).
-pub(crate) struct ModuleTable<T> {
+pub struct ModuleTable<T> {
     map: Mutex<BTreeMap<String, Arc<T>>>,
 }
 
 impl<T> ModuleTable<T> {
     /// An empty table (usable in a `static`).
-    pub(crate) const fn new() -> Self {
+    pub const fn new() -> Self {
         ModuleTable {
             map: Mutex::new(BTreeMap::new()),
         }
@@ -185,12 +186,12 @@ impl<T> ModuleTable<T> {
     }
 
     /// Add (or replace) `name`.
-    pub(crate) fn insert(&self, name: &str, v: Arc<T>) {
+    pub fn insert(&self, name: &str, v: Arc<T>) {
         self.lock().insert(name.to_string(), v);
     }
 
     /// The entry for the bdev called (or aliased) `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<Arc<T>> {
+    pub fn get(&self, name: &str) -> Option<Arc<T>> {
         let canonical = crate::get_bdev(name).map(|b| b.name().to_string());
         let map = self.lock();
         canonical
@@ -199,7 +200,7 @@ impl<T> ModuleTable<T> {
     }
 
     /// Remove `name` if it still maps to `this` (a newer bdev may have reused the name).
-    pub(crate) fn remove_if_same(&self, name: &str, this: *const T) {
+    pub fn remove_if_same(&self, name: &str, this: *const T) {
         let mut map = self.lock();
         if map
             .get(name)
@@ -212,7 +213,7 @@ impl<T> ModuleTable<T> {
 
 /// This core's channel to a stacked bdev's base, through the descriptor `open_base` gave it
 /// (NotFound once the base is gone).
-pub(crate) fn base_channel(
+pub fn base_channel(
     base: &Mutex<Option<BdevDesc>>,
     base_name: &str,
 ) -> Result<IoChannel, BdevError> {
@@ -227,7 +228,7 @@ pub(crate) fn base_channel(
 /// When the base is hot-removed, `name` is unregistered, but only while `live` is true (set it
 /// once `name` is registered, clear it in `destruct`), so a stale event never removes a newer
 /// bdev that reuses the name.
-pub(crate) fn open_base(
+pub fn open_base(
     base: &str,
     module: &'static str,
     name: &str,
@@ -260,7 +261,7 @@ pub(crate) fn open_base(
 
 /// Whether the calling reactor runs in interrupt mode (its untimed pollers, hence bdev channel
 /// polls, only run when something wakes it). Control path: reads the reactors' stats.
-pub(crate) fn interrupt_mode_here() -> bool {
+pub fn interrupt_mode_here() -> bool {
     let Some(core) = keel_reactor::current_core() else {
         return false;
     };
@@ -272,7 +273,7 @@ pub(crate) fn interrupt_mode_here() -> bool {
 /// Wake every reactor once (a no-op message) when some run in interrupt mode, so channels that
 /// must notice a shared state change (an injection cleared, a reset) poll soon. Off the
 /// steady-state path: used for clears and resets only.
-pub(crate) fn wake_all_cores() {
+pub fn wake_all_cores() {
     if keel_reactor::reactor_stats()
         .iter()
         .any(|s| s.interrupt_mode)
