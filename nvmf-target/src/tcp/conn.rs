@@ -175,6 +175,9 @@ struct State {
     /// Slots not free.
     outstanding: usize,
     epollout: bool,
+    /// Interrupt mode: EPOLLIN is off while the receive machine is blocked (see
+    /// [`Conn::park_reads`]).
+    reads_parked: bool,
     /// Blocked on a free slot or pool buffers: retried every poll.
     stalled: bool,
     /// Slot whose data the machine is receiving, and the length of that PDU's data.
@@ -209,6 +212,10 @@ pub struct Conn {
     dirty: Cell<bool>,
     /// The host must have connected its queue (ICReq, then Fabrics Connect) by then.
     connect_deadline: Instant,
+    /// Interrupt mode: stop watching for input while the receive machine is blocked, so
+    /// unread bytes do not wake the reactor on every iteration (the group's stall poller
+    /// retries instead). Busy mode leaves the interest set alone (no extra syscalls).
+    park_when_stalled: bool,
 }
 
 fn empty_iov() -> libc::iovec {
@@ -219,7 +226,8 @@ fn empty_iov() -> libc::iovec {
 }
 
 impl Conn {
-    /// A connection for `sock` (already non-blocking) accepted on `listen`.
+    /// A connection for `sock` (already non-blocking) accepted on `listen`;
+    /// `park_when_stalled` in interrupt mode (see [`Conn::park_reads`]).
     pub fn new(
         sock: TcpStream,
         token: u32,
@@ -227,6 +235,7 @@ impl Conn {
         listen: ListenAddr,
         cfg: ConnConfig,
         connect_deadline: Instant,
+        park_when_stalled: bool,
     ) -> Rc<Conn> {
         let peer = sock
             .peer_addr()
@@ -261,6 +270,7 @@ impl Conn {
                 refresh_q: false,
                 outstanding: 0,
                 epollout: false,
+                reads_parked: false,
                 stalled: false,
                 cur_data: None,
                 r2t_held: 0,
@@ -269,6 +279,7 @@ impl Conn {
             }),
             dirty: Cell::new(false),
             connect_deadline,
+            park_when_stalled,
         });
         let weak: Weak<dyn QpairTransport> = Rc::downgrade(&conn) as Weak<dyn QpairTransport>;
         let _ = conn.qpair.set(Qpair::new(listen, weak));
@@ -368,7 +379,13 @@ impl Conn {
                     Action::NeedMore => break,
                     Action::Execute(req) => self.qpair().execute(req),
                     Action::Stall => {
-                        self.st.borrow_mut().stalled = true;
+                        {
+                            let mut st = self.st.borrow_mut();
+                            st.stalled = true;
+                            // The unread bytes stay in the socket until a slot or buffers
+                            // free up: stop being woken by them.
+                            self.park_reads(&mut st, true);
+                        }
                         group::mark_stalled(self.token);
                         self.flush();
                         return;
@@ -399,12 +416,35 @@ impl Conn {
                 }
             }
         }
-        if self.st.borrow().pool_wait {
-            // Queued writes found the pool empty: retry them next poll.
-            self.st.borrow_mut().stalled = true;
-            group::mark_stalled(self.token);
+        {
+            let mut st = self.st.borrow_mut();
+            // The receive machine moves again: watch the socket again.
+            self.park_reads(&mut st, false);
+            if st.pool_wait {
+                // Queued writes found the pool empty: retry them next poll. Reading goes on
+                // (the data of writes already granted frees buffers), so input stays watched.
+                st.stalled = true;
+                drop(st);
+                group::mark_stalled(self.token);
+            }
         }
         self.flush();
+    }
+
+    /// The socket reported an error or a hang-up. A connection whose receive machine is
+    /// blocked would not read (and so not see the error) until it resumes, and the level-
+    /// triggered event would fire on every poll meanwhile: the peer is gone, close it.
+    /// Otherwise read as usual (the read reports the error or the end of the stream).
+    pub fn on_hangup(self: &Rc<Self>) {
+        if self.st.borrow().reads_parked {
+            log::info!(
+                "nvmf/tcp: {}: socket error or hang-up while stalled; closing the connection",
+                self.peer
+            );
+            self.close();
+        } else {
+            self.on_readable();
+        }
     }
 
     /// One read from the socket into the staging buffer or straight into the data buffers.
@@ -1045,7 +1085,18 @@ impl Conn {
     fn want_out(&self, st: &mut State, on: bool) {
         if st.epollout != on {
             st.epollout = on;
-            group::set_epollout(self.sock.as_raw_fd(), self.token, on);
+            group::set_interest(self.sock.as_raw_fd(), self.token, !st.reads_parked, on);
+        }
+    }
+
+    /// Interrupt mode only: drop (`park`) or restore EPOLLIN in the connection's interest set.
+    /// A blocked receive machine leaves bytes unread; with EPOLLIN on, the level-triggered
+    /// socket would wake the reactor on every iteration while nothing can progress. Errors and
+    /// hang-ups are still reported (epoll always does); EPOLLOUT is kept as it is.
+    fn park_reads(&self, st: &mut State, park: bool) {
+        if self.park_when_stalled && st.reads_parked != park {
+            st.reads_parked = park;
+            group::set_interest(self.sock.as_raw_fd(), self.token, !park, st.epollout);
         }
     }
 

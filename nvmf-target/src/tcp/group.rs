@@ -10,6 +10,10 @@
 //! A stalled connection (no free request slot, or the buffer pool empty) retries on every poll.
 //! In interrupt mode that retry alone does not count as work, so the reactor can sleep: a
 //! timed poller (every [`STALL_RETRY`]) retries instead, registered while connections stall.
+//! There, a connection whose receive machine is blocked also drops EPOLLIN from its interest
+//! set until it resumes: the bytes it leaves unread would otherwise keep the (level-triggered)
+//! socket ready and wake the reactor on every iteration. Busy mode keeps EPOLLIN (no extra
+//! `epoll_ctl` per stall).
 //!
 //! A slow timed poller closes connections that have not connected their queue (ICReq, then
 //! Fabrics Connect) within [`connect_timeout`], so idle sockets cannot pile up.
@@ -197,7 +201,15 @@ pub fn add_connection(sock: TcpStream, listen: ListenAddr, cfg: ConnConfig, tran
     };
     let fd = sock.as_raw_fd();
     let deadline = Instant::now() + connect_timeout();
-    let conn = Conn::new(sock, token, transport_id, listen, cfg, deadline);
+    let conn = Conn::new(
+        sock,
+        token,
+        transport_id,
+        listen,
+        cfg,
+        deadline,
+        g.interrupt_mode,
+    );
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: token as u64,
@@ -259,7 +271,9 @@ impl Group {
             if mask & libc::EPOLLOUT as u32 != 0 {
                 conn.flush();
             }
-            if mask & (libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+            if mask & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                conn.on_hangup();
+            } else if mask & libc::EPOLLIN as u32 != 0 {
                 conn.on_readable();
             }
         }
@@ -468,15 +482,29 @@ pub fn request_close(token: u32) {
     }
 }
 
-/// Watch (or stop watching) a connection for writability.
-pub fn set_epollout(fd: i32, token: u32, on: bool) {
+/// Set what a connection's socket is watched for: input (`read`, off while a stalled
+/// connection is parked in interrupt mode) and writability (`write`, while output is pending).
+/// Errors and hang-ups are always reported.
+pub fn set_interest(fd: i32, token: u32, read: bool, write: bool) {
     let Some(g) = current() else { return };
+    let mut events = 0;
+    if read {
+        events |= libc::EPOLLIN as u32;
+    }
+    if write {
+        events |= libc::EPOLLOUT as u32;
+    }
     let mut ev = libc::epoll_event {
-        events: libc::EPOLLIN as u32 | if on { libc::EPOLLOUT as u32 } else { 0 },
+        events,
         u64: token as u64,
     };
     // SAFETY: valid fds and event.
-    unsafe { libc::epoll_ctl(g.epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) };
+    if unsafe { libc::epoll_ctl(g.epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) } < 0 {
+        log::error!(
+            "nvmf/tcp: cannot change the events watched on a connection: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Stop watching a connection's socket (before it closes).
@@ -500,6 +528,18 @@ pub fn close_all(transport_id: u64, wait: Arc<ShutdownWait>) {
         Some(g) => g.close_all(transport_id, wait),
         None => wait.arrive(),
     }
+}
+
+/// Number of connections on this core waiting for a request slot or pool buffers.
+pub fn stalled_count() -> usize {
+    current().map_or(0, |g| {
+        g.conns
+            .borrow()
+            .iter()
+            .flatten()
+            .filter(|c| c.stalled())
+            .count()
+    })
 }
 
 /// Number of live (not yet freed) connections on this core.

@@ -7,6 +7,9 @@
 //! - `conn`: one connection: request slots, R2T/H2CData, C2HData/CapsuleResp, gathered sends.
 //! - `group`: the per-core poll group (one epoll set, one poller, batched I/O).
 //! - `listener`: [`TcpTransport`], listeners and the round-robin accept poller.
+//!
+//! Why epoll and not io_uring for the sockets: measured (`perf/socket-layer.sh`), see
+//! `SOCKET_LAYER.md` beside this file.
 
 mod conn;
 mod group;
@@ -35,4 +38,10 @@ pub use group::{connect_timeout, set_connect_timeout, DEFAULT_CONNECT_TIMEOUT};
 /// Live NVMe/TCP connections on the calling core (for tests and stats).
 pub fn connections_on_this_core() -> usize {
     group::connection_count()
+}
+
+/// NVMe/TCP connections on the calling core that wait for a request slot or pool buffers
+/// (for tests and stats).
+pub fn stalled_connections_on_this_core() -> usize {
+    group::stalled_count()
 }
