@@ -104,8 +104,8 @@ pub async fn wait_for_examine() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::future::Future;
+    use std::sync::Arc;
     use std::task::{Context, Wake};
 
     struct Flag(std::sync::atomic::AtomicBool);

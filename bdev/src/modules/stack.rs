@@ -107,11 +107,7 @@ impl IoQueue {
 
 /// Submit `io` to `base` as a child I/O with the same type and range: `cb` later receives
 /// `io.into_raw()` as its context. On failure the callback will not run and the I/O comes back.
-pub fn forward(
-    base: &IoChannel,
-    io: IoRef,
-    cb: IoCallback,
-) -> Result<(), (IoRef, SubmitError)> {
+pub fn forward(base: &IoChannel, io: IoRef, cb: IoCallback) -> Result<(), (IoRef, SubmitError)> {
     let io_type = io.io_type();
     let offset = io.offset_blocks();
     let num = io.num_blocks();
@@ -170,6 +166,12 @@ pub fn status_from_u64(v: u64) -> IoStatus {
 /// A module's table of the bdevs it created, by bdev name (control path only).
 pub struct ModuleTable<T> {
     map: Mutex<BTreeMap<String, Arc<T>>>,
+}
+
+impl<T> Default for ModuleTable<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T> ModuleTable<T> {
