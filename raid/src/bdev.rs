@@ -1,0 +1,438 @@
+//! Control path: creating, deleting and registering raid bdevs; members joining (add), leaving
+//! (remove, hot-remove); the bdev layer's backend of a raid bdev.
+
+use crate::array::{lock, MemberState, RaidArray, MAX_MEMBERS};
+use crate::channel::{Chan, RaidChannel};
+use crate::geometry::Geometry;
+use crate::level::RaidLevel;
+use keel_bdev::{
+    BackendChannel, Bdev, BdevBackend, BdevDesc, BdevError, BdevEvent, BdevInfo, ConfigCall,
+    IoType, Uuid,
+};
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+
+/// Product name reported by `bdev_get_bdevs` (SPDK's).
+pub const PRODUCT_NAME: &str = "Raid Volume";
+/// Module name used for claims.
+pub const MODULE: &str = "raid";
+/// raid1 region (serialization and rebuild unit), bytes.
+const RAID1_REGION_BYTES: u64 = 64 * 1024;
+/// Largest strip for raid5 (parity buffers come from the pool's largest class).
+const MAX_RAID5_STRIP_BYTES: u64 = keel_reactor::pool::MAX_CLASS as u64;
+
+/// Every array known (registered or still assembling).
+static ARRAYS: Mutex<Vec<Arc<RaidArray>>> = Mutex::new(Vec::new());
+
+/// All arrays (control path).
+pub fn arrays() -> Vec<Arc<RaidArray>> {
+    lock(&ARRAYS).clone()
+}
+
+/// The array called `name`.
+pub fn find(name: &str) -> Option<Arc<RaidArray>> {
+    lock(&ARRAYS).iter().find(|a| a.name == name).cloned()
+}
+
+/// The `bdev_raid_create` parameters.
+#[derive(Debug, Clone)]
+pub struct CreateConfig {
+    /// Array (bdev) name.
+    pub name: String,
+    /// Level.
+    pub level: RaidLevel,
+    /// Member bdev names, in slot order.
+    pub base_bdevs: Vec<String>,
+    /// Strip size in KiB (default 64 for striped levels; must be absent or 0 for raid1).
+    pub strip_size_kb: Option<u32>,
+    /// UUID of the array (random when `None`).
+    pub uuid: Option<Uuid>,
+    /// Write a superblock on every member.
+    pub superblock: bool,
+}
+
+/// The bdev layer's backend of one raid bdev.
+pub(crate) struct RaidBdev {
+    pub array: Arc<RaidArray>,
+    unmap: bool,
+}
+
+impl BdevBackend for RaidBdev {
+    fn product_name(&self) -> &'static str {
+        PRODUCT_NAME
+    }
+
+    fn io_type_supported(&self, io_type: IoType) -> bool {
+        match io_type {
+            IoType::Read | IoType::Write | IoType::Flush | IoType::Reset => true,
+            IoType::Unmap | IoType::WriteZeroes => self.unmap,
+        }
+    }
+
+    fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
+        Ok(Box::new(RaidChannel {
+            chan: Chan::new(Arc::clone(&self.array)),
+        }))
+    }
+
+    fn driver_specific(&self) -> Value {
+        json!({ "raid": crate::rpc::array_json(&self.array) })
+    }
+
+    fn config_call(&self, _info: &BdevInfo) -> Option<ConfigCall> {
+        let a = &self.array;
+        if a.superblock {
+            return None; // comes back from the members' superblocks
+        }
+        let names: Vec<String> = a.members.iter().filter_map(|m| m.bdev_name()).collect();
+        let mut p = json!({
+            "name": a.name,
+            "raid_level": a.level().as_str(),
+            "base_bdevs": names,
+            "uuid": a.uuid.to_string(),
+            "superblock": false,
+        });
+        if a.level().uses_strips() {
+            p["strip_size_kb"] = json!(a.geo.strip_blocks * u64::from(a.block_size) / 1024);
+        }
+        Some(ConfigCall {
+            method: "bdev_raid_create".into(),
+            params: p,
+        })
+    }
+
+    fn destruct(&self) {
+        let a = &self.array;
+        a.stopping.store(true, Ordering::Release);
+        a.registered.store(false, Ordering::Release);
+        lock(&ARRAYS).retain(|x| !Arc::ptr_eq(x, a));
+        for m in &a.members {
+            drop(lock(&m.desc).take());
+        }
+        log::info!("raid bdev {} destroyed, members released", a.name);
+    }
+}
+
+/// Open and claim member `name` for slot `slot` of `array` (hot-remove goes to
+/// [`member_removed`]).
+fn open_member(array: &Arc<RaidArray>, slot: u32, name: &str) -> Result<BdevDesc, BdevError> {
+    let weak: Weak<RaidArray> = Arc::downgrade(array);
+    let desc = keel_bdev::open(name, true, move |ev| match ev {
+        BdevEvent::Remove => {
+            if let Some(a) = weak.upgrade() {
+                member_removed(&a, slot, "hot-removed");
+            }
+        }
+    })?;
+    desc.claim(MODULE)?;
+    Ok(desc)
+}
+
+/// Check a strip size and give it in blocks.
+fn strip_blocks(cfg: &CreateConfig, bs: u32) -> Result<u64, BdevError> {
+    let bs = u64::from(bs);
+    if cfg.level == RaidLevel::Raid1 {
+        if cfg.strip_size_kb.is_some_and(|s| s != 0) {
+            return Err(BdevError::Invalid(
+                "strip size not supported for raid1 (omit strip_size_kb or give 0)".into(),
+            ));
+        }
+        return Ok((RAID1_REGION_BYTES / bs).max(1));
+    }
+    let kb = u64::from(cfg.strip_size_kb.unwrap_or(64));
+    let bytes = kb * 1024;
+    if kb == 0 || !kb.is_power_of_two() || bytes % bs != 0 {
+        return Err(BdevError::Invalid(format!(
+            "strip_size_kb {kb} must be a power of two and a multiple of the block size {bs}"
+        )));
+    }
+    if cfg.level == RaidLevel::Raid5 && bytes > MAX_RAID5_STRIP_BYTES {
+        return Err(BdevError::Invalid(format!(
+            "strip_size_kb {kb} too large for raid5 (at most {} KiB)",
+            MAX_RAID5_STRIP_BYTES / 1024
+        )));
+    }
+    Ok(bytes / bs)
+}
+
+/// Create and register a raid bdev from existing member bdevs. Call on a reactor.
+pub async fn create(cfg: &CreateConfig) -> Result<Bdev, BdevError> {
+    if cfg.name.is_empty() {
+        return Err(BdevError::Invalid(
+            "raid bdev name must not be empty".into(),
+        ));
+    }
+    if keel_bdev::get_bdev(&cfg.name).is_some() || find(&cfg.name).is_some() {
+        return Err(BdevError::Exists(cfg.name.clone()));
+    }
+    let n = cfg.base_bdevs.len();
+    if n < cfg.level.min_members() || n > MAX_MEMBERS {
+        return Err(BdevError::Invalid(format!(
+            "{} needs {} to {MAX_MEMBERS} base bdevs, got {n}",
+            cfg.level,
+            cfg.level.min_members()
+        )));
+    }
+    for (i, b) in cfg.base_bdevs.iter().enumerate() {
+        if cfg.base_bdevs[..i].contains(b) {
+            return Err(BdevError::Invalid(format!("base bdev {b} given twice")));
+        }
+    }
+    let bases: Vec<Bdev> = cfg
+        .base_bdevs
+        .iter()
+        .map(|b| keel_bdev::get_bdev(b).ok_or_else(|| BdevError::NotFound(b.clone())))
+        .collect::<Result<_, _>>()?;
+    let bs = bases[0].info().block_size;
+    if let Some(b) = bases.iter().find(|b| b.info().block_size != bs) {
+        return Err(BdevError::Invalid(format!(
+            "base bdev {} has block size {}, {} has {bs}: all must match",
+            b.name(),
+            b.info().block_size,
+            bases[0].name()
+        )));
+    }
+    let strip = strip_blocks(cfg, bs)?;
+    let data_offset = if cfg.superblock {
+        crate::superblock::default_data_offset_blocks(bs)
+    } else {
+        0
+    };
+    let smallest = bases.iter().map(|b| b.info().num_blocks).min().unwrap_or(0);
+    let member_blocks = smallest.saturating_sub(data_offset) / strip * strip;
+    if member_blocks == 0 {
+        return Err(BdevError::Invalid(format!(
+            "base bdevs too small: {smallest} blocks leave no full strip after the {data_offset}-block data offset"
+        )));
+    }
+    let geo = Geometry {
+        level: cfg.level,
+        members: n as u32,
+        strip_blocks: strip,
+        member_blocks,
+    };
+    let uuid = cfg.uuid.unwrap_or_else(Uuid::new_random);
+    let array = Arc::new(RaidArray::new(
+        &cfg.name,
+        uuid,
+        geo,
+        bs,
+        data_offset,
+        cfg.superblock,
+    ));
+    for (slot, name) in cfg.base_bdevs.iter().enumerate() {
+        let desc = open_member(&array, slot as u32, name)?; // earlier descs drop with `array`
+        let m = &array.members[slot];
+        *lock(&m.name) = Some(desc.bdev().name().to_string());
+        *lock(&m.uuid) = Uuid::new_random();
+        *lock(&m.desc) = Some(desc);
+        m.set_state(MemberState::Active);
+    }
+    array.update_offline();
+    if cfg.superblock {
+        crate::sb_io::write_all(&array).await?;
+    }
+    register(&array).inspect_err(|_| {
+        for m in &array.members {
+            drop(lock(&m.desc).take());
+        }
+    })
+}
+
+/// Register an assembled array as a bdev.
+pub(crate) fn register(array: &Arc<RaidArray>) -> Result<Bdev, BdevError> {
+    let unmap = matches!(array.level(), RaidLevel::Raid0 | RaidLevel::Concat)
+        && array.member_bdevs().iter().all(|b| {
+            b.as_ref().is_some_and(|b| {
+                b.io_type_supported(IoType::Unmap) && b.io_type_supported(IoType::WriteZeroes)
+            })
+        });
+    let info = BdevInfo {
+        name: array.name.clone(),
+        aliases: Vec::new(),
+        uuid: array.uuid,
+        block_size: array.block_size,
+        num_blocks: array.geo.num_blocks(),
+    };
+    let backend = Arc::new(RaidBdev {
+        array: Arc::clone(array),
+        unmap,
+    });
+    lock(&ARRAYS).push(Arc::clone(array));
+    match keel_bdev::register(info, backend) {
+        Ok(b) => {
+            array.registered.store(true, Ordering::Release);
+            log::info!(
+                "raid bdev {} created: {}, {} members, strip {} blocks, {} blocks of {} bytes, superblock {}",
+                array.name,
+                array.level(),
+                array.members.len(),
+                array.geo.strip_blocks,
+                array.geo.num_blocks(),
+                array.block_size,
+                array.superblock
+            );
+            Ok(b)
+        }
+        Err(e) => {
+            lock(&ARRAYS).retain(|x| !Arc::ptr_eq(x, array));
+            Err(e)
+        }
+    }
+}
+
+/// Delete the raid bdev `name`; resolves once it is gone and its members released.
+pub async fn delete(name: &str) -> Result<(), BdevError> {
+    let a = find(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+    if a.registered.load(Ordering::Acquire) {
+        keel_bdev::unregister(&a.name).await
+    } else {
+        a.stopping.store(true, Ordering::Release);
+        lock(&ARRAYS).retain(|x| !Arc::ptr_eq(x, &a));
+        for m in &a.members {
+            drop(lock(&m.desc).take());
+        }
+        Ok(())
+    }
+}
+
+/// Every core drops (or takes) its channels to members that left (or joined); then `done`.
+fn refresh_everywhere(array: &Arc<RaidArray>, done: impl FnOnce() + Send + 'static) {
+    array.epoch.fetch_add(1, Ordering::AcqRel);
+    let id = array.id;
+    if let Err(e) = keel_reactor::for_each_core(move || Chan::refresh_local(id), done) {
+        log::warn!("raid {}: refreshing member channels: {e}", array.name);
+    }
+}
+
+/// A member is gone (hot-removed, or removed by RPC): the slot becomes missing, every core drops
+/// its channel to it, then the member is closed (and its claim released).
+pub(crate) fn member_removed(array: &Arc<RaidArray>, slot: u32, why: &str) {
+    let m = &array.members[slot as usize];
+    let Some(desc) = lock(&m.desc).take() else {
+        return;
+    };
+    m.set_state(MemberState::Missing);
+    let off = array.update_offline();
+    log::warn!(
+        "raid {}: member slot {slot} ({}) {why}; array {}",
+        array.name,
+        desc.bdev().name(),
+        if off { "offline" } else { "degraded" }
+    );
+    array.state_changed();
+    refresh_everywhere(array, move || drop(desc));
+}
+
+/// Remove member bdev `name` from its array (`bdev_raid_remove_base_bdev`).
+pub async fn remove_base_bdev(name: &str) -> Result<(), BdevError> {
+    let (array, slot) = arrays()
+        .into_iter()
+        .find_map(|a| a.slot_of(name).map(|s| (a, s)))
+        .ok_or_else(|| BdevError::NotFound(format!("{name} is not a raid member")))?;
+    if lock(&array.members[slot as usize].desc).is_none() {
+        return Err(BdevError::NotFound(format!(
+            "{name} is not open in raid {}",
+            array.name
+        )));
+    }
+    let (tx, rx) = keel_reactor::oneshot();
+    let m = &array.members[slot as usize];
+    let desc = lock(&m.desc).take();
+    m.set_state(MemberState::Missing);
+    let off = array.update_offline();
+    log::info!(
+        "raid {}: member slot {slot} ({name}) removed by request; array {}",
+        array.name,
+        if off { "offline" } else { "degraded" }
+    );
+    array.state_changed();
+    refresh_everywhere(&array, move || {
+        drop(desc);
+        tx.send(());
+    });
+    let _ = rx.await;
+    Ok(())
+}
+
+/// Add bdev `base` to array `raid` in its first missing or failed slot and rebuild it
+/// (`bdev_raid_add_base_bdev`).
+pub async fn add_base_bdev(raid: &str, base: &str) -> Result<(), BdevError> {
+    let array = find(raid).ok_or_else(|| BdevError::NotFound(raid.to_string()))?;
+    if array.level().redundancy(array.members.len()) == 0 {
+        return Err(BdevError::Invalid(format!(
+            "raid {raid} ({}) has no redundancy: a member cannot be rebuilt",
+            array.level()
+        )));
+    }
+    if array.is_offline() {
+        return Err(BdevError::Invalid(format!(
+            "raid {raid} is offline: too many members lost to rebuild"
+        )));
+    }
+    if crate::array::lock(&array.process).is_some() {
+        return Err(BdevError::Invalid(format!(
+            "raid {raid} is already rebuilding"
+        )));
+    }
+    let slot = array
+        .members
+        .iter()
+        .find(|m| m.state() == MemberState::Missing)
+        .or_else(|| {
+            array
+                .members
+                .iter()
+                .find(|m| m.state() == MemberState::Failed)
+        })
+        .map(|m| m.slot)
+        .ok_or_else(|| {
+            BdevError::Invalid(format!("raid {raid} has no missing or failed member"))
+        })?;
+    let b = keel_bdev::get_bdev(base).ok_or_else(|| BdevError::NotFound(base.to_string()))?;
+    if b.info().block_size != array.block_size {
+        return Err(BdevError::Invalid(format!(
+            "{base} has block size {}, raid {raid} needs {}",
+            b.info().block_size,
+            array.block_size
+        )));
+    }
+    if b.info().num_blocks < array.data_offset + array.geo.member_blocks {
+        return Err(BdevError::Invalid(format!(
+            "{base} has {} blocks, raid {raid} needs {}",
+            b.info().num_blocks,
+            array.data_offset + array.geo.member_blocks
+        )));
+    }
+    // Close the failed member that held the slot, everywhere, first.
+    let old = lock(&array.members[slot as usize].desc).take();
+    if old.is_some() {
+        let (tx, rx) = keel_reactor::oneshot();
+        refresh_everywhere(&array, move || {
+            drop(old);
+            tx.send(());
+        });
+        let _ = rx.await;
+    }
+    let desc = open_member(&array, slot, base)?;
+    let m = &array.members[slot as usize];
+    *lock(&m.name) = Some(desc.bdev().name().to_string());
+    *lock(&m.uuid) = Uuid::new_random();
+    *lock(&m.desc) = Some(desc);
+    m.set_rebuilt(0);
+    m.set_state(MemberState::Rebuilding);
+    *lock(&array.process) = Some(crate::array::ProcessInfo {
+        target_slot: slot,
+        done_blocks: 0,
+        total_blocks: array.geo.member_blocks,
+        rate_blocks_per_sec: 0.0,
+    });
+    let (tx, rx) = keel_reactor::oneshot();
+    refresh_everywhere(&array, move || tx.send(()));
+    let _ = rx.await;
+    log::info!("raid {raid}: {base} added in slot {slot}, rebuild starting");
+    array.state_changed();
+    crate::rebuild::start(Arc::clone(&array), slot);
+    Ok(())
+}

@@ -1,0 +1,800 @@
+//! HOT PATH: a raid bdev's per-core channel — member channels, the host I/O bookkeeping, the
+//! pre-allocated stripe operations (raid5 and raid1 writes, degraded reads, rebuild) and the
+//! generic driver that runs them phase by phase.
+//!
+//! A stripe operation ([`StripeOp`]) covers one stripe (raid5) or one region (raid1). Its
+//! level-specific code ([`crate::raid5_write`], [`crate::raid5_read`], [`crate::raid1`],
+//! [`crate::rebuild`]) plans it — which member reads, which member writes, which pool buffers —
+//! and computes parity between the phases; this file takes the stripe token when the plan needs
+//! it, issues the member I/Os, retries what found no descriptor or buffer, replans after a
+//! member failure, and finishes.
+//!
+//! Nothing here allocates in steady state: the operations live in a slab made with the channel,
+//! the queues are intrusive or pre-sized, and member I/O contexts are the operation's address
+//! with the member slot in its low bits (operations are 64-byte aligned).
+//!
+//! Lifetimes: the bdev layer drops a channel only after every I/O submitted on it has finished
+//! (completions are deferred to the reactor loop), so a raw pointer to the channel's [`Chan`]
+//! stored in an I/O or an operation stays valid while that I/O is in flight.
+
+use crate::array::{RaidArray, MAX_MEMBERS};
+use crate::stripe_lock::{core_bit, StripeLocks};
+use keel_bdev::modules::stack::{status_from_u64, status_to_u64, IoQueue};
+use keel_bdev::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+use keel_reactor::pool::DmaBuf;
+use keel_reactor::PollStatus;
+use std::cell::{Cell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// Stripe operations per channel.
+pub const OPS_PER_CHANNEL: usize = 128;
+
+/// Host I/O `module_ctx` slot: children/operations outstanding (+1 while dispatching).
+pub(crate) const PENDING: usize = 0;
+/// Host I/O `module_ctx` slot: the worst status so far (encoded).
+pub(crate) const STATUS: usize = 1;
+/// Host I/O `module_ctx` slot: blocks already dispatched (resumes after waiting for an op).
+pub(crate) const NEXT: usize = 2;
+/// Host I/O `module_ctx` slot: the `Chan` pointer.
+pub(crate) const CHAN: usize = 3;
+/// Host I/O `module_ctx` slot: raid1 reads: members tried (bit mask).
+pub(crate) const TRIED: usize = 4;
+/// Host I/O `module_ctx` slot: raid1 reads: the member read now.
+pub(crate) const MEMBER: usize = 5;
+
+/// What a stripe operation does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    /// raid5 write of part of one stripe.
+    R5Write,
+    /// raid5 read of part of one stripe (direct, or through parity when a member is gone).
+    R5Read,
+    /// raid1 write of part of one region.
+    R1Write,
+    /// Rebuild one stripe/region of a member.
+    Rebuild,
+}
+
+/// Where the operation is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Needs its stripe token.
+    Token,
+    /// To be planned (or replanned after a member failure).
+    Plan,
+    /// Member reads in flight.
+    Read,
+    /// Member writes in flight.
+    Write,
+}
+
+/// Where a member I/O's data is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Src {
+    /// In the host's iovecs, from this byte offset (DMA-direct).
+    Host(usize),
+    /// In the operation's buffer for member `slot` (or [`PBUF`]), from this byte offset.
+    Buf(usize, usize),
+}
+
+/// `Src::Buf` index of the operation's parity/output buffer.
+pub(crate) const PBUF: usize = MAX_MEMBERS;
+
+/// One member I/O of a phase.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Child {
+    /// Member slot.
+    pub member: u32,
+    /// First block, relative to the member's data area.
+    pub lba: u64,
+    /// Blocks.
+    pub blocks: u64,
+    /// Data.
+    pub src: Src,
+}
+
+impl Child {
+    const EMPTY: Child = Child {
+        member: 0,
+        lba: 0,
+        blocks: 0,
+        src: Src::Host(0),
+    };
+}
+
+/// Most member I/Os in one phase.
+pub(crate) const MAX_CHILDREN: usize = 2 * MAX_MEMBERS;
+
+/// How a raid5 write (or read) was planned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Nothing planned yet.
+    None,
+    /// Read old data and parity, parity ^= old ^ new.
+    Rmw,
+    /// Read the untouched data, parity = XOR of all data.
+    Rcw,
+    /// A data member is gone and partly written: rebuild its old rows from parity, then Rcw.
+    ReconRcw,
+    /// The parity member is gone: write data only.
+    DataOnly,
+    /// Reads straight into the host's buffers.
+    DirectRead,
+    /// Reads with one piece rebuilt from parity.
+    ReconRead,
+}
+
+/// One stripe (raid5) or region (raid1) operation. 64-byte aligned: the low 6 bits of its
+/// address carry the member slot in member I/O contexts.
+#[repr(align(64))]
+pub(crate) struct StripeOp {
+    pub chan: *const Chan,
+    pub idx: u32,
+    /// The host I/O (`IoRef::into_raw`), or 0 for an internal operation.
+    pub host: usize,
+    /// Internal operations: called when done with `(done_ctx, status)`.
+    pub done_cb: Option<fn(usize, IoStatus)>,
+    pub done_ctx: usize,
+    pub kind: OpKind,
+    pub phase: Phase,
+    pub plan: Plan,
+    /// Stripe (raid5) or region (raid1).
+    pub unit: u64,
+    /// Part of the unit: raid5 data blocks `seg0..seg1` of the stripe; raid1 blocks of the
+    /// region.
+    pub seg0: u64,
+    pub seg1: u64,
+    /// Byte offset of `seg0` in the host's iovecs.
+    pub host_off: usize,
+    /// raid5: rows (in-strip blocks) the parity/buffers cover.
+    pub p0: u64,
+    pub p1: u64,
+    /// The member planned around (gone), or `u32::MAX`.
+    pub missing: u32,
+    /// Rebuild target slot.
+    pub target: u32,
+    pub holds_token: bool,
+    /// Set when a member I/O of the current phase failed.
+    pub failed: bool,
+    /// Member I/Os of the current phase not yet completed (+1 while issuing).
+    pub pending: u32,
+    /// Member I/Os of the current phase issued so far.
+    pub issued: u32,
+    pub reads: [Child; MAX_CHILDREN],
+    pub nreads: u32,
+    pub writes: [Child; MAX_CHILDREN],
+    pub nwrites: u32,
+    /// Old-data buffers by member slot, then the parity/output buffer at [`PBUF`].
+    pub bufs: [Option<DmaBuf>; MAX_MEMBERS + 1],
+}
+
+impl StripeOp {
+    fn new(chan: *const Chan, idx: u32) -> StripeOp {
+        StripeOp {
+            chan,
+            idx,
+            host: 0,
+            done_cb: None,
+            done_ctx: 0,
+            kind: OpKind::R5Write,
+            phase: Phase::Plan,
+            plan: Plan::None,
+            unit: 0,
+            seg0: 0,
+            seg1: 0,
+            host_off: 0,
+            p0: 0,
+            p1: 0,
+            missing: u32::MAX,
+            target: u32::MAX,
+            holds_token: false,
+            failed: false,
+            pending: 0,
+            issued: 0,
+            reads: [Child::EMPTY; MAX_CHILDREN],
+            nreads: 0,
+            writes: [Child::EMPTY; MAX_CHILDREN],
+            nwrites: 0,
+            bufs: std::array::from_fn(|_| None),
+        }
+    }
+
+    /// The channel.
+    #[inline]
+    pub fn chan<'a>(&self) -> &'a Chan {
+        // SAFETY: an operation only runs while its channel lives (module doc); callers do not
+        // keep the reference past the operation's current step.
+        unsafe { &*self.chan }
+    }
+
+    /// The host's iovecs (empty for internal operations).
+    #[inline]
+    pub fn host_iovs<'a>(&self) -> &'a [IoVec] {
+        if self.host == 0 {
+            return &[];
+        }
+        // SAFETY: `host` is the raw form of an in-flight host I/O that outlives this operation;
+        // the IoRef is turned back into its raw form before the borrow ends (no completion).
+        let io = unsafe { IoRef::from_raw(self.host) };
+        let (p, n) = {
+            let v = io.iovs();
+            (v.as_ptr(), v.len())
+        };
+        let _ = io.into_raw();
+        // SAFETY: the iovec array lives in the host I/O's descriptor, unchanged while in flight.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
+
+    /// Drop every buffer (back to the pool).
+    pub fn drop_bufs(&mut self) {
+        for b in &mut self.bufs {
+            *b = None;
+        }
+    }
+
+    /// The bytes of buffer `i`.
+    pub fn buf(&mut self, i: usize) -> &mut [u8] {
+        self.bufs[i].as_mut().map_or(&mut [], |b| b.as_mut_slice())
+    }
+
+    /// Take a pool buffer of `len` bytes into slot `i` (false: pool exhausted).
+    pub fn alloc_buf(&mut self, i: usize, len: usize) -> bool {
+        match keel_reactor::pool::alloc(len) {
+            Ok(b) => {
+                self.bufs[i] = Some(b);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    pub fn push_read(&mut self, c: Child) {
+        self.reads[self.nreads as usize] = c;
+        self.nreads += 1;
+    }
+
+    pub fn push_write(&mut self, c: Child) {
+        self.writes[self.nwrites as usize] = c;
+        self.nwrites += 1;
+    }
+}
+
+/// The result of planning.
+pub(crate) enum PlanResult {
+    /// Reads (maybe none) then writes (maybe none) as filled in.
+    Ready,
+    /// Needs the stripe token first (a read found a member gone).
+    NeedToken,
+    /// No buffer in the pool right now: retry later.
+    NoBuffer,
+    /// Cannot be done (array offline): finish with this status.
+    Fail(IoStatus),
+}
+
+/// One core's state for one array (shared by the bdev channel and, on the rebuild core, the
+/// rebuild).
+pub(crate) struct Chan {
+    pub array: Arc<RaidArray>,
+    /// Member channels by slot (None: no bdev, or removed).
+    members: RefCell<Vec<Option<IoChannel>>>,
+    epoch: Cell<u64>,
+    ops: Box<[UnsafeCell<StripeOp>]>,
+    free_ops: RefCell<Vec<u32>>,
+    /// Host I/Os waiting for a free operation.
+    host_wait: Cell<IoQueue>,
+    host_waiting: Cell<usize>,
+    /// Operations waiting for their stripe token.
+    parked: RefCell<VecDeque<u32>>,
+    /// Operations waiting for a member descriptor or a pool buffer.
+    stalled: RefCell<VecDeque<u32>>,
+    /// A token we may be waiting for was released.
+    token_retry: Cell<bool>,
+    /// raid1 read balancing.
+    pub rr: Cell<u32>,
+    my_bit: u64,
+}
+
+thread_local! {
+    /// This core's channels, by array id (for wake-ups and member refreshes).
+    static REGISTRY: RefCell<Vec<(u64, Weak<Chan>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Chan {
+    /// A channel on the calling core with channels to every present member.
+    pub fn new(array: Arc<RaidArray>) -> Rc<Chan> {
+        let core = keel_reactor::current_core().unwrap_or(0);
+        let chan = Rc::new_cyclic(|w: &Weak<Chan>| {
+            let me = w.as_ptr();
+            Chan {
+                members: RefCell::new(Vec::new()),
+                epoch: Cell::new(u64::MAX),
+                ops: (0..OPS_PER_CHANNEL)
+                    .map(|i| UnsafeCell::new(StripeOp::new(me, i as u32)))
+                    .collect(),
+                free_ops: RefCell::new((0..OPS_PER_CHANNEL as u32).rev().collect()),
+                host_wait: Cell::new(IoQueue::new()),
+                host_waiting: Cell::new(0),
+                parked: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
+                stalled: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
+                token_retry: Cell::new(false),
+                rr: Cell::new(0),
+                my_bit: core_bit(core),
+                array,
+            }
+        });
+        chan.refresh_members();
+        let id = chan.array.id;
+        REGISTRY.with(|r| {
+            let mut r = r.borrow_mut();
+            r.retain(|(_, w)| w.strong_count() > 0);
+            r.push((id, Rc::downgrade(&chan)));
+        });
+        chan
+    }
+
+    /// Re-sync member channels with the array when its membership changed.
+    #[inline]
+    pub fn check_epoch(&self) {
+        if self.epoch.get() != self.array.epoch.load(Ordering::Acquire) {
+            self.refresh_members();
+        }
+    }
+
+    /// Take channels to members that have a bdev, drop those of members that lost it.
+    pub fn refresh_members(&self) {
+        let epoch = self.array.epoch.load(Ordering::Acquire);
+        let mut members = self.members.borrow_mut();
+        members.resize_with(self.array.members.len(), || None);
+        for (slot, m) in self.array.members.iter().enumerate() {
+            let desc = crate::array::lock(&m.desc);
+            match desc.as_ref() {
+                None => members[slot] = None,
+                Some(d) => {
+                    let same = members[slot]
+                        .as_ref()
+                        .is_some_and(|c| c.bdev().name() == d.bdev().name());
+                    if !same {
+                        members[slot] = d.get_io_channel().ok();
+                    }
+                }
+            }
+        }
+        self.epoch.set(epoch);
+    }
+
+    /// Submit one member I/O. `Err(NoDescriptor)` is retried later; other errors mean the
+    /// member cannot take I/O.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_member(
+        &self,
+        member: u32,
+        io_type: IoType,
+        iovs: &[IoVec],
+        lba: u64,
+        blocks: u64,
+        cb: keel_bdev::IoCallback,
+        ctx: usize,
+    ) -> Result<(), SubmitError> {
+        let members = self.members.borrow();
+        let Some(ch) = members.get(member as usize).and_then(Option::as_ref) else {
+            return Err(SubmitError::Removed);
+        };
+        let lba = lba + self.array.data_offset;
+        match io_type {
+            IoType::Read => ch.read(iovs, lba, blocks, cb, ctx),
+            IoType::Write => ch.write(iovs, lba, blocks, cb, ctx),
+            IoType::Flush => ch.flush(cb, ctx),
+            IoType::Reset => ch.reset(cb, ctx),
+            IoType::Unmap => ch.unmap(lba, blocks, cb, ctx),
+            IoType::WriteZeroes => ch.write_zeroes(lba, blocks, cb, ctx),
+        }
+    }
+
+    /// Run `f` when member `member`'s channel next frees a descriptor (the back-pressure path;
+    /// allocates). Runs it at once when the member has no channel.
+    pub fn member_wait(&self, member: u32, f: impl FnOnce() + 'static) {
+        let members = self.members.borrow();
+        match members.get(member as usize).and_then(Option::as_ref) {
+            Some(ch) => ch.wait_for_descriptor(Box::new(f)),
+            None => {
+                drop(members);
+                f()
+            }
+        }
+    }
+
+    /// Whether the member has a channel here.
+    pub fn has_member(&self, member: u32) -> bool {
+        self.members
+            .borrow()
+            .get(member as usize)
+            .is_some_and(Option::is_some)
+    }
+
+    #[inline]
+    fn op(&self, idx: u32) -> *mut StripeOp {
+        self.ops[idx as usize].get()
+    }
+
+    /// A free operation, set up for `kind`.
+    #[inline]
+    pub fn take_op(&self, kind: OpKind) -> Option<*mut StripeOp> {
+        let idx = self.free_ops.borrow_mut().pop()?;
+        let p = self.op(idx);
+        // SAFETY: a free operation is referenced by nobody.
+        let op = unsafe { &mut *p };
+        op.host = 0;
+        op.done_cb = None;
+        op.kind = kind;
+        op.phase = Phase::Plan;
+        op.plan = Plan::None;
+        op.missing = u32::MAX;
+        op.target = u32::MAX;
+        op.holds_token = false;
+        op.failed = false;
+        op.pending = 0;
+        op.issued = 0;
+        op.nreads = 0;
+        op.nwrites = 0;
+        Some(p)
+    }
+
+    /// Wake this core's channels of array `id` (a released token may be ours).
+    pub fn wake_local(id: u64) {
+        REGISTRY.with(|r| {
+            for (aid, w) in r.borrow().iter() {
+                if *aid == id {
+                    if let Some(c) = w.upgrade() {
+                        c.token_retry.set(true);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Re-sync member channels of array `id` on this core (after a hot-remove or add).
+    pub fn refresh_local(id: u64) {
+        let chans: Vec<Rc<Chan>> = REGISTRY.with(|r| {
+            r.borrow()
+                .iter()
+                .filter(|(aid, _)| *aid == id)
+                .filter_map(|(_, w)| w.upgrade())
+                .collect()
+        });
+        for c in chans {
+            c.refresh_members();
+        }
+    }
+
+    /// Queue a host I/O that found no free operation.
+    pub fn wait_for_op(&self, io: IoRef) {
+        let mut q = self.host_wait.get();
+        q.push_back(io);
+        self.host_wait.set(q);
+        self.host_waiting.set(self.host_waiting.get() + 1);
+    }
+
+    /// Retry what waits: parked operations whose token was released, stalled operations,
+    /// host I/Os waiting for an operation. Returns whether anything moved.
+    pub fn poll_work(&self) -> bool {
+        let mut moved = false;
+        if self.token_retry.replace(false) {
+            let n = self.parked.borrow().len();
+            for _ in 0..n {
+                let Some(idx) = self.parked.borrow_mut().pop_front() else {
+                    break;
+                };
+                moved = true;
+                run(self.op(idx));
+            }
+        }
+        let n = self.stalled.borrow().len();
+        for _ in 0..n {
+            let Some(idx) = self.stalled.borrow_mut().pop_front() else {
+                break;
+            };
+            moved = true;
+            run(self.op(idx));
+        }
+        // Each waiting host I/O gets one try per poll (one that must wait again goes to the
+        // back), so this never spins.
+        for _ in 0..self.host_waiting.get() {
+            let mut q = self.host_wait.get();
+            let Some(io) = q.pop_front() else { break };
+            self.host_wait.set(q);
+            self.host_waiting.set(self.host_waiting.get() - 1);
+            moved = true;
+            crate::dispatch::resume(self, io);
+        }
+        moved
+    }
+}
+
+/// Drive an operation as far as it goes now.
+pub(crate) fn run(p: *mut StripeOp) {
+    // SAFETY: the operation is taken (not free) and only this core touches it; no other
+    // reference to it is live while `run` holds this one (member I/O completions re-enter
+    // through `member_done` only from the reactor loop).
+    let op = unsafe { &mut *p };
+    let chan = op.chan();
+    loop {
+        match op.phase {
+            Phase::Token => {
+                let bucket = StripeLocks::bucket(op.unit);
+                if !chan.array.locks.try_acquire(bucket, chan.my_bit) {
+                    chan.parked.borrow_mut().push_back(op.idx);
+                    return;
+                }
+                op.holds_token = true;
+                op.phase = Phase::Plan;
+            }
+            Phase::Plan => {
+                op.drop_bufs();
+                op.nreads = 0;
+                op.nwrites = 0;
+                op.failed = false;
+                let r = match op.kind {
+                    OpKind::R5Write => crate::raid5_write::plan(op),
+                    OpKind::R5Read => crate::raid5_read::plan(op),
+                    OpKind::R1Write => crate::raid1::plan_write(op),
+                    OpKind::Rebuild => crate::rebuild::plan(op),
+                };
+                match r {
+                    PlanResult::Ready => {
+                        op.phase = Phase::Read;
+                        op.issued = 0;
+                        op.pending = 0;
+                    }
+                    PlanResult::NeedToken => {
+                        op.phase = Phase::Token;
+                    }
+                    PlanResult::NoBuffer => {
+                        op.drop_bufs();
+                        chan.stalled.borrow_mut().push_back(op.idx);
+                        return;
+                    }
+                    PlanResult::Fail(s) => {
+                        finish(op, s);
+                        return;
+                    }
+                }
+            }
+            Phase::Read | Phase::Write => {
+                if !issue(op) {
+                    return; // stalled or in flight
+                }
+                // Every member I/O of the phase is done.
+                if !phase_done(op) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Issue the member I/Os of the current phase not yet issued. Returns true when the phase is
+/// complete (nothing left in flight), false when waiting for completions or a descriptor.
+fn issue(op: &mut StripeOp) -> bool {
+    let chan = op.chan();
+    let write = op.phase == Phase::Write;
+    let count = if write { op.nwrites } else { op.nreads };
+    let bs = chan.array.block_size as usize;
+    op.pending += 1; // issuing
+    while op.issued < count {
+        let c = if write {
+            op.writes[op.issued as usize]
+        } else {
+            op.reads[op.issued as usize]
+        };
+        let len = c.blocks as usize * bs;
+        let mut iovs = [IoVec::EMPTY; MAX_IOVS];
+        let n = match c.src {
+            Src::Host(off) => {
+                crate::geometry::sub_iovs(op.host_iovs(), off, len, &mut iovs).unwrap_or(0)
+            }
+            Src::Buf(i, off) => {
+                let b = op.buf(i);
+                iovs[0] = IoVec {
+                    base: b.as_mut_ptr().wrapping_add(off),
+                    len,
+                };
+                1
+            }
+        };
+        let ctx = op as *mut StripeOp as usize | c.member as usize;
+        let t = if write { IoType::Write } else { IoType::Read };
+        match chan.submit_member(c.member, t, &iovs[..n], c.lba, c.blocks, member_done, ctx) {
+            Ok(()) => op.pending += 1,
+            Err(SubmitError::NoDescriptor) => {
+                op.pending -= 1;
+                if op.pending == 0 {
+                    chan.stalled.borrow_mut().push_back(op.idx);
+                }
+                // else: the last completion of what is in flight re-runs `issue`.
+                return false;
+            }
+            Err(e) => {
+                op.failed = true;
+                note_member_failure(chan, c.member, &e);
+            }
+        }
+        op.issued += 1;
+    }
+    op.pending -= 1;
+    op.pending == 0
+}
+
+fn note_member_failure(chan: &Chan, member: u32, why: &dyn std::fmt::Display) {
+    chan.array.fail_member(member, &why.to_string());
+}
+
+/// A member I/O of an operation completed.
+fn member_done(ctx: usize, status: IoStatus) {
+    let p = (ctx & !63) as *mut StripeOp;
+    let member = (ctx & 63) as u32;
+    // SAFETY: `p` is an operation in flight on this core (its member I/O carried it).
+    let op = unsafe { &mut *p };
+    if status != IoStatus::Success {
+        op.failed = true;
+        let chan = op.chan();
+        chan.array
+            .fail_member(member, &format!("{:?} on a member I/O", status));
+    }
+    op.pending -= 1;
+    if op.pending > 0 {
+        return;
+    }
+    let count = if op.phase == Phase::Write {
+        op.nwrites
+    } else {
+        op.nreads
+    };
+    if op.issued < count {
+        // Issuing stopped for lack of a descriptor: go on now that one is free.
+        run(p);
+        return;
+    }
+    if phase_done(op) {
+        run(p);
+    }
+}
+
+/// The current phase finished. Returns true when `run` should continue with the next phase.
+fn phase_done(op: &mut StripeOp) -> bool {
+    let chan = op.chan();
+    match op.phase {
+        Phase::Read => {
+            if op.failed {
+                if chan.array.is_offline() {
+                    finish(op, IoStatus::IoError);
+                    return false;
+                }
+                op.phase = if op.kind == OpKind::R5Read && !op.holds_token {
+                    Phase::Token
+                } else {
+                    Phase::Plan
+                };
+                return true;
+            }
+            match op.kind {
+                OpKind::R5Write => crate::raid5_write::compute(op),
+                OpKind::R5Read => crate::raid5_read::compute(op),
+                OpKind::Rebuild => crate::rebuild::compute(op),
+                OpKind::R1Write => {}
+            }
+            op.phase = Phase::Write;
+            op.issued = 0;
+            op.pending = 0;
+            true
+        }
+        Phase::Write => {
+            let status = if op.kind == OpKind::Rebuild {
+                if op.failed {
+                    IoStatus::IoError
+                } else {
+                    crate::rebuild::written(op);
+                    IoStatus::Success
+                }
+            } else if op.failed && chan.array.is_offline() {
+                IoStatus::IoError
+            } else {
+                IoStatus::Success
+            };
+            finish(op, status);
+            false
+        }
+        _ => true,
+    }
+}
+
+/// The operation is over: give the token back, free buffers, tell the host I/O or the owner,
+/// free the operation.
+fn finish(op: &mut StripeOp, status: IoStatus) {
+    let chan = op.chan();
+    if op.holds_token {
+        op.holds_token = false;
+        let id = chan.array.id;
+        let me = keel_reactor::current_core();
+        chan.array
+            .locks
+            .release(StripeLocks::bucket(op.unit), |core| {
+                if Some(core) == me || me.is_none() {
+                    Chan::wake_local(id);
+                } else if keel_reactor::send_to(core, move || Chan::wake_local(id)).is_err() {
+                    log::warn!("raid: could not wake core {core} for a stripe token");
+                }
+            });
+    }
+    op.drop_bufs();
+    let host = std::mem::take(&mut op.host);
+    let cb = op.done_cb.take();
+    let ctx = op.done_ctx;
+    chan.free_ops.borrow_mut().push(op.idx);
+    if host != 0 {
+        child_done(host, status);
+    } else if let Some(cb) = cb {
+        cb(ctx, status);
+    }
+}
+
+/// Start a host I/O's bookkeeping (the dispatch bias included).
+#[inline]
+pub(crate) fn host_start(chan: &Chan, io: &mut IoRef) {
+    let c = io.module_ctx();
+    c[PENDING] = 1;
+    c[STATUS] = status_to_u64(IoStatus::Success);
+    c[NEXT] = 0;
+    c[CHAN] = chan as *const Chan as u64;
+}
+
+/// Record a child's completion on a host I/O (given as `into_raw`); completes it when it was
+/// the last. Also used to drop the dispatch bias.
+#[inline]
+pub(crate) fn child_done(host: usize, status: IoStatus) {
+    // SAFETY: `host` is the raw form of an in-flight host I/O of this core; it is turned back
+    // into the raw form unless it completes here (exactly once: the count reaches 0 once).
+    let mut io = unsafe { IoRef::from_raw(host) };
+    let c = io.module_ctx();
+    if status != IoStatus::Success && status_from_u64(c[STATUS]) == IoStatus::Success {
+        c[STATUS] = status_to_u64(status);
+    }
+    c[PENDING] -= 1;
+    if c[PENDING] == 0 {
+        let s = status_from_u64(c[STATUS]);
+        io.complete(s);
+    } else {
+        let _ = io.into_raw();
+    }
+}
+
+/// The callback of member I/Os that belong directly to a host I/O (raid0/concat, flush, reset).
+pub(crate) fn host_child_cb(ctx: usize, status: IoStatus) {
+    child_done(ctx, status);
+}
+
+/// The bdev layer's channel for a raid bdev.
+pub(crate) struct RaidChannel {
+    pub chan: Rc<Chan>,
+}
+
+impl BackendChannel for RaidChannel {
+    fn submit(&mut self, io: IoRef) {
+        crate::dispatch::submit(&self.chan, io);
+    }
+
+    fn poll(&mut self) -> PollStatus {
+        if self.chan.poll_work() {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    fn needs_poll(&self) -> bool {
+        true // waiting host I/Os and parked operations are retried from `poll`
+    }
+}

@@ -1,0 +1,260 @@
+//! Pure geometry: how array blocks map to member blocks for each level, raid5's rotating
+//! (left-symmetric) parity, and splitting a host iovec list along strip boundaries into
+//! sub-lists that point into the host's own memory (no copy).
+//!
+//! Member block numbers here are relative to the member's data area (the caller adds the data
+//! offset that the superblock reserves).
+
+use crate::level::RaidLevel;
+use keel_bdev::{IoVec, MAX_IOVS};
+
+/// The shape of an array. All members contribute `member_blocks` blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// RAID level.
+    pub level: RaidLevel,
+    /// Number of member slots.
+    pub members: u32,
+    /// Strip size in blocks (a power of two). For raid1 it is the rebuild/serialization region.
+    pub strip_blocks: u64,
+    /// Data blocks each member contributes (a multiple of `strip_blocks` for striped levels).
+    pub member_blocks: u64,
+}
+
+/// Where a run of array blocks lands on one member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Member slot.
+    pub member: u32,
+    /// First block on the member (relative to its data area).
+    pub member_lba: u64,
+    /// Blocks in the run.
+    pub blocks: u64,
+}
+
+impl Geometry {
+    /// Data strips per stripe: members for raid0/concat, members − 1 for raid5, 1 for raid1.
+    pub fn data_members(&self) -> u64 {
+        match self.level {
+            RaidLevel::Raid0 | RaidLevel::Concat => u64::from(self.members),
+            RaidLevel::Raid1 => 1,
+            RaidLevel::Raid5 => u64::from(self.members) - 1,
+        }
+    }
+
+    /// Blocks the array exposes.
+    pub fn num_blocks(&self) -> u64 {
+        self.data_members() * self.member_blocks
+    }
+
+    /// Data blocks in one stripe (raid0/raid5), one strip for the others.
+    pub fn stripe_data_blocks(&self) -> u64 {
+        match self.level {
+            RaidLevel::Raid0 | RaidLevel::Raid5 => self.data_members() * self.strip_blocks,
+            RaidLevel::Concat | RaidLevel::Raid1 => self.strip_blocks,
+        }
+    }
+
+    /// raid0 and concat: the member run that array block `lba` starts, at most `max` blocks
+    /// (it stops at the end of the strip, or of the member for concat).
+    pub fn map_linear(&self, lba: u64, max: u64) -> Extent {
+        match self.level {
+            RaidLevel::Concat => {
+                let member = lba / self.member_blocks;
+                let member_lba = lba % self.member_blocks;
+                Extent {
+                    member: member as u32,
+                    member_lba,
+                    blocks: max.min(self.member_blocks - member_lba),
+                }
+            }
+            _ => {
+                let strip = lba / self.strip_blocks;
+                let within = lba % self.strip_blocks;
+                let n = u64::from(self.members);
+                Extent {
+                    member: (strip % n) as u32,
+                    member_lba: (strip / n) * self.strip_blocks + within,
+                    blocks: max.min(self.strip_blocks - within),
+                }
+            }
+        }
+    }
+
+    /// raid5: the member holding parity for `stripe` (left-symmetric: the last member for
+    /// stripe 0, then one member to the left per stripe).
+    pub fn parity_member(&self, stripe: u64) -> u32 {
+        let n = u64::from(self.members);
+        (n - 1 - stripe % n) as u32
+    }
+
+    /// raid5: the member holding data strip `index` (0-based) of `stripe`: data starts right
+    /// after the parity member and wraps around.
+    pub fn data_member(&self, stripe: u64, index: u64) -> u32 {
+        let n = u64::from(self.members);
+        ((u64::from(self.parity_member(stripe)) + 1 + index) % n) as u32
+    }
+
+    /// raid5: which data strip of `stripe` member `member` holds (`None`: it holds parity).
+    pub fn data_index(&self, stripe: u64, member: u32) -> Option<u64> {
+        let n = u64::from(self.members);
+        let p = u64::from(self.parity_member(stripe));
+        let m = u64::from(member);
+        (m != p).then(|| (m + n - p - 1) % n)
+    }
+}
+
+/// Fill `out` with views of bytes `off..off + len` of `iovs` (pointers into the same memory,
+/// nothing copied) and return how many were used; `None` if `iovs` is shorter than that.
+/// At most as many views as `iovs` has elements, so `MAX_IOVS` always suffices.
+pub fn sub_iovs(
+    iovs: &[IoVec],
+    off: usize,
+    len: usize,
+    out: &mut [IoVec; MAX_IOVS],
+) -> Option<usize> {
+    let mut n = 0;
+    let complete = for_each_piece(iovs, off, len, |base, l| {
+        out[n] = IoVec { base, len: l };
+        n += 1;
+    });
+    complete.then_some(n)
+}
+
+/// Call `f(ptr, len)` for each contiguous piece of bytes `off..off + len` of `iovs`, in order.
+/// Returns false (after calling `f` for what exists) when `iovs` is shorter.
+pub fn for_each_piece(
+    iovs: &[IoVec],
+    mut off: usize,
+    mut len: usize,
+    mut f: impl FnMut(*mut u8, usize),
+) -> bool {
+    for v in iovs {
+        if len == 0 {
+            break;
+        }
+        if off >= v.len {
+            off -= v.len;
+            continue;
+        }
+        let take = (v.len - off).min(len);
+        // Pointer arithmetic only (wrapping_add needs no unsafe); the caller derefs.
+        f(v.base.wrapping_add(off), take);
+        off = 0;
+        len -= take;
+    }
+    len == 0
+}
+
+/// The single contiguous piece covering bytes `off..off + len` of `iovs`, if one iovec holds
+/// them all (the fast path of parity generation).
+pub fn contiguous(iovs: &[IoVec], mut off: usize, len: usize) -> Option<*mut u8> {
+    for v in iovs {
+        if off >= v.len {
+            off -= v.len;
+            continue;
+        }
+        return (v.len - off >= len).then(|| v.base.wrapping_add(off));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g(level: RaidLevel, members: u32) -> Geometry {
+        Geometry {
+            level,
+            members,
+            strip_blocks: 8,
+            member_blocks: 64,
+        }
+    }
+
+    #[test]
+    fn raid0_strips_rotate_over_members() {
+        let g = g(RaidLevel::Raid0, 3);
+        assert_eq!(g.num_blocks(), 192);
+        let e = g.map_linear(0, 100);
+        assert_eq!((e.member, e.member_lba, e.blocks), (0, 0, 8));
+        let e = g.map_linear(13, 100);
+        assert_eq!((e.member, e.member_lba, e.blocks), (1, 5, 3));
+        let e = g.map_linear(3 * 8 + 2, 1);
+        assert_eq!((e.member, e.member_lba, e.blocks), (0, 10, 1));
+    }
+
+    #[test]
+    fn concat_fills_members_in_order() {
+        let g = g(RaidLevel::Concat, 2);
+        let e = g.map_linear(60, 100);
+        assert_eq!((e.member, e.member_lba, e.blocks), (0, 60, 4));
+        let e = g.map_linear(64, 100);
+        assert_eq!((e.member, e.member_lba, e.blocks), (1, 0, 64));
+    }
+
+    #[test]
+    fn raid5_left_symmetric_layout() {
+        let g = g(RaidLevel::Raid5, 4);
+        assert_eq!(g.num_blocks(), 3 * 64);
+        // stripe 0: parity on 3, data 0,1,2; stripe 1: parity on 2, data 3,0,1; …
+        let layout: Vec<(u32, Vec<u32>)> = (0..5)
+            .map(|s| {
+                (
+                    g.parity_member(s),
+                    (0..3).map(|i| g.data_member(s, i)).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            layout,
+            vec![
+                (3, vec![0, 1, 2]),
+                (2, vec![3, 0, 1]),
+                (1, vec![2, 3, 0]),
+                (0, vec![1, 2, 3]),
+                (3, vec![0, 1, 2]),
+            ]
+        );
+        for s in 0..8 {
+            assert_eq!(g.data_index(s, g.parity_member(s)), None);
+            for i in 0..3 {
+                assert_eq!(g.data_index(s, g.data_member(s, i)), Some(i));
+            }
+        }
+    }
+
+    #[test]
+    fn sub_iovs_split_without_copying() {
+        let mut a = [0u8; 10];
+        let mut b = [0u8; 7];
+        let iovs = [
+            IoVec {
+                base: a.as_mut_ptr(),
+                len: 10,
+            },
+            IoVec {
+                base: b.as_mut_ptr(),
+                len: 7,
+            },
+        ];
+        let mut out = [IoVec::EMPTY; MAX_IOVS];
+        assert_eq!(sub_iovs(&iovs, 8, 5, &mut out), Some(2));
+        assert_eq!(out[0].base, a.as_mut_ptr().wrapping_add(8));
+        assert_eq!(out[0].len, 2);
+        assert_eq!(out[1].base, b.as_mut_ptr());
+        assert_eq!(out[1].len, 3);
+        assert_eq!(sub_iovs(&iovs, 10, 7, &mut out), Some(1));
+        assert_eq!(out[0].base, b.as_mut_ptr());
+        assert_eq!(sub_iovs(&iovs, 10, 8, &mut out), None, "past the end");
+        assert_eq!(
+            contiguous(&iovs, 2, 8),
+            Some(a.as_mut_ptr().wrapping_add(2))
+        );
+        assert_eq!(contiguous(&iovs, 2, 9), None);
+        assert_eq!(
+            contiguous(&iovs, 11, 6),
+            Some(b.as_mut_ptr().wrapping_add(1))
+        );
+    }
+}

@@ -1,0 +1,110 @@
+//! HOT PATH: raid0 and concat — a host I/O split along strip (or member) boundaries into member
+//! I/Os whose iovecs are views of the host's own iovecs; and flush/reset fanned out to every
+//! member (all levels).
+
+use crate::array::MemberState;
+use crate::channel::{host_child_cb, Chan, NEXT, PENDING};
+use crate::dispatch::{set_status, with_io};
+use crate::geometry::sub_iovs;
+use keel_bdev::{IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+
+/// Send each strip-sized piece of the host I/O to its member. Returns false when a member had
+/// no free descriptor (progress saved in `NEXT`; the I/O resumes from the channel's poll).
+pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
+    let (t, start, num, mut done) = with_io(raw, |io| {
+        (
+            io.io_type(),
+            io.offset_blocks(),
+            io.num_blocks(),
+            io.module_ctx()[NEXT],
+        )
+    });
+    let bs = chan.array.block_size as usize;
+    let geo = chan.array.geo;
+    let with_data = matches!(t, IoType::Read | IoType::Write);
+    let host_iovs: &[IoVec] = if with_data {
+        // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
+        with_io(raw, |io| {
+            let v = io.iovs();
+            unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
+        })
+    } else {
+        &[]
+    };
+    while done < num {
+        let e = geo.map_linear(start + done, num - done);
+        let mut iovs = [IoVec::EMPTY; MAX_IOVS];
+        let n = if with_data {
+            sub_iovs(
+                host_iovs,
+                done as usize * bs,
+                e.blocks as usize * bs,
+                &mut iovs,
+            )
+            .unwrap_or(0)
+        } else {
+            0
+        };
+        with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+        match chan.submit_member(
+            e.member,
+            t,
+            &iovs[..n],
+            e.member_lba,
+            e.blocks,
+            host_child_cb,
+            raw,
+        ) {
+            Ok(()) => {}
+            Err(SubmitError::NoDescriptor) => {
+                with_io(raw, |io| {
+                    let c = io.module_ctx();
+                    c[PENDING] -= 1;
+                    c[NEXT] = done;
+                });
+                return false;
+            }
+            Err(_) => {
+                with_io(raw, |io| io.module_ctx()[PENDING] -= 1);
+                set_status(raw, IoStatus::IoError);
+            }
+        }
+        done += e.blocks;
+    }
+    with_io(raw, |io| io.module_ctx()[NEXT] = done);
+    true
+}
+
+/// Flush or reset every member that has a channel here. Returns false when a member had no
+/// free descriptor (resumes from the next member).
+pub(crate) fn fan_out(chan: &Chan, raw: usize) -> bool {
+    let (t, mut next) = with_io(raw, |io| (io.io_type(), io.module_ctx()[NEXT]));
+    let n = chan.array.members.len() as u64;
+    while next < n {
+        let m = next as u32;
+        let usable = matches!(
+            chan.array.members[m as usize].state(),
+            MemberState::Active | MemberState::Rebuilding
+        );
+        if usable && chan.has_member(m) {
+            with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+            match chan.submit_member(m, t, &[], 0, 0, host_child_cb, raw) {
+                Ok(()) => {}
+                Err(SubmitError::NoDescriptor) => {
+                    with_io(raw, |io| {
+                        let c = io.module_ctx();
+                        c[PENDING] -= 1;
+                        c[NEXT] = next;
+                    });
+                    return false;
+                }
+                Err(_) => {
+                    // A member that takes no flush/reset (or is going away) is skipped.
+                    with_io(raw, |io| io.module_ctx()[PENDING] -= 1);
+                }
+            }
+        }
+        next += 1;
+    }
+    true
+}

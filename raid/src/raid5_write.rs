@@ -1,0 +1,346 @@
+//! HOT PATH: raid5 writes of any size and alignment, one stripe operation per stripe touched,
+//! each holding its stripe token.
+//!
+//! The data goes to the members straight from the host's iovecs; only parity is computed, by
+//! SIMD XOR over the host's buffers (and old data read into pool buffers) into a pool buffer.
+//! Parity covers the rows (in-strip blocks) `p0..p1` that the write touches in any strip.
+//!
+//! - Full stripe / reconstruct-write (RCW): read the untouched data rows, parity = XOR of all.
+//! - Read-modify-write (RMW): read the touched old data and old parity,
+//!   parity ^= old ^ new. The plan takes whichever reads fewer blocks.
+//! - Degraded: parity member gone → write data only; a gone data member not written → RMW; a gone
+//!   member written in full over the rows → RCW; written in part → rebuild its old rows from
+//!   parity first (ReconRcw).
+
+use crate::channel::{Child, Plan, PlanResult, Src, StripeOp, PBUF};
+use crate::geometry::{contiguous, for_each_piece};
+use crate::xor::{xor_gen, xor_into};
+use keel_bdev::IoStatus;
+
+/// The shape of one stripe operation's segment.
+pub(crate) struct Seg {
+    /// Strip size in blocks.
+    pub s: u64,
+    /// Data strips per stripe.
+    pub k: u64,
+    /// First and last data strip touched.
+    pub first: u64,
+    pub last: u64,
+    /// Parity member.
+    pub pm: u32,
+    /// Member blocks `..member_end` hold this stripe and every stripe before it.
+    pub member_end: u64,
+    /// Block size, bytes.
+    pub bs: usize,
+}
+
+impl Seg {
+    /// The segment of `op`.
+    pub fn of(op: &StripeOp) -> Seg {
+        let a = &op.chan().array;
+        let g = &a.geo;
+        let s = g.strip_blocks;
+        Seg {
+            s,
+            k: g.data_members(),
+            first: op.seg0 / s,
+            last: (op.seg1 - 1) / s,
+            pm: g.parity_member(op.unit),
+            member_end: (op.unit + 1) * s,
+            bs: a.block_size as usize,
+        }
+    }
+
+    /// Rows of data strip `i` the segment touches (empty when `i` is not touched).
+    pub fn touched(&self, op: &StripeOp, i: u64) -> (u64, u64) {
+        if i < self.first || i > self.last {
+            return (0, 0);
+        }
+        let lo = op.seg0.max(i * self.s) - i * self.s;
+        let hi = op.seg1.min((i + 1) * self.s) - i * self.s;
+        (lo, hi)
+    }
+
+    /// Byte offset in the host's iovecs of row `row` of data strip `i`.
+    pub fn host_off(&self, op: &StripeOp, i: u64, row: u64) -> usize {
+        op.host_off + ((i * self.s + row - op.seg0) as usize) * self.bs
+    }
+
+    /// Member block of row `row` in this stripe.
+    pub fn lba(&self, op: &StripeOp, row: u64) -> u64 {
+        op.unit * self.s + row
+    }
+}
+
+/// Find the member of this stripe that cannot be used, failing members that have no channel.
+/// `Err` when more than one is gone.
+pub(crate) fn gone_member(op: &StripeOp, seg: &Seg) -> Result<Option<u32>, ()> {
+    let chan = op.chan();
+    let a = &chan.array;
+    let mut gone = None;
+    for m in &a.members {
+        let mut ok = m.usable_below(seg.member_end);
+        if ok && !chan.has_member(m.slot) {
+            a.fail_member(m.slot, "no channel to the member");
+            ok = false;
+        }
+        if !ok {
+            if gone.is_some() {
+                return Err(());
+            }
+            gone = Some(m.slot);
+        }
+    }
+    Ok(gone)
+}
+
+/// Plan a stripe write.
+pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
+    let seg = Seg::of(op);
+    let a = &op.chan().array;
+    let g = a.geo;
+    if a.is_offline() {
+        return PlanResult::Fail(IoStatus::IoError);
+    }
+    let Ok(gone) = gone_member(op, &seg) else {
+        return PlanResult::Fail(IoStatus::IoError);
+    };
+    let (mut p0, mut p1, mut touched) = (u64::MAX, 0, 0);
+    for i in seg.first..=seg.last {
+        let (lo, hi) = seg.touched(op, i);
+        p0 = p0.min(lo);
+        p1 = p1.max(hi);
+        touched += hi - lo;
+    }
+    let rows = p1 - p0;
+    op.p0 = p0;
+    op.p1 = p1;
+    let rbytes = rows as usize * seg.bs;
+    let stripe = op.unit;
+    op.plan = match gone {
+        Some(m) if m == seg.pm => Plan::DataOnly,
+        Some(m) => {
+            let i = g.data_index(stripe, m).unwrap_or(0);
+            if i < seg.first || i > seg.last {
+                Plan::Rmw
+            } else if seg.touched(op, i) == (p0, p1) {
+                Plan::Rcw
+            } else {
+                Plan::ReconRcw
+            }
+        }
+        None => {
+            let rmw = touched + rows;
+            let rcw = seg.k * rows - touched;
+            if rcw <= rmw {
+                Plan::Rcw
+            } else {
+                Plan::Rmw
+            }
+        }
+    };
+    op.missing = gone.unwrap_or(u32::MAX);
+    let parity_src = match op.plan {
+        Plan::Rmw => {
+            for i in seg.first..=seg.last {
+                let m = g.data_member(stripe, i) as usize;
+                let (lo, hi) = seg.touched(op, i);
+                if !op.alloc_buf(m, rbytes) {
+                    return PlanResult::NoBuffer;
+                }
+                op.push_read(Child {
+                    member: m as u32,
+                    lba: seg.lba(op, lo),
+                    blocks: hi - lo,
+                    src: Src::Buf(m, (lo - p0) as usize * seg.bs),
+                });
+            }
+            let pm = seg.pm as usize;
+            if !op.alloc_buf(pm, rbytes) {
+                return PlanResult::NoBuffer;
+            }
+            op.push_read(Child {
+                member: seg.pm,
+                lba: seg.lba(op, p0),
+                blocks: rows,
+                src: Src::Buf(pm, 0),
+            });
+            Src::Buf(pm, 0)
+        }
+        Plan::Rcw | Plan::ReconRcw => {
+            let recon = op.plan == Plan::ReconRcw;
+            if !op.alloc_buf(PBUF, rbytes) {
+                return PlanResult::NoBuffer;
+            }
+            for i in 0..seg.k {
+                let m = g.data_member(stripe, i);
+                let mu = m as usize;
+                if m == op.missing {
+                    if recon && !op.alloc_buf(mu, rbytes) {
+                        return PlanResult::NoBuffer;
+                    }
+                    continue;
+                }
+                let (lo, hi) = seg.touched(op, i);
+                let ranges = if recon || lo == hi {
+                    [(p0, p1), (0, 0)]
+                } else {
+                    [(p0, lo.max(p0)), (hi.min(p1), p1)]
+                };
+                for (r0, r1) in ranges {
+                    if r1 <= r0 {
+                        continue;
+                    }
+                    if op.bufs[mu].is_none() && !op.alloc_buf(mu, rbytes) {
+                        return PlanResult::NoBuffer;
+                    }
+                    op.push_read(Child {
+                        member: m,
+                        lba: seg.lba(op, r0),
+                        blocks: r1 - r0,
+                        src: Src::Buf(mu, (r0 - p0) as usize * seg.bs),
+                    });
+                }
+            }
+            if recon {
+                let pm = seg.pm as usize;
+                if !op.alloc_buf(pm, rbytes) {
+                    return PlanResult::NoBuffer;
+                }
+                op.push_read(Child {
+                    member: seg.pm,
+                    lba: seg.lba(op, p0),
+                    blocks: rows,
+                    src: Src::Buf(pm, 0),
+                });
+            }
+            Src::Buf(PBUF, 0)
+        }
+        _ => Src::Host(0),
+    };
+    for i in seg.first..=seg.last {
+        let m = g.data_member(stripe, i);
+        if m == op.missing {
+            continue;
+        }
+        let (lo, hi) = seg.touched(op, i);
+        op.push_write(Child {
+            member: m,
+            lba: seg.lba(op, lo),
+            blocks: hi - lo,
+            src: Src::Host(seg.host_off(op, i, lo)),
+        });
+    }
+    if op.plan != Plan::DataOnly {
+        op.push_write(Child {
+            member: seg.pm,
+            lba: seg.lba(op, p0),
+            blocks: rows,
+            src: parity_src,
+        });
+    }
+    PlanResult::Ready
+}
+
+/// A mutable view of buffer `i` of `op` that does not borrow `op` (buffers are distinct
+/// allocations, so views of different buffers never overlap).
+pub(crate) fn view<'a>(op: &mut StripeOp, i: usize) -> &'a mut [u8] {
+    let b = op.buf(i);
+    // SAFETY: the buffer lives in `op.bufs[i]` until the operation drops it, after every use
+    // of the view (views are only used within one compute step); callers never take two views
+    // of the same buffer at once.
+    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr(), b.len()) }
+}
+
+/// XOR host bytes `off..off + dst.len()` into `dst`.
+pub(crate) fn xor_host(op: &StripeOp, off: usize, dst: &mut [u8]) {
+    let mut at = 0;
+    for_each_piece(op.host_iovs(), off, dst.len(), |p, l| {
+        // SAFETY: `p..p+l` lies in a host iovec, valid and not written by anyone while the
+        // host's write is in flight.
+        let src = unsafe { std::slice::from_raw_parts(p, l) };
+        xor_into(&mut dst[at..at + l], src);
+        at += l;
+    });
+}
+
+/// Compute parity once the reads are in.
+pub(crate) fn compute(op: &mut StripeOp) {
+    let seg = Seg::of(op);
+    let g = op.chan().array.geo;
+    let (p0, p1) = (op.p0, op.p1);
+    let bs = seg.bs;
+    let rbytes = (p1 - p0) as usize * bs;
+    let stripe = op.unit;
+    match op.plan {
+        Plan::Rmw => {
+            let parity = view(op, seg.pm as usize);
+            for i in seg.first..=seg.last {
+                let m = g.data_member(stripe, i) as usize;
+                let (lo, hi) = seg.touched(op, i);
+                let r = (lo - p0) as usize * bs..(hi - p0) as usize * bs;
+                let old = view(op, m);
+                xor_into(&mut parity[r.clone()], &old[r.clone()]);
+                xor_host(op, seg.host_off(op, i, lo), &mut parity[r]);
+            }
+        }
+        Plan::Rcw | Plan::ReconRcw => {
+            if op.plan == Plan::ReconRcw {
+                let gone = view(op, op.missing as usize);
+                let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
+                let mut n = 0;
+                for m in 0..g.members {
+                    if m != op.missing {
+                        srcs[n] = &view(op, m as usize)[..rbytes];
+                        n += 1;
+                    }
+                }
+                xor_gen(&mut gone[..rbytes], &srcs[..n]);
+            }
+            let parity = &mut view(op, PBUF)[..rbytes];
+            // Fast path: every strip written over all the rows from one contiguous host piece.
+            let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
+            let mut fast = true;
+            for i in 0..seg.k {
+                let (lo, hi) = seg.touched(op, i);
+                let piece = ((lo, hi) == (p0, p1))
+                    .then(|| contiguous(op.host_iovs(), seg.host_off(op, i, lo), rbytes))
+                    .flatten();
+                match piece {
+                    // SAFETY: a host iovec range, valid while the write is in flight.
+                    Some(p) => srcs[i as usize] = unsafe { std::slice::from_raw_parts(p, rbytes) },
+                    None => {
+                        fast = false;
+                        break;
+                    }
+                }
+            }
+            if fast {
+                xor_gen(parity, &srcs[..seg.k as usize]);
+                return;
+            }
+            parity.fill(0);
+            for i in 0..seg.k {
+                let m = g.data_member(stripe, i) as usize;
+                let (lo, hi) = seg.touched(op, i);
+                let old = view(op, m);
+                if lo < hi {
+                    let r = (lo - p0) as usize * bs..(hi - p0) as usize * bs;
+                    xor_host(op, seg.host_off(op, i, lo), &mut parity[r]);
+                }
+                for (r0, r1) in [(p0, lo.max(p0)), (hi.min(p1).max(p0), p1)] {
+                    if lo == hi {
+                        // Untouched strip: all rows are old data.
+                        xor_into(parity, &old[..rbytes]);
+                        break;
+                    }
+                    if r1 > r0 {
+                        let r = (r0 - p0) as usize * bs..(r1 - p0) as usize * bs;
+                        xor_into(&mut parity[r.clone()], &old[r]);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,273 @@
+//! Shared harness of the raid integration tests: one two-core reactor runtime per test binary,
+//! test bodies run as local tasks, async helpers to submit I/O, a reference model, and a test
+//! bdev that records the buffer addresses it is given.
+
+#![allow(dead_code)]
+
+use keel_bdev::{
+    BackendChannel, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall, IoCallback, IoChannel,
+    IoRef, IoStatus, IoType, IoVec, SubmitError, Uuid,
+};
+use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+use std::cell::{Cell, RefCell};
+use std::future::{poll_fn, Future};
+use std::rc::Rc;
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+static RUNTIME: OnceLock<()> = OnceLock::new();
+
+fn runtime() {
+    RUNTIME.get_or_init(|| {
+        let _ = env_logger::builder().is_test(true).try_init();
+        let opts = RuntimeOptions {
+            cpumask: CpuMask::parse("0x3").expect("mask"),
+            interrupt_mode: false,
+            pin_threads: false,
+        };
+        let rt = Runtime::start(opts, || {}).expect("start the reactor runtime");
+        std::mem::forget(rt);
+    });
+}
+
+/// The reactor cores (main core first).
+pub fn cores() -> Vec<u32> {
+    runtime();
+    keel_reactor::cores()
+}
+
+/// Run the future built by `make` on reactor `core` and return its output.
+pub fn run_on<T, F, Fut>(core: u32, make: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    runtime();
+    let (tx, rx) = mpsc::channel();
+    keel_reactor::spawn_on(core, move || async move {
+        let _ = tx.send(make().await);
+    })
+    .expect("spawn on reactor");
+    rx.recv_timeout(PATIENCE).expect("test task did not finish")
+}
+
+/// [`run_on`] the main core.
+pub fn run<T, F, Fut>(make: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    let main = cores()[0];
+    run_on(main, make)
+}
+
+struct Batch {
+    left: Cell<usize>,
+    statuses: RefCell<Vec<IoStatus>>,
+    waker: Cell<Option<Waker>>,
+}
+
+fn batch_cb(ctx: usize, status: IoStatus) {
+    // SAFETY: `ctx` is the `Rc::into_raw` taken in `one` for this I/O.
+    let b = unsafe { Rc::from_raw(ctx as *const Batch) };
+    b.statuses.borrow_mut().push(status);
+    b.left.set(b.left.get() - 1);
+    if let Some(w) = b.waker.take() {
+        w.wake();
+    }
+}
+
+/// Submit one I/O and wait for it (retrying while the channel has no descriptor).
+pub async fn one(submit: impl Fn(IoCallback, usize) -> Result<(), SubmitError>) -> IoStatus {
+    let b = Rc::new(Batch {
+        left: Cell::new(1),
+        statuses: RefCell::new(Vec::new()),
+        waker: Cell::new(None),
+    });
+    loop {
+        let ctx = Rc::into_raw(Rc::clone(&b)) as usize;
+        match submit(batch_cb, ctx) {
+            Ok(()) => break,
+            Err(SubmitError::NoDescriptor) => {
+                // SAFETY: not submitted; reclaim.
+                drop(unsafe { Rc::from_raw(ctx as *const Batch) });
+                yield_now().await;
+            }
+            Err(e) => panic!("submit failed: {e}"),
+        }
+    }
+    poll_fn(|cx| {
+        if b.left.get() == 0 {
+            Poll::Ready(b.statuses.borrow()[0])
+        } else {
+            b.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Let the reactor run one iteration.
+pub async fn yield_now() {
+    let mut y = false;
+    poll_fn(|cx| {
+        if y {
+            Poll::Ready(())
+        } else {
+            y = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// An iovec over a slice.
+pub fn iov(s: &mut [u8]) -> IoVec {
+    // SAFETY: tests keep the buffer alive and untouched until the I/O completes.
+    unsafe { IoVec::from_raw(s.as_mut_ptr(), s.len()) }
+}
+
+/// Split `buf` into iovecs at the given cut points (bytes).
+pub fn iovs_cut(buf: &mut [u8], cuts: &[usize]) -> Vec<IoVec> {
+    let mut v = Vec::new();
+    let mut at = 0;
+    let base = buf.as_mut_ptr();
+    for &c in cuts.iter().chain(std::iter::once(&buf.len())) {
+        if c > at && c <= buf.len() {
+            // SAFETY: a sub-range of `buf`, kept alive by the caller.
+            v.push(unsafe { IoVec::from_raw(base.add(at), c - at) });
+            at = c;
+        }
+    }
+    v
+}
+
+/// Open `name` read-write and take a channel on this core.
+pub fn open_rw(name: &str) -> (BdevDesc, IoChannel) {
+    let desc = keel_bdev::open(name, true, |_| {}).expect("open bdev");
+    let ch = desc.get_io_channel().expect("io channel");
+    (desc, ch)
+}
+
+/// Read `blocks` blocks at `lba` of `ch`.
+pub async fn read(ch: &IoChannel, lba: u64, blocks: u64) -> (IoStatus, Vec<u8>) {
+    let bs = ch.bdev().info().block_size as usize;
+    let mut buf = vec![0u8; blocks as usize * bs];
+    let v = [iov(&mut buf)];
+    let s = one(|cb, ctx| ch.read(&v, lba, blocks, cb, ctx)).await;
+    (s, buf)
+}
+
+/// Write `data` at `lba` of `ch` as the iovecs cut at `cuts`.
+pub async fn write(ch: &IoChannel, lba: u64, data: &mut [u8], cuts: &[usize]) -> IoStatus {
+    let bs = ch.bdev().info().block_size as usize;
+    let blocks = (data.len() / bs) as u64;
+    let v = iovs_cut(data, cuts);
+    one(|cb, ctx| ch.write(&v, lba, blocks, cb, ctx)).await
+}
+
+/// xorshift64*: deterministic test randomness.
+pub struct Rng(pub u64);
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn fill(&mut self, b: &mut [u8]) {
+        for x in b {
+            *x = self.next() as u8;
+        }
+    }
+}
+
+/// What a recording bdev saw: (type, iovec base address, length) per iovec.
+pub type Seen = Arc<Mutex<Vec<(IoType, usize, usize)>>>;
+
+/// A memory-backed bdev that records every iovec address it receives.
+pub struct RecordingBdev {
+    data: Arc<Mutex<Vec<u8>>>,
+    pub seen: Seen,
+    bs: usize,
+}
+
+struct RecordingChannel {
+    data: Arc<Mutex<Vec<u8>>>,
+    seen: Seen,
+    bs: usize,
+}
+
+impl BackendChannel for RecordingChannel {
+    fn submit(&mut self, io: IoRef) {
+        let t = io.io_type();
+        let mut off = io.offset_blocks() as usize * self.bs;
+        let mut data = self.data.lock().unwrap();
+        let mut seen = self.seen.lock().unwrap();
+        for v in io.iovs() {
+            seen.push((t, v.base as usize, v.len));
+            // SAFETY: the iovec is valid for the I/O's life (bdev layer contract).
+            let s = unsafe { std::slice::from_raw_parts_mut(v.base, v.len) };
+            match t {
+                IoType::Read => s.copy_from_slice(&data[off..off + v.len]),
+                IoType::Write => data[off..off + v.len].copy_from_slice(s),
+                _ => {}
+            }
+            off += v.len;
+        }
+        drop((data, seen));
+        io.complete(IoStatus::Success);
+    }
+}
+
+impl BdevBackend for RecordingBdev {
+    fn product_name(&self) -> &'static str {
+        "Recording disk"
+    }
+    fn io_type_supported(&self, t: IoType) -> bool {
+        matches!(
+            t,
+            IoType::Read | IoType::Write | IoType::Flush | IoType::Reset
+        )
+    }
+    fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
+        Ok(Box::new(RecordingChannel {
+            data: Arc::clone(&self.data),
+            seen: Arc::clone(&self.seen),
+            bs: self.bs,
+        }))
+    }
+    fn config_call(&self, _info: &BdevInfo) -> Option<ConfigCall> {
+        None
+    }
+}
+
+/// Register a recording bdev; returns what it will see.
+pub fn recording_bdev(name: &str, blocks: u64, bs: u32) -> Seen {
+    let seen: Seen = Arc::default();
+    let b = RecordingBdev {
+        data: Arc::new(Mutex::new(vec![0u8; blocks as usize * bs as usize])),
+        seen: Arc::clone(&seen),
+        bs: bs as usize,
+    };
+    keel_bdev::register(
+        BdevInfo {
+            name: name.into(),
+            aliases: Vec::new(),
+            uuid: Uuid::new_random(),
+            block_size: bs,
+            num_blocks: blocks,
+        },
+        Arc::new(b),
+    )
+    .expect("register recording bdev");
+    seen
+}
