@@ -1,3 +1,8 @@
 //! `keel-rdma`: the NVMe-oF RDMA transport (DESIGN.md §6, §9): hand-written bindings to
-//! Debian's rdma-core (libibverbs + librdmacm) with a small C shim for the inline verbs, a safe
-//! layer that owns every verbs object, and (later) the transport itself.
+//! Debian's rdma-core (libibverbs + librdmacm) with a small C shim for the inline verbs
+//! ([`ffi`]), a safe layer that owns every verbs object ([`verbs`]), the NVMe-oF RDMA CM
+//! private data formats ([`nvmf_cm`]), and (later) the transport itself.
+
+pub mod ffi;
+pub mod nvmf_cm;
+pub mod verbs;
