@@ -126,11 +126,19 @@ fn pretty(v: &Value) -> String {
 }
 
 /// Print a result like rpc.py: a string raw, null not at all, anything else as pretty JSON.
+/// A closed stdout (`keel-rpc save_config | head`) ends the output quietly instead of panicking.
 fn print_result(result: &Value) {
-    match result {
-        Value::Null => {}
-        Value::String(s) => println!("{s}"),
-        other => println!("{}", pretty(other)),
+    use std::io::Write;
+    let text = match result {
+        Value::Null => return,
+        Value::String(s) => s.clone(),
+        other => pretty(other),
+    };
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("keel-rpc: writing the result: {e}");
+        }
     }
 }
 
