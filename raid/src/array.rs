@@ -7,6 +7,15 @@ use crate::level::RaidLevel;
 use crate::stripe_lock::StripeLocks;
 use keel_bdev::{Bdev, BdevDesc, Uuid};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+
+/// [`RaidArray::dirty`]: the members' superblocks say clean; the next write must mark them
+/// dirty first.
+pub(crate) const DIRTY_CLEAN: u8 = 0;
+/// [`RaidArray::dirty`]: `clean = false` is being written; writes wait.
+pub(crate) const DIRTY_MARKING: u8 = 1;
+/// [`RaidArray::dirty`]: the members' superblocks say dirty (or the level has no parity or
+/// mirror to keep consistent): writes go ahead.
+pub(crate) const DIRTY_ON_DISK: u8 = 2;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// Most members an array may have (the superblock's slot limit).
@@ -126,6 +135,9 @@ pub struct ProcessInfo {
     pub total_blocks: u64,
     /// Blocks per second over the process so far.
     pub rate_blocks_per_sec: f64,
+    /// A resync (parity/mirrors after an unclean shutdown; `target_slot` is the raid1 source)
+    /// rather than a rebuild.
+    pub resync: bool,
 }
 
 /// One array.
@@ -159,6 +171,18 @@ pub struct RaidArray {
     pub(crate) process: Mutex<Option<ProcessInfo>>,
     /// Set to stop a running rebuild (array deleted).
     pub(crate) stopping: AtomicBool,
+    /// The `clean` flag the next superblock write stores.
+    pub(crate) clean: AtomicBool,
+    /// Whether writes may go ahead (`DIRTY_*`): the write-hole guard (SUPERBLOCK.md).
+    pub(crate) dirty: AtomicU8,
+    /// Parity/mirrors may disagree (unclean shutdown): a resync is due or running; the array is
+    /// not clean until it finishes.
+    pub(crate) resync_pending: AtomicBool,
+    /// raid5 resync: stripes below this have consistent parity (`u64::MAX` when no resync is
+    /// pending). Writes to stripes at or above it must not use read-modify-write.
+    pub(crate) resynced_stripes: AtomicU64,
+    /// Resolves once the raid bdev was destructed and its members written clean and released.
+    pub(crate) released: Mutex<Option<keel_reactor::OneshotReceiver<()>>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -193,7 +217,29 @@ impl RaidArray {
             registered: AtomicBool::new(false),
             process: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            clean: AtomicBool::new(true),
+            dirty: AtomicU8::new(if geo.level.redundancy(geo.members as usize) > 0 {
+                DIRTY_CLEAN
+            } else {
+                DIRTY_ON_DISK
+            }),
+            resync_pending: AtomicBool::new(false),
+            resynced_stripes: AtomicU64::new(u64::MAX),
+            released: Mutex::new(None),
         }
+    }
+
+    /// Whether host writes may go ahead: the members' superblocks already say `clean = false`
+    /// (always true without a superblock or without redundancy).
+    #[inline]
+    pub(crate) fn write_ready(&self) -> bool {
+        !self.superblock || self.dirty.load(Ordering::Acquire) == DIRTY_ON_DISK
+    }
+
+    /// raid5: whether stripe `stripe`'s parity may be stale (a resync has not reached it).
+    #[inline]
+    pub(crate) fn parity_unsynced(&self, stripe: u64) -> bool {
+        stripe >= self.resynced_stripes.load(Ordering::Acquire)
     }
 
     /// The level.

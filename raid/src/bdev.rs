@@ -5,6 +5,7 @@ use crate::array::{lock, MemberState, RaidArray, MAX_MEMBERS};
 use crate::channel::{Chan, RaidChannel};
 use crate::geometry::Geometry;
 use crate::level::RaidLevel;
+use crate::superblock::{AssemblyPlan, SlotPlan, SlotState};
 use keel_bdev::{
     BackendChannel, Bdev, BdevBackend, BdevDesc, BdevError, BdevEvent, BdevInfo, ConfigCall,
     IoType, Uuid,
@@ -103,14 +104,24 @@ impl BdevBackend for RaidBdev {
     }
 
     fn destruct(&self) {
-        let a = &self.array;
+        let a = Arc::clone(&self.array);
         a.stopping.store(true, Ordering::Release);
         a.registered.store(false, Ordering::Release);
-        lock(&ARRAYS).retain(|x| !Arc::ptr_eq(x, a));
-        for m in &a.members {
-            drop(lock(&m.desc).take());
+        lock(&ARRAYS).retain(|x| !Arc::ptr_eq(x, &a));
+        if keel_reactor::current_core().is_none() {
+            for m in &a.members {
+                drop(lock(&m.desc).take());
+            }
+            log::info!("raid bdev {} destroyed, members released", a.name);
+            return;
         }
-        log::info!("raid bdev {} destroyed, members released", a.name);
+        let (tx, rx) = keel_reactor::oneshot();
+        *lock(&a.released) = Some(rx);
+        keel_reactor::spawn_local(async move {
+            crate::sb_io::shutdown(&a).await;
+            log::info!("raid bdev {} destroyed, members released", a.name);
+            tx.send(());
+        });
     }
 }
 
@@ -163,7 +174,10 @@ pub async fn create(cfg: &CreateConfig) -> Result<Bdev, BdevError> {
             "raid bdev name must not be empty".into(),
         ));
     }
-    if keel_bdev::get_bdev(&cfg.name).is_some() || find(&cfg.name).is_some() {
+    if keel_bdev::get_bdev(&cfg.name).is_some()
+        || find(&cfg.name).is_some()
+        || crate::examine::is_pending(&cfg.name)
+    {
         return Err(BdevError::Exists(cfg.name.clone()));
     }
     let n = cfg.base_bdevs.len();
@@ -284,9 +298,20 @@ pub(crate) fn register(array: &Arc<RaidArray>) -> Result<Bdev, BdevError> {
 
 /// Delete the raid bdev `name`; resolves once it is gone and its members released.
 pub async fn delete(name: &str) -> Result<(), BdevError> {
-    let a = find(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+    let Some(a) = find(name) else {
+        return if crate::examine::cancel(name) {
+            Ok(())
+        } else {
+            Err(BdevError::NotFound(name.to_string()))
+        };
+    };
     if a.registered.load(Ordering::Acquire) {
-        keel_bdev::unregister(&a.name).await
+        keel_bdev::unregister(&a.name).await?;
+        let released = lock(&a.released).take();
+        if let Some(rx) = released {
+            let _ = rx.await;
+        }
+        Ok(())
     } else {
         a.stopping.store(true, Ordering::Release);
         lock(&ARRAYS).retain(|x| !Arc::ptr_eq(x, &a));
@@ -405,34 +430,164 @@ pub async fn add_base_bdev(raid: &str, base: &str) -> Result<(), BdevError> {
             array.data_offset + array.geo.member_blocks
         )));
     }
+    attach_for_rebuild(&array, slot, base).await
+}
+
+/// Put bdev `base` into missing or failed `slot` of `array` as a rebuild target (a new member
+/// UUID, rebuilt from block 0) and start the rebuild when none is running (else it follows the
+/// running one).
+pub(crate) async fn attach_for_rebuild(
+    array: &Arc<RaidArray>,
+    slot: u32,
+    base: &str,
+) -> Result<(), BdevError> {
     // Close the failed member that held the slot, everywhere, first.
     let old = lock(&array.members[slot as usize].desc).take();
     if old.is_some() {
         let (tx, rx) = keel_reactor::oneshot();
-        refresh_everywhere(&array, move || {
+        refresh_everywhere(array, move || {
             drop(old);
             tx.send(());
         });
         let _ = rx.await;
     }
-    let desc = open_member(&array, slot, base)?;
+    let desc = open_member(array, slot, base)?;
     let m = &array.members[slot as usize];
     *lock(&m.name) = Some(desc.bdev().name().to_string());
     *lock(&m.uuid) = Uuid::new_random();
     *lock(&m.desc) = Some(desc);
     m.set_rebuilt(0);
     m.set_state(MemberState::Rebuilding);
-    *lock(&array.process) = Some(crate::array::ProcessInfo {
-        target_slot: slot,
-        done_blocks: 0,
-        total_blocks: array.geo.member_blocks,
-        rate_blocks_per_sec: 0.0,
-    });
     let (tx, rx) = keel_reactor::oneshot();
-    refresh_everywhere(&array, move || tx.send(()));
+    refresh_everywhere(array, move || tx.send(()));
     let _ = rx.await;
-    log::info!("raid {raid}: {base} added in slot {slot}, rebuild starting");
+    log::info!(
+        "raid {}: {base} added in slot {slot}, to be rebuilt",
+        array.name
+    );
     array.state_changed();
-    crate::rebuild::start(Arc::clone(&array), slot);
+    crate::rebuild::kick(array);
     Ok(())
+}
+
+/// Start an array from an assembly plan (the examiner decided it can start): open and claim
+/// its members, trust current ones, rebuild stale ones from block 0, resume interrupted
+/// rebuilds, resync after an unclean shutdown, and register the raid bdev with its old name and
+/// UUID.
+pub(crate) async fn assemble(plan: &AssemblyPlan) -> Result<Bdev, BdevError> {
+    let sb = &plan.superblock;
+    if keel_bdev::get_bdev(&sb.name).is_some() || find(&sb.name).is_some() {
+        return Err(BdevError::Exists(sb.name.clone()));
+    }
+    let bs = sb.block_size;
+    let strip = match u64::from(sb.strip_size_blocks) {
+        0 => (RAID1_REGION_BYTES / u64::from(bs)).max(1),
+        s => s,
+    };
+    let geo = Geometry {
+        level: sb.level,
+        members: sb.slots.len() as u32,
+        strip_blocks: strip,
+        member_blocks: sb.data_size_blocks,
+    };
+    let array = Arc::new(RaidArray::new(
+        &sb.name,
+        sb.array_uuid,
+        geo,
+        bs,
+        sb.data_offset_blocks,
+        true,
+    ));
+    array.generation.store(sb.generation, Ordering::Release);
+    let mut changed = false;
+    for (k, sp) in plan.slots.iter().enumerate() {
+        let m = &array.members[k];
+        *lock(&m.uuid) = sb.slots[k].member_uuid;
+        let (bdev, state, rebuilt) = match sp {
+            SlotPlan::Current { bdev } => (bdev, MemberState::Active, 0),
+            SlotPlan::Rebuilding {
+                bdev,
+                rebuilt_blocks,
+            } => (bdev, MemberState::Rebuilding, *rebuilt_blocks),
+            SlotPlan::Stale { bdev, generation } => {
+                log::warn!(
+                    "raid {}: member {bdev} (slot {k}) is stale (generation {generation}, array at {}): not trusted, it will be rebuilt",
+                    sb.name,
+                    sb.generation
+                );
+                changed = true;
+                (bdev, MemberState::Rebuilding, 0)
+            }
+            SlotPlan::Absent { marked } => {
+                m.set_state(if *marked == SlotState::Failed {
+                    MemberState::Failed
+                } else {
+                    MemberState::Missing
+                });
+                changed |= matches!(marked, SlotState::Active | SlotState::Rebuilding { .. });
+                continue;
+            }
+        };
+        match open_member(&array, k as u32, bdev) {
+            Ok(desc) => {
+                *lock(&m.name) = Some(desc.bdev().name().to_string());
+                *lock(&m.desc) = Some(desc);
+                m.set_rebuilt(rebuilt);
+                m.set_state(state);
+            }
+            Err(e) => {
+                log::error!(
+                    "raid {}: cannot open member {bdev} (slot {k}): {e}",
+                    sb.name
+                );
+                m.set_state(MemberState::Missing);
+                changed = true;
+            }
+        }
+    }
+    let release = |array: &RaidArray| {
+        for m in &array.members {
+            drop(lock(&m.desc).take());
+        }
+    };
+    if array.update_offline() {
+        release(&array);
+        return Err(BdevError::Invalid(format!(
+            "raid {}: too few usable members to start",
+            sb.name
+        )));
+    }
+    if plan.needs_resync() && array.level().redundancy(array.members.len()) > 0 {
+        array.clean.store(false, Ordering::Release);
+        array
+            .dirty
+            .store(crate::array::DIRTY_ON_DISK, Ordering::Release);
+        let degraded = array.active_members() < array.members.len();
+        if array.level() == RaidLevel::Raid5 && degraded {
+            log::error!(
+                "raid {}: unclean shutdown of a degraded raid5 (write hole): parity of the stripes being written at the crash cannot be checked; data of those stripes on the missing member may be wrong",
+                sb.name
+            );
+        } else {
+            log::warn!(
+                "raid {}: unclean shutdown: {} resync of the whole array follows",
+                sb.name,
+                if array.level() == RaidLevel::Raid5 {
+                    "parity"
+                } else {
+                    "mirror"
+                }
+            );
+            array.resync_pending.store(true, Ordering::Release);
+            if array.level() == RaidLevel::Raid5 {
+                array.resynced_stripes.store(0, Ordering::Release);
+            }
+        }
+    }
+    let bdev = register(&array).inspect_err(|_| release(&array))?;
+    if changed {
+        array.state_changed();
+    }
+    crate::rebuild::kick(&array);
+    Ok(bdev)
 }

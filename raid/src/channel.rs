@@ -56,6 +56,9 @@ pub(crate) enum OpKind {
     R1Write,
     /// Rebuild one stripe/region of a member.
     Rebuild,
+    /// Resync one stripe's parity (raid5) or one region of a mirror (raid1) from the data
+    /// (after an unclean shutdown): planned like a rebuild of `target`, no watermark.
+    Resync,
 }
 
 /// Where the operation is.
@@ -541,7 +544,7 @@ pub(crate) fn run(p: *mut StripeOp) {
                     OpKind::R5Write => crate::raid5_write::plan(op),
                     OpKind::R5Read => crate::raid5_read::plan(op),
                     OpKind::R1Write => crate::raid1::plan_write(op),
-                    OpKind::Rebuild => crate::rebuild::plan(op),
+                    OpKind::Rebuild | OpKind::Resync => crate::rebuild::plan(op),
                 };
                 match r {
                     PlanResult::Ready => {
@@ -683,7 +686,7 @@ fn phase_done(op: &mut StripeOp) -> bool {
             match op.kind {
                 OpKind::R5Write => crate::raid5_write::compute(op),
                 OpKind::R5Read => crate::raid5_read::compute(op),
-                OpKind::Rebuild => crate::rebuild::compute(op),
+                OpKind::Rebuild | OpKind::Resync => crate::rebuild::compute(op),
                 OpKind::R1Write => {}
             }
             op.phase = Phase::Write;
@@ -692,11 +695,13 @@ fn phase_done(op: &mut StripeOp) -> bool {
             true
         }
         Phase::Write => {
-            let status = if op.kind == OpKind::Rebuild {
+            let status = if matches!(op.kind, OpKind::Rebuild | OpKind::Resync) {
                 if op.failed {
                     IoStatus::IoError
                 } else {
-                    crate::rebuild::written(op);
+                    if op.kind == OpKind::Rebuild {
+                        crate::rebuild::written(op);
+                    }
                     IoStatus::Success
                 }
             } else if op.failed && chan.array.is_offline() {

@@ -75,6 +75,12 @@ fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
     let (start, num, mut done) = with_io(raw, |io| {
         (io.offset_blocks(), io.num_blocks(), io.module_ctx()[NEXT])
     });
+    if !chan.array.write_ready() && kind != OpKind::R5Read {
+        // First write since the array was clean: `clean = false` goes to every member first
+        // (write hole, SUPERBLOCK.md); this I/O waits for it.
+        crate::sb_io::mark_dirty(&chan.array);
+        return false;
+    }
     let unit_blocks = chan.array.geo.stripe_data_blocks();
     let bs = chan.array.block_size as u64;
     while done < num {

@@ -14,13 +14,15 @@
 //! - `raid0`, `raid1`, `raid5_write`, `raid5_read`: HOT PATH, the levels.
 //! - `rebuild`: background rebuild with progress and a rate limit.
 //! - `bdev`: create/delete, members joining and leaving, the bdev backend.
-//! - `sb_io`: writing superblocks to members.
+//! - `sb_io`: writing superblocks to members, the clean flag.
+//! - `examine`: assembling arrays from their members' superblocks as members appear.
 //! - `rpc`: the `bdev_raid_*` methods.
 
 pub mod array;
 pub mod bdev;
 mod channel;
 mod dispatch;
+mod examine;
 pub mod geometry;
 pub mod level;
 mod raid0;
@@ -34,6 +36,7 @@ pub mod stripe_lock;
 pub mod superblock;
 pub mod xor;
 
+pub use array::RaidArray;
 pub use bdev::{add_base_bdev, create, delete, remove_base_bdev, CreateConfig};
 pub use level::RaidLevel;
 
@@ -41,5 +44,8 @@ pub use level::RaidLevel;
 /// superblocks). Called once by the binary at start-up; later calls do nothing.
 pub fn register_rpcs() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(rpc::register_rpcs);
+    ONCE.call_once(|| {
+        rpc::register_rpcs();
+        examine::register();
+    });
 }

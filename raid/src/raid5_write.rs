@@ -132,7 +132,9 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
         None => {
             let rmw = touched + rows;
             let rcw = seg.k * rows - touched;
-            if rcw <= rmw {
+            // Old parity of a stripe the resync has not reached is not trusted: RCW makes the
+            // stripe consistent, RMW would carry a wrong parity forward.
+            if rcw <= rmw || a.parity_unsynced(stripe) {
                 Plan::Rcw
             } else {
                 Plan::Rmw

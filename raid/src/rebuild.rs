@@ -162,74 +162,196 @@ fn unit_done(ctx: usize, status: IoStatus) {
     }
 }
 
-/// Start rebuilding slot `target` (already `Rebuilding`, watermark set) on the calling core.
-pub(crate) fn start(array: Arc<RaidArray>, target: u32) {
+/// A background process over the whole array.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Job {
+    /// Rebuild this slot (`Rebuilding`, from its watermark).
+    Rebuild(u32),
+    /// Resync parity (raid5) or mirrors (raid1: copy `source` over the other active members).
+    Resync { source: u32 },
+}
+
+/// Start the next background process of `array` on the calling core, if none is running: a
+/// member waiting in `Rebuilding` (lowest slot first), else a pending resync once every member
+/// that can be is active.
+pub(crate) fn kick(array: &Arc<RaidArray>) {
+    if array.stopping.load(Ordering::Acquire) || array.is_offline() {
+        return;
+    }
+    let mut process = crate::array::lock(&array.process);
+    if process.is_some() {
+        return;
+    }
+    let job = if let Some(m) = array
+        .members
+        .iter()
+        .find(|m| m.state() == MemberState::Rebuilding)
+    {
+        Job::Rebuild(m.slot)
+    } else if array.resync_pending.load(Ordering::Acquire) {
+        let active = array.active_members();
+        let ok = match array.level() {
+            RaidLevel::Raid5 => active == array.members.len(),
+            _ => active >= 2,
+        };
+        let source = array
+            .members
+            .iter()
+            .find(|m| m.state() == MemberState::Active);
+        match (ok, source) {
+            (true, Some(m)) => Job::Resync { source: m.slot },
+            _ => return, // waits for members to come back (or stays pending)
+        }
+    } else {
+        return;
+    };
+    let target = match job {
+        Job::Rebuild(t) => t,
+        Job::Resync { source } => source,
+    };
+    *process = Some(ProcessInfo {
+        target_slot: target,
+        done_blocks: array.members[target as usize].rebuilt_blocks(),
+        total_blocks: array.geo.member_blocks,
+        rate_blocks_per_sec: 0.0,
+        resync: matches!(job, Job::Resync { .. }),
+    });
+    drop(process);
+    if let Job::Resync { .. } = job {
+        array.members[target as usize].set_rebuilt(0);
+    }
+    let array = Arc::clone(array);
     keel_reactor::spawn_local(async move {
-        let ok = rebuild(&array, target).await;
+        let ok = run_job(&array, job).await;
         *crate::array::lock(&array.process) = None;
-        let m = &array.members[target as usize];
-        if ok && m.state() == MemberState::Rebuilding {
-            m.set_state(MemberState::Active);
-            array.update_offline();
-            array.epoch.fetch_add(1, Ordering::AcqRel);
-            array.state_changed();
-            log::info!(
-                "raid {}: rebuild of slot {target} ({}) complete, array optimal",
-                array.name,
-                m.bdev_name().unwrap_or_default()
-            );
-        } else if !array.stopping.load(Ordering::Acquire) {
-            log::error!(
-                "raid {}: rebuild of slot {target} stopped at {} of {} blocks",
-                array.name,
-                m.rebuilt_blocks(),
-                array.geo.member_blocks
-            );
+        let stopping = array.stopping.load(Ordering::Acquire);
+        match job {
+            Job::Rebuild(target) => {
+                let m = &array.members[target as usize];
+                if ok && m.state() == MemberState::Rebuilding {
+                    m.set_state(MemberState::Active);
+                    array.update_offline();
+                    array.epoch.fetch_add(1, Ordering::AcqRel);
+                    array.state_changed();
+                    log::info!(
+                        "raid {}: rebuild of slot {target} ({}) complete",
+                        array.name,
+                        m.bdev_name().unwrap_or_default()
+                    );
+                } else if !stopping {
+                    log::error!(
+                        "raid {}: rebuild of slot {target} stopped at {} of {} blocks",
+                        array.name,
+                        m.rebuilt_blocks(),
+                        array.geo.member_blocks
+                    );
+                }
+            }
+            Job::Resync { .. } if ok => {
+                array.resync_pending.store(false, Ordering::Release);
+                array.resynced_stripes.store(u64::MAX, Ordering::Release);
+                log::info!(
+                    "raid {}: resync complete, parity/mirrors consistent",
+                    array.name
+                );
+            }
+            Job::Resync { .. } => {
+                if !stopping {
+                    log::error!(
+                        "raid {}: resync stopped (a member failed); parity/mirrors not yet consistent",
+                        array.name
+                    );
+                }
+            }
+        }
+        if ok && !stopping {
+            kick(&array);
         }
     });
 }
 
-async fn rebuild(array: &Arc<RaidArray>, target: u32) -> bool {
+/// The stripe operations of unit `unit`: `(kind, target)` pairs.
+fn unit_ops(array: &RaidArray, job: Job, unit: u64, out: &mut Vec<(OpKind, u32)>) {
+    out.clear();
+    match job {
+        Job::Rebuild(t) => out.push((OpKind::Rebuild, t)),
+        Job::Resync { source } => match array.level() {
+            RaidLevel::Raid5 => out.push((OpKind::Resync, array.geo.parity_member(unit))),
+            _ => out.extend(
+                array
+                    .members
+                    .iter()
+                    .filter(|m| m.slot != source && m.state() == MemberState::Active)
+                    .map(|m| (OpKind::Resync, m.slot)),
+            ),
+        },
+    }
+}
+
+async fn run_job(array: &Arc<RaidArray>, job: Job) -> bool {
     let chan = Chan::new(Arc::clone(array));
     let s = array.geo.strip_blocks;
     let total = array.geo.member_blocks;
     let unit_bytes = s * u64::from(array.block_size);
-    let start_blocks = array.members[target as usize].rebuilt_blocks();
+    let (what, start_blocks) = match job {
+        Job::Rebuild(t) => (
+            format!("rebuild of slot {t}"),
+            array.members[t as usize].rebuilt_blocks(),
+        ),
+        Job::Resync { .. } => ("resync".to_string(), 0),
+    };
     let rate = keel_reactor::tick_rate().max(1);
     let t0 = keel_reactor::ticks();
     let mut unit = start_blocks / s;
     let units = total / s;
     let mut last_log = 0u64;
     log::info!(
-        "raid {}: rebuild of slot {target} started at block {start_blocks} of {total}",
+        "raid {}: {what} started at block {start_blocks} of {total}",
         array.name
     );
     let win = Rc::new(Window::default());
+    let mut per_unit = Vec::with_capacity(crate::array::MAX_MEMBERS);
     while unit < units {
-        if array.stopping.load(Ordering::Acquire)
-            || array.members[target as usize].state() != MemberState::Rebuilding
-        {
+        if array.stopping.load(Ordering::Acquire) {
             return false;
+        }
+        if let Job::Rebuild(t) = job {
+            if array.members[t as usize].state() != MemberState::Rebuilding {
+                return false;
+            }
         }
         chan.check_epoch();
         let (window_kb, max_mb) = options();
-        let per_window =
-            (window_kb * 1024 / unit_bytes).clamp(1, crate::channel::OPS_PER_CHANNEL as u64 / 2);
+        unit_ops(array, job, unit, &mut per_unit);
+        let ops_per_unit = per_unit.len().max(1) as u64;
+        let per_window = (window_kb * 1024 / unit_bytes).clamp(
+            1,
+            (crate::channel::OPS_PER_CHANNEL as u64 / 2 / ops_per_unit).max(1),
+        );
         let n = per_window.min(units - unit);
-        win.left.set(n as u32);
+        let mut issued = 0u32;
+        win.left.set(u32::MAX);
         for u in unit..unit + n {
-            let Some(p) = chan.take_op(OpKind::Rebuild) else {
-                return false;
-            };
-            // SAFETY: just taken from the free list; nobody else refers to it.
-            let op = unsafe { &mut *p };
-            op.unit = u;
-            op.target = target;
-            op.phase = Phase::Token;
-            op.done_cb = Some(unit_done);
-            op.done_ctx = Rc::as_ptr(&win) as usize;
-            run(p);
+            unit_ops(array, job, u, &mut per_unit);
+            for &(kind, target) in &per_unit {
+                let Some(p) = chan.take_op(kind) else {
+                    win.failed.set(true);
+                    break;
+                };
+                // SAFETY: just taken from the free list; nobody else refers to it.
+                let op = unsafe { &mut *p };
+                op.unit = u;
+                op.target = target;
+                op.phase = Phase::Token;
+                op.done_cb = Some(unit_done);
+                op.done_ctx = Rc::as_ptr(&win) as usize;
+                issued += 1;
+                run(p);
+            }
         }
+        // Every op is out: completions count down from here.
+        win.left
+            .set(issued - (u32::MAX - win.left.get()).min(issued));
         // Wait for the window, driving parked/stalled units ourselves.
         poll_fn(|cx| {
             chan.poll_work();
@@ -246,23 +368,26 @@ async fn rebuild(array: &Arc<RaidArray>, target: u32) -> bool {
             return false;
         }
         unit += n;
+        if let Job::Resync { .. } = job {
+            if array.level() == RaidLevel::Raid5 {
+                array.resynced_stripes.store(unit, Ordering::Release);
+            }
+        }
         let done = unit * s;
         let elapsed = keel_reactor::ticks().wrapping_sub(t0).max(1);
         let bytes = (done - start_blocks) * u64::from(array.block_size);
         let secs = elapsed as f64 / rate as f64;
         let bps = bytes as f64 / secs;
-        *crate::array::lock(&array.process) = Some(ProcessInfo {
-            target_slot: target,
-            done_blocks: done,
-            total_blocks: total,
-            rate_blocks_per_sec: bps / f64::from(array.block_size),
-        });
+        if let Some(p) = crate::array::lock(&array.process).as_mut() {
+            p.done_blocks = done;
+            p.rate_blocks_per_sec = bps / f64::from(array.block_size);
+        }
         let pct = done * 100 / total.max(1);
         if pct >= last_log + 10 {
             last_log = pct - pct % 10;
             let eta = (total - done) as f64 * f64::from(array.block_size) / bps.max(1.0);
             log::info!(
-                "raid {}: rebuild of slot {target}: {pct}% ({:.1} MiB/s, ETA {eta:.1} s)",
+                "raid {}: {what}: {pct}% ({:.1} MiB/s, ETA {eta:.1} s)",
                 array.name,
                 bps / 1048576.0
             );

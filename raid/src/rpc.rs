@@ -272,11 +272,14 @@ fn get_handler(params: Option<Value>) -> HandlerFuture {
                 "invalid category {cat:?}: expected all, online, configuring or offline"
             )));
         }
-        let list: Vec<Value> = crate::bdev::arrays()
+        let mut list: Vec<Value> = crate::bdev::arrays()
             .iter()
             .filter(|a| cat == "all" || a.state_name() == cat)
             .map(|a| array_json(a))
             .collect();
+        if matches!(cat.as_str(), "all" | "configuring") {
+            list.extend(crate::examine::pending_json());
+        }
         Ok(Value::Array(list))
     })
 }
@@ -354,7 +357,7 @@ pub fn array_json(a: &RaidArray) -> Value {
             0.0
         };
         v["process"] = json!({
-            "type": "rebuild",
+            "type": if p.resync { "resync" } else { "rebuild" },
             "target": a.members[p.target_slot as usize].bdev_name(),
             "target_slot": p.target_slot,
             "progress": {

@@ -1,8 +1,13 @@
 //! Control path: writing the array's superblock to its members (at creation, and with the
 //! generation bumped after every membership or state change) and reading one from a bdev.
 //! Writes of one array are serialized: one writer task at a time, rerun while changes came in.
+//!
+//! The `clean` flag (write-hole guard, SUPERBLOCK.md): an array starts clean; the first host
+//! write after creation or assembly waits while [`mark_dirty`] writes `clean = false` to every
+//! member (same generation); a clean shutdown ([`shutdown`]) writes `clean = true` once no
+//! write can be in flight and no resync is pending.
 
-use crate::array::{lock, MemberState, RaidArray};
+use crate::array::{lock, MemberState, RaidArray, DIRTY_CLEAN, DIRTY_MARKING, DIRTY_ON_DISK};
 use crate::superblock::{MemberSlot, RaidSuperblock, SlotState, SUPERBLOCK_SIZE, VERSION};
 use keel_bdev::{BdevError, IoChannel, IoStatus, IoVec};
 use std::cell::Cell;
@@ -45,7 +50,7 @@ pub(crate) fn build(array: &RaidArray, slot: u32) -> RaidSuperblock {
                 },
             })
             .collect(),
-        clean: false,
+        clean: array.clean.load(Ordering::Acquire),
     }
 }
 
@@ -169,12 +174,84 @@ pub(crate) fn schedule_write(array: &Arc<RaidArray>) {
             if !dirty || array.stopping.load(Ordering::Acquire) {
                 break;
             }
+            // A pass that starts while marking writes `clean = false` (set before marking).
+            let marking = array.dirty.load(Ordering::Acquire) == DIRTY_MARKING;
             if let Err(e) = write_all(&array).await {
                 log::error!("raid {}: {e}", array.name);
             }
+            if marking {
+                array.dirty.store(DIRTY_ON_DISK, Ordering::Release);
+                log::info!("raid {}: marked dirty (writes in progress)", array.name);
+            }
+        }
+        if array.dirty.load(Ordering::Acquire) == DIRTY_MARKING {
+            // Stopped before the mark went out: let waiting writes go (the array is going).
+            array.dirty.store(DIRTY_ON_DISK, Ordering::Release);
         }
         lock(&WRITERS)
             .get_or_insert_with(HashSet::new)
             .remove(&array.id);
     });
+}
+
+/// Start writing `clean = false` to every member before the first write (from the data path,
+/// on a reactor core; cheap when already under way). Writes wait until
+/// [`RaidArray::write_ready`].
+pub(crate) fn mark_dirty(array: &Arc<RaidArray>) {
+    if array
+        .dirty
+        .compare_exchange(
+            DIRTY_CLEAN,
+            DIRTY_MARKING,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
+        .is_ok()
+    {
+        array.clean.store(false, Ordering::Release);
+        schedule_write(array);
+    }
+}
+
+/// Whether no superblock writer task of array `id` is running.
+fn writer_idle(id: u64) -> bool {
+    !lock(&WRITERS)
+        .get_or_insert_with(HashSet::new)
+        .contains(&id)
+}
+
+/// Yield to the reactor until `done()` (control path: waits of a few milliseconds at most).
+pub(crate) async fn yield_until(mut done: impl FnMut() -> bool) {
+    poll_fn(|cx| {
+        if done() {
+            Poll::Ready(())
+        } else {
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Clean shutdown of a destructed array (no host I/O is left): wait for the background process
+/// and the superblock writer to stop, write `clean = true` (unless a resync is still due), then
+/// release the members.
+pub(crate) async fn shutdown(array: &Arc<RaidArray>) {
+    let id = array.id;
+    yield_until(|| lock(&array.process).is_none() && writer_idle(id)).await;
+    if array.superblock && !array.is_offline() {
+        let clean = !array.resync_pending.load(Ordering::Acquire);
+        array.clean.store(clean, Ordering::Release);
+        match write_all(array).await {
+            Ok(()) if clean => log::info!("raid {}: marked clean", array.name),
+            Ok(()) => log::warn!(
+                "raid {}: stopped with its resync unfinished: left dirty, the resync restarts at the next assembly",
+                array.name
+            ),
+            Err(e) => log::error!("raid {}: clean shutdown: {e}", array.name),
+        }
+    }
+    for m in &array.members {
+        drop(lock(&m.desc).take());
+    }
 }
