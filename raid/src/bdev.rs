@@ -338,6 +338,16 @@ pub(crate) fn member_removed(array: &Arc<RaidArray>, slot: u32, why: &str) {
     let Some(desc) = lock(&m.desc).take() else {
         return;
     };
+    if array.stopping.load(Ordering::Acquire) {
+        // The array is being destructed: not a failure, and no superblock change to record.
+        log::info!(
+            "raid {}: member slot {slot} ({}) released while the array stops",
+            array.name,
+            desc.bdev().name()
+        );
+        refresh_everywhere(array, move || drop(desc));
+        return;
+    }
     m.set_state(MemberState::Missing);
     let off = array.update_offline();
     log::warn!(
