@@ -37,6 +37,13 @@ pub trait BdevBackend: Send + Sync + 'static {
     /// Called once after the bdev is unregistered and its last descriptor closed: release
     /// resources (close files, release claims on base bdevs).
     fn destruct(&self) {}
+    /// Work `destruct` started that must finish before [`crate::unregister`] resolves (raid
+    /// writes its members' superblocks clean before releasing them, so a shutdown that then
+    /// unregisters the members does not race those writes). Called once, right after
+    /// `destruct`, on the unregistering core; `None` when there is nothing to wait for.
+    fn destruct_done(&self) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>> {
+        None
+    }
 }
 
 /// One core's channel into a bdev. Lives on that core only.

@@ -455,6 +455,9 @@ pub async fn unregister(name: &str) -> Result<(), BdevError> {
     })
     .await;
     bdev.backend().destruct();
+    if let Some(done) = bdev.backend().destruct_done() {
+        done.await;
+    }
     crate::percore::forget_everywhere(bdev.id());
     log::info!("bdev {} unregistered", bdev.name());
     Ok(())

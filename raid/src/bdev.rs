@@ -11,6 +11,8 @@ use keel_bdev::{
     IoType, Uuid,
 };
 use serde_json::{json, Value};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -122,6 +124,14 @@ impl BdevBackend for RaidBdev {
             log::info!("raid bdev {} destroyed, members released", a.name);
             tx.send(());
         });
+    }
+
+    fn destruct_done(&self) -> Option<Pin<Box<dyn Future<Output = ()>>>> {
+        let rx = lock(&self.array.released).take()?;
+        Some(Box::pin(async move {
+            // An error only means the sender is gone: the members are released either way.
+            let _ = rx.await;
+        }))
     }
 }
 
