@@ -11,7 +11,7 @@ if [ ! -x "$venv/bin/spdk-rpc" ]; then
 fi
 cargo build -q -p keel-tgt
 dir=$(mktemp -d); sock="$dir/keel.sock"
-target/debug/keel-tgt -m 0x1 --interrupt-mode --no-default -r "$sock" >"$dir/tgt.log" 2>&1 &
+"${CARGO_TARGET_DIR:-target}/debug/keel-tgt" -m 0x1 --interrupt-mode --no-default -r "$sock" >"$dir/tgt.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
