@@ -279,7 +279,6 @@ fn ensure_completion_poller() {
 pub(crate) struct ChannelState {
     bdev: Bdev,
     block_size: u32,
-    num_blocks: u64,
     supported: [bool; IoType::ALL.len()],
     /// Dropped by hand in `Drop`, before the bdev is told the channel is gone.
     backend: ManuallyDrop<UnsafeCell<Box<dyn BackendChannel>>>,
@@ -315,7 +314,6 @@ impl ChannelState {
         let st = Rc::new(ChannelState {
             bdev: bdev.clone(),
             block_size: bdev.info().block_size,
-            num_blocks: bdev.info().num_blocks,
             supported: bdev.supported_table(),
             backend: ManuallyDrop::new(UnsafeCell::new(backend)),
             in_backend: Cell::new(false),
@@ -407,7 +405,9 @@ impl ChannelState {
         self.free.set(d);
     }
 
-    /// Validate an I/O against the bdev (not the iovecs).
+    /// Validate an I/O against the bdev (not the iovecs). The range is checked against the
+    /// live block count ([`Bdev::num_blocks`], one `Acquire` load), so a resize takes effect
+    /// for the next submission on every core.
     #[inline]
     fn check(&self, io_type: IoType, offset: u64, num_blocks: u64) -> Result<(), SubmitError> {
         if self.bdev.removing_flag().load(Ordering::Relaxed) {
@@ -420,7 +420,7 @@ impl ChannelState {
             IoType::Flush | IoType::Reset => Ok(()),
             _ => {
                 let end = offset.checked_add(num_blocks);
-                if num_blocks == 0 || end.is_none_or(|e| e > self.num_blocks) {
+                if num_blocks == 0 || end.is_none_or(|e| e > self.bdev.num_blocks()) {
                     Err(SubmitError::OutOfRange)
                 } else {
                     Ok(())
@@ -738,7 +738,7 @@ impl IoChannel {
     }
     /// Make completed writes durable. The module sees it as covering the whole bdev.
     pub fn flush(&self, cb: IoCallback, ctx: usize) -> Result<(), SubmitError> {
-        self.submit(IoType::Flush, &[], 0, self.state.num_blocks, cb, ctx)
+        self.submit(IoType::Flush, &[], 0, self.state.bdev.num_blocks(), cb, ctx)
     }
     /// Reset the bdev (abort what is queued in this channel, pass the reset to the module).
     /// I/Os held back by QoS on this channel complete as [`IoStatus::Aborted`]; the module
@@ -1073,6 +1073,52 @@ mod tests {
     }
 
     #[test]
+    fn resize_moves_the_range_check_of_existing_channels() {
+        modules::null::create("io_resize", 100, 512, None).unwrap();
+        let events = Arc::new(AtomicUsize::new(0));
+        let ev = Arc::clone(&events);
+        let desc = open("io_resize", true, move |e| {
+            assert_eq!(e, crate::BdevEvent::Resize);
+            ev.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let ch = desc.get_io_channel().unwrap();
+        let mut buf = vec![0u8; 512];
+        let one = [iov(&mut buf)];
+        assert_eq!(
+            ch.read(&one, 100, 1, record, 0),
+            Err(SubmitError::OutOfRange)
+        );
+        desc.bdev().resize(150).unwrap();
+        assert_eq!(events.load(Ordering::SeqCst), 1);
+        assert_eq!(ch.read(&one, 149, 1, record, 1), Ok(()), "last new block");
+        assert_eq!(ch.write_zeroes(100, 50, record, 2), Ok(()));
+        assert_eq!(
+            ch.read(&one, 150, 1, record, 0),
+            Err(SubmitError::OutOfRange)
+        );
+        desc.bdev().resize(10).unwrap();
+        assert_eq!(events.load(Ordering::SeqCst), 2);
+        assert_eq!(ch.read(&one, 9, 1, record, 3), Ok(()), "last block left");
+        assert_eq!(
+            ch.read(&one, 10, 1, record, 0),
+            Err(SubmitError::OutOfRange)
+        );
+        assert_eq!(ch.unmap(5, 6, record, 0), Err(SubmitError::OutOfRange));
+        poll_completions();
+        assert_eq!(
+            done(),
+            vec![
+                (1, IoStatus::Success),
+                (2, IoStatus::Success),
+                (3, IoStatus::Success)
+            ]
+        );
+        drop((ch, desc));
+        block_on(unregister("io_resize")).unwrap();
+    }
+
+    #[test]
     fn unsupported_types_and_removed_bdev() {
         let mut b = HoldBackend::new();
         b.supported = vec![IoType::Read];
@@ -1392,7 +1438,7 @@ mod tests {
     }
 
     fn desc_info(d: &BdevDesc) -> (u32, u64) {
-        (d.bdev().info().block_size, d.bdev().info().num_blocks)
+        (d.bdev().info().block_size, d.bdev().num_blocks())
     }
 
     #[test]

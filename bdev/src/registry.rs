@@ -3,7 +3,11 @@
 //! Everything here runs off the I/O path, so plain mutexes are fine. The global table maps
 //! names and aliases to bdevs and keeps registration order. Each bdev carries its own small
 //! control state (open descriptors, claim, live channel count, QoS limits) behind a mutex; the
-//! only field the I/O path reads is the `removing` flag, an atomic.
+//! only fields the I/O path reads are the `removing` flag and the live block count, atomics.
+//!
+//! A module may change its bdev's size in place ([`Bdev::resize`]): the new block count is
+//! published to the I/O path's range check and [`BdevEvent::Resize`] goes to every open
+//! descriptor on the core that opened it.
 //!
 //! Unregistration removes the bdev from the table at once (so its name can be reused), refuses
 //! new opens and new I/O, sends [`BdevEvent::Remove`] to every open descriptor on the core that
@@ -33,7 +37,7 @@ pub struct BdevInfo {
     pub uuid: Uuid,
     /// Logical block size, bytes (512, 4096, ...).
     pub block_size: u32,
-    /// Number of blocks.
+    /// Number of blocks at registration; the live count is [`Bdev::num_blocks`].
     pub num_blocks: u64,
 }
 
@@ -73,6 +77,8 @@ pub(crate) struct BdevShared {
     backend: Arc<dyn BdevBackend>,
     supported: [bool; IoType::ALL.len()],
     removing: AtomicBool,
+    /// Live block count (changed by [`Bdev::resize`]; read lock-free by the I/O path).
+    num_blocks: AtomicU64,
     state: Mutex<CtlState>,
 }
 
@@ -86,6 +92,58 @@ impl Bdev {
     /// Its description.
     pub fn info(&self) -> &BdevInfo {
         &self.inner.info
+    }
+    /// Its current number of blocks (the registration-time count unless the module resized it
+    /// since). Lock-free; the I/O path checks ranges against this value.
+    #[inline]
+    pub fn num_blocks(&self) -> u64 {
+        self.inner.num_blocks.load(Ordering::Acquire)
+    }
+    /// Change the number of blocks in place (for the bdev's module). Call once the new size is
+    /// backed: when growing, only after every block up to the new end can be served by every
+    /// core; when shrinking, the I/O path refuses blocks beyond the new end from the moment this
+    /// returns (I/O already past the check may still reach the module, which must stay safe).
+    /// Every open descriptor then gets [`BdevEvent::Resize`] on the core that opened it.
+    /// Fails on a zero count, a byte size that overflows 64 bits, or a bdev being removed.
+    /// Setting the current size again is a no-op without events.
+    pub fn resize(&self, new_num_blocks: u64) -> Result<(), BdevError> {
+        let bs = self.info().block_size;
+        if new_num_blocks == 0 {
+            return Err(BdevError::Invalid(format!(
+                "bdev {}: number of blocks must be greater than 0",
+                self.name()
+            )));
+        }
+        if new_num_blocks.checked_mul(u64::from(bs)).is_none() {
+            return Err(BdevError::Invalid(format!(
+                "bdev {}: {new_num_blocks} blocks of {bs} bytes overflow a 64-bit size",
+                self.name()
+            )));
+        }
+        let (old, descs) = {
+            let st = lock(&self.inner.state);
+            if self.is_removing() {
+                return Err(BdevError::NotFound(format!(
+                    "{} (being removed)",
+                    self.name()
+                )));
+            }
+            let old = self.inner.num_blocks.swap(new_num_blocks, Ordering::AcqRel);
+            (old, st.descs.clone())
+        };
+        if old == new_num_blocks {
+            return Ok(());
+        }
+        log::info!(
+            "bdev {}: resized from {old} to {new_num_blocks} blocks of {bs} bytes \
+             ({} open descriptor(s) notified)",
+            self.name(),
+            descs.len()
+        );
+        for d in &descs {
+            d.deliver(BdevEvent::Resize);
+        }
+        Ok(())
     }
     /// Its name.
     pub fn name(&self) -> &str {
@@ -184,6 +242,8 @@ fn take_wakers_if_idle(st: &mut CtlState) -> Vec<Waker> {
 pub enum BdevEvent {
     /// The bdev is going away: stop submitting, drop channels, close the descriptor.
     Remove,
+    /// The bdev's number of blocks changed ([`Bdev::num_blocks`] has the new value).
+    Resize,
 }
 
 type EventFn = Box<dyn Fn(BdevEvent) + Send + Sync>;
@@ -380,6 +440,7 @@ pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, B
     let bdev = Bdev {
         inner: Arc::new(BdevShared {
             id: NEXT_BDEV_ID.fetch_add(1, Ordering::Relaxed),
+            num_blocks: AtomicU64::new(info.num_blocks),
             info,
             backend,
             supported,
@@ -653,6 +714,46 @@ mod tests {
         *lock(&slot) = Some(desc);
         block_on(unregister("reg_e")).unwrap();
         assert!(lock(&slot).is_none());
+    }
+
+    #[test]
+    fn resize_validates_publishes_and_notifies_open_descriptors() {
+        let b = register(info("reg_r", 512, 8), hold()).unwrap();
+        let events: Arc<Mutex<Vec<BdevEvent>>> = Arc::default();
+        let ev = Arc::clone(&events);
+        let desc = open("reg_r", false, move |e| lock(&ev).push(e)).unwrap();
+        let closed = open("reg_r", false, |_| {
+            panic!("closed descriptors get no event")
+        })
+        .unwrap();
+        drop(closed);
+        assert!(matches!(b.resize(0), Err(BdevError::Invalid(_))));
+        assert!(matches!(
+            b.resize(u64::MAX / 256),
+            Err(BdevError::Invalid(_))
+        ));
+        assert_eq!(b.num_blocks(), 8, "a refused resize changes nothing");
+        b.resize(8).unwrap();
+        assert!(lock(&events).is_empty(), "same size: no event");
+        b.resize(32).unwrap();
+        assert_eq!((b.num_blocks(), desc.bdev().num_blocks()), (32, 32));
+        assert_eq!(b.info().num_blocks, 8, "the registration-time value stays");
+        b.resize(4).unwrap();
+        assert_eq!(b.num_blocks(), 4);
+        assert_eq!(*lock(&events), vec![BdevEvent::Resize, BdevEvent::Resize]);
+        let mut fut = Box::pin(unregister("reg_r"));
+        assert!(poll_once(&mut fut).is_pending());
+        assert!(
+            matches!(b.resize(16), Err(BdevError::NotFound(_))),
+            "no resize while being removed"
+        );
+        assert_eq!(b.num_blocks(), 4);
+        drop(desc);
+        assert!(poll_once(&mut fut).is_ready());
+        assert_eq!(
+            *lock(&events),
+            vec![BdevEvent::Resize, BdevEvent::Resize, BdevEvent::Remove]
+        );
     }
 
     #[test]

@@ -143,7 +143,7 @@ pub(crate) fn bdev_json(b: &Bdev) -> Value {
         "aliases": info.aliases,
         "product_name": b.backend().product_name(),
         "block_size": info.block_size,
-        "num_blocks": info.num_blocks,
+        "num_blocks": b.num_blocks(),
         "uuid": info.uuid.to_string(),
         "assigned_rate_limits": rate_limits_json(&b.qos_limits()),
         "claimed": claimed_by.is_some(),

@@ -145,6 +145,8 @@ fn open_member(array: &Arc<RaidArray>, slot: u32, name: &str) -> Result<BdevDesc
                 member_removed(&a, slot, "hot-removed");
             }
         }
+        // Members are used up to the size fixed at assembly; growing one changes nothing.
+        BdevEvent::Resize => {}
     })?;
     desc.claim(MODULE)?;
     Ok(desc)
@@ -223,7 +225,7 @@ pub async fn create(cfg: &CreateConfig) -> Result<Bdev, BdevError> {
     } else {
         0
     };
-    let smallest = bases.iter().map(|b| b.info().num_blocks).min().unwrap_or(0);
+    let smallest = bases.iter().map(|b| b.num_blocks()).min().unwrap_or(0);
     let member_blocks = smallest.saturating_sub(data_offset) / strip * strip;
     if member_blocks == 0 {
         return Err(BdevError::Invalid(format!(
@@ -443,10 +445,10 @@ pub async fn add_base_bdev(raid: &str, base: &str) -> Result<(), BdevError> {
             array.block_size
         )));
     }
-    if b.info().num_blocks < array.data_offset + array.geo.member_blocks {
+    if b.num_blocks() < array.data_offset + array.geo.member_blocks {
         return Err(BdevError::Invalid(format!(
             "{base} has {} blocks, raid {raid} needs {}",
-            b.info().num_blocks,
+            b.num_blocks(),
             array.data_offset + array.geo.member_blocks
         )));
     }

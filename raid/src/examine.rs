@@ -77,7 +77,7 @@ fn examine(bdev: &Bdev) {
     let info = bdev.info();
     let area = crate::sb_io::area_bytes(info.block_size.max(1));
     if info.block_size == 0
-        || info.num_blocks.saturating_mul(u64::from(info.block_size)) < area as u64
+        || bdev.num_blocks().saturating_mul(u64::from(info.block_size)) < area as u64
         || area > keel_reactor::pool::MAX_CLASS
     {
         log::debug!(
@@ -126,10 +126,10 @@ fn fits(bdev: &Bdev, sb: &RaidSuperblock) -> Result<(), String> {
         ));
     }
     let end = sb.data_offset_blocks.saturating_add(sb.data_size_blocks);
-    if end > info.num_blocks {
+    if end > bdev.num_blocks() {
         return Err(format!(
             "superblock data area ends at block {end} but the bdev has {} blocks",
-            info.num_blocks
+            bdev.num_blocks()
         ));
     }
     Ok(())
@@ -226,6 +226,7 @@ fn claim_pending(name: &str) -> Result<BdevDesc, keel_bdev::BdevError> {
     let n = name.to_string();
     let desc = keel_bdev::open(name, true, move |ev| match ev {
         BdevEvent::Remove => forget(&n),
+        BdevEvent::Resize => {}
     })?;
     desc.claim(MODULE)?;
     Ok(desc)

@@ -126,7 +126,7 @@ pub async fn create(
     check_base(&bdev)?;
     desc.claim(MODULE)?;
     let bs = u64::from(bdev.info().block_size);
-    let base_bytes = bdev.info().num_blocks * bs;
+    let base_bytes = bdev.num_blocks() * bs;
     let guess = base_bytes / cs;
     let md_pairs = guess / 16 + 64;
     let md_end = (MD_START_PAGE + 2 * md_pairs) * PAGE_SIZE as u64;
@@ -144,7 +144,7 @@ pub async fn create(
         name: name.to_string(),
         cluster_size: cs as u32,
         block_size: bs as u32,
-        base_blocks: bdev.info().num_blocks,
+        base_blocks: bdev.num_blocks(),
         md_pairs,
         data_start,
         total_clusters: total,
@@ -276,7 +276,7 @@ pub async fn load(name: &str) -> Result<Option<Arc<StoreShared>>, BdevError> {
     let probe = crate::open(name, false, |_| {})?;
     let bdev = probe.bdev().clone();
     let bs = u64::from(bdev.info().block_size);
-    if bdev.info().num_blocks * bs < 2 * PAGE_SIZE as u64 {
+    if bdev.num_blocks() * bs < 2 * PAGE_SIZE as u64 {
         return Ok(None);
     }
     let ch = probe.get_io_channel()?;
@@ -290,14 +290,14 @@ pub async fn load(name: &str) -> Result<Option<Arc<StoreShared>>, BdevError> {
     let Some((sb, slot)) = picked else {
         return Ok(None);
     };
-    if u64::from(sb.block_size) != bs || sb.base_blocks > bdev.info().num_blocks {
+    if u64::from(sb.block_size) != bs || sb.base_blocks > bdev.num_blocks() {
         return Err(BdevError::Invalid(format!(
             "bdev {name}: lvstore {} was made on a base of {} blocks of {} bytes; this one has \
              {} blocks of {bs}",
             sb.name,
             sb.base_blocks,
             sb.block_size,
-            bdev.info().num_blocks
+            bdev.num_blocks()
         )));
     }
     if store::all()

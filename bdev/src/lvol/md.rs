@@ -455,28 +455,37 @@ impl Md {
             .store(st.clusters.free(), Ordering::Relaxed);
     }
 
-    /// Free physical clusters once no I/O that may still use them is in flight.
+    /// Free physical clusters once no I/O that may still use them is in flight (in the
+    /// background).
     pub fn free_later(self: &Rc<Self>, phys: Vec<u32>) {
         if phys.is_empty() {
             return;
         }
         let md = Rc::clone(self);
-        keel_reactor::spawn_local(async move {
-            md.drain().await;
-            let vols: Vec<Arc<Volume>> = {
-                let mut st = md.st.borrow_mut();
-                for p in &phys {
-                    st.clusters.clear(u64::from(*p));
-                }
-                md.shared
-                    .free_clusters
-                    .store(st.clusters.free(), Ordering::Relaxed);
-                st.vols.values().map(|v| Arc::clone(&v.vol)).collect()
-            };
-            for v in vols {
-                v.nospace_logged.store(false, Ordering::Relaxed);
+        keel_reactor::spawn_local(async move { md.free_after_drain(phys).await });
+    }
+
+    /// Free physical clusters once no I/O that may still use them is in flight, and wait for
+    /// it. Must not be awaited while holding [`Md::lock`] (draining I/O may wait for it).
+    pub async fn free_after_drain(&self, phys: Vec<u32>) {
+        if phys.is_empty() {
+            return;
+        }
+        self.drain().await;
+        let vols: Vec<Arc<Volume>> = {
+            let mut st = self.st.borrow_mut();
+            for p in &phys {
+                st.clusters.clear(u64::from(*p));
             }
-        });
+            self.shared
+                .free_clusters
+                .store(st.clusters.free(), Ordering::Relaxed);
+            st.vols.values().map(|v| Arc::clone(&v.vol)).collect()
+        };
+        // space came back: a new out-of-space episode gets logged again
+        for v in vols {
+            v.nospace_logged.store(false, Ordering::Relaxed);
+        }
     }
 
     fn enqueue(self: &Rc<Self>, req: Req) {

@@ -117,7 +117,7 @@ pub async fn unregister_bdev(vol: &Volume) {
     }
 }
 
-/// Unregister and register again (the bdev layer has no in-place size or alias change).
+/// Unregister and register again (the bdev layer has no in-place alias change).
 async fn reregister(vol: &Arc<Volume>) -> Result<(), BdevError> {
     unregister_bdev(vol).await;
     register_bdev(vol).map(|_| ())
@@ -369,25 +369,45 @@ pub async fn delete(vol: &Arc<Volume>) -> Result<(), BdevError> {
     Ok(())
 }
 
-/// Grow or shrink a volume to `size_bytes` (rounded up to clusters).
+/// Grow or shrink a volume to `size_bytes` (rounded up to clusters), in place: the volume's
+/// bdev stays registered and its open descriptors get [`crate::BdevEvent::Resize`].
+///
+/// Growing publishes the new bdev size only once the larger map is installed (every core reads
+/// the one shared table) and the new descriptor is durable, so no I/O reaches the new blocks
+/// before they exist. Shrinking publishes the smaller size at the commit point (the durable
+/// descriptor), before the map shrinks: from then on the bdev layer refuses I/O beyond the new
+/// end, I/O already past that check finds no cluster there (reads see zeroes, writes fail),
+/// and the clusters beyond the end are freed only after every I/O that may still use them has
+/// drained.
 pub async fn resize(vol: &Arc<Volume>, size_bytes: u64) -> Result<(), BdevError> {
     let md = md_of(&vol.store)?;
     let n = clusters_for(&vol.store, size_bytes)?;
     if vol.info().snapshot {
         return Err(BdevError::Invalid("a snapshot cannot be resized".into()));
     }
-    unregister_bdev(vol).await;
-    let res = resize_locked(&md, vol, n).await;
-    if let Err(e) = register_bdev(vol) {
+    let freed = resize_locked(&md, vol, n).await?;
+    // Outside the lock: draining I/O may be waiting for an allocation, which takes it.
+    md.free_after_drain(freed).await;
+    md.report(vol.uuid);
+    Ok(())
+}
+
+/// Publish the size of `vol` (`n` clusters) to its bdev, if registered.
+fn publish_size(vol: &Volume, n: u64) {
+    let Some(bdev) = crate::get_bdev(&vol.uuid.to_string()) else {
+        return;
+    };
+    let blocks = n.saturating_mul(vol.store.blocks_per_cluster);
+    if let Err(e) = bdev.resize(blocks) {
         log::error!(
-            "lvol {}: re-registration after resize failed: {e}",
+            "lvol {}: publishing the size of {n} clusters: {e}",
             vol.alias()
         );
     }
-    res
 }
 
-async fn resize_locked(md: &Md, vol: &Arc<Volume>, n: u64) -> Result<(), BdevError> {
+/// The metadata part of [`resize`]; returns the physical clusters to free once I/O drained.
+async fn resize_locked(md: &Md, vol: &Arc<Volume>, n: u64) -> Result<Vec<u32>, BdevError> {
     let _g = md.lock.lock().await;
     let uuid = vol.uuid;
     let (old, thin) = {
@@ -395,6 +415,7 @@ async fn resize_locked(md: &Md, vol: &Arc<Volume>, n: u64) -> Result<(), BdevErr
         let v = &st.vols[&uuid];
         (v.entries.len() as u64, v.desc.flags & FLAG_THIN != 0)
     };
+    let mut freed_clusters = Vec::new();
     if n > old {
         {
             let mut st = md.st.borrow_mut();
@@ -419,6 +440,7 @@ async fn resize_locked(md: &Md, vol: &Arc<Volume>, n: u64) -> Result<(), BdevErr
             .num_clusters = n;
         md.write_desc(uuid).await?;
         md.flush().await?;
+        publish_size(vol, n);
     } else if n < old {
         // The smaller size is the commit point; entries beyond it are ignored from then on.
         md.st
@@ -430,6 +452,8 @@ async fn resize_locked(md: &Md, vol: &Arc<Volume>, n: u64) -> Result<(), BdevErr
             .num_clusters = n;
         md.write_desc(uuid).await?;
         md.flush().await?;
+        // New I/O beyond the end is refused from here on, before the map loses those clusters.
+        publish_size(vol, n);
         let (freed, drop_pages, keep_last) = {
             let mut st = md.st.borrow_mut();
             let v = st.vols.get_mut(&uuid).expect("present");
@@ -462,15 +486,12 @@ async fn resize_locked(md: &Md, vol: &Arc<Volume>, n: u64) -> Result<(), BdevErr
             md.free_pair(l.pair).await?;
         }
         md.flush().await?;
-        let mut st = md.st.borrow_mut();
-        for p in freed {
-            st.clusters.clear(u64::from(p));
-        }
+        freed_clusters = freed;
     }
     lock(&vol.info).num_clusters = n;
     md.report(uuid);
     log::info!("lvol {} resized to {n} clusters", vol.alias());
-    Ok(())
+    Ok(freed_clusters)
 }
 
 /// The parent of a view's current table.

@@ -256,6 +256,8 @@ pub fn open_base(
                 }
             });
         }
+        // The stacked bdev keeps its size; I/O beyond a shrunk base fails there.
+        BdevEvent::Resize => log::info!("{module} bdev {stacked}: base bdev resized (size kept)"),
     })?;
     desc.claim(module)?;
     Ok(desc)

@@ -94,7 +94,7 @@ pub(crate) fn controller(id: &CtrlrIdentity) -> IdentifyController {
 /// The Identify Namespace data structure of an active namespace (`None` if its block size
 /// is not a power of two of at least 512 bytes; `add_namespace` refuses such bdevs).
 pub(crate) fn namespace(ns: &Namespace) -> Option<IdentifyNamespace> {
-    let mut d = IdentifyNamespace::for_blocks(ns.num_blocks, ns.block_size)?;
+    let mut d = IdentifyNamespace::for_blocks(ns.num_blocks(), ns.block_size)?;
     d.set_nmic(NMIC_SHARED);
     if ns.reads_zeroes_after_unmap && ns.supports_unmap {
         d.set_dlfeat(DLFEAT_READ_ZEROES | DLFEAT_WRITE_ZEROES_DEALLOCATES);

@@ -58,7 +58,7 @@ fn lba_range(r: &NvmfRequest, ns: &NsChannel) -> Result<(u64, u64), Status> {
     let slba = u64::from(r.cmd.cdw10) | (u64::from(r.cmd.cdw11) << 32);
     let nlb = u64::from(r.cmd.cdw12 & 0xffff) + 1;
     match slba.checked_add(nlb) {
-        Some(end) if end <= ns.num_blocks => Ok((slba, nlb)),
+        Some(end) if end <= ns.num_blocks() => Ok((slba, nlb)),
         _ => Err(Status::LBA_OUT_OF_RANGE),
     }
 }
@@ -224,7 +224,7 @@ fn dsm_start(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> 
     }
     for i in 0..nr {
         let (slba, nlb) = dsm_range(r, i).ok_or(Status::DATA_SGL_LENGTH_INVALID)?;
-        if nlb > 0 && slba.checked_add(nlb).is_none_or(|e| e > ns.num_blocks) {
+        if nlb > 0 && slba.checked_add(nlb).is_none_or(|e| e > ns.num_blocks()) {
             return Err(Status::LBA_OUT_OF_RANGE);
         }
     }

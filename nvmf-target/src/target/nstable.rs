@@ -17,8 +17,15 @@ pub(crate) struct NsChannel {
     pub ch: IoChannel,
     /// Logical block size, bytes.
     pub block_size: u32,
-    /// Number of blocks.
-    pub num_blocks: u64,
+}
+
+impl NsChannel {
+    /// HOT PATH: the namespace's current number of blocks (the bdev's live size, one atomic
+    /// load), so range checks follow a resize at once.
+    #[inline]
+    pub fn num_blocks(&self) -> u64 {
+        self.ns.num_blocks()
+    }
 }
 
 /// A subsystem's namespaces on one core.
@@ -65,7 +72,6 @@ impl CoreSubsys {
             ns: Arc::clone(ns),
             ch,
             block_size: ns.block_size,
-            num_blocks: ns.num_blocks,
         });
         let mut t = self.table.borrow_mut();
         if t.len() <= i {

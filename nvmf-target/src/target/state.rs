@@ -582,10 +582,15 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
     let instance = next_instance();
     let (sub, name) = (Arc::downgrade(&s), opts.bdev_name.clone());
     let desc = keel_bdev::open(&opts.bdev_name, true, move |ev| {
-        if ev != BdevEvent::Remove {
-            return;
-        }
         let Some(s) = sub.upgrade() else { return };
+        match ev {
+            BdevEvent::Remove => {}
+            BdevEvent::Resize => {
+                // Identify Namespace reads the live size; tell every controller.
+                namespace_resized(&s, nsid, instance, &name);
+                return;
+            }
+        }
         log::info!(
             "nvmf: bdev {name} is being removed: removing namespace {nsid} of {}",
             s.nqn
@@ -606,7 +611,6 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
         nguid: opts.nguid.unwrap_or(uuid.0),
         eui64: opts.eui64.unwrap_or([0; 8]),
         block_size: info.block_size,
-        num_blocks: info.num_blocks,
         reads_zeroes_after_unmap: bdev.unmap_reads_zeroes(),
         supports_unmap: bdev.io_type_supported(IoType::Unmap),
         desc,
@@ -635,6 +639,23 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
         opts.bdev_name
     );
     Ok(nsid)
+}
+
+/// The bdev of namespace `nsid` (if still `instance`) changed size: a Namespace Attribute
+/// Changed event (and changed-namespace log entry) to each controller, as for hot add/remove.
+fn namespace_resized(s: &Subsystem, nsid: u32, instance: u64, bdev: &str) {
+    let ns = s.lock().namespaces.get(&nsid).cloned();
+    let Some(ns) = ns.filter(|n| n.instance == instance) else {
+        return;
+    };
+    log::info!(
+        "nvmf: bdev {bdev} resized: namespace {nsid} of {} now has {} blocks",
+        s.nqn,
+        ns.num_blocks()
+    );
+    for c in s.controllers() {
+        ctrlr::notify_ns_changed_remote(c.core, s.id, c.cntlid, nsid);
+    }
 }
 
 /// Remove namespace `nsid` of `nqn`.

@@ -36,14 +36,20 @@ pub(crate) struct Namespace {
     pub eui64: [u8; 8],
     /// Logical block size (bytes).
     pub block_size: u32,
-    /// Number of logical blocks.
-    pub num_blocks: u64,
     /// Whether deallocated blocks read back as zeroes.
     pub reads_zeroes_after_unmap: bool,
     /// Whether the bdev supports unmap (Dataset Management deallocate).
     pub supports_unmap: bool,
     /// The open descriptor (closed when the last holder drops the namespace).
     pub desc: BdevDesc,
+}
+
+impl Namespace {
+    /// Current number of logical blocks (the bdev's live size: it follows a resize).
+    #[inline]
+    pub fn num_blocks(&self) -> u64 {
+        self.desc.bdev().num_blocks()
+    }
 }
 
 impl std::fmt::Debug for Namespace {

@@ -622,6 +622,89 @@ fn host_bring_up_admin_io_and_namespace_hot_add() {
     });
 }
 
+/// Post an Asynchronous Event Request (it stays outstanding): the request, to keep alive
+/// until it completes, and its cid.
+fn post_aer(admin: &HostQ) -> (Box<NvmfRequest>, u16) {
+    let mut none = Vec::new();
+    admin.start(
+        NvmeCmd {
+            opc: 0x0C,
+            ..Default::default()
+        },
+        DataXfer::None,
+        &mut none,
+    )
+}
+
+/// Wait for the completion of command `cid`.
+async fn wait_cpl(q: &HostQ, cid: u16, what: &str) -> NvmeCpl {
+    let mut cpl = None;
+    until(what, || {
+        cpl = cpl.or_else(|| q.take(cid));
+        cpl.is_some()
+    })
+    .await;
+    cpl.unwrap()
+}
+
+#[test]
+fn bdev_resize_changes_the_namespace_size_and_raises_the_aen() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:resize";
+        ensure_transport();
+        // A null bdev: it has no data, so growing it is safe.
+        keel_bdev::modules::null::create("nvmf_t_n5", 1024, 512, None).unwrap();
+        state::create_subsystem(nqn, SubsystemOpts::default()).unwrap();
+        state::add_host(nqn, HOST).unwrap();
+        state::add_listener(nqn, listen_addr("4424")).unwrap();
+        let ns_opts = NamespaceOpts {
+            bdev_name: "nvmf_t_n5".into(),
+            ..Default::default()
+        };
+        assert_eq!(state::add_namespace(nqn, ns_opts).await.unwrap(), 1);
+        let admin = HostQ::new("4424");
+        let cntlid = admin.bring_up_admin(nqn, 0).await;
+        assert_ok(&admin.set_feature(0x0B, 1 << 8).await);
+        let ioq = HostQ::new("4424");
+        assert_ok(&ioq.connect(1, 127, 0, cntlid, nqn, HOST).await);
+        let mut r = vec![0u8; 512];
+        assert_status(
+            &ioq.rw(0x02, 1, 1024, 1, &mut r).await,
+            Status::LBA_OUT_OF_RANGE,
+        );
+        let bdev = keel_bdev::get_bdev("nvmf_t_n5").unwrap();
+        for (blocks, what) in [(4096u64, "the grow AEN"), (512, "the shrink AEN")] {
+            let (_req, aer) = post_aer(&admin);
+            assert!(admin.take(aer).is_none(), "outstanding");
+            bdev.resize(blocks).unwrap();
+            let c = wait_cpl(&admin, aer, what).await;
+            assert_ok(&c);
+            assert_eq!(c.cdw0, 0x0004_0002, "Namespace Attribute Changed");
+            let (c, chg) = admin.get_log(0x04, 4096, false, 0).await;
+            assert_ok(&c);
+            assert_eq!((le32(&chg, 0), le32(&chg, 4)), (1, 0), "nsid 1 changed");
+            let (c, id) = admin.identify(0x00, 1).await;
+            assert_ok(&c);
+            assert_eq!(
+                (le64(&id, 0), le64(&id, 8), le64(&id, 16)),
+                (blocks, blocks, blocks)
+            );
+            let mut r = vec![0u8; 512];
+            assert_ok(&ioq.rw(0x02, 1, blocks - 1, 1, &mut r).await);
+            assert_status(
+                &ioq.rw(0x02, 1, blocks, 1, &mut r).await,
+                Status::LBA_OUT_OF_RANGE,
+            );
+        }
+        let s = state::subsystem(nqn).unwrap();
+        assert_eq!(s.namespaces().len(), 1, "a resize is no hot-remove");
+        ioq.qp.close();
+        admin.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
+        keel_bdev::modules::null::delete("nvmf_t_n5").await.unwrap();
+    });
+}
+
 #[test]
 fn refused_hosts_and_unknown_subsystems() {
     run(|| async {

@@ -90,6 +90,7 @@ impl TargetFactory for BdevTargetFactory {
         let name = self.name.clone();
         let desc = keel_bdev::open(&self.name, write, move |ev| match ev {
             BdevEvent::Remove => log::warn!("bdev {name} is being removed under the benchmark"),
+            BdevEvent::Resize => log::warn!("bdev {name} was resized under the benchmark"),
         })
         .map_err(|e| TargetError(format!("cannot open bdev {}: {e}", self.name)))?;
         let channel = desc
@@ -114,7 +115,7 @@ impl Target for BdevTarget {
         self.desc.bdev().info().block_size
     }
     fn num_blocks(&self) -> u64 {
-        self.desc.bdev().info().num_blocks
+        self.desc.bdev().num_blocks()
     }
     fn stores_data(&self) -> bool {
         self.stores_data
