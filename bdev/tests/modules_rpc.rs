@@ -60,6 +60,9 @@ fn create_update_save_and_delete_through_rpc() {
             "delay_bdev_name": "rpc_d0", "latency_type": "p99_write", "latency_us": 40}},
         {"method": "bdev_malloc_create", "params": {"name": "rpc_m1", "num_blocks": 2048, "block_size": 512}},
         {"method": "bdev_error_create", "params": {"base_name": "rpc_m1"}},
+        // Examiners (lvol, raid superblock) read every new bdev; let them finish before arming
+        // read failures, or an examine read would use one up.
+        {"method": "bdev_wait_for_examine"},
         {"method": "bdev_error_inject_error", "params": {
             "name": "EE_rpc_m1", "io_type": "read", "error_type": "failure", "num": 2}},
         {"method": "bdev_uring_create", "params": {"filename": f.0, "name": "rpc_u0", "block_size": 4096}},
