@@ -15,6 +15,8 @@
 
 use crate::request::ReqPtr;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Transport types (NVMe-oF TRTYPE).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,7 +78,8 @@ pub struct ListenAddr {
     pub trsvcid: String,
 }
 
-/// Options of a transport (`nvmf_create_transport`), SPDK's names and defaults for TCP.
+/// Options of a transport (`nvmf_create_transport`), SPDK's names and per-transport defaults
+/// ([`TransportOpts::defaults_for`]). Options of the other transport type are kept but unused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransportOpts {
     /// Transport type.
@@ -103,6 +106,14 @@ pub struct TransportOpts {
     pub sock_priority: u32,
     /// Seconds before an aborted request is answered.
     pub abort_timeout_sec: u32,
+    /// RDMA: receive entries of each core's shared receive queue.
+    pub max_srq_depth: u32,
+    /// RDMA: give every queue pair its own receive queue instead of the core's SRQ.
+    pub no_srq: bool,
+    /// RDMA: completion queue entries of each core's CQ (besides the SRQ's).
+    pub num_cqe: u32,
+    /// RDMA: backlog of the listening CM ids.
+    pub acceptor_backlog: u32,
 }
 
 impl TransportOpts {
@@ -121,6 +132,28 @@ impl TransportOpts {
             c2h_success: true,
             sock_priority: 0,
             abort_timeout_sec: 1,
+            max_srq_depth: 4096,
+            no_srq: false,
+            num_cqe: 4096,
+            acceptor_backlog: 100,
+        }
+    }
+
+    /// SPDK's RDMA defaults.
+    pub fn rdma_defaults() -> TransportOpts {
+        TransportOpts {
+            trtype: TrType::Rdma,
+            io_unit_size: 8192,
+            num_shared_buffers: 4095,
+            ..TransportOpts::tcp_defaults()
+        }
+    }
+
+    /// SPDK's defaults for `trtype`.
+    pub fn defaults_for(trtype: TrType) -> TransportOpts {
+        match trtype {
+            TrType::Tcp => TransportOpts::tcp_defaults(),
+            TrType::Rdma => TransportOpts::rdma_defaults(),
         }
     }
 }
@@ -168,3 +201,44 @@ pub trait QpairTransport {
     /// The peer's address ("traddr:trsvcid") for logs and `nvmf_subsystem_get_qpairs`.
     fn peer(&self) -> String;
 }
+
+/// Transport shutdown: counts the cores still closing connections; the last one calls `done`.
+/// Shared by the transports' [`Transport::shutdown`].
+pub struct ShutdownWait {
+    left: AtomicUsize,
+    done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl ShutdownWait {
+    /// A wait for `cores` cores that calls `done` when all of them arrived.
+    pub fn new(cores: usize, done: Box<dyn FnOnce() + Send>) -> Arc<ShutdownWait> {
+        let w = Arc::new(ShutdownWait {
+            left: AtomicUsize::new(cores),
+            done: Mutex::new(Some(done)),
+        });
+        if cores == 0 {
+            w.finish();
+        }
+        w
+    }
+
+    /// One core has freed every connection of the transport.
+    pub fn arrive(&self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    /// Call `done` now (once), whatever is left.
+    pub fn finish(&self) {
+        let done = self
+            .done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(f) = done {
+            f();
+        }
+    }
+}
+

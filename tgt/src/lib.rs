@@ -16,6 +16,7 @@ pub fn register_rpcs() {
     keel_raid::register_rpcs();
     keel_nvmf::register_rpcs();
     keel_nvmf::tcp::register();
+    keel_rdma::transport::register();
 }
 
 #[cfg(test)]

@@ -413,6 +413,23 @@ pub const TREQ_SECURE_NOT_REQUIRED: u8 = 2;
 pub const TREQ_DISABLE_SQFLOW: u8 = 1 << 2;
 /// TSAS for TCP: SECTYPE none.
 pub const TCP_SECTYPE_NONE: u8 = 0;
+/// TSAS for RDMA: RDMA_QPTYPE reliable connected.
+pub const RDMA_QPTYPE_CONNECTED: u8 = 1;
+/// TSAS for RDMA: RDMA_PRTYPE no provider specified.
+pub const RDMA_PRTYPE_NOT_SPECIFIED: u8 = 1;
+/// TSAS for RDMA: RDMA_CMS RDMA-CM.
+pub const RDMA_CMS_RDMA_CM: u8 = 1;
+
+/// The first TSAS bytes of a discovery log entry for transport type `trtype` (wire value):
+/// TCP SECTYPE none; RDMA reliable connected, no provider type, RDMA-CM (as the Linux host
+/// and SPDK expect).
+pub fn tsas_for(trtype: u8) -> [u8; 4] {
+    if trtype == TRTYPE_RDMA {
+        [RDMA_QPTYPE_CONNECTED, RDMA_PRTYPE_NOT_SPECIFIED, RDMA_CMS_RDMA_CM, 0]
+    } else {
+        [TCP_SECTYPE_NONE, 0, 0, 0]
+    }
+}
 /// ADRFAM: IPv4.
 pub const ADRFAM_IPV4: u8 = 1;
 /// ADRFAM: IPv6.
@@ -767,6 +784,8 @@ mod tests {
         assert_eq!(r[282], 0);
         assert_eq!(&r[512..522], b"10.0.0.1  ");
         assert_eq!(r[768], TCP_SECTYPE_NONE);
+        assert_eq!(tsas_for(TRTYPE_RDMA), [1, 1, 1, 0], "RC, no provider type, RDMA-CM");
+        assert_eq!(tsas_for(3), [TCP_SECTYPE_NONE, 0, 0, 0]);
         assert_eq!(&page[2048..2052], &[3, 1, 2, 2]);
         assert_eq!(discovery_log_page(0, &[]).len(), 1024);
     }

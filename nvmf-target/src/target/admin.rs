@@ -162,6 +162,7 @@ fn identify_cmd(c: &Controller, req: ReqPtr) -> Outcome {
                 max_queue_depth: c.topts.max_queue_depth,
                 max_aers: ctrlr::MAX_AERS as u8,
                 kas: ctrlr::KAS_100MS,
+                keyed_sgls: c.topts.trtype == crate::transport::TrType::Rdma,
             };
             let data = identify::controller(&id);
             drop(g);
@@ -317,6 +318,7 @@ pub(crate) fn discovery_log(hostnqn: &str) -> Vec<u8> {
                 trsvcid: l.trsvcid.clone(),
                 subnqn: s.nqn.clone(),
                 traddr: l.traddr.clone(),
+                tsas: lp::tsas_for(l.trtype.wire_value()),
                 ..logpage::discovery_entry_base()
             });
         }

@@ -36,6 +36,8 @@ pub(crate) struct CtrlrIdentity<'a> {
     pub max_aers: u8,
     /// Keep-alive granularity, 100 ms units.
     pub kas: u16,
+    /// Advertise Keyed SGL Data Blocks (RDMA controllers; TCP hosts never send them).
+    pub keyed_sgls: bool,
 }
 
 /// The Identify Controller data structure.
@@ -73,7 +75,7 @@ pub(crate) fn controller(id: &CtrlrIdentity) -> IdentifyController {
     c.set_sqes(0x66);
     c.set_cqes(0x44);
     c.set_maxcmd(id.max_queue_depth);
-    c.set_sgls(SGLS_SUPPORTED | SGLS_KEYED | SGLS_OFFSET);
+    c.set_sgls(SGLS_SUPPORTED | SGLS_OFFSET | if id.keyed_sgls { SGLS_KEYED } else { 0 });
     if !id.discovery {
         c.set_nn(id.max_namespaces);
         c.set_oncs(ONCS_COMPARE | ONCS_DSM | ONCS_WRITE_ZEROES);
@@ -136,7 +138,21 @@ mod tests {
             max_queue_depth: 128,
             max_aers: 4,
             kas: 1,
+            keyed_sgls: true,
         }
+    }
+
+    #[test]
+    fn keyed_sgls_only_for_rdma_controllers() {
+        let sgls = |keyed| {
+            let c = controller(&CtrlrIdentity {
+                keyed_sgls: keyed,
+                ..ident()
+            });
+            read::<u32>(c.as_bytes(), 536).unwrap()
+        };
+        assert_eq!(sgls(true), SGLS_SUPPORTED | SGLS_OFFSET | SGLS_KEYED);
+        assert_eq!(sgls(false), SGLS_SUPPORTED | SGLS_OFFSET);
     }
 
     #[test]

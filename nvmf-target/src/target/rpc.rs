@@ -168,6 +168,38 @@ static CREATE_TRANSPORT: MethodSpec = MethodSpec {
             "TCP: socket priority",
         ),
         p(
+            "max_srq_depth",
+            ParamKind::Int,
+            false,
+            false,
+            Some('s'),
+            "RDMA: max number of outstanding receives in each core's SRQ",
+        ),
+        p(
+            "no_srq",
+            ParamKind::Bool,
+            false,
+            false,
+            Some('r'),
+            "RDMA: disable the shared receive queue",
+        ),
+        p(
+            "num_cqe",
+            ParamKind::Int,
+            false,
+            false,
+            None,
+            "RDMA: completion queue entries per core (besides the SRQ's)",
+        ),
+        p(
+            "acceptor_backlog",
+            ParamKind::Int,
+            false,
+            false,
+            Some('l'),
+            "RDMA: listen backlog",
+        ),
+        p(
             "abort_timeout_sec",
             ParamKind::Int,
             false,
@@ -195,11 +227,15 @@ struct CreateTransportParams {
     c2h_success: Option<bool>,
     sock_priority: Option<u32>,
     abort_timeout_sec: Option<u32>,
+    max_srq_depth: Option<u32>,
+    no_srq: Option<bool>,
+    num_cqe: Option<u32>,
+    acceptor_backlog: Option<u32>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
 
-/// Build and check transport options (SPDK's TCP defaults for what is not given).
+/// Build and check transport options (SPDK's defaults for the type for what is not given).
 fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
     let trtype = TrType::parse(&p.trtype).ok_or_else(|| {
         RpcError::errno(
@@ -211,7 +247,7 @@ fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
         )
     })?;
     note_ignored("nvmf_create_transport", &p.extra);
-    let d = TransportOpts::tcp_defaults();
+    let d = TransportOpts::defaults_for(trtype);
     let o = TransportOpts {
         trtype,
         max_queue_depth: p.max_queue_depth.unwrap_or(d.max_queue_depth),
@@ -227,6 +263,10 @@ fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
         c2h_success: p.c2h_success.unwrap_or(d.c2h_success),
         sock_priority: p.sock_priority.unwrap_or(d.sock_priority),
         abort_timeout_sec: p.abort_timeout_sec.unwrap_or(d.abort_timeout_sec),
+        max_srq_depth: p.max_srq_depth.unwrap_or(d.max_srq_depth),
+        no_srq: p.no_srq.unwrap_or(d.no_srq),
+        num_cqe: p.num_cqe.unwrap_or(d.num_cqe),
+        acceptor_backlog: p.acceptor_backlog.unwrap_or(d.acceptor_backlog),
     };
     let bad = |m: String| Err(RpcError::errno(libc::EINVAL, m));
     if o.max_queue_depth < 2 {
@@ -321,7 +361,7 @@ struct GetTransportsParams {
 }
 
 fn transport_json(o: &TransportOpts) -> Value {
-    json!({
+    let mut v = json!({
         "trtype": o.trtype.name(),
         "max_queue_depth": o.max_queue_depth,
         "max_io_qpairs_per_ctrlr": o.max_io_qpairs_per_ctrlr,
@@ -333,10 +373,24 @@ fn transport_json(o: &TransportOpts) -> Value {
         "buf_cache_size": o.buf_cache_size,
         "dif_insert_or_strip": false,
         "zcopy": false,
-        "c2h_success": o.c2h_success,
-        "sock_priority": o.sock_priority,
         "abort_timeout_sec": o.abort_timeout_sec,
-    })
+    });
+    let extra = match o.trtype {
+        TrType::Tcp => json!({
+            "c2h_success": o.c2h_success,
+            "sock_priority": o.sock_priority,
+        }),
+        TrType::Rdma => json!({
+            "max_srq_depth": o.max_srq_depth,
+            "no_srq": o.no_srq,
+            "num_cqe": o.num_cqe,
+            "acceptor_backlog": o.acceptor_backlog,
+        }),
+    };
+    if let (Some(m), Value::Object(e)) = (v.as_object_mut(), extra) {
+        m.extend(e);
+    }
+    v
 }
 
 fn rpc_get_transports(params: Option<Value>) -> HandlerFuture {

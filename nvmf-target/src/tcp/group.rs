@@ -19,14 +19,14 @@
 //! Fabrics Connect) within [`connect_timeout`], so idle sockets cannot pile up.
 
 use super::conn::{Conn, ConnConfig};
-use crate::transport::ListenAddr;
+use crate::transport::{ListenAddr, ShutdownWait};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::{Cell, RefCell};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Most events taken per `epoll_wait`.
@@ -48,45 +48,6 @@ pub fn connect_timeout() -> Duration {
 pub fn set_connect_timeout(d: Duration) {
     let ms = d.as_millis().clamp(1, u64::MAX as u128) as u64;
     CONNECT_TIMEOUT_MS.store(ms, Ordering::Relaxed);
-}
-
-/// Transport shutdown: counts the cores still closing connections; the last one calls `done`.
-pub struct ShutdownWait {
-    left: AtomicUsize,
-    done: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl ShutdownWait {
-    /// A wait for `cores` cores that calls `done` when all of them arrived.
-    pub fn new(cores: usize, done: Box<dyn FnOnce() + Send>) -> Arc<ShutdownWait> {
-        let w = Arc::new(ShutdownWait {
-            left: AtomicUsize::new(cores),
-            done: Mutex::new(Some(done)),
-        });
-        if cores == 0 {
-            w.finish();
-        }
-        w
-    }
-
-    /// One core has freed every connection of the transport.
-    fn arrive(&self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.finish();
-        }
-    }
-
-    /// Call `done` now (once), whatever is left.
-    pub fn finish(&self) {
-        let done = self
-            .done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(f) = done {
-            f();
-        }
-    }
 }
 
 /// The poll group of one core.

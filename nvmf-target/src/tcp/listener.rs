@@ -275,7 +275,7 @@ impl Transport for TcpTransport {
             done();
             return;
         }
-        let wait = group::ShutdownWait::new(keel_reactor::cores().len(), done);
+        let wait = crate::transport::ShutdownWait::new(keel_reactor::cores().len(), done);
         let w = wait.clone();
         if let Err(e) = keel_reactor::for_each_core(move || group::close_all(id, w.clone()), || {})
         {

@@ -396,6 +396,30 @@ impl CmId {
         contexts.iter().find(|c| !v.is_null() && c.as_ptr() == v)
     }
 
+    /// The peer's address (for an accepted or connected id), if it is IPv4 or IPv6.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        // SAFETY: the id is alive; librdmacm fills `route.addr.dst` for connection ids and
+        // leaves it zeroed otherwise; the family field is read first and decides the member.
+        let dst = unsafe { (*self.raw()).route.addr.dst };
+        // SAFETY: every member starts with the family field.
+        let family = i32::from(unsafe { dst.addr.sa_family });
+        match family {
+            libc::AF_INET => {
+                // SAFETY: the family says sockaddr_in.
+                let a = unsafe { dst.sin };
+                let ip = std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+                Some(SocketAddr::new(ip.into(), u16::from_be(a.sin_port)))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says sockaddr_in6.
+                let a = unsafe { dst.sin6 };
+                let ip = std::net::Ipv6Addr::from(a.sin6_addr.s6_addr);
+                Some(SocketAddr::new(ip.into(), u16::from_be(a.sin6_port)))
+            }
+            _ => None,
+        }
+    }
+
     /// Binds to a local address (port 0: any).
     pub fn bind(&mut self, addr: SocketAddr) -> Result<(), Error> {
         let mut sa = sockaddr_of(addr);

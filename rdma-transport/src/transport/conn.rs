@@ -1,0 +1,1138 @@
+//! HOT PATH: one NVMe/RDMA queue pair.
+//!
+//! Commands arrive as RECV completions (in a shared receive queue buffer, or one of the
+//! connection's own with `no_srq`). Each takes a request slot (as many as the host's queue has
+//! entries) and then, by its SGL:
+//! - no data, or data in the capsule (Data Block, Offset subtype): the request points straight
+//!   into the receive buffer, which is held until the response is sent;
+//! - a Keyed Data Block: pool buffers (registered once per page) are taken; a host write is
+//!   fetched with RDMA READ(s) before the command runs, a host read is answered with RDMA
+//!   WRITE(s) chained ahead of the response SEND (send-with-invalidate when the SGL asks).
+//!
+//! Only the last work request of a chain is signaled. Send-queue entries and RDMA READ depth
+//! (the ORD agreed at connect) are counted; a slot that would exceed them waits in order.
+//! Nothing here locks or allocates: slots, queues and work request arrays are sized at accept.
+//!
+//! Teardown: `close` moves the QP to the error state (rdma_disconnect), hands the queue pair to
+//! the core's `Qpair::close`, and frees what waits. The connection is freed (QP and CM id
+//! destroyed) once every request is back from the core and every posted work request has
+//! completed or been flushed — or after [`FLUSH_TIMEOUT`], when the device does not flush.
+
+use super::core_dev::CoreDev;
+use super::group::{self, PeerRdma};
+use super::recv::{RecvArena, SQE_LEN};
+use super::wr_id::{Kind, WrId};
+use super::{RdmaConfig, MAX_SGE_PER_WR};
+use crate::nvmf_cm::{encode_accept, CmRequest};
+use crate::verbs::{
+    Access, CmId, ConnParam, Error, MemoryRegion, QpInit, SendWr, Sge, WorkCompletion,
+};
+use keel_bdev::{IoVec, MAX_IOVS};
+use keel_nvmf::request::{NvmfRequest, ReqPtr};
+use keel_nvmf::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
+use keel_nvmf::spec::fabrics::FabricsType;
+use keel_nvmf::spec::sgl::{check_in_capsule, sgl1, Sgl};
+use keel_nvmf::spec::status::Status;
+use keel_nvmf::target::Qpair;
+use keel_nvmf::transport::{ListenAddr, QpairTransport};
+use keel_reactor::pool::{self, DmaBuf, PoolError};
+use std::cell::{OnceCell, RefCell, UnsafeCell};
+use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
+use std::ptr::NonNull;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a closed connection waits for its work requests to be flushed before it is freed
+/// anyway (destroying the QP stops the device from touching its buffers).
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a new connection needs (from the listener and the poll group).
+pub(crate) struct ConnSetup {
+    pub token: u16,
+    pub gen: u8,
+    pub transport_id: u64,
+    pub req: CmRequest,
+    pub peer_rd: PeerRdma,
+    pub listen: ListenAddr,
+    pub cfg: Arc<RdmaConfig>,
+    pub dev: Rc<CoreDev>,
+    pub connect_deadline: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    /// Waiting (in `data_wait`) for pool buffers, RDMA READ depth or send-queue entries.
+    AwaitData,
+    /// RDMA READ(s) in flight.
+    Reading,
+    /// In `ready`, to be handed to the core.
+    Ready,
+    /// With the core.
+    Executing,
+    /// Back from the core, waiting (in `send_wait`) for send-queue entries.
+    AwaitSend,
+    /// Response chain posted.
+    Sending,
+}
+
+/// Which receive buffer a slot holds (in-capsule data lives there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RecvBuf {
+    Srq(u32),
+    Own(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Keyed {
+    addr: u64,
+    key: u32,
+    invalidate: bool,
+}
+
+struct Slot {
+    state: SlotState,
+    bufs: [Option<DmaBuf>; MAX_IOVS],
+    sges: [Sge; MAX_IOVS],
+    nbufs: usize,
+    recv: Option<RecvBuf>,
+    keyed: Option<Keyed>,
+    /// Work requests posted for this slot and not yet completed.
+    pending: u32,
+    /// Whether the response carries data (RDMA WRITE ahead of the SEND).
+    send_data: bool,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            state: SlotState::Free,
+            bufs: std::array::from_fn(|_| None),
+            sges: [Sge::default(); MAX_IOVS],
+            nbufs: 0,
+            recv: None,
+            keyed: None,
+            pending: 0,
+            send_data: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    Open,
+    Closed,
+}
+
+struct State {
+    slots: Box<[Slot]>,
+    free: Vec<u16>,
+    life: Life,
+    closed_at: Option<Instant>,
+    sq_head: u16,
+    /// Send-queue entries free.
+    sq_free: u32,
+    /// RDMA READ work requests in flight, and the most allowed (ORD).
+    reads_out: u32,
+    ord: u32,
+    data_wait: VecDeque<u16>,
+    send_wait: VecDeque<u16>,
+    ready: VecDeque<u16>,
+    /// Slots not free.
+    outstanding: usize,
+    /// `no_srq`: own receives posted and not completed.
+    recv_posted: u32,
+    /// The pool was empty for the head of `data_wait`: retried on the next completion or
+    /// poll.
+    pool_starved: bool,
+}
+
+/// A registered array of response capsules, one per slot.
+struct RspArena {
+    mr: ManuallyDrop<MemoryRegion>,
+    cpl: NonNull<NvmeCpl>,
+    len: usize,
+}
+
+impl RspArena {
+    fn new(conn_dev: &CoreDev, n: usize) -> Result<RspArena, Error> {
+        let v: Box<[NvmeCpl]> = vec![NvmeCpl::default(); n].into_boxed_slice();
+        let len = v.len();
+        let cpl = NonNull::from(Box::leak(v)).cast::<NvmeCpl>();
+        let bytes = len * std::mem::size_of::<NvmeCpl>();
+        // SAFETY: the array is ours (leaked above, freed in Drop after deregistration).
+        let mr = unsafe {
+            MemoryRegion::register(
+                &conn_dev.dev.pd,
+                cpl.as_ptr().cast(),
+                bytes,
+                Access::LOCAL_WRITE,
+            )
+        };
+        match mr {
+            Ok(mr) => Ok(RspArena {
+                mr: ManuallyDrop::new(mr),
+                cpl,
+                len,
+            }),
+            Err(e) => {
+                // SAFETY: leaked from a Box<[NvmeCpl]> of `len` above and not registered.
+                drop(unsafe {
+                    Box::from_raw(std::ptr::slice_from_raw_parts_mut(cpl.as_ptr(), len))
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Write response `i` and return the SGE sending it.
+    ///
+    /// The caller guarantees entry `i` is not being sent (its slot's previous SEND completed).
+    #[inline]
+    fn put(&self, i: usize, cpl: NvmeCpl) -> Sge {
+        assert!(i < self.len);
+        // SAFETY: i < len; the entry is not in use by the device (caller).
+        let p = unsafe { self.cpl.as_ptr().add(i) };
+        // SAFETY: as above; a plain write of a Copy value.
+        unsafe { p.write(cpl) };
+        Sge::new(
+            p as u64,
+            std::mem::size_of::<NvmeCpl>() as u32,
+            self.mr.lkey(),
+        )
+    }
+}
+
+impl Drop for RspArena {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here.
+        unsafe { ManuallyDrop::drop(&mut self.mr) };
+        // SAFETY: leaked from a Box<[NvmeCpl]> of `len` in `new`; deregistered above.
+        drop(unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                self.cpl.as_ptr(),
+                self.len,
+            ))
+        });
+    }
+}
+
+/// One NVMe/RDMA queue pair. Field order is drop order: the CM id (and its QP) go first, so
+/// the device is done with every buffer below before they are freed.
+pub(crate) struct Conn {
+    id: RefCell<Option<CmId>>,
+    st: RefCell<State>,
+    reqs: Box<[UnsafeCell<NvmfRequest>]>,
+    rsp: RspArena,
+    own_recv: Option<RecvArena>,
+    dev: Rc<CoreDev>,
+    qpair: OnceCell<Rc<Qpair>>,
+    cfg: Arc<RdmaConfig>,
+    token: u16,
+    gen: u8,
+    transport_id: u64,
+    qp_num: u32,
+    /// Queue id and entries from the CM request.
+    qid: u16,
+    sq_entries: u16,
+    max_sge: u32,
+    _cqes: CqeReservation,
+    peer: String,
+    connect_deadline: Instant,
+}
+
+impl Conn {
+    /// Create the QP for a validated request, set the connection up, and accept.
+    pub fn accept(mut id: CmId, s: ConnSetup) -> Result<Rc<Conn>, Error> {
+        let a = s.dev.dev.attr.0;
+        let depth = u32::from(s.req.sq_entries() as u16).max(2);
+        let max_sge = MAX_SGE_PER_WR.min(u32::try_from(a.max_sge).unwrap_or(1).max(1));
+        let chunks = (s.cfg.max_io_size as usize).div_ceil(s.cfg.buf_chunk) as u32;
+        let wrs_per_xfer = chunks.div_ceil(max_sge).max(1);
+        let max_qp_wr = u32::try_from(a.max_qp_wr).unwrap_or(0);
+        let max_send_wr = (depth * (wrs_per_xfer + 1)).min(max_qp_wr);
+        if max_send_wr < wrs_per_xfer + 1 || (s.cfg.srq_depth == 0 && depth > max_qp_wr) {
+            return Err(Error::new("queue depth above the device's", libc::EINVAL));
+        }
+        let cqes = max_send_wr + if s.cfg.srq_depth == 0 { depth } else { 0 };
+        let Some(reservation) = CqeReservation::take(&s.dev, cqes) else {
+            log::warn!(
+                "nvmf/rdma: the core's completion queue is full; raise num_cqe \
+                 (nvmf_create_transport --num-cqe) to serve more queue pairs"
+            );
+            let _ = id.reject(&encode_reject_no_resources());
+            return Err(Error::new("completion queue entries", libc::ENOSPC));
+        };
+        let conn = match Self::build(&mut id, &s, depth, max_sge, max_send_wr, reservation) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = id.reject(&encode_reject_no_resources());
+                return Err(e);
+            }
+        };
+        if let Err(e) = conn.post_own_recvs(&id) {
+            let _ = id.reject(&encode_reject_no_resources());
+            // The QP (and its posted receives) goes before the buffers.
+            drop(id);
+            conn.qpair().close();
+            return Err(e);
+        }
+        // The CM reports the host's values from our side: its responder resources as the
+        // READ depth we may initiate, its initiator depth as what we must serve.
+        let ird = s
+            .peer_rd
+            .responder_resources
+            .min(u8::try_from(a.max_qp_rd_atom).unwrap_or(u8::MAX));
+        let ord = s
+            .peer_rd
+            .initiator_depth
+            .min(u8::try_from(a.max_qp_init_rd_atom).unwrap_or(u8::MAX))
+            .max(1);
+        conn.st.borrow_mut().ord = u32::from(ord);
+        let private = encode_accept(depth as u16);
+        let param = ConnParam {
+            private_data: &private,
+            responder_resources: ird,
+            initiator_depth: ord,
+            retry_count: 7,
+            rnr_retry_count: 7,
+        };
+        if let Err(e) = id.accept(&param) {
+            drop(id);
+            conn.qpair().close();
+            return Err(e);
+        }
+        *conn.id.borrow_mut() = Some(id);
+        log::info!(
+            "nvmf/rdma: {}: queue {} accepted: depth {depth}, QP {:#x}, RDMA READ depth {ord}, \
+             {} send WRs",
+            conn.peer,
+            conn.qid,
+            conn.qp_num,
+            max_send_wr
+        );
+        Ok(conn)
+    }
+
+    fn build(
+        id: &mut CmId,
+        s: &ConnSetup,
+        depth: u32,
+        max_sge: u32,
+        max_send_wr: u32,
+        cqes: CqeReservation,
+    ) -> Result<Rc<Conn>, Error> {
+        let cm_token = u64::from(s.token) | (u64::from(s.gen) << 16);
+        id.set_token(cm_token);
+        let srq = s.dev.srq.as_ref().map(|(q, _)| q.clone());
+        let own_recv = if srq.is_none() {
+            Some(RecvArena::new(&s.dev.dev.pd, depth, s.cfg.icd)?)
+        } else {
+            None
+        };
+        let init = QpInit {
+            send_cq: s.dev.cq.clone(),
+            recv_cq: s.dev.cq.clone(),
+            srq,
+            max_send_wr,
+            max_recv_wr: depth,
+            max_send_sge: max_sge,
+            max_recv_sge: 1,
+            max_inline_data: 0,
+            sq_sig_all: false,
+        };
+        let qp = id.create_qp(&s.dev.dev.pd, &init)?;
+        let qp_num = qp.qp_num();
+        let granted_send_wr = qp.caps().max_send_wr.min(max_send_wr);
+        let rsp = RspArena::new(&s.dev, depth as usize)?;
+        let peer = peer_name(id);
+        let n = depth as usize;
+        let conn = Rc::new(Conn {
+            id: RefCell::new(None),
+            st: RefCell::new(State {
+                slots: (0..n).map(|_| Slot::new()).collect(),
+                free: (0..n as u16).rev().collect(),
+                life: Life::Open,
+                closed_at: None,
+                sq_head: 0,
+                sq_free: granted_send_wr,
+                reads_out: 0,
+                ord: 1,
+                data_wait: VecDeque::with_capacity(n),
+                send_wait: VecDeque::with_capacity(n),
+                ready: VecDeque::with_capacity(n),
+                outstanding: 0,
+                recv_posted: 0,
+                pool_starved: false,
+            }),
+            reqs: (0..n).map(|_| UnsafeCell::new(NvmfRequest::new())).collect(),
+            rsp,
+            own_recv,
+            dev: s.dev.clone(),
+            qpair: OnceCell::new(),
+            cfg: s.cfg.clone(),
+            token: s.token,
+            gen: s.gen,
+            transport_id: s.transport_id,
+            qp_num,
+            qid: s.req.qid,
+            sq_entries: depth as u16,
+            max_sge,
+            _cqes: cqes,
+            peer,
+            connect_deadline: s.connect_deadline,
+        });
+        let weak: Weak<dyn QpairTransport> = Rc::downgrade(&conn) as Weak<dyn QpairTransport>;
+        let _ = conn.qpair.set(Qpair::new(s.listen.clone(), weak));
+        Ok(conn)
+    }
+
+    /// `no_srq`: post every buffer of the connection's own receive queue.
+    fn post_own_recvs(&self, id: &CmId) -> Result<(), Error> {
+        let Some(arena) = &self.own_recv else {
+            return Ok(());
+        };
+        let Some(qp) = id.qp() else {
+            return Err(Error::new("rdma_create_qp", libc::EIO));
+        };
+        for i in 0..arena.count() {
+            let wr = self.wr(Kind::QpRecv, i);
+            // SAFETY: each buffer of the fresh arena is posted once; arena and QP share the
+            // PD; the QP is destroyed before the arena (Conn field order, or the caller drops
+            // the id first on failure).
+            unsafe { arena.post(i, wr, |w| qp.post_recv(w)) }.map_err(|e| e.error)?;
+            self.st.borrow_mut().recv_posted += 1;
+        }
+        Ok(())
+    }
+
+    /// The QP number (completions on the SRQ name it).
+    pub fn qp_num(&self) -> u32 {
+        self.qp_num
+    }
+
+    /// The transport instance this connection belongs to.
+    pub fn transport_id(&self) -> u64 {
+        self.transport_id
+    }
+
+    /// The peer, for logs.
+    pub fn peer_name(&self) -> &str {
+        &self.peer
+    }
+
+    fn qpair(&self) -> &Rc<Qpair> {
+        self.qpair.get().expect("set at construction")
+    }
+
+    #[inline]
+    fn wr(&self, kind: Kind, index: u32) -> u64 {
+        WrId {
+            kind,
+            gen: self.gen,
+            token: self.token,
+            index,
+        }
+        .encode()
+    }
+
+    #[inline]
+    fn req_ptr(&self, i: u16) -> ReqPtr {
+        // SAFETY: UnsafeCell::get never returns null.
+        unsafe { NonNull::new_unchecked(self.reqs[usize::from(i)].get()) }
+    }
+
+    /// # Safety
+    /// Slot `i` must not be with the core, and no other reference to its request may live.
+    #[allow(clippy::mut_from_ref)]
+    #[inline]
+    unsafe fn req_mut(&self, i: u16) -> &mut NvmfRequest {
+        // SAFETY: caller's contract.
+        unsafe { &mut *self.req_ptr(i).as_ptr() }
+    }
+
+    /// The CM reported the connection established.
+    pub fn established(&self) {
+        log::debug!("nvmf/rdma: {}: queue {} established", self.peer, self.qid);
+    }
+
+    /// Whether the queue is still waiting for Fabrics Connect past its deadline.
+    pub fn connect_expired(&self, now: Instant) -> bool {
+        now >= self.connect_deadline
+            && self.qpair().qid().is_none()
+            && self.st.borrow().life == Life::Open
+    }
+
+    /// Whether the closed connection can be freed.
+    pub fn reapable(&self, now: Instant) -> bool {
+        let st = self.st.borrow();
+        if st.life != Life::Closed {
+            return false;
+        }
+        let drained = st.outstanding == 0 && st.recv_posted == 0;
+        let timed_out = st.closed_at.is_some_and(|t| now >= t + FLUSH_TIMEOUT);
+        if timed_out && !drained {
+            if st.slots.iter().any(|s| s.state == SlotState::Executing) {
+                // The core still holds requests: wait for them whatever the device does.
+                return false;
+            }
+            log::warn!(
+                "nvmf/rdma: {}: work requests not flushed after {FLUSH_TIMEOUT:?}; freeing the \
+                 queue pair anyway",
+                self.peer
+            );
+        }
+        drained || timed_out
+    }
+
+    // ----- receive -----
+
+    /// A receive on the shared receive queue completed for this QP.
+    #[inline]
+    pub fn on_srq_recv(self: &Rc<Self>, idx: u32, wc: &WorkCompletion) {
+        self.on_recv(RecvBuf::Srq(idx), wc);
+    }
+
+    /// A receive on this connection's own queue completed.
+    #[inline]
+    pub fn on_own_recv(self: &Rc<Self>, idx: u32, wc: &WorkCompletion) {
+        self.st.borrow_mut().recv_posted -= 1;
+        self.on_recv(RecvBuf::Own(idx), wc);
+    }
+
+    fn recv_ptr(&self, b: RecvBuf) -> Option<(*mut u8, usize)> {
+        match b {
+            RecvBuf::Srq(i) => {
+                let (_, arena) = self.dev.srq.as_ref()?;
+                arena.valid(i).then(|| (arena.buf(i), arena.stride()))
+            }
+            RecvBuf::Own(i) => {
+                let arena = self.own_recv.as_ref()?;
+                arena.valid(i).then(|| (arena.buf(i), arena.stride()))
+            }
+        }
+    }
+
+    /// Give a receive buffer back: to the SRQ always, to our own queue while open.
+    fn repost(&self, st: &mut State, b: RecvBuf) {
+        match b {
+            RecvBuf::Srq(i) => self.dev.repost_srq(i),
+            RecvBuf::Own(i) => {
+                if st.life != Life::Open {
+                    return;
+                }
+                let (Some(arena), Ok(id)) = (self.own_recv.as_ref(), self.id.try_borrow()) else {
+                    return;
+                };
+                let Some(qp) = id.as_ref().and_then(|id| id.qp()) else {
+                    return;
+                };
+                if !arena.valid(i) {
+                    return;
+                }
+                let wr = self.wr(Kind::QpRecv, i);
+                // SAFETY: the buffer came back from a completion and its slot is done with it.
+                match unsafe { arena.post(i, wr, |w| qp.post_recv(w)) } {
+                    Ok(()) => st.recv_posted += 1,
+                    Err(e) => log::error!("nvmf/rdma: {}: repost receive: {}", self.peer, e.error),
+                }
+            }
+        }
+    }
+
+    fn on_recv(self: &Rc<Self>, b: RecvBuf, wc: &WorkCompletion) {
+        let mut fatal = None;
+        {
+            let mut st = self.st.borrow_mut();
+            if !wc.is_success() {
+                if !wc.is_flush() {
+                    fatal = Some(wc.status_str());
+                }
+                if let RecvBuf::Srq(i) = b {
+                    self.dev.repost_srq(i);
+                }
+            } else if st.life != Life::Open {
+                self.repost(&mut st, b);
+            } else {
+                fatal = self.on_capsule(&mut st, b, wc.byte_len());
+            }
+        }
+        if let Some(why) = fatal {
+            self.close(why);
+            return;
+        }
+        self.run_ready();
+    }
+
+    /// Take one command capsule. Returns a reason to close the connection on a protocol error.
+    fn on_capsule(&self, st: &mut State, b: RecvBuf, len: u32) -> Option<&'static str> {
+        let Some((buf, cap)) = self.recv_ptr(b) else {
+            return Some("receive completion for an unknown buffer");
+        };
+        let len = (len as usize).min(cap);
+        if len < SQE_LEN {
+            self.repost(st, b);
+            return Some("capsule shorter than a command");
+        }
+        // SAFETY: the receive completed, so the device wrote `len ≥ 64` bytes at `buf` and
+        // is done with it; NvmeCmd is 64 bytes of plain integers (repr(C), no padding, checked
+        // in keel_nvmf::spec::cmd), so any bytes form a valid value.
+        let cmd: NvmeCmd = unsafe { std::ptr::read_unaligned(buf.cast::<NvmeCmd>()) };
+        let Some(i) = st.free.pop() else {
+            self.repost(st, b);
+            return Some("the host sent more commands than its queue holds");
+        };
+        st.outstanding += 1;
+        // SAFETY: slot `i` was free: the core does not hold its request.
+        let req = unsafe { self.req_mut(i) };
+        req.cmd = cmd;
+        req.rsp = NvmeCpl {
+            cid: cmd.cid,
+            ..NvmeCpl::default()
+        };
+        req.xfer = cmd.data_xfer();
+        req.length = 0;
+        req.iovcnt = 0;
+        req.transport_ctx = usize::from(i);
+        req.core_ctx = [0; 4];
+        let slot = &mut st.slots[usize::from(i)];
+        slot.keyed = None;
+        slot.send_data = false;
+        slot.nbufs = 0;
+        slot.recv = None;
+
+        let connect = FabricsType::decode(&cmd) == Some(FabricsType::Connect);
+        if connect && (cmd.cdw10 >> 16) as u16 != self.qid {
+            log::warn!(
+                "nvmf/rdma: {}: Connect for queue {} on the QP of queue {}",
+                self.peer,
+                cmd.cdw10 >> 16,
+                self.qid
+            );
+            self.repost(st, b);
+            return self.fail(st, i, Status::CONNECT_INVALID_PARAMETERS);
+        }
+        if self.qpair().qid().is_none() && !connect {
+            // Before Connect only Connect runs: no buffers, no RDMA for anything else.
+            self.repost(st, b);
+            return self.fail(st, i, Status::COMMAND_SEQUENCE_ERROR);
+        }
+        match req.xfer {
+            DataXfer::None => {
+                self.repost(st, b);
+                return self.ready(st, i);
+            }
+            DataXfer::Bidirectional => {
+                self.repost(st, b);
+                return self.fail(st, i, Status::INVALID_FIELD);
+            }
+            _ => {}
+        }
+        match sgl1(&cmd) {
+            Ok(Sgl::InCapsule { offset, len: dlen }) if req.xfer == DataXfer::HostToController => {
+                let icd = (len - SQE_LEN) as u32;
+                if let Err(s) = check_in_capsule(offset, dlen, icd) {
+                    self.repost(st, b);
+                    return self.fail(st, i, s);
+                }
+                req.length = dlen;
+                if dlen > 0 {
+                    // SAFETY: offset + dlen ≤ icd bytes received after the command, inside
+                    // the buffer; the slot holds the buffer (not reposted) until it is freed.
+                    req.iovs[0] = unsafe {
+                        IoVec::from_raw(buf.add(SQE_LEN + offset as usize), dlen as usize)
+                    };
+                    req.iovcnt = 1;
+                    st.slots[usize::from(i)].recv = Some(b);
+                } else {
+                    self.repost(st, b);
+                }
+                self.ready(st, i)
+            }
+            Ok(Sgl::Keyed {
+                addr,
+                len: dlen,
+                key,
+                invalidate,
+            }) => {
+                self.repost(st, b);
+                st.slots[usize::from(i)].keyed = Some(Keyed {
+                    addr,
+                    key,
+                    invalidate,
+                });
+                if dlen > self.cfg.max_io_size {
+                    return self.fail(st, i, Status::DATA_SGL_LENGTH_INVALID);
+                }
+                req.length = dlen;
+                if dlen == 0 {
+                    return self.ready(st, i);
+                }
+                st.slots[usize::from(i)].state = SlotState::AwaitData;
+                st.data_wait.push_back(i);
+                self.start_waiting(st);
+                None
+            }
+            Ok(Sgl::InCapsule { .. }) => {
+                self.repost(st, b);
+                self.fail(st, i, Status::SGL_DESCRIPTOR_TYPE_INVALID)
+            }
+            Ok(_) | Err(_) => {
+                self.repost(st, b);
+                self.fail(st, i, Status::SGL_DESCRIPTOR_TYPE_INVALID)
+            }
+        }
+    }
+
+    /// Queue slot `i` for the core.
+    #[inline]
+    fn ready(&self, st: &mut State, i: u16) -> Option<&'static str> {
+        st.slots[usize::from(i)].state = SlotState::Ready;
+        st.ready.push_back(i);
+        None
+    }
+
+    /// Answer slot `i` with `status` without running it.
+    fn fail(&self, st: &mut State, i: u16, status: Status) -> Option<&'static str> {
+        // SAFETY: the slot is not with the core.
+        let req = unsafe { self.req_mut(i) };
+        req.rsp.status = status.to_field();
+        req.length = 0;
+        req.iovcnt = 0;
+        self.queue_response(st, i);
+        None
+    }
+
+    /// Hand ready slots to the core, one at a time, with no borrow held (the core may complete
+    /// them before `execute` returns).
+    fn run_ready(self: &Rc<Self>) {
+        loop {
+            let next = {
+                let mut st = self.st.borrow_mut();
+                let Some(i) = st.ready.pop_front() else { break };
+                st.slots[usize::from(i)].state = SlotState::Executing;
+                i
+            };
+            self.qpair().execute(self.req_ptr(next));
+        }
+    }
+
+    // ----- data -----
+
+    /// Give waiting slots their buffers and RDMA READs, oldest first, while the pool, the
+    /// RDMA READ depth and the send queue allow.
+    fn start_waiting(&self, st: &mut State) {
+        while let Some(&i) = st.data_wait.front() {
+            // SAFETY: the slot waits for data: not with the core.
+            let req = unsafe { self.req_mut(i) };
+            if st.slots[usize::from(i)].nbufs == 0 {
+                match self.alloc_bufs(st, i, req) {
+                    Ok(()) => {}
+                    Err(Some(status)) => {
+                        st.data_wait.pop_front();
+                        self.fail(st, i, status);
+                        continue;
+                    }
+                    Err(None) => {
+                        if !st.pool_starved {
+                            st.pool_starved = true;
+                            group::mark_starved(self.token, self.gen);
+                        }
+                        return;
+                    }
+                }
+            }
+            if req.xfer == DataXfer::ControllerToHost {
+                st.data_wait.pop_front();
+                self.ready(st, i);
+                continue;
+            }
+            let nwr = (st.slots[usize::from(i)].nbufs as u32).div_ceil(self.max_sge);
+            if (st.reads_out > 0 && st.reads_out + nwr > st.ord) || st.sq_free < nwr {
+                return;
+            }
+            st.data_wait.pop_front();
+            if let Err(why) = self.post_reads(st, i, req.length) {
+                log::error!("nvmf/rdma: {}: {why}", self.peer);
+                self.fail(st, i, Status::DATA_TRANSFER_ERROR);
+            }
+        }
+    }
+
+    /// Take pool buffers for slot `i` and point the request and the SGEs at them. `Err(None)`:
+    /// the pool is empty (retry later); `Err(Some(status))`: fail the command.
+    fn alloc_bufs(&self, st: &mut State, i: u16, req: &mut NvmfRequest) -> Result<(), Option<Status>> {
+        let len = req.length as usize;
+        let chunk = self.cfg.buf_chunk;
+        let n = len.div_ceil(chunk);
+        if n > MAX_IOVS {
+            return Err(Some(Status::DATA_SGL_LENGTH_INVALID));
+        }
+        let slot = &mut st.slots[usize::from(i)];
+        let mut left = len;
+        for k in 0..n {
+            let this = left.min(chunk);
+            let b = match pool::alloc(this) {
+                Ok(b) => b,
+                Err(e) => {
+                    for b in &mut slot.bufs[..k] {
+                        *b = None;
+                    }
+                    return Err(match e {
+                        PoolError::BadSize(_) => Some(Status::DATA_SGL_LENGTH_INVALID),
+                        _ => None,
+                    });
+                }
+            };
+            let Some(lkey) = self.dev.lkey(b.as_ptr(), this) else {
+                for b in &mut slot.bufs[..k] {
+                    *b = None;
+                }
+                log::error!(
+                    "nvmf/rdma: {}: a pool buffer is not registered with the device",
+                    self.peer
+                );
+                return Err(Some(Status::DATA_TRANSFER_ERROR));
+            };
+            slot.sges[k] = Sge::new(b.as_ptr() as u64, this as u32, lkey);
+            // SAFETY: the buffer belongs to the slot until the slot is freed, after the
+            // request is done with it.
+            req.iovs[k] = unsafe { IoVec::from_raw(b.as_ptr().cast_mut(), this) };
+            slot.bufs[k] = Some(b);
+            left -= this;
+        }
+        slot.nbufs = n;
+        req.iovcnt = n;
+        Ok(())
+    }
+
+    /// Post the RDMA READ(s) fetching slot `i`'s `len` bytes; only the last is signaled.
+    fn post_reads(&self, st: &mut State, i: u16, len: u32) -> Result<(), Error> {
+        let slot = &st.slots[usize::from(i)];
+        let Some(k) = slot.keyed else {
+            return Err(Error::new("RDMA READ without a keyed SGL", libc::EINVAL));
+        };
+        let sges = &slot.sges[..slot.nbufs];
+        let mut wrs: [SendWr<'_>; MAX_IOVS] = std::array::from_fn(|_| SendWr::send(0, &[]));
+        let mut n = 0;
+        let mut off = 0u64;
+        let chunks = sges.chunks(self.max_sge as usize);
+        let last = chunks.len().saturating_sub(1);
+        for (c, part) in chunks.enumerate() {
+            let kind = if c == last {
+                Kind::Read
+            } else {
+                Kind::Unsignaled
+            };
+            let mut wr = SendWr::rdma_read(self.wr(kind, u32::from(i)), part, k.addr + off, k.key);
+            if c == last {
+                wr = wr.signaled();
+            }
+            wrs[n] = wr;
+            n += 1;
+            off += part.iter().map(|s| u64::from(s.len())).sum::<u64>();
+        }
+        debug_assert_eq!(off, u64::from(len));
+        let posted = self.post(&mut wrs[..n]);
+        let slot = &mut st.slots[usize::from(i)];
+        slot.pending += posted.0;
+        st.sq_free -= posted.0;
+        st.reads_out += posted.0;
+        slot.state = SlotState::Reading;
+        posted.1
+    }
+
+    /// Post a chain; returns how many were posted and the error, if any.
+    fn post(&self, wrs: &mut [SendWr<'_>]) -> (u32, Result<(), Error>) {
+        let id = self.id.borrow();
+        let Some(qp) = id.as_ref().and_then(|id| id.qp()) else {
+            return (0, Err(Error::new("ibv_post_send", libc::ENOTCONN)));
+        };
+        // SAFETY: every SGE describes a pool buffer or response entry owned by the slot, not
+        // touched by the CPU until the slot's last work request completes (slot states), with
+        // lkeys of MRs on this QP's PD.
+        match unsafe { qp.post_send(wrs) } {
+            Ok(()) => (wrs.len() as u32, Ok(())),
+            Err(e) => (e.index as u32, Err(e.error)),
+        }
+    }
+
+    /// The pool was empty for a waiting slot: try again (the poll group calls this every
+    /// poll while the connection is starved). Returns whether it is still starved.
+    pub fn retry_starved(self: &Rc<Self>) -> bool {
+        let starved = {
+            let mut st = self.st.borrow_mut();
+            st.pool_starved = false;
+            if st.life == Life::Open {
+                self.start_waiting(&mut st);
+            }
+            st.pool_starved
+        };
+        self.run_ready();
+        starved
+    }
+
+    // ----- completion -----
+
+    /// A send-queue completion for slot `index`.
+    pub fn on_send_completion(self: &Rc<Self>, kind: Kind, index: u32, wc: &WorkCompletion) {
+        let mut fatal = None;
+        {
+            let mut st = self.st.borrow_mut();
+            let i = index as u16;
+            if usize::from(i) >= st.slots.len() {
+                return;
+            }
+            let ok = wc.is_success();
+            if !ok && !wc.is_flush() {
+                log::error!(
+                    "nvmf/rdma: {}: {kind:?} failed: {} (vendor error {:#x})",
+                    self.peer,
+                    wc.status_str(),
+                    wc.vendor_err()
+                );
+                fatal = Some("a work request failed");
+            }
+            let state = st.slots[usize::from(i)].state;
+            match kind {
+                Kind::Unsignaled => {
+                    let slot = &mut st.slots[usize::from(i)];
+                    slot.pending = slot.pending.saturating_sub(1);
+                    st.sq_free += 1;
+                    if state == SlotState::Reading {
+                        st.reads_out = st.reads_out.saturating_sub(1);
+                    }
+                }
+                Kind::Read => {
+                    let done = std::mem::take(&mut st.slots[usize::from(i)].pending);
+                    st.sq_free += done;
+                    st.reads_out = st.reads_out.saturating_sub(done);
+                    if state == SlotState::Reading {
+                        if ok && st.life == Life::Open {
+                            self.ready(&mut st, i);
+                        } else {
+                            release_slot(self, &mut st, i);
+                        }
+                    }
+                }
+                Kind::Send => {
+                    let done = std::mem::take(&mut st.slots[usize::from(i)].pending);
+                    st.sq_free += done;
+                    if state == SlotState::Sending {
+                        release_slot(self, &mut st, i);
+                    }
+                }
+                Kind::SrqRecv | Kind::QpRecv => {}
+            }
+            if st.life == Life::Open {
+                self.start_waiting(&mut st);
+                self.flush_sends(&mut st);
+            }
+        }
+        if let Some(why) = fatal {
+            self.close(why);
+            return;
+        }
+        self.run_ready();
+    }
+
+    /// Slot `i` has its answer: queue the response (and data).
+    fn queue_response(&self, st: &mut State, i: u16) {
+        if st.life != Life::Open {
+            release_slot(self, st, i);
+            return;
+        }
+        // SAFETY: the core gave the request back (or never had it).
+        let req = unsafe { self.req_mut(i) };
+        let success = Status::from_field(req.rsp.status).is_success();
+        st.slots[usize::from(i)].send_data = req.xfer == DataXfer::ControllerToHost
+            && req.length > 0
+            && success
+            && st.slots[usize::from(i)].keyed.is_some()
+            && st.slots[usize::from(i)].nbufs > 0;
+        st.slots[usize::from(i)].state = SlotState::AwaitSend;
+        st.send_wait.push_back(i);
+        self.flush_sends(st);
+    }
+
+    /// Post queued responses while the send queue has room.
+    fn flush_sends(&self, st: &mut State) {
+        while let Some(&i) = st.send_wait.front() {
+            let slot = &st.slots[usize::from(i)];
+            let writes = if slot.send_data {
+                (slot.nbufs as u32).div_ceil(self.max_sge)
+            } else {
+                0
+            };
+            if st.sq_free < writes + 1 {
+                return;
+            }
+            st.send_wait.pop_front();
+            if let Err(e) = self.post_response(st, i) {
+                log::error!("nvmf/rdma: {}: cannot send a response: {e}", self.peer);
+            }
+        }
+    }
+
+    /// Post slot `i`'s RDMA WRITE(s) (unsignaled) and response SEND (signaled) as one chain.
+    fn post_response(&self, st: &mut State, i: u16) -> Result<(), Error> {
+        // SAFETY: the core gave the request back.
+        let req = unsafe { self.req_mut(i) };
+        let qid = self.qid;
+        st.sq_head = (st.sq_head + 1) % self.sq_entries.max(1);
+        let mut cpl = req.rsp;
+        cpl.sqid = qid;
+        cpl.sqhd = st.sq_head;
+        cpl.cid = req.cmd.cid;
+        let rsp_sge = [self.rsp.put(usize::from(i), cpl)];
+        let slot = &st.slots[usize::from(i)];
+        let mut wrs: [SendWr<'_>; MAX_IOVS + 1] = std::array::from_fn(|_| SendWr::send(0, &[]));
+        let mut n = 0;
+        if slot.send_data {
+            let k = slot.keyed.expect("send_data needs a keyed SGL");
+            let mut off = 0u64;
+            for part in slot.sges[..slot.nbufs].chunks(self.max_sge as usize) {
+                wrs[n] = SendWr::rdma_write(
+                    self.wr(Kind::Unsignaled, u32::from(i)),
+                    part,
+                    k.addr + off,
+                    k.key,
+                );
+                n += 1;
+                off += part.iter().map(|s| u64::from(s.len())).sum::<u64>();
+            }
+        }
+        let send_id = self.wr(Kind::Send, u32::from(i));
+        wrs[n] = match slot.keyed {
+            Some(k) if k.invalidate => SendWr::send_with_invalidate(send_id, &rsp_sge, k.key),
+            _ => SendWr::send(send_id, &rsp_sge),
+        }
+        .signaled();
+        n += 1;
+        let (posted, res) = self.post(&mut wrs[..n]);
+        let slot = &mut st.slots[usize::from(i)];
+        slot.pending += posted;
+        st.sq_free -= posted;
+        slot.state = SlotState::Sending;
+        if res.is_err() && posted == 0 {
+            release_slot(self, st, i);
+        }
+        res
+    }
+
+    // ----- teardown -----
+
+    /// Close the connection (idempotent): error the QP so the device flushes, give the queue
+    /// pair up to the core, free what only waits; freed once everything is back.
+    pub fn close(self: &Rc<Self>, why: &str) {
+        {
+            let mut st = self.st.borrow_mut();
+            if st.life == Life::Closed {
+                return;
+            }
+            st.life = Life::Closed;
+            st.closed_at = Some(Instant::now());
+            while let Some(i) = st.data_wait.pop_front() {
+                if st.slots[usize::from(i)].pending == 0 {
+                    release_slot(self, &mut st, i);
+                }
+            }
+            while let Some(i) = st.send_wait.pop_front() {
+                release_slot(self, &mut st, i);
+            }
+            while let Some(i) = st.ready.pop_front() {
+                release_slot(self, &mut st, i);
+            }
+        }
+        if let Some(id) = self.id.borrow_mut().as_mut() {
+            if let Err(e) = id.disconnect() {
+                log::debug!("nvmf/rdma: {}: rdma_disconnect: {e}", self.peer);
+            }
+        }
+        log::info!("nvmf/rdma: {}: queue {} closing: {why}", self.peer, self.qid);
+        self.qpair().close();
+        group::mark_closing(self.token);
+    }
+}
+
+/// Free slot `i`: its pool buffers, its receive buffer (back to its queue), the slot itself.
+fn release_slot(conn: &Conn, st: &mut State, i: u16) {
+    let slot = &mut st.slots[usize::from(i)];
+    if slot.state == SlotState::Free {
+        return;
+    }
+    for b in &mut slot.bufs[..slot.nbufs] {
+        *b = None;
+    }
+    slot.nbufs = 0;
+    slot.keyed = None;
+    slot.state = SlotState::Free;
+    let recv = slot.recv.take();
+    st.free.push(i);
+    st.outstanding -= 1;
+    if let Some(b) = recv {
+        conn.repost(st, b);
+    }
+}
+
+/// CQ entries promised to one QP; given back when dropped (with the connection).
+pub(crate) struct CqeReservation {
+    dev: Rc<CoreDev>,
+    n: u32,
+}
+
+impl CqeReservation {
+    fn take(dev: &Rc<CoreDev>, n: u32) -> Option<CqeReservation> {
+        dev.reserve_cqes(n).then(|| CqeReservation {
+            dev: dev.clone(),
+            n,
+        })
+    }
+}
+
+impl Drop for CqeReservation {
+    fn drop(&mut self) {
+        self.dev.release_cqes(self.n);
+    }
+}
+
+fn encode_reject_no_resources() -> [u8; crate::nvmf_cm::CM_REJECT_LEN] {
+    crate::nvmf_cm::encode_reject(crate::nvmf_cm::RejectStatus::NoResources)
+}
+
+/// "address:port" of the id's peer, for logs.
+fn peer_name(id: &CmId) -> String {
+    id.peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "?".to_string())
+}
+
+impl QpairTransport for Conn {
+    fn request_complete(&self, req: ReqPtr) {
+        // SAFETY: the core hands back a request of this connection's pool.
+        let i = unsafe { req.as_ref() }.transport_ctx as u16;
+        let mut st = self.st.borrow_mut();
+        if st.slots.get(usize::from(i)).map(|s| s.state) != Some(SlotState::Executing) {
+            log::error!(
+                "nvmf/rdma: {}: completion for a request not executing",
+                self.peer
+            );
+            return;
+        }
+        self.queue_response(&mut st, i);
+    }
+
+    fn disconnect(&self) {
+        log::info!(
+            "nvmf/rdma: {}: disconnect requested by the target",
+            self.peer
+        );
+        group::request_close(self.token, self.gen);
+    }
+
+    fn peer(&self) -> String {
+        self.peer.clone()
+    }
+}
