@@ -8,7 +8,10 @@
 //! - `first_touch_stall` (printed, not a criterion group): on the same core, volume A (fully
 //!   allocated) runs 4 KiB random reads at QD 8 for a fixed time while volume B (same store,
 //!   thin) takes first-touch writes at a steady rate, each to a new cluster. Prints A's latency
-//!   distribution with and without B's allocations, i.e. what allocations cost other I/O.
+//!   distribution with and without B's allocations, i.e. what allocations cost other I/O. The
+//!   stores are created without a clear (every new cluster is zero-filled, in bounded chunks),
+//!   except the `_cleared` case (clear by unmap: new clusters are known to read zeroes and
+//!   need no fill).
 //!
 //! Run: `cargo bench -p keel-bdev --bench lvol` (`-- first_touch_stall` for the stall report).
 
@@ -282,8 +285,14 @@ const STALL_QD: usize = 8;
 const STALL_A_MIB: u64 = 256;
 /// Size of the stall report's base malloc bdev.
 const STALL_BASE_MIB: u64 = 2048;
-/// (cluster size in MiB, first-touch writes per second on B) for each stall report line.
-const STALL_CASES: [(u64, u32); 3] = [(1, 200), (1, 1000), (4, 200)];
+/// (cluster size in MiB, first-touch writes per second on B, how the store is cleared) for each
+/// stall report line.
+const STALL_CASES: [(u64, u32, ClearMethod); 4] = [
+    (1, 200, ClearMethod::None),
+    (1, 1000, ClearMethod::None),
+    (4, 200, ClearMethod::None),
+    (4, 200, ClearMethod::Unmap),
+];
 
 /// Whether the command line's filter (if any) selects `first_touch_stall`.
 fn stall_wanted() -> bool {
@@ -564,9 +573,10 @@ fn stall_measure(a: String, b: Option<(String, u32)>) -> StallRun {
     })
 }
 
-/// A fresh store with `cluster_mib` MiB clusters on `bench_stall_base`, holding volume A
-/// ([`STALL_A_MIB`]) and a thin volume B over the rest. Returns the names of A and B.
-fn stall_volumes(cluster_mib: u64) -> (String, String) {
+/// A fresh store with `cluster_mib` MiB clusters on `bench_stall_base` (cleared as `clear`
+/// says), holding volume A ([`STALL_A_MIB`]) and a thin volume B over the rest. Returns the
+/// names of A and B.
+fn stall_volumes(cluster_mib: u64, clear: ClearMethod) -> (String, String) {
     on_core0(move || async move {
         if let Ok(s) = lvol::find_lvstore(None, Some("bench_stall")) {
             lvol::destroy_lvstore(&s).await.expect("destroy");
@@ -575,7 +585,7 @@ fn stall_volumes(cluster_mib: u64) -> (String, String) {
             "bench_stall_base",
             "bench_stall",
             Some(cluster_mib * MIB),
-            ClearMethod::None,
+            clear,
         )
         .await
         .expect("store");
@@ -614,8 +624,8 @@ fn stall_report() {
     malloc::create("bench_stall_base", blocks, 4096, None).expect("malloc");
     // touch the base's memory so page faults stay out of the zero-fill being measured
     timed("bench_stall_base".into(), blocks, 32, 1);
-    for (cluster_mib, rate) in STALL_CASES {
-        let (a, b) = stall_volumes(cluster_mib);
+    for (cluster_mib, rate, clear) in STALL_CASES {
+        let (a, b) = stall_volumes(cluster_mib, clear);
         // allocate every cluster of A
         let stride = cluster_mib * MIB / IO_SIZE as u64;
         timed(a.clone(), STALL_A_MIB / cluster_mib, 1, stride);
@@ -623,7 +633,12 @@ fn stall_report() {
         stall_measure(a.clone(), None);
         let idle = stall_measure(a.clone(), None);
         let busy = stall_measure(a, Some((b, rate)));
-        let name = format!("first_touch_stall/cluster_{cluster_mib}mib_{rate}hz");
+        let cleared = if clear == ClearMethod::None {
+            ""
+        } else {
+            "_cleared"
+        };
+        let name = format!("first_touch_stall/cluster_{cluster_mib}mib_{rate}hz{cleared}");
         let iops = |r: &StallRun| r.reads.len() as f64 / r.elapsed.as_secs_f64();
         println!(
             "{name}: A = 4 KiB random reads QD {STALL_QD} on a {STALL_A_MIB} MiB allocated \

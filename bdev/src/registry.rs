@@ -31,7 +31,8 @@ pub(crate) const MAX_BLOCK_SIZE: u32 = 1 << 20;
 pub struct BdevInfo {
     /// Unique name.
     pub name: String,
-    /// Other unique names it answers to.
+    /// Other unique names it answers to at registration; the live list is [`Bdev::aliases`]
+    /// (a module may change it in place with [`Bdev::replace_alias`]).
     pub aliases: Vec<String>,
     /// Its UUID (random when the creator gave none).
     pub uuid: Uuid,
@@ -79,6 +80,8 @@ pub(crate) struct BdevShared {
     removing: AtomicBool,
     /// Live block count (changed by [`Bdev::resize`]; read lock-free by the I/O path).
     num_blocks: AtomicU64,
+    /// Live aliases (changed by [`Bdev::replace_alias`] under the table lock).
+    aliases: Mutex<Vec<String>>,
     state: Mutex<CtlState>,
 }
 
@@ -143,6 +146,52 @@ impl Bdev {
         for d in &descs {
             d.deliver(BdevEvent::Resize);
         }
+        Ok(())
+    }
+    /// Its current aliases (those given at registration unless [`Bdev::replace_alias`] changed
+    /// them since).
+    pub fn aliases(&self) -> Vec<String> {
+        lock(&self.inner.aliases).clone()
+    }
+    /// Replace alias `old` with `new` in place (for the bdev's module, e.g. a renamed logical
+    /// volume): the bdev stays registered, open descriptors and channels are untouched and get
+    /// no event, and from the moment this returns [`get_bdev`] and [`open`] find the bdev by
+    /// `new` and no longer by `old`. Fails, changing nothing, when `old` is not one of its
+    /// aliases, `new` is empty or already a name or alias of any bdev (this one included), or
+    /// the bdev is being removed. `old == new` is a no-op.
+    pub fn replace_alias(&self, old: &str, new: &str) -> Result<(), BdevError> {
+        let mut table = lock(&TABLE);
+        let registered = table.by_name.get(old).is_some_and(|b| b.ptr_eq(self));
+        let mut aliases = lock(&self.inner.aliases);
+        let Some(pos) = aliases.iter().position(|a| a == old) else {
+            return Err(BdevError::NotFound(format!(
+                "bdev {}: no alias {old}",
+                self.name()
+            )));
+        };
+        if !registered || self.is_removing() {
+            return Err(BdevError::NotFound(format!(
+                "{} (being removed)",
+                self.name()
+            )));
+        }
+        if old == new {
+            return Ok(());
+        }
+        if new.is_empty() {
+            return Err(BdevError::Invalid(format!(
+                "bdev {}: alias must not be empty",
+                self.name()
+            )));
+        }
+        if table.by_name.contains_key(new) {
+            return Err(BdevError::Exists(new.to_owned()));
+        }
+        table.by_name.remove(old);
+        table.by_name.insert(new.to_owned(), self.clone());
+        aliases[pos] = new.to_owned();
+        drop((aliases, table));
+        log::info!("bdev {}: alias {old} is now {new}", self.name());
         Ok(())
     }
     /// Its name.
@@ -441,6 +490,7 @@ pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, B
         inner: Arc::new(BdevShared {
             id: NEXT_BDEV_ID.fetch_add(1, Ordering::Relaxed),
             num_blocks: AtomicU64::new(info.num_blocks),
+            aliases: Mutex::new(info.aliases.clone()),
             info,
             backend,
             supported,
@@ -645,6 +695,63 @@ mod tests {
             block_on(unregister("reg_n1")),
             Err(BdevError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn aliases_change_in_place_without_events() {
+        let mut i = info("reg_al", 512, 8);
+        i.aliases = vec!["reg_al_a".into(), "reg_al_b".into()];
+        let b = register(i, hold()).unwrap();
+        let other = register(info("reg_al_other", 512, 8), hold()).unwrap();
+        let events = Arc::new(AtomicUsize::new(0));
+        let ev = Arc::clone(&events);
+        let desc = open("reg_al_a", true, move |_| {
+            ev.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        b.replace_alias("reg_al_a", "reg_al_c").unwrap();
+        assert_eq!(b.aliases(), vec!["reg_al_c".to_string(), "reg_al_b".into()]);
+        assert!(get_bdev("reg_al_c").unwrap().ptr_eq(&b));
+        assert!(get_bdev("reg_al_a").is_none(), "the old alias is gone");
+        assert_eq!(
+            b.info().aliases[0],
+            "reg_al_a",
+            "info keeps the registration-time list"
+        );
+        assert!(desc.get_io_channel().is_ok() && desc.bdev().ptr_eq(&b));
+        assert_eq!(
+            events.load(Ordering::Relaxed),
+            0,
+            "no event for open descriptors"
+        );
+        // refused, changing nothing
+        let taken = |r| matches!(r, Err(BdevError::Exists(_)));
+        assert!(taken(b.replace_alias("reg_al_c", "reg_al_other")));
+        assert!(taken(b.replace_alias("reg_al_c", "reg_al_b")));
+        assert!(taken(b.replace_alias("reg_al_c", "reg_al")));
+        assert!(matches!(
+            b.replace_alias("reg_al_c", ""),
+            Err(BdevError::Invalid(_))
+        ));
+        assert!(matches!(
+            b.replace_alias("reg_al_a", "reg_al_d"),
+            Err(BdevError::NotFound(_))
+        ));
+        assert!(matches!(
+            other.replace_alias("reg_al_c", "reg_al_d"),
+            Err(BdevError::NotFound(_))
+        ));
+        b.replace_alias("reg_al_b", "reg_al_b").unwrap();
+        assert_eq!(b.aliases(), vec!["reg_al_c".to_string(), "reg_al_b".into()]);
+        assert!(get_bdev("reg_al_c").is_some() && get_bdev("reg_al_d").is_none());
+        drop(desc);
+        block_on(unregister("reg_al_c")).unwrap();
+        assert!(get_bdev("reg_al_c").is_none() && get_bdev("reg_al_b").is_none());
+        assert!(matches!(
+            b.replace_alias("reg_al_c", "reg_al_e"),
+            Err(BdevError::NotFound(_))
+        ));
+        block_on(unregister("reg_al_other")).unwrap();
     }
 
     #[test]

@@ -140,7 +140,7 @@ pub(crate) fn bdev_json(b: &Bdev) -> Value {
     };
     let mut v = json!({
         "name": info.name,
-        "aliases": info.aliases,
+        "aliases": b.aliases(),
         "product_name": b.backend().product_name(),
         "block_size": info.block_size,
         "num_blocks": b.num_blocks(),

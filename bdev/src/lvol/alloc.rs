@@ -21,6 +21,22 @@ impl Bitmap {
         }
     }
 
+    /// `len` used slots.
+    pub fn new_full(len: u64) -> Bitmap {
+        let mut words = vec![u64::MAX; len.div_ceil(64) as usize];
+        if !len.is_multiple_of(64) {
+            if let Some(last) = words.last_mut() {
+                *last = (1u64 << (len % 64)) - 1;
+            }
+        }
+        Bitmap {
+            words,
+            len,
+            used: len,
+            hint: 0,
+        }
+    }
+
     /// Number of slots.
     pub fn len(&self) -> u64 {
         self.len
@@ -98,5 +114,18 @@ mod tests {
         assert!(!b.set(77));
         assert!(!b.set(500));
         assert!(seen.iter().all(|&i| i < 130));
+    }
+
+    #[test]
+    fn a_full_bitmap_has_every_slot_used_and_none_beyond() {
+        for len in [1, 63, 64, 65, 130] {
+            let mut b = Bitmap::new_full(len);
+            assert_eq!(b.free(), 0, "len {len}");
+            assert!((0..len).all(|i| b.is_used(i)));
+            assert!(!b.is_used(len));
+            assert_eq!(b.alloc(), None);
+            assert!(b.clear(len - 1));
+            assert_eq!(b.alloc(), Some(len - 1));
+        }
     }
 }

@@ -72,6 +72,8 @@ fn shared_for(id: u64, sb: &Superblock, desc: BdevDesc, md_core: u32) -> Arc<Sto
         name: Mutex::new(sb.name.clone()),
         base_flush: base_bdev.io_type_supported(IoType::Flush),
         base_write_zeroes: base_bdev.io_type_supported(IoType::WriteZeroes),
+        base_unmap: base_bdev.io_type_supported(IoType::Unmap),
+        base_unmap_zeroes: base_bdev.unmap_reads_zeroes(),
         base_bdev,
         base: Mutex::new(Some(desc)),
         md_core,
@@ -188,6 +190,13 @@ pub async fn create(
     if clear_st != IoStatus::Success {
         log::warn!("lvstore {name}: clearing the data region failed ({clear_st:?}); continuing");
     }
+    // Whether every data cluster now reads zeroes: then first writes skip the zero-fill.
+    let cleared = clear_st == IoStatus::Success
+        && match clear {
+            ClearMethod::Unmap => bdev.io_type_supported(IoType::Unmap) && shared.base_unmap_zeroes,
+            ClearMethod::WriteZeroes => wz,
+            ClearMethod::None => false,
+        };
     let state = MdState {
         sb: sb.clone(),
         sb_slot: 1,
@@ -195,6 +204,11 @@ pub async fn create(
         next_map_id: 1,
         next_seq: 1,
         clusters: super::alloc::Bitmap::new(total),
+        clean: if cleared {
+            super::alloc::Bitmap::new_full(total)
+        } else {
+            super::alloc::Bitmap::new(total)
+        },
         pairs: super::alloc::Bitmap::new(md_pairs),
         vols: Default::default(),
     };
@@ -355,6 +369,9 @@ async fn install(name: &str, l: Loaded, core: u32) -> Result<Arc<StoreShared>, B
         gen: l.gen,
         next_map_id: l.next_map_id,
         next_seq: l.next_seq,
+        // nothing is known to read zeroes after a load (the data of clusters freed before a
+        // crash is still there)
+        clean: super::alloc::Bitmap::new(l.clusters.len()),
         clusters: l.clusters,
         pairs: l.pairs,
         vols,
@@ -443,30 +460,44 @@ pub async fn destroy(s: &Arc<StoreShared>) -> Result<(), BdevError> {
     Ok(())
 }
 
-/// Rename a store (its volumes' aliases follow).
+/// Rename a store. Every volume's alias (`lvs_name/lvol_name`) follows in place: the volume
+/// bdevs stay registered and their open descriptors are untouched.
 pub async fn rename(s: &Arc<StoreShared>, new_name: &str) -> Result<(), BdevError> {
     format::check_name(new_name).map_err(BdevError::Invalid)?;
     if store::all().iter().any(|x| x.name() == new_name) {
         return Err(BdevError::Exists(format!("lvstore {new_name}")));
     }
     let md = volume::md_of(s)?;
-    {
-        let _g = md.lock.lock().await;
-        md.st.borrow_mut().sb.name = new_name.to_string();
+    let _g = md.lock.lock().await;
+    // (volume, its alias before the rename); the volume list only changes under the lock
+    let vols: Vec<_> = lock(&s.volumes)
+        .iter()
+        .map(|v| (Arc::clone(v), v.alias()))
+        .collect();
+    for (v, _) in &vols {
+        volume::check_alias_free(v, &format!("{new_name}/{}", v.info().name))?;
+    }
+    md.st.borrow_mut().sb.name = new_name.to_string();
+    if let Err(e) = async {
         md.write_super().await?;
-        md.flush().await?;
+        md.flush().await
+    }
+    .await
+    {
+        // the name on disk is either one; keep answering to the old one until a reload
+        md.st.borrow_mut().sb.name = s.name();
+        return Err(e);
     }
     let old = std::mem::replace(&mut *lock(&s.name), new_name.to_string());
-    let vols: Vec<_> = lock(&s.volumes).clone();
-    for v in &vols {
-        volume::unregister_bdev(v).await;
-        if let Err(e) = volume::register_bdev(v) {
-            log::error!(
-                "lvol {}: re-registration after rename failed: {e}",
-                v.alias()
-            );
+    let mut first_err = None;
+    for (v, old_alias) in &vols {
+        if let Err(e) = volume::update_alias(v, old_alias) {
+            first_err.get_or_insert(e);
         }
     }
-    log::info!("lvstore {old} renamed to {new_name}");
-    Ok(())
+    log::info!(
+        "lvstore {old} renamed to {new_name} ({} volume alias(es) updated in place)",
+        vols.len()
+    );
+    first_err.map_or(Ok(()), Err)
 }

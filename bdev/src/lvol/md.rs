@@ -8,6 +8,7 @@
 //! touched page, one flush.
 
 use super::alloc::Bitmap;
+use super::fill::{self, Fill};
 use super::format::{
     self, MapPage, Superblock, VolumeDesc, ENTRIES_PER_PAGE, MD_START_PAGE, PAGE_SIZE, UNALLOC,
     ZERO,
@@ -15,7 +16,7 @@ use super::format::{
 use super::map::ReadTarget;
 use super::mdio::{self, buf_iov, LocalLock, MdIo};
 use super::store::{StoreShared, Volume};
-use crate::{BdevError, IoChannel, IoStatus, IoVec, Uuid};
+use crate::{BdevError, IoChannel, IoStatus, Uuid};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::{poll_fn, Future};
@@ -69,6 +70,11 @@ pub struct MdState {
     pub next_seq: u64,
     /// Data clusters in use.
     pub clusters: Bitmap,
+    /// Free clusters known to read zeroes (a store created with a clear that guarantees zeroes,
+    /// and clusters unmapped on such a base when freed): a new allocation of one skips the
+    /// zero-fill. Memory only and empty after a load, so a cluster that may hold old data after
+    /// a crash is never taken for zeroes.
+    pub clean: Bitmap,
     /// Metadata pairs in use.
     pub pairs: Bitmap,
     /// Volumes by UUID.
@@ -80,6 +86,28 @@ impl MdState {
     pub fn next_gen(&mut self) -> u64 {
         self.gen += 1;
         self.gen
+    }
+
+    /// Take a free cluster for a new allocation (`source`: the parent's cluster to copy) and say
+    /// how to prepare it; `None` when none is free.
+    pub fn take_cluster(&mut self, source: Option<u32>) -> Option<(u32, Fill)> {
+        let phys = self.clusters.alloc()?;
+        // whatever happens next, the cluster may be written: it is not clean any more
+        let clean = self.clean.clear(phys);
+        let fill = match source {
+            Some(q) => Fill::Copy(q),
+            None if clean => Fill::Clean,
+            None => Fill::Zero,
+        };
+        Some((phys as u32, fill))
+    }
+
+    /// Give back a cluster from [`MdState::take_cluster`] before anything was written to it.
+    pub fn untake_cluster(&mut self, phys: u32, fill: Fill) {
+        self.clusters.clear(u64::from(phys));
+        if fill == Fill::Clean {
+            self.clean.set(u64::from(phys));
+        }
     }
 }
 
@@ -386,49 +414,9 @@ impl Md {
         true
     }
 
-    /// Base block of the start of physical cluster `phys`.
-    pub fn cluster_block(&self, phys: u32) -> u64 {
-        self.shared.data_start_blocks + u64::from(phys) * self.shared.blocks_per_cluster
-    }
-
-    /// Fill physical cluster `phys` with zeroes, or with a copy of cluster `source`.
-    pub async fn prepare_cluster(&self, phys: u32, source: Option<u32>) -> Result<(), BdevError> {
-        let bpc = self.shared.blocks_per_cluster;
-        let dst = self.cluster_block(phys);
-        if source.is_none() && self.shared.base_write_zeroes {
-            return match mdio::io(&self.ch, MdIo::WriteZeroes, &[], dst, bpc).await {
-                IoStatus::Success => Ok(()),
-                s => Err(md_err("cluster zero-fill", s)),
-            };
-        }
-        let chunk = (keel_reactor::pool::MAX_CLASS as u64).min(self.shared.cluster_size);
-        let mut buf = keel_reactor::pool::alloc(chunk as usize)
-            .map_err(|e| BdevError::NoMem(format!("lvol copy buffer: {e}")))?;
-        buf.as_mut_slice().fill(0);
-        let cb = chunk / u64::from(self.shared.block_size);
-        let mut off = 0;
-        while off < bpc {
-            let iov: [IoVec; 1] = [buf_iov(&mut buf)];
-            if let Some(src) = source {
-                let s = mdio::io(
-                    &self.ch,
-                    MdIo::Read,
-                    &iov,
-                    self.cluster_block(src) + off,
-                    cb,
-                )
-                .await;
-                if s != IoStatus::Success {
-                    return Err(md_err("copy-on-write read", s));
-                }
-            }
-            let s = mdio::io(&self.ch, MdIo::Write, &iov, dst + off, cb).await;
-            if s != IoStatus::Success {
-                return Err(md_err("cluster fill", s));
-            }
-            off += cb;
-        }
-        Ok(())
+    /// Prepare physical cluster `phys` as `fill` says (in bounded chunks, see `fill.rs`).
+    pub async fn prepare_cluster(&self, phys: u32, fill: Fill) -> Result<(), BdevError> {
+        fill::prepare(&self.shared, &self.ch, phys, fill).await
     }
 
     /// Wait until every I/O started before now on any core has finished (new I/O may start
@@ -472,10 +460,32 @@ impl Md {
             return;
         }
         self.drain().await;
+        // Pass the unmap down: thin bases get the space back, and on a base whose unmapped
+        // blocks read zeroes the cluster needs no zero-fill when it is allocated again. Nothing
+        // on disk records that; after a crash the cluster is simply zero-filled again.
+        let mut clean = Vec::new();
+        if self.shared.base_unmap {
+            for &p in &phys {
+                if self.shared.closing.load(Ordering::Acquire) {
+                    break;
+                }
+                match fill::unmap(&self.shared, &self.ch, p).await {
+                    Ok(()) if self.shared.base_unmap_zeroes => clean.push(p),
+                    Ok(()) => {}
+                    Err(e) => log::warn!(
+                        "lvstore {}: freed cluster {p} not unmapped: {e}",
+                        self.shared.name()
+                    ),
+                }
+            }
+        }
         let vols: Vec<Arc<Volume>> = {
             let mut st = self.st.borrow_mut();
             for p in &phys {
                 st.clusters.clear(u64::from(*p));
+            }
+            for p in clean {
+                st.clean.set(u64::from(p));
             }
             self.shared
                 .free_clusters
@@ -511,8 +521,8 @@ impl Md {
 
     /// One allocation transaction over every request that arrived.
     async fn process(self: &Rc<Self>, batch: Vec<Req>) {
-        // (vol, lc) → (new entry, old entry, copy source)
-        let mut changes: HashMap<(Uuid, u64), (u32, u32, Option<u32>)> = HashMap::new();
+        // (vol, lc) → (new entry, old entry, how to prepare the new cluster)
+        let mut changes: HashMap<(Uuid, u64), (u32, u32, Fill)> = HashMap::new();
         let mut waiting: Vec<Req> = Vec::new();
         let mut freed: Vec<u32> = Vec::new();
         {
@@ -542,13 +552,13 @@ impl Md {
                             (UNALLOC, ReadTarget::Phys(q)) => Some(q),
                             _ => None,
                         };
-                        let Some(phys) = st.clusters.alloc() else {
+                        let Some((phys, fill)) = st.take_cluster(source) else {
                             vol.note_nospace();
                             req.answer(IoStatus::NoSpace);
                             continue;
                         };
                         if !Md::ensure_page(&mut st, req.vol, req.lc / ENTRIES_PER_PAGE as u64) {
-                            st.clusters.clear(phys);
+                            st.untake_cluster(phys, fill);
                             log::error!(
                                 "lvstore {}: no free metadata page for a new map page",
                                 self.shared.name()
@@ -557,7 +567,7 @@ impl Md {
                             req.answer(IoStatus::NoSpace);
                             continue;
                         }
-                        changes.insert(key, (phys as u32, cur, source));
+                        changes.insert(key, (phys, cur, fill));
                         waiting.push(req);
                     }
                     ReqKind::Dealloc => {
@@ -570,7 +580,7 @@ impl Md {
                             req.answer(IoStatus::NoSpace);
                             continue;
                         }
-                        changes.insert(key, (target, cur, None));
+                        changes.insert(key, (target, cur, Fill::Clean));
                         waiting.push(req);
                     }
                 }
@@ -586,9 +596,9 @@ impl Md {
         }
         // 1. prepare the new clusters (zero-fill or copy from the parent)
         let mut preps: Vec<MdFut<'_>> = Vec::new();
-        for &(new, old, source) in changes.values() {
-            if new < ZERO && old >= ZERO {
-                preps.push(Box::pin(self.prepare_cluster(new, source)));
+        for &(new, old, fill) in changes.values() {
+            if new < ZERO && old >= ZERO && fill != Fill::Clean {
+                preps.push(Box::pin(self.prepare_cluster(new, fill)));
             }
         }
         let mut result: Result<(), BdevError> =

@@ -7,6 +7,8 @@
 //! - `alloc`: allocation bitmaps. `map`: the lock-free cluster map.
 //! - `store`: the store and volume state every core shares; the list of stores.
 //! - `md`: the metadata core: page writes, batched allocation, grace periods.
+//! - `fill`: preparing clusters (zero-fill, copy on write, unmap of freed ones) in bounded
+//!   chunks, so allocation never stalls the core's other I/O.
 //! - `mdio`: awaiting base I/O on the metadata core.
 //! - `volume`: volume bdevs and volume operations (create, delete, resize, snapshot, ...).
 //! - `lifecycle`: create / load (examine) / rename / destroy / unload of stores.
@@ -14,6 +16,7 @@
 //! - `rpc`: the `bdev_lvol_*` methods.
 
 mod alloc;
+mod fill;
 pub mod format;
 mod io_path;
 mod lifecycle;

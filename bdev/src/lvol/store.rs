@@ -51,6 +51,11 @@ pub struct StoreShared {
     pub base_flush: bool,
     /// See `base_flush`.
     pub base_write_zeroes: bool,
+    /// Whether the base takes Unmap (freed clusters are unmapped).
+    pub base_unmap: bool,
+    /// Whether the base's unmapped (and write-zeroed) blocks read zeroes, so an unmapped free
+    /// cluster needs no zero-fill.
+    pub base_unmap_zeroes: bool,
     /// I/O epoch (its low bit picks the counter an I/O is counted in).
     pub epoch: AtomicU64,
     /// Per-core in-flight counters, indexed by the core's position in the core list.

@@ -2,6 +2,7 @@
 //! delete, resize, rename, snapshot, clone, inflate, decouple). Every operation runs on the
 //! store's metadata core and holds its transaction lock while it changes metadata.
 
+use super::fill::Fill;
 use super::format::{
     self, check_name, VolumeDesc, ENTRIES_PER_PAGE, FLAG_SNAPSHOT, FLAG_THIN, UNALLOC, ZERO,
 };
@@ -117,10 +118,36 @@ pub async fn unregister_bdev(vol: &Volume) {
     }
 }
 
-/// Unregister and register again (the bdev layer has no in-place alias change).
-async fn reregister(vol: &Arc<Volume>) -> Result<(), BdevError> {
-    unregister_bdev(vol).await;
-    register_bdev(vol).map(|_| ())
+/// The registered bdev of `vol`, if any.
+fn bdev_of(vol: &Volume) -> Option<Bdev> {
+    crate::get_bdev(&vol.uuid.to_string())
+}
+
+/// Fail with `Exists` when `alias` names a bdev other than the one of `vol`.
+pub fn check_alias_free(vol: &Volume, alias: &str) -> Result<(), BdevError> {
+    match crate::get_bdev(alias) {
+        Some(b) if b.name() != vol.uuid.to_string() => Err(BdevError::Exists(format!(
+            "{alias} (the name of bdev {})",
+            b.name()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Move the bdev of `vol` from alias `old` to its current alias, in place (the bdev stays
+/// registered; open descriptors are untouched).
+pub fn update_alias(vol: &Volume, old: &str) -> Result<(), BdevError> {
+    let Some(bdev) = bdev_of(vol) else {
+        return Ok(()); // not registered (e.g. registration failed): nothing to follow
+    };
+    let new = vol.alias();
+    bdev.replace_alias(old, &new).map_err(|e| {
+        log::error!(
+            "lvol {}: renamed on disk, but its bdev keeps alias {old}: {e}",
+            vol.uuid
+        );
+        e
+    })
 }
 
 /// The metadata state of the store of `vol`, when called on its metadata core.
@@ -160,7 +187,7 @@ use super::md::MdFut as BoxFut;
 /// persist their map pages; the entries are published when durable. Holds the lock.
 async fn allocate_clusters(md: &Md, uuid: Uuid, lcs: &[u64]) -> Result<(), BdevError> {
     for chunk in lcs.chunks(32) {
-        let mut plan: Vec<(u64, u32, Option<u32>)> = Vec::new();
+        let mut plan: Vec<(u64, u32, Fill)> = Vec::new();
         {
             let mut st = md.st.borrow_mut();
             for &lc in chunk {
@@ -170,25 +197,30 @@ async fn allocate_clusters(md: &Md, uuid: Uuid, lcs: &[u64]) -> Result<(), BdevE
                     (UNALLOC, ReadTarget::Phys(q)) => Some(q),
                     _ => None,
                 };
-                let Some(phys) = st.clusters.alloc() else {
-                    for (_, p, _) in &plan {
-                        st.clusters.clear(u64::from(*p));
+                let taken = st.take_cluster(source);
+                let paged =
+                    taken.is_some() && Md::ensure_page(&mut st, uuid, lc / ENTRIES_PER_PAGE as u64);
+                if !paged {
+                    if let Some((p, f)) = taken {
+                        st.untake_cluster(p, f);
                     }
-                    return Err(nospace("allocating volume clusters"));
-                };
-                if !Md::ensure_page(&mut st, uuid, lc / ENTRIES_PER_PAGE as u64) {
-                    st.clusters.clear(phys);
-                    for (_, p, _) in &plan {
-                        st.clusters.clear(u64::from(*p));
+                    for &(_, p, f) in &plan {
+                        st.untake_cluster(p, f);
                     }
-                    return Err(nospace("allocating metadata pages"));
+                    return Err(nospace(if taken.is_none() {
+                        "allocating volume clusters"
+                    } else {
+                        "allocating metadata pages"
+                    }));
                 }
-                plan.push((lc, phys as u32, source));
+                let (phys, fill) = taken.expect("checked above");
+                plan.push((lc, phys, fill));
             }
         }
         let preps: Vec<BoxFut<'_>> = plan
             .iter()
-            .map(|&(_, p, s)| Box::pin(md.prepare_cluster(p, s)) as BoxFut<'_>)
+            .filter(|&&(_, _, f)| f != Fill::Clean)
+            .map(|&(_, p, f)| Box::pin(md.prepare_cluster(p, f)) as BoxFut<'_>)
             .collect();
         join_all(preps)
             .await
@@ -500,27 +532,44 @@ fn unsafe_parent(view: &VolView) -> Option<Arc<VolView>> {
     unsafe { view.table() }.parent().cloned()
 }
 
-/// Rename a volume within its store.
+/// Rename a volume within its store. Its bdev stays registered and only changes its alias
+/// (`lvs_name/lvol_name`) in place, so open descriptors (an NVMe-oF namespace) keep working.
 pub async fn rename(vol: &Arc<Volume>, new_name: &str) -> Result<(), BdevError> {
     check_name(new_name).map_err(BdevError::Invalid)?;
     let md = md_of(&vol.store)?;
-    {
-        let _g = md.lock.lock().await;
-        {
-            let mut st = md.st.borrow_mut();
-            if st.vols.values().any(|v| v.desc.name == new_name) {
-                return Err(BdevError::Exists(format!(
-                    "{}/{new_name}",
-                    vol.store.name()
-                )));
-            }
-            st.vols.get_mut(&vol.uuid).expect("present").desc.name = new_name.to_string();
+    let _g = md.lock.lock().await;
+    let old_alias = vol.alias();
+    check_alias_free(vol, &format!("{}/{new_name}", vol.store.name()))?;
+    let old_name = {
+        let mut st = md.st.borrow_mut();
+        if st.vols.values().any(|v| v.desc.name == new_name) {
+            return Err(BdevError::Exists(format!(
+                "{}/{new_name}",
+                vol.store.name()
+            )));
         }
+        let v = st
+            .vols
+            .get_mut(&vol.uuid)
+            .ok_or_else(|| BdevError::NotFound(format!("lvol {}", vol.uuid)))?;
+        std::mem::replace(&mut v.desc.name, new_name.to_string())
+    };
+    if let Err(e) = async {
         md.write_desc(vol.uuid).await?;
-        md.flush().await?;
+        md.flush().await
+    }
+    .await
+    {
+        // the name on disk is either one; keep answering to the old one until a reload
+        if let Some(v) = md.st.borrow_mut().vols.get_mut(&vol.uuid) {
+            v.desc.name = old_name;
+        }
+        return Err(e);
     }
     lock(&vol.info).name = new_name.to_string();
-    reregister(vol).await
+    update_alias(vol, &old_alias)?;
+    log::info!("lvol {old_alias} ({}) renamed to {}", vol.uuid, vol.alias());
+    Ok(())
 }
 
 /// Take a read-only snapshot of `vol` named `name`: the snapshot takes over the volume's
