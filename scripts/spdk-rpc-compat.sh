@@ -40,6 +40,11 @@ check "bdev_delay_update_latency" rpc bdev_delay_update_latency D0 avg_read 5
 check "bdev_error_create M0" rpc bdev_error_create M0
 check "bdev_error_inject_error" rpc bdev_error_inject_error EE_M0 write failure -n 3
 check "bdev_wait_for_examine" rpc bdev_wait_for_examine
+# RDMA options parse; without an RDMA device the transport is refused with a clear message
+# (and the target keeps serving), with one it is listed with them.
+rdma_out=$(rpc nvmf_create_transport -t RDMA -s 512 -r -d 1024 -l 64 2>&1)
+check "nvmf_create_transport -t RDMA (options parsed; refused only for lack of a device)" bash -c \
+  "grep -q 'no RDMA device' <<<\"\$0\" || $venv/bin/spdk-rpc -s $sock nvmf_get_transports --trtype RDMA | grep -q '\"max_srq_depth\": 512'" "$rdma_out"
 check "rpc_get_methods" rpc rpc_get_methods
 check "framework_get_subsystems" rpc framework_get_subsystems
 check "save_config" bash -c "$venv/bin/spdk-rpc -s $sock save_config > $dir/saved.json"

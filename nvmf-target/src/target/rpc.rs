@@ -188,7 +188,7 @@ static CREATE_TRANSPORT: MethodSpec = MethodSpec {
             ParamKind::Int,
             false,
             false,
-            None,
+            Some('d'),
             "RDMA: completion queue entries per core (besides the SRQ's)",
         ),
         p(

@@ -68,15 +68,24 @@ impl RdmaTransport {
     /// A transport with `opts`: checks them and that this machine has an RDMA device.
     pub fn new(opts: TransportOpts) -> Result<RdmaTransport, TransportError> {
         let cfg = config_of(&opts)?;
-        let n = devices::refresh().map_err(|e| {
-            TransportError::Unavailable(format!("RDMA transport: cannot list RDMA devices: {e}"))
-        })?;
-        if n == 0 {
-            return Err(TransportError::Unavailable(
+        let no_device = || {
+            TransportError::Unavailable(
                 "RDMA transport: this machine has no RDMA device (load a driver, e.g. \
                  `modprobe rdma_rxe && rdma link add rxe0 type rxe netdev eth0` for Soft-RoCE)"
                     .into(),
-            ));
+            )
+        };
+        let n = match devices::refresh() {
+            Ok(n) => n,
+            Err(e) if e.errno() == libc::ENODEV => return Err(no_device()),
+            Err(e) => {
+                return Err(TransportError::Unavailable(format!(
+                    "RDMA transport: cannot list RDMA devices: {e}"
+                )))
+            }
+        };
+        if n == 0 {
+            return Err(no_device());
         }
         log::info!(
             "nvmf/rdma: transport created: {n} device(s), queue depth {}, in-capsule data {} B, \
