@@ -9,7 +9,9 @@
 # The config exports one 64 MiB malloc namespace at nqn.2016-06.io.keel:kinit-rdma over RDMA
 # 10.0.2.15:4420 and TCP 10.0.2.15:4421 (and discovery over RDMA). Results in DIR (default
 # target/kernel-initiator/rdma): guest.log, dmesg.txt, keel-tgt.log (the in-guest target's log),
-# perf.txt (4 KiB randread QD32 IOPS over RDMA and TCP, two rounds each). Last line
+# perf.txt (4 KiB randread QD32 IOPS over RDMA and TCP, two rounds each), allocs.txt (heap
+# allocations of keel-tgt, counted by preload/alloc-count.c, over a steady-state fio run per
+# transport: "transport allocations I/Os"; the test wants 0). Last line
 # "rdma: PASS" or "rdma: FAIL"; exit status 0 on PASS.
 # Environment: KINIT, KI_TIMEOUT (guest time limit, 900 s), CARGO_TARGET_DIR, KINIT_CACHE.
 set -uo pipefail
@@ -33,6 +35,7 @@ rm -rf "$RESULTS"; mkdir -p "$RESULTS"; RESULTS=$(cd "$RESULTS" && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
 cp "$BIN/keel-tgt" "$BIN/keel-rpc" "$BIN/examples/cm_probe" "$HERE/guest/lib.sh" "$HERE/guest/rdma.sh" "$RESULTS/" ||
   fatal "missing binaries in $BIN"
+gcc -shared -fPIC -O2 -Wall -o "$RESULTS/alloc-count.so" "$HERE/preload/alloc-count.c" || fatal "gcc alloc-count.so"
 echo "MODE=keel TADDR=10.0.2.15 TPORT=4420" > "$RESULTS/env.sh"
 mkdir -p "$RESULTS/sync"
 NQN=nqn.2016-06.io.keel:kinit-rdma
@@ -55,7 +58,7 @@ log "booting the guest (target and initiator inside it; results in $RESULTS)"
 KINIT_APPEND="${KINIT_APPEND:-} nvme_core.multipath=N" "$KINIT" run --share "$RESULTS" --smp 2 --timeout "$GUEST_TIMEOUT" -- 'bash /host/rdma.sh' \
   > "$RESULTS/guest.log" 2>&1
 rc=$?
-grep -E '^(ok|FAIL|==|PERF)' "$RESULTS/guest.log"
+grep -E '^(ok|FAIL|==|PERF|ALLOC)' "$RESULTS/guest.log"
 [ -s "$RESULTS/perf.txt" ] && log "4 KiB randread QD32 IOPS (emulated guest): $(cat "$RESULTS/perf.txt")"
 if [ $rc = 0 ] && grep -q '^GUEST-OK' "$RESULTS/guest.log"; then log PASS; exit 0; fi
 tail -20 "$RESULTS/keel-tgt.log" 2>/dev/null

@@ -31,7 +31,7 @@ step "Soft-RoCE and the target"
 modprobe rdma_rxe && modprobe rdma_ucm && modprobe nvme-rdma &&
   modprobe nvme-tcp || die "modprobe"
 check "rdma link add rxe0 on eth0" rdma link add rxe0 type rxe netdev eth0 || finish
-RUST_LOG=info /host/keel-tgt -m 0x1 -c /host/rdma.json -r "$SOCK" > /host/keel-tgt.log 2>&1 &
+RUST_LOG=info ALLOC_COUNT_FILE=/tmp/allocs LD_PRELOAD=/host/alloc-count.so /host/keel-tgt -m 0x1 -c /host/rdma.json -r "$SOCK" > /host/keel-tgt.log 2>&1 &
 TGT=$!
 for ((i = 0; i < 300; i++)); do rpc spdk_get_version >/dev/null 2>&1 && break; sleep 0.1; done
 check "keel-tgt serves RPC inside the guest" rpc spdk_get_version || die "no target"
@@ -72,6 +72,25 @@ pass() { # NAME WRITE_DEV VERIFY_DEV OFFSET
 }
 check "written over RDMA, verified over TCP" pass r2t "$RDEV" "$TDEV" 40M
 check "written over TCP, verified over RDMA" pass t2r "$TDEV" "$RDEV" 48M
+
+step "heap allocations per I/O in steady state (keel-tgt under alloc-count.so)"
+ops() { rpc bdev_get_iostat '{"name":"M0"}' | awk -F'[:,]' '/"num_(read|write)_ops"/ {s += $2} END {print s + 0}'; }
+allocs() { kill -USR2 "$TGT"; sleep 0.3; cat /tmp/allocs; }
+alloc_phase() { # NAME DEV: allocations during a warm 8 s randrw 512 B-128 KiB QD32 run
+  local o1 a1 a2 o2
+  fio_t 60 --name=warm --filename="$2" --direct=1 --ioengine=libaio --rw=randrw --bsrange=512-128k \
+    --iodepth=32 --size=16M --time_based --runtime=3 --minimal >/dev/null
+  o1=$(ops); a1=$(allocs)
+  fio_t 60 --name=steady --filename="$2" --direct=1 --ioengine=libaio --rw=randrw --bsrange=512-128k \
+    --iodepth=32 --size=16M --time_based --runtime=8 --minimal >/dev/null
+  a2=$(allocs); o2=$(ops)
+  say "ALLOC $1: $((a2 - a1)) heap allocations over $((o2 - o1)) I/Os"
+  echo "$1 $((a2 - a1)) $((o2 - o1))" >> /host/allocs.txt
+  [ $((o2 - o1)) -gt 1000 ] && [ $((a2 - a1)) = 0 ] && ok "$1: no heap allocation over $((o2 - o1)) I/Os" ||
+    bad "$1: $((a2 - a1)) heap allocations over $((o2 - o1)) I/Os"
+}
+alloc_phase rdma "$RDEV"
+alloc_phase tcp "$TDEV"
 
 step "hostile CM requests and a vanishing QP while fio verifies"
 fio_t 300 --name=bg --filename="$RDEV" --direct=1 --ioengine=libaio --rw=randrw --bsrange=4k-64k \
