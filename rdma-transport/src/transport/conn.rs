@@ -367,7 +367,9 @@ impl Conn {
                 recv_posted: 0,
                 pool_starved: false,
             }),
-            reqs: (0..n).map(|_| UnsafeCell::new(NvmfRequest::new())).collect(),
+            reqs: (0..n)
+                .map(|_| UnsafeCell::new(NvmfRequest::new()))
+                .collect(),
             rsp,
             own_recv,
             dev: s.dev.clone(),
@@ -763,7 +765,12 @@ impl Conn {
 
     /// Take pool buffers for slot `i` and point the request and the SGEs at them. `Err(None)`:
     /// the pool is empty (retry later); `Err(Some(status))`: fail the command.
-    fn alloc_bufs(&self, st: &mut State, i: u16, req: &mut NvmfRequest) -> Result<(), Option<Status>> {
+    fn alloc_bufs(
+        &self,
+        st: &mut State,
+        i: u16,
+        req: &mut NvmfRequest,
+    ) -> Result<(), Option<Status>> {
         let len = req.length as usize;
         let chunk = self.cfg.buf_chunk;
         let n = len.div_ceil(chunk);
@@ -1051,7 +1058,11 @@ impl Conn {
                 log::debug!("nvmf/rdma: {}: rdma_disconnect: {e}", self.peer);
             }
         }
-        log::info!("nvmf/rdma: {}: queue {} closing: {why}", self.peer, self.qid);
+        log::info!(
+            "nvmf/rdma: {}: queue {} closing: {why}",
+            self.peer,
+            self.qid
+        );
         self.qpair().close();
         group::mark_closing(self.token);
     }

@@ -38,11 +38,12 @@ impl CoreDev {
     pub fn new(dev: Arc<RdmaDevice>, cfg: &RdmaConfig) -> Result<Rc<CoreDev>, Error> {
         let a = dev.attr.0;
         let max_cqe = u32::try_from(a.max_cqe).unwrap_or(0).max(1);
-        let srq_depth = cfg
-            .srq_depth
-            .min(u32::try_from(a.max_srq_wr).unwrap_or(0));
+        let srq_depth = cfg.srq_depth.min(u32::try_from(a.max_srq_wr).unwrap_or(0));
         if cfg.srq_depth > 0 && srq_depth < 2 {
-            return Err(Error::new("ibv_create_srq (device has no SRQ)", libc::ENOTSUP));
+            return Err(Error::new(
+                "ibv_create_srq (device has no SRQ)",
+                libc::ENOTSUP,
+            ));
         }
         let cqe = srq_depth.saturating_add(cfg.num_cqe).min(max_cqe);
         let cq = CompletionQueue::new(&dev.ctx, cqe, None, 0)?;
@@ -127,7 +128,10 @@ impl CoreDev {
         // SAFETY: the caller (the receive path) owned buffer `idx` since its completion and
         // is done with it.
         if let Err(e) = unsafe { arena.post(idx, id, |w| srq.post_recv(w)) } {
-            log::error!("nvmf/rdma: cannot repost a shared receive buffer: {}", e.error);
+            log::error!(
+                "nvmf/rdma: cannot repost a shared receive buffer: {}",
+                e.error
+            );
         }
     }
 

@@ -152,7 +152,12 @@ pub(crate) fn add_connection(
     };
     let core_dev = match g.core_dev(&dev, &cfg) {
         Ok(d) => d,
-        Err(e) => return reject(&mut id, &format!("cannot set up the device on this core: {e}")),
+        Err(e) => {
+            return reject(
+                &mut id,
+                &format!("cannot set up the device on this core: {e}"),
+            )
+        }
     };
     if let Err(e) = id.migrate(&g.cm) {
         return reject(&mut id, &format!("rdma_migrate_id: {e}"));
@@ -227,8 +232,7 @@ pub(crate) fn request_close(token: u16, gen: u8) {
 pub(crate) fn shutdown_all(transport_id: u64, done: Box<dyn FnOnce() + Send>) {
     let wait = ShutdownWait::new(keel_reactor::cores().len(), done);
     let w = wait.clone();
-    if let Err(e) = keel_reactor::for_each_core(move || close_all(transport_id, w.clone()), || {})
-    {
+    if let Err(e) = keel_reactor::for_each_core(move || close_all(transport_id, w.clone()), || {}) {
         log::warn!("nvmf/rdma: shutdown could not reach every core: {e}");
         wait.finish();
     }
@@ -261,12 +265,7 @@ impl Group {
         dev: &Arc<RdmaDevice>,
         cfg: &RdmaConfig,
     ) -> Result<Rc<CoreDev>, crate::verbs::Error> {
-        if let Some(d) = self
-            .devs
-            .borrow()
-            .iter()
-            .find(|d| Arc::ptr_eq(&d.dev, dev))
-        {
+        if let Some(d) = self.devs.borrow().iter().find(|d| Arc::ptr_eq(&d.dev, dev)) {
             return Ok(d.clone());
         }
         let d = CoreDev::new(dev.clone(), cfg)?;
@@ -340,7 +339,10 @@ impl Group {
     #[inline]
     fn dispatch(&self, dev: &Rc<CoreDev>, wc: &WorkCompletion) {
         let Some(w) = WrId::decode(wc.wr_id()) else {
-            log::error!("nvmf/rdma: completion with a foreign wr_id {:#x}", wc.wr_id());
+            log::error!(
+                "nvmf/rdma: completion with a foreign wr_id {:#x}",
+                wc.wr_id()
+            );
             return;
         };
         match w.kind {

@@ -177,7 +177,10 @@ impl Transport for RdmaTransport {
 
     fn listen(&self, addr: &ListenAddr) -> Result<(), TransportError> {
         let sa = listener::sock_addr(addr)?;
-        let mut listening = self.listening.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut listening = self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if listening.iter().any(|a| a == addr) {
             return Err(TransportError::AddrInUse(sa.to_string()));
         }
@@ -189,7 +192,10 @@ impl Transport for RdmaTransport {
 
     fn stop_listen(&self, addr: &ListenAddr) -> Result<(), TransportError> {
         let sa = listener::sock_addr(addr)?;
-        let mut listening = self.listening.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut listening = self
+            .listening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let Some(pos) = listening.iter().position(|a| a == addr) else {
             return Err(TransportError::NotListening(sa.to_string()));
         };

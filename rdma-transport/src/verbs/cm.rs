@@ -78,7 +78,29 @@ impl CmEventChannel {
 
     /// Reads the next event without blocking (`None` if none is pending), copies it and acks
     /// it. A CONNECT_REQUEST carries the new connection's id ([`CmEvent::take_id`]).
+    ///
+    /// The channel's fd is checked first (`poll(2)`, zero timeout): librdmacm allocates an
+    /// event on every `rdma_get_cm_event`, even one that finds nothing, so an idle channel must
+    /// not be read (pollers call this every millisecond).
     pub fn poll_event(&self) -> Result<Option<CmEvent>, Error> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout (never blocks).
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if ready < 0 {
+            let e = Error::last("poll(cm channel)");
+            return if e.errno() == libc::EINTR {
+                Ok(None)
+            } else {
+                Err(e)
+            };
+        }
+        if ready == 0 {
+            return Ok(None);
+        }
         let mut ev: *mut fcm::rdma_cm_event = ptr::null_mut();
         // SAFETY: the channel is alive; `ev` is a valid out-pointer; the fd is non-blocking.
         let rc = unsafe { fcm::rdma_get_cm_event(self.as_ptr(), &mut ev) };
