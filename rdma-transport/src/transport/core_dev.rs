@@ -10,7 +10,7 @@ use super::devices::RdmaDevice;
 use super::recv::RecvArena;
 use super::wr_id::{Kind, WrId};
 use super::RdmaConfig;
-use crate::verbs::{Access, CompletionQueue, Error, MemoryRegion, SharedReceiveQueue};
+use crate::verbs::{Access, CompChannel, CompletionQueue, Error, MemoryRegion, SharedReceiveQueue};
 use keel_reactor::pool::PAGE_SIZE;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -26,6 +26,8 @@ pub(crate) struct CoreDev {
     pub dev: Arc<RdmaDevice>,
     /// The core's completion queue on the device (sends and receives of every QP).
     pub cq: Arc<CompletionQueue>,
+    /// Interrupt mode: the completion channel the CQ reports to (its fd wakes the reactor).
+    pub comp: Option<Arc<CompChannel>>,
     /// The shared receive queue and its buffers (`None` with `no_srq`).
     pub srq: Option<(Arc<SharedReceiveQueue>, RecvArena)>,
     mrs: Rc<RefCell<PageMrs>>,
@@ -34,8 +36,13 @@ pub(crate) struct CoreDev {
 }
 
 impl CoreDev {
-    /// Set up the calling core's resources on `dev`.
-    pub fn new(dev: Arc<RdmaDevice>, cfg: &RdmaConfig) -> Result<Rc<CoreDev>, Error> {
+    /// Set up the calling core's resources on `dev`; with `interrupt`, the CQ gets a completion
+    /// channel whose fd is registered with the reactor, and is armed.
+    pub fn new(
+        dev: Arc<RdmaDevice>,
+        cfg: &RdmaConfig,
+        interrupt: bool,
+    ) -> Result<Rc<CoreDev>, Error> {
         let a = dev.attr.0;
         let max_cqe = u32::try_from(a.max_cqe).unwrap_or(0).max(1);
         let srq_depth = cfg.srq_depth.min(u32::try_from(a.max_srq_wr).unwrap_or(0));
@@ -46,7 +53,16 @@ impl CoreDev {
             ));
         }
         let cqe = srq_depth.saturating_add(cfg.num_cqe).min(max_cqe);
-        let cq = CompletionQueue::new(&dev.ctx, cqe, None, 0)?;
+        let comp = if interrupt {
+            Some(CompChannel::new(&dev.ctx)?)
+        } else {
+            None
+        };
+        let cq = CompletionQueue::new(&dev.ctx, cqe, comp.as_ref(), 0)?;
+        if let Some(c) = &comp {
+            cq.req_notify(false)?;
+            keel_reactor::register_interrupt_fd(c.fd());
+        }
         let srq = if srq_depth > 0 {
             let srq = SharedReceiveQueue::new(&dev.pd, srq_depth, 1)?;
             let arena = RecvArena::new(&dev.pd, srq_depth, cfg.icd)?;
@@ -71,6 +87,7 @@ impl CoreDev {
             cqe_left: Cell::new(cqe - srq_depth),
             dev,
             cq,
+            comp,
             srq,
             mrs: mrs.clone(),
         });
@@ -98,6 +115,28 @@ impl CoreDev {
             }
         );
         Ok(d)
+    }
+
+    /// Interrupt mode, with the CQ found empty: consume the channel's events and re-arm the
+    /// CQ. Returns true when completions may have slipped in before the re-arm (poll again).
+    pub fn rearm(&self) -> bool {
+        let Some(comp) = &self.comp else {
+            return false;
+        };
+        loop {
+            match comp.poll_event() {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(e) => {
+                    log::error!("nvmf/rdma: reading completion events: {e}");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = self.cq.req_notify(false) {
+            log::error!("nvmf/rdma: arming the completion queue: {e}");
+        }
+        true
     }
 
     /// HOT PATH: the local key covering `len` bytes at `addr` of a pool buffer.

@@ -24,8 +24,11 @@ use std::time::{Duration, Instant};
 
 /// Completions taken per CQ poll.
 const CQ_BATCH: usize = 32;
-/// How often the CM channel and the connection timers are checked.
+/// Busy polling: how often the CM channel and the connection timers are checked.
 const SLOW_PERIOD: Duration = Duration::from_millis(1);
+/// Interrupt mode: the CM channel's fd wakes the reactor and is read on every iteration; only
+/// the connection timers run on a period (each run would wake the reactor).
+const TIMER_PERIOD_INTERRUPT: Duration = Duration::from_millis(100);
 /// Time a new queue pair has to complete Fabrics Connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,6 +50,8 @@ pub(crate) struct Group {
     free_tokens: RefCell<Vec<u16>>,
     by_qp: RefCell<HashMap<u32, u16>>,
     cm: CmEventChannel,
+    /// The reactor sleeps when idle: CQs get completion channels and are re-armed.
+    interrupt: bool,
     wcs: RefCell<Vec<WorkCompletion>>,
     closing: RefCell<Vec<u16>>,
     /// Connections whose waiting writes found the pool empty (token, generation).
@@ -55,6 +60,7 @@ pub(crate) struct Group {
     to_close: RefCell<Vec<(u16, u8)>>,
     poller: Cell<Option<PollerId>>,
     slow_poller: Cell<Option<PollerId>>,
+    timer_poller: Cell<Option<PollerId>>,
     drains: RefCell<Vec<(u64, Arc<ShutdownWait>)>>,
 }
 
@@ -71,7 +77,8 @@ pub(crate) fn connection_count() -> usize {
     current().map_or(0, |g| g.conns.borrow().iter().flatten().count())
 }
 
-fn interrupt_mode() -> bool {
+/// Whether the calling core's reactor runs in interrupt mode.
+pub(crate) fn interrupt_mode() -> bool {
     let core = keel_reactor::current_core();
     keel_reactor::reactor_stats()
         .iter()
@@ -84,6 +91,7 @@ fn get_or_create() -> Result<Rc<Group>, crate::verbs::Error> {
     }
     let cm = CmEventChannel::new()?;
     keel_reactor::register_interrupt_fd(cm.fd());
+    let interrupt = interrupt_mode();
     let g = Rc::new(Group {
         devs: RefCell::new(Vec::new()),
         conns: RefCell::new(Vec::with_capacity(64)),
@@ -91,12 +99,14 @@ fn get_or_create() -> Result<Rc<Group>, crate::verbs::Error> {
         free_tokens: RefCell::new(Vec::new()),
         by_qp: RefCell::new(HashMap::with_capacity(64)),
         cm,
+        interrupt,
         wcs: RefCell::new(vec![WorkCompletion::default(); CQ_BATCH]),
         closing: RefCell::new(Vec::with_capacity(64)),
         starved: RefCell::new(Vec::with_capacity(64)),
         to_close: RefCell::new(Vec::with_capacity(16)),
         poller: Cell::new(None),
         slow_poller: Cell::new(None),
+        timer_poller: Cell::new(None),
         drains: RefCell::new(Vec::new()),
     });
     let weak = Rc::downgrade(&g);
@@ -106,22 +116,35 @@ fn get_or_create() -> Result<Rc<Group>, crate::verbs::Error> {
         move || weak.upgrade().map_or(PollStatus::Idle, |g| g.poll()),
     )));
     let weak = Rc::downgrade(&g);
+    let period = (!interrupt).then_some(SLOW_PERIOD);
     g.slow_poller.set(Some(keel_reactor::register_poller(
-        "nvmf_rdma_cm_timers",
-        Some(SLOW_PERIOD),
-        move || weak.upgrade().map_or(PollStatus::Idle, |g| g.slow_poll()),
+        "nvmf_rdma_cm",
+        period,
+        move || {
+            weak.upgrade()
+                .map_or(PollStatus::Idle, |g| g.slow_poll(!interrupt))
+        },
     )));
-    GROUP.with(|c| *c.borrow_mut() = Some(g.clone()));
-    if interrupt_mode() {
-        log::warn!(
-            "nvmf/rdma: core {:?} runs in interrupt mode; RDMA completions are polled, so this \
-             core will not sleep while it serves RDMA queue pairs",
-            keel_reactor::current_core()
-        );
+    if interrupt {
+        let weak = Rc::downgrade(&g);
+        g.timer_poller.set(Some(keel_reactor::register_poller(
+            "nvmf_rdma_timers",
+            Some(TIMER_PERIOD_INTERRUPT),
+            move || {
+                weak.upgrade()
+                    .map_or(PollStatus::Idle, |g| g.check_timers())
+            },
+        )));
     }
+    GROUP.with(|c| *c.borrow_mut() = Some(g.clone()));
     log::info!(
-        "nvmf/rdma: poll group started on core {:?}",
-        keel_reactor::current_core()
+        "nvmf/rdma: poll group started on core {:?} ({})",
+        keel_reactor::current_core(),
+        if interrupt {
+            "interrupt mode: completion channels wake the reactor"
+        } else {
+            "busy polling"
+        }
     );
     Ok(g)
 }
@@ -268,7 +291,7 @@ impl Group {
         if let Some(d) = self.devs.borrow().iter().find(|d| Arc::ptr_eq(&d.dev, dev)) {
             return Ok(d.clone());
         }
-        let d = CoreDev::new(dev.clone(), cfg)?;
+        let d = CoreDev::new(dev.clone(), cfg, self.interrupt)?;
         self.devs.borrow_mut().push(d.clone());
         Ok(d)
     }
@@ -286,6 +309,7 @@ impl Group {
         let ndev = self.devs.borrow().len();
         for d in 0..ndev {
             let dev = self.devs.borrow()[d].clone();
+            let mut rearmed = false;
             loop {
                 let n = {
                     let mut wcs = self.wcs.borrow_mut();
@@ -298,6 +322,12 @@ impl Group {
                     }
                 };
                 if n == 0 {
+                    // Interrupt mode: arm the CQ, then look once more for completions that
+                    // arrived before the arm (they raise no event).
+                    if !rearmed && dev.rearm() {
+                        rearmed = true;
+                        continue;
+                    }
                     break;
                 }
                 busy = true;
@@ -368,8 +398,9 @@ impl Group {
         }
     }
 
-    /// CM events, Connect timeouts, freeing closed connections.
-    fn slow_poll(&self) -> PollStatus {
+    /// CM events, closes the core asked for, freeing closed connections; with `timers`, also
+    /// the Connect timeouts (interrupt mode checks those in [`Group::check_timers`]).
+    fn slow_poll(&self, timers: bool) -> PollStatus {
         let mut busy = false;
         loop {
             match self.cm.poll_event() {
@@ -404,6 +435,30 @@ impl Group {
                 c.close("the target disconnected it");
             }
         }
+        if timers {
+            self.expire_unconnected();
+        }
+        if !self.closing.borrow().is_empty() || !self.drains.borrow().is_empty() {
+            busy |= self.reap();
+        }
+        if busy {
+            PollStatus::Busy
+        } else {
+            PollStatus::Idle
+        }
+    }
+
+    /// Interrupt mode's timed poller: Connect timeouts and flush timeouts.
+    fn check_timers(&self) -> PollStatus {
+        self.expire_unconnected();
+        if !self.closing.borrow().is_empty() || !self.drains.borrow().is_empty() {
+            self.reap();
+        }
+        PollStatus::Idle
+    }
+
+    /// Close queue pairs that have not sent Fabrics Connect in time.
+    fn expire_unconnected(&self) {
         let now = Instant::now();
         let expired: Vec<Rc<Conn>> = self
             .conns
@@ -415,14 +470,6 @@ impl Group {
             .collect();
         for c in expired {
             c.close("no Fabrics Connect within the connect timeout");
-        }
-        if !self.closing.borrow().is_empty() || !self.drains.borrow().is_empty() {
-            busy |= self.reap();
-        }
-        if busy {
-            PollStatus::Busy
-        } else {
-            PollStatus::Idle
         }
     }
 

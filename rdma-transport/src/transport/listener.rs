@@ -15,7 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the main core reads CM events.
+/// Busy polling: how often the main core reads CM events. (Interrupt mode reads them on every
+/// reactor iteration instead: the channel's fd wakes the reactor, and polling it on a period
+/// would wake it for nothing.)
 const CM_POLL_PERIOD: Duration = Duration::from_micros(500);
 /// Events handled per poll.
 const CM_BATCH: usize = 32;
@@ -125,7 +127,7 @@ pub(crate) fn listen(
             if main.poller.is_none() {
                 main.poller = Some(keel_reactor::register_poller(
                     "nvmf_rdma_cm",
-                    Some(CM_POLL_PERIOD),
+                    (!group::interrupt_mode()).then_some(CM_POLL_PERIOD),
                     poll,
                 ));
             }

@@ -86,7 +86,11 @@ alloc_phase() { # NAME DEV: allocations during a warm 8 s randrw 512 B-128 KiB Q
   a2=$(allocs); o2=$(ops)
   say "ALLOC $1: $((a2 - a1)) heap allocations over $((o2 - o1)) I/Os"
   echo "$1 $((a2 - a1)) $((o2 - o1))" >> /host/allocs.txt
-  [ $((o2 - o1)) -gt 1000 ] && [ $((a2 - a1)) = 0 ] && ok "$1: no heap allocation over $((o2 - o1)) I/Os" ||
+  # Zero is what the I/O path does; a buffer-pool page mapped at a new peak of buffers in use
+  # (and registered with the device) costs a couple of allocations once, so the bound is
+  # one per thousand I/Os, far below anything per-I/O.
+  [ $((o2 - o1)) -gt 1000 ] && [ $((1000 * (a2 - a1))) -lt $((o2 - o1)) ] &&
+    ok "$1: $((a2 - a1)) heap allocations over $((o2 - o1)) I/Os" ||
     bad "$1: $((a2 - a1)) heap allocations over $((o2 - o1)) I/Os"
 }
 alloc_phase rdma "$RDEV"
@@ -114,11 +118,16 @@ step "relative throughput (emulated guest: ratios only)"
 check "nvme connect -t tcp (for the comparison)" nvme connect -t tcp -a $ADDR -s 4421 -n $NQN
 TDEV=$(wait_dev tcp) || die "no TCP device"
 perf() { fio --name=p --filename="$1" --direct=1 --ioengine=libaio --rw=randread --bs=4k --iodepth=32 \
-  --time_based --runtime=10 --size=32M --minimal | awk -F';' '{print $8}'; }
-R1=$(perf "$RDEV"); T1=$(perf "$TDEV"); R2=$(perf "$RDEV"); T2=$(perf "$TDEV")
-say "PERF 4k randread QD32 IOPS: rdma $R1 $R2 tcp $T1 $T2"
-echo "rdma $R1 $R2 tcp $T1 $T2" > /host/perf.txt
-[ -n "$R1" ] && [ -n "$T1" ] && ok "throughput measured" || bad "throughput"
+  --time_based --runtime=5 --size=32M --minimal | awk -F';' '{print $8}'; }
+# ABBA order, twice: the emulated guest speeds up over a run, so alternating A/B would favour B.
+R=0 T=0 runs=''
+for d in rdma tcp tcp rdma rdma tcp tcp rdma; do
+  if [ $d = rdma ]; then v=$(perf "$RDEV"); R=$((R + v)); else v=$(perf "$TDEV"); T=$((T + v)); fi
+  runs="$runs $d=$v"
+done
+say "PERF 4k randread QD32 IOPS (5 s runs, ABBA):$runs; rdma/tcp = $((100 * R / (T > 0 ? T : 1)))%"
+echo "runs:$runs rdma_sum=$R tcp_sum=$T rdma/tcp=$((100 * R / (T > 0 ? T : 1)))%" > /host/perf.txt
+[ "$R" -gt 0 ] && [ "$T" -gt 0 ] && ok "throughput measured" || bad "throughput"
 out=$(nvme disconnect -n $NQN 2>&1); echo "     $out"
 [[ $out == *"disconnected 2 controller"* ]] && ok "final disconnect of both" || bad "final disconnect"
 wait_no_ctrl $NQN 10 && ok "no controller left" || bad "a controller remains"
@@ -133,4 +142,24 @@ wait $TGT; rc=$?
 [ $rc = 0 ] && ok "keel-tgt exited 0 on SIGTERM" || bad "keel-tgt exit status $rc"
 grep -E "panicked|ERROR" /host/keel-tgt.log | head -5
 grep -q "panicked" /host/keel-tgt.log && bad "keel-tgt log has a panic" || ok "keel-tgt log has no panic"
+
+step "interrupt mode: the reactor sleeps between RDMA completions"
+RUST_LOG=info /host/keel-tgt -m 0x1 --interrupt-mode -c /host/rdma.json -r "$SOCK" > /host/keel-tgt-intr.log 2>&1 &
+TGT=$!
+for ((i = 0; i < 300; i++)); do rpc spdk_get_version >/dev/null 2>&1 && break; sleep 0.1; done
+check "nvme connect -t rdma (target in interrupt mode)" nvme connect -t rdma -a $ADDR -s 4420 -n $NQN -i 2 || die "connect"
+RDEV=$(wait_dev rdma) || die "no RDMA device (interrupt mode)"
+CHECK_LINES=4 check "fio verify over RDMA, target in interrupt mode" fio_t 120 --name=intr --filename="$RDEV" \
+  --direct=1 --ioengine=libaio --rw=randrw --bsrange=512-128k --iodepth=16 --size=8M --verify=crc32c \
+  --verify_fatal=1 --minimal
+cpu() { awk '{print $14 + $15}' "/proc/$TGT/stat"; }
+c1=$(cpu); sleep 3; c2=$(cpu)
+# A busy-polling reactor uses all 300 ticks; what is left is timers (keep-alive, TCP accept)
+# in an emulated CPU.
+[ $((c2 - c1)) -lt 100 ] && ok "idle with RDMA queues connected: $((c2 - c1)) CPU ticks in 3 s" ||
+  bad "busy while idle in interrupt mode: $((c2 - c1)) CPU ticks in 3 s"
+out=$(nvme disconnect -n $NQN 2>&1); echo "     $out"
+wait_no_ctrl $NQN 10 && ok "disconnected (interrupt mode)" || bad "a controller remains (interrupt mode)"
+rpc spdk_kill_instance '{"sig_name":"SIGTERM"}' >/dev/null 2>&1
+wait $TGT && ok "keel-tgt (interrupt mode) exited 0" || bad "keel-tgt (interrupt mode) exit status"
 finish
