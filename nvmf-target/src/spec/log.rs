@@ -425,7 +425,12 @@ pub const RDMA_CMS_RDMA_CM: u8 = 1;
 /// and SPDK expect).
 pub fn tsas_for(trtype: u8) -> [u8; 4] {
     if trtype == TRTYPE_RDMA {
-        [RDMA_QPTYPE_CONNECTED, RDMA_PRTYPE_NOT_SPECIFIED, RDMA_CMS_RDMA_CM, 0]
+        [
+            RDMA_QPTYPE_CONNECTED,
+            RDMA_PRTYPE_NOT_SPECIFIED,
+            RDMA_CMS_RDMA_CM,
+            0,
+        ]
     } else {
         [TCP_SECTYPE_NONE, 0, 0, 0]
     }
@@ -784,7 +789,11 @@ mod tests {
         assert_eq!(r[282], 0);
         assert_eq!(&r[512..522], b"10.0.0.1  ");
         assert_eq!(r[768], TCP_SECTYPE_NONE);
-        assert_eq!(tsas_for(TRTYPE_RDMA), [1, 1, 1, 0], "RC, no provider type, RDMA-CM");
+        assert_eq!(
+            tsas_for(TRTYPE_RDMA),
+            [1, 1, 1, 0],
+            "RC, no provider type, RDMA-CM"
+        );
         assert_eq!(tsas_for(3), [TCP_SECTYPE_NONE, 0, 0, 0]);
         assert_eq!(&page[2048..2052], &[3, 1, 2, 2]);
         assert_eq!(discovery_log_page(0, &[]).len(), 1024);
