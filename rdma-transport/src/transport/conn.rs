@@ -103,6 +103,8 @@ struct Slot {
     pending: u32,
     /// Whether the response carries data (RDMA WRITE ahead of the SEND).
     send_data: bool,
+    /// The SGE of the response SEND (queued work requests point at it).
+    rsp_sge: [Sge; 1],
 }
 
 impl Slot {
@@ -116,6 +118,7 @@ impl Slot {
             keyed: None,
             pending: 0,
             send_data: false,
+            rsp_sge: [Sge::default()],
         }
     }
 }
@@ -147,6 +150,12 @@ struct State {
     /// The pool was empty for the head of `data_wait`: retried on the next completion or
     /// poll.
     pool_starved: bool,
+    /// Work requests queued for the next post (one doorbell for everything a poll produced).
+    /// Their SGE lists live in `slots`, which never moves, and stay untouched until the slot's
+    /// work requests complete. Sized for the whole send queue, so it never grows.
+    tx: Vec<SendWr<'static>>,
+    /// Registered with the poll group for a flush of `tx`.
+    tx_dirty: bool,
 }
 
 /// A registered array of response capsules, one per slot.
@@ -366,6 +375,8 @@ impl Conn {
                 outstanding: 0,
                 recv_posted: 0,
                 pool_starved: false,
+                tx: Vec::with_capacity(granted_send_wr as usize),
+                tx_dirty: false,
             }),
             reqs: (0..n)
                 .map(|_| UnsafeCell::new(NvmfRequest::new()))
@@ -815,18 +826,20 @@ impl Conn {
         Ok(())
     }
 
-    /// Post the RDMA READ(s) fetching slot `i`'s `len` bytes; only the last is signaled.
+    /// Queue the RDMA READ(s) fetching slot `i`'s `len` bytes; only the last is signaled.
     fn post_reads(&self, st: &mut State, i: u16, len: u32) -> Result<(), Error> {
         let slot = &st.slots[usize::from(i)];
         let Some(k) = slot.keyed else {
             return Err(Error::new("RDMA READ without a keyed SGL", libc::EINVAL));
         };
-        let sges = &slot.sges[..slot.nbufs];
-        let mut wrs: [SendWr<'_>; MAX_IOVS] = std::array::from_fn(|_| SendWr::send(0, &[]));
-        let mut n = 0;
-        let mut off = 0u64;
+        // SAFETY: the SGEs live in `st.slots` (a boxed slice that never moves while the
+        // connection lives) and are not changed until this slot's work requests complete or
+        // are dropped unposted (`drop_unposted`); `tx` never outlives the connection.
+        let sges: &'static [Sge] = unsafe { &*std::ptr::from_ref(&slot.sges[..slot.nbufs]) };
         let chunks = sges.chunks(self.max_sge as usize);
         let last = chunks.len().saturating_sub(1);
+        let mut n = 0;
+        let mut off = 0u64;
         for (c, part) in chunks.enumerate() {
             let kind = if c == last {
                 Kind::Read
@@ -837,33 +850,89 @@ impl Conn {
             if c == last {
                 wr = wr.signaled();
             }
-            wrs[n] = wr;
+            st.tx.push(wr);
             n += 1;
             off += part.iter().map(|s| u64::from(s.len())).sum::<u64>();
         }
         debug_assert_eq!(off, u64::from(len));
-        let posted = self.post(&mut wrs[..n]);
         let slot = &mut st.slots[usize::from(i)];
-        slot.pending += posted.0;
-        st.sq_free -= posted.0;
-        st.reads_out += posted.0;
+        slot.pending += n;
         slot.state = SlotState::Reading;
-        posted.1
+        st.sq_free -= n;
+        st.reads_out += n;
+        self.mark_tx(st);
+        Ok(())
     }
 
-    /// Post a chain; returns how many were posted and the error, if any.
-    fn post(&self, wrs: &mut [SendWr<'_>]) -> (u32, Result<(), Error>) {
-        let id = self.id.borrow();
-        let Some(qp) = id.as_ref().and_then(|id| id.qp()) else {
-            return (0, Err(Error::new("ibv_post_send", libc::ENOTCONN)));
-        };
-        // SAFETY: every SGE describes a pool buffer or response entry owned by the slot, not
-        // touched by the CPU until the slot's last work request completes (slot states), with
-        // lkeys of MRs on this QP's PD.
-        match unsafe { qp.post_send(wrs) } {
-            Ok(()) => (wrs.len() as u32, Ok(())),
-            Err(e) => (e.index as u32, Err(e.error)),
+    /// Ask the poll group to post `tx` at the end of this poll.
+    #[inline]
+    fn mark_tx(&self, st: &mut State) {
+        if !st.tx_dirty {
+            st.tx_dirty = true;
+            group::mark_tx(self.token, self.gen);
         }
+    }
+
+    /// Post every queued work request as one chain (one doorbell). A failed post closes the
+    /// connection; what was not posted is given back as if it had completed.
+    pub fn flush_tx(self: &Rc<Self>) {
+        let failed = {
+            let mut st = self.st.borrow_mut();
+            st.tx_dirty = false;
+            if st.tx.is_empty() {
+                return;
+            }
+            let res = {
+                let id = self.id.borrow();
+                match id.as_ref().and_then(|id| id.qp()) {
+                    // SAFETY: every SGE describes a pool buffer, receive buffer or response
+                    // entry owned by its slot and untouched by the CPU until the slot's last
+                    // work request completes (slot states), with lkeys of MRs on this QP's PD.
+                    Some(qp) => unsafe { qp.post_send(&mut st.tx) }.map_err(|e| (e.index, e.error)),
+                    None => Err((0, Error::new("ibv_post_send", libc::ENOTCONN))),
+                }
+            };
+            match res {
+                Ok(()) => {
+                    st.tx.clear();
+                    None
+                }
+                Err((posted, e)) => {
+                    self.drop_unposted(&mut st, posted);
+                    Some(e)
+                }
+            }
+        };
+        if let Some(e) = failed {
+            log::error!("nvmf/rdma: {}: ibv_post_send: {e}", self.peer);
+            self.close("posting work requests failed");
+        }
+    }
+
+    /// Forget the queued work requests from index `from` on (never posted): give back their
+    /// send-queue entries and free the slots left with nothing in flight.
+    fn drop_unposted(&self, st: &mut State, from: usize) {
+        let mut k = from;
+        while k < st.tx.len() {
+            let id = st.tx[k].wr_id();
+            k += 1;
+            let Some(w) = WrId::decode(id) else { continue };
+            let i = w.index as u16;
+            let Some(slot) = st.slots.get_mut(usize::from(i)) else {
+                continue;
+            };
+            slot.pending = slot.pending.saturating_sub(1);
+            let state = slot.state;
+            let left = slot.pending;
+            st.sq_free += 1;
+            if state == SlotState::Reading {
+                st.reads_out = st.reads_out.saturating_sub(1);
+            }
+            if left == 0 && matches!(state, SlotState::Reading | SlotState::Sending) {
+                release_slot(self, st, i);
+            }
+        }
+        st.tx.clear();
     }
 
     /// The pool was empty for a waiting slot: try again (the poll group calls this every
@@ -983,50 +1052,53 @@ impl Conn {
         }
     }
 
-    /// Post slot `i`'s RDMA WRITE(s) (unsignaled) and response SEND (signaled) as one chain.
+    /// Queue slot `i`'s RDMA WRITE(s) (unsignaled) and response SEND (signaled), in order.
     fn post_response(&self, st: &mut State, i: u16) -> Result<(), Error> {
         // SAFETY: the core gave the request back.
         let req = unsafe { self.req_mut(i) };
-        let qid = self.qid;
         st.sq_head = (st.sq_head + 1) % self.sq_entries.max(1);
         let mut cpl = req.rsp;
-        cpl.sqid = qid;
+        cpl.sqid = self.qid;
         cpl.sqhd = st.sq_head;
         cpl.cid = req.cmd.cid;
-        let rsp_sge = [self.rsp.put(usize::from(i), cpl)];
+        st.slots[usize::from(i)].rsp_sge = [self.rsp.put(usize::from(i), cpl)];
         let slot = &st.slots[usize::from(i)];
-        let mut wrs: [SendWr<'_>; MAX_IOVS + 1] = std::array::from_fn(|_| SendWr::send(0, &[]));
+        // SAFETY: as in `post_reads`: the SGEs live in the never-moving `slots` and stay
+        // unchanged until the slot's work requests complete or are dropped unposted.
+        let sges: &'static [Sge] = unsafe { &*std::ptr::from_ref(&slot.sges[..slot.nbufs]) };
+        // SAFETY: as above.
+        let rsp_sge: &'static [Sge] = unsafe { &*std::ptr::from_ref(&slot.rsp_sge[..]) };
+        let (send_data, keyed) = (slot.send_data, slot.keyed);
         let mut n = 0;
-        if slot.send_data {
-            let k = slot.keyed.expect("send_data needs a keyed SGL");
+        if send_data {
+            let k = keyed.expect("send_data needs a keyed SGL");
             let mut off = 0u64;
-            for part in slot.sges[..slot.nbufs].chunks(self.max_sge as usize) {
-                wrs[n] = SendWr::rdma_write(
+            for part in sges.chunks(self.max_sge as usize) {
+                st.tx.push(SendWr::rdma_write(
                     self.wr(Kind::Unsignaled, u32::from(i)),
                     part,
                     k.addr + off,
                     k.key,
-                );
+                ));
                 n += 1;
                 off += part.iter().map(|s| u64::from(s.len())).sum::<u64>();
             }
         }
         let send_id = self.wr(Kind::Send, u32::from(i));
-        wrs[n] = match slot.keyed {
-            Some(k) if k.invalidate => SendWr::send_with_invalidate(send_id, &rsp_sge, k.key),
-            _ => SendWr::send(send_id, &rsp_sge),
-        }
-        .signaled();
+        st.tx.push(
+            match keyed {
+                Some(k) if k.invalidate => SendWr::send_with_invalidate(send_id, rsp_sge, k.key),
+                _ => SendWr::send(send_id, rsp_sge),
+            }
+            .signaled(),
+        );
         n += 1;
-        let (posted, res) = self.post(&mut wrs[..n]);
         let slot = &mut st.slots[usize::from(i)];
-        slot.pending += posted;
-        st.sq_free -= posted;
+        slot.pending += n;
         slot.state = SlotState::Sending;
-        if res.is_err() && posted == 0 {
-            release_slot(self, st, i);
-        }
-        res
+        st.sq_free -= n;
+        self.mark_tx(st);
+        Ok(())
     }
 
     // ----- teardown -----
@@ -1041,6 +1113,7 @@ impl Conn {
             }
             st.life = Life::Closed;
             st.closed_at = Some(Instant::now());
+            self.drop_unposted(&mut st, 0);
             while let Some(i) = st.data_wait.pop_front() {
                 if st.slots[usize::from(i)].pending == 0 {
                     release_slot(self, &mut st, i);

@@ -56,6 +56,10 @@ pub(crate) struct Group {
     closing: RefCell<Vec<u16>>,
     /// Connections whose waiting writes found the pool empty (token, generation).
     starved: RefCell<Vec<(u16, u8)>>,
+    /// Connections with work requests queued for the end-of-poll post (token, generation).
+    tx: RefCell<Vec<(u16, u8)>>,
+    /// Interrupt mode: a message will post `tx` (the reactor may sleep before the next poll).
+    tx_scheduled: Cell<bool>,
     /// Connections the core asked to close (token, generation).
     to_close: RefCell<Vec<(u16, u8)>>,
     poller: Cell<Option<PollerId>>,
@@ -104,6 +108,8 @@ fn get_or_create() -> Result<Rc<Group>, crate::verbs::Error> {
         closing: RefCell::new(Vec::with_capacity(64)),
         starved: RefCell::new(Vec::with_capacity(64)),
         to_close: RefCell::new(Vec::with_capacity(16)),
+        tx: RefCell::new(Vec::with_capacity(64)),
+        tx_scheduled: Cell::new(false),
         poller: Cell::new(None),
         slow_poller: Cell::new(None),
         timer_poller: Cell::new(None),
@@ -243,6 +249,23 @@ pub(crate) fn mark_starved(token: u16, gen: u8) {
     }
 }
 
+/// Connection (`token`, `gen`) queued work requests: post them at the end of this poll (in
+/// interrupt mode, from a message, so that the reactor does not sleep first).
+pub(crate) fn mark_tx(token: u16, gen: u8) {
+    let Some(g) = current() else { return };
+    g.tx.borrow_mut().push((token, gen));
+    if g.interrupt && !g.tx_scheduled.replace(true) {
+        if let Some(core) = keel_reactor::current_core() {
+            // A capture-less closure: no allocation.
+            let _ = keel_reactor::send_to(core, || {
+                if let Some(g) = current() {
+                    g.flush_tx();
+                }
+            });
+        }
+    }
+}
+
 /// Close connection (`token`, `gen`) on the next slow poll (the core asked for it).
 pub(crate) fn request_close(token: u16, gen: u8) {
     if let Some(g) = current() {
@@ -343,11 +366,32 @@ impl Group {
         if !self.starved.borrow().is_empty() {
             self.retry_starved();
         }
+        busy |= self.flush_tx();
         if busy {
             PollStatus::Busy
         } else {
             PollStatus::Idle
         }
+    }
+
+    /// Post the work requests every connection queued (one doorbell per connection per poll).
+    fn flush_tx(&self) -> bool {
+        self.tx_scheduled.set(false);
+        let n = self.tx.borrow().len();
+        if n == 0 {
+            return false;
+        }
+        // Flushing may queue more (a failed post closes a connection): take them by index.
+        let mut k = 0;
+        while k < self.tx.borrow().len() {
+            let (t, g) = self.tx.borrow()[k];
+            k += 1;
+            if let Some(c) = self.conn(t, g) {
+                c.flush_tx();
+            }
+        }
+        self.tx.borrow_mut().clear();
+        true
     }
 
     /// Let starved connections try the pool again; keep those still starved.
