@@ -1,168 +1,134 @@
-//! raid bandwidth/IOPS over malloc members on one reactor: raid5 full-stripe write bandwidth vs
-//! raid0 on the same members, and 4 KiB random write IOPS of raid5 (partial stripe) vs raid1.
-//! Run: `cargo bench -p keel-raid --bench raid`.
+//! raid write bandwidth/IOPS on one reactor, over malloc members (a write is a memcpy into the
+//! member) and over null members (a write moves no data): raid5 full-stripe write bandwidth vs
+//! raid0 on the same members (4 members with 32 KiB strips, 8 with 16 KiB: `full-NxSk`), and
+//! 4 KiB random write IOPS of raid5 (partial stripe, RMW) vs raid1. Rates are per CPU second
+//! of the reactor thread (see `common::Load::run_for`). README.md explains the results.
+//!
+//! Run: `cargo bench -p keel-raid --bench raid [FILTER]` (cases whose name contains FILTER;
+//! `KEEL_BENCH_SECS` sets the seconds per case, default 2). Bandwidth is host data per second.
 
-use keel_bdev::modules::malloc;
-use keel_bdev::{IoChannel, IoStatus, IoVec};
-use keel_raid::{CreateConfig, RaidLevel};
-use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
-use std::cell::Cell;
-use std::future::poll_fn;
-use std::rc::Rc;
-use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
+mod common;
+
+use common::{make, run_bench, secs, selected, Load};
+use keel_bdev::modules::{malloc, null};
+use keel_raid::RaidLevel;
 
 const MEMBER_BLOCKS: u64 = 64 * 2048; // 64 MiB of 512-byte blocks
 const QD: usize = 16;
+const STRIP_KB: u32 = 32;
 
-struct Load {
-    ch: IoChannel,
-    bufs: Vec<keel_reactor::pool::DmaBuf>,
-    io_blocks: u64,
-    span: u64,
-    random: bool,
-    next: Cell<u64>,
-    rng: Cell<u64>,
-    done: Cell<u64>,
-    inflight: Cell<usize>,
-    stop: Cell<bool>,
-    waker: Cell<Option<Waker>>,
+/// Median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
-fn submit(l: &Rc<Load>, slot: usize) {
-    let lba = if l.random {
-        let mut x = l.rng.get();
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        l.rng.set(x);
-        (x % (l.span / l.io_blocks)) * l.io_blocks
-    } else {
-        let n = l.next.get();
-        l.next
-            .set((n + l.io_blocks) % (l.span / l.io_blocks * l.io_blocks));
-        n
-    };
-    let b = &l.bufs[slot];
-    // SAFETY: each slot's buffer is used by one I/O at a time and outlives it.
-    let v = unsafe { IoVec::from_raw(b.as_ptr() as *mut u8, b.len()) };
-    let ctx = (Rc::as_ptr(l) as usize) | slot << 48;
-    std::mem::forget(Rc::clone(l));
-    l.ch.write(&[v], lba, l.io_blocks, cb, ctx).expect("submit");
-    l.inflight.set(l.inflight.get() + 1);
-}
-
-fn cb(ctx: usize, status: IoStatus) {
-    assert_eq!(status, IoStatus::Success);
-    let slot = ctx >> 48;
-    // SAFETY: the count forgotten in `submit`.
-    let l = unsafe { Rc::from_raw((ctx & ((1 << 48) - 1)) as *const Load) };
-    l.inflight.set(l.inflight.get() - 1);
-    l.done.set(l.done.get() + 1);
-    if !l.stop.get() {
-        submit(&l, slot);
-    } else if l.inflight.get() == 0 {
-        if let Some(w) = l.waker.take() {
-            w.wake();
-        }
+/// raid0 and raid5 full-stripe sequential write bandwidth over the same `members` members of
+/// `kind` (`make_member(name)` creates one): the two levels take turns on them in short
+/// slices (the array is deleted and made again each time, a superblock-less create costs
+/// nothing), so both see the same memory and the same machine (these VMs are shared and
+/// noisy); prints the median bandwidth of each and the median of the per-round ratios.
+async fn full_stripe(kind: &str, members: usize, strip_kb: u32, make_member: fn(&str), secs: f64) {
+    let case = format!("{kind}/full-{members}x{strip_kb}k");
+    if !selected(&case) {
+        return;
     }
-}
-
-async fn measure(name: &str, io_bytes: usize, random: bool, secs: f64) -> f64 {
-    let desc = keel_bdev::open(name, true, |_| {}).unwrap();
-    let ch = desc.get_io_channel().unwrap();
-    let span = ch.bdev().info().num_blocks;
-    let bufs = (0..QD)
-        .map(|_| {
-            let mut b = keel_reactor::pool::alloc(io_bytes).unwrap();
-            b.as_mut_slice().fill(0x5a);
-            b
+    let strip = strip_kb as usize * 1024;
+    let set: Vec<String> = (0..members)
+        .map(|i| {
+            let n = format!("bf{i}");
+            make_member(&n);
+            n
         })
         .collect();
-    let l = Rc::new(Load {
-        ch,
-        bufs,
-        io_blocks: (io_bytes / 512) as u64,
-        span,
-        random,
-        next: Cell::new(0),
-        rng: Cell::new(0x9e3779b97f4a7c15),
-        done: Cell::new(0),
-        inflight: Cell::new(0),
-        stop: Cell::new(false),
-        waker: Cell::new(None),
-    });
-    let t0 = Instant::now();
-    for s in 0..QD {
-        submit(&l, s);
+    let levels = [(RaidLevel::Raid0, members), (RaidLevel::Raid5, members - 1)];
+    // One raid0 pass over every member first: malloc members fault their pages in on first
+    // write.
+    make("b_full", RaidLevel::Raid0, &set, Some(strip_kb)).await;
+    let l = Load::new("b_full", members * strip, QD, false);
+    l.run_ios(MEMBER_BLOCKS * 512 / strip as u64).await;
+    drop(l);
+    keel_raid::delete("b_full").await.unwrap();
+    let rounds = 10;
+    let slice = secs / rounds as f64 / 2.0;
+    let (mut b0, mut b5, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let mut bw = [0.0; 2];
+        for (j, &(level, data)) in levels.iter().enumerate() {
+            make("b_full", level, &set, Some(strip_kb)).await;
+            let l = Load::new("b_full", data * strip, QD, false);
+            // Settle first: what the other level left in caches and buffers is not counted.
+            l.run_for(slice / 4.0).await;
+            bw[j] = l.run_for(slice).await * (data * strip) as f64 / 1048576.0;
+            drop(l);
+            keel_raid::delete("b_full").await.unwrap();
+        }
+        b0.push(bw[0]);
+        b5.push(bw[1]);
+        ratio.push(bw[1] / bw[0]);
     }
-    poll_fn(|cx| {
-        if t0.elapsed().as_secs_f64() >= secs {
-            l.stop.set(true);
-        }
-        if l.stop.get() && l.inflight.get() == 0 {
-            Poll::Ready(())
-        } else {
-            l.waker.set(Some(cx.waker().clone()));
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await;
-    let el = t0.elapsed().as_secs_f64();
-    l.done.get() as f64 / el
+    for m in &set {
+        keel_bdev::unregister(m).await.unwrap();
+    }
+    let (b0, b5, ratio) = (median(b0), median(b5), median(ratio));
+    // raid5 writes members/(members-1) bytes to the members per host byte: where member
+    // bandwidth is the limit, the ratio cannot pass (members-1)/members.
+    let bound = (members - 1) as f64 / members as f64;
+    println!(
+        "{case:<18} raid0 {b0:7.0} MiB/s  raid5 {b5:7.0} MiB/s  raid5/raid0 {:.0}% (bound {:.1}%, \
+         {:.0}% of it; median of {rounds} alternating rounds)",
+        ratio * 100.0,
+        bound * 100.0,
+        ratio / bound * 100.0
+    );
 }
 
-async fn make(name: &str, level: RaidLevel, members: &[&str], strip_kb: Option<u32>) {
-    keel_raid::create(&CreateConfig {
-        name: name.into(),
-        level,
-        base_bdevs: members.iter().map(|s| s.to_string()).collect(),
-        strip_size_kb: strip_kb,
-        uuid: None,
-        superblock: false,
-    })
-    .await
-    .unwrap();
+/// 4 KiB random write IOPS of raid5 (partial stripes) and raid1 over `members`.
+async fn random_4k(kind: &str, members: &[String], secs: f64) {
+    let r5_name = format!("{kind}/raid5-4k");
+    let r1_name = format!("{kind}/raid1-4k");
+    if selected(&r5_name) {
+        make("b_r5", RaidLevel::Raid5, members, Some(STRIP_KB)).await;
+        let iops = Load::new("b_r5", 4096, QD, true).run_for(secs).await;
+        keel_raid::delete("b_r5").await.unwrap();
+        println!("{r5_name:<17} 4 KiB random write (RMW):       {iops:8.0} IOPS");
+    }
+    if selected(&r1_name) {
+        make("b_r1", RaidLevel::Raid1, &members[..2], None).await;
+        let iops = Load::new("b_r1", 4096, QD, true).run_for(secs).await;
+        keel_raid::delete("b_r1").await.unwrap();
+        println!("{r1_name:<17} 4 KiB random write (2 mirrors): {iops:8.0} IOPS");
+    }
+}
+
+fn malloc_member(name: &str) {
+    malloc::create(name, MEMBER_BLOCKS, 512, None).unwrap();
+}
+
+fn null_member(name: &str) {
+    null::create(name, MEMBER_BLOCKS, 512, None).unwrap();
 }
 
 fn main() {
-    let opts = RuntimeOptions {
-        cpumask: CpuMask::parse("0x1").unwrap(),
-        interrupt_mode: false,
-        pin_threads: false,
-    };
-    let rt = Runtime::start(opts, || {}).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    keel_reactor::spawn_on(0, move || async move {
-        let m = ["bm0", "bm1", "bm2", "bm3"];
-        for n in m {
-            malloc::create(n, MEMBER_BLOCKS, 512, None).unwrap();
+    run_bench(|| async {
+        let secs = secs(2.0);
+        // raid5 writes n/(n-1) bytes to members per host byte: 4 members bound the ratio
+        // at 75% where member bandwidth is the limit, 8 members at 87.5%.
+        // 3 members, 64 KiB strips: 128 KiB full-stripe writes, DESIGN.md's raid5f anchor.
+        full_stripe("malloc", 3, 2 * STRIP_KB, malloc_member, secs).await;
+        full_stripe("malloc", 4, STRIP_KB, malloc_member, secs).await;
+        full_stripe("malloc", 8, STRIP_KB / 2, malloc_member, secs).await;
+        full_stripe("null", 4, STRIP_KB, null_member, secs).await;
+        full_stripe("null", 8, STRIP_KB / 2, null_member, secs).await;
+        let mallocs: Vec<String> = (0..4).map(|i| format!("bm{i}")).collect();
+        for m in &mallocs {
+            malloc_member(m);
         }
-        let secs = 2.0;
-        make("b_r0", RaidLevel::Raid0, &m, Some(32)).await;
-        let r0 = measure("b_r0", 4 * 32 * 1024, false, secs).await * 4.0 * 32.0 / 1024.0;
-        keel_raid::delete("b_r0").await.unwrap();
-        make("b_r5", RaidLevel::Raid5, &m, Some(32)).await;
-        let r5 = measure("b_r5", 3 * 32 * 1024, false, secs).await * 3.0 * 32.0 / 1024.0;
-        let r5_4k = measure("b_r5", 4096, true, secs).await;
-        keel_raid::delete("b_r5").await.unwrap();
-        make("b_r1", RaidLevel::Raid1, &m[..2], None).await;
-        let r1_4k = measure("b_r1", 4096, true, secs).await;
-        keel_raid::delete("b_r1").await.unwrap();
-        println!("raid0 full-stripe write (4 x 32 KiB):        {r0:8.0} MiB/s");
-        println!(
-            "raid5 full-stripe write (3+1 x 32 KiB):      {r5:8.0} MiB/s  ({:.0}% of raid0)",
-            r5 / r0 * 100.0
-        );
-        println!("raid5 4 KiB random write (partial, RMW):     {r5_4k:8.0} IOPS");
-        println!(
-            "raid1 4 KiB random write (2 mirrors):        {r1_4k:8.0} IOPS  (raid5/raid1 = {:.2})",
-            r5_4k / r1_4k
-        );
-        let _ = tx.send(());
-    })
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(120)).unwrap();
-    drop(rt);
+        let nulls: Vec<String> = (0..4).map(|i| format!("bn{i}")).collect();
+        for m in &nulls {
+            null_member(m);
+        }
+        random_4k("malloc", &mallocs, secs).await;
+        random_4k("null", &nulls, secs).await;
+    });
 }

@@ -1,16 +1,21 @@
-//! Parity XOR throughput against memory bandwidth: `xor_gen` of 2, 3 and 4 sources of 128 KiB
-//! and 1 MiB, and a `copy_from_slice` (memcpy) of the same sizes as the bandwidth reference.
+//! Parity XOR throughput against memory bandwidth: `xor_gen` of 2, 3 and 4 sources of 32 KiB
+//! (a strip), 128 KiB and 1 MiB with every kernel this CPU runs, and a `copy_from_slice`
+//! (memcpy) of the same sizes as the bandwidth reference.
 //!
 //! Throughput is in source bytes: for `xor_gen` the bytes of all sources (the data the parity
 //! covers), for memcpy the bytes copied. Memory traffic per reported byte is therefore
 //! `(n + 1) / n` for XOR of `n` sources and 2 for memcpy.
-//! Run: `cargo bench -p keel-raid --bench xor`.
+//! Run: `cargo bench -p keel-raid --bench xor [FILTER]`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use keel_raid::xor::{implementation, xor_gen};
+use keel_raid::xor::{implementation, kernels, xor_gen_using};
 use std::time::Duration;
 
-const SIZES: [(usize, &str); 2] = [(128 << 10, "128KiB"), (1 << 20, "1MiB")];
+const SIZES: [(usize, &str); 3] = [
+    (32 << 10, "32KiB"),
+    (128 << 10, "128KiB"),
+    (1 << 20, "1MiB"),
+];
 
 /// Deterministic, non-trivial buffer contents.
 fn filled(len: usize, seed: u64) -> Vec<u8> {
@@ -26,7 +31,7 @@ fn filled(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn xor_bench(c: &mut Criterion) {
-    eprintln!("xor kernel: {}", implementation());
+    eprintln!("xor kernel in use: {}", implementation());
     let mut g = c.benchmark_group("xor_gen");
     g.warm_up_time(Duration::from_secs(1));
     g.measurement_time(Duration::from_secs(2));
@@ -36,9 +41,11 @@ fn xor_bench(c: &mut Criterion) {
         for n in 2..=4 {
             let srcs: Vec<&[u8]> = backing[..n].iter().map(|v| &v[..]).collect();
             g.throughput(Throughput::Bytes((n * len) as u64));
-            g.bench_function(format!("{n}src/{label}"), |b| {
-                b.iter(|| xor_gen(black_box(&mut dst), black_box(&srcs)))
-            });
+            for k in kernels().into_iter().filter(|&k| k != "portable") {
+                g.bench_function(format!("{k}/{n}src/{label}"), |b| {
+                    b.iter(|| xor_gen_using(k, black_box(&mut dst), black_box(&srcs)))
+                });
+            }
         }
     }
     g.finish();

@@ -2,6 +2,7 @@
 //! rebuild watermark the hot path reads. Members are fixed slots; the hot path only loads
 //! atomics here (member state, rebuild watermark, offline flag).
 
+use crate::caps::Caps;
 use crate::geometry::Geometry;
 use crate::level::RaidLevel;
 use crate::stripe_lock::StripeLocks;
@@ -16,7 +17,7 @@ pub(crate) const DIRTY_MARKING: u8 = 1;
 /// [`RaidArray::dirty`]: the members' superblocks say dirty (or the level has no parity or
 /// mirror to keep consistent): writes go ahead.
 pub(crate) const DIRTY_ON_DISK: u8 = 2;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 
 /// Most members an array may have (the superblock's slot limit).
 pub const MAX_MEMBERS: usize = crate::superblock::MAX_SLOTS;
@@ -183,6 +184,8 @@ pub struct RaidArray {
     pub(crate) resynced_stripes: AtomicU64,
     /// Resolves once the raid bdev was destructed and its members written clean and released.
     pub(crate) released: Mutex<Option<keel_reactor::OneshotReceiver<()>>>,
+    /// What the raid bdev offers beyond read/write/flush/reset, fixed when it registers.
+    pub(crate) caps: OnceLock<Caps>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -226,7 +229,13 @@ impl RaidArray {
             resync_pending: AtomicBool::new(false),
             resynced_stripes: AtomicU64::new(u64::MAX),
             released: Mutex::new(None),
+            caps: OnceLock::new(),
         }
+    }
+
+    /// What the raid bdev offers beyond read/write/flush/reset (nothing before it registers).
+    pub fn caps(&self) -> Caps {
+        self.caps.get().copied().unwrap_or_default()
     }
 
     /// Whether host writes may go ahead: the members' superblocks already say `clean = false`

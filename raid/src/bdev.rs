@@ -2,6 +2,7 @@
 //! (remove, hot-remove); the bdev layer's backend of a raid bdev.
 
 use crate::array::{lock, MemberState, RaidArray, MAX_MEMBERS};
+use crate::caps::{Caps, MemberCaps};
 use crate::channel::{Chan, RaidChannel};
 use crate::geometry::Geometry;
 use crate::level::RaidLevel;
@@ -58,7 +59,6 @@ pub struct CreateConfig {
 /// The bdev layer's backend of one raid bdev.
 pub(crate) struct RaidBdev {
     pub array: Arc<RaidArray>,
-    unmap: bool,
 }
 
 impl BdevBackend for RaidBdev {
@@ -69,8 +69,13 @@ impl BdevBackend for RaidBdev {
     fn io_type_supported(&self, io_type: IoType) -> bool {
         match io_type {
             IoType::Read | IoType::Write | IoType::Flush | IoType::Reset => true,
-            IoType::Unmap | IoType::WriteZeroes => self.unmap,
+            IoType::Unmap => self.array.caps().unmap,
+            IoType::WriteZeroes => self.array.caps().write_zeroes,
         }
+    }
+
+    fn unmap_reads_zeroes(&self) -> bool {
+        self.array.caps().zeroes
     }
 
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
@@ -268,12 +273,14 @@ pub async fn create(cfg: &CreateConfig) -> Result<Bdev, BdevError> {
 
 /// Register an assembled array as a bdev.
 pub(crate) fn register(array: &Arc<RaidArray>) -> Result<Bdev, BdevError> {
-    let unmap = matches!(array.level(), RaidLevel::Raid0 | RaidLevel::Concat)
-        && array.member_bdevs().iter().all(|b| {
-            b.as_ref().is_some_and(|b| {
-                b.io_type_supported(IoType::Unmap) && b.io_type_supported(IoType::WriteZeroes)
-            })
-        });
+    let members: Vec<MemberCaps> = array
+        .member_bdevs()
+        .iter()
+        .flatten()
+        .map(MemberCaps::of)
+        .collect();
+    // Fixed for the bdev's life (the bdev layer asks once); members joining later must match.
+    let _ = array.caps.set(Caps::of(array.level(), &members));
     let info = BdevInfo {
         name: array.name.clone(),
         aliases: Vec::new(),
@@ -283,7 +290,6 @@ pub(crate) fn register(array: &Arc<RaidArray>) -> Result<Bdev, BdevError> {
     };
     let backend = Arc::new(RaidBdev {
         array: Arc::clone(array),
-        unmap,
     });
     lock(&ARRAYS).push(Arc::clone(array));
     match keel_bdev::register(info, backend) {
@@ -463,6 +469,13 @@ pub(crate) async fn attach_for_rebuild(
     slot: u32,
     base: &str,
 ) -> Result<(), BdevError> {
+    let b = keel_bdev::get_bdev(base).ok_or_else(|| BdevError::NotFound(base.to_string()))?;
+    if let Err(why) = array.caps().admits(array.level(), MemberCaps::of(&b)) {
+        return Err(BdevError::Invalid(format!(
+            "{base} cannot join raid {}: {why}",
+            array.name
+        )));
+    }
     // Close the failed member that held the slot, everywhere, first.
     let old = lock(&array.members[slot as usize].desc).take();
     if old.is_some() {

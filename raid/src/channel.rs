@@ -5,9 +5,10 @@
 //! A stripe operation ([`StripeOp`]) covers one stripe (raid5) or one region (raid1). Its
 //! level-specific code ([`crate::raid5_write`], [`crate::raid5_read`], [`crate::raid1`],
 //! [`crate::rebuild`]) plans it — which member reads, which member writes, which pool buffers —
-//! and computes parity between the phases; this file takes the stripe token when the plan needs
-//! it, issues the member I/Os, retries what found no descriptor or buffer, replans after a
-//! member failure, and finishes.
+//! and computes parity once the reads are in; this file takes the stripe token when the plan
+//! needs it, issues the member I/Os (reads; then the writes from the host's buffers, the compute
+//! step, the writes from computed buffers), retries what found no descriptor or buffer, replans
+//! after a member failure, and finishes.
 //!
 //! Nothing here allocates in steady state: the operations live in a slab made with the channel,
 //! the queues are intrusive or pre-sized, and member I/O contexts are the operation's address
@@ -81,6 +82,23 @@ pub(crate) enum Src {
     Host(usize),
     /// In the operation's buffer for member `slot` (or [`PBUF`]), from this byte offset.
     Buf(usize, usize),
+    /// None: the member unmaps the blocks.
+    Unmap,
+    /// None: the member writes zeroes.
+    Zeroes,
+}
+
+impl Src {
+    /// The source for the data of a host I/O of type `no_data` (see [`StripeOp::no_data`]) at
+    /// byte `off` of its iovecs: the iovecs for a write, else the member does the same.
+    #[inline]
+    pub fn host(no_data: Option<IoType>, off: usize) -> Src {
+        match no_data {
+            None => Src::Host(off),
+            Some(IoType::Unmap) => Src::Unmap,
+            Some(_) => Src::Zeroes,
+        }
+    }
 }
 
 /// `Src::Buf` index of the operation's parity/output buffer.
@@ -128,6 +146,9 @@ pub(crate) enum Plan {
     DirectRead,
     /// Reads with one piece rebuilt from parity.
     ReconRead,
+    /// Unmap or write-zeroes of whole stripes: every member, parity included, unmaps or zeroes
+    /// (zero parity is the parity of zero data); nothing read, nothing computed.
+    NoData,
 }
 
 /// One stripe (raid5) or region (raid1) operation. 64-byte aligned: the low 6 bits of its
@@ -152,6 +173,9 @@ pub(crate) struct StripeOp {
     pub seg1: u64,
     /// Byte offset of `seg0` in the host's iovecs.
     pub host_off: usize,
+    /// `Some(Unmap)` or `Some(WriteZeroes)` when the host I/O carries no data: its blocks
+    /// become unmapped or zeroes.
+    pub no_data: Option<IoType>,
     /// raid5: rows (in-strip blocks) the parity/buffers cover.
     pub p0: u64,
     pub p1: u64,
@@ -162,6 +186,10 @@ pub(crate) struct StripeOp {
     pub holds_token: bool,
     /// Set when a member I/O of the current phase failed.
     pub failed: bool,
+    /// The write phase ran the level's compute step (parity, rebuilt data). It runs once the
+    /// writes from the host's buffers are out, right before the first write from a buffer:
+    /// members write the data while parity is computed.
+    pub computed: bool,
     /// Member I/Os of the current phase not yet completed (+1 while issuing).
     pub pending: u32,
     /// Member I/Os of the current phase issued so far.
@@ -189,12 +217,14 @@ impl StripeOp {
             seg0: 0,
             seg1: 0,
             host_off: 0,
+            no_data: None,
             p0: 0,
             p1: 0,
             missing: u32::MAX,
             target: u32::MAX,
             holds_token: false,
             failed: false,
+            computed: false,
             pending: 0,
             issued: 0,
             reads: [Child::EMPTY; MAX_CHILDREN],
@@ -289,6 +319,9 @@ pub(crate) struct Chan {
     /// Host I/Os waiting for a free operation.
     host_wait: Cell<IoQueue>,
     host_waiting: Cell<usize>,
+    /// raid1 host reads waiting for a member descriptor.
+    read_wait: Cell<IoQueue>,
+    read_waiting: Cell<usize>,
     /// Operations waiting for their stripe token.
     parked: RefCell<VecDeque<u32>>,
     /// Operations waiting for a member descriptor or a pool buffer.
@@ -320,6 +353,8 @@ impl Chan {
                 free_ops: RefCell::new((0..OPS_PER_CHANNEL as u32).rev().collect()),
                 host_wait: Cell::new(IoQueue::new()),
                 host_waiting: Cell::new(0),
+                read_wait: Cell::new(IoQueue::new()),
+                read_waiting: Cell::new(0),
                 parked: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
                 stalled: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
                 token_retry: Cell::new(false),
@@ -397,17 +432,13 @@ impl Chan {
         }
     }
 
-    /// Run `f` when member `member`'s channel next frees a descriptor (the back-pressure path;
-    /// allocates). Runs it at once when the member has no channel.
-    pub fn member_wait(&self, member: u32, f: impl FnOnce() + 'static) {
-        let members = self.members.borrow();
-        match members.get(member as usize).and_then(Option::as_ref) {
-            Some(ch) => ch.wait_for_descriptor(Box::new(f)),
-            None => {
-                drop(members);
-                f()
-            }
-        }
+    /// Queue a raid1 host read whose member had no free descriptor; [`Chan::poll_work`] sends
+    /// it again (intrusive queue: no allocation).
+    pub fn wait_for_member(&self, io: IoRef) {
+        let mut q = self.read_wait.get();
+        q.push_back(io);
+        self.read_wait.set(q);
+        self.read_waiting.set(self.read_waiting.get() + 1);
     }
 
     /// Whether the member has a channel here.
@@ -432,6 +463,7 @@ impl Chan {
         let op = unsafe { &mut *p };
         op.host = 0;
         op.done_cb = None;
+        op.no_data = None;
         op.kind = kind;
         op.phase = Phase::Plan;
         op.plan = Plan::None;
@@ -439,6 +471,7 @@ impl Chan {
         op.target = u32::MAX;
         op.holds_token = false;
         op.failed = false;
+        op.computed = false;
         op.pending = 0;
         op.issued = 0;
         op.nreads = 0;
@@ -482,7 +515,8 @@ impl Chan {
     }
 
     /// Retry what waits: parked operations whose token was released, stalled operations,
-    /// host I/Os waiting for an operation. Returns whether anything moved.
+    /// raid1 reads waiting for a member descriptor, host I/Os waiting for an operation.
+    /// Returns whether anything moved.
     pub fn poll_work(&self) -> bool {
         let mut moved = false;
         if self.token_retry.replace(false) {
@@ -505,6 +539,14 @@ impl Chan {
         }
         // Each waiting host I/O gets one try per poll (one that must wait again goes to the
         // back), so this never spins.
+        for _ in 0..self.read_waiting.get() {
+            let mut q = self.read_wait.get();
+            let Some(io) = q.pop_front() else { break };
+            self.read_wait.set(q);
+            self.read_waiting.set(self.read_waiting.get() - 1);
+            moved = true;
+            crate::raid1::retry_read(self, io);
+        }
         for _ in 0..self.host_waiting.get() {
             let mut q = self.host_wait.get();
             let Some(io) = q.pop_front() else { break };
@@ -579,8 +621,10 @@ pub(crate) fn run(p: *mut StripeOp) {
     }
 }
 
-/// Issue the member I/Os of the current phase not yet issued. Returns true when the phase is
-/// complete (nothing left in flight), false when waiting for completions or a descriptor.
+/// Issue the member I/Os of the current phase not yet issued; in the write phase, run the
+/// compute step before the first write whose data is in a buffer (or at the end). Returns true
+/// when the phase is complete (nothing left in flight), false when waiting for completions or
+/// a descriptor.
 fn issue(op: &mut StripeOp) -> bool {
     let chan = op.chan();
     let write = op.phase == Phase::Write;
@@ -593,6 +637,9 @@ fn issue(op: &mut StripeOp) -> bool {
         } else {
             op.reads[op.issued as usize]
         };
+        if write && !op.computed && matches!(c.src, Src::Buf(..)) {
+            compute(op);
+        }
         let len = c.blocks as usize * bs;
         let mut iovs = [IoVec::EMPTY; MAX_IOVS];
         let n = match c.src {
@@ -607,9 +654,15 @@ fn issue(op: &mut StripeOp) -> bool {
                 };
                 1
             }
+            Src::Unmap | Src::Zeroes => 0,
         };
         let ctx = op as *mut StripeOp as usize | c.member as usize;
-        let t = if write { IoType::Write } else { IoType::Read };
+        let t = match c.src {
+            Src::Unmap => IoType::Unmap,
+            Src::Zeroes => IoType::WriteZeroes,
+            _ if write => IoType::Write,
+            _ => IoType::Read,
+        };
         match chan.submit_member(c.member, t, &iovs[..n], c.lba, c.blocks, member_done, ctx) {
             Ok(()) => op.pending += 1,
             Err(SubmitError::NoDescriptor) => {
@@ -627,8 +680,23 @@ fn issue(op: &mut StripeOp) -> bool {
         }
         op.issued += 1;
     }
+    if write && !op.computed {
+        compute(op);
+    }
     op.pending -= 1;
     op.pending == 0
+}
+
+/// The level's compute step, once per write phase: the reads are in, the writes from the
+/// host's buffers are out (they never depend on it).
+fn compute(op: &mut StripeOp) {
+    op.computed = true;
+    match op.kind {
+        OpKind::R5Write => crate::raid5_write::compute(op),
+        OpKind::R5Read => crate::raid5_read::compute(op),
+        OpKind::Rebuild | OpKind::Resync => crate::rebuild::compute(op),
+        OpKind::R1Write => {}
+    }
 }
 
 fn note_member_failure(chan: &Chan, member: u32, why: &dyn std::fmt::Display) {
@@ -683,13 +751,8 @@ fn phase_done(op: &mut StripeOp) -> bool {
                 };
                 return true;
             }
-            match op.kind {
-                OpKind::R5Write => crate::raid5_write::compute(op),
-                OpKind::R5Read => crate::raid5_read::compute(op),
-                OpKind::Rebuild | OpKind::Resync => crate::rebuild::compute(op),
-                OpKind::R1Write => {}
-            }
             op.phase = Phase::Write;
+            op.computed = false;
             op.issued = 0;
             op.pending = 0;
             true

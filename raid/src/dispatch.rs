@@ -31,8 +31,14 @@ pub(crate) fn resume(chan: &Chan, io: IoRef) {
         (_, IoType::Flush | IoType::Reset) => crate::raid0::fan_out(chan, raw),
         (RaidLevel::Raid0 | RaidLevel::Concat, _) => crate::raid0::split(chan, raw),
         (RaidLevel::Raid5, IoType::Read) => ops(chan, raw, OpKind::R5Read),
-        (RaidLevel::Raid5, IoType::Write) => ops(chan, raw, OpKind::R5Write),
-        (RaidLevel::Raid1, IoType::Write) => ops(chan, raw, OpKind::R1Write),
+        // Unmap and write-zeroes take the write path (stripe/region tokens, degraded and
+        // rebuild rules): they only reach here when the bdev offers them (`crate::caps`).
+        (RaidLevel::Raid5, IoType::Write | IoType::Unmap | IoType::WriteZeroes) => {
+            ops(chan, raw, OpKind::R5Write)
+        }
+        (RaidLevel::Raid1, IoType::Write | IoType::Unmap | IoType::WriteZeroes) => {
+            ops(chan, raw, OpKind::R1Write)
+        }
         _ => {
             set_status(raw, IoStatus::IoError);
             true
@@ -72,9 +78,15 @@ pub(crate) fn set_status(raw: usize, status: IoStatus) {
 /// Split a host I/O into stripe (raid5) or region (raid1) operations. Returns false when it
 /// must wait for a free operation (progress saved in `NEXT`).
 fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
-    let (start, num, mut done) = with_io(raw, |io| {
-        (io.offset_blocks(), io.num_blocks(), io.module_ctx()[NEXT])
+    let (start, num, mut done, t) = with_io(raw, |io| {
+        (
+            io.offset_blocks(),
+            io.num_blocks(),
+            io.module_ctx()[NEXT],
+            io.io_type(),
+        )
     });
+    let no_data = matches!(t, IoType::Unmap | IoType::WriteZeroes).then_some(t);
     if !chan.array.write_ready() && kind != OpKind::R5Read {
         // First write since the array was clean: `clean = false` goes to every member first
         // (write hole, SUPERBLOCK.md); this I/O waits for it.
@@ -98,6 +110,7 @@ fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
         op.seg0 = seg0;
         op.seg1 = seg0 + len;
         op.host_off = (done * bs) as usize;
+        op.no_data = no_data;
         op.phase = match kind {
             OpKind::R5Read => Phase::Plan,
             _ => Phase::Token,

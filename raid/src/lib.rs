@@ -4,6 +4,7 @@
 //!
 //! Module map:
 //! - `level`: the RAID levels, their names and rules.
+//! - `caps`: unmap/write-zeroes support of an array from its members'.
 //! - `xor`: SIMD XOR kernels for parity (hot path).
 //! - `superblock`: the on-member superblock (encode, validated decode) and array assembly plans.
 //! - `geometry`: strip/stripe math, parity rotation, iovec splitting without copies.
@@ -20,6 +21,7 @@
 
 pub mod array;
 pub mod bdev;
+pub mod caps;
 mod channel;
 mod dispatch;
 mod examine;

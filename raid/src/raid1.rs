@@ -2,7 +2,8 @@
 //! host's buffers; a failed read marks the member failed and is retried on another. Writes go
 //! to every usable member (one region operation per region, so a rebuild copying the region
 //! never interleaves with them); a member that fails a write is marked failed and the write
-//! succeeds while one member took it.
+//! succeeds while one member took it. Unmap and write-zeroes go to every usable member the same
+//! way.
 
 use crate::channel::{
     child_done, Chan, Child, PlanResult, Src, StripeOp, CHAN, MEMBER, PENDING, TRIED,
@@ -48,16 +49,10 @@ fn send_read(chan: &Chan, raw: usize) -> bool {
         match chan.submit_member(m, keel_bdev::IoType::Read, iovs, start, num, read_done, raw) {
             Ok(()) => return true,
             Err(keel_bdev::SubmitError::NoDescriptor) => {
-                // Back-pressure path (allocates): retry this member when a descriptor frees.
+                // Back-pressure: the channel sends it again from its poll.
                 with_io(raw, |io| io.module_ctx()[TRIED] &= !(1 << m));
-                let chan_ptr = chan as *const Chan as usize;
-                chan.member_wait(m, move || {
-                    // SAFETY: the host I/O (and so its channel) is in flight until it completes.
-                    let chan = unsafe { &*(chan_ptr as *const Chan) };
-                    if !send_read(chan, raw) {
-                        child_done(raw, IoStatus::IoError);
-                    }
-                });
+                // SAFETY: `raw` is this in-flight host read; the queue holds it until retried.
+                chan.wait_for_member(unsafe { IoRef::from_raw(raw) });
                 return true;
             }
             Err(e) => {
@@ -66,6 +61,14 @@ fn send_read(chan: &Chan, raw: usize) -> bool {
         }
     }
     false
+}
+
+/// Send again a read that waited for a member descriptor ([`Chan::wait_for_member`]).
+pub(crate) fn retry_read(chan: &Chan, io: IoRef) {
+    let raw = io.into_raw();
+    if !send_read(chan, raw) {
+        child_done(raw, IoStatus::IoError);
+    }
 }
 
 /// A member read completed.
@@ -87,7 +90,8 @@ fn read_done(raw: usize, status: IoStatus) {
     }
 }
 
-/// Plan a region write: every usable member gets the host's data.
+/// Plan a region write (or unmap, or write-zeroes): every usable member gets the host's data
+/// (or does the same).
 pub(crate) fn plan_write(op: &mut StripeOp) -> PlanResult {
     let chan = op.chan();
     let a = &chan.array;
@@ -109,7 +113,7 @@ pub(crate) fn plan_write(op: &mut StripeOp) -> PlanResult {
             member: m.slot,
             lba: base + op.seg0,
             blocks: op.seg1 - op.seg0,
-            src: Src::Host(op.host_off),
+            src: Src::host(op.no_data, op.host_off),
         });
     }
     if op.nwrites == 0 {

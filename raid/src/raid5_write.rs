@@ -8,6 +8,11 @@
 //! - Full stripe / reconstruct-write (RCW): read the untouched data rows, parity = XOR of all.
 //! - Read-modify-write (RMW): read the touched old data and old parity,
 //!   parity ^= old ^ new. The plan takes whichever reads fewer blocks.
+//! - Unmap and write-zeroes (when the bdev offers them, `crate::caps`): whole stripes unmap or
+//!   zero every member, parity included (`Plan::NoData`); partial stripes are planned as above
+//!   with zero data, written by the members' write-zeroes, parity updated.
+//! - Order: the data writes (straight from the host's buffers, needing nothing computed) go
+//!   out first, then parity is computed while the members write them, then the parity write.
 //! - Degraded: parity member gone → write data only; a gone data member not written → RMW; a gone
 //!   member written in full over the rows → RCW; written in part → rebuild its old rows from
 //!   parity first (ReconRcw).
@@ -117,6 +122,24 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
     op.p1 = p1;
     let rbytes = rows as usize * seg.bs;
     let stripe = op.unit;
+    if op.no_data.is_some() && op.seg0 == 0 && op.seg1 == seg.k * seg.s {
+        // Unmap/write-zeroes of the whole stripe: zero data, zero parity, on every member
+        // there is (a gone member's blocks are then zero by parity too).
+        op.plan = Plan::NoData;
+        op.missing = gone.unwrap_or(u32::MAX);
+        let src = Src::host(op.no_data, 0);
+        for m in 0..g.members {
+            if m != op.missing {
+                op.push_write(Child {
+                    member: m,
+                    lba: seg.lba(op, 0),
+                    blocks: seg.s,
+                    src,
+                });
+            }
+        }
+        return PlanResult::Ready;
+    }
     op.plan = match gone {
         Some(m) if m == seg.pm => Plan::DataOnly,
         Some(m) => {
@@ -226,11 +249,17 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
             continue;
         }
         let (lo, hi) = seg.touched(op, i);
+        // Partial-stripe unmap is written as zeroes too: the parity must cover what the
+        // blocks will read back.
+        let src = match op.no_data {
+            None => Src::Host(seg.host_off(op, i, lo)),
+            Some(_) => Src::Zeroes,
+        };
         op.push_write(Child {
             member: m,
             lba: seg.lba(op, lo),
             blocks: hi - lo,
-            src: Src::Host(seg.host_off(op, i, lo)),
+            src,
         });
     }
     if op.plan != Plan::DataOnly {
@@ -283,7 +312,9 @@ pub(crate) fn compute(op: &mut StripeOp) {
                 let r = (lo - p0) as usize * bs..(hi - p0) as usize * bs;
                 let old = view(op, m);
                 xor_into(&mut parity[r.clone()], &old[r.clone()]);
-                xor_host(op, seg.host_off(op, i, lo), &mut parity[r]);
+                if op.no_data.is_none() {
+                    xor_host(op, seg.host_off(op, i, lo), &mut parity[r]);
+                }
             }
         }
         Plan::Rcw | Plan::ReconRcw => {
@@ -302,8 +333,12 @@ pub(crate) fn compute(op: &mut StripeOp) {
             let parity = &mut view(op, PBUF)[..rbytes];
             // Fast path: every strip written over all the rows from one contiguous host piece.
             let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
-            let mut fast = true;
+            // Zero data (unmap/write-zeroes) adds nothing to the parity: the slow path.
+            let mut fast = op.no_data.is_none();
             for i in 0..seg.k {
+                if !fast {
+                    break;
+                }
                 let (lo, hi) = seg.touched(op, i);
                 let piece = ((lo, hi) == (p0, p1))
                     .then(|| contiguous(op.host_iovs(), seg.host_off(op, i, lo), rbytes))
@@ -326,7 +361,7 @@ pub(crate) fn compute(op: &mut StripeOp) {
                 let m = g.data_member(stripe, i) as usize;
                 let (lo, hi) = seg.touched(op, i);
                 let old = view(op, m);
-                if lo < hi {
+                if lo < hi && op.no_data.is_none() {
                     let r = (lo - p0) as usize * bs..(hi - p0) as usize * bs;
                     xor_host(op, seg.host_off(op, i, lo), &mut parity[r]);
                 }
@@ -343,6 +378,6 @@ pub(crate) fn compute(op: &mut StripeOp) {
                 }
             }
         }
-        _ => {}
+        Plan::None | Plan::DataOnly | Plan::NoData | Plan::DirectRead | Plan::ReconRead => {}
     }
 }

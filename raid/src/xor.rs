@@ -47,6 +47,38 @@ pub fn implementation() -> &'static str {
     selected().name()
 }
 
+/// The names of the kernels this CPU runs, from the simplest to the one [`implementation`]
+/// picks (benches compare them with [`xor_gen_using`]).
+pub fn kernels() -> Vec<&'static str> {
+    supported().into_iter().map(Kernel::name).collect()
+}
+
+/// [`xor_gen`] with the kernel named `kernel` (one of [`kernels`]).
+///
+/// # Panics
+/// If this CPU does not run that kernel, and as [`xor_gen`].
+pub fn xor_gen_using(kernel: &str, dst: &mut [u8], srcs: &[&[u8]]) {
+    let k = supported()
+        .into_iter()
+        .find(|k| k.name() == kernel)
+        .expect("xor_gen_using: a kernel this CPU runs");
+    xor_gen_with(k, dst, srcs)
+}
+
+/// Every kernel this CPU runs, the best last.
+fn supported() -> Vec<Kernel> {
+    #[allow(unused_mut)]
+    let mut v = vec![Kernel::Portable];
+    #[cfg(target_arch = "x86_64")]
+    {
+        v.push(Kernel::Sse2);
+        if std::arch::is_x86_feature_detected!("avx2") {
+            v.push(Kernel::Avx2);
+        }
+    }
+    v
+}
+
 /// One XOR kernel family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kernel {
@@ -94,15 +126,7 @@ impl Kernel {
 
     /// The best kernel this CPU runs.
     fn detect() -> Kernel {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") {
-                return Kernel::Avx2;
-            }
-            Kernel::Sse2
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Kernel::Portable
+        supported().pop().unwrap_or(Kernel::Portable)
     }
 }
 
@@ -325,19 +349,6 @@ mod tests {
         }
     }
 
-    fn kernels() -> Vec<Kernel> {
-        #[allow(unused_mut)]
-        let mut v = vec![Kernel::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            v.push(Kernel::Sse2);
-            if std::arch::is_x86_feature_detected!("avx2") {
-                v.push(Kernel::Avx2);
-            }
-        }
-        v
-    }
-
     fn reference(srcs: &[&[u8]]) -> Vec<u8> {
         let mut out = srcs[0].to_vec();
         for s in &srcs[1..] {
@@ -361,7 +372,7 @@ mod tests {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         const MAX_SRCS: usize = 6;
         const SLACK: usize = 40;
-        for kernel in kernels() {
+        for kernel in supported() {
             for len in lengths() {
                 // Sources and destination at independent misalignments.
                 let backing: Vec<Vec<u8>> = (0..MAX_SRCS)
@@ -401,7 +412,7 @@ mod tests {
     #[test]
     fn xor_into_matches_the_reference_for_every_kernel_length_and_offset() {
         let mut rng = Rng(42);
-        for kernel in kernels() {
+        for kernel in supported() {
             for len in lengths() {
                 for (doff, soff) in [(0, 0), (1, 0), (0, 3), (7, 13), (31, 1), (17, 32)] {
                     let mut d = vec![0u8; len + 40];
@@ -413,7 +424,7 @@ mod tests {
                     let dst = &mut d[doff..doff + len];
                     let src = &s[soff..soff + len];
                     // SAFETY: the same contract `xor_into` upholds, with an explicit kernel
-                    // that `kernels()` checked the CPU supports.
+                    // that `supported()` checked the CPU supports.
                     unsafe {
                         let p = dst.as_mut_ptr();
                         run(kernel, p, p, &[src], len)
@@ -444,7 +455,13 @@ mod tests {
         xor_into(&mut out, &b);
         xor_into(&mut out, &c);
         assert!(out.iter().all(|&x| x == 0));
-        assert!(kernels().iter().any(|k| k.name() == implementation()));
+        assert!(supported().iter().any(|k| k.name() == implementation()));
+        assert_eq!(kernels().last().copied(), Some(implementation()));
+        for k in kernels() {
+            let mut out2 = vec![0u8; a.len()];
+            xor_gen_using(k, &mut out2, &[&a, &b, &c]);
+            assert_eq!(out2, want, "{k}");
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use keel_bdev::modules::{error, malloc};
+use keel_bdev::modules::{error, malloc, null};
 use keel_bdev::{IoChannel, IoStatus, IoType};
 use keel_raid::{CreateConfig, RaidLevel};
 
@@ -34,11 +34,30 @@ fn mallocs(prefix: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Random writes (random iovec cuts) and reads against a model; returns the model.
+/// Random writes (random iovec cuts), reads, and — where the bdev offers them — unmaps (when
+/// unmapped blocks read back as zeroes) and write-zeroes of up to 4 × `max_blocks` blocks
+/// (whole stripes and pieces), against a model.
 async fn random_io(ch: &IoChannel, model: &mut [u8], rng: &mut Rng, ops: usize, max_blocks: u64) {
     let bs = BS as u64;
     let total = model.len() as u64 / bs;
+    let b = ch.bdev();
+    let can_unmap = b.io_type_supported(IoType::Unmap) && b.unmap_reads_zeroes();
+    let can_zero = b.io_type_supported(IoType::WriteZeroes);
     for i in 0..ops {
+        if (can_unmap || can_zero) && rng.below(6) == 0 {
+            let blocks = 1 + rng.below((4 * max_blocks).min(total));
+            let lba = rng.below(total - blocks + 1);
+            let use_unmap = can_unmap && (!can_zero || rng.below(2) == 0);
+            let s = if use_unmap {
+                unmap(ch, lba, blocks).await
+            } else {
+                write_zeroes(ch, lba, blocks).await
+            };
+            assert_eq!(s, IoStatus::Success, "unmap/zeroes {lba}+{blocks}");
+            let at = (lba * bs) as usize;
+            model[at..at + (blocks * bs) as usize].fill(0);
+            continue;
+        }
         let blocks = 1 + rng.below(max_blocks.min(total));
         let lba = rng.below(total - blocks + 1);
         let len = (blocks * bs) as usize;
@@ -321,6 +340,194 @@ fn member_failures_under_a_verifying_workload() {
         }
         for r in raw {
             malloc::delete(&r).await.unwrap();
+        }
+    });
+}
+
+/// The member I/O types seen since the last clear, without flush/reset.
+fn seen_types(seen: &[Seen]) -> Vec<IoType> {
+    seen.iter()
+        .flat_map(|s| std::mem::take(&mut *s.lock().unwrap()))
+        .map(|(t, _, _)| t)
+        .collect()
+}
+
+#[test]
+fn raid5_unmap_and_write_zeroes_keep_parity_consistent() {
+    run(|| async {
+        let names: Vec<String> = (0..4).map(|i| format!("rz{i}")).collect();
+        let seen: Vec<Seen> = names.iter().map(|n| recording_bdev(n, 256, BS)).collect();
+        // 3 data strips of 8 blocks: 24 data blocks per stripe.
+        make("r_z", RaidLevel::Raid5, &names, Some(4)).await;
+        let (desc, ch) = open_rw("r_z");
+        assert!(ch.bdev().io_type_supported(IoType::Unmap));
+        assert!(ch.bdev().unmap_reads_zeroes(), "members read back zeroes");
+        let mut model = vec![0u8; 96 * BS as usize];
+        Rng(5).fill(&mut model);
+        assert_eq!(
+            write(&ch, 0, &mut model.clone(), &[]).await,
+            IoStatus::Success
+        );
+        seen_types(&seen);
+        // Two whole stripes: every member unmaps its strip of each, nothing read or written.
+        assert_eq!(unmap(&ch, 24, 48).await, IoStatus::Success);
+        assert_eq!(seen_types(&seen), vec![IoType::Unmap; 8]);
+        model[24 * 512..72 * 512].fill(0);
+        // Part of a stripe: zeroes written through the write path (read-modify-write: the old
+        // data and parity read, the data zeroed, the parity written).
+        assert_eq!(unmap(&ch, 74, 3).await, IoStatus::Success);
+        let t = seen_types(&seen);
+        assert_eq!(t.iter().filter(|&&t| t == IoType::WriteZeroes).count(), 1);
+        assert_eq!(t.iter().filter(|&&t| t == IoType::Write).count(), 1);
+        assert!(!t.contains(&IoType::Unmap));
+        model[74 * 512..77 * 512].fill(0);
+        // Write-zeroes across a stripe boundary: a partial piece and a whole stripe.
+        assert_eq!(write_zeroes(&ch, 10, 38).await, IoStatus::Success);
+        let t = seen_types(&seen);
+        assert_eq!(
+            t.iter().filter(|&&t| t == IoType::WriteZeroes).count(),
+            4 + 2
+        );
+        model[10 * 512..48 * 512].fill(0);
+        let (s, got) = read(&ch, 0, 96).await;
+        assert_eq!(s, IoStatus::Success);
+        assert!(got == model, "reads match the model");
+        drop((ch, desc));
+        keel_raid::delete("r_z").await.unwrap();
+        // Parity: the XOR of the members' blocks is zero everywhere.
+        let mut acc = vec![0u8; 256 * BS as usize];
+        for n in &names {
+            let d = keel_bdev::open(n, false, |_| {}).unwrap();
+            let c = d.get_io_channel().unwrap();
+            let (s, got) = read(&c, 0, 256).await;
+            assert_eq!(s, IoStatus::Success);
+            for (a, b) in acc.iter_mut().zip(got) {
+                *a ^= b;
+            }
+        }
+        assert!(acc.iter().all(|&x| x == 0), "parity inconsistent");
+        for n in names {
+            keel_bdev::unregister(&n).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn unmap_is_offered_only_where_it_stays_consistent() {
+    run(|| async {
+        // Null members unmap, but unmapped blocks do not read back as zeroes: raid5 refuses
+        // unmap (its parity would stop matching) and keeps write-zeroes; raid1 passes both on.
+        let nulls: Vec<String> = (0..3)
+            .map(|i| {
+                let n = format!("nu{i}");
+                null::create(&n, MEMBER_BLOCKS, BS, None).unwrap();
+                n
+            })
+            .collect();
+        make("r_nu5", RaidLevel::Raid5, &nulls[..3], Some(4)).await;
+        let (d5, c5) = open_rw("r_nu5");
+        assert!(!c5.bdev().io_type_supported(IoType::Unmap));
+        assert!(c5.bdev().io_type_supported(IoType::WriteZeroes));
+        assert!(!c5.bdev().unmap_reads_zeroes());
+        assert_eq!(
+            c5.unmap(0, 8, |_, _| {}, 0),
+            Err(keel_bdev::SubmitError::Unsupported)
+        );
+        assert_eq!(write_zeroes(&c5, 0, 30).await, IoStatus::Success);
+        drop((c5, d5));
+        keel_raid::delete("r_nu5").await.unwrap();
+        make("r_nu1", RaidLevel::Raid1, &nulls[..2], None).await;
+        let (d1, c1) = open_rw("r_nu1");
+        assert!(c1.bdev().io_type_supported(IoType::Unmap));
+        assert!(!c1.bdev().unmap_reads_zeroes());
+        assert_eq!(unmap(&c1, 3, 200).await, IoStatus::Success);
+        drop((c1, d1));
+        keel_raid::delete("r_nu1").await.unwrap();
+        // A member joining later must offer what the array offers.
+        let m = mallocs("um", 4);
+        make("r_um", RaidLevel::Raid5, &m[..3], Some(4)).await;
+        keel_raid::remove_base_bdev(&m[1]).await.unwrap();
+        let e = keel_raid::add_base_bdev("r_um", &nulls[0])
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("zeroes after unmap"), "{e}");
+        keel_raid::add_base_bdev("r_um", &m[3]).await.unwrap();
+        keel_raid::delete("r_um").await.unwrap();
+        for n in m {
+            malloc::delete(&n).await.unwrap();
+        }
+        for n in nulls {
+            keel_bdev::unregister(&n).await.unwrap();
+        }
+    });
+}
+
+/// Completion counter of a batch of I/Os submitted together.
+#[derive(Default)]
+struct Many {
+    left: std::cell::Cell<usize>,
+    failed: std::cell::Cell<usize>,
+}
+
+fn many_cb(ctx: usize, status: IoStatus) {
+    // SAFETY: `ctx` is the address of the `Many` the test keeps alive until `left` is 0.
+    let m = unsafe { &*(ctx as *const Many) };
+    m.left.set(m.left.get() - 1);
+    if status != IoStatus::Success {
+        m.failed.set(m.failed.get() + 1);
+    }
+}
+
+#[test]
+fn raid1_reads_wait_for_member_descriptors() {
+    run(|| async {
+        // Degraded raid1: every read and write goes to member 0. 8 writes of 1 MiB take every
+        // stripe operation (16 regions each, 128 in all, each one member write), then 500
+        // reads: more member I/Os than the member channel has descriptors (512), so reads
+        // must wait for one and be sent again.
+        let m: Vec<String> = (0..2)
+            .map(|i| {
+                let n = format!("rd{i}");
+                malloc::create(&n, 32768, BS, None).unwrap();
+                n
+            })
+            .collect();
+        make("r_rd", RaidLevel::Raid1, &m, None).await;
+        let a = keel_raid::bdev::find("r_rd").unwrap();
+        assert!(a.fail_member(1, "failed by the test"));
+        let (desc, ch) = open_rw("r_rd");
+        let mut pattern = vec![0u8; 8 << 20];
+        Rng(77).fill(&mut pattern);
+        assert_eq!(
+            write(&ch, 16384, &mut pattern, &[]).await,
+            IoStatus::Success
+        );
+        let mut wbuf = vec![0x33u8; 8 << 20];
+        let mut rbufs = vec![0u8; 500 * 4096];
+        let many = Box::new(Many::default());
+        let ctx = &*many as *const Many as usize;
+        for i in 0..8u64 {
+            let v = [iov(&mut wbuf[(i as usize) << 20..((i as usize) + 1) << 20])];
+            ch.write(&v, i * 2048, 2048, many_cb, ctx).unwrap();
+            many.left.set(many.left.get() + 1);
+        }
+        for (i, chunk) in rbufs.chunks_mut(4096).enumerate() {
+            let v = [iov(chunk)];
+            ch.read(&v, 16384 + i as u64 * 8, 8, many_cb, ctx).unwrap();
+            many.left.set(many.left.get() + 1);
+        }
+        while many.left.get() > 0 {
+            yield_now().await;
+        }
+        assert_eq!(many.failed.get(), 0);
+        assert!(rbufs[..] == pattern[..rbufs.len()], "reads return the data");
+        let (s, got) = read(&ch, 0, 16384).await;
+        assert_eq!(s, IoStatus::Success);
+        assert!(got.iter().all(|&b| b == 0x33), "writes landed");
+        drop((ch, desc));
+        keel_raid::delete("r_rd").await.unwrap();
+        for n in m {
+            malloc::delete(&n).await.unwrap();
         }
     });
 }

@@ -171,6 +171,16 @@ pub async fn write(ch: &IoChannel, lba: u64, data: &mut [u8], cuts: &[usize]) ->
     one(|cb, ctx| ch.write(&v, lba, blocks, cb, ctx)).await
 }
 
+/// Unmap `blocks` blocks at `lba` of `ch`.
+pub async fn unmap(ch: &IoChannel, lba: u64, blocks: u64) -> IoStatus {
+    one(|cb, ctx| ch.unmap(lba, blocks, cb, ctx)).await
+}
+
+/// Write zeroes to `blocks` blocks at `lba` of `ch`.
+pub async fn write_zeroes(ch: &IoChannel, lba: u64, blocks: u64) -> IoStatus {
+    one(|cb, ctx| ch.write_zeroes(lba, blocks, cb, ctx)).await
+}
+
 /// xorshift64*: deterministic test randomness.
 pub struct Rng(pub u64);
 impl Rng {
@@ -193,7 +203,8 @@ impl Rng {
 /// What a recording bdev saw: (type, iovec base address, length) per iovec.
 pub type Seen = Arc<Mutex<Vec<(IoType, usize, usize)>>>;
 
-/// A memory-backed bdev that records every iovec address it receives.
+/// A memory-backed bdev that records every iovec address it receives (unmap and write-zeroes
+/// as one entry at address 0; both zero the blocks).
 pub struct RecordingBdev {
     data: Arc<Mutex<Vec<u8>>>,
     pub seen: Seen,
@@ -212,6 +223,11 @@ impl BackendChannel for RecordingChannel {
         let mut off = io.offset_blocks() as usize * self.bs;
         let mut data = self.data.lock().unwrap();
         let mut seen = self.seen.lock().unwrap();
+        if matches!(t, IoType::Unmap | IoType::WriteZeroes) {
+            let len = io.num_blocks() as usize * self.bs;
+            seen.push((t, 0, len));
+            data[off..off + len].fill(0);
+        }
         for v in io.iovs() {
             seen.push((t, v.base as usize, v.len));
             // SAFETY: the iovec is valid for the I/O's life (bdev layer contract).
@@ -235,8 +251,16 @@ impl BdevBackend for RecordingBdev {
     fn io_type_supported(&self, t: IoType) -> bool {
         matches!(
             t,
-            IoType::Read | IoType::Write | IoType::Flush | IoType::Reset
+            IoType::Read
+                | IoType::Write
+                | IoType::Flush
+                | IoType::Reset
+                | IoType::Unmap
+                | IoType::WriteZeroes
         )
+    }
+    fn unmap_reads_zeroes(&self) -> bool {
+        true
     }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
         Ok(Box::new(RecordingChannel {
