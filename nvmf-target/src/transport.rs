@@ -78,6 +78,33 @@ pub struct ListenAddr {
     pub trsvcid: String,
 }
 
+impl ListenAddr {
+    /// The IP socket address this listen address names, checked for transport `trtype`: the
+    /// transport type matches, `traddr` is an IP literal of the family `adrfam` says, and
+    /// `trsvcid` is a port number.
+    pub fn socket_addr(&self, trtype: TrType) -> Result<std::net::SocketAddr, TransportError> {
+        use std::net::{IpAddr, SocketAddr};
+        let bad =
+            |m: String| TransportError::BadAddress(format!("{}:{}", self.traddr, self.trsvcid), m);
+        if self.trtype != trtype {
+            return Err(bad(format!("not a {} address", trtype.name())));
+        }
+        let ip: IpAddr = self
+            .traddr
+            .parse()
+            .map_err(|_| bad("not an IP address".into()))?;
+        match (self.adrfam, ip) {
+            (AdrFam::Ipv4, IpAddr::V4(_)) | (AdrFam::Ipv6, IpAddr::V6(_)) => {}
+            _ => return Err(bad("address family does not match the address".into())),
+        }
+        let port: u16 = self
+            .trsvcid
+            .parse()
+            .map_err(|_| bad("trsvcid is not a port number".into()))?;
+        Ok(SocketAddr::new(ip, port))
+    }
+}
+
 /// Options of a transport (`nvmf_create_transport`), SPDK's names and per-transport defaults
 /// ([`TransportOpts::defaults_for`]). Options of the other transport type are kept but unused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +265,49 @@ impl ShutdownWait {
             .take();
         if let Some(f) = done {
             f();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(trtype: TrType, adrfam: AdrFam, traddr: &str, trsvcid: &str) -> ListenAddr {
+        ListenAddr {
+            trtype,
+            adrfam,
+            traddr: traddr.into(),
+            trsvcid: trsvcid.into(),
+        }
+    }
+
+    #[test]
+    fn socket_addr_checks_type_family_and_port() {
+        let ok = addr(TrType::Rdma, AdrFam::Ipv4, "10.0.2.15", "4420");
+        assert_eq!(
+            ok.socket_addr(TrType::Rdma).unwrap().to_string(),
+            "10.0.2.15:4420"
+        );
+        let v6 = addr(TrType::Tcp, AdrFam::Ipv6, "::1", "4421");
+        assert_eq!(
+            v6.socket_addr(TrType::Tcp).unwrap().to_string(),
+            "[::1]:4421"
+        );
+        for (a, want) in [
+            (ok.clone(), TrType::Tcp),
+            (addr(TrType::Tcp, AdrFam::Ipv4, "host", "1"), TrType::Tcp),
+            (addr(TrType::Tcp, AdrFam::Ipv6, "1.2.3.4", "1"), TrType::Tcp),
+            (addr(TrType::Tcp, AdrFam::Ipv4, "1.2.3.4", "x"), TrType::Tcp),
+            (
+                addr(TrType::Tcp, AdrFam::Ipv4, "1.2.3.4", "70000"),
+                TrType::Tcp,
+            ),
+        ] {
+            assert!(
+                matches!(a.socket_addr(want), Err(TransportError::BadAddress(..))),
+                "{a:?}"
+            );
         }
     }
 }

@@ -6,10 +6,10 @@
 
 use super::conn::ConnConfig;
 use super::group;
-use crate::transport::{AdrFam, ListenAddr, TrType, Transport, TransportError, TransportOpts};
+use crate::transport::{ListenAddr, TrType, Transport, TransportError, TransportOpts};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -76,26 +76,6 @@ impl TcpTransport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
-}
-
-/// The socket address of a listen address.
-fn sock_addr(addr: &ListenAddr) -> Result<SocketAddr, TransportError> {
-    let bad = |m: &str| {
-        TransportError::BadAddress(format!("{}:{}", addr.traddr, addr.trsvcid), m.to_string())
-    };
-    if addr.trtype != TrType::Tcp {
-        return Err(bad("not a TCP address"));
-    }
-    let ip: IpAddr = addr.traddr.parse().map_err(|_| bad("not an IP address"))?;
-    match (addr.adrfam, ip) {
-        (AdrFam::Ipv4, IpAddr::V4(_)) | (AdrFam::Ipv6, IpAddr::V6(_)) => {}
-        _ => return Err(bad("address family does not match the address")),
-    }
-    let port: u16 = addr
-        .trsvcid
-        .parse()
-        .map_err(|_| bad("trsvcid is not a port number"))?;
-    Ok(SocketAddr::new(ip, port))
 }
 
 /// One listening socket on the main core.
@@ -228,7 +208,7 @@ impl Transport for TcpTransport {
     }
 
     fn listen(&self, addr: &ListenAddr) -> Result<(), TransportError> {
-        let sa = sock_addr(addr)?;
+        let sa = addr.socket_addr(TrType::Tcp)?;
         let mut listening = self.listening();
         if listening.iter().any(|(_, a)| *a == sa) {
             return Err(TransportError::AddrInUse(sa.to_string()));
@@ -255,7 +235,7 @@ impl Transport for TcpTransport {
     }
 
     fn stop_listen(&self, addr: &ListenAddr) -> Result<(), TransportError> {
-        let sa = sock_addr(addr)?;
+        let sa = addr.socket_addr(TrType::Tcp)?;
         let mut listening = self.listening();
         let Some(pos) = listening.iter().position(|(_, a)| *a == sa) else {
             return Err(TransportError::NotListening(sa.to_string()));

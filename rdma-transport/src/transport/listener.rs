@@ -8,10 +8,10 @@
 use super::{group, RdmaConfig};
 use crate::nvmf_cm::{encode_reject, parse_request, CmLimits, RejectStatus};
 use crate::verbs::{CmEvent, CmEventChannel, CmEventKind, CmId};
-use keel_nvmf::transport::{AdrFam, ListenAddr, TrType, TransportError};
+use keel_nvmf::transport::{ListenAddr, TransportError};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::RefCell;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,26 +21,6 @@ use std::time::Duration;
 const CM_POLL_PERIOD: Duration = Duration::from_micros(500);
 /// Events handled per poll.
 const CM_BATCH: usize = 32;
-
-/// The socket address of an RDMA listen address.
-pub(crate) fn sock_addr(addr: &ListenAddr) -> Result<SocketAddr, TransportError> {
-    let bad = |m: &str| {
-        TransportError::BadAddress(format!("{}:{}", addr.traddr, addr.trsvcid), m.to_string())
-    };
-    if addr.trtype != TrType::Rdma {
-        return Err(bad("not an RDMA address"));
-    }
-    let ip: IpAddr = addr.traddr.parse().map_err(|_| bad("not an IP address"))?;
-    match (addr.adrfam, ip) {
-        (AdrFam::Ipv4, IpAddr::V4(_)) | (AdrFam::Ipv6, IpAddr::V6(_)) => {}
-        _ => return Err(bad("address family does not match the address")),
-    }
-    let port: u16 = addr
-        .trsvcid
-        .parse()
-        .map_err(|_| bad("trsvcid is not a port number"))?;
-    Ok(SocketAddr::new(ip, port))
-}
 
 struct Listener {
     transport_id: u64,

@@ -176,7 +176,7 @@ impl Transport for RdmaTransport {
     }
 
     fn listen(&self, addr: &ListenAddr) -> Result<(), TransportError> {
-        let sa = listener::sock_addr(addr)?;
+        let sa = addr.socket_addr(TrType::Rdma)?;
         let mut listening = self
             .listening
             .lock()
@@ -191,7 +191,7 @@ impl Transport for RdmaTransport {
     }
 
     fn stop_listen(&self, addr: &ListenAddr) -> Result<(), TransportError> {
-        let sa = listener::sock_addr(addr)?;
+        let sa = addr.socket_addr(TrType::Rdma)?;
         let mut listening = self
             .listening
             .lock()
