@@ -18,9 +18,10 @@
 //! destroyed) once every request is back from the core and every posted work request has
 //! completed or been flushed — or after [`FLUSH_TIMEOUT`], when the device does not flush.
 
+use super::capsule::{self, CapsuleData};
 use super::core_dev::CoreDev;
 use super::group::{self, PeerRdma};
-use super::recv::{RecvArena, SQE_LEN};
+use super::recv::RecvArena;
 use super::wr_id::{Kind, WrId};
 use super::{RdmaConfig, MAX_SGE_PER_WR};
 use crate::nvmf_cm::{encode_accept, CmRequest};
@@ -29,9 +30,8 @@ use crate::verbs::{
 };
 use keel_bdev::{IoVec, MAX_IOVS};
 use keel_nvmf::request::{NvmfRequest, ReqPtr};
-use keel_nvmf::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
+use keel_nvmf::spec::cmd::{DataXfer, NvmeCpl};
 use keel_nvmf::spec::fabrics::FabricsType;
-use keel_nvmf::spec::sgl::{check_in_capsule, sgl1, Sgl};
 use keel_nvmf::spec::status::Status;
 use keel_nvmf::target::Qpair;
 use keel_nvmf::transport::{ListenAddr, QpairTransport};
@@ -585,14 +585,14 @@ impl Conn {
             return Some("receive completion for an unknown buffer");
         };
         let len = (len as usize).min(cap);
-        if len < SQE_LEN {
+        // SAFETY: the receive completed, so the device wrote `len` bytes at `buf` (inside the
+        // buffer: `len ≤ cap`) and is done with it until the buffer is posted again.
+        let bytes = unsafe { std::slice::from_raw_parts(buf.cast_const(), len) };
+        let Some(capsule) = capsule::parse(bytes, self.cfg.max_io_size) else {
             self.repost(st, b);
             return Some("capsule shorter than a command");
-        }
-        // SAFETY: the receive completed, so the device wrote `len ≥ 64` bytes at `buf` and
-        // is done with it; NvmeCmd is 64 bytes of plain integers (repr(C), no padding, checked
-        // in keel_nvmf::spec::cmd), so any bytes form a valid value.
-        let cmd: NvmeCmd = unsafe { std::ptr::read_unaligned(buf.cast::<NvmeCmd>()) };
+        };
+        let cmd = capsule.cmd;
         let Some(i) = st.free.pop() else {
             self.repost(st, b);
             return Some("the host sent more commands than its queue holds");
@@ -605,7 +605,7 @@ impl Conn {
             cid: cmd.cid,
             ..NvmeCpl::default()
         };
-        req.xfer = cmd.data_xfer();
+        req.xfer = capsule.xfer;
         req.length = 0;
         req.iovcnt = 0;
         req.transport_ctx = usize::from(i);
@@ -632,39 +632,25 @@ impl Conn {
             self.repost(st, b);
             return self.fail(st, i, Status::COMMAND_SEQUENCE_ERROR);
         }
-        match req.xfer {
-            DataXfer::None => {
+        match capsule.data {
+            Err(status) => {
                 self.repost(st, b);
-                return self.ready(st, i);
+                self.fail(st, i, status)
             }
-            DataXfer::Bidirectional => {
+            Ok(CapsuleData::None) => {
                 self.repost(st, b);
-                return self.fail(st, i, Status::INVALID_FIELD);
-            }
-            _ => {}
-        }
-        match sgl1(&cmd) {
-            Ok(Sgl::InCapsule { offset, len: dlen }) if req.xfer == DataXfer::HostToController => {
-                let icd = (len - SQE_LEN) as u32;
-                if let Err(s) = check_in_capsule(offset, dlen, icd) {
-                    self.repost(st, b);
-                    return self.fail(st, i, s);
-                }
-                req.length = dlen;
-                if dlen > 0 {
-                    // SAFETY: offset + dlen ≤ icd bytes received after the command, inside
-                    // the buffer; the slot holds the buffer (not reposted) until it is freed.
-                    req.iovs[0] = unsafe {
-                        IoVec::from_raw(buf.add(SQE_LEN + offset as usize), dlen as usize)
-                    };
-                    req.iovcnt = 1;
-                    st.slots[usize::from(i)].recv = Some(b);
-                } else {
-                    self.repost(st, b);
-                }
                 self.ready(st, i)
             }
-            Ok(Sgl::Keyed {
+            Ok(CapsuleData::InCapsule { start, len: dlen }) => {
+                // SAFETY: `start + dlen ≤ len` (checked by the parser): inside the received
+                // bytes; the slot holds the buffer (not reposted) until the slot is freed.
+                req.iovs[0] = unsafe { IoVec::from_raw(buf.add(start), dlen as usize) };
+                req.iovcnt = 1;
+                req.length = dlen;
+                st.slots[usize::from(i)].recv = Some(b);
+                self.ready(st, i)
+            }
+            Ok(CapsuleData::Keyed {
                 addr,
                 len: dlen,
                 key,
@@ -676,25 +662,11 @@ impl Conn {
                     key,
                     invalidate,
                 });
-                if dlen > self.cfg.max_io_size {
-                    return self.fail(st, i, Status::DATA_SGL_LENGTH_INVALID);
-                }
                 req.length = dlen;
-                if dlen == 0 {
-                    return self.ready(st, i);
-                }
                 st.slots[usize::from(i)].state = SlotState::AwaitData;
                 st.data_wait.push_back(i);
                 self.start_waiting(st);
                 None
-            }
-            Ok(Sgl::InCapsule { .. }) => {
-                self.repost(st, b);
-                self.fail(st, i, Status::SGL_DESCRIPTOR_TYPE_INVALID)
-            }
-            Ok(_) | Err(_) => {
-                self.repost(st, b);
-                self.fail(st, i, Status::SGL_DESCRIPTOR_TYPE_INVALID)
             }
         }
     }

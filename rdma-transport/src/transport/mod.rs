@@ -14,8 +14,10 @@
 //!   the core's CM channel for disconnects.
 //! - `conn`: one queue pair: request slots, SGL checks, RDMA READ for host writes, RDMA WRITE +
 //!   SEND (with invalidate when asked) for host reads, teardown. HOT PATH.
+//! - [`capsule`]: decoding a received command capsule (command, data location or refusal).
 //! - `wr_id`: what a work request id encodes.
 
+pub mod capsule;
 mod conn;
 mod core_dev;
 mod devices;
