@@ -1257,6 +1257,37 @@ mod tests {
     }
 
     #[test]
+    fn rdma_options_default_like_spdk_and_round_trip_through_save_config() {
+        let parse = |v: Value| transport_opts(serde_json::from_value(v).unwrap());
+        let d = parse(json!({"trtype":"RDMA"})).unwrap();
+        assert_eq!(
+            (
+                d.io_unit_size,
+                d.max_srq_depth,
+                d.no_srq,
+                d.num_cqe,
+                d.acceptor_backlog
+            ),
+            (8192, 4096, false, 4096, 100)
+        );
+        let o = parse(
+            json!({"trtype":"rdma","max_srq_depth":512,"no_srq":true,"num_cqe":1024,
+            "acceptor_backlog":64}),
+        )
+        .unwrap();
+        let saved = transport_json(&o);
+        assert_eq!(saved["max_srq_depth"], 512);
+        assert!(
+            saved.get("c2h_success").is_none(),
+            "TCP-only options stay out of RDMA"
+        );
+        let replayed = parse(saved).unwrap();
+        assert_eq!(replayed, o);
+        let tcp = transport_json(&TransportOpts::tcp_defaults());
+        assert!(tcp.get("max_srq_depth").is_none() && tcp.get("c2h_success").is_some());
+    }
+
+    #[test]
     fn transport_options_are_validated() {
         let parse = |v: Value| transport_opts(serde_json::from_value(v).unwrap());
         let o = parse(json!({"trtype":"tcp","max_queue_depth":64,"zcopy":false,"no_srq":false}))
