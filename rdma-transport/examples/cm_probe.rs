@@ -19,10 +19,31 @@
 //! 3. `connect-after`: a fresh admin queue and Fabrics Connect; a 16-byte response capsule
 //!    must arrive (success, or a Connect status if the host is not allowed: printed either
 //!    way), then `rdma_disconnect` must bring DISCONNECTED.
-//! 4. `still-listening`: one more malformed request is rejected after all of the above.
+//!
+//! Checks 4 to 6 send malformed command capsules on an admin queue whose Fabrics Connect
+//! succeeded (so they need a subsystem that admits this host); checks 4 and 5 first enable
+//! the controller (Property Set CC.EN, Property Get CSTS until RDY), as a host does before
+//! any admin command other than Fabrics:
+//! 4. `bad-sgl-type`: Identify Controller with a Transport Data Block, then with an Address
+//!    Data Block as SGL1, must each be answered SGL Descriptor Type Invalid (SCT 0, SC 0x11);
+//!    then Identify Controller with a keyed SGL of 4096 bytes (region open to REMOTE_WRITE)
+//!    must succeed on the same queue with a printable, non-blank serial number (bytes 4..24).
+//! 5. `keyed-too-long`: Identify Controller with a keyed SGL of 16 MiB − 1 bytes (the longest
+//!    a keyed descriptor holds, above any max I/O size) must be answered Data SGL Length
+//!    Invalid (SC 0x0F) by the transport, before any RDMA.
+//! 6. `short-capsule-drops-only-this-qp`: a 32-byte SEND (shorter than a command) must make
+//!    the target drop this connection (DISCONNECTED, or a failed completion, and no response);
+//!    a fresh admin queue and Fabrics Connect (as in check 3) must then still work.
+//! 7. `still-listening`: one more malformed request is rejected after all of the above.
 
 use keel_nvmf::spec::cmd::{NvmeCpl, OPC_FABRICS};
-use keel_nvmf::spec::fabrics::{connect_sqe, ConnectData, CNTLID_DYNAMIC, FCTYPE_CONNECT};
+use keel_nvmf::spec::fabrics::{
+    connect_sqe, ConnectData, CNTLID_DYNAMIC, FCTYPE_CONNECT, FCTYPE_PROPERTY_GET,
+    FCTYPE_PROPERTY_SET,
+};
+use keel_nvmf::spec::identify::CNS_CONTROLLER;
+use keel_nvmf::spec::opcode::admin::IDENTIFY;
+use keel_nvmf::spec::registers::{PROP_CC, PROP_CSTS};
 use keel_nvmf::spec::sgl::{Sgl, PSDT_SGL_MPTR_CONTIG};
 use keel_rdma::nvmf_cm::{self, CmRequest, RejectStatus};
 use keel_rdma::verbs::*;
@@ -62,6 +83,24 @@ const CQE_LEN: usize = 16;
 /// Work request ids.
 const SEND_WR: u64 = 1;
 const RECV_WR: u64 = 2;
+/// Identify data (and the host buffer the target RDMA WRITEs it to).
+const IDENTIFY_LEN: u32 = 4096;
+/// Serial number in the Identify Controller data.
+const SERIAL: std::ops::Range<usize> = 4..24;
+/// The longest keyed SGL (24-bit length): above any max I/O size the transport accepts.
+const KEYED_MAX: u32 = (1 << 24) - 1;
+/// Bytes SENT by check 6: shorter than a command.
+const SHORT_CAPSULE: u32 = 32;
+/// CC as the Linux host writes it to enable the controller: EN, CSS NVM, MPS 0, IOSQES 6,
+/// IOCQES 4.
+const CC_ENABLE: u32 = 1 | 6 << 16 | 4 << 20;
+/// CSTS.RDY.
+const CSTS_RDY: u32 = 1;
+/// Prepared commands ahead of a check's own: Property Set CC (enable), Property Get CSTS.
+const ENABLE_CMDS: usize = 2;
+/// NVMe generic statuses (SCT 0) the transport must answer with.
+const SC_DATA_SGL_LENGTH_INVALID: u8 = 0x0f;
+const SC_SGL_DESCRIPTOR_TYPE_INVALID: u8 = 0x11;
 
 type R<T> = Result<T, String>;
 
@@ -91,6 +130,8 @@ struct Conn {
     id: CmId,
     capsule_mr: Option<MemoryRegion>,
     data_mr: Option<MemoryRegion>,
+    cmds_mr: Option<MemoryRegion>,
+    host_mr: Option<MemoryRegion>,
     cq: Arc<CompletionQueue>,
     pd: Arc<ProtectionDomain>,
     ch: CmEventChannel,
@@ -98,6 +139,10 @@ struct Conn {
     capsule: Vec<u8>,
     /// The Connect data the target RDMA READs.
     data: Vec<u8>,
+    /// Commands sent after the Connect, `SQE_LEN` bytes each (see [`Conn::prepare`]).
+    cmds: Vec<u8>,
+    /// Controller-to-host data: the target RDMA WRITEs it.
+    host: Vec<u8>,
 }
 
 impl Conn {
@@ -132,11 +177,15 @@ impl Conn {
             id,
             capsule_mr: None,
             data_mr: None,
+            cmds_mr: None,
+            host_mr: None,
             cq,
             pd,
             ch,
             capsule: Vec::new(),
             data: Vec::new(),
+            cmds: Vec::new(),
+            host: Vec::new(),
         })
     }
 
@@ -293,6 +342,175 @@ impl Conn {
             .map_err(|e| format!("rdma_disconnect: {e}"))?;
         expect_event(&self.ch, deadline, CmEventKind::Disconnected)
     }
+
+    /// An admin queue (see [`Conn::admin`]) whose Fabrics Connect succeeded.
+    fn connected(t: &Target, ctxs: &[Arc<Context>], tag: u8, deadline: Instant) -> R<Self> {
+        let (mut c, _) = Self::admin(t, ctxs, tag, deadline)?;
+        let cpl = c
+            .post_connect()
+            .and_then(|()| c.wait_completion(RECV_WR, deadline))
+            .and_then(|wc| c.response(&wc));
+        match cpl {
+            Ok(cpl) if cpl.cid == CONNECT_CID && cpl.status >> 1 == 0 => Ok(c),
+            res => {
+                // Best effort: leave the target with nothing half-open.
+                let _ = c.disconnect(Instant::now() + Duration::from_secs(1));
+                Err(format!(
+                    "Fabrics Connect: {}",
+                    res.map_or_else(|e| e, |cpl| describe_cpl(&cpl))
+                ))
+            }
+        }
+    }
+
+    /// Registers the host buffer ([`IDENTIFY_LEN`] bytes, which the target may RDMA WRITE),
+    /// then the commands `build` makes for it (they may name its key), after the
+    /// [`ENABLE_CMDS`] of [`Conn::enable`]. As in [`Conn::admin`], each is written before its
+    /// region is registered and never written again.
+    fn prepare(&mut self, build: impl FnOnce(&MemoryRegion) -> Vec<[u8; SQE_LEN]>) -> R<()> {
+        if self.host_mr.is_some() || self.cmds_mr.is_some() {
+            return Err("commands prepared twice".into());
+        }
+        self.host = vec![0u8; IDENTIFY_LEN as usize];
+        // SAFETY: `host` is owned by `self` and dropped after the MR and the QP (field order);
+        // the CPU reads it only once the response that follows the target's RDMA WRITE has
+        // arrived, and never writes it.
+        let host_mr = unsafe {
+            MemoryRegion::register(
+                &self.pd,
+                self.host.as_mut_ptr(),
+                self.host.len(),
+                Access::LOCAL_WRITE | Access::REMOTE_WRITE,
+            )
+        }
+        .map_err(fail_in("ibv_reg_mr"))?;
+        let mut cmds = vec![
+            property_sqe(0x4c01, FCTYPE_PROPERTY_SET, PROP_CC, CC_ENABLE),
+            property_sqe(0x4c02, FCTYPE_PROPERTY_GET, PROP_CSTS, 0),
+        ];
+        cmds.extend(build(&host_mr));
+        self.cmds = cmds.concat();
+        self.host_mr = Some(host_mr);
+        // SAFETY: `cmds` is owned by `self`, dropped after the MR and the QP, never written
+        // again; the device only reads it (SEND source).
+        let cmds_mr = unsafe {
+            MemoryRegion::register(
+                &self.pd,
+                self.cmds.as_mut_ptr(),
+                self.cmds.len(),
+                Access::NONE,
+            )
+        }
+        .map_err(fail_in("ibv_reg_mr"))?;
+        self.cmds_mr = Some(cmds_mr);
+        Ok(())
+    }
+
+    /// Posts the receive for a response, then SENDs the first `len` bytes of command `k` of
+    /// those `build` prepared (signaled). The previous response must have been read.
+    fn send_cmd(&self, k: usize, len: u32) -> R<()> {
+        self.send_raw(ENABLE_CMDS + k, len)
+    }
+
+    /// [`Conn::send_cmd`] by index among all prepared commands.
+    fn send_raw(&self, k: usize, len: u32) -> R<()> {
+        let (qp, cap, cmds) = match (self.id.qp(), &self.capsule_mr, &self.cmds_mr) {
+            (Some(qp), Some(cap), Some(cmds)) => (qp, cap, cmds),
+            _ => return Err("no QP, capsule region or prepared commands".into()),
+        };
+        let recv = [cap
+            .sge(RECV_OFF, RECV_LEN)
+            .ok_or("receive slot out of range")?];
+        let sqe = [cmds
+            .sge(k * SQE_LEN, len)
+            .ok_or("no such prepared command")?];
+        // SAFETY: the slot lies in `capsule`, which outlives the QP; the CPU is done with the
+        // previous response and reads the slot again only after this receive completes.
+        unsafe { qp.post_recv(&mut [RecvWr::new(RECV_WR, &recv)]) }
+            .map_err(|e| format!("post receive: {e}"))?;
+        // SAFETY: prepared commands are never written again and outlive the QP.
+        unsafe { qp.post_send(&mut [SendWr::send(SEND_WR, &sqe).signaled()]) }
+            .map_err(|e| format!("post send: {e}"))
+    }
+
+    /// Sends command `k` of those `build` prepared; returns its response, which must name its
+    /// cid.
+    fn command(&self, k: usize, deadline: Instant) -> R<NvmeCpl> {
+        self.command_raw(ENABLE_CMDS + k, deadline)
+    }
+
+    /// [`Conn::command`] by index among all prepared commands.
+    fn command_raw(&self, k: usize, deadline: Instant) -> R<NvmeCpl> {
+        self.send_raw(k, SQE_LEN as u32)?;
+        let wc = self.wait_completion(RECV_WR, deadline)?;
+        let cpl = self.response(&wc)?;
+        let at = k * SQE_LEN;
+        let cid = u16::from_le_bytes([self.cmds[at + 2], self.cmds[at + 3]]);
+        if cpl.cid != cid {
+            return Err(format!("response for command {:#x}, not {cid:#x}", cpl.cid));
+        }
+        Ok(cpl)
+    }
+
+    /// Enables the controller: Property Set CC.EN, then Property Get CSTS until RDY.
+    fn enable(&self, deadline: Instant) -> R<()> {
+        let cpl = self.command_raw(0, deadline)?;
+        if cpl.status >> 1 != 0 {
+            return Err(format!("Property Set CC: {}", describe_cpl(&cpl)));
+        }
+        loop {
+            let cpl = self.command_raw(1, deadline)?;
+            if cpl.status >> 1 != 0 {
+                return Err(format!("Property Get CSTS: {}", describe_cpl(&cpl)));
+            }
+            if cpl.cdw0 & CSTS_RDY != 0 {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("CSTS {:#x}: not ready in time", cpl.cdw0));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the target drops the connection: DISCONNECTED, or failing that by
+    /// `deadline`, a failed (flushed) completion. A response capsule fails.
+    fn wait_dropped(&self, deadline: Instant) -> R<String> {
+        let mut batch = [WorkCompletion::default(); 4];
+        let mut failed = None;
+        loop {
+            let n = self.cq.poll(&mut batch).map_err(|e| e.to_string())?;
+            for wc in &batch[..n] {
+                if !wc.is_success() {
+                    failed.get_or_insert_with(|| {
+                        format!("work request {} {}", wc.wr_id(), wc.status_str())
+                    });
+                } else if wc.wr_id() == RECV_WR {
+                    let answer = self.response(wc).map(|cpl| describe_cpl(&cpl));
+                    return Err(format!(
+                        "the target answered instead of dropping: {}",
+                        answer.unwrap_or_else(|e| e)
+                    ));
+                }
+            }
+            match self.ch.poll_event().map_err(|e| e.to_string())? {
+                Some(ev) if ev.kind() == CmEventKind::Disconnected => {
+                    return Ok(match failed {
+                        Some(f) => format!("DISCONNECTED ({f})"),
+                        None => "DISCONNECTED".into(),
+                    });
+                }
+                Some(ev) => return Err(describe_unexpected(&ev, "DISCONNECTED")),
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return failed
+                    .map(|f| format!("no DISCONNECTED in time, but {f}"))
+                    .ok_or_else(|| "neither DISCONNECTED nor a failed completion in time".into());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// Maps a verbs error to a message naming the failed call.
@@ -340,7 +558,7 @@ fn connect_sqe_bytes(data: Sgl) -> [u8; SQE_LEN] {
     b
 }
 
-/// Check 1 (and 4): a request with `private_data` must be rejected with one of `expect`.
+/// Check 1 (and 7): a request with `private_data` must be rejected with one of `expect`.
 fn check_reject(
     t: &Target,
     ctxs: &[Arc<Context>],
@@ -506,6 +724,173 @@ fn check_connect(t: &Target, ctxs: &[Arc<Context>]) -> R<String> {
     ))
 }
 
+/// Status fields of a response, for messages.
+fn describe_cpl(cpl: &NvmeCpl) -> String {
+    format!(
+        "cid {:#x} sct {} sc {:#04x}{}",
+        cpl.cid,
+        cpl.sct(),
+        cpl.sc(),
+        if cpl.status & 0x8000 != 0 { " dnr" } else { "" }
+    )
+}
+
+/// `cpl` must carry generic status `sc`.
+fn expect_sc(cpl: &NvmeCpl, sc: u8) -> R<()> {
+    if cpl.sct() == 0 && cpl.sc() == sc {
+        Ok(())
+    } else {
+        Err(format!("{}, want sct 0 sc {sc:#04x}", describe_cpl(cpl)))
+    }
+}
+
+/// A 4-byte Property Set (`value` at `ofst`) or Get (`value` unused) with command id `cid`.
+fn property_sqe(cid: u16, fctype: u8, ofst: u32, value: u32) -> [u8; SQE_LEN] {
+    let mut b = [0u8; SQE_LEN];
+    b[0] = OPC_FABRICS;
+    b[1] = PSDT_SGL_MPTR_CONTIG << 6;
+    b[2..4].copy_from_slice(&cid.to_le_bytes());
+    b[4] = fctype;
+    // ATTRIB (byte 40) 0: 4 bytes.
+    b[44..48].copy_from_slice(&ofst.to_le_bytes());
+    b[48..52].copy_from_slice(&value.to_le_bytes());
+    b
+}
+
+/// Identify Controller (CNS 1, NSID 0) with command id `cid` and SGL1 `sgl`.
+fn identify_sqe(cid: u16, sgl: Sgl) -> [u8; SQE_LEN] {
+    let mut b = [0u8; SQE_LEN];
+    b[0] = IDENTIFY;
+    b[1] = PSDT_SGL_MPTR_CONTIG << 6;
+    b[2..4].copy_from_slice(&cid.to_le_bytes());
+    b[24..40].copy_from_slice(&sgl.encode());
+    b[40] = CNS_CONTROLLER; // CDW10 bits 7:0
+    b
+}
+
+/// A keyed SGL of `len` bytes at the start of `host`.
+fn keyed(host: &MemoryRegion, len: u32) -> Sgl {
+    Sgl::Keyed {
+        addr: host.addr() as u64,
+        len,
+        key: host.rkey(),
+        invalidate: false,
+    }
+}
+
+/// Identify Controller with a keyed SGL of [`IDENTIFY_LEN`] bytes (prepared command `k`)
+/// must succeed; returns the serial number, which must be printable and not blank.
+fn identify_ok(c: &Conn, k: usize, deadline: Instant) -> R<String> {
+    let cpl = c.command(k, deadline)?;
+    if cpl.status >> 1 != 0 {
+        return Err(format!("keyed Identify: {}", describe_cpl(&cpl)));
+    }
+    // The response followed the target's RDMA WRITE on the same QP, so the data is in place
+    // and the device is done with the buffer (and no Rust reference existed meanwhile).
+    let sn = &c.host[SERIAL];
+    if !sn.iter().all(|b| (0x20..0x7f).contains(b)) || sn.iter().all(|&b| b == b' ') {
+        return Err(format!("keyed Identify: serial number {sn:02x?}"));
+    }
+    Ok(String::from_utf8_lossy(sn).trim_end().to_string())
+}
+
+/// Runs `body` on a fresh admin queue whose Fabrics Connect succeeded and whose controller
+/// is enabled, with the commands `build` prepares (check tag `tag`), then disconnects.
+fn on_connected(
+    t: &Target,
+    ctxs: &[Arc<Context>],
+    tag: u8,
+    build: impl FnOnce(&MemoryRegion) -> Vec<[u8; SQE_LEN]>,
+    body: impl FnOnce(&Conn, Instant) -> R<String>,
+) -> R<String> {
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let mut c = Conn::connected(t, ctxs, tag, deadline)?;
+    let res = c
+        .prepare(build)
+        .and_then(|()| c.enable(deadline))
+        .and_then(|()| body(&c, deadline));
+    let bye = c.disconnect(Instant::now() + CHECK_TIMEOUT);
+    match (res, bye) {
+        (Ok(detail), Ok(())) => Ok(format!("{detail}; disconnected")),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// Check 4: bad SGL types answered with NVMe status, then a good Identify on the same queue.
+fn check_bad_sgl_type(t: &Target, ctxs: &[Arc<Context>]) -> R<String> {
+    let build = |host: &MemoryRegion| {
+        vec![
+            identify_sqe(0x4c41, Sgl::Transport { len: IDENTIFY_LEN }),
+            identify_sqe(
+                0x4c42,
+                Sgl::Address {
+                    addr: host.addr() as u64,
+                    len: IDENTIFY_LEN,
+                },
+            ),
+            identify_sqe(0x4c43, keyed(host, IDENTIFY_LEN)),
+        ]
+    };
+    on_connected(t, ctxs, 4, build, |c, deadline| {
+        let mut got = Vec::new();
+        for (k, what) in [(0, "Transport Data Block"), (1, "Address Data Block")] {
+            let cpl = c.command(k, deadline)?;
+            expect_sc(&cpl, SC_SGL_DESCRIPTOR_TYPE_INVALID).map_err(|e| format!("{what}: {e}"))?;
+            got.push(format!("{what}: {}", describe_cpl(&cpl)));
+        }
+        let sn = identify_ok(c, 2, deadline)?;
+        Ok(format!(
+            "{}; keyed Identify: success, serial {sn:?}",
+            got.join(", ")
+        ))
+    })
+}
+
+/// Check 5: a keyed SGL above the max I/O size, then a good Identify on the same queue.
+fn check_keyed_too_long(t: &Target, ctxs: &[Arc<Context>]) -> R<String> {
+    let build = |host: &MemoryRegion| {
+        vec![
+            identify_sqe(0x4c51, keyed(host, KEYED_MAX)),
+            identify_sqe(0x4c52, keyed(host, IDENTIFY_LEN)),
+        ]
+    };
+    on_connected(t, ctxs, 5, build, |c, deadline| {
+        let cpl = c.command(0, deadline)?;
+        expect_sc(&cpl, SC_DATA_SGL_LENGTH_INVALID)?;
+        let sn = identify_ok(c, 1, deadline)?;
+        Ok(format!(
+            "keyed SGL of {KEYED_MAX} bytes: {}; keyed Identify after it: success, serial {sn:?}",
+            describe_cpl(&cpl)
+        ))
+    })
+}
+
+/// Check 6: a SEND shorter than a command drops this connection, and only it.
+fn check_short_capsule(t: &Target, ctxs: &[Arc<Context>]) -> R<String> {
+    let deadline = Instant::now() + CHECK_TIMEOUT;
+    let mut c = Conn::connected(t, ctxs, 6, deadline)?;
+    let dropped = c
+        .prepare(|host| vec![identify_sqe(0x4c61, keyed(host, IDENTIFY_LEN))])
+        .and_then(|()| c.send_cmd(0, SHORT_CAPSULE))
+        .and_then(|()| c.wait_dropped(deadline));
+    let dropped = match dropped {
+        Ok(d) => d,
+        Err(e) => {
+            // Best effort: leave the target with nothing half-open.
+            let _ = c.disconnect(Instant::now() + Duration::from_secs(1));
+            return Err(e);
+        }
+    };
+    // The target has disconnected: destroying the QP and CM id is all that is left.
+    drop(c);
+    let after = check_connect(t, ctxs)
+        .map_err(|e| format!("dropped ({dropped}), but the next connection failed: {e}"))?;
+    Ok(format!(
+        "{SHORT_CAPSULE}-byte SEND: {dropped}; next connection: {after}"
+    ))
+}
+
 fn parse_args(args: &[String]) -> R<Target> {
     let (ip, port) = match args {
         [ip, port] | [ip, port, _] => (ip, port),
@@ -574,6 +959,12 @@ fn main() -> ExitCode {
     };
     ok &= report("qp-vanishes-mid-io", &vanished);
     ok &= report("connect-after", &after);
+    ok &= report("bad-sgl-type", &check_bad_sgl_type(&t, &ctxs));
+    ok &= report("keyed-too-long", &check_keyed_too_long(&t, &ctxs));
+    ok &= report(
+        "short-capsule-drops-only-this-qp",
+        &check_short_capsule(&t, &ctxs),
+    );
     let mut recfmt = CmRequest {
         qid: 0,
         hrqsize: ADMIN_HRQSIZE,
