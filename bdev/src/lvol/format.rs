@@ -18,6 +18,10 @@ pub const UNALLOC: u32 = u32::MAX;
 pub const ZERO: u32 = u32::MAX - 1;
 /// Largest number of data clusters a store may have (entries below [`ZERO`]).
 pub const MAX_CLUSTERS: u64 = ZERO as u64;
+/// Largest number of clusters one volume may span (64 Mi: 256 TiB with 4 MiB clusters). A
+/// loaded volume's map is held densely in memory (4 bytes per cluster, 256 MiB at this size), so
+/// a descriptor — crafted or corrupt — must not make a load allocate more.
+pub const MAX_VOLUME_CLUSTERS: u64 = 1 << 26;
 /// Offset of the first map entry in a map page.
 const ENTRIES_OFF: usize = 56;
 /// Offset of the CRC32C (over every byte before it).
@@ -410,8 +414,11 @@ fn decode_desc(b: &[u8], generation: u64) -> Result<VolumeDesc, FormatError> {
         return Err(invalid("volume flags", format!("unknown bits {flags:#x}")));
     }
     let num_clusters = get_u64(b, 120);
-    if num_clusters > MAX_CLUSTERS {
-        return Err(invalid("volume size", format!("{num_clusters} clusters")));
+    if num_clusters > MAX_VOLUME_CLUSTERS {
+        return Err(invalid(
+            "volume size",
+            format!("{num_clusters} clusters (at most {MAX_VOLUME_CLUSTERS})"),
+        ));
     }
     let parent = opt_uuid(get_uuid(b, 136));
     if parent == Some(uuid) {

@@ -219,10 +219,19 @@ pub fn assemble(sb: Superblock, sb_slot: u8, region: &[u8]) -> Result<Loaded, St
     for (d, loc) in descs.values() {
         pairs.set(loc.pair);
         let n = d.num_clusters as usize;
+        let mut entries = Vec::new();
+        entries.try_reserve_exact(n).map_err(|_| {
+            format!(
+                "volume {}: cannot allocate the map of {n} clusters ({} bytes)",
+                d.uuid,
+                n * 4
+            )
+        })?;
+        entries.resize(n, UNALLOC);
         let mut lv = LoadedVol {
             desc: d.clone(),
             desc_loc: *loc,
-            entries: vec![UNALLOC; n],
+            entries,
             pages: BTreeMap::new(),
             rewrite_desc: rewrite.contains(&d.uuid),
             rewrite_pages: Vec::new(),
@@ -289,12 +298,21 @@ pub fn assemble(sb: Superblock, sb_slot: u8, region: &[u8]) -> Result<Loaded, St
             return Err("volumes form a parent cycle".into());
         }
     }
-    let next_seq = ordered.iter().map(|v| v.desc.seq).max().unwrap_or(0) + 1;
+    let next_seq = ordered
+        .iter()
+        .map(|v| v.desc.seq)
+        .max()
+        .unwrap_or(0)
+        .checked_add(1)
+        .ok_or("a volume's creation sequence number is at its maximum")?;
+    let next_map_id = max_map_id
+        .checked_add(1)
+        .ok_or("a map id is at its maximum")?;
     Ok(Loaded {
         sb,
         sb_slot,
         gen,
-        next_map_id: max_map_id + 1,
+        next_map_id,
         next_seq,
         clusters,
         pairs,

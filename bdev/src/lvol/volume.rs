@@ -173,9 +173,12 @@ fn nospace(what: &str) -> BdevError {
 
 fn clusters_for(store: &StoreShared, size_bytes: u64) -> Result<u64, BdevError> {
     let n = size_bytes.div_ceil(store.cluster_size);
-    if n == 0 || n > format::MAX_CLUSTERS {
+    if n == 0 || n > format::MAX_VOLUME_CLUSTERS {
         return Err(BdevError::Invalid(format!(
-            "size {size_bytes} bytes is not a usable volume size"
+            "size {size_bytes} bytes is not a usable volume size (1 byte to {} clusters of {} \
+             bytes)",
+            format::MAX_VOLUME_CLUSTERS,
+            store.cluster_size
         )));
     }
     Ok(n)
