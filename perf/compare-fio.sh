@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the same workloads through fio and keel-perf and print one table with the ratios
-# (DESIGN.md §8: compare through fio, absolute figures move ±30% on shared machines).
+# (docs/ARCHITECTURE.md §8.3: compare through fio, absolute figures move ±30% on shared machines).
 #   perf/compare-fio.sh            # 10 s per run
 #   perf/compare-fio.sh --short    # 2 s per run (CI)
 # Environment: CORE (the core both tools are pinned to; default: the last one),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Foundation benchmarks in one run, with fio beside them for calibration (DESIGN.md §8: compare
+# Foundation benchmarks in one run, with fio beside them for calibration (docs/ARCHITECTURE.md §8.3: compare
 # through the fio rows, absolute figures move ±30% on shared machines).
 #   perf/foundation.sh            # criterion benches of keel-reactor and keel-bdev + fio null engine
 # Needs fio (apt-get install fio); prints one table with the ratio to fio's null engine.

@@ -1,4 +1,4 @@
-//! `keel-bdev`: Keel's block-device layer (DESIGN.md §4).
+//! `keel-bdev`: Keel's block-device layer (docs/ARCHITECTURE.md §4).
 //!
 //! Consumers (the NVMe-oF target, keel-perf, lvol, raid) [`open`] a bdev by name, get a
 //! [`BdevDesc`] (which receives hot-remove events and can claim the bdev), then take an

@@ -1,4 +1,4 @@
-//! Zero heap allocations per I/O in steady state (DESIGN.md §8) for logical volumes, shown with
+//! Zero heap allocations per I/O in steady state (docs/ARCHITECTURE.md §3.6) for logical volumes, shown with
 //! a counting global allocator on a 1-core runtime: closed loops of 128 outstanding random
 //! 4 KiB reads and writes (one in eight straddling a cluster boundary, so split into two base
 //! I/Os) on a thin volume whose clusters were all allocated first (again with 512 outstanding,

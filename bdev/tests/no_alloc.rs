@@ -1,4 +1,4 @@
-//! Zero heap allocations per I/O in steady state (DESIGN.md §8), shown with a counting global
+//! Zero heap allocations per I/O in steady state (docs/ARCHITECTURE.md §3.6), shown with a counting global
 //! allocator: a closed loop of 128 outstanding 4 KiB reads and writes (each completion callback
 //! resubmits) on a 1-core runtime, warmed up, then 200k I/Os with every allocation made on the
 //! reactor thread counted — reactor loop, pollers, bdev layer, module and callbacks included.

@@ -1,4 +1,4 @@
-//! `keel-nvmf`: Keel's NVMe-over-Fabrics target (DESIGN.md §6).
+//! `keel-nvmf`: Keel's NVMe-over-Fabrics target (docs/ARCHITECTURE.md §6).
 //!
 //! Layers, bottom up:
 //! - [`spec`]: NVMe and NVMe-oF wire structures (SQE, CQE, status codes, Identify data, log

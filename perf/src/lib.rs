@@ -1,4 +1,4 @@
-//! `keel-perf`: Keel's benchmark tool (DESIGN.md §8), as a library the binary and the tests
+//! `keel-perf`: Keel's benchmark tool (docs/ARCHITECTURE.md §8), as a library the binary and the tests
 //! share. It drives a closed-loop block workload on every core of a mask against a [`Target`]
 //! (a local bdev, or a remote namespace through keel-nvmf's NVMe/TCP initiator), measures
 //! latency into HDR histograms and reports text, fio-compatible JSON and an SVG plot.

@@ -114,7 +114,7 @@ fn main() {
         let secs = secs(2.0);
         // raid5 writes n/(n-1) bytes to members per host byte: 4 members bound the ratio
         // at 75% where member bandwidth is the limit, 8 members at 87.5%.
-        // 3 members, 64 KiB strips: 128 KiB full-stripe writes, DESIGN.md's raid5f anchor.
+        // 3 members, 64 KiB strips: 128 KiB full-stripe writes, the raid5f anchor (docs/ARCHITECTURE.md §8.4).
         full_stripe("malloc", 3, 2 * STRIP_KB, malloc_member, secs).await;
         full_stripe("malloc", 4, STRIP_KB, malloc_member, secs).await;
         full_stripe("malloc", 8, STRIP_KB / 2, malloc_member, secs).await;

@@ -1,4 +1,4 @@
-//! `keel-raid`: RAID bdevs (DESIGN.md §5) — raid0, concat, raid1 and raid5 over any bdevs of one
+//! `keel-raid`: RAID bdevs (docs/ARCHITECTURE.md §5) — raid0, concat, raid1 and raid5 over any bdevs of one
 //! block size, with a DMA-direct data path (host iovecs go to members as they are; only parity
 //! is computed), degraded mode, background rebuild and a superblock on every member.
 //!

@@ -1,4 +1,4 @@
-//! Zero heap allocations per I/O in steady state (DESIGN.md §8) for the raid bdevs, shown with
+//! Zero heap allocations per I/O in steady state (docs/ARCHITECTURE.md §3.6) for the raid bdevs, shown with
 //! a counting global allocator on a 1-core runtime: closed loops of 128 outstanding I/Os over
 //! malloc members — random 4 KiB reads and writes (raid5: partial-stripe read-modify-write),
 //! one in eight straddling a strip boundary, one in eight a full-stripe write, one in eight a

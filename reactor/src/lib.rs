@@ -1,7 +1,7 @@
 //! `keel-reactor`: Keel's runtime.
 //!
 //! One pinned OS thread per core of the core mask, each running a run-to-completion loop
-//! (see DESIGN.md §3): drain the core's lock-free message ring, run every active poller, run the
+//! (docs/ARCHITECTURE.md §3): drain the core's lock-free message ring, run every active poller, run the
 //! timed pollers that are due, poll the ready local tasks. Nothing on a reactor ever blocks.
 //!
 //! The API is free functions that act on "the current reactor" (the calling thread's), plus

@@ -1,4 +1,4 @@
-//! `keel-rpc`: Keel's control plane (DESIGN.md §7).
+//! `keel-rpc`: Keel's control plane (docs/ARCHITECTURE.md §7).
 //!
 //! A JSON-RPC 2.0 server on a Unix stream socket, compatible with SPDK's `rpc.py`: no framing
 //! (a request is one complete JSON value), SPDK's method names, parameter names and error codes.

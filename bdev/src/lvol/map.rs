@@ -1,4 +1,4 @@
-//! The cluster map every core reads without a lock (DESIGN.md §4).
+//! The cluster map every core reads without a lock (docs/ARCHITECTURE.md §4.3).
 //!
 //! A volume's [`MapCell`] points at its current [`MapTable`] (entries as `AtomicU32`, plus the
 //! parent for clones). Submitting cores load the pointer and the entries with `Acquire`; only

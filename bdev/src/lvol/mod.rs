@@ -1,4 +1,4 @@
-//! Thin-provisioned logical volumes (DESIGN.md §4): lvstores on base bdevs, volumes with a
+//! Thin-provisioned logical volumes (docs/ARCHITECTURE.md §4.3): lvstores on base bdevs, volumes with a
 //! per-volume cluster map whose lookup is a lock-free read on the submitting core. The on-disk
 //! format and the crash-consistency rules are in `FORMAT.md` beside this file.
 //!

@@ -1,4 +1,4 @@
-//! Test support for "zero heap allocations per I/O in steady state" (DESIGN.md §8), shared by
+//! Test support for "zero heap allocations per I/O in steady state" (docs/ARCHITECTURE.md §3.6), shared by
 //! the bdev and raid test binaries (include it with `#[path = ...] mod counting;`; it installs
 //! the binary's `#[global_allocator]`):
 //!

@@ -1,5 +1,5 @@
-//! Control path: connecting a controller the way Linux and SPDK hosts do (REFERENCE.md,
-//! "How a host brings a controller up") and connecting I/O queue pairs to it.
+//! Control path: connecting a controller the way Linux and SPDK hosts do (the bring-up
+//! sequence below) and connecting I/O queue pairs to it.
 //!
 //! Admin: TCP connect, ICReq/ICResp, Fabrics Connect on qid 0, Property Get CAP/VS, Property Set
 //! CC.EN=1, wait for CSTS.RDY, Identify Controller, Set Features Number of Queues, Identify

@@ -1,7 +1,7 @@
 //! The target model: subsystems, namespaces, hosts, listeners, controllers, queue pairs and
 //! command execution.
 //!
-//! Threading (DESIGN.md §1, §6):
+//! Threading (docs/ARCHITECTURE.md §1, §6):
 //! - The control state (transports, subsystems, their namespaces/hosts/listeners, the list of
 //!   controllers) is global, behind mutexes, and changed on the main core by the RPCs. The I/O
 //!   path never touches it.

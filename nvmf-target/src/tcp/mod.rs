@@ -1,4 +1,4 @@
-//! The NVMe/TCP transport (DESIGN.md §6).
+//! The NVMe/TCP transport (docs/ARCHITECTURE.md §6.2).
 //!
 //! - [`pdu`]: PDU wire formats, header validation, CRC32C digests.
 //! - [`recv`]: the socket-independent receive state machine (headers into a staging buffer,

@@ -1,4 +1,4 @@
-//! The NVMe-oF RDMA transport (DESIGN.md §6, §9): [`RdmaTransport`] implements
+//! The NVMe-oF RDMA transport (docs/ARCHITECTURE.md §6.3, §9): [`RdmaTransport`] implements
 //! [`keel_nvmf::transport::Transport`] the same way the TCP transport does — the core sees only
 //! requests — with RDMA doing the data movement.
 //!

@@ -1,4 +1,4 @@
-//! Per-core pools of DMA-able I/O buffers: the slab allocator of DESIGN.md §3.
+//! Per-core pools of DMA-able I/O buffers: the slab allocator of docs/ARCHITECTURE.md §3.5.
 //!
 //! Hierarchy: domain (one per core) → page (2 MiB, `MAP_HUGETLB` when the system has
 //! hugepages, else ordinary pages, logged once) → slice (a run of objects of one size class,
