@@ -336,10 +336,13 @@ impl Controller {
         self.io_qpairs.borrow().len()
     }
 
-    /// Admit an I/O queue (Connect with qid > 0), on this controller's core.
+    /// Admit an I/O queue (Connect with qid > 0), on this controller's core. The host NQN
+    /// must be the one that created the controller (as Linux checks); an anonymous host (empty
+    /// NQN) must also present the same host identifier, which is then its only identity.
     pub fn connect_io(
         &self,
         hostnqn: &str,
+        hostid: &[u8; 16],
         qid: u16,
         sqsize: u16,
         q: IoQpairRef,
@@ -354,6 +357,14 @@ impl Controller {
                 self.shared.hostnqn
             );
             return Err(ConnectError::data(connect_data::HOSTNQN));
+        }
+        if hostnqn.is_empty() && *hostid != self.shared.hostid {
+            log::warn!(
+                "nvmf: I/O queue connect to controller {} from an anonymous host whose host \
+                 identifier differs from the one that created it",
+                self.cntlid()
+            );
+            return Err(ConnectError::data(connect_data::HOSTID));
         }
         if !self.is_enabled() {
             log::warn!(
