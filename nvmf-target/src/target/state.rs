@@ -600,7 +600,14 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
                 remove_namespace_instance(&s, nsid, Some(instance)).await;
             });
         }
-    })?;
+    })
+    .map_err(|e| claim_refusal(&opts.bdev_name, nqn, e))?;
+    // As SPDK does (an exclusive-write claim by the NVMe-oF target): nothing else may write
+    // the host's data — no second namespace (here or in another subsystem), no raid, no
+    // lvstore, no stacked bdev. Readers may still open it. Released when the descriptor
+    // closes (namespace removed, subsystem deleted, target shut down).
+    desc.claim(&namespace_claim(nsid, nqn))
+        .map_err(|e| claim_refusal(&opts.bdev_name, nqn, e))?;
     let info = bdev.info().clone();
     let uuid = opts.uuid.unwrap_or(info.uuid);
     let ns = Arc::new(Namespace {
@@ -693,6 +700,23 @@ pub(crate) async fn remove_namespace_instance(
     }
     log::info!("nvmf: namespace {nsid} of {} removed", s.nqn);
     true
+}
+
+/// The claim a namespace holds on its bdev: it names the namespace, so that whoever is refused
+/// the bdev (another namespace, raid, lvstore, ...) learns who holds it: "bdev Malloc0 is
+/// already claimed by NVMe-oF namespace 1 of nqn.2016-06.io.keel:disk1".
+pub(crate) fn namespace_claim(nsid: u32, nqn: &str) -> String {
+    format!("NVMe-oF namespace {nsid} of {nqn}")
+}
+
+/// The error for a bdev that cannot become a namespace of `nqn` (claimed by someone else).
+fn claim_refusal(bdev: &str, nqn: &str, e: BdevError) -> NvmfError {
+    match e {
+        BdevError::Claimed { .. } => {
+            NvmfError::Invalid(format!("cannot export bdev {bdev} from {nqn}: {e}"))
+        }
+        e => e.into(),
+    }
 }
 
 /// Parse a hex string of exactly `N` bytes (dashes allowed, as rpc.py users write them).
