@@ -941,3 +941,68 @@ fn anonymous_host_is_admitted_only_where_any_host_is() {
         state::delete_subsystem(listed).await.unwrap();
     });
 }
+
+/// Admin and Connect strictness where SPDK and Linux agree (docs/INTEROP.md).
+#[test]
+fn admin_and_connect_strictness() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:strict";
+        setup(nqn, "nvmf_t_m8", "4427").await;
+        let admin = HostQ::new("4427");
+        let cntlid = admin.bring_up_admin(nqn, 0).await;
+        // Identify Namespace: the broadcast NSID is refused, an inactive NSID in range reads
+        // as zeroes, NSID 0 is refused.
+        let (c, _) = admin.identify(0x00, u32::MAX).await;
+        assert_status(&c, Status::INVALID_NAMESPACE_OR_FORMAT);
+        let (c, _) = admin.identify(0x00, 0).await;
+        assert_status(&c, Status::INVALID_NAMESPACE_OR_FORMAT);
+        let (c, d) = admin.identify(0x00, 2).await;
+        assert_ok(&c);
+        assert!(d.iter().all(|&b| b == 0), "inactive namespace: zeroed data");
+        // Unknown CNS, log page, feature, admin opcode.
+        let (c, _) = admin.identify(0x55, 0).await;
+        assert_status(&c, Status::INVALID_FIELD);
+        let (c, _) = admin.get_log(0x7F, 512, false, 0).await;
+        assert_status(&c, Status::INVALID_FIELD);
+        assert_status(&admin.set_feature(0x7E, 0).await, Status::INVALID_FIELD);
+        let c = admin
+            .nodata(NvmeCmd {
+                opc: 0xC5,
+                ..Default::default()
+            })
+            .await;
+        assert_status(&c, Status::INVALID_OPCODE);
+        // Fused admin commands are not supported.
+        let c = admin
+            .nodata(NvmeCmd {
+                opc: 0x18,
+                flags: 0x1,
+                ..Default::default()
+            })
+            .await;
+        assert_status(&c, Status::INVALID_FIELD);
+        // A second Connect on a connected queue.
+        let c = admin.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
+        assert_status(&c, Status::COMMAND_SEQUENCE_ERROR);
+        // Admin Connect must ask for a dynamic controller (0xFFFE, "any", is static-model).
+        let q = HostQ::new("4427");
+        let c = q.connect(0, 31, 0, 0xFFFE, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, (1 << 16) | 16, "IATTR data, IPO cntlid");
+        // I/O queue SQSIZE: 0 and above MQES refused, MQES itself accepted.
+        let mqes = u16::try_from(admin.prop_get(0x00, true).await.1 & 0xffff).unwrap();
+        let io = HostQ::new("4427");
+        let c = io.connect(1, 0, 0, cntlid, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, 44, "IATTR SQE, IPO sqsize");
+        let io2 = HostQ::new("4427");
+        let c = io2.connect(1, mqes + 1, 0, cntlid, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        let io3 = HostQ::new("4427");
+        assert_ok(&io3.connect(1, mqes, 0, cntlid, nqn, HOST).await);
+        for q in [&admin, &q, &io, &io2, &io3] {
+            q.qp.close();
+        }
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
