@@ -1006,3 +1006,67 @@ fn admin_and_connect_strictness() {
         state::delete_subsystem(nqn).await.unwrap();
     });
 }
+
+/// A namespace claims its bdev; removing it waits for its in-flight I/O, so that when the
+/// removal returns the bdev is closed and unclaimed and can be used at once.
+#[test]
+fn removing_a_namespace_releases_its_bdev_after_in_flight_io() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:release";
+        setup(nqn, "nvmf_t_m9", "4428").await;
+        keel_bdev::modules::malloc::create("nvmf_t_m10", 1024, 512, None).unwrap();
+        keel_bdev::modules::delay::create(&keel_bdev::modules::delay::DelayConfig {
+            base_bdev_name: "nvmf_t_m10".into(),
+            name: "nvmf_t_slow".into(),
+            avg_read_latency: 200_000,
+            p99_read_latency: 200_000,
+            avg_write_latency: 200_000,
+            p99_write_latency: 200_000,
+            uuid: None,
+        })
+        .unwrap();
+        let nsid = state::add_namespace(
+            nqn,
+            NamespaceOpts {
+                bdev_name: "nvmf_t_slow".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let claimed = keel_bdev::open("nvmf_t_slow", true, |_| {}).unwrap_err();
+        assert!(
+            claimed
+                .to_string()
+                .contains(&format!("claimed by NVMe-oF namespace {nsid} of {nqn}")),
+            "{claimed}"
+        );
+        let admin = HostQ::new("4428");
+        let cntlid = admin.bring_up_admin(nqn, 0).await;
+        let ioq = HostQ::new("4428");
+        assert_ok(&ioq.connect(1, 31, 0, cntlid, nqn, HOST).await);
+        // A 200 ms write in flight while the namespace goes.
+        let mut data = vec![0x33u8; 512];
+        let cmd = NvmeCmd {
+            opc: 0x01,
+            nsid,
+            ..Default::default()
+        };
+        let (_req, cid) = ioq.start(cmd, DataXfer::HostToController, &mut data);
+        state::remove_namespace(nqn, nsid).await.unwrap();
+        let desc = keel_bdev::open("nvmf_t_slow", true, |_| {});
+        assert!(
+            desc.is_ok(),
+            "released when removal returns: {:?}",
+            desc.err()
+        );
+        drop(desc);
+        assert!(
+            ioq.take(cid).is_some(),
+            "the in-flight write completed first"
+        );
+        ioq.qp.close();
+        admin.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
