@@ -156,6 +156,15 @@ pub(crate) fn lookup(subsys_id: u64, cntlid: u16) -> Option<Rc<Controller>> {
     CTRLRS.with(|m| m.borrow().get(&(subsys_id, cntlid)).cloned())
 }
 
+/// A host NQN for logs: an anonymous host (empty NQN) reads "(anonymous host)".
+pub(crate) fn host_label(hostnqn: &str) -> &str {
+    if hostnqn.is_empty() {
+        "(anonymous host)"
+    } else {
+        hostnqn
+    }
+}
+
 /// Round a KATO up to the keep-alive granularity.
 pub(crate) fn round_kato(ms: u32) -> u32 {
     let unit = u32::from(KAS_100MS) * 100;
@@ -221,7 +230,7 @@ impl Controller {
             "nvmf: controller {} of {} created for host {} (kato {} ms)",
             ctrlr.shared.cntlid,
             ctrlr.shared.subsys.nqn,
-            ctrlr.shared.hostnqn,
+            host_label(&ctrlr.shared.hostnqn),
             kato_ms
         );
         Some(ctrlr)
@@ -283,7 +292,7 @@ impl Controller {
             "nvmf: controller {} of {} (host {}): keep-alive timeout ({} ms) expired, disconnecting",
             self.cntlid(),
             self.subsys().nqn,
-            self.shared.hostnqn,
+            host_label(&self.shared.hostnqn),
             self.feat.borrow().kato_ms
         );
         self.destroy("keep-alive timeout");
@@ -352,9 +361,10 @@ impl Controller {
         }
         if hostnqn != self.shared.hostnqn {
             log::warn!(
-                "nvmf: I/O queue connect to controller {} from host {hostnqn}, created by {}",
+                "nvmf: I/O queue connect to controller {} from host {}, created by {}",
                 self.cntlid(),
-                self.shared.hostnqn
+                host_label(hostnqn),
+                host_label(&self.shared.hostnqn)
             );
             return Err(ConnectError::data(connect_data::HOSTNQN));
         }
@@ -573,7 +583,7 @@ impl Controller {
             "nvmf: controller {} of {} (host {}) destroyed: {reason}",
             self.cntlid(),
             self.subsys().nqn,
-            self.shared.hostnqn
+            host_label(&self.shared.hostnqn)
         );
         if let Some(id) = self.poller.take() {
             keel_reactor::unregister_poller(id);
@@ -634,6 +644,12 @@ pub(crate) fn notify_discovery_remote(core: u32, subsys_id: u64, cntlid: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_host_is_named_in_logs() {
+        assert_eq!(host_label(""), "(anonymous host)");
+        assert_eq!(host_label("nqn.2014-08.org.x:h"), "nqn.2014-08.org.x:h");
+    }
 
     #[test]
     fn kato_rounds_up_to_the_granularity() {
