@@ -726,7 +726,9 @@ async fn release_when_drained(gone: Vec<Arc<Namespace>>, nqn: &str) {
         drop(gone);
         return;
     }
-    let (tx, rx) = keel_reactor::oneshot::<()>();
+    // The poller hands the namespaces back once drained: they are dropped (descriptors
+    // closed, claims released) here, outside the poller.
+    let (tx, rx) = keel_reactor::oneshot::<Vec<Arc<Namespace>>>();
     let (mut tx, mut held) = (Some(tx), Some(gone));
     let me: std::rc::Rc<std::cell::Cell<Option<keel_reactor::PollerId>>> = Default::default();
     let me_in = std::rc::Rc::clone(&me);
@@ -753,9 +755,8 @@ async fn release_when_drained(gone: Vec<Arc<Namespace>>, nqn: &str) {
                     );
                 }
             }
-            held = None; // closes the descriptors: the claims go
-            if let Some(t) = tx.take() {
-                t.send(());
+            if let (Some(t), Some(g)) = (tx.take(), held.take()) {
+                t.send(g);
             }
             if let Some(id) = me_in.take() {
                 keel_reactor::unregister_poller(id);
@@ -764,7 +765,8 @@ async fn release_when_drained(gone: Vec<Arc<Namespace>>, nqn: &str) {
         },
     );
     me.set(Some(id));
-    let _ = rx.await;
+    // Dropping them closes the descriptors: the claims go.
+    drop(rx.await);
 }
 
 /// The claim a namespace holds on its bdev: it names the namespace, so that whoever is refused
