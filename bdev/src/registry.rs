@@ -251,6 +251,11 @@ impl Bdev {
     pub(crate) fn store_qos_limits(&self, limits: QosLimits) {
         lock(&self.inner.state).qos = limits;
     }
+    /// Whether some core still has a channel on this bdev: an open handle, or I/O in flight
+    /// (a channel lives until its last I/O completes). Control path (takes the bdev's lock).
+    pub fn has_io_channels(&self) -> bool {
+        lock(&self.inner.state).channels > 0
+    }
     /// A channel came to life on some core.
     pub(crate) fn channel_opened(&self) {
         lock(&self.inner.state).channels += 1;

@@ -1,6 +1,6 @@
 //! Fuzz the Fabrics Connect data parser with arbitrary bytes: it must never panic, accept
-//! only exactly 1024 bytes, and what it accepts must hold valid NQNs and encode back to data
-//! that parses the same.
+//! only exactly 1024 bytes, and what it accepts must hold valid NQNs (a non-empty subsystem NQN;
+//! the host NQN may be empty: an anonymous host) and encode back to data that parses the same.
 
 #![no_main]
 
@@ -22,8 +22,11 @@ fuzz_target!(|data: &[u8]| {
     match ConnectData::parse(input) {
         Ok(d) => {
             assert_eq!(input.len(), ConnectData::SIZE);
+            // The host NQN may be empty (an anonymous host); the subsystem NQN may not.
+            assert!(!d.subnqn.is_empty());
+            assert_eq!(d.is_anonymous(), d.hostnqn.is_empty());
             for nqn in [&d.subnqn, &d.hostnqn] {
-                assert!(!nqn.is_empty() && nqn.len() <= NQN_MAX_LEN);
+                assert!(nqn.len() <= NQN_MAX_LEN);
                 assert!(!nqn.contains('\0'));
             }
             assert_eq!(&d.hostid[..], &input[..16]);

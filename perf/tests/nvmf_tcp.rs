@@ -101,6 +101,20 @@ fn opts(hdgst: bool, ddgst: bool) -> ConnectOpts {
     o
 }
 
+/// Like SPDK's initiator by default, the library connects as an anonymous host (empty host
+/// NQN): admitted by a subsystem that allows any host, admin and I/O queues.
+#[test]
+fn anonymous_host_connects() {
+    let mut copts = opts(false, false);
+    copts.hostnqn = String::new();
+    let info = on_core(move || nvmf_tcp::connect_controller(copts)).expect("anonymous connect");
+    assert_eq!(info.namespaces.len(), 1);
+    assert_eq!(info.namespaces[0].num_blocks, BLOCKS);
+    assert!(on_core(move || async move {
+        nvmf_tcp::disconnect_controller(&info).await
+    }));
+}
+
 /// A verified randrw run of `io_size` bytes through keel-perf's engine, on its own 16 MiB
 /// `region` of the namespace (tests run in parallel against the same target).
 fn verified_run(io_size: u32, hdgst: bool, ddgst: bool, region: u64) {

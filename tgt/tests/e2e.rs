@@ -449,3 +449,124 @@ fn embedded_default_serves_a_namespace_on_4420() {
     );
     assert!(t.stop().status.success());
 }
+
+/// A namespace claims its bdev (as SPDK's target does): nothing else may write the host's data
+/// while it is exported, and every refusal names the subsystem and namespace holding it. The
+/// reverse holds too (a bdev an lvstore or raid claimed cannot be exported), and removing the
+/// namespace releases the bdev.
+#[test]
+fn exported_namespace_claims_its_bdev() {
+    let t = Target::start("claim", &[]);
+    for (name, blocks) in [("M0", 65536), ("M1", 65536), ("M2", 65536)] {
+        t.result(
+            "bdev_malloc_create",
+            Some(json!({"name": name, "num_blocks": blocks, "block_size": 512})),
+        );
+    }
+    let disk1 = "nqn.2016-06.io.keel:disk1";
+    let disk2 = "nqn.2016-06.io.keel:disk2";
+    for nqn in [disk1, disk2] {
+        t.result(
+            "nvmf_create_subsystem",
+            Some(json!({"nqn": nqn, "allow_any_host": true})),
+        );
+    }
+    let add_ns = |nqn: &str, bdev: &str| {
+        t.call(
+            "nvmf_subsystem_add_ns",
+            Some(json!({"nqn": nqn, "namespace": {"bdev_name": bdev}})),
+        )
+    };
+    let r = add_ns(disk1, "M0");
+    assert_eq!(r["result"], 1, "{r}");
+    let holder = format!("NVMe-oF namespace 1 of {disk1}");
+    let refused = |what: &str, resp: Value| {
+        let msg = resp["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what} must be refused: {resp}"))
+            .to_owned();
+        assert!(
+            msg.contains("M0") && msg.contains(&holder),
+            "{what}: the error must name the bdev and {holder}: {msg}"
+        );
+    };
+    refused(
+        "a second namespace in the same subsystem",
+        add_ns(disk1, "M0"),
+    );
+    refused("a namespace in another subsystem", add_ns(disk2, "M0"));
+    refused(
+        "a raid member",
+        t.call(
+            "bdev_raid_create",
+            Some(json!({"name": "R0", "raid_level": "raid1", "base_bdevs": ["M0", "M1"]})),
+        ),
+    );
+    refused(
+        "an lvstore",
+        t.call(
+            "bdev_lvol_create_lvstore",
+            Some(json!({"bdev_name": "M0", "lvs_name": "lvs0"})),
+        ),
+    );
+    refused(
+        "a delay bdev",
+        t.call(
+            "bdev_delay_create",
+            Some(
+                json!({"base_bdev_name": "M0", "name": "D0", "avg_read_latency": 1,
+                        "p99_read_latency": 1, "avg_write_latency": 1, "p99_write_latency": 1}),
+            ),
+        ),
+    );
+    refused(
+        "an error bdev",
+        t.call("bdev_error_create", Some(json!({"base_name": "M0"}))),
+    );
+    // bdev_get_bdevs says who holds it.
+    let m0 = t.result("bdev_get_bdevs", Some(json!({"name": "M0"})));
+    assert_eq!(m0[0]["claimed"], true, "{m0}");
+    assert_eq!(m0[0]["claimed_by"], holder.as_str(), "{m0}");
+
+    // The reverse: a bdev an lvstore or a raid claimed cannot be exported; the error names
+    // the claimer.
+    t.result(
+        "bdev_lvol_create_lvstore",
+        Some(json!({"bdev_name": "M1", "lvs_name": "lvs1"})),
+    );
+    let r = add_ns(disk2, "M1");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("M1") && msg.contains("lvol"), "{r}");
+    t.result(
+        "bdev_raid_create",
+        Some(
+            json!({"name": "R2", "raid_level": "raid0", "strip_size_kb": 4,
+                    "base_bdevs": ["M2"]}),
+        ),
+    );
+    let r = add_ns(disk2, "M2");
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("M2") && msg.contains("raid"), "{r}");
+
+    // Removing the namespace releases the bdev: it can then be exported elsewhere, or used.
+    t.result(
+        "nvmf_subsystem_remove_ns",
+        Some(json!({"nqn": disk1, "nsid": 1})),
+    );
+    let m0 = t.result("bdev_get_bdevs", Some(json!({"name": "M0"})));
+    assert_eq!(m0[0]["claimed"], false, "{m0}");
+    let r = add_ns(disk2, "M0");
+    assert_eq!(r["result"], 1, "{r}");
+    // Deleting the subsystem releases it too; then an lvstore may take it.
+    t.result("nvmf_delete_subsystem", Some(json!({"nqn": disk2})));
+    t.result(
+        "bdev_lvol_create_lvstore",
+        Some(json!({"bdev_name": "M0", "lvs_name": "lvs0"})),
+    );
+    let out = t.stop();
+    assert!(
+        out.status.success(),
+        "clean exit: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -39,7 +39,9 @@ pub struct ConnectOpts {
     pub addr: SocketAddr,
     /// Subsystem NQN.
     pub subnqn: String,
-    /// Our host NQN (default: `nqn.2014-08.org.nvmexpress:uuid:<hostid>`).
+    /// Our host NQN (default: `nqn.2014-08.org.nvmexpress:uuid:<hostid>`). Empty: connect as
+    /// an anonymous host, as SPDK's initiator does by default (targets admit it only where
+    /// any host is allowed).
     pub hostnqn: String,
     /// Our host identifier (default: random).
     pub hostid: [u8; 16],
@@ -79,6 +81,9 @@ impl ConnectOpts {
     /// Check what the controller would refuse anyway.
     pub fn validate(&self) -> Result<(), InitiatorError> {
         for (what, nqn) in [("subsystem", &self.subnqn), ("host", &self.hostnqn)] {
+            if what == "host" && nqn.is_empty() {
+                continue; // anonymous host
+            }
             if nqn.len() > NQN_MAX_LEN {
                 return Err(InitiatorError::Invalid(format!(
                     "{what} NQN longer than 223 bytes"
@@ -187,6 +192,13 @@ mod tests {
         assert!(o.validate().is_err());
         o.io_queue_depth = 32;
         o.io_queues = 0;
+        assert!(o.validate().is_err());
+        o.io_queues = 4;
+        o.validate().unwrap();
+        // An empty host NQN is an anonymous host (SPDK's default); a malformed one is refused.
+        o.hostnqn = String::new();
+        o.validate().unwrap();
+        o.hostnqn = "not an nqn".into();
         assert!(o.validate().is_err());
     }
 }

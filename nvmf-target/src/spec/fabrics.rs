@@ -245,8 +245,11 @@ impl ConnectData {
     pub const SIZE: usize = 1024;
 
     /// Parse untrusted Connect data. It must be exactly [`Self::SIZE`] bytes (else Data SGL
-    /// Length Invalid); each NQN must be NUL-terminated within its 256-byte field, 1 to
-    /// [`NQN_MAX_LEN`] bytes long and UTF-8 (else Connect Invalid Parameters naming it).
+    /// Length Invalid); each NQN must be NUL-terminated within its first 224 bytes, at most
+    /// [`NQN_MAX_LEN`] bytes long and UTF-8 (else Connect Invalid Parameters naming it). The
+    /// subsystem NQN must not be empty; the host NQN may be: SPDK's initiator sends an empty
+    /// one unless told otherwise, and SPDK's and Linux's targets admit it as an anonymous host
+    /// (see [`ConnectData::is_anonymous`]).
     pub fn parse(data: &[u8]) -> Result<ConnectData, ConnectError> {
         if data.len() != Self::SIZE {
             return Err(Status::DATA_SGL_LENGTH_INVALID.into());
@@ -255,6 +258,9 @@ impl ConnectData {
         hostid.copy_from_slice(&data[0..16]);
         let cntlid = bytes::read::<u16>(data, 16).unwrap_or(0);
         let subnqn = parse_nqn(data, connect_data::SUBNQN)?;
+        if subnqn.is_empty() {
+            return Err(ConnectError::data(connect_data::SUBNQN));
+        }
         let hostnqn = parse_nqn(data, connect_data::HOSTNQN)?;
         Ok(ConnectData {
             hostid,
@@ -277,8 +283,16 @@ impl ConnectData {
         bytes::put_str(&mut b[h..h + NQN_FIELD_LEN - 1], &self.hostnqn, 0);
         b
     }
+
+    /// Whether the host sent no host NQN (an empty HOSTNQN field): an anonymous host. It is
+    /// admitted only where the subsystem allows any host, never through a host list.
+    pub fn is_anonymous(&self) -> bool {
+        self.hostnqn.is_empty()
+    }
 }
 
+/// Parse one NQN field: NUL-terminated within its first `NQN_MAX_LEN + 1` bytes, UTF-8.
+/// An empty string is returned as such (the caller decides whether that is allowed).
 fn parse_nqn(data: &[u8], off: u16) -> Result<String, ConnectError> {
     let start = off as usize;
     let field = data
@@ -288,7 +302,7 @@ fn parse_nqn(data: &[u8], off: u16) -> Result<String, ConnectError> {
         .iter()
         .position(|&c| c == 0)
         .ok_or(ConnectError::data(off))?;
-    if len == 0 || len > NQN_MAX_LEN {
+    if len > NQN_MAX_LEN {
         return Err(ConnectError::data(off));
     }
     std::str::from_utf8(&field[..len])
@@ -592,10 +606,17 @@ mod tests {
         // 223 bytes: fine.
         b[512 + 223] = 0;
         assert_eq!(ConnectData::parse(&b).unwrap().hostnqn.len(), 223);
-        // Empty.
+        // An empty host NQN is an anonymous host (SPDK's initiator sends one by default).
         let mut b = good;
-        b[512] = 0;
-        assert_eq!(ConnectData::parse(&b).unwrap_err(), ConnectError::data(512));
+        b[512..768].fill(0);
+        let d = ConnectData::parse(&b).unwrap();
+        assert_eq!(d.hostnqn, "");
+        assert!(d.is_anonymous());
+        assert!(!sample().is_anonymous());
+        // An empty subsystem NQN names no subsystem.
+        let mut b = good;
+        b[256..512].fill(0);
+        assert_eq!(ConnectData::parse(&b).unwrap_err(), ConnectError::data(256));
         // Not UTF-8.
         let mut b = good;
         b[256] = 0xff;

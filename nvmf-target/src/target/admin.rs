@@ -169,7 +169,10 @@ fn identify_cmd(c: &Controller, req: ReqPtr) -> Outcome {
             send_data(req, data.as_bytes())
         }
         idf::CNS_NAMESPACE => {
-            if nsid == 0 || (nsid > max_ns && nsid != idf::NSID_ALL) {
+            // The broadcast NSID asks for the capabilities common to all namespaces, which
+            // only a controller with Namespace Management reports: refused (as SPDK and
+            // Linux do).
+            if nsid == 0 || nsid > max_ns {
                 return err(Status::INVALID_NAMESPACE_OR_FORMAT);
             }
             match subsys.namespace(nsid).map(|ns| identify::namespace(&ns)) {
@@ -178,7 +181,7 @@ fn identify_cmd(c: &Controller, req: ReqPtr) -> Outcome {
                     log::error!("nvmf: namespace {nsid} has a block size NVMe cannot express");
                     err(Status::INTERNAL_DEVICE_ERROR)
                 }
-                // Inactive (or the broadcast nsid): zeroed data.
+                // Inactive: zeroed data.
                 None => send_data(req, IdentifyNamespace::new().as_bytes()),
             }
         }

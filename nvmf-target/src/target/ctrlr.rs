@@ -156,6 +156,15 @@ pub(crate) fn lookup(subsys_id: u64, cntlid: u16) -> Option<Rc<Controller>> {
     CTRLRS.with(|m| m.borrow().get(&(subsys_id, cntlid)).cloned())
 }
 
+/// A host NQN for logs: an anonymous host (empty NQN) reads "(anonymous host)".
+pub(crate) fn host_label(hostnqn: &str) -> &str {
+    if hostnqn.is_empty() {
+        "(anonymous host)"
+    } else {
+        hostnqn
+    }
+}
+
 /// Round a KATO up to the keep-alive granularity.
 pub(crate) fn round_kato(ms: u32) -> u32 {
     let unit = u32::from(KAS_100MS) * 100;
@@ -221,7 +230,7 @@ impl Controller {
             "nvmf: controller {} of {} created for host {} (kato {} ms)",
             ctrlr.shared.cntlid,
             ctrlr.shared.subsys.nqn,
-            ctrlr.shared.hostnqn,
+            host_label(&ctrlr.shared.hostnqn),
             kato_ms
         );
         Some(ctrlr)
@@ -283,7 +292,7 @@ impl Controller {
             "nvmf: controller {} of {} (host {}): keep-alive timeout ({} ms) expired, disconnecting",
             self.cntlid(),
             self.subsys().nqn,
-            self.shared.hostnqn,
+            host_label(&self.shared.hostnqn),
             self.feat.borrow().kato_ms
         );
         self.destroy("keep-alive timeout");
@@ -336,10 +345,13 @@ impl Controller {
         self.io_qpairs.borrow().len()
     }
 
-    /// Admit an I/O queue (Connect with qid > 0), on this controller's core.
+    /// Admit an I/O queue (Connect with qid > 0), on this controller's core. The host NQN
+    /// must be the one that created the controller (as Linux checks); an anonymous host (empty
+    /// NQN) must also present the same host identifier, which is then its only identity.
     pub fn connect_io(
         &self,
         hostnqn: &str,
+        hostid: &[u8; 16],
         qid: u16,
         sqsize: u16,
         q: IoQpairRef,
@@ -349,11 +361,20 @@ impl Controller {
         }
         if hostnqn != self.shared.hostnqn {
             log::warn!(
-                "nvmf: I/O queue connect to controller {} from host {hostnqn}, created by {}",
+                "nvmf: I/O queue connect to controller {} from host {}, created by {}",
                 self.cntlid(),
-                self.shared.hostnqn
+                host_label(hostnqn),
+                host_label(&self.shared.hostnqn)
             );
             return Err(ConnectError::data(connect_data::HOSTNQN));
+        }
+        if hostnqn.is_empty() && *hostid != self.shared.hostid {
+            log::warn!(
+                "nvmf: I/O queue connect to controller {} from an anonymous host whose host \
+                 identifier differs from the one that created it",
+                self.cntlid()
+            );
+            return Err(ConnectError::data(connect_data::HOSTID));
         }
         if !self.is_enabled() {
             log::warn!(
@@ -562,7 +583,7 @@ impl Controller {
             "nvmf: controller {} of {} (host {}) destroyed: {reason}",
             self.cntlid(),
             self.subsys().nqn,
-            self.shared.hostnqn
+            host_label(&self.shared.hostnqn)
         );
         if let Some(id) = self.poller.take() {
             keel_reactor::unregister_poller(id);
@@ -623,6 +644,12 @@ pub(crate) fn notify_discovery_remote(core: u32, subsys_id: u64, cntlid: u16) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anonymous_host_is_named_in_logs() {
+        assert_eq!(host_label(""), "(anonymous host)");
+        assert_eq!(host_label("nqn.2014-08.org.x:h"), "nqn.2014-08.org.x:h");
+    }
 
     #[test]
     fn kato_rounds_up_to_the_granularity() {

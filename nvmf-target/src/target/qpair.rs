@@ -301,13 +301,31 @@ impl Qpair {
             );
             return self.finish(req, Status::CONNECT_INVALID_HOST, 0);
         }
-        if !subsys.host_allowed(&data.hostnqn) {
-            log::warn!(
-                "nvmf: host {} is not allowed to connect to {}",
-                data.hostnqn,
-                subsys.nqn
+        let allowed = subsys.host_allowed(&data.hostnqn);
+        if data.is_anonymous() {
+            // Once per connection: each queue pair runs Connect once.
+            log::info!(
+                "nvmf: host at {} sent no host NQN (queue {} of {}): {} as an anonymous host{}",
+                self.peer(),
+                cmd.qid,
+                subsys.nqn,
+                if allowed { "admitted" } else { "refused" },
+                if allowed {
+                    " (the subsystem allows any host)"
+                } else {
+                    " (the subsystem admits only listed hosts)"
+                }
             );
-            return self.finish(req, Status::CONNECT_INVALID_HOST, 0);
+        }
+        if !allowed {
+            if !data.is_anonymous() {
+                log::warn!(
+                    "nvmf: host {} is not allowed to connect to {}",
+                    data.hostnqn,
+                    subsys.nqn
+                );
+            }
+            return self.fail_connect(req, ConnectError::invalid_host());
         }
         let topts = state::transport_opts(self.listen.trtype).unwrap_or_else(|| TransportOpts {
             trtype: self.listen.trtype,
@@ -386,13 +404,19 @@ impl Qpair {
             listen: self.listen.clone(),
             peer: self.peer(),
         };
-        let (sid, cntlid, hostnqn, qid, sqsize) =
-            (subsys.id, data.cntlid, data.hostnqn, cmd.qid, cmd.sqsize);
+        let (sid, cntlid, hostnqn, hostid, qid, sqsize) = (
+            subsys.id,
+            data.cntlid,
+            data.hostnqn,
+            data.hostid,
+            cmd.qid,
+            cmd.sqsize,
+        );
         let (qpair_id, req_addr) = (self.id, req.as_ptr() as usize);
         let reply_shared = Arc::clone(&shared);
         let sent = keel_reactor::send_to(shared.core, move || {
             let res = match ctrlr::lookup(sid, cntlid) {
-                Some(c) => c.connect_io(&hostnqn, qid, sqsize, qref),
+                Some(c) => c.connect_io(&hostnqn, &hostid, qid, sqsize, qref),
                 None => Err(ConnectError::data(connect_data::CNTLID)),
             };
             let back = keel_reactor::send_to(here, move || {

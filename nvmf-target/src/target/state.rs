@@ -352,13 +352,13 @@ pub async fn delete_subsystem(nqn: &str) -> Result<(), NvmfError> {
     }
     let id = s.id;
     let gone: Vec<(u32, u64)> = namespaces.values().map(|n| (n.nsid, n.instance)).collect();
-    drop(namespaces);
     nstable::on_every_core(move || {
         for &(nsid, inst) in &gone {
             nstable::remove_local(id, nsid, inst);
         }
     })
     .await;
+    release_when_drained(namespaces.into_values().collect(), nqn).await;
     log::info!("nvmf: subsystem {nqn} deleted");
     discovery_changed();
     Ok(())
@@ -600,7 +600,14 @@ pub async fn add_namespace(nqn: &str, opts: NamespaceOpts) -> Result<u32, NvmfEr
                 remove_namespace_instance(&s, nsid, Some(instance)).await;
             });
         }
-    })?;
+    })
+    .map_err(|e| claim_refusal(&opts.bdev_name, nqn, e))?;
+    // As SPDK does (an exclusive-write claim by the NVMe-oF target): nothing else may write
+    // the host's data — no second namespace (here or in another subsystem), no raid, no
+    // lvstore, no stacked bdev. Readers may still open it. Released when the descriptor
+    // closes (namespace removed, subsystem deleted, target shut down).
+    desc.claim(&namespace_claim(nsid, nqn))
+        .map_err(|e| claim_refusal(&opts.bdev_name, nqn, e))?;
     let info = bdev.info().clone();
     let uuid = opts.uuid.unwrap_or(info.uuid);
     let ns = Arc::new(Namespace {
@@ -686,13 +693,97 @@ pub(crate) async fn remove_namespace_instance(
     };
     let Some(ns) = ns else { return false };
     let (id, inst) = (s.id, ns.instance);
-    drop(ns);
     nstable::on_every_core(move || nstable::remove_local(id, nsid, inst)).await;
     for c in s.controllers() {
         ctrlr::notify_ns_changed_remote(c.core, s.id, c.cntlid, nsid);
     }
+    release_when_drained(vec![ns], &s.nqn).await;
     log::info!("nvmf: namespace {nsid} of {} removed", s.nqn);
     true
+}
+
+/// Longest wait for a removed namespace's in-flight I/O before its bdev is released anyway.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether removed namespaces are no longer used anywhere: only `gone` holds them, and no core
+/// has a channel on their bdevs (a channel lives until its last I/O completes; the claim keeps
+/// every other writer away, so a channel is this namespace's).
+fn drained(gone: &[Arc<Namespace>]) -> bool {
+    gone.iter()
+        .all(|ns| Arc::strong_count(ns) == 1 && !ns.desc.bdev().has_io_channels())
+}
+
+/// Close the descriptors of the removed namespaces `gone` (releasing their bdevs' claims) once
+/// their in-flight I/O has completed, as SPDK releases a namespace's bdev only after pausing
+/// the subsystem: when the removal answers, the bdev is free and no late host write can land
+/// on it under its next user. Waits at most [`RELEASE_WAIT`] (then releases anyway and says
+/// so). A 1 ms timed poller checks: no busy wait.
+async fn release_when_drained(gone: Vec<Arc<Namespace>>, nqn: &str) {
+    if gone.is_empty() {
+        return;
+    }
+    if drained(&gone) || keel_reactor::current_core().is_none() {
+        drop(gone);
+        return;
+    }
+    // The poller hands the namespaces back once drained: they are dropped (descriptors
+    // closed, claims released) here, outside the poller.
+    let (tx, rx) = keel_reactor::oneshot::<Vec<Arc<Namespace>>>();
+    let (mut tx, mut held) = (Some(tx), Some(gone));
+    let me: std::rc::Rc<std::cell::Cell<Option<keel_reactor::PollerId>>> = Default::default();
+    let me_in = std::rc::Rc::clone(&me);
+    let (start, nqn) = (std::time::Instant::now(), nqn.to_owned());
+    let id = keel_reactor::register_poller(
+        "nvmf_ns_release",
+        Some(std::time::Duration::from_millis(1)),
+        move || {
+            let Some(g) = held.as_ref() else {
+                return keel_reactor::PollStatus::Idle;
+            };
+            let done = drained(g);
+            if !done && start.elapsed() < RELEASE_WAIT {
+                return keel_reactor::PollStatus::Idle;
+            }
+            if !done {
+                for ns in g {
+                    log::warn!(
+                        "nvmf: namespace {} of {nqn} removed, but I/O to bdev {} has not \
+                         finished after {} s: releasing the bdev anyway",
+                        ns.nsid,
+                        ns.bdev_name,
+                        RELEASE_WAIT.as_secs()
+                    );
+                }
+            }
+            if let (Some(t), Some(g)) = (tx.take(), held.take()) {
+                t.send(g);
+            }
+            if let Some(id) = me_in.take() {
+                keel_reactor::unregister_poller(id);
+            }
+            keel_reactor::PollStatus::Busy
+        },
+    );
+    me.set(Some(id));
+    // Dropping them closes the descriptors: the claims go.
+    drop(rx.await);
+}
+
+/// The claim a namespace holds on its bdev: it names the namespace, so that whoever is refused
+/// the bdev (another namespace, raid, lvstore, ...) learns who holds it: "bdev Malloc0 is
+/// already claimed by NVMe-oF namespace 1 of nqn.2016-06.io.keel:disk1".
+pub(crate) fn namespace_claim(nsid: u32, nqn: &str) -> String {
+    format!("NVMe-oF namespace {nsid} of {nqn}")
+}
+
+/// The error for a bdev that cannot become a namespace of `nqn` (claimed by someone else).
+fn claim_refusal(bdev: &str, nqn: &str, e: BdevError) -> NvmfError {
+    match e {
+        BdevError::Claimed { .. } => {
+            NvmfError::Invalid(format!("cannot export bdev {bdev} from {nqn}: {e}"))
+        }
+        e => e.into(),
+    }
 }
 
 /// Parse a hex string of exactly `N` bytes (dashes allowed, as rpc.py users write them).

@@ -149,10 +149,14 @@ impl Subsystem {
         self.kind == SubsysKind::Discovery
     }
 
-    /// Whether `hostnqn` may connect.
+    /// Whether `hostnqn` may connect. An anonymous host (empty NQN) is admitted only when any
+    /// host is allowed: it never matches a host list, whatever the list holds.
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
         let g = self.lock();
-        g.allow_any_host || g.hosts.iter().any(|h| h == hostnqn)
+        if g.allow_any_host {
+            return true;
+        }
+        !hostnqn.is_empty() && g.hosts.iter().any(|h| h == hostnqn)
     }
 
     /// Whether connections accepted on `addr` may reach this subsystem (the discovery
@@ -236,8 +240,13 @@ mod tests {
         s.lock().hosts.push("nqn.h:1".into());
         assert!(s.host_allowed("nqn.h:1"));
         assert!(!s.host_allowed("nqn.h:2"));
+        // An anonymous host never matches a list, even one that somehow holds "".
+        assert!(!s.host_allowed(""));
+        s.lock().hosts.push(String::new());
+        assert!(!s.host_allowed(""));
         s.lock().allow_any_host = true;
         assert!(s.host_allowed("nqn.h:2"));
+        assert!(s.host_allowed(""));
         assert!(!s.listener_allowed(&addr("4420")));
         s.lock().listeners.push(addr("4420"));
         assert!(s.listener_allowed(&addr("4420")));

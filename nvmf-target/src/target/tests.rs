@@ -219,8 +219,25 @@ impl HostQ {
         subnqn: &str,
         hostnqn: &str,
     ) -> NvmeCpl {
+        let id = ConnectId { hostid: [0x42; 16] };
+        self.connect_as(id, qid, sqsize, kato, cntlid, subnqn, hostnqn)
+            .await
+    }
+
+    /// Connect with host identifier `id.hostid`.
+    #[allow(clippy::too_many_arguments)]
+    async fn connect_as(
+        &self,
+        id: ConnectId,
+        qid: u16,
+        sqsize: u16,
+        kato: u32,
+        cntlid: u16,
+        subnqn: &str,
+        hostnqn: &str,
+    ) -> NvmeCpl {
         let mut d = vec![0u8; 1024];
-        d[..16].copy_from_slice(&[0x42; 16]);
+        d[..16].copy_from_slice(&id.hostid);
         d[16..18].copy_from_slice(&cntlid.to_le_bytes());
         d[256..256 + subnqn.len()].copy_from_slice(subnqn.as_bytes());
         d[512..512 + hostnqn.len()].copy_from_slice(hostnqn.as_bytes());
@@ -327,6 +344,12 @@ impl HostQ {
         };
         self.cmd(cmd, xfer, data).await
     }
+}
+
+/// Who a Connect says it comes from (beyond the host NQN).
+#[derive(Clone, Copy)]
+struct ConnectId {
+    hostid: [u8; 16],
 }
 
 fn assert_ok(c: &NvmeCpl) {
@@ -821,5 +844,229 @@ fn discovery_log_lists_reachable_subsystems() {
         q.qp.close();
         state::delete_subsystem(nqn).await.unwrap();
         state::delete_subsystem(hidden).await.unwrap();
+    });
+}
+
+/// SPDK's initiator sends an empty HOSTNQN by default: an anonymous host is admitted where
+/// any host is allowed (admin and I/O queues, its identity then being its host identifier),
+/// refused by a host list, and sees only open subsystems in the discovery log.
+#[test]
+fn anonymous_host_is_admitted_only_where_any_host_is() {
+    run(|| async {
+        let open = "nqn.2016-06.io.keel:anon-open";
+        let listed = "nqn.2016-06.io.keel:anon-listed";
+        setup(listed, "nvmf_t_m6", "4426").await;
+        state::create_subsystem(
+            open,
+            SubsystemOpts {
+                allow_any_host: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        state::add_listener(open, listen_addr("4426")).unwrap();
+        keel_bdev::modules::malloc::create("nvmf_t_m7", 1024, 512, None).unwrap();
+        state::add_namespace(
+            open,
+            NamespaceOpts {
+                bdev_name: "nvmf_t_m7".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let me = ConnectId { hostid: [0x17; 16] };
+
+        // A host list never admits an anonymous host.
+        let q = HostQ::new("4426");
+        let c = q.connect_as(me, 0, 31, 0, 0xFFFF, listed, "").await;
+        assert_status(&c, Status::CONNECT_INVALID_HOST);
+        assert_eq!(c.cdw0, (1 << 16) | 512, "IATTR data, IPO hostnqn");
+
+        // A subsystem that allows any host admits it: admin queue, enable, I/O queue, I/O.
+        let admin = HostQ::new("4426");
+        let c = admin.connect_as(me, 0, 31, 0, 0xFFFF, open, "").await;
+        assert_ok(&c);
+        let cntlid = c.cdw0 as u16;
+        assert_ok(&admin.prop_set(0x14, 0x0046_0001).await);
+        let s = state::subsystem(open).unwrap();
+        let ctrls = s.controllers();
+        assert_eq!(ctrls.len(), 1);
+        assert_eq!(ctrls[0].hostnqn, "", "listed as the anonymous host");
+        let ioq = HostQ::new("4426");
+        assert_ok(&ioq.connect_as(me, 1, 31, 0, cntlid, open, "").await);
+        let mut data = vec![0x5Au8; 512];
+        assert_ok(&ioq.rw(0x01, 1, 0, 1, &mut data).await);
+        let mut back = vec![0u8; 512];
+        assert_ok(&ioq.rw(0x02, 1, 0, 1, &mut back).await);
+        assert_eq!(back, data);
+
+        // Another anonymous host (another host identifier) cannot join that controller, nor
+        // can a named host.
+        let other = ConnectId { hostid: [0x99; 16] };
+        let q2 = HostQ::new("4426");
+        let c = q2.connect_as(other, 2, 31, 0, cntlid, open, "").await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, 1 << 16, "IATTR data, IPO hostid");
+        let q3 = HostQ::new("4426");
+        let c = q3.connect_as(me, 2, 31, 0, cntlid, open, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, (1 << 16) | 512, "IATTR data, IPO hostnqn");
+
+        // Discovery: admitted; the log lists only the subsystems that allow any host.
+        let d = HostQ::new("4426");
+        assert_ok(
+            &d.connect_as(me, 0, 31, 0, 0xFFFF, state::DISCOVERY_NQN, "")
+                .await,
+        );
+        assert_ok(&d.prop_set(0x14, 0x0046_0001).await);
+        let (c, hdr) = d.get_log(0x70, 1024, false, 0).await;
+        assert_ok(&c);
+        let numrec = le64(&hdr, 8) as usize;
+        let (c, log) = d.get_log(0x70, 1024 * (numrec + 1), false, 0).await;
+        assert_ok(&c);
+        let names: Vec<String> = (1..=numrec)
+            .map(|i| {
+                let n = &log[i * 1024 + 256..i * 1024 + 512];
+                String::from_utf8_lossy(&n[..n.iter().position(|&b| b == 0).unwrap()]).into_owned()
+            })
+            .collect();
+        assert!(names.iter().any(|n| n == open), "{names:?}");
+        assert!(!names.iter().any(|n| n == listed), "{names:?}");
+
+        for q in [&q, &admin, &ioq, &q2, &q3, &d] {
+            q.qp.close();
+        }
+        state::delete_subsystem(open).await.unwrap();
+        state::delete_subsystem(listed).await.unwrap();
+    });
+}
+
+/// Admin and Connect strictness where SPDK and Linux agree (docs/INTEROP.md).
+#[test]
+fn admin_and_connect_strictness() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:strict";
+        setup(nqn, "nvmf_t_m8", "4427").await;
+        let admin = HostQ::new("4427");
+        let cntlid = admin.bring_up_admin(nqn, 0).await;
+        // Identify Namespace: the broadcast NSID is refused, an inactive NSID in range reads
+        // as zeroes, NSID 0 is refused.
+        let (c, _) = admin.identify(0x00, u32::MAX).await;
+        assert_status(&c, Status::INVALID_NAMESPACE_OR_FORMAT);
+        let (c, _) = admin.identify(0x00, 0).await;
+        assert_status(&c, Status::INVALID_NAMESPACE_OR_FORMAT);
+        let (c, d) = admin.identify(0x00, 2).await;
+        assert_ok(&c);
+        assert!(d.iter().all(|&b| b == 0), "inactive namespace: zeroed data");
+        // Unknown CNS, log page, feature, admin opcode.
+        let (c, _) = admin.identify(0x55, 0).await;
+        assert_status(&c, Status::INVALID_FIELD);
+        let (c, _) = admin.get_log(0x7F, 512, false, 0).await;
+        assert_status(&c, Status::INVALID_FIELD);
+        assert_status(&admin.set_feature(0x7E, 0).await, Status::INVALID_FIELD);
+        let c = admin
+            .nodata(NvmeCmd {
+                opc: 0xC5,
+                ..Default::default()
+            })
+            .await;
+        assert_status(&c, Status::INVALID_OPCODE);
+        // Fused admin commands are not supported.
+        let c = admin
+            .nodata(NvmeCmd {
+                opc: 0x18,
+                flags: 0x1,
+                ..Default::default()
+            })
+            .await;
+        assert_status(&c, Status::INVALID_FIELD);
+        // A second Connect on a connected queue.
+        let c = admin.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
+        assert_status(&c, Status::COMMAND_SEQUENCE_ERROR);
+        // Admin Connect must ask for a dynamic controller (0xFFFE, "any", is static-model).
+        let q = HostQ::new("4427");
+        let c = q.connect(0, 31, 0, 0xFFFE, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, (1 << 16) | 16, "IATTR data, IPO cntlid");
+        // I/O queue SQSIZE: 0 and above MQES refused, MQES itself accepted.
+        let mqes = u16::try_from(admin.prop_get(0x00, true).await.1 & 0xffff).unwrap();
+        let io = HostQ::new("4427");
+        let c = io.connect(1, 0, 0, cntlid, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        assert_eq!(c.cdw0, 44, "IATTR SQE, IPO sqsize");
+        let io2 = HostQ::new("4427");
+        let c = io2.connect(1, mqes + 1, 0, cntlid, nqn, HOST).await;
+        assert_status(&c, Status::CONNECT_INVALID_PARAMETERS);
+        let io3 = HostQ::new("4427");
+        assert_ok(&io3.connect(1, mqes, 0, cntlid, nqn, HOST).await);
+        for q in [&admin, &q, &io, &io2, &io3] {
+            q.qp.close();
+        }
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
+
+/// A namespace claims its bdev; removing it waits for its in-flight I/O, so that when the
+/// removal returns the bdev is closed and unclaimed and can be used at once.
+#[test]
+fn removing_a_namespace_releases_its_bdev_after_in_flight_io() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:release";
+        setup(nqn, "nvmf_t_m9", "4428").await;
+        keel_bdev::modules::malloc::create("nvmf_t_m10", 1024, 512, None).unwrap();
+        keel_bdev::modules::delay::create(&keel_bdev::modules::delay::DelayConfig {
+            base_bdev_name: "nvmf_t_m10".into(),
+            name: "nvmf_t_slow".into(),
+            avg_read_latency: 200_000,
+            p99_read_latency: 200_000,
+            avg_write_latency: 200_000,
+            p99_write_latency: 200_000,
+            uuid: None,
+        })
+        .unwrap();
+        let nsid = state::add_namespace(
+            nqn,
+            NamespaceOpts {
+                bdev_name: "nvmf_t_slow".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let claimed = keel_bdev::open("nvmf_t_slow", true, |_| {}).unwrap_err();
+        assert!(
+            claimed
+                .to_string()
+                .contains(&format!("claimed by NVMe-oF namespace {nsid} of {nqn}")),
+            "{claimed}"
+        );
+        let admin = HostQ::new("4428");
+        let cntlid = admin.bring_up_admin(nqn, 0).await;
+        let ioq = HostQ::new("4428");
+        assert_ok(&ioq.connect(1, 31, 0, cntlid, nqn, HOST).await);
+        // A 200 ms write in flight while the namespace goes.
+        let mut data = vec![0x33u8; 512];
+        let cmd = NvmeCmd {
+            opc: 0x01,
+            nsid,
+            ..Default::default()
+        };
+        let (_req, cid) = ioq.start(cmd, DataXfer::HostToController, &mut data);
+        state::remove_namespace(nqn, nsid).await.unwrap();
+        let desc = keel_bdev::open("nvmf_t_slow", true, |_| {});
+        assert!(
+            desc.is_ok(),
+            "released when removal returns: {:?}",
+            desc.err()
+        );
+        drop(desc);
+        assert!(
+            ioq.take(cid).is_some(),
+            "the in-flight write completed first"
+        );
+        ioq.qp.close();
+        admin.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
     });
 }

@@ -413,12 +413,8 @@ pub fn validate_common(
         if ch.hlen as usize != IC_HLEN {
             return Err(TermError::field(OFF_HLEN, "ICReq hlen is not 128"));
         }
-        if ch.flags != 0 {
-            return Err(TermError::field(OFF_FLAGS, "ICReq carries flags"));
-        }
-        if ch.pdo != 0 {
-            return Err(TermError::field(OFF_PDO, "ICReq has a data offset"));
-        }
+        // FLAGS and PDO are reserved in an ICReq: ignored, as SPDK's and Linux's targets do
+        // (an ICReq carries no digest and no data whatever they say).
         if plen as usize != IC_HLEN {
             return Err(TermError::field(OFF_PLEN, "ICReq plen is not 128"));
         }
@@ -729,6 +725,11 @@ mod tests {
         assert_eq!((e.fes, e.fei), (FES_INVALID_HEADER_FIELD, 4));
         let e = validate_common(&ch(PDU_ICREQ, 0, 100, 0, 128), None, &LIM).unwrap_err();
         assert_eq!((e.fes, e.fei), (FES_INVALID_HEADER_FIELD, 2));
+        // Reserved FLAGS and PDO are ignored (SPDK and Linux targets accept them): no digest,
+        // no data.
+        let f = validate_common(&ch(PDU_ICREQ, 0x3, 128, 8, 128), None, &LIM).unwrap();
+        assert_eq!((f.flags, f.hdgst, f.ddgst), (0, false, false));
+        assert_eq!((f.data_start, f.data_len), (128, 0));
     }
 
     #[test]

@@ -577,6 +577,18 @@ impl Client {
 
     /// Fabrics Connect for queue `qid`; returns the completion.
     pub fn fabrics_connect(&mut self, nqn: &str, qid: u16, cntlid: u16) -> NvmeCpl {
+        self.fabrics_connect_as(nqn, qid, cntlid, HOSTNQN)
+    }
+
+    /// Fabrics Connect for queue `qid` as host `hostnqn` (empty: an anonymous host, as SPDK's
+    /// initiator connects by default).
+    pub fn fabrics_connect_as(
+        &mut self,
+        nqn: &str,
+        qid: u16,
+        cntlid: u16,
+        hostnqn: &str,
+    ) -> NvmeCpl {
         let mut sqe = fabrics(FCTYPE_CONNECT);
         sqe.cdw10 = u32::from(qid) << 16;
         sqe.cdw11 = 31; // sqsize 32 (0-based)
@@ -585,7 +597,7 @@ impl Client {
             hostid: [0x5a; 16],
             cntlid,
             subnqn: nqn.to_string(),
-            hostnqn: HOSTNQN.to_string(),
+            hostnqn: hostnqn.to_string(),
         }
         .encode();
         let icd = self.icd;
