@@ -665,6 +665,7 @@ fn wait_for_rpc_defers_init_until_framework_start_init() {
         "framework_wait_init",
         "log_set_flag",
         "rpc_get_methods",
+        "bdev_raid_set_options",
     ] {
         assert!(
             current.contains(&m),
