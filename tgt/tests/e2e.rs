@@ -605,6 +605,22 @@ fn listen_flag_moves_the_default_listener() {
     );
     assert!(!err.contains("4420"), "{err}");
 
+    // --print-default-config shows the same listeners, as a config keel-tgt -c accepts.
+    let printed = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+        .args(["--print-default-config", "--listen", "127.0.0.1:5401"])
+        .args(["--listen", "[::1]:5402"])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let cfg: Value = serde_json::from_slice(&printed.stdout).expect("a JSON config");
+    let text = cfg.to_string();
+    assert!(
+        text.contains(r#""traddr":"127.0.0.1","trsvcid":"5401""#)
+            && text.contains(r#""traddr":"::1","trsvcid":"5402""#)
+            && !text.contains("4420"),
+        "{text}"
+    );
+
     // An address that is not this host's is a start-up error naming it.
     let dir = temp_dir("listenbad");
     let sock = dir.join("s.sock");
