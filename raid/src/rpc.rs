@@ -209,7 +209,8 @@ pub fn register_rpcs() {
     register_method(&GET, get_handler);
     register_method(&ADD, add_handler);
     register_method(&REMOVE, remove_handler);
-    register_method(&SET_OPTIONS, set_options_handler);
+    // As SPDK: callable before framework_start_init too (keel-tgt --wait-for-rpc).
+    keel_rpc::register_method_in(&SET_OPTIONS, set_options_handler, keel_rpc::RpcStates::ANY);
 }
 
 fn rpc_error(e: BdevError) -> RpcError {

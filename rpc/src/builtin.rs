@@ -2,8 +2,8 @@
 //! `framework_get_subsystems`, `framework_get_config`, `save_config`, `load_config`,
 //! `spdk_kill_instance`, with SPDK's parameter names and result shapes.
 
-use crate::registry::{self, register_method};
-use crate::{params, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError};
+use crate::registry::{self, register_method, register_method_in};
+use crate::{params, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError, RpcStates};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::cell::Cell;
@@ -14,14 +14,20 @@ use std::time::Duration;
 pub fn register_builtin_methods() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        register_method(&RPC_GET_METHODS, rpc_get_methods);
-        register_method(&SPDK_GET_VERSION, spdk_get_version);
+        // States as SPDK registers them (load_config is rpc.py's client-side replay in SPDK;
+        // Keel's server-side one runs runtime methods, so it waits for the runtime state).
+        register_method_in(&RPC_GET_METHODS, rpc_get_methods, RpcStates::ANY);
+        register_method_in(&SPDK_GET_VERSION, spdk_get_version, RpcStates::ANY);
         register_method(&FRAMEWORK_GET_REACTORS, framework_get_reactors);
-        register_method(&FRAMEWORK_GET_SUBSYSTEMS, framework_get_subsystems);
-        register_method(&FRAMEWORK_GET_CONFIG, framework_get_config);
-        register_method(&SAVE_CONFIG, save_config);
+        register_method_in(
+            &FRAMEWORK_GET_SUBSYSTEMS,
+            framework_get_subsystems,
+            RpcStates::ANY,
+        );
+        register_method_in(&FRAMEWORK_GET_CONFIG, framework_get_config, RpcStates::ANY);
+        register_method_in(&SAVE_CONFIG, save_config, RpcStates::ANY);
         register_method(&LOAD_CONFIG, load_config);
-        register_method(&SPDK_KILL_INSTANCE, spdk_kill_instance);
+        register_method_in(&SPDK_KILL_INSTANCE, spdk_kill_instance, RpcStates::ANY);
     });
 }
 
@@ -44,7 +50,8 @@ static RPC_GET_METHODS: MethodSpec = MethodSpec {
     params: &[
         flag(
             "current",
-            "Accepted for SPDK compatibility (Keel has no start-up RPC state): ignored.",
+            "Only the methods callable in the current state (before or after \
+             framework_start_init).",
         ),
         flag(
             "include_aliases",
@@ -58,7 +65,6 @@ static RPC_GET_METHODS: MethodSpec = MethodSpec {
 #[serde(deny_unknown_fields)]
 struct GetMethods {
     #[serde(default)]
-    #[allow(dead_code)]
     current: Option<bool>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -67,7 +73,10 @@ struct GetMethods {
 
 fn rpc_get_methods(p: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
-        params::parse::<GetMethods>(p)?;
+        let req = params::parse::<GetMethods>(p)?;
+        if req.current == Some(true) {
+            return Ok(json!(registry::method_names_in(registry::rpc_state())));
+        }
         Ok(json!(registry::method_names()))
     })
 }

@@ -1,5 +1,9 @@
 //! JSON-RPC errors with SPDK's codes.
 
+/// SPDK's `SPDK_JSONRPC_ERROR_INVALID_STATE`: the method exists but may not be called in the
+/// server's current state (before or after `framework_start_init`).
+pub const INVALID_STATE: i32 = -1;
+
 /// A JSON-RPC error object: `code` is a JSON-RPC code (-32700 … -32603) or a negative errno.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} (code {code})")]

@@ -41,7 +41,8 @@ pub use config::{load_config_file, load_config_value, save_config_value, ConfigE
 pub use error::{RpcError, RpcResult};
 pub use protocol::decode_request;
 pub use registry::{
-    method_specs, register_config_subsystem, register_method, CliRewrite, HandlerFuture,
-    MethodSpec, ParamKind, ParamSpec,
+    method_specs, register_config_subsystem, register_method, register_method_in, rpc_state,
+    set_rpc_state, CliRewrite, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcState,
+    RpcStates,
 };
 pub use server::{RpcServer, RpcServerError, BUSY_POLL_PERIOD};

@@ -5,6 +5,7 @@ use crate::RpcResult;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 /// What a handler returns: a local (`!Send`) future run on the main reactor.
@@ -111,11 +112,92 @@ pub(crate) type Handler = fn(Option<serde_json::Value>) -> HandlerFuture;
 /// A config subsystem's save function.
 pub(crate) type SaveFn = fn() -> Vec<serde_json::Value>;
 
+/// The server's state, as SPDK's `spdk_rpc_set_state`: [`RpcState::Startup`] between a
+/// `--wait-for-rpc` start and `framework_start_init`, [`RpcState::Runtime`] afterwards (and from
+/// the start without `--wait-for-rpc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcState {
+    /// Initialisation is deferred: only methods marked [`RpcStates::STARTUP`] may be called.
+    Startup,
+    /// Initialised: only methods marked [`RpcStates::RUNTIME`] may be called.
+    Runtime,
+}
+
+/// The states in which a method may be called (SPDK's `SPDK_RPC_STARTUP | SPDK_RPC_RUNTIME`
+/// state mask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RpcStates(u8);
+
+impl RpcStates {
+    /// Only before `framework_start_init` (e.g. `framework_start_init` itself).
+    pub const STARTUP: RpcStates = RpcStates(1);
+    /// Only once initialised: what [`register_method`] gives.
+    pub const RUNTIME: RpcStates = RpcStates(2);
+    /// At any time (e.g. `rpc_get_methods`, the `log_*` methods).
+    pub const ANY: RpcStates = RpcStates(3);
+
+    /// Whether a method with these states may be called in `state`.
+    pub fn allows(self, state: RpcState) -> bool {
+        let bit = match state {
+            RpcState::Startup => Self::STARTUP.0,
+            RpcState::Runtime => Self::RUNTIME.0,
+        };
+        self.0 & bit != 0
+    }
+
+    /// SPDK's answer (-1, "invalid state") to a call of a method with these states in `state`,
+    /// or Ok when it may be called.
+    pub fn check(self, state: RpcState) -> Result<(), crate::RpcError> {
+        if self.allows(state) {
+            return Ok(());
+        }
+        let message = match state {
+            RpcState::Startup => {
+                "Method may only be called after framework is initialized using \
+                 framework_start_init RPC."
+            }
+            RpcState::Runtime => {
+                "Method may only be called before framework is initialized. Use --wait-for-rpc \
+                 command line parameter and then issue this RPC before the framework_start_init RPC."
+            }
+        };
+        Err(crate::RpcError {
+            code: crate::error::INVALID_STATE,
+            message: message.to_string(),
+        })
+    }
+}
+
+/// The current [`RpcState`], as a `u8` (0 = runtime, 1 = startup). Runtime by default, so a
+/// target without `--wait-for-rpc` (and every unit test) serves every method.
+static STATE: AtomicU8 = AtomicU8::new(0);
+
+/// Set the server's state (the target sets [`RpcState::Startup`] before starting the server
+/// with `--wait-for-rpc`, and [`RpcState::Runtime`] once `framework_start_init` has run).
+pub fn set_rpc_state(state: RpcState) {
+    let v = match state {
+        RpcState::Runtime => 0,
+        RpcState::Startup => 1,
+    };
+    STATE.store(v, Ordering::SeqCst);
+    log::debug!("rpc state: {state:?}");
+}
+
+/// The server's current state.
+pub fn rpc_state() -> RpcState {
+    match STATE.load(Ordering::SeqCst) {
+        0 => RpcState::Runtime,
+        _ => RpcState::Startup,
+    }
+}
+
 /// One registered method.
 #[derive(Clone, Copy)]
 pub(crate) struct Method {
     pub(crate) spec: &'static MethodSpec,
     pub(crate) handler: Handler,
+    /// When it may be called.
+    pub(crate) states: RpcStates,
 }
 
 /// Methods by name. Control path only: the lock is never held across an await or a handler
@@ -131,18 +213,36 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Register a method (server side). `handler` gets the raw `params` (None when absent).
-/// Registering a name twice panics: it is a programming error.
+/// Register a method (server side) callable once the target is initialised
+/// ([`RpcStates::RUNTIME`], as most SPDK methods). `handler` gets the raw `params` (None when
+/// absent). Registering a name twice panics: it is a programming error.
 pub fn register_method(
     spec: &'static MethodSpec,
     handler: fn(Option<serde_json::Value>) -> HandlerFuture,
+) {
+    register_method_in(spec, handler, RpcStates::RUNTIME);
+}
+
+/// Register a method callable in `states` (SPDK's state mask: e.g. [`RpcStates::ANY`] for
+/// a method that also works before `framework_start_init`). Registering a name twice panics.
+pub fn register_method_in(
+    spec: &'static MethodSpec,
+    handler: fn(Option<serde_json::Value>) -> HandlerFuture,
+    states: RpcStates,
 ) {
     let mut methods = lock(&METHODS);
     if methods.contains_key(spec.name) {
         drop(methods);
         panic!("JSON-RPC method {} registered twice", spec.name);
     }
-    methods.insert(spec.name, Method { spec, handler });
+    methods.insert(
+        spec.name,
+        Method {
+            spec,
+            handler,
+            states,
+        },
+    );
     log::trace!("registered JSON-RPC method {}", spec.name);
 }
 
@@ -173,6 +273,15 @@ pub(crate) fn lookup(name: &str) -> Option<Method> {
 /// Names of every registered method, sorted.
 pub(crate) fn method_names() -> Vec<&'static str> {
     lock(&METHODS).keys().copied().collect()
+}
+
+/// Names of the registered methods callable in `state`, sorted.
+pub(crate) fn method_names_in(state: RpcState) -> Vec<&'static str> {
+    lock(&METHODS)
+        .iter()
+        .filter(|(_, m)| m.states.allows(state))
+        .map(|(name, _)| *name)
+        .collect()
 }
 
 /// The registered config subsystems, in registration order.
@@ -251,6 +360,41 @@ mod tests {
         // The first registration is kept and the table still works.
         let m = lookup("test_registry_dup").unwrap();
         assert_eq!(crate::testutil::block_on((m.handler)(None)), Ok(json!("a")));
+    }
+
+    #[test]
+    fn state_masks_allow_and_refuse_like_spdk() {
+        assert!(RpcStates::ANY.allows(RpcState::Startup));
+        assert!(RpcStates::ANY.allows(RpcState::Runtime));
+        assert!(RpcStates::RUNTIME.check(RpcState::Runtime).is_ok());
+        assert!(RpcStates::STARTUP.check(RpcState::Startup).is_ok());
+        let early = RpcStates::RUNTIME.check(RpcState::Startup).unwrap_err();
+        assert_eq!(early.code, -1);
+        assert!(early.message.contains("after framework is initialized"));
+        let late = RpcStates::STARTUP.check(RpcState::Runtime).unwrap_err();
+        assert_eq!(late.code, -1);
+        assert!(late.message.contains("--wait-for-rpc"), "{}", late.message);
+        assert_eq!(rpc_state(), RpcState::Runtime, "runtime unless set");
+    }
+
+    static SPEC_STARTUP: MethodSpec = MethodSpec {
+        name: "test_registry_startup",
+        help: "S.",
+        params: &[],
+        cli_rewrite: None,
+    };
+
+    #[test]
+    fn methods_are_listed_by_state() {
+        register_method_in(&SPEC_STARTUP, answer_a, RpcStates::STARTUP);
+        assert_eq!(
+            lookup("test_registry_startup").unwrap().states,
+            RpcStates::STARTUP
+        );
+        let startup = method_names_in(RpcState::Startup);
+        let runtime = method_names_in(RpcState::Runtime);
+        assert!(startup.contains(&"test_registry_startup"));
+        assert!(!runtime.contains(&"test_registry_startup"));
     }
 
     fn save_one() -> Vec<serde_json::Value> {

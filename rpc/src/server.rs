@@ -496,7 +496,18 @@ impl Conn {
             }
             Decoded::Request { len, request } => {
                 self.input.drain(..len);
-                match registry::lookup(&request.method) {
+                let found = registry::lookup(&request.method);
+                let refused = found.and_then(|m| m.states.check(registry::rpc_state()).err());
+                if let Some(error) = refused {
+                    log::warn!(
+                        "rpc conn {}: {} refused in the current state",
+                        self.id,
+                        request.method
+                    );
+                    self.respond(request.id.as_ref(), &Err(error));
+                    return true;
+                }
+                match found {
                     Some(m) => {
                         log::debug!("rpc conn {}: {}", self.id, request.method);
                         self.in_flight = true;

@@ -4,6 +4,7 @@ use crate::args::Args;
 use crate::signals;
 use keel_reactor::pool::{self, PoolConfig};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+use keel_tgt::framework::InitPlan;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
@@ -92,8 +93,14 @@ pub fn run(args: Args) -> i32 {
     code
 }
 
-/// Runs first on the main core: RPC server, then the config file.
+/// Runs first on the main core: RPC server, then the init (config file or embedded default),
+/// or, with `--wait-for-rpc`, the server alone until `framework_start_init`.
 async fn startup(args: Args, state: Arc<AppState>) {
+    let plan = init_plan(&args);
+    if args.wait_for_rpc {
+        let failed = state.clone();
+        keel_tgt::framework::defer(plan.clone(), Box::new(move || failed.begin_shutdown(1)));
+    }
     match keel_rpc::RpcServer::start(&args.rpc_socket) {
         Ok(server) => RPC_SERVER.with(|s| *s.borrow_mut() = Some(server)),
         Err(e) => {
@@ -102,42 +109,38 @@ async fn startup(args: Args, state: Arc<AppState>) {
             return;
         }
     }
-    if let Some(path) = &args.config {
-        log::info!("loading config {path}");
-        if let Err(e) = keel_rpc::load_config_file(path).await {
-            log::error!("{e}");
-            state.begin_shutdown(1);
-            return;
-        }
-    } else if !args.no_default {
-        if let Err(e) = load_default_config().await {
-            log::error!("{e} (start with -c FILE or --no-default to run without the default)");
-            state.begin_shutdown(1);
-            return;
-        }
+    let mode = if args.interrupt_mode {
+        " (interrupt mode)"
+    } else {
+        ""
+    };
+    if args.wait_for_rpc {
+        log::info!(
+            "keel-tgt waiting for framework_start_init (--wait-for-rpc): reactors on cores {:?}{mode}, JSON-RPC on {}",
+            keel_reactor::cores(),
+            args.rpc_socket
+        );
+        return;
+    }
+    if let Err(e) = keel_tgt::framework::init(plan).await {
+        log::error!("{e}");
+        state.begin_shutdown(1);
+        return;
     }
     log::info!(
-        "keel-tgt ready: reactors on cores {:?}{}, JSON-RPC on {}",
+        "keel-tgt ready: reactors on cores {:?}{mode}, JSON-RPC on {}",
         keel_reactor::cores(),
-        if args.interrupt_mode {
-            " (interrupt mode)"
-        } else {
-            ""
-        },
         args.rpc_socket
     );
 }
 
-/// Replay the embedded default config and tell the user how to reach it.
-async fn load_default_config() -> Result<(), keel_rpc::ConfigError> {
-    let config: serde_json::Value =
-        serde_json::from_str(keel_tgt::DEFAULT_CONFIG).expect("embedded default config is JSON");
-    keel_rpc::load_config_value("the embedded default config", &config).await?;
-    log::info!(
-        "serving the default namespace (1 GiB malloc): nvme connect -t tcp -a 127.0.0.1 -s 4420 -n {}",
-        keel_tgt::DEFAULT_NQN
-    );
-    Ok(())
+/// What the init replays, from the flags.
+fn init_plan(args: &Args) -> InitPlan {
+    match &args.config {
+        Some(path) => InitPlan::ConfigFile(path.clone()),
+        None if args.no_default => InitPlan::Nothing,
+        None => InitPlan::Default(args.listen.clone()),
+    }
 }
 
 /// Runs on the main core: close the RPC socket, stop NVMe-oF (hosts disconnected), unregister every bdev (newest first, so stacked

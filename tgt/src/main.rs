@@ -8,17 +8,32 @@
 
 mod app;
 mod args;
-mod logging;
 mod signals;
 
 use clap::Parser;
 
 fn main() {
     let args = args::Args::parse();
+    if let Err(e) = args.validate() {
+        eprintln!("keel-tgt: {e}");
+        std::process::exit(2);
+    }
     if args.print_default_config {
-        print!("{}", keel_tgt::DEFAULT_CONFIG);
+        if args.listen.is_empty() {
+            print!("{}", keel_tgt::DEFAULT_CONFIG);
+        } else {
+            let config = keel_tgt::default_config(&args.listen);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&config).expect("a JSON value serialises")
+            );
+        }
         return;
     }
-    logging::init(&args.logflag);
+    if let Err(e) = keel_tgt::logging::init(&args.logflag) {
+        // clap refuses unknown flags first; this guards the library entry point too.
+        eprintln!("keel-tgt: -L: {e}");
+        std::process::exit(2);
+    }
     std::process::exit(app::run(args));
 }

@@ -570,3 +570,347 @@ fn exported_namespace_claims_its_bdev() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// stderr of a stopped target, as text.
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn unknown_log_flag_is_refused_at_start_up() {
+    let dir = temp_dir("logflag");
+    let sock = dir.join("s.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+        .args(["-m", "0x1", "--no-default", "-r", sock.to_str().unwrap()])
+        .args(["-L", "nvmf", "-L", "nvmf2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(20));
+    let err = stderr_of(&out);
+    assert!(
+        !out.status.success(),
+        "an unknown flag stops start-up: {err}"
+    );
+    assert!(err.contains("nvmf2"), "names the flag: {err}");
+    for known in ["nvmf_tcp", "bdev_raid", "rdma", "lvol", "all"] {
+        assert!(err.contains(known), "lists {known}: {err}");
+    }
+    assert!(!sock.exists(), "nothing was started");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Create a malloc bdev and wait for the examine (the raid module logs at debug whether it
+/// found a superblock: a `bdev_raid` debug line per bdev).
+fn malloc_examined(t: &Target, name: &str) {
+    t.result(
+        "bdev_malloc_create",
+        Some(json!({"name": name, "num_blocks": 8192, "block_size": 512})),
+    );
+    t.result("bdev_wait_for_examine", None);
+}
+
+#[test]
+fn log_flags_change_at_run_time_and_show_that_components_debug_lines() {
+    let t = Target::start("logrt", &[]);
+    let flags = t.result("log_get_flags", None);
+    for f in ["nvmf", "nvmf_tcp", "bdev_raid", "lvol", "rdma", "bdev"] {
+        assert_eq!(flags[f], false, "{f} listed and off: {flags}");
+    }
+    assert_eq!(t.result("log_get_level", None), "INFO");
+    assert_eq!(t.result("log_get_print_level", None), "INFO");
+
+    malloc_examined(&t, "Before");
+    assert_eq!(
+        t.result("log_set_flag", Some(json!({"flag": "bdev_raid"}))),
+        true
+    );
+    assert_eq!(t.result("log_get_flags", None)["bdev_raid"], true);
+    malloc_examined(&t, "During");
+    assert_eq!(
+        t.result("log_clear_flag", Some(json!({"flag": "bdev_raid"}))),
+        true
+    );
+    assert_eq!(t.result("log_get_flags", None)["bdev_raid"], false);
+    malloc_examined(&t, "After");
+
+    let bad = t.call("log_set_flag", Some(json!({"flag": "nvmf2"})));
+    assert_eq!(error_code(&bad), -32602, "{bad}");
+    assert!(bad["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("nvmf_tcp"));
+
+    // The level: WARNING hides the info lines (the flag's debug lines still show).
+    assert_eq!(
+        t.result("log_set_level", Some(json!({"level": "warning"}))),
+        true
+    );
+    assert_eq!(t.result("log_get_level", None), "WARNING");
+    t.result(
+        "bdev_malloc_create",
+        Some(json!({"name": "Quiet", "num_blocks": 64, "block_size": 512})),
+    );
+    assert_eq!(
+        error_code(&t.call("log_set_level", Some(json!({"level": "TRACE"})))),
+        -32602
+    );
+    t.result("log_set_print_level", Some(json!({"level": "INFO"})));
+    assert_eq!(t.result("log_get_level", None), "INFO");
+
+    let out = t.stop();
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("bdev During: no raid superblock"),
+        "debug line while the flag is on: {err}"
+    );
+    assert!(!err.contains("bdev Before: no raid superblock"), "{err}");
+    assert!(!err.contains("bdev After: no raid superblock"), "{err}");
+    assert!(err.contains("bdev Before registered"), "{err}");
+    assert!(
+        !err.contains("bdev Quiet registered"),
+        "no info line at WARNING: {err}"
+    );
+}
+
+#[test]
+fn log_flag_all_turns_on_every_flag_including_raid() {
+    let t = Target::start("logall", &["-L", "all"]);
+    let flags = t.result("log_get_flags", None);
+    assert!(
+        flags.as_object().unwrap().values().all(|v| v == true),
+        "{flags}"
+    );
+    malloc_examined(&t, "AllM0");
+    let err = stderr_of(&t.stop());
+    assert!(err.contains("bdev AllM0: no raid superblock"), "{err}");
+}
+
+/// `--listen` replaces the default 127.0.0.1:4420 listener; the start-up log says where.
+fn default_listeners(t: &Target) -> Vec<(String, String, String)> {
+    assert_eq!(t.result("framework_wait_init", None), true);
+    let subsystems = t.result("nvmf_get_subsystems", None);
+    let default = subsystems
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["nqn"] == "nqn.2016-06.io.keel:default")
+        .unwrap_or_else(|| panic!("default subsystem missing: {subsystems}"))
+        .clone();
+    default["listen_addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["adrfam"].as_str().unwrap().to_string(),
+                l["traddr"].as_str().unwrap().to_string(),
+                l["trsvcid"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn listen_flag_moves_the_default_listener() {
+    let t = Target::spawn("listen4", &["--listen", "127.0.0.1:5401"], true);
+    assert_eq!(
+        default_listeners(&t),
+        [("IPv4".into(), "127.0.0.1".into(), "5401".into())]
+    );
+    let err = stderr_of(&t.stop());
+    assert!(
+        err.contains("on 127.0.0.1:5401: nvme connect -t tcp -a 127.0.0.1 -s 5401"),
+        "{err}"
+    );
+    assert!(!err.contains("4420"), "{err}");
+
+    // --print-default-config shows the same listeners, as a config keel-tgt -c accepts.
+    let printed = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+        .args(["--print-default-config", "--listen", "127.0.0.1:5401"])
+        .args(["--listen", "[::1]:5402"])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let cfg: Value = serde_json::from_slice(&printed.stdout).expect("a JSON config");
+    let text = cfg.to_string();
+    assert!(
+        text.contains(r#""traddr":"127.0.0.1","trsvcid":"5401""#)
+            && text.contains(r#""traddr":"::1","trsvcid":"5402""#)
+            && !text.contains("4420"),
+        "{text}"
+    );
+
+    // An address that is not this host's is a start-up error naming it.
+    let dir = temp_dir("listenbad");
+    let sock = dir.join("s.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+        .args(["-m", "0x1", "-r", sock.to_str().unwrap()])
+        .args(["--listen", "192.0.2.1:5404"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    let err = stderr_of(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("192.0.2.1"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn listen_flag_takes_ipv6_in_brackets() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED listen_flag_takes_ipv6_in_brackets: this host has no IPv6 loopback");
+        return;
+    }
+    let t = Target::spawn(
+        "listen6",
+        &["--listen", "[::1]:5402", "--listen", "127.0.0.1:5405"],
+        true,
+    );
+    assert_eq!(
+        default_listeners(&t),
+        [
+            ("IPv6".into(), "::1".into(), "5402".into()),
+            ("IPv4".into(), "127.0.0.1".into(), "5405".into())
+        ]
+    );
+    // A host reaches it over IPv6.
+    assert!(std::net::TcpStream::connect("[::1]:5402").is_ok());
+    assert!(t.stop().status.success());
+}
+
+#[test]
+fn wait_for_rpc_defers_init_until_framework_start_init() {
+    let t = Target::spawn(
+        "waitrpc",
+        &["--wait-for-rpc", "--listen", "127.0.0.1:5403"],
+        true,
+    );
+    // Startup state: only startup methods.
+    let current = t.result("rpc_get_methods", Some(json!({"current": true})));
+    let current: Vec<&str> = current
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for m in [
+        "framework_start_init",
+        "framework_wait_init",
+        "log_set_flag",
+        "rpc_get_methods",
+        "bdev_raid_set_options",
+    ] {
+        assert!(
+            current.contains(&m),
+            "{m} callable before init: {current:?}"
+        );
+    }
+    assert!(!current.contains(&"bdev_malloc_create"), "{current:?}");
+    let early = t.call("bdev_get_bdevs", None);
+    assert_eq!(error_code(&early), -1, "{early}");
+    assert!(early["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("after framework is initialized"));
+    assert_eq!(
+        t.result("log_set_flag", Some(json!({"flag": "nvmf"}))),
+        true
+    );
+
+    // framework_wait_init waits for the init.
+    let mut waiting = UnixStream::connect(&t.socket).unwrap();
+    waiting
+        .write_all(br#"{"jsonrpc":"2.0","method":"framework_wait_init","id":9}"#)
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert!(
+        waiting.read(&mut b).is_err(),
+        "framework_wait_init answered before framework_start_init"
+    );
+
+    assert_eq!(t.result("framework_start_init", None), true);
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 256];
+    loop {
+        let n = waiting.read(&mut chunk).unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&chunk[..n]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&answer) {
+            assert_eq!(v["result"], true, "{v}");
+            assert_eq!(v["id"], 9);
+            break;
+        }
+    }
+    // Initialised: the default export on the --listen address, every method served.
+    assert_eq!(
+        default_listeners(&t),
+        [("IPv4".into(), "127.0.0.1".into(), "5403".into())]
+    );
+    assert_eq!(
+        t.result("bdev_get_bdevs", Some(json!({"name": "Malloc0"})))[0]["name"],
+        "Malloc0"
+    );
+    let again = t.call("framework_start_init", None);
+    assert_eq!(error_code(&again), -1, "{again}");
+    assert!(again["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--wait-for-rpc"));
+    let all = t.result("rpc_get_methods", Some(json!({"current": true})));
+    assert!(all
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "bdev_malloc_create"));
+    assert!(!all
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|m| m == "framework_start_init"));
+    let err = stderr_of(&t.stop());
+    assert!(err.contains("waiting for framework_start_init"), "{err}");
+}
+
+#[test]
+fn without_wait_for_rpc_start_init_is_refused_and_wait_init_answers() {
+    let t = Target::start("nowait", &[]);
+    assert_eq!(t.result("framework_wait_init", None), true);
+    let late = t.call("framework_start_init", None);
+    assert_eq!(error_code(&late), -1, "{late}");
+    assert!(t.stop().status.success());
+}
+
+#[test]
+fn failed_deferred_init_answers_the_error_and_stops() {
+    let dir = temp_dir("waitbadcfg");
+    let cfg = dir.join("bad.json");
+    std::fs::write(
+        &cfg,
+        r#"{"subsystems":[{"subsystem":"bdev","config":[
+            {"method":"bdev_malloc_create","params":{"name":"B","num_blocks":8,"block_size":1000}}]}]}"#,
+    )
+    .unwrap();
+    let t = Target::start("waitbad", &["--wait-for-rpc", "-c", cfg.to_str().unwrap()]);
+    let resp = t.call("framework_start_init", None);
+    assert_eq!(error_code(&resp), -32603, "{resp}");
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("framework_initialization failed"),
+        "{resp}"
+    );
+    let out = t.stop();
+    assert!(!out.status.success(), "exit code says start-up failed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
