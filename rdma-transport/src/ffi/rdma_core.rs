@@ -120,15 +120,20 @@ fn open(libdir: Option<&OsString>, soname: &str) -> Result<Lib, LoadError> {
     // (libibverbs reads its configuration lazily, on the first device list).
     match unsafe { libloading::Library::new(&path) } {
         Ok(lib) => Ok(Lib { lib, name }),
-        // glibc and musl both say "No such file or directory" for a library not found.
-        Err(e) if e.to_string().contains("No such file or directory") => {
-            Err(LoadError::NotFound { lib: name })
-        }
+        // Not found: the dynamic linker names this library with "No such file or directory"
+        // (glibc: "NAME: cannot open shared object file: ...", musl: "... NAME: ..."). A
+        // dependency of it that is missing names the dependency instead: "cannot load".
+        Err(e) if is_not_found(&e.to_string(), &name) => Err(LoadError::NotFound { lib: name }),
         Err(e) => Err(LoadError::Open {
             lib: name,
             reason: e.to_string(),
         }),
     }
+}
+
+/// Whether the dynamic linker's message `msg` says that `name` itself does not exist.
+fn is_not_found(msg: &str, name: &str) -> bool {
+    msg.contains("No such file or directory") && msg.contains(&format!("{name}:"))
 }
 
 /// Both libraries' function tables. The libraries stay loaded for the life of the process.
@@ -251,6 +256,56 @@ mod tests {
             }
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("opened a library that does not exist"),
+        }
+    }
+
+    #[test]
+    fn a_missing_dependency_is_not_a_missing_library() {
+        let glibc = "libnl-3.so.200: cannot open shared object file: No such file or directory";
+        assert!(!is_not_found(glibc, LIBIBVERBS));
+        assert!(is_not_found(
+            "libibverbs.so.1: cannot open shared object file: No such file or directory",
+            LIBIBVERBS
+        ));
+        assert!(is_not_found(
+            "Error loading shared library libibverbs.so.1: No such file or directory",
+            LIBIBVERBS
+        ));
+
+        // For real: a library whose dependency is gone (built with the C driver rustc links
+        // with). The answer names the dependency, and is "cannot load", not "not installed".
+        let dir = std::env::temp_dir().join(format!("keel-rdma-dep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("x.c");
+        std::fs::write(&src, "int keel_x(void) { return 1; }\n").unwrap();
+        let cc = |args: &[&str]| {
+            let st = std::process::Command::new("cc")
+                .args(args)
+                .current_dir(&dir)
+                .status()
+                .expect("run cc (the C driver rustc links with)");
+            assert!(st.success(), "cc {args:?}");
+        };
+        cc(&["-shared", "-fPIC", "-o", "libkeeldep.so", "x.c"]);
+        cc(&[
+            "-shared",
+            "-fPIC",
+            "-o",
+            LIBIBVERBS,
+            "x.c",
+            "-L.",
+            "-Wl,--no-as-needed",
+            "-lkeeldep",
+        ]);
+        std::fs::remove_file(dir.join("libkeeldep.so")).unwrap();
+        let r = open(Some(&dir.clone().into_os_string()), LIBIBVERBS);
+        let _ = std::fs::remove_dir_all(&dir);
+        match r {
+            Err(LoadError::Open { reason, .. }) => {
+                assert!(reason.contains("libkeeldep.so"), "{reason}")
+            }
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("loaded a library whose dependency is gone"),
         }
     }
 
