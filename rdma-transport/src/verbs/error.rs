@@ -5,7 +5,7 @@ use std::fmt;
 
 /// A verbs / RDMA CM call failed: which call, and the errno it reported; or rdma-core itself
 /// could not be loaded ([`Error::rdma_core`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub struct Error {
     op: &'static str,
     errno: i32,
@@ -81,6 +81,17 @@ impl Error {
     }
 }
 
+/// Debug shows the message too: examples' `main` prints errors with it.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("op", &self.op)
+            .field("errno", &self.errno)
+            .field("message", &self.to_string())
+            .finish()
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(e) = self.rdma_core {
@@ -112,6 +123,10 @@ mod tests {
         );
         let e = Error::new("ibv_alloc_pd", libc::ENOSPC);
         assert!(e.to_string().starts_with("ibv_alloc_pd failed: "));
+        assert!(
+            format!("{e:?}").contains("message: \"ibv_alloc_pd failed: "),
+            "{e:?}"
+        );
         assert_eq!(e.op(), "ibv_alloc_pd");
     }
 }
