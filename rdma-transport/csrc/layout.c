@@ -3,7 +3,9 @@
  * Rust bindings declare, as this C compiler sees them in the installed headers. The Rust test
  * (src/ffi/layout_tests.rs) computes the same rows with size_of/align_of/offset_of! and demands
  * that both tables are identical, so a binding that drifts from the headers fails the build's
- * tests instead of corrupting memory.
+ * tests instead of corrupting memory. Built only where the headers are installed (build.rs; CI
+ * installs libibverbs-dev and librdmacm-dev); Keel itself needs neither the headers nor the
+ * libraries to build.
  *
  * Row names: "T" = sizeof, "T@align" = alignment, "T.path" = offsetof, "T.path@size" = member
  * size, where T is the C type name.
@@ -50,6 +52,45 @@ static const struct keel_layout_entry table[] = {
 	OFF(S, ibv_device_attr, max_srq), OFF(S, ibv_device_attr, max_srq_wr),
 	OFF(S, ibv_device_attr, max_srq_sge), OFF(S, ibv_device_attr, max_pkeys),
 	OFF(S, ibv_device_attr, local_ca_ack_delay), OFF(S, ibv_device_attr, phys_port_cnt),
+
+	SIZE(S, ibv_context_ops), OFF(S, ibv_context_ops, _compat_query_device),
+	OFF(S, ibv_context_ops, _compat_query_port), OFF(S, ibv_context_ops, _compat_alloc_pd),
+	OFF(S, ibv_context_ops, _compat_dealloc_pd), OFF(S, ibv_context_ops, _compat_reg_mr),
+	OFF(S, ibv_context_ops, _compat_rereg_mr), OFF(S, ibv_context_ops, _compat_dereg_mr),
+	OFF(S, ibv_context_ops, alloc_mw), OFF(S, ibv_context_ops, bind_mw),
+	OFF(S, ibv_context_ops, dealloc_mw), OFF(S, ibv_context_ops, _compat_create_cq),
+	OFF(S, ibv_context_ops, poll_cq), OFF(S, ibv_context_ops, req_notify_cq),
+	OFF(S, ibv_context_ops, _compat_cq_event), OFF(S, ibv_context_ops, _compat_resize_cq),
+	OFF(S, ibv_context_ops, _compat_destroy_cq), OFF(S, ibv_context_ops, _compat_create_srq),
+	OFF(S, ibv_context_ops, _compat_modify_srq), OFF(S, ibv_context_ops, _compat_query_srq),
+	OFF(S, ibv_context_ops, _compat_destroy_srq), OFF(S, ibv_context_ops, post_srq_recv),
+	OFF(S, ibv_context_ops, _compat_create_qp), OFF(S, ibv_context_ops, _compat_query_qp),
+	OFF(S, ibv_context_ops, _compat_modify_qp), OFF(S, ibv_context_ops, _compat_destroy_qp),
+	OFF(S, ibv_context_ops, post_send), OFF(S, ibv_context_ops, post_recv),
+	OFF(S, ibv_context_ops, _compat_create_ah), OFF(S, ibv_context_ops, _compat_destroy_ah),
+	OFF(S, ibv_context_ops, _compat_attach_mcast),
+	OFF(S, ibv_context_ops, _compat_detach_mcast),
+	OFF(S, ibv_context_ops, _compat_async_event),
+
+	SIZE(S, ibv_context), OFF(S, ibv_context, device), OFF(S, ibv_context, ops),
+	OFF(S, ibv_context, cmd_fd), OFF(S, ibv_context, async_fd),
+	OFF(S, ibv_context, num_comp_vectors), OFF(S, ibv_context, mutex),
+	OFF(S, ibv_context, abi_compat),
+
+	SIZE(S, ibv_cq), OFF(S, ibv_cq, context), OFF(S, ibv_cq, channel),
+	OFF(S, ibv_cq, cq_context), OFF(S, ibv_cq, handle), OFF(S, ibv_cq, cqe),
+	OFF(S, ibv_cq, mutex), OFF(S, ibv_cq, cond), OFF(S, ibv_cq, comp_events_completed),
+	OFF(S, ibv_cq, async_events_completed),
+
+	SIZE(S, ibv_srq), OFF(S, ibv_srq, context), OFF(S, ibv_srq, srq_context),
+	OFF(S, ibv_srq, pd), OFF(S, ibv_srq, handle), OFF(S, ibv_srq, mutex),
+	OFF(S, ibv_srq, cond), OFF(S, ibv_srq, events_completed),
+
+	SIZE(S, ibv_qp), OFF(S, ibv_qp, context), OFF(S, ibv_qp, qp_context), OFF(S, ibv_qp, pd),
+	OFF(S, ibv_qp, send_cq), OFF(S, ibv_qp, recv_cq), OFF(S, ibv_qp, srq),
+	OFF(S, ibv_qp, handle), OFF(S, ibv_qp, qp_num), OFF(S, ibv_qp, state),
+	OFF(S, ibv_qp, qp_type), OFF(S, ibv_qp, mutex), OFF(S, ibv_qp, cond),
+	OFF(S, ibv_qp, events_completed),
 
 	SIZE(S, ibv_pd), OFF(S, ibv_pd, context), OFF(S, ibv_pd, handle),
 

@@ -1,5 +1,6 @@
 //! `librdmacm` declarations (rdma-core 44, `<rdma/rdma_cma.h>`): the connection manager types
-//! and calls Keel uses. Checked against the C header by `tests/layout.rs`.
+//! and calls Keel uses (a table filled when rdma-core is loaded, [`super::rdma_core`]). Checked
+//! against the C header by `layout_tests.rs`.
 
 use super::verbs::{
     ibv_ah_attr, ibv_comp_channel, ibv_context, ibv_cq, ibv_gid, ibv_pd, ibv_qp, ibv_qp_init_attr,
@@ -193,66 +194,69 @@ pub struct rdma_cm_event {
     pub param: rdma_cm_event_param,
 }
 
-extern "C" {
+super::rdma_core::rdma_core_fns! {
+    /// librdmacm's exported functions Keel calls (filled by [`super::rdma_core::load`]).
+    CmFns, cm;
+
     /// Opens an event channel.
-    pub fn rdma_create_event_channel() -> *mut rdma_event_channel;
+    fn rdma_create_event_channel() -> *mut rdma_event_channel;
     /// Closes an event channel (all ids destroyed and events acked first).
-    pub fn rdma_destroy_event_channel(channel: *mut rdma_event_channel);
+    fn rdma_destroy_event_channel(channel: *mut rdma_event_channel);
     /// Creates an id reporting on `channel`.
-    pub fn rdma_create_id(
+    fn rdma_create_id(
         channel: *mut rdma_event_channel,
         id: *mut *mut rdma_cm_id,
         context: *mut c_void,
         ps: rdma_port_space,
     ) -> c_int;
     /// Destroys an id (blocks until its delivered events are acked).
-    pub fn rdma_destroy_id(id: *mut rdma_cm_id) -> c_int;
+    fn rdma_destroy_id(id: *mut rdma_cm_id) -> c_int;
     /// Binds an id to a local address.
-    pub fn rdma_bind_addr(id: *mut rdma_cm_id, addr: *mut sockaddr) -> c_int;
+    fn rdma_bind_addr(id: *mut rdma_cm_id, addr: *mut sockaddr) -> c_int;
     /// Resolves a destination address (active side).
-    pub fn rdma_resolve_addr(
+    fn rdma_resolve_addr(
         id: *mut rdma_cm_id,
         src_addr: *mut sockaddr,
         dst_addr: *mut sockaddr,
         timeout_ms: c_int,
     ) -> c_int;
     /// Resolves the route (active side).
-    pub fn rdma_resolve_route(id: *mut rdma_cm_id, timeout_ms: c_int) -> c_int;
+    fn rdma_resolve_route(id: *mut rdma_cm_id, timeout_ms: c_int) -> c_int;
     /// Creates the id's QP (the id then moves it through its states).
-    pub fn rdma_create_qp(
+    fn rdma_create_qp(
         id: *mut rdma_cm_id,
         pd: *mut ibv_pd,
         qp_init_attr: *mut ibv_qp_init_attr,
     ) -> c_int;
     /// Destroys the id's QP.
-    pub fn rdma_destroy_qp(id: *mut rdma_cm_id);
+    fn rdma_destroy_qp(id: *mut rdma_cm_id);
     /// Connects (active side).
-    pub fn rdma_connect(id: *mut rdma_cm_id, conn_param: *mut rdma_conn_param) -> c_int;
+    fn rdma_connect(id: *mut rdma_cm_id, conn_param: *mut rdma_conn_param) -> c_int;
     /// Listens for connection requests.
-    pub fn rdma_listen(id: *mut rdma_cm_id, backlog: c_int) -> c_int;
+    fn rdma_listen(id: *mut rdma_cm_id, backlog: c_int) -> c_int;
     /// Accepts a connection request.
-    pub fn rdma_accept(id: *mut rdma_cm_id, conn_param: *mut rdma_conn_param) -> c_int;
+    fn rdma_accept(id: *mut rdma_cm_id, conn_param: *mut rdma_conn_param) -> c_int;
     /// Rejects a connection request with private data.
-    pub fn rdma_reject(
+    fn rdma_reject(
         id: *mut rdma_cm_id,
         private_data: *const c_void,
         private_data_len: u8,
     ) -> c_int;
     /// Disconnects.
-    pub fn rdma_disconnect(id: *mut rdma_cm_id) -> c_int;
+    fn rdma_disconnect(id: *mut rdma_cm_id) -> c_int;
     /// Reads the next event (EAGAIN on a non-blocking channel with none pending).
-    pub fn rdma_get_cm_event(
+    fn rdma_get_cm_event(
         channel: *mut rdma_event_channel,
         event: *mut *mut rdma_cm_event,
     ) -> c_int;
     /// Acknowledges and frees an event.
-    pub fn rdma_ack_cm_event(event: *mut rdma_cm_event) -> c_int;
+    fn rdma_ack_cm_event(event: *mut rdma_cm_event) -> c_int;
     /// Moves an id to another event channel.
-    pub fn rdma_migrate_id(id: *mut rdma_cm_id, channel: *mut rdma_event_channel) -> c_int;
+    fn rdma_migrate_id(id: *mut rdma_cm_id, channel: *mut rdma_event_channel) -> c_int;
     /// The devices librdmacm keeps open (null-terminated); free with `rdma_free_devices`.
-    pub fn rdma_get_devices(num_devices: *mut c_int) -> *mut *mut ibv_context;
+    fn rdma_get_devices(num_devices: *mut c_int) -> *mut *mut ibv_context;
     /// Releases the list of `rdma_get_devices`.
-    pub fn rdma_free_devices(list: *mut *mut ibv_context);
+    fn rdma_free_devices(list: *mut *mut ibv_context);
     /// Name of an event type.
-    pub fn rdma_event_str(event: rdma_cm_event_type) -> *const c_char;
+    fn rdma_event_str(event: rdma_cm_event_type) -> *const c_char;
 }

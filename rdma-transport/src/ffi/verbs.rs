@@ -1,8 +1,11 @@
 //! `libibverbs` declarations (rdma-core 44, `<infiniband/verbs.h>`): the structures Keel reads or
-//! fills, the constants it uses and the exported functions it calls. Structures whose fields Keel
-//! never touches are opaque. Every `repr(C)` type here is checked field by field against the C
-//! header by `tests/layout.rs`. C enums are `u32` with named constants, so an unknown value from
-//! the library is never undefined behaviour.
+//! fills, the constants it uses, the exported functions it calls (a table filled when rdma-core
+//! is loaded, [`super::rdma_core`]) and, in Rust, the per-I/O verbs that are `static inline` in
+//! the header (they call the provider through `ibv_context->ops`, whose layout rdma-core keeps
+//! stable for compatibility). Structures whose fields Keel never touches are opaque. Every
+//! `repr(C)` type here is checked field by field against the C header by `layout_tests.rs`
+//! (when the headers are installed). C enums are `u32` with named constants, so an unknown
+//! value from the library is never undefined behaviour.
 
 use libc::{c_char, c_int, c_uint, c_void, size_t};
 
@@ -20,14 +23,6 @@ macro_rules! opaque {
 opaque!(
     /// `struct ibv_device`: a device entry of `ibv_get_device_list`.
     ibv_device,
-    /// `struct ibv_context`: an open device.
-    ibv_context,
-    /// `struct ibv_cq`: a completion queue (fields read through the shim only).
-    ibv_cq,
-    /// `struct ibv_srq`: a shared receive queue.
-    ibv_srq,
-    /// `struct ibv_qp`: a queue pair (`qp_num` read through the shim).
-    ibv_qp,
     /// `struct ibv_ah`: an address handle (UD only; appears in `ibv_send_wr`).
     ibv_ah,
     /// `struct ibv_mw`: a memory window (appears in `ibv_send_wr`).
@@ -472,33 +467,270 @@ pub struct ibv_ah_attr {
     pub port_num: u8,
 }
 
-extern "C" {
+/// `struct ibv_context_ops`: the provider's entry points. Only the data-path ones Keel calls
+/// are typed; the others (mostly `_compat_*` slots kept for the ABI) are plain pointers.
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct ibv_context_ops {
+    pub _compat_query_device: *mut c_void,
+    pub _compat_query_port: *mut c_void,
+    pub _compat_alloc_pd: *mut c_void,
+    pub _compat_dealloc_pd: *mut c_void,
+    pub _compat_reg_mr: *mut c_void,
+    pub _compat_rereg_mr: *mut c_void,
+    pub _compat_dereg_mr: *mut c_void,
+    pub alloc_mw: *mut c_void,
+    pub bind_mw: *mut c_void,
+    pub dealloc_mw: *mut c_void,
+    pub _compat_create_cq: *mut c_void,
+    /// `ibv_poll_cq`.
+    pub poll_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int, *mut ibv_wc) -> c_int>,
+    /// `ibv_req_notify_cq`.
+    pub req_notify_cq: Option<unsafe extern "C" fn(*mut ibv_cq, c_int) -> c_int>,
+    pub _compat_cq_event: *mut c_void,
+    pub _compat_resize_cq: *mut c_void,
+    pub _compat_destroy_cq: *mut c_void,
+    pub _compat_create_srq: *mut c_void,
+    pub _compat_modify_srq: *mut c_void,
+    pub _compat_query_srq: *mut c_void,
+    pub _compat_destroy_srq: *mut c_void,
+    /// `ibv_post_srq_recv`.
+    pub post_srq_recv: Option<
+        unsafe extern "C" fn(*mut ibv_srq, *mut ibv_recv_wr, *mut *mut ibv_recv_wr) -> c_int,
+    >,
+    pub _compat_create_qp: *mut c_void,
+    pub _compat_query_qp: *mut c_void,
+    pub _compat_modify_qp: *mut c_void,
+    pub _compat_destroy_qp: *mut c_void,
+    /// `ibv_post_send`.
+    pub post_send:
+        Option<unsafe extern "C" fn(*mut ibv_qp, *mut ibv_send_wr, *mut *mut ibv_send_wr) -> c_int>,
+    /// `ibv_post_recv`.
+    pub post_recv:
+        Option<unsafe extern "C" fn(*mut ibv_qp, *mut ibv_recv_wr, *mut *mut ibv_recv_wr) -> c_int>,
+    pub _compat_create_ah: *mut c_void,
+    pub _compat_destroy_ah: *mut c_void,
+    pub _compat_attach_mcast: *mut c_void,
+    pub _compat_detach_mcast: *mut c_void,
+    pub _compat_async_event: *mut c_void,
+}
+
+/// `struct ibv_context`: an open device (the start of the provider's larger context; Keel
+/// only reads `ops`, behind a pointer from libibverbs).
+#[repr(C)]
+pub struct ibv_context {
+    /// The device.
+    pub device: *mut ibv_device,
+    /// The provider's entry points.
+    pub ops: ibv_context_ops,
+    /// Command fd.
+    pub cmd_fd: c_int,
+    /// Async event fd.
+    pub async_fd: c_int,
+    /// Completion vectors.
+    pub num_comp_vectors: c_int,
+    /// Library-internal lock.
+    pub mutex: libc::pthread_mutex_t,
+    /// Library-internal.
+    pub abi_compat: *mut c_void,
+}
+
+/// `struct ibv_cq`: a completion queue (the start of the provider's; Keel reads `context`).
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct ibv_cq {
+    /// The device context (its `ops` poll and arm the CQ).
+    pub context: *mut ibv_context,
+    pub channel: *mut ibv_comp_channel,
+    pub cq_context: *mut c_void,
+    pub handle: u32,
+    pub cqe: c_int,
+    pub mutex: libc::pthread_mutex_t,
+    pub cond: libc::pthread_cond_t,
+    pub comp_events_completed: u32,
+    pub async_events_completed: u32,
+}
+
+/// `struct ibv_srq`: a shared receive queue (Keel reads `context`).
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct ibv_srq {
+    /// The device context (its `ops` post receives).
+    pub context: *mut ibv_context,
+    pub srq_context: *mut c_void,
+    pub pd: *mut ibv_pd,
+    pub handle: u32,
+    pub mutex: libc::pthread_mutex_t,
+    pub cond: libc::pthread_cond_t,
+    pub events_completed: u32,
+}
+
+/// `struct ibv_qp`: a queue pair (Keel reads `context` and `qp_num`).
+#[repr(C)]
+#[allow(missing_docs)]
+pub struct ibv_qp {
+    /// The device context (its `ops` post work requests).
+    pub context: *mut ibv_context,
+    pub qp_context: *mut c_void,
+    pub pd: *mut ibv_pd,
+    pub send_cq: *mut ibv_cq,
+    pub recv_cq: *mut ibv_cq,
+    pub srq: *mut ibv_srq,
+    pub handle: u32,
+    /// The QP number (appears in work completions).
+    pub qp_num: u32,
+    pub state: c_uint,
+    pub qp_type: ibv_qp_type,
+    pub mutex: libc::pthread_mutex_t,
+    pub cond: libc::pthread_cond_t,
+    pub events_completed: u32,
+}
+
+// The per-I/O verbs, `static inline` in <infiniband/verbs.h>: one load of the object's context,
+// one of the provider's function, one indirect call — what the C inline function compiles to.
+// A provider always fills these slots; an empty one answers EOPNOTSUPP instead of jumping to 0.
+
+/// `ibv_post_send`: 0, or an errno with `*bad_wr` at the first work request not posted.
+///
+/// # Safety
+/// `qp` is a live QP; the chain and its SGE lists are valid for the call.
+#[inline]
+pub unsafe fn ibv_post_send(
+    qp: *mut ibv_qp,
+    wr: *mut ibv_send_wr,
+    bad_wr: *mut *mut ibv_send_wr,
+) -> c_int {
+    // SAFETY: a live QP points at its live context; the provider's function has this type.
+    unsafe {
+        match (*(*qp).context).ops.post_send {
+            Some(f) => f(qp, wr, bad_wr),
+            None => libc::EOPNOTSUPP,
+        }
+    }
+}
+
+/// `ibv_post_recv` (a QP without an SRQ).
+///
+/// # Safety
+/// `qp` is a live QP; the chain and its SGE lists are valid for the call.
+#[inline]
+pub unsafe fn ibv_post_recv(
+    qp: *mut ibv_qp,
+    wr: *mut ibv_recv_wr,
+    bad_wr: *mut *mut ibv_recv_wr,
+) -> c_int {
+    // SAFETY: as for ibv_post_send.
+    unsafe {
+        match (*(*qp).context).ops.post_recv {
+            Some(f) => f(qp, wr, bad_wr),
+            None => libc::EOPNOTSUPP,
+        }
+    }
+}
+
+/// `ibv_post_srq_recv`.
+///
+/// # Safety
+/// `srq` is a live SRQ; the chain and its SGE lists are valid for the call.
+#[inline]
+pub unsafe fn ibv_post_srq_recv(
+    srq: *mut ibv_srq,
+    wr: *mut ibv_recv_wr,
+    bad_wr: *mut *mut ibv_recv_wr,
+) -> c_int {
+    // SAFETY: a live SRQ points at its live context; the provider's function has this type.
+    unsafe {
+        match (*(*srq).context).ops.post_srq_recv {
+            Some(f) => f(srq, wr, bad_wr),
+            None => libc::EOPNOTSUPP,
+        }
+    }
+}
+
+/// `ibv_poll_cq`: completions written (at most `num_entries`), or negative on error.
+///
+/// # Safety
+/// `cq` is a live CQ; `wc` has room for `num_entries` completions.
+#[inline]
+pub unsafe fn ibv_poll_cq(cq: *mut ibv_cq, num_entries: c_int, wc: *mut ibv_wc) -> c_int {
+    // SAFETY: a live CQ points at its live context; the provider's function has this type.
+    unsafe {
+        match (*(*cq).context).ops.poll_cq {
+            Some(f) => f(cq, num_entries, wc),
+            None => -libc::EOPNOTSUPP,
+        }
+    }
+}
+
+/// `ibv_req_notify_cq`.
+///
+/// # Safety
+/// `cq` is a live CQ.
+#[inline]
+pub unsafe fn ibv_req_notify_cq(cq: *mut ibv_cq, solicited_only: c_int) -> c_int {
+    // SAFETY: as for ibv_poll_cq.
+    unsafe {
+        match (*(*cq).context).ops.req_notify_cq {
+            Some(f) => f(cq, solicited_only),
+            None => libc::EOPNOTSUPP,
+        }
+    }
+}
+
+/// `ibv_reg_mr` as the header's macro compiles it for access flags known only at run time:
+/// `ibv_reg_mr_iova2` with the address as the I/O virtual address.
+///
+/// # Safety
+/// As for `ibv_reg_mr`.
+#[inline]
+pub unsafe fn ibv_reg_mr(
+    pd: *mut ibv_pd,
+    addr: *mut c_void,
+    length: size_t,
+    access: c_uint,
+) -> *mut ibv_mr {
+    // SAFETY: forwarded contract.
+    unsafe { ibv_reg_mr_iova2(pd, addr, length, addr as u64, access) }
+}
+
+super::rdma_core::rdma_core_fns! {
+    /// libibverbs' exported functions Keel calls (filled by [`super::rdma_core::load`]).
+    VerbsFns, verbs;
+
     /// Lists the RDMA devices; the array is null-terminated. Free with `ibv_free_device_list`.
-    pub fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut ibv_device;
+    fn ibv_get_device_list(num_devices: *mut c_int) -> *mut *mut ibv_device;
     /// Frees a device list (opened contexts stay valid).
-    pub fn ibv_free_device_list(list: *mut *mut ibv_device);
+    fn ibv_free_device_list(list: *mut *mut ibv_device);
     /// The device's kernel name (e.g. `rxe0`).
-    pub fn ibv_get_device_name(device: *mut ibv_device) -> *const c_char;
+    fn ibv_get_device_name(device: *mut ibv_device) -> *const c_char;
     /// The device's node GUID, big-endian.
-    pub fn ibv_get_device_guid(device: *mut ibv_device) -> u64;
+    fn ibv_get_device_guid(device: *mut ibv_device) -> u64;
     /// Opens a device.
-    pub fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_context;
+    fn ibv_open_device(device: *mut ibv_device) -> *mut ibv_context;
     /// Closes a device opened with `ibv_open_device`.
-    pub fn ibv_close_device(context: *mut ibv_context) -> c_int;
+    fn ibv_close_device(context: *mut ibv_context) -> c_int;
     /// Queries device limits.
-    pub fn ibv_query_device(context: *mut ibv_context, attr: *mut ibv_device_attr) -> c_int;
+    fn ibv_query_device(context: *mut ibv_context, attr: *mut ibv_device_attr) -> c_int;
     /// Allocates a protection domain.
-    pub fn ibv_alloc_pd(context: *mut ibv_context) -> *mut ibv_pd;
+    fn ibv_alloc_pd(context: *mut ibv_context) -> *mut ibv_pd;
     /// Frees a protection domain (fails while objects use it).
-    pub fn ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int;
+    fn ibv_dealloc_pd(pd: *mut ibv_pd) -> c_int;
+    /// Registers a memory region with an I/O virtual address (behind `ibv_reg_mr`).
+    fn ibv_reg_mr_iova2(
+        pd: *mut ibv_pd,
+        addr: *mut c_void,
+        length: size_t,
+        iova: u64,
+        access: c_uint,
+    ) -> *mut ibv_mr;
     /// Deregisters a memory region.
-    pub fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int;
+    fn ibv_dereg_mr(mr: *mut ibv_mr) -> c_int;
     /// Creates a completion event channel.
-    pub fn ibv_create_comp_channel(context: *mut ibv_context) -> *mut ibv_comp_channel;
+    fn ibv_create_comp_channel(context: *mut ibv_context) -> *mut ibv_comp_channel;
     /// Destroys a completion event channel (fails while CQs use it).
-    pub fn ibv_destroy_comp_channel(channel: *mut ibv_comp_channel) -> c_int;
+    fn ibv_destroy_comp_channel(channel: *mut ibv_comp_channel) -> c_int;
     /// Creates a completion queue.
-    pub fn ibv_create_cq(
+    fn ibv_create_cq(
         context: *mut ibv_context,
         cqe: c_int,
         cq_context: *mut c_void,
@@ -506,19 +738,19 @@ extern "C" {
         comp_vector: c_int,
     ) -> *mut ibv_cq;
     /// Destroys a completion queue (blocks until its channel events are acked).
-    pub fn ibv_destroy_cq(cq: *mut ibv_cq) -> c_int;
+    fn ibv_destroy_cq(cq: *mut ibv_cq) -> c_int;
     /// Reads one completion event from a channel (fails with EAGAIN on a non-blocking fd).
-    pub fn ibv_get_cq_event(
+    fn ibv_get_cq_event(
         channel: *mut ibv_comp_channel,
         cq: *mut *mut ibv_cq,
         cq_context: *mut *mut c_void,
     ) -> c_int;
     /// Acknowledges completion events.
-    pub fn ibv_ack_cq_events(cq: *mut ibv_cq, nevents: c_uint);
+    fn ibv_ack_cq_events(cq: *mut ibv_cq, nevents: c_uint);
     /// Creates a shared receive queue.
-    pub fn ibv_create_srq(pd: *mut ibv_pd, attr: *mut ibv_srq_init_attr) -> *mut ibv_srq;
+    fn ibv_create_srq(pd: *mut ibv_pd, attr: *mut ibv_srq_init_attr) -> *mut ibv_srq;
     /// Destroys a shared receive queue (fails while QPs use it).
-    pub fn ibv_destroy_srq(srq: *mut ibv_srq) -> c_int;
+    fn ibv_destroy_srq(srq: *mut ibv_srq) -> c_int;
     /// Text for a completion status.
-    pub fn ibv_wc_status_str(status: ibv_wc_status) -> *const c_char;
+    fn ibv_wc_status_str(status: ibv_wc_status) -> *const c_char;
 }

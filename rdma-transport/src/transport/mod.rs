@@ -67,7 +67,8 @@ pub struct RdmaTransport {
 }
 
 impl RdmaTransport {
-    /// A transport with `opts`: checks them and that this machine has an RDMA device.
+    /// A transport with `opts`: checks them, loads rdma-core (the error says when it is not
+    /// installed) and checks that this machine has an RDMA device.
     pub fn new(opts: TransportOpts) -> Result<RdmaTransport, TransportError> {
         let cfg = config_of(&opts)?;
         let no_device = || {
@@ -79,6 +80,9 @@ impl RdmaTransport {
         };
         let n = match devices::refresh() {
             Ok(n) => n,
+            Err(e) if e.rdma_core().is_some() => {
+                return Err(TransportError::Unavailable(format!("RDMA transport: {e}")))
+            }
             Err(e) if e.errno() == libc::ENODEV => return Err(no_device()),
             Err(e) => {
                 return Err(TransportError::Unavailable(format!(

@@ -7,7 +7,7 @@
 
 use super::cq::set_nonblocking;
 use super::{Context, Error, ProtectionDomain, QpInit, QueuePair};
-use crate::ffi::{cm as fcm, shim, verbs as fv};
+use crate::ffi::{cm as fcm, verbs as fv};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
@@ -34,8 +34,9 @@ impl Drop for ChannelInner {
 pub struct CmEventChannel(Arc<ChannelInner>);
 
 impl CmEventChannel {
-    /// Creates a channel and makes its fd non-blocking.
+    /// Creates a channel (loading rdma-core on first use) and makes its fd non-blocking.
     pub fn new() -> Result<Self, Error> {
+        Error::load_rdma_core()?;
         // SAFETY: no preconditions.
         let ch = unsafe { fcm::rdma_create_event_channel() };
         let ptr = NonNull::new(ch).ok_or_else(|| Error::last("rdma_create_event_channel"))?;
@@ -522,7 +523,7 @@ impl CmId {
         let qp = unsafe { (*self.raw()).qp };
         let ptr = NonNull::new(qp).ok_or_else(|| Error::new("rdma_create_qp", libc::EIO))?;
         // SAFETY: the QP is alive.
-        let qp_num = unsafe { shim::keel_ibv_qp_num(ptr.as_ptr()) };
+        let qp_num = unsafe { (*ptr.as_ptr()).qp_num };
         Ok(self.qp.insert(QueuePair {
             ptr,
             qp_num,

@@ -1,7 +1,7 @@
 //! Completion channels and completion queues (polling is in [`super::data_path`]).
 
 use super::{Context, Error};
-use crate::ffi::{shim, verbs as fv};
+use crate::ffi::verbs as fv;
 use std::os::fd::RawFd;
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
@@ -122,7 +122,7 @@ impl CompletionQueue {
     /// Arms the CQ: the next completion (or next solicited one) raises a channel event.
     pub fn req_notify(&self, solicited_only: bool) -> Result<(), Error> {
         // SAFETY: the CQ is alive.
-        let rc = unsafe { shim::keel_ibv_req_notify_cq(self.as_ptr(), solicited_only.into()) };
+        let rc = unsafe { fv::ibv_req_notify_cq(self.as_ptr(), solicited_only.into()) };
         Error::check("ibv_req_notify_cq", rc)
     }
 }

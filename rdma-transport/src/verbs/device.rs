@@ -15,9 +15,11 @@ pub struct DeviceList {
 }
 
 impl DeviceList {
-    /// Lists the RDMA devices. On a host without RDMA devices this is an empty list, or an
-    /// error when the kernel has no RDMA support at all (ENOSYS).
+    /// Lists the RDMA devices (loading rdma-core on first use). On a host without RDMA devices
+    /// this is an empty list, or an error when the kernel has no RDMA support at all (ENOSYS);
+    /// without rdma-core, the error says so ([`Error::rdma_core`]).
     pub fn new() -> Result<Self, Error> {
+        Error::load_rdma_core()?;
         let mut n: libc::c_int = 0;
         // SAFETY: `n` is a valid out-pointer; the call has no other preconditions.
         let list = unsafe { fv::ibv_get_device_list(&mut n) };
@@ -231,8 +233,10 @@ impl Drop for CmDeviceList {
 
 /// The device contexts librdmacm uses for its ids (`rdma_get_devices`). Protection domains and
 /// CQs for CM connections must be created on these (an id's device is one of them, see
-/// [`super::CmId::device_context`]); they stay open while any returned `Arc` lives.
+/// [`super::CmId::device_context`]); they stay open while any returned `Arc` lives. Loads
+/// rdma-core on first use.
 pub fn cm_contexts() -> Result<Vec<Arc<Context>>, Error> {
+    Error::load_rdma_core()?;
     let mut n: libc::c_int = 0;
     // SAFETY: `n` is a valid out-pointer.
     let list = unsafe { fcm::rdma_get_devices(&mut n) };

@@ -1,7 +1,7 @@
 //! Memory regions.
 
 use super::{Error, ProtectionDomain, Sge};
-use crate::ffi::{shim, verbs as fv};
+use crate::ffi::verbs as fv;
 use std::ops::BitOr;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -65,7 +65,7 @@ impl MemoryRegion {
             return Err(Error::new("ibv_reg_mr", libc::EINVAL));
         }
         // SAFETY: the PD is alive (Arc); the caller guarantees the range.
-        let mr = unsafe { shim::keel_ibv_reg_mr(pd.as_ptr(), addr.cast(), len, access.bits()) };
+        let mr = unsafe { fv::ibv_reg_mr(pd.as_ptr(), addr.cast(), len, access.bits()) };
         let ptr = NonNull::new(mr).ok_or_else(|| Error::last("ibv_reg_mr"))?;
         Ok(Self {
             ptr,
