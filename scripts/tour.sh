@@ -9,7 +9,7 @@
 #   - `keel-rpc` is the release binary talking to this script's own socket (`-s SOCK`): the
 #     README's alias line is skipped, its default socket /var/tmp/keel.sock is not used;
 #   - the target is started the way the README's first command starts it (the embedded default
-#     configuration, from `keel-tgt --print-default-config`), with its own -r and port;
+#     configuration), with its own -r and `--listen` on a private port;
 #   - the tour's listener port 4421 becomes a private one; paths under /var/tmp/ and
 #     /tmp/keel.json are placed in a private directory.
 # The first command that fails stops the script with that command and its output. The one line
@@ -73,10 +73,7 @@ mapfile -t LINES < <(awk '
 ' README.md)
 [ ${#LINES[@]} -ge 10 ] || fail "found ${#LINES[@]} commands in README.md's tour"
 
-"$BIN/keel-tgt" --print-default-config | sed "s/\"4420\"/\"$PORT0\"/" > "$WORK/default.json" ||
-  fail "keel-tgt --print-default-config"
-grep -q "\"$PORT0\"" "$WORK/default.json" || fail "the default config has no port 4420 to move"
-"$BIN/keel-tgt" -r "$SOCK" -c "$WORK/default.json" > "$WORK/keel-tgt.log" 2>&1 &
+"$BIN/keel-tgt" -r "$SOCK" --listen "127.0.0.1:$PORT0" > "$WORK/keel-tgt.log" 2>&1 &
 TGT_PID=$!
 for _ in $(seq 200); do [ -S "$SOCK" ] && break; sleep 0.1; done
 [ -S "$SOCK" ] || { cat "$WORK/keel-tgt.log"; fail "keel-tgt did not start"; }
