@@ -33,6 +33,7 @@ pub mod params;
 pub mod protocol;
 mod registry;
 mod server;
+mod spdk_methods;
 #[cfg(test)]
 mod testutil;
 
