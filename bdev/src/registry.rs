@@ -61,6 +61,8 @@ struct CtlState {
     /// Live channels (one per core that took one), including ones kept by in-flight I/O.
     channels: usize,
     qos: QosLimits,
+    /// Latency histogram options while histograms are enabled.
+    histogram: Option<crate::histogram::HistogramOpts>,
     /// Unregistration futures waiting for the last descriptor/channel to go.
     waiters: Vec<Waker>,
 }
@@ -250,6 +252,37 @@ impl Bdev {
     /// Store new QoS limits (the caller spreads them to the cores).
     pub(crate) fn store_qos_limits(&self, limits: QosLimits) {
         lock(&self.inner.state).qos = limits;
+    }
+    /// The histogram options while histograms are enabled.
+    pub fn histogram_opts(&self) -> Option<crate::histogram::HistogramOpts> {
+        lock(&self.inner.state).histogram
+    }
+    /// Enable latency histograms with `opts` on every core (each core allocates its buckets
+    /// now, so the completion path never allocates), or disable them with `None` (dropping
+    /// what they counted). Enabling again with the same options keeps the counts. Control
+    /// path; errors say which option is unusable.
+    pub async fn set_histogram(
+        &self,
+        opts: Option<crate::histogram::HistogramOpts>,
+    ) -> Result<(), BdevError> {
+        if opts.is_some() && opts == self.histogram_opts() {
+            return Ok(());
+        }
+        let proto = match &opts {
+            Some(o) => Some(
+                crate::histogram::Histogram::new(o, keel_reactor::tick_rate())
+                    .map_err(BdevError::Invalid)?,
+            ),
+            None => None,
+        };
+        crate::stats::set_histograms(self.id(), proto).await;
+        lock(&self.inner.state).histogram = opts;
+        Ok(())
+    }
+    /// Every core's latency histogram merged; `None` when histograms are not enabled.
+    pub async fn histogram(&self) -> Option<crate::histogram::Histogram> {
+        self.histogram_opts()?;
+        crate::stats::merged_histogram(self.id()).await
     }
     /// A channel came to life on some core.
     pub(crate) fn channel_opened(&self) {
@@ -500,6 +533,7 @@ pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, B
                 descs: Vec::new(),
                 channels: 0,
                 qos: QosLimits::default(),
+                histogram: None,
                 waiters: Vec::new(),
             }),
         }),
