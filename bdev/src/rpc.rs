@@ -248,6 +248,9 @@ fn rpc_get_bdevs(params: Option<Value>) -> HandlerFuture {
 struct GetIostatParams {
     #[serde(default)]
     name: Option<String>,
+    /// Several bdevs (rpc.py v25+ `--names`, SPDK's newer form of `name`).
+    #[serde(default)]
+    names: Option<Vec<String>>,
     /// rpc.py sends `per_channel: false` by default; per-channel output is not supported.
     #[serde(default)]
     per_channel: bool,
@@ -256,14 +259,24 @@ struct GetIostatParams {
 static GET_IOSTAT_SPEC: MethodSpec = MethodSpec {
     name: "bdev_get_iostat",
     help: "I/O statistics of every bdev (or one), summed over all cores; latencies in ticks",
-    params: &[ParamSpec::option(
-        "name",
-        ParamKind::Str,
-        false,
-        Some("name"),
-        Some('b'),
-        "Name or alias of one bdev",
-    )],
+    params: &[
+        ParamSpec::option(
+            "name",
+            ParamKind::Str,
+            false,
+            Some("name"),
+            Some('b'),
+            "Name or alias of one bdev",
+        ),
+        ParamSpec::option(
+            "names",
+            ParamKind::StrList,
+            false,
+            Some("names"),
+            None,
+            "Names or aliases of several bdevs (comma-separated)",
+        ),
+    ],
     cli_rewrite: None,
 };
 
@@ -276,9 +289,21 @@ fn rpc_get_iostat(params: Option<Value>) -> HandlerFuture {
                 "per_channel statistics are not supported; omit per_channel for per-bdev totals",
             ));
         }
-        let bdevs = match p.name {
-            Some(n) => vec![crate::get_bdev(&n).ok_or_else(no_such_device)?],
-            None => crate::registry::all_bdevs(),
+        let bdevs = match (p.name, p.names) {
+            (Some(_), Some(_)) => {
+                return Err(RpcError::invalid_params(
+                    "Invalid parameters: give name or names, not both",
+                ))
+            }
+            (Some(n), None) => vec![crate::get_bdev(&n).ok_or_else(no_such_device)?],
+            (None, Some(names)) => names
+                .iter()
+                .map(|n| {
+                    crate::get_bdev(n)
+                        .ok_or_else(|| RpcError::errno(libc::ENODEV, format!("No such bdev: {n}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            (None, None) => crate::registry::all_bdevs(),
         };
         let stats = crate::stats::gather(bdevs.iter().map(Bdev::id).collect()).await;
         let list: Vec<Value> = bdevs
