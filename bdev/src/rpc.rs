@@ -254,6 +254,10 @@ struct GetIostatParams {
     /// rpc.py sends `per_channel: false` by default; per-channel output is not supported.
     #[serde(default)]
     per_channel: bool,
+    /// SPDK's reset after reading (`all`, `maxmin`, `error`, `none`): Keel's counters are
+    /// never reset, so only `none` is accepted.
+    #[serde(default)]
+    reset_mode: Option<String>,
 }
 
 static GET_IOSTAT_SPEC: MethodSpec = MethodSpec {
@@ -288,6 +292,23 @@ fn rpc_get_iostat(params: Option<Value>) -> HandlerFuture {
                 libc::ENOTSUP,
                 "per_channel statistics are not supported; omit per_channel for per-bdev totals",
             ));
+        }
+        match p.reset_mode.as_deref() {
+            None | Some("none") => {}
+            Some(m @ ("all" | "maxmin" | "error")) => {
+                return Err(RpcError::errno(
+                    libc::ENOTSUP,
+                    format!(
+                        "reset_mode {m}: Keel does not reset I/O statistics; read them without \
+                         reset_mode and subtract"
+                    ),
+                ))
+            }
+            Some(m) => {
+                return Err(RpcError::invalid_params(format!(
+                    "Invalid parameters: reset_mode {m:?}: one of all, maxmin, error, none"
+                )))
+            }
         }
         let bdevs = match (p.name, p.names) {
             (Some(_), Some(_)) => {

@@ -327,6 +327,20 @@ fn qos_iops_limit_paces_a_workload() {
         some["bdevs"][0]["num_read_ops"].as_u64().unwrap() - reads0,
         2 * total
     );
+    let (code, msg) = rpc_err(&[
+        "call",
+        "bdev_get_iostat",
+        r#"{"names": ["r_qos"], "reset_mode": "all"}"#,
+    ]);
+    assert_eq!(code, -i64::from(libc::ENOTSUP), "{msg}");
+    assert!(msg.contains("does not reset"), "{msg}");
+    let none = rpc(&[
+        "call",
+        "bdev_get_iostat",
+        r#"{"names": ["r_qos"], "reset_mode": "none"}"#,
+    ])
+    .unwrap();
+    assert_eq!(none["bdevs"][0]["name"], "r_qos");
     let (code, msg) = rpc_err(&["bdev_get_iostat", "--names", "r_qos,r_none"]);
     assert_eq!(code, -19);
     assert!(msg.contains("r_none"), "{msg}");
