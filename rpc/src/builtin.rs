@@ -131,7 +131,14 @@ fn framework_get_reactors(p: Option<Value>) -> HandlerFuture {
                     "busy": r.busy_ticks,
                     "idle": r.idle_ticks,
                     "in_interrupt": r.interrupt_mode,
-                    "lw_threads": [],
+                    // Keel's one thread per reactor, as thread_get_stats lists it; it has run
+                    // on this reactor since start-up (busy + idle).
+                    "lw_threads": [{
+                        "name": thread_name(r.lcore),
+                        "id": thread_id(r.lcore),
+                        "cpumask": core_mask_hex(r.lcore),
+                        "elapsed": r.busy_ticks.wrapping_add(r.idle_ticks),
+                    }],
                 })
             })
             .collect();
@@ -151,6 +158,16 @@ static THREAD_GET_STATS: MethodSpec = MethodSpec {
     cli_rewrite: None,
 };
 
+/// The name of the thread of the reactor on `core` (Keel runs one thread per reactor).
+fn thread_name(core: u32) -> String {
+    format!("reactor_{core}")
+}
+
+/// The id of the thread of the reactor on `core` (SPDK's thread ids start at 1).
+fn thread_id(core: u32) -> u64 {
+    u64::from(core) + 1
+}
+
 /// SPDK's cpuset format: the mask in hex, without `0x` (`spdk_cpuset_fmt`), for one core.
 fn core_mask_hex(core: u32) -> String {
     let digit = char::from_digit(1 << (core % 4), 16).unwrap_or('1');
@@ -167,8 +184,8 @@ fn thread_stats_json(stats: &[keel_reactor::ReactorStats]) -> Value {
         .map(|r| {
             debug_assert!(r.timed_pollers <= r.pollers);
             json!({
-                "name": format!("reactor_{}", r.lcore),
-                "id": u64::from(r.lcore) + 1,
+                "name": thread_name(r.lcore),
+                "id": thread_id(r.lcore),
                 "cpumask": core_mask_hex(r.lcore),
                 "busy": r.busy_ticks,
                 "idle": r.idle_ticks,

@@ -224,6 +224,11 @@ fn scenario(interrupt_mode: bool) {
     let reactors = r["result"]["reactors"].as_array().unwrap();
     assert_eq!(reactors.len(), 1);
     assert_eq!(reactors[0]["in_interrupt"], interrupt_mode);
+    let lw = &reactors[0]["lw_threads"][0];
+    assert_eq!(
+        (&lw["name"], &lw["id"], &lw["cpumask"]),
+        (&json!("reactor_0"), &json!(1), &json!("1"))
+    );
     assert!(r["result"]["tick_rate"].as_u64().unwrap() > 0);
     assert_eq!(r["result"]["pid"], std::process::id());
     // thread_get_stats: one thread per reactor, SPDK's fields; the RPC server's own poller
