@@ -1,6 +1,6 @@
 //! Built-in framework methods: `rpc_get_methods`, `spdk_get_version`, `framework_get_reactors`,
-//! `thread_get_stats`, `framework_get_subsystems`, `framework_get_config`, `save_config`, `load_config`,
-//! `spdk_kill_instance`, with SPDK's parameter names and result shapes.
+//! `thread_get_stats`, `framework_get_subsystems`, `framework_get_config`, `save_config`,
+//! `load_config`, `spdk_kill_instance`, with SPDK's parameter names and result shapes.
 
 use crate::registry::{self, register_method};
 use crate::{params, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError};
