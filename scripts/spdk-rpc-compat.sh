@@ -63,6 +63,84 @@ check "bdev_malloc_delete M0" rpc bdev_malloc_delete M0
 if rpc bdev_malloc_delete M0 >/dev/null 2>&1; then
   fail=$((fail+1)); echo "FAIL deleting a missing bdev must fail"
 else pass=$((pass+1)); echo "ok   deleting a missing bdev fails"; fi
+# ==== BEGIN issue-11 item 5 (rpcmethods): nvmf calls through rpc.py, the SPDK methods Keel added
+# (nvmf_subsystem_get_listeners/_controllers/_qpairs, nvmf_get_stats, thread_get_stats,
+# bdev_enable_histogram/bdev_get_histogram) with a real NVMe/TCP host (keel-perf), and -32601
+# for an SPDK method Keel lacks.
+nqn=nqn.2016-06.io.spdk:compat1
+host=nqn.2014-08.org.nvmexpress:uuid:11111111-2222-3333-4444-555555555555
+port=$("$venv/bin/python3" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+jcheck() { # jcheck NAME PYTHON-CONDITION-ON-d RPC-ARGS... : the answer must satisfy the condition
+  local name=$1 cond=$2; shift 2
+  check "$name" bash -c "out=\$($venv/bin/spdk-rpc -s $sock \"\$@\") || exit 1; $venv/bin/python3 -c \"import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if ($cond) else 1)\" \"\$out\" || { echo \"\$out\"; exit 1; }" _ "$@"
+}
+check "bdev_malloc_create -b H0 32 512" rpc bdev_malloc_create -b H0 32 512
+check "nvmf_create_transport -t TCP" rpc nvmf_create_transport -t TCP
+check "nvmf_create_subsystem -a -s -m" rpc nvmf_create_subsystem "$nqn" -a -s KEEL0001 -m 4
+check "nvmf_subsystem_add_ns" rpc nvmf_subsystem_add_ns "$nqn" H0
+check "nvmf_subsystem_add_listener -t tcp -a -s" rpc nvmf_subsystem_add_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port"
+check "nvmf_subsystem_add_host" rpc nvmf_subsystem_add_host "$nqn" "$host"
+jcheck "nvmf_get_subsystems shows namespace, listener, host" \
+  "d[0]['namespaces'][0]['bdev_name']=='H0' and d[0]['listen_addresses'][0]['trsvcid']=='$port' and d[0]['hosts'][0]['nqn']=='$host'" \
+  nvmf_get_subsystems "$nqn"
+check "nvmf_subsystem_remove_host" rpc nvmf_subsystem_remove_host "$nqn" "$host"
+jcheck "nvmf_subsystem_get_listeners" \
+  "d==[{'address':{'trtype':'TCP','adrfam':'IPv4','traddr':'127.0.0.1','trsvcid':'$port'}}]" \
+  nvmf_subsystem_get_listeners "$nqn"
+jcheck "nvmf_subsystem_get_controllers (none yet)" "d==[]" nvmf_subsystem_get_controllers "$nqn"
+# Examiners read a new bdev's first blocks: count from after them.
+check "bdev_wait_for_examine" rpc bdev_wait_for_examine
+rpc bdev_get_iostat --names H0 >"$dir/iostat0.json" 2>&1
+check "bdev_enable_histogram --histogram" rpc bdev_enable_histogram H0 --histogram
+# A real host: keel-perf over NVMe/TCP on core 1 for 8 s (long enough for the checks below
+# to see it connected on a loaded machine).
+cargo build -q -p keel-perf
+"${CARGO_TARGET_DIR:-target}/debug/keel-perf" -r "trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:$nqn" \
+  -c 0x2 -q 4 -t 8 -w randrw --no-progress >"$dir/perf.log" 2>&1 &
+perf=$!
+for _ in $(seq 100); do
+  rpc nvmf_subsystem_get_qpairs "$nqn" 2>/dev/null | grep -q '"qid": 1' && break; sleep 0.1
+done
+jcheck "nvmf_subsystem_get_qpairs shows the host's admin and I/O queues" \
+  "sorted(q['qid'] for q in d)==[0,1] and all(q['state']=='enabled' and q['thread']=='reactor_0' and q['listen_address']['trsvcid']=='$port' and q['peer_address']['traddr']=='127.0.0.1' and q['hostnqn'].startswith('nqn.') for q in d)" \
+  nvmf_subsystem_get_qpairs "$nqn"
+jcheck "nvmf_subsystem_get_controllers shows the host" \
+  "len(d)==1 and d[0]['num_io_qpairs']==1 and d[0]['cntrltype']=='io' and d[0]['hostnqn'].startswith('nqn.')" \
+  nvmf_subsystem_get_controllers "$nqn"
+jcheck "nvmf_get_stats counts the connected queues" \
+  "d['tick_rate']>0 and d['poll_groups'][0]['current_admin_qpairs']==1 and d['poll_groups'][0]['current_io_qpairs']==1 and {'trtype':'TCP'} in d['poll_groups'][0]['transports']" \
+  nvmf_get_stats
+wait $perf; perf_rc=$?
+check "keel-perf ran against the target" bash -c '[ "$0" = 0 ] || { cat "$1"; exit 1; }' "$perf_rc" "$dir/perf.log"
+jcheck "nvmf_get_stats: queues gone, completed I/O counted" \
+  "d['poll_groups'][0]['io_qpairs']==1 and d['poll_groups'][0]['current_io_qpairs']==0 and d['poll_groups'][0]['completed_nvme_io']>0" \
+  nvmf_get_stats
+rpc bdev_get_iostat --names H0 >"$dir/iostat.json" 2>&1
+check "bdev_get_iostat --names" grep -q '"name": "H0"' "$dir/iostat.json"
+rpc bdev_get_histogram H0 >"$dir/hist.json" 2>&1
+# Decoded the way SPDK's scripts/histogram.py does: little-endian u64 buckets, (1 << granularity)
+# per range, max_range - min_range + 1 ranges; every read and write since enabling counted once.
+check "bdev_get_histogram decodes to the I/O count" "$venv/bin/python3" -c '
+import base64, json, sys
+h = json.load(open(sys.argv[1]))
+s, s0 = (json.load(open(f))["bdevs"][0] for f in sys.argv[2:4])
+b = base64.b64decode(h["histogram"])
+assert len(b) == 8 * ((h["max_range"] - h["min_range"] + 1) << h["granularity"]), "layout"
+total = sum(int.from_bytes(b[i:i + 8], "little") for i in range(0, len(b), 8))
+ios = sum(s[k] - s0[k] for k in ("num_read_ops", "num_write_ops"))
+assert h["tsc_rate"] > 0 and total == ios > 0, (total, ios)' "$dir/hist.json" "$dir/iostat.json" "$dir/iostat0.json"
+check "bdev_enable_histogram --no-histogram" rpc bdev_enable_histogram H0 --no-histogram
+jcheck "thread_get_stats" \
+  "d['tick_rate']>0 and d['threads'][0]['name']=='reactor_0' and d['threads'][0]['busy']>0 and 'timed_pollers_count' in d['threads'][0]" \
+  thread_get_stats
+missing=$(rpc bdev_nvme_attach_controller -b Nvme0 -t tcp -a 127.0.0.1 -s "$port" -f ipv4 -n "$nqn" 2>&1)
+check "an SPDK method Keel lacks: -32601, 'Keel does not support'" bash -c \
+  'grep -q -- "-32601" <<<"$0" && grep -q "Keel does not support the SPDK method bdev_nvme_attach_controller yet" <<<"$0"' "$missing"
+check "nvmf_subsystem_remove_listener" rpc nvmf_subsystem_remove_listener "$nqn" -t tcp -a 127.0.0.1 -s "$port"
+check "nvmf_subsystem_remove_ns" rpc nvmf_subsystem_remove_ns "$nqn" 1
+check "nvmf_delete_subsystem" rpc nvmf_delete_subsystem "$nqn"
+check "bdev_malloc_delete H0" rpc bdev_malloc_delete H0
+# ==== END issue-11 item 5 (rpcmethods)
 check "spdk_kill_instance SIGTERM" rpc spdk_kill_instance SIGTERM
 for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 if kill -0 $pid 2>/dev/null; then fail=$((fail+1)); echo "FAIL keel-tgt still running after spdk_kill_instance"

@@ -1,5 +1,6 @@
 //! Local bdev path throughput on one reactor core: a closed loop of 128 outstanding 4 KiB reads
-//! (each completion callback resubmits), null bdev and malloc bdev. Criterion reports
+//! (each completion callback resubmits), null bdev, malloc bdev, and null bdev with a latency
+//! histogram enabled. Criterion reports
 //! elements/s = IOPS. Run: `cargo bench -p keel-bdev --bench null_io`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -152,6 +153,21 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("malloc", |b| {
         b.iter_custom(|iters| timed("bench_malloc", iters))
+    });
+    // The same null bdev path with a latency histogram enabled (bdev_enable_histogram).
+    null::create("bench_null_hist", 1 << 24, 512, None).expect("null bdev");
+    let (tx, rx) = mpsc::channel();
+    keel_reactor::spawn_on(0, move || async move {
+        let b = keel_bdev::get_bdev("bench_null_hist").expect("bdev");
+        let on = b
+            .set_histogram(Some(keel_bdev::histogram::HistogramOpts::default()))
+            .await;
+        let _ = tx.send(on.is_ok());
+    })
+    .expect("spawn on core 0");
+    assert!(rx.recv_timeout(Duration::from_secs(10)).expect("enabled"));
+    g.bench_function("null_histogram", |b| {
+        b.iter_custom(|iters| timed("bench_null_hist", iters))
     });
     g.finish();
     keel_reactor::request_shutdown();

@@ -1032,6 +1032,137 @@ mod tests {
         block_on(unregister("io_malloc")).unwrap();
     }
 
+    /// `bdev_get_histogram`'s answer decoded: (granularity, min_range, buckets).
+    fn get_histogram(name: &str) -> Result<(u32, u32, Vec<u64>), keel_rpc::RpcError> {
+        let v = block_on(crate::rpc::rpc_get_histogram(Some(
+            serde_json::json!({ "name": name }),
+        )))?;
+        assert!(v["tsc_rate"].as_u64().unwrap() > 0);
+        let bytes = crate::histogram::tests::base64_decode(v["histogram"].as_str().unwrap());
+        let (g, min, max) = (
+            v["granularity"].as_u64().unwrap() as u32,
+            v["min_range"].as_u64().unwrap() as u32,
+            v["max_range"].as_u64().unwrap() as u32,
+        );
+        let buckets: Vec<u64> = bytes
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(buckets.len() as u64, u64::from(max - min + 1) << g);
+        Ok((g, min, buckets))
+    }
+
+    fn enable_histogram(p: serde_json::Value) -> Result<serde_json::Value, keel_rpc::RpcError> {
+        block_on(crate::rpc::rpc_enable_histogram(Some(p)))
+    }
+
+    #[test]
+    fn histogram_counts_completed_io_in_spdk_layout() {
+        use serde_json::json;
+        let (desc, _) = hold_bdev("io_hist");
+        let ch = desc.get_io_channel().unwrap();
+        let e = get_histogram("io_hist").unwrap_err();
+        assert_eq!(e.code, -libc::EFAULT, "{e}");
+        assert!(e.message.contains("bdev_enable_histogram"), "{e}");
+        assert_eq!(
+            enable_histogram(json!({"name": "io_hist", "enable": true})),
+            Ok(json!(true))
+        );
+        // 5 writes and 3 reads, each held ~2 ms by the backend.
+        let mut buf = vec![0u8; 512];
+        for i in 0..8 {
+            let io = iov(&mut buf);
+            if i < 5 {
+                ch.write(&[io], i, 1, record, i as usize).unwrap();
+            } else {
+                ch.read(&[io], i, 1, record, i as usize).unwrap();
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        for io in take_held() {
+            io.complete(IoStatus::Success);
+        }
+        poll_completions();
+        assert_eq!(done().len(), 8);
+        let (g, min_range, buckets) = get_histogram("io_hist").unwrap();
+        assert_eq!(
+            buckets.iter().sum::<u64>(),
+            8,
+            "every completion counted once"
+        );
+        // Each sits in a bucket whose upper bound (as SPDK's histogram.py computes it) is at
+        // least the 2 ms the I/O was held.
+        let two_ms = keel_reactor::tick_rate() / 500;
+        for (i, _) in buckets.iter().enumerate().filter(|(_, &c)| c > 0) {
+            let (r, j) = ((i >> g) as u32 + min_range, (i as u64) & ((1 << g) - 1));
+            let end = if r > 0 {
+                (1u64 << (r + g - 1)) + ((j + 1) << (r - 1))
+            } else {
+                j + 1
+            };
+            assert!(
+                end > two_ms,
+                "bucket {i} ends at {end} ticks < 2 ms ({two_ms})"
+            );
+        }
+        // Enabling again with the same options keeps the counts; save_config records it.
+        enable_histogram(json!({"name": "io_hist", "enable": true})).unwrap();
+        assert_eq!(get_histogram("io_hist").unwrap().2.iter().sum::<u64>(), 8);
+        assert!(crate::rpc::save_config().iter().any(|c| c
+            == &json!({"method": "bdev_enable_histogram",
+                       "params": {"name": "io_hist", "enable": true}})));
+        // Only reads: a fresh histogram with the new options.
+        enable_histogram(json!({"name": "io_hist", "enable": true, "opc": "read",
+                                "granularity": 4, "min_nsec": 0, "max_nsec": 1_000_000_000}))
+        .unwrap();
+        ch.write(&[iov(&mut buf)], 0, 1, record, 0).unwrap();
+        ch.read(&[iov(&mut buf)], 0, 1, record, 1).unwrap();
+        for io in take_held() {
+            io.complete(IoStatus::IoError);
+        }
+        poll_completions();
+        assert_eq!(done().len(), 2);
+        let (g, min_range, buckets) = get_histogram("io_hist").unwrap();
+        assert_eq!((g, min_range), (4, 0));
+        assert_eq!(
+            buckets.iter().sum::<u64>(),
+            1,
+            "the read only, failed or not"
+        );
+        // Bad options are refused and change nothing.
+        for bad in [
+            json!({"name": "io_hist", "enable": true, "opc": "compare"}),
+            json!({"name": "io_hist", "enable": true, "opc": "bogus"}),
+            json!({"name": "io_hist", "enable": true, "min_nsec": 10, "max_nsec": 10}),
+            json!({"name": "io_hist", "enable": true, "granularity": 200}),
+        ] {
+            let e = enable_histogram(bad.clone()).unwrap_err();
+            assert_eq!(e.code, -libc::EINVAL, "{bad}: {e}");
+        }
+        assert_eq!(
+            enable_histogram(json!({"name": "nope", "enable": true}))
+                .unwrap_err()
+                .code,
+            -libc::ENODEV
+        );
+        assert_eq!(
+            enable_histogram(json!({"name": "io_hist"}))
+                .unwrap_err()
+                .code,
+            -32602
+        );
+        assert_eq!(get_histogram("io_hist").unwrap().2.iter().sum::<u64>(), 1);
+        // Disabled: gone, and out of save_config.
+        enable_histogram(json!({"name": "io_hist", "enable": false})).unwrap();
+        assert_eq!(get_histogram("io_hist").unwrap_err().code, -libc::EFAULT);
+        assert!(!crate::rpc::save_config()
+            .iter()
+            .any(|c| c["method"] == "bdev_enable_histogram" && c["params"]["name"] == "io_hist"));
+        drop(ch);
+        drop(desc);
+        block_on(unregister("io_hist")).unwrap();
+    }
+
     #[test]
     fn bad_submissions_are_refused_without_callback() {
         modules::null::create("io_bad", 100, 512, None).unwrap();

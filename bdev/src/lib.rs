@@ -15,6 +15,7 @@
 //! - `examine`: modules that look at every new bdev (lvol, raid) and waiting for them.
 //! - `io_path`: HOT PATH — channels, descriptor pools, submission, deferred completion.
 //! - `stats`: per-core I/O counters and their aggregation.
+//! - `histogram`: latency histograms in SPDK's layout (`bdev_enable_histogram`).
 //! - `percore`: each core's per-bdev state (its channel, its counters).
 //! - `qos`: per-core rate limits (`bdev_set_qos_limit`).
 //! - `modules/`: `malloc`, `null`, `uring`, `delay`, `error`, and `stack`, the helpers every
@@ -24,6 +25,7 @@
 
 mod backend;
 mod examine;
+pub mod histogram;
 mod io_path;
 pub mod lvol;
 pub mod modules;

@@ -61,6 +61,8 @@ struct CtlState {
     /// Live channels (one per core that took one), including ones kept by in-flight I/O.
     channels: usize,
     qos: QosLimits,
+    /// Latency histogram options while histograms are enabled.
+    histogram: Option<crate::histogram::HistogramOpts>,
     /// Unregistration futures waiting for the last descriptor/channel to go.
     waiters: Vec<Waker>,
 }
@@ -255,6 +257,37 @@ impl Bdev {
     /// (a channel lives until its last I/O completes). Control path (takes the bdev's lock).
     pub fn has_io_channels(&self) -> bool {
         lock(&self.inner.state).channels > 0
+    }
+    /// The histogram options while histograms are enabled.
+    pub fn histogram_opts(&self) -> Option<crate::histogram::HistogramOpts> {
+        lock(&self.inner.state).histogram
+    }
+    /// Enable latency histograms with `opts` on every core (each core allocates its buckets
+    /// now, so the completion path never allocates), or disable them with `None` (dropping
+    /// what they counted). Enabling again with the same options keeps the counts. Control
+    /// path; errors say which option is unusable.
+    pub async fn set_histogram(
+        &self,
+        opts: Option<crate::histogram::HistogramOpts>,
+    ) -> Result<(), BdevError> {
+        if opts.is_some() && opts == self.histogram_opts() {
+            return Ok(());
+        }
+        let proto = match &opts {
+            Some(o) => Some(
+                crate::histogram::Histogram::new(o, keel_reactor::tick_rate())
+                    .map_err(BdevError::Invalid)?,
+            ),
+            None => None,
+        };
+        crate::stats::set_histograms(self.id(), proto).await;
+        lock(&self.inner.state).histogram = opts;
+        Ok(())
+    }
+    /// Every core's latency histogram merged; `None` when histograms are not enabled.
+    pub async fn histogram(&self) -> Option<crate::histogram::Histogram> {
+        self.histogram_opts()?;
+        crate::stats::merged_histogram(self.id()).await
     }
     /// A channel came to life on some core.
     pub(crate) fn channel_opened(&self) {
@@ -505,6 +538,7 @@ pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, B
                 descs: Vec::new(),
                 channels: 0,
                 qos: QosLimits::default(),
+                histogram: None,
                 waiters: Vec::new(),
             }),
         }),

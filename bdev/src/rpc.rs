@@ -6,6 +6,7 @@
 //! SPDK's negative-errno error), [`parse_uuid`], [`delete_of_module`] and
 //! [`total_size_to_num_blocks`] (rpc.py's MiB → `num_blocks` client-side rewrite).
 
+use crate::histogram::{Histogram, HistogramOpts};
 use crate::qos::QosLimits;
 use crate::{Bdev, BdevError, IoType, Uuid};
 use keel_reactor::PollerId;
@@ -27,6 +28,8 @@ pub fn register() {
         keel_rpc::register_method(&GET_IOSTAT_SPEC, rpc_get_iostat);
         keel_rpc::register_method(&SET_QOS_SPEC, rpc_set_qos_limit);
         keel_rpc::register_method(&WAIT_EXAMINE_SPEC, rpc_wait_for_examine);
+        keel_rpc::register_method(&ENABLE_HISTOGRAM_SPEC, rpc_enable_histogram);
+        keel_rpc::register_method(&GET_HISTOGRAM_SPEC, rpc_get_histogram);
         crate::modules::malloc::register_rpcs();
         crate::modules::null::register_rpcs();
         crate::modules::uring::register_rpcs();
@@ -245,22 +248,39 @@ fn rpc_get_bdevs(params: Option<Value>) -> HandlerFuture {
 struct GetIostatParams {
     #[serde(default)]
     name: Option<String>,
+    /// Several bdevs (rpc.py v25+ `--names`, SPDK's newer form of `name`).
+    #[serde(default)]
+    names: Option<Vec<String>>,
     /// rpc.py sends `per_channel: false` by default; per-channel output is not supported.
     #[serde(default)]
     per_channel: bool,
+    /// SPDK's reset after reading (`all`, `maxmin`, `error`, `none`): Keel's counters are
+    /// never reset, so only `none` is accepted.
+    #[serde(default)]
+    reset_mode: Option<String>,
 }
 
 static GET_IOSTAT_SPEC: MethodSpec = MethodSpec {
     name: "bdev_get_iostat",
     help: "I/O statistics of every bdev (or one), summed over all cores; latencies in ticks",
-    params: &[ParamSpec::option(
-        "name",
-        ParamKind::Str,
-        false,
-        Some("name"),
-        Some('b'),
-        "Name or alias of one bdev",
-    )],
+    params: &[
+        ParamSpec::option(
+            "name",
+            ParamKind::Str,
+            false,
+            Some("name"),
+            Some('b'),
+            "Name or alias of one bdev",
+        ),
+        ParamSpec::option(
+            "names",
+            ParamKind::StrList,
+            false,
+            Some("names"),
+            None,
+            "Names or aliases of several bdevs (comma-separated)",
+        ),
+    ],
     cli_rewrite: None,
 };
 
@@ -273,9 +293,38 @@ fn rpc_get_iostat(params: Option<Value>) -> HandlerFuture {
                 "per_channel statistics are not supported; omit per_channel for per-bdev totals",
             ));
         }
-        let bdevs = match p.name {
-            Some(n) => vec![crate::get_bdev(&n).ok_or_else(no_such_device)?],
-            None => crate::registry::all_bdevs(),
+        match p.reset_mode.as_deref() {
+            None | Some("none") => {}
+            Some(m @ ("all" | "maxmin" | "error")) => {
+                return Err(RpcError::errno(
+                    libc::ENOTSUP,
+                    format!(
+                        "reset_mode {m}: Keel does not reset I/O statistics; read them without \
+                         reset_mode and subtract"
+                    ),
+                ))
+            }
+            Some(m) => {
+                return Err(RpcError::invalid_params(format!(
+                    "Invalid parameters: reset_mode {m:?}: one of all, maxmin, error, none"
+                )))
+            }
+        }
+        let bdevs = match (p.name, p.names) {
+            (Some(_), Some(_)) => {
+                return Err(RpcError::invalid_params(
+                    "Invalid parameters: give name or names, not both",
+                ))
+            }
+            (Some(n), None) => vec![crate::get_bdev(&n).ok_or_else(no_such_device)?],
+            (None, Some(names)) => names
+                .iter()
+                .map(|n| {
+                    crate::get_bdev(n)
+                        .ok_or_else(|| RpcError::errno(libc::ENODEV, format!("No such bdev: {n}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            (None, None) => crate::registry::all_bdevs(),
         };
         let stats = crate::stats::gather(bdevs.iter().map(Bdev::id).collect()).await;
         let list: Vec<Value> = bdevs
@@ -397,11 +446,232 @@ fn rpc_wait_for_examine(params: Option<Value>) -> HandlerFuture {
     })
 }
 
+// ---- latency histograms ----
+
+static ENABLE_HISTOGRAM_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_enable_histogram",
+    help: "Enable (--histogram) or disable (--no-histogram) a bdev's I/O latency histogram \
+           (SPDK's layout; read it with bdev_get_histogram)",
+    params: &[
+        ParamSpec::positional("name", ParamKind::Str, true, "Name of the bdev"),
+        ParamSpec::option(
+            "enable",
+            ParamKind::Bool,
+            false,
+            Some("histogram"),
+            None,
+            "Enable the histogram",
+        ),
+        ParamSpec::option(
+            "no_histogram",
+            ParamKind::Bool,
+            false,
+            Some("no-histogram"),
+            None,
+            "Disable the histogram (dropping its counts)",
+        ),
+        ParamSpec::option(
+            "opc",
+            ParamKind::Str,
+            false,
+            None,
+            Some('o'),
+            "Only this I/O type: read, write, write_zeroes, unmap, flush, reset (default: all)",
+        ),
+        ParamSpec::option(
+            "granularity",
+            ParamKind::Int,
+            false,
+            None,
+            None,
+            "log2 of the buckets per power of two (default 7)",
+        ),
+        ParamSpec::option(
+            "min_nsec",
+            ParamKind::Int,
+            false,
+            None,
+            None,
+            "Lowest latency tracked, ns (default 1000)",
+        ),
+        ParamSpec::option(
+            "max_nsec",
+            ParamKind::Int,
+            false,
+            None,
+            None,
+            "Highest latency tracked, ns (default 120 s)",
+        ),
+    ],
+    cli_rewrite: Some(histogram_flag),
+};
+
+/// rpc.py's `--histogram` / `--no-histogram` (one of them required) become `enable`.
+fn histogram_flag(m: &mut Map<String, Value>) -> Result<(), String> {
+    let off = m.remove("no_histogram") == Some(Value::Bool(true));
+    let on = m.get("enable") == Some(&Value::Bool(true));
+    match (on, off) {
+        (true, true) => Err("give one of --histogram and --no-histogram".into()),
+        (false, false) => Err("--histogram or --no-histogram is required".into()),
+        _ => {
+            m.insert("enable".into(), Value::Bool(on));
+            Ok(())
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnableHistogramParams {
+    name: String,
+    enable: bool,
+    #[serde(default)]
+    opc: Option<String>,
+    #[serde(default)]
+    granularity: Option<u8>,
+    #[serde(default)]
+    min_nsec: Option<u64>,
+    #[serde(default)]
+    max_nsec: Option<u64>,
+}
+
+/// SPDK's I/O type name `opc` as a Keel I/O type; SPDK's other types are named as such.
+fn histogram_io_type(opc: &str) -> Result<IoType, RpcError> {
+    if let Some(t) = IoType::ALL.iter().find(|t| t.name() == opc) {
+        return Ok(*t);
+    }
+    let keel: Vec<&str> = IoType::ALL.iter().map(|t| t.name()).collect();
+    const SPDK_ONLY: &[&str] = &[
+        "nvme_admin",
+        "nvme_io",
+        "nvme_io_md",
+        "zcopy",
+        "get_zone_info",
+        "zone_management",
+        "zone_append",
+        "compare",
+        "compare_and_write",
+        "abort",
+        "seek_hole",
+        "seek_data",
+        "copy",
+        "nvme_iov_md",
+        "nvme_nssr",
+        "write_uncorrectable",
+    ];
+    let what = if SPDK_ONLY.contains(&opc) {
+        "is an SPDK I/O type Keel bdevs do not have"
+    } else {
+        "is not an I/O type"
+    };
+    Err(RpcError::errno(
+        libc::EINVAL,
+        format!(
+            "Invalid Io type: opc '{opc}' {what} (one of {})",
+            keel.join(", ")
+        ),
+    ))
+}
+
+pub(crate) fn rpc_enable_histogram(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: EnableHistogramParams = keel_rpc::params::parse(params)?;
+        let bdev = crate::get_bdev(&p.name).ok_or_else(no_such_device)?;
+        let opts = if p.enable {
+            let d = HistogramOpts::default();
+            Some(HistogramOpts {
+                io_type: p.opc.as_deref().map(histogram_io_type).transpose()?,
+                granularity: p.granularity.map_or(d.granularity, u32::from),
+                min_nsec: p.min_nsec.unwrap_or(d.min_nsec),
+                max_nsec: p.max_nsec.unwrap_or(d.max_nsec),
+            })
+        } else {
+            None
+        };
+        bdev.set_histogram(opts).await.map_err(bdev_error_to_rpc)?;
+        log::info!(
+            "bdev {}: latency histogram {}",
+            bdev.name(),
+            if p.enable { "enabled" } else { "disabled" }
+        );
+        Ok(Value::Bool(true))
+    })
+}
+
+static GET_HISTOGRAM_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_get_histogram",
+    help: "Show a bdev's latency histogram: base64 little-endian u64 buckets in SPDK's layout \
+           (granularity, min_range, max_range; latencies in ticks of tsc_rate per second)",
+    params: &[ParamSpec::positional(
+        "name",
+        ParamKind::Str,
+        true,
+        "Name of the bdev",
+    )],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameParams {
+    name: String,
+}
+
+/// `bdev_get_histogram`'s answer for `h` (SPDK's fields).
+fn histogram_json(h: &Histogram) -> Value {
+    json!({
+        "histogram": h.encode_base64(),
+        "granularity": h.granularity(),
+        "min_range": h.min_range(),
+        "max_range": h.max_range(),
+        "tsc_rate": keel_reactor::tick_rate(),
+    })
+}
+
+pub(crate) fn rpc_get_histogram(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: NameParams = keel_rpc::params::parse(params)?;
+        let bdev = crate::get_bdev(&p.name).ok_or_else(no_such_device)?;
+        let h = bdev.histogram().await.ok_or_else(|| {
+            RpcError::errno(
+                libc::EFAULT,
+                format!(
+                    "bdev {}: no latency histogram: enable it first \
+                     (bdev_enable_histogram {} --histogram)",
+                    bdev.name(),
+                    bdev.name()
+                ),
+            )
+        })?;
+        Ok(histogram_json(&h))
+    })
+}
+
+/// The `bdev_enable_histogram` call that re-creates `opts` on bdev `name` (SPDK writes name,
+/// enable and opc; Keel adds the ranges it was given when they are not the defaults).
+fn histogram_config(name: &str, opts: &HistogramOpts) -> Value {
+    let d = HistogramOpts::default();
+    let mut params = json!({"name": name, "enable": true});
+    if let Some(t) = opts.io_type {
+        params["opc"] = t.name().into();
+    }
+    if opts.granularity != d.granularity {
+        params["granularity"] = opts.granularity.into();
+    }
+    if opts.min_nsec != d.min_nsec {
+        params["min_nsec"] = opts.min_nsec.into();
+    }
+    if opts.max_nsec != d.max_nsec {
+        params["max_nsec"] = opts.max_nsec.into();
+    }
+    json!({"method": "bdev_enable_histogram", "params": params})
+}
+
 /// The `bdev` config subsystem: every bdev's creation call in registration order, then the
 /// `bdev_set_qos_limit` calls for bdevs with limits, then `bdev_wait_for_examine` (as SPDK
 /// writes it) so that a replay finds the bdevs examine brings back (lvols, assembled arrays)
-/// before later subsystems name them.
-fn save_config() -> Vec<Value> {
+/// before later subsystems name them; then `bdev_enable_histogram` for bdevs with histograms.
+pub(crate) fn save_config() -> Vec<Value> {
     let bdevs = crate::registry::all_bdevs();
     let mut calls: Vec<Value> = bdevs
         .iter()
@@ -417,6 +687,12 @@ fn save_config() -> Vec<Value> {
         }
     }
     calls.push(json!({ "method": "bdev_wait_for_examine" }));
+    // After the examine wait: a histogram may be on a bdev examine brings back (an lvol).
+    for b in &bdevs {
+        if let Some(h) = b.histogram_opts() {
+            calls.push(histogram_config(b.name(), &h));
+        }
+    }
     calls
 }
 

@@ -4,6 +4,7 @@
 //! that core's channel: the completion path bumps plain counters (no atomics, no lock), and the
 //! counters outlive the channel. Reading them is a control-path operation: one message per core.
 
+use crate::histogram::Histogram;
 use crate::{IoStatus, IoType};
 use std::cell::UnsafeCell;
 use std::sync::Arc;
@@ -67,17 +68,28 @@ impl IoStats {
     }
 }
 
-/// One core's counters for one bdev. `!Sync`: only its core touches it.
+/// One core's counters for one bdev, and its latency histogram when enabled. `!Sync`: only its
+/// core touches it.
 #[derive(Default)]
-pub(crate) struct CoreStats(UnsafeCell<IoStats>);
+pub(crate) struct CoreStats {
+    counters: UnsafeCell<IoStats>,
+    /// Allocated by `bdev_enable_histogram` (a message to this core), dropped by disabling.
+    hist: UnsafeCell<Option<Box<Histogram>>>,
+}
 
 impl CoreStats {
-    /// Account one completed I/O of `bytes` bytes that took `latency` ticks.
+    /// Account one completed I/O of `bytes` bytes that took `latency` ticks (and tally it in
+    /// the histogram when one is enabled: every status, as SPDK does).
     #[inline]
     pub fn record(&self, io_type: IoType, status: IoStatus, bytes: u64, latency: u64) {
         // SAFETY: `CoreStats` is `!Sync` (UnsafeCell), so only this thread reaches it; the
-        // reference lives within this function, which calls nothing that could reach it again.
-        let s = unsafe { &mut *self.0.get() };
+        // reference lives within this statement, and `tally` cannot reach `self` again.
+        if let Some(h) = unsafe { &mut *self.hist.get() } {
+            h.tally(io_type, latency);
+        }
+        // SAFETY: as above; the reference lives within this function, which calls nothing that
+        // could reach it again.
+        let s = unsafe { &mut *self.counters.get() };
         if status != IoStatus::Success {
             s.num_io_errors = s.num_io_errors.wrapping_add(1);
             return;
@@ -106,8 +118,68 @@ impl CoreStats {
     /// A copy of the counters.
     pub fn snapshot(&self) -> IoStats {
         // SAFETY: as in `record`; the shared reference ends with the clone.
-        unsafe { (*self.0.get()).clone() }
+        unsafe { (*self.counters.get()).clone() }
     }
+
+    /// Install (or with `None` remove) this core's histogram; hands back the old one (for the
+    /// caller to drop). Control path, on this core, never inside `record`.
+    pub fn set_histogram(&self, h: Option<Box<Histogram>>) -> Option<Box<Histogram>> {
+        // SAFETY: as in `record`: this thread only, and `record` is not running (it calls
+        // nothing that could get here).
+        unsafe { std::mem::replace(&mut *self.hist.get(), h) }
+    }
+
+    /// A copy of this core's histogram, if enabled (control path).
+    pub fn histogram(&self) -> Option<Histogram> {
+        // SAFETY: as in `snapshot`.
+        unsafe { (*self.hist.get()).as_deref().cloned() }
+    }
+}
+
+/// Put a copy of `proto` (or, with `None`, no histogram) in every core's counters of bdev `id`
+/// (one message per core; each core allocates its own copy). Without a running runtime, on
+/// the calling thread.
+pub(crate) async fn set_histograms(id: u64, proto: Option<Histogram>) {
+    let cores = keel_reactor::cores();
+    if cores.is_empty() {
+        drop(crate::percore::stats_cell(id).set_histogram(proto.map(Box::new)));
+        return;
+    }
+    let proto = Arc::new(proto);
+    for core in cores {
+        let proto = Arc::clone(&proto);
+        let set = keel_reactor::call_on(core, move || {
+            let h = (*proto).clone().map(Box::new);
+            drop(crate::percore::stats_cell(id).set_histogram(h));
+        });
+        if let Err(e) = set.await {
+            log::warn!("bdev histogram: core {core} did not answer: {e}");
+        }
+    }
+}
+
+/// Every core's histogram of bdev `id` merged (`None` when no core has one). Control path:
+/// one message per core, each answering a copy.
+pub(crate) async fn merged_histogram(id: u64) -> Option<Histogram> {
+    let cores = keel_reactor::cores();
+    if cores.is_empty() {
+        return crate::percore::stats_cell(id).histogram();
+    }
+    let mut total: Option<Histogram> = None;
+    for core in cores {
+        let h = keel_reactor::call_on(core, move || crate::percore::stats_cell(id).histogram());
+        match (h.await, total.as_mut()) {
+            (Ok(Some(h)), None) => total = Some(h),
+            (Ok(Some(h)), Some(t)) => {
+                if !t.merge(&h) {
+                    log::warn!("bdev histogram: core {core} has another layout, left out");
+                }
+            }
+            (Ok(None), _) => {}
+            (Err(e), _) => log::warn!("bdev histogram: core {core} did not answer: {e}"),
+        }
+    }
+    total
 }
 
 /// Sum the counters of the bdevs `ids` over every core (one message per core). Without a

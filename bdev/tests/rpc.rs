@@ -320,5 +320,84 @@ fn qos_iops_limit_paces_a_workload() {
         .iter()
         .any(|b| b["name"] == "r_qos"));
     assert_eq!(rpc_err(&["bdev_get_iostat", "-b", "r_none"]).0, -19);
+    // rpc.py v25+ sends `names` (a list).
+    let some = rpc(&["bdev_get_iostat", "--names", "r_qos"]).unwrap();
+    assert_eq!(some["bdevs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        some["bdevs"][0]["num_read_ops"].as_u64().unwrap() - reads0,
+        2 * total
+    );
+    let (code, msg) = rpc_err(&[
+        "call",
+        "bdev_get_iostat",
+        r#"{"names": ["r_qos"], "reset_mode": "all"}"#,
+    ]);
+    assert_eq!(code, -i64::from(libc::ENOTSUP), "{msg}");
+    assert!(msg.contains("does not reset"), "{msg}");
+    let none = rpc(&[
+        "call",
+        "bdev_get_iostat",
+        r#"{"names": ["r_qos"], "reset_mode": "none"}"#,
+    ])
+    .unwrap();
+    assert_eq!(none["bdevs"][0]["name"], "r_qos");
+    let (code, msg) = rpc_err(&["bdev_get_iostat", "--names", "r_qos,r_none"]);
+    assert_eq!(code, -19);
+    assert!(msg.contains("r_none"), "{msg}");
     rpc(&["bdev_malloc_delete", "r_qos"]).unwrap();
+}
+
+#[test]
+fn latency_histogram_through_the_cli() {
+    rpc(&["bdev_malloc_create", "-b", "r_hist", "1", "4096"]).unwrap();
+    rpc(&["bdev_wait_for_examine"]).unwrap();
+    let (code, msg) = rpc_err(&["bdev_get_histogram", "r_hist"]);
+    assert_eq!(code, -14, "{msg}");
+    assert!(
+        rpc(&["bdev_enable_histogram", "r_hist"]).is_err(),
+        "a flag is required"
+    );
+    assert_eq!(
+        rpc(&[
+            "bdev_enable_histogram",
+            "r_hist",
+            "--histogram",
+            "-o",
+            "read"
+        ])
+        .unwrap(),
+        json!(true)
+    );
+    timed_reads("r_hist", 100, 8);
+    let h = rpc(&["bdev_get_histogram", "r_hist"]).unwrap();
+    assert_eq!(h["granularity"], 7);
+    assert!(h["tsc_rate"].as_u64().unwrap() > 0);
+    let b64 = h["histogram"].as_str().unwrap();
+    let total: u64 = decode_base64(b64)
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .sum();
+    assert_eq!(total, 100, "every read counted once");
+    rpc(&["bdev_enable_histogram", "r_hist", "--no-histogram"]).unwrap();
+    assert_eq!(rpc_err(&["bdev_get_histogram", "r_hist"]).0, -14);
+    rpc(&["bdev_malloc_delete", "r_hist"]).unwrap();
+}
+
+/// Standard padded base64 (test helper; the target's encoder is tested in the crate).
+fn decode_base64(s: &str) -> Vec<u8> {
+    let val = |c: u8| match c {
+        b'A'..=b'Z' => u32::from(c - b'A'),
+        b'a'..=b'z' => u32::from(c - b'a') + 26,
+        b'0'..=b'9' => u32::from(c - b'0') + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => 0,
+    };
+    let mut out = Vec::new();
+    for q in s.as_bytes().chunks(4) {
+        let pad = q.iter().filter(|&&c| c == b'=').count();
+        let n = q.iter().fold(0u32, |a, &c| (a << 6) | val(c));
+        out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8][..3 - pad]);
+    }
+    out
 }

@@ -41,6 +41,8 @@ pub struct ReactorStats {
     pub idle_ticks: u64,
     /// Number of active (untimed + timed) pollers registered on this reactor.
     pub pollers: u32,
+    /// How many of `pollers` are timed pollers (run at a period rather than every iteration).
+    pub timed_pollers: u32,
     /// Whether this reactor runs in interrupt mode.
     pub interrupt_mode: bool,
 }

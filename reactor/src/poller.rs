@@ -34,6 +34,8 @@ pub(crate) struct Pollers {
     /// Timed pollers taken out of `timed` for the current timed pass.
     running: Vec<Slot>,
     active: usize,
+    /// How many of `active` are timed pollers.
+    active_timed: usize,
     has_removed: bool,
 }
 
@@ -41,6 +43,11 @@ impl Pollers {
     /// Number of registered (not removed) pollers.
     pub(crate) fn active(&self) -> usize {
         self.active
+    }
+
+    /// Number of registered (not removed) timed pollers.
+    pub(crate) fn active_timed(&self) -> usize {
+        self.active_timed
     }
 
     /// Deadline of the earliest timed poller, if any.
@@ -68,6 +75,7 @@ impl Pollers {
                 removed: false,
             }),
             Some(period) => {
+                self.active_timed += 1;
                 let due = now.saturating_add(period);
                 self.insert_timed(Slot {
                     id,
@@ -85,14 +93,20 @@ impl Pollers {
     /// Mark poller `id` removed and hand back its closure (to drop outside the borrow; `None`
     /// when it is running right now) and its name. `None` if there is no such poller.
     pub(crate) fn unregister(&mut self, id: u64) -> Option<(&'static str, Option<PollFn>)> {
-        let slot = self
+        let (untimed, timed) = (self.untimed.len(), self.timed.len() + self.running.len());
+        let (i, slot) = self
             .untimed
             .iter_mut()
             .chain(self.timed.iter_mut())
             .chain(self.running.iter_mut())
-            .find(|s| s.id == id && !s.removed)?;
+            .enumerate()
+            .find(|(_, s)| s.id == id && !s.removed)?;
+        debug_assert!(i < untimed + timed);
         slot.removed = true;
         self.active -= 1;
+        if i >= untimed {
+            self.active_timed -= 1;
+        }
         self.has_removed = true;
         Some((slot.name, slot.f.take()))
     }
@@ -100,6 +114,7 @@ impl Pollers {
     /// Remove every poller, returning the closures (to drop outside the borrow).
     pub(crate) fn take_all(&mut self) -> Vec<PollFn> {
         self.active = 0;
+        self.active_timed = 0;
         self.untimed
             .drain(..)
             .chain(self.timed.drain(..))
@@ -223,6 +238,41 @@ mod tests {
         assert!(run_untimed(&cell));
         assert_eq!(*log.borrow(), ["a", "a", "b"]);
         assert_eq!(cell.borrow().active(), 2);
+    }
+
+    #[test]
+    fn timed_pollers_are_counted_apart() {
+        let log = Rc::new(RefCell::new(vec![]));
+        let cell = RefCell::new(Pollers::default());
+        let u = cell
+            .borrow_mut()
+            .register("u", None, 0, counter(&log, "u", PollStatus::Idle));
+        let t1 =
+            cell.borrow_mut()
+                .register("t1", Some(10), 0, counter(&log, "t1", PollStatus::Idle));
+        cell.borrow_mut()
+            .register("t2", Some(20), 0, counter(&log, "t2", PollStatus::Idle));
+        assert_eq!(
+            (cell.borrow().active(), cell.borrow().active_timed()),
+            (3, 2)
+        );
+        run_timed(&cell, 15);
+        assert!(cell.borrow_mut().unregister(t1).is_some());
+        assert_eq!(
+            (cell.borrow().active(), cell.borrow().active_timed()),
+            (2, 1)
+        );
+        assert!(cell.borrow_mut().unregister(t1).is_none(), "only once");
+        assert!(cell.borrow_mut().unregister(u).is_some());
+        assert_eq!(
+            (cell.borrow().active(), cell.borrow().active_timed()),
+            (1, 1)
+        );
+        drop(cell.borrow_mut().take_all());
+        assert_eq!(
+            (cell.borrow().active(), cell.borrow().active_timed()),
+            (0, 0)
+        );
     }
 
     #[test]

@@ -52,6 +52,7 @@ struct Counters {
     busy_ticks: AtomicU64,
     idle_ticks: AtomicU64,
     pollers: AtomicU32,
+    timed_pollers: AtomicU32,
     /// Interrupt-mode sleeps (epoll_wait calls).
     sleeps: AtomicU64,
 }
@@ -80,6 +81,7 @@ impl Shared {
                 busy_ticks: AtomicU64::new(0),
                 idle_ticks: AtomicU64::new(0),
                 pollers: AtomicU32::new(0),
+                timed_pollers: AtomicU32::new(0),
                 sleeps: AtomicU64::new(0),
             }),
         })
@@ -119,6 +121,7 @@ impl Shared {
             busy_ticks: c.busy_ticks.load(Ordering::Relaxed),
             idle_ticks: c.idle_ticks.load(Ordering::Relaxed),
             pollers: c.pollers.load(Ordering::Relaxed),
+            timed_pollers: c.timed_pollers.load(Ordering::Relaxed),
             interrupt_mode: self.interrupt_mode,
         }
     }
@@ -162,12 +165,13 @@ impl Local {
     }
 
     fn update_poller_count(&self) {
-        let n = self.pollers.borrow().active();
-        self.shared
-            .counters
-            .0
-            .pollers
-            .store(n as u32, Ordering::Relaxed);
+        let (n, timed) = {
+            let p = self.pollers.borrow();
+            (p.active(), p.active_timed())
+        };
+        let c = &self.shared.counters.0;
+        c.pollers.store(n as u32, Ordering::Relaxed);
+        c.timed_pollers.store(timed as u32, Ordering::Relaxed);
     }
 
     /// Run up to `budget` messages; returns how many ran.

@@ -1,6 +1,6 @@
 //! Built-in framework methods: `rpc_get_methods`, `spdk_get_version`, `framework_get_reactors`,
-//! `framework_get_subsystems`, `framework_get_config`, `save_config`, `load_config`,
-//! `spdk_kill_instance`, with SPDK's parameter names and result shapes.
+//! `thread_get_stats`, `framework_get_subsystems`, `framework_get_config`, `save_config`,
+//! `load_config`, `spdk_kill_instance`, with SPDK's parameter names and result shapes.
 
 use crate::registry::{self, register_method, register_method_in};
 use crate::{params, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError, RpcStates};
@@ -19,6 +19,7 @@ pub fn register_builtin_methods() {
         register_method_in(&RPC_GET_METHODS, rpc_get_methods, RpcStates::ANY);
         register_method_in(&SPDK_GET_VERSION, spdk_get_version, RpcStates::ANY);
         register_method(&FRAMEWORK_GET_REACTORS, framework_get_reactors);
+        register_method(&THREAD_GET_STATS, thread_get_stats);
         register_method_in(
             &FRAMEWORK_GET_SUBSYSTEMS,
             framework_get_subsystems,
@@ -139,7 +140,14 @@ fn framework_get_reactors(p: Option<Value>) -> HandlerFuture {
                     "busy": r.busy_ticks,
                     "idle": r.idle_ticks,
                     "in_interrupt": r.interrupt_mode,
-                    "lw_threads": [],
+                    // Keel's one thread per reactor, as thread_get_stats lists it; it has run
+                    // on this reactor since start-up (busy + idle).
+                    "lw_threads": [{
+                        "name": thread_name(r.lcore),
+                        "id": thread_id(r.lcore),
+                        "cpumask": core_mask_hex(r.lcore),
+                        "elapsed": r.busy_ticks.wrapping_add(r.idle_ticks),
+                    }],
                 })
             })
             .collect();
@@ -148,6 +156,63 @@ fn framework_get_reactors(p: Option<Value>) -> HandlerFuture {
             "pid": std::process::id(),
             "reactors": reactors,
         }))
+    })
+}
+
+static THREAD_GET_STATS: MethodSpec = MethodSpec {
+    name: "thread_get_stats",
+    help: "Show every thread's busy and idle ticks and poller counts (SPDK's shape). Keel runs \
+           one thread per reactor, named reactor_<core>, with id <core> + 1.",
+    params: &[],
+    cli_rewrite: None,
+};
+
+/// The name of the thread of the reactor on `core` (Keel runs one thread per reactor).
+fn thread_name(core: u32) -> String {
+    format!("reactor_{core}")
+}
+
+/// The id of the thread of the reactor on `core` (SPDK's thread ids start at 1).
+fn thread_id(core: u32) -> u64 {
+    u64::from(core) + 1
+}
+
+/// SPDK's cpuset format: the mask in hex, without `0x` (`spdk_cpuset_fmt`), for one core.
+fn core_mask_hex(core: u32) -> String {
+    let digit = char::from_digit(1 << (core % 4), 16).unwrap_or('1');
+    let mut s = String::with_capacity(1 + core as usize / 4);
+    s.push(digit);
+    s.extend(std::iter::repeat_n('0', core as usize / 4));
+    s
+}
+
+/// One `thread_get_stats` entry per reactor (Keel's threads are its reactors).
+fn thread_stats_json(stats: &[keel_reactor::ReactorStats]) -> Value {
+    let threads: Vec<Value> = stats
+        .iter()
+        .map(|r| {
+            debug_assert!(r.timed_pollers <= r.pollers);
+            json!({
+                "name": thread_name(r.lcore),
+                "id": thread_id(r.lcore),
+                "cpumask": core_mask_hex(r.lcore),
+                "busy": r.busy_ticks,
+                "idle": r.idle_ticks,
+                "in_interrupt": r.interrupt_mode,
+                "active_pollers_count": r.pollers.saturating_sub(r.timed_pollers),
+                "timed_pollers_count": r.timed_pollers,
+                // Keel has no paused pollers.
+                "paused_pollers_count": 0,
+            })
+        })
+        .collect();
+    json!({"tick_rate": keel_reactor::tick_rate(), "threads": threads})
+}
+
+fn thread_get_stats(p: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        no_params(&p)?;
+        Ok(thread_stats_json(&keel_reactor::reactor_stats()))
     })
 }
 
@@ -369,6 +434,7 @@ mod tests {
             "rpc_get_methods",
             "spdk_get_version",
             "framework_get_reactors",
+            "thread_get_stats",
             "framework_get_subsystems",
             "framework_get_config",
             "save_config",
@@ -386,6 +452,40 @@ mod tests {
         );
         assert_eq!(
             call("rpc_get_methods", Some(json!({"bogus": 1})))
+                .unwrap_err()
+                .code,
+            -32602
+        );
+    }
+
+    #[test]
+    fn thread_stats_have_spdk_shape() {
+        assert_eq!(core_mask_hex(0), "1");
+        assert_eq!(core_mask_hex(1), "2");
+        assert_eq!(core_mask_hex(5), "20");
+        assert_eq!(core_mask_hex(67), "80000000000000000");
+        let r = keel_reactor::ReactorStats {
+            lcore: 3,
+            busy_ticks: 10,
+            idle_ticks: 20,
+            pollers: 5,
+            timed_pollers: 2,
+            interrupt_mode: true,
+        };
+        let v = thread_stats_json(&[r]);
+        assert_eq!(
+            v["threads"][0],
+            json!({"name": "reactor_3", "id": 4, "cpumask": "8", "busy": 10, "idle": 20,
+                   "in_interrupt": true, "active_pollers_count": 3, "timed_pollers_count": 2,
+                   "paused_pollers_count": 0})
+        );
+        assert!(v["tick_rate"].is_u64());
+        assert_eq!(
+            call("thread_get_stats", None).unwrap()["threads"],
+            json!([])
+        );
+        assert_eq!(
+            call("thread_get_stats", Some(json!({"a": 1})))
                 .unwrap_err()
                 .code,
             -32602

@@ -448,9 +448,24 @@ fn external(name: &str, m: &ArgMatches) -> Result<(String, Option<Value>), CliEr
         .get_many::<std::ffi::OsString>("")
         .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
+    let unsupported = || {
+        CliError::Usage(format!(
+            "error: Keel does not support the SPDK method {name} yet \
+             (keel-rpc --help lists the methods Keel has)"
+        ))
+    };
+    let spdk = crate::spdk_methods::SPDK_METHODS
+        .binary_search(&name)
+        .is_ok();
     match args.as_slice() {
         [] => Ok((name.to_string(), None)),
-        [p] => Ok((name.to_string(), Some(json_params(name, p)?))),
+        [p] => match json_params(name, p) {
+            Ok(params) => Ok((name.to_string(), Some(params))),
+            // rpc.py-style arguments rather than JSON.
+            Err(_) if spdk => Err(unsupported()),
+            Err(e) => Err(e),
+        },
+        _ if spdk => Err(unsupported()),
         _ => Err(CliError::Usage(format!(
             "error: {name} is not a known method: give its params as one JSON argument, e.g. keel-rpc {name} '{{\"name\": \"x\"}}'"
         ))),
@@ -827,6 +842,14 @@ mod tests {
             json!({"jsonrpc": "2.0", "method": "plain_get", "id": 1})
         );
         assert!(usage(parse(&["not_compiled_in", "a", "b"])).contains("JSON"));
+        // rpc.py-style flags for an SPDK method Keel lacks: said so, not "give JSON".
+        let m = usage(parse(&["bdev_nvme_attach_controller", "-b", "N0"]));
+        assert!(
+            m.contains("Keel does not support the SPDK method bdev_nvme_attach_controller yet"),
+            "{m}"
+        );
+        let m = usage(parse(&["bdev_nvme_get_controllers", "Nvme0"]));
+        assert!(m.contains("Keel does not support the SPDK method"), "{m}");
         assert!(usage(parse(&["not_compiled_in", "3"])).contains("object or array"));
     }
 

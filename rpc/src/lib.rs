@@ -13,14 +13,15 @@
 //! `keel-rpc` command-line client ([`cli`]), which maps rpc.py-style arguments to params.
 //!
 //! Module map:
-//! - `error`: [`RpcError`] and the JSON-RPC / errno codes.
+//! - `error`: [`RpcError`] and the JSON-RPC / errno codes; -32601 says whether an unknown
+//!   method is an SPDK method Keel does not have yet (`spdk_methods`: SPDK's method names).
 //! - `registry`: methods and config subsystems.
 //! - `framing`: finding one complete JSON value in a byte stream.
 //! - `protocol`: request decoding and response encoding, without I/O (also fuzzed).
 //! - `server`: the socket poller and request dispatch.
 //! - `config`: config file load (replay) and `save_config`.
-//! - `builtin`: `rpc_get_methods`, `spdk_get_version`, `framework_*`, `save_config`,
-//!   `load_config`, `spdk_kill_instance`.
+//! - `builtin`: `rpc_get_methods`, `spdk_get_version`, `framework_*`, `thread_get_stats`,
+//!   `save_config`, `load_config`, `spdk_kill_instance`.
 //! - `cli`: the `keel-rpc` client.
 //! - `params`: helpers to decode params into typed structs with clear errors.
 
@@ -33,6 +34,7 @@ pub mod params;
 pub mod protocol;
 mod registry;
 mod server;
+mod spdk_methods;
 #[cfg(test)]
 mod testutil;
 

@@ -349,7 +349,7 @@ mod tests {
         let err: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
         assert_eq!(
             err,
-            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32601, "message": "Method not found: nope"}})
+            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32601, "message": RpcError::method_not_found("nope").message}})
         );
         assert!(text.ends_with('\n'));
     }

@@ -224,8 +224,37 @@ fn scenario(interrupt_mode: bool) {
     let reactors = r["result"]["reactors"].as_array().unwrap();
     assert_eq!(reactors.len(), 1);
     assert_eq!(reactors[0]["in_interrupt"], interrupt_mode);
+    let lw = &reactors[0]["lw_threads"][0];
+    assert_eq!(
+        (&lw["name"], &lw["id"], &lw["cpumask"]),
+        (&json!("reactor_0"), &json!(1), &json!("1"))
+    );
     assert!(r["result"]["tick_rate"].as_u64().unwrap() > 0);
     assert_eq!(r["result"]["pid"], std::process::id());
+    // thread_get_stats: one thread per reactor, SPDK's fields; the RPC server's own poller
+    // counts as an active (interrupt mode: timed) poller.
+    let t = c.call("thread_get_stats", None, 20);
+    let threads = t["result"]["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 1, "{t}");
+    assert_eq!(threads[0]["name"], "reactor_0");
+    assert_eq!(threads[0]["cpumask"], "1");
+    assert_eq!(threads[0]["in_interrupt"], interrupt_mode);
+    let pollers = threads[0]["active_pollers_count"].as_u64().unwrap()
+        + threads[0]["timed_pollers_count"].as_u64().unwrap();
+    assert!(pollers >= 1, "{t}");
+    assert!(t["result"]["tick_rate"].as_u64().unwrap() > 0);
+    assert!(threads[0]["busy"].as_u64().unwrap() + threads[0]["idle"].as_u64().unwrap() > 0);
+    let bad = c.call("thread_get_stats", Some(json!({"x": 1})), 21);
+    assert_eq!(bad["error"]["code"], -32602);
+    let missing = c.call("bdev_nvme_attach_controller", None, 22);
+    assert_eq!(missing["error"]["code"], -32601);
+    assert!(
+        missing["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Keel does not support the SPDK method bdev_nvme_attach_controller yet"),
+        "{missing}"
+    );
 
     // A request split into several writes.
     let req = br#" {"jsonrpc":"2.0","method":"test_echo","params":{"s":"}\"]"},"id":3}"#;

@@ -119,6 +119,9 @@ pub(crate) struct IoQpairRef {
 pub(crate) struct QpairInfo {
     pub cntlid: u16,
     pub qid: u16,
+    /// The core (reactor thread) the queue pair runs on.
+    pub core: u32,
+    pub hostnqn: String,
     pub listen: ListenAddr,
     pub peer: String,
 }
@@ -428,12 +431,16 @@ impl Controller {
         let mut v = vec![QpairInfo {
             cntlid: self.cntlid(),
             qid: 0,
+            core: self.shared.core,
+            hostnqn: self.shared.hostnqn.clone(),
             listen: self.admin_listen.clone(),
             peer: self.admin_peer.clone(),
         }];
         v.extend(self.io_qpairs.borrow().iter().map(|(&qid, q)| QpairInfo {
             cntlid: self.cntlid(),
             qid,
+            core: q.core,
+            hostnqn: self.shared.hostnqn.clone(),
             listen: q.listen.clone(),
             peer: q.peer.clone(),
         }));

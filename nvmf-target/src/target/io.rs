@@ -82,6 +82,7 @@ fn submit_failed(
 ) -> Result<(), Status> {
     match e {
         SubmitError::NoDescriptor => {
+            super::stats::bdev_io_pending();
             let q = Rc::clone(qp);
             ns.ch.wait_for_descriptor(Box::new(move || q.execute(req)));
             Ok(())

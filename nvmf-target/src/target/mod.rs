@@ -20,6 +20,7 @@
 //! - `admin`, `identify`, `logpage`: admin commands and the data they return.
 //! - `io`: HOT PATH: NVM I/O commands on bdev channels.
 //! - `rpc`: the `nvmf_*` JSON-RPC methods and the `nvmf` config subsystem.
+//! - `stats`: per-core poll group counters (`nvmf_get_stats`), plain cells on each core.
 
 mod admin;
 mod ctrlr;
@@ -30,6 +31,7 @@ mod nstable;
 mod qpair;
 pub mod rpc;
 mod state;
+mod stats;
 mod subsystem;
 #[cfg(test)]
 mod tests;

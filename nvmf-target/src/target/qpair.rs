@@ -5,6 +5,7 @@
 
 use super::ctrlr::{self, Controller, CtrlrShared, IoQpairRef};
 use super::nstable::{self, CoreSubsys};
+use super::stats::{self, Counted};
 use super::{admin, io, state};
 use crate::request::ReqPtr;
 use crate::spec::cmd::{DataXfer, NvmeCpl, OPC_FABRICS};
@@ -53,6 +54,8 @@ pub struct Qpair {
     io: RefCell<Option<IoRole>>,
     /// Keeps the queue pair alive while an I/O Connect waits for the controller's core.
     pending: RefCell<Option<Rc<Qpair>>>,
+    /// How this core's `nvmf_get_stats` counters see the queue pair.
+    counted: Cell<Counted>,
 }
 
 static NEXT_QPAIR_ID: AtomicU64 = AtomicU64::new(1);
@@ -96,6 +99,7 @@ impl Qpair {
             admin: RefCell::new(None),
             io: RefCell::new(None),
             pending: RefCell::new(None),
+            counted: Cell::new(Counted::Nothing.enter(Counted::Unassociated)),
         });
         QPAIRS.with(|m| m.borrow_mut().insert(q.id, Rc::downgrade(&q)));
         q
@@ -145,6 +149,7 @@ impl Qpair {
         if self.state.replace(QpState::Closed) == QpState::Closed {
             return;
         }
+        self.count_as(Counted::Nothing);
         // The registry entry stays until drop: a pending I/O Connect answer must find us.
         let admin = self.admin.borrow_mut().take();
         if let Some(c) = admin {
@@ -155,6 +160,11 @@ impl Qpair {
             let (sid, cntlid, id) = (role.ctrlr.subsys.id, role.ctrlr.cntlid, self.id);
             io_qpair_gone(role.ctrlr.core, sid, cntlid, qid, id);
         }
+    }
+
+    /// Move this queue pair to `to` in the core's `nvmf_get_stats` counters.
+    fn count_as(&self, to: Counted) {
+        self.counted.set(self.counted.get().enter(to));
     }
 
     /// Queue id after Connect (None before).
@@ -194,6 +204,9 @@ impl Qpair {
     /// HOT PATH: hand a finished request back to the transport.
     #[inline]
     pub(crate) fn complete(&self, req: ReqPtr) {
+        if matches!(self.qid.get(), Some(q) if q != 0) {
+            stats::nvme_io_completed();
+        }
         match self.transport.upgrade() {
             Some(t) => t.request_complete(req),
             None => log::error!(
@@ -371,6 +384,7 @@ impl Qpair {
         self.qid.set(Some(0));
         self.sq_size.set(cmd.sqsize + 1);
         self.state.set(QpState::Active);
+        self.count_as(Counted::Admin);
         self.finish(req, Status::SUCCESS, u32::from(cntlid));
     }
 
@@ -465,6 +479,7 @@ fn finish_io_connect(
             q.qid.set(Some(qid));
             q.sq_size.set(sqsize + 1);
             q.state.set(QpState::Active);
+            q.count_as(Counted::Io);
             log::debug!("nvmf: I/O queue {qid} of controller {cntlid} connected");
             q.finish(req, Status::SUCCESS, u32::from(cntlid));
         }
@@ -500,6 +515,7 @@ impl Drop for Qpair {
     fn drop(&mut self) {
         let id = self.id;
         let _ = QPAIRS.try_with(|m| m.borrow_mut().remove(&id));
+        self.count_as(Counted::Nothing);
     }
 }
 

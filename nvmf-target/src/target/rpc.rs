@@ -28,6 +28,8 @@ pub fn register_rpcs() {
         keel_rpc::register_method(&ALLOW_ANY_HOST, rpc_allow_any_host);
         keel_rpc::register_method(&GET_CONTROLLERS, rpc_get_controllers);
         keel_rpc::register_method(&GET_QPAIRS, rpc_get_qpairs);
+        keel_rpc::register_method(&GET_LISTENERS, rpc_get_listeners);
+        keel_rpc::register_method(&GET_STATS, rpc_get_stats);
         keel_rpc::register_config_subsystem("nvmf", save_config);
     });
 }
@@ -1078,7 +1080,7 @@ fn need_subsys(nqn: &str) -> Result<std::sync::Arc<super::subsystem::Subsystem>,
     state::need_subsystem(nqn).map_err(to_rpc)
 }
 
-fn rpc_get_controllers(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_get_controllers(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
         let _ = &p.tgt_name;
@@ -1089,6 +1091,7 @@ fn rpc_get_controllers(params: Option<Value>) -> HandlerFuture {
             .map(|c| {
                 json!({
                     "cntlid": c.cntlid,
+                    "cntrltype": if s.is_discovery() { "discovery" } else { "io" },
                     "hostnqn": c.hostnqn,
                     "hostid": Uuid(c.hostid).to_string(),
                     "num_io_qpairs": c.num_io_qpairs.load(std::sync::atomic::Ordering::Relaxed),
@@ -1126,17 +1129,25 @@ fn peer_json(l: &ListenAddr, peer: &str) -> Value {
     })
 }
 
+/// The name of the thread (reactor) of `core`, as `thread_get_stats` shows it.
+fn thread_name(core: u32) -> String {
+    format!("reactor_{core}")
+}
+
 fn qpair_json(q: &QpairInfo) -> Value {
     json!({
         "cntlid": q.cntlid,
         "qid": q.qid,
+        // A controller lists only queues past Connect.
         "state": "enabled",
+        "thread": thread_name(q.core),
+        "hostnqn": q.hostnqn,
         "listen_address": listen_json(&q.listen),
         "peer_address": peer_json(&q.listen, &q.peer),
     })
 }
 
-fn rpc_get_qpairs(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_get_qpairs(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
         let _ = &p.tgt_name;
@@ -1154,6 +1165,87 @@ fn rpc_get_qpairs(params: Option<Value>) -> HandlerFuture {
             out.extend(infos.iter().map(qpair_json));
         }
         Ok(Value::Array(out))
+    })
+}
+
+// ---- listeners and statistics ----
+
+static GET_LISTENERS: MethodSpec = MethodSpec {
+    name: "nvmf_subsystem_get_listeners",
+    help: "List the listeners of an NVMe-oF subsystem (no ana_states: Keel does not report ANA)",
+    params: &[
+        NQN,
+        ParamSpec {
+            short: Some('t'),
+            ..TGT_NAME
+        },
+    ],
+    cli_rewrite: None,
+};
+
+pub(super) fn rpc_get_listeners(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: NqnParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let s = need_subsys(&p.nqn)?;
+        let g = s.lock();
+        // SPDK adds "ana_states" only for a subsystem with ANA reporting; Keel reports no ANA
+        // to hosts (the flag is accepted, not acted on), so a listener has no ANA state.
+        let list: Vec<Value> = g
+            .listeners
+            .iter()
+            .map(|l| json!({"address": listen_json(l)}))
+            .collect();
+        Ok(Value::Array(list))
+    })
+}
+
+static GET_STATS: MethodSpec = MethodSpec {
+    name: "nvmf_get_stats",
+    help: "Show each core's NVMe-oF poll group counters (queue pairs, completed I/O)",
+    params: &[TGT_NAME],
+    cli_rewrite: None,
+};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TgtParams {
+    #[serde(default)]
+    tgt_name: Option<String>,
+}
+
+/// One poll group of `nvmf_get_stats`: core `core`'s counters, one entry per transport.
+fn poll_group_json(core: u32, s: &super::stats::PgSnapshot, trtypes: &[&str]) -> Value {
+    json!({
+        "name": thread_name(core),
+        "admin_qpairs": s.admin_qpairs,
+        "io_qpairs": s.io_qpairs,
+        "current_admin_qpairs": s.current_admin_qpairs,
+        "current_io_qpairs": s.current_io_qpairs,
+        "current_unassociated_qpairs": s.current_unassociated_qpairs,
+        "pending_bdev_io": s.pending_bdev_io,
+        "completed_nvme_io": s.completed_nvme_io,
+        "transports": trtypes.iter().map(|t| json!({"trtype": t})).collect::<Vec<_>>(),
+    })
+}
+
+pub(super) fn rpc_get_stats(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        let p: TgtParams = keel_rpc::params::parse(params)?;
+        let _ = &p.tgt_name;
+        let trtypes: Vec<&str> = state::transports()
+            .iter()
+            .map(|t| t.trtype().name())
+            .collect();
+        let mut groups = Vec::new();
+        // Each core's counters are read on that core, one message at a time.
+        for core in keel_reactor::cores() {
+            let snap = keel_reactor::call_on(core, super::stats::snapshot)
+                .await
+                .map_err(|e| RpcError::internal(format!("core {core}: {e}")))?;
+            groups.push(poll_group_json(core, &snap, &trtypes));
+        }
+        Ok(json!({"tick_rate": keel_reactor::tick_rate(), "poll_groups": groups}))
     })
 }
 

@@ -1070,3 +1070,133 @@ fn removing_a_namespace_releases_its_bdev_after_in_flight_io() {
         state::delete_subsystem(nqn).await.unwrap();
     });
 }
+/// Call an nvmf RPC handler and take its result.
+async fn rpc_ok(
+    f: fn(Option<serde_json::Value>) -> keel_rpc::HandlerFuture,
+    params: serde_json::Value,
+) -> serde_json::Value {
+    match f(Some(params)).await {
+        Ok(v) => v,
+        Err(e) => panic!("RPC failed: {e}"),
+    }
+}
+
+#[test]
+fn rpcs_show_listeners_controllers_qpairs_and_per_core_stats() {
+    use super::rpc::{rpc_get_controllers, rpc_get_listeners, rpc_get_qpairs, rpc_get_stats};
+    use serde_json::json;
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:rpcstats";
+        setup(nqn, "nvmf_t_stats", "4431").await;
+        let by_nqn = json!({"nqn": nqn});
+        let listeners = rpc_ok(rpc_get_listeners, by_nqn.clone()).await;
+        assert_eq!(
+            listeners,
+            json!([{"address": {"trtype": "RDMA", "adrfam": "IPv4", "traddr": "192.0.2.1",
+                                 "trsvcid": "4431"}}])
+        );
+        assert!(
+            rpc_get_listeners(Some(json!({"nqn": "nqn.2016-06.io.keel:none"})))
+                .await
+                .is_err()
+        );
+        let group = |stats: &serde_json::Value| {
+            let groups = stats["poll_groups"].as_array().unwrap();
+            assert_eq!(groups.len(), 1, "one poll group per core: {stats}");
+            groups[0].clone()
+        };
+
+        let admin = HostQ::new("4431");
+        let g = group(&rpc_ok(rpc_get_stats, json!({})).await);
+        assert_eq!(g["current_unassociated_qpairs"], 1, "{g}");
+        assert_eq!(g["admin_qpairs"], 0);
+        let cntlid = admin.bring_up_admin(nqn, 0).await;
+        let ioq = HostQ::new("4431");
+        assert_ok(&ioq.connect(1, 127, 0, cntlid, nqn, HOST).await);
+
+        let stats = rpc_ok(rpc_get_stats, json!({})).await;
+        assert!(stats["tick_rate"].as_u64().unwrap() > 0);
+        let before = group(&stats);
+        assert_eq!(before["name"], "reactor_0");
+        assert_eq!(
+            (
+                &before["admin_qpairs"],
+                &before["io_qpairs"],
+                &before["current_admin_qpairs"],
+                &before["current_io_qpairs"],
+                &before["current_unassociated_qpairs"],
+            ),
+            (&json!(1), &json!(1), &json!(1), &json!(1), &json!(0)),
+            "{before}"
+        );
+        assert!(before["transports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"trtype": "RDMA"})));
+        // Four I/O commands and an admin command: only the I/O counts.
+        let mut w = vec![7u8; 4 * 512];
+        for slba in [0, 4, 8] {
+            assert_ok(&ioq.rw(0x01, 1, slba, 4, &mut w).await);
+        }
+        let mut r = vec![0u8; 4 * 512];
+        assert_ok(&ioq.rw(0x02, 1, 4, 4, &mut r).await);
+        assert_ok(&admin.identify(0x01, 0).await.0);
+        let after = group(&rpc_ok(rpc_get_stats, json!({"tgt_name": "nvmf_tgt"})).await);
+        assert_eq!(
+            after["completed_nvme_io"].as_u64().unwrap()
+                - before["completed_nvme_io"].as_u64().unwrap(),
+            4,
+            "{before} -> {after}"
+        );
+        assert!(rpc_get_stats(Some(json!({"bogus": 1}))).await.is_err());
+
+        let ctrlrs = rpc_ok(rpc_get_controllers, by_nqn.clone()).await;
+        assert_eq!(ctrlrs.as_array().unwrap().len(), 1, "{ctrlrs}");
+        assert_eq!(ctrlrs[0]["cntlid"], cntlid);
+        assert_eq!(ctrlrs[0]["cntrltype"], "io");
+        assert_eq!(ctrlrs[0]["hostnqn"], HOST);
+        assert_eq!(ctrlrs[0]["num_io_qpairs"], 1);
+        assert_eq!(ctrlrs[0]["hostid"], "42424242-4242-4242-4242-424242424242");
+
+        let qpairs = rpc_ok(rpc_get_qpairs, by_nqn.clone()).await;
+        let qs = qpairs.as_array().unwrap();
+        assert_eq!(qs.len(), 2, "{qpairs}");
+        for (q, qid) in qs.iter().zip([0, 1]) {
+            assert_eq!(q["cntlid"], cntlid);
+            assert_eq!(q["qid"], qid);
+            assert_eq!(q["state"], "enabled");
+            assert_eq!(q["thread"], "reactor_0");
+            assert_eq!(q["hostnqn"], HOST);
+            assert_eq!(q["listen_address"]["trsvcid"], "4431");
+            assert_eq!(
+                q["peer_address"],
+                json!({"trtype": "RDMA", "adrfam": "IPv4", "traddr": "198.51.100.7",
+                       "trsvcid": "40000"})
+            );
+        }
+
+        // The I/O queue goes: current counts drop, totals stay.
+        ioq.qp.close();
+        let g = group(&rpc_ok(rpc_get_stats, json!({})).await);
+        assert_eq!(
+            (&g["io_qpairs"], &g["current_io_qpairs"]),
+            (&json!(1), &json!(0))
+        );
+        assert_eq!(g["current_admin_qpairs"], 1);
+        until("the controller forgets the queue", || {
+            s_num_io(nqn) == Some(0)
+        })
+        .await;
+        admin.qp.close();
+        let g = group(&rpc_ok(rpc_get_stats, json!({})).await);
+        assert_eq!(g["current_admin_qpairs"], 0, "{g}");
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
+
+/// The number of I/O queues the first controller of `nqn` has.
+fn s_num_io(nqn: &str) -> Option<u32> {
+    let s = state::subsystem(nqn)?;
+    let c = s.controllers().into_iter().next()?;
+    Some(c.num_io_qpairs.load(std::sync::atomic::Ordering::Relaxed))
+}

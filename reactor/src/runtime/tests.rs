@@ -389,6 +389,11 @@ fn pollers_untimed_timed_and_self_unregistering() {
         untimed.load(Ordering::Relaxed) >= 1000
     });
     wait_until("self-unregistered", || reactor_stats()[0].pollers == 2);
+    assert_eq!(
+        reactor_stats()[0].timed_pollers,
+        1,
+        "one of the two is timed"
+    );
     // One more iteration cannot run it again.
     on(0, || ());
     assert_eq!(once.load(Ordering::Relaxed), 3);
@@ -398,6 +403,7 @@ fn pollers_untimed_timed_and_self_unregistering() {
         unregister_poller(ids.1); // already gone: harmless
     });
     assert_eq!(reactor_stats()[0].pollers, 0);
+    assert_eq!(reactor_stats()[0].timed_pollers, 0);
     let (u_now, t_now) = (
         untimed.load(Ordering::Relaxed),
         timed.load(Ordering::Relaxed),
