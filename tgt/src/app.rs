@@ -92,26 +92,35 @@ pub fn run(args: Args) -> i32 {
     code
 }
 
-/// Runs first on the main core: RPC server, then the config file.
+/// Runs first on the main core: the config file, then the RPC server (so a client never sees
+/// a half-loaded config: replaying it yields while malloc bdevs populate their memory).
 async fn startup(args: Args, state: Arc<AppState>) {
-    match keel_rpc::RpcServer::start(&args.rpc_socket) {
-        Ok(server) => RPC_SERVER.with(|s| *s.borrow_mut() = Some(server)),
-        Err(e) => {
-            log::error!("{e}");
-            state.begin_shutdown(1);
-            return;
-        }
-    }
     if let Some(path) = &args.config {
         log::info!("loading config {path}");
         if let Err(e) = keel_rpc::load_config_file(path).await {
-            log::error!("{e}");
-            state.begin_shutdown(1);
+            if !state.stopping.load(Ordering::SeqCst) {
+                log::error!("{e}");
+                state.begin_shutdown(1);
+            }
             return;
         }
     } else if !args.no_default {
         if let Err(e) = load_default_config().await {
-            log::error!("{e} (start with -c FILE or --no-default to run without the default)");
+            if !state.stopping.load(Ordering::SeqCst) {
+                log::error!("{e} (start with -c FILE or --no-default to run without the default)");
+                state.begin_shutdown(1);
+            }
+            return;
+        }
+    }
+    if state.stopping.load(Ordering::SeqCst) {
+        log::info!("start-up interrupted by the shutdown");
+        return;
+    }
+    match keel_rpc::RpcServer::start(&args.rpc_socket) {
+        Ok(server) => RPC_SERVER.with(|s| *s.borrow_mut() = Some(server)),
+        Err(e) => {
+            log::error!("{e}");
             state.begin_shutdown(1);
             return;
         }
@@ -144,6 +153,8 @@ async fn load_default_config() -> Result<(), keel_rpc::ConfigError> {
 /// bdevs go before their bases; each unregistration waits for in-flight I/O), stop the reactors.
 async fn shutdown() {
     RPC_SERVER.with(|s| s.borrow_mut().take());
+    // A malloc still populating its memory (e.g. the default config's) registers nothing.
+    keel_bdev::modules::malloc::cancel_pending();
     keel_nvmf::shutdown().await;
     for name in keel_bdev::bdev_names().into_iter().rev() {
         if let Err(e) = keel_bdev::unregister(&name).await {

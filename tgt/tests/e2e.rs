@@ -64,7 +64,9 @@ impl Target {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // The RPC socket opens once the config is loaded: the default's 1 GiB malloc is
+        // populated first (seconds on a loaded VM).
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if UnixStream::connect(&self.socket).is_ok() {
                 // The socket accepts once the server runs; make sure a call is answered.
