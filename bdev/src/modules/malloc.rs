@@ -218,6 +218,10 @@ fn cancelled() -> BdevError {
 fn make_region(name: &str, len: usize, cancel: &AtomicBool) -> Result<Region, BdevError> {
     let start = Instant::now();
     let region = Region::new(len)?;
+    if len >= 256 << 20 {
+        // Seconds per GiB on a loaded VM: say why the create (or start-up) waits.
+        log::info!("malloc {name}: populating {} MiB", len >> 20);
+    }
     region.populate(cancel).map_err(|e| match e {
         BdevError::NoMem(m) => BdevError::NoMem(format!(
             "cannot allocate {} MiB for malloc bdev {name}: {m}",
