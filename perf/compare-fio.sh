@@ -92,7 +92,7 @@ s = json.dumps(c).replace("nqn.2016-06.io.keel:default", sys.argv[1]).replace("\
 print(s)' "$nqn" "$port" > "$out/tgt.json"
   "$KEEL_TGT" -m "[$tgt_core]" -c "$out/tgt.json" -r "$out/keel.sock" > "$out/tgt.log" 2>&1 &
   tgt_pid=$!
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do  # 60 s: the default config populates its 1 GiB malloc first
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
   done

@@ -50,10 +50,11 @@ pub struct Args {
     /// Zipf skew θ for random offsets (e.g. 0.9 or 1.2; default uniform).
     #[arg(long = "zipf")]
     pub zipf: Option<f64>,
-    /// Stamp every written block (LBA, seed, CRC32C) and check every read block.
+    /// Stamp every written block (LBA, run id, CRC32C) and check reads of the blocks this run
+    /// wrote (blocks of earlier runs are not judged); needs both reads and writes.
     #[arg(long = "verify")]
     pub verify: bool,
-    /// Seed of offsets, read/write choices and verify stamps.
+    /// Seed of offsets and read/write choices.
     #[arg(long = "seed", default_value_t = DEFAULT_SEED)]
     pub seed: u64,
     /// Quick local bdev: null, malloc or uring:FILE.

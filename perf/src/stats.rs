@@ -159,6 +159,8 @@ pub struct JobStats {
     pub verify_errors: u64,
     /// Blocks that passed verification.
     pub verified_blocks: u64,
+    /// Blocks read with `--verify` before this run had written them: not judged.
+    pub unjudged_blocks: u64,
     /// The first corrupted blocks (at most [`KEPT_CORRUPTIONS`]).
     pub corruptions: Vec<CorruptBlock>,
     /// Length of the measured phase, ns.
@@ -175,6 +177,7 @@ impl JobStats {
             io_errors: 0,
             verify_errors: 0,
             verified_blocks: 0,
+            unjudged_blocks: 0,
             corruptions: Vec::with_capacity(KEPT_CORRUPTIONS),
             runtime_ns: 0,
         }
@@ -186,6 +189,7 @@ impl JobStats {
         self.write.reset();
         self.io_errors = 0;
         self.verified_blocks = 0;
+        self.unjudged_blocks = 0;
         // Verify errors and corruptions are never forgotten: corruption in the ramp still counts.
     }
 
@@ -204,6 +208,7 @@ impl JobStats {
         self.io_errors += other.io_errors;
         self.verify_errors += other.verify_errors;
         self.verified_blocks += other.verified_blocks;
+        self.unjudged_blocks += other.unjudged_blocks;
         for c in &other.corruptions {
             if self.corruptions.len() < KEPT_CORRUPTIONS {
                 self.corruptions.push(*c);

@@ -1,17 +1,15 @@
 //! The engine end to end on one reactor: short runs (~0.3 s) against null and malloc bdevs with
-//! `--verify`, and a deliberately corrupted block that a verifying read run must report with
-//! its LBA.
+//! `--verify`; data corrupted by the target (an error bdev) is reported with its LBA, and blocks
+//! left by earlier runs are never reported.
 
+use keel_bdev::modules::error::{self, ErrorKind, InjectTarget};
 use keel_bdev::modules::{malloc, null};
-use keel_bdev::{IoStatus, IoVec};
+use keel_bdev::IoType;
 use keel_perf::engine::{self, RunResult};
 use keel_perf::workload::verify::Corruption;
 use keel_perf::workload::{BdevTargetFactory, Distribution, Pattern, WorkloadSpec};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
-use std::cell::Cell;
-use std::future::poll_fn;
 use std::sync::{mpsc, Arc, OnceLock};
-use std::task::Poll;
 use std::time::Duration;
 
 const CORE: u32 = 0;
@@ -103,69 +101,110 @@ fn malloc_bdev_with_verify_checks_reads() {
     assert_eq!(t.read.hist.len(), t.read.ios);
 }
 
-/// Read `lba`'s block, flip one byte, write it back, through a channel on the reactor.
-async fn corrupt_block(bdev: &str, lba: u64, block: usize) {
-    let desc = keel_bdev::open(bdev, true, |_| {}).unwrap();
-    let ch = desc.get_io_channel().unwrap();
-    let mut buf = keel_reactor::pool::alloc(block).unwrap();
-    let done: Cell<Option<IoStatus>> = Cell::new(None);
-    fn cb(ctx: usize, st: IoStatus) {
-        // SAFETY: ctx is the address of `done`, alive until the wait below returns.
-        unsafe { &*(ctx as *const Cell<Option<IoStatus>>) }.set(Some(st));
-    }
-    let wait = || {
-        poll_fn(|cx| match done.take() {
-            Some(st) => Poll::Ready(st),
-            None => {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
-        })
-    };
-    let ctx = &done as *const _ as usize;
-    // SAFETY: `buf` outlives both I/Os, each awaited before the buffer is touched.
-    let iov = unsafe { IoVec::from_raw(buf.as_mut_ptr(), block) };
-    ch.read(&[iov], lba, 1, cb, ctx).unwrap();
-    assert_eq!(wait().await, IoStatus::Success);
-    buf.as_mut_slice()[1000] ^= 0x40;
-    ch.write(&[iov], lba, 1, cb, ctx).unwrap();
-    assert_eq!(wait().await, IoStatus::Success);
-}
-
-/// The `--verify` acceptance test: a block corrupted behind keel-perf's back is reported, with
-/// its LBA, and makes the run fail.
+/// The `--verify` acceptance test: data the target corrupts — on the way back (a read) or on
+/// the way in (a write) — is reported with its LBA and makes the run fail; a clean run of the
+/// same stack first reports nothing. The target is an error bdev (`corrupt_data`) over a
+/// malloc bdev, the same injection SPDK's vbdev_error offers.
 #[test]
-fn verify_catches_a_deliberately_corrupted_block() {
+fn verify_catches_data_the_target_corrupts() {
     runtime();
-    on_core(|| async { malloc::create("PerfCorrupt", 256, 4096, None).map(|_| ()) }).unwrap();
-    // Fill the device: sequential writes, 4 lanes of 64 blocks, many passes in 0.3 s.
-    let mut w = spec(Pattern::Write);
-    w.queue_depth = 4;
-    let res = run("PerfCorrupt", &w);
-    assert!(
-        res.total().write.ios >= 256,
-        "every block written at least once"
-    );
-    assert!(!res.has_errors());
-
-    // A clean verifying read pass first: no false alarm.
-    let mut r = spec(Pattern::Read);
-    r.queue_depth = 4;
-    let clean = run("PerfCorrupt", &r).total();
-    assert_eq!(clean.verify_errors, 0, "{:?}", clean.corruptions);
-    assert!(clean.verified_blocks >= 256);
-
-    on_core(|| corrupt_block("PerfCorrupt", 77, 4096));
-    let res = run("PerfCorrupt", &r);
-    let t = res.total();
-    assert!(res.has_errors());
-    assert!(t.verify_errors >= 1);
-    assert!(
-        t.corruptions
-            .iter()
-            .all(|c| c.lba == 77 && matches!(c.what, Corruption::BadCrc { .. })),
+    on_core(|| async {
+        malloc::create("PerfCorrupt", 256, 4096, None)?;
+        error::create("PerfCorrupt", None).map(|_| ())
+    })
+    .unwrap();
+    let mut s = spec(Pattern::RandRw);
+    s.queue_depth = 4;
+    let clean = run("EE_PerfCorrupt", &s);
+    let t = clean.total();
+    assert_eq!(
+        (t.io_errors, t.verify_errors),
+        (0, 0),
         "{:?}",
         t.corruptions
     );
-    assert!(!t.corruptions.is_empty());
+    assert!(t.verified_blocks > 0);
+    assert!(!clean.has_errors());
+
+    for io_type in [IoType::Read, IoType::Write] {
+        on_core(move || async move {
+            error::inject_error(
+                "EE_PerfCorrupt",
+                InjectTarget::Io(io_type),
+                ErrorKind::CorruptData,
+                u32::MAX,
+                1000,
+                0x40,
+            )
+        })
+        .unwrap();
+        let res = run("EE_PerfCorrupt", &s);
+        on_core(|| async {
+            error::inject_error(
+                "EE_PerfCorrupt",
+                InjectTarget::Clear,
+                ErrorKind::Failure,
+                0,
+                0,
+                0,
+            )
+        })
+        .unwrap();
+        let t = res.total();
+        assert!(res.has_errors(), "{io_type:?}");
+        assert!(t.verify_errors >= 1, "{io_type:?}");
+        assert_eq!(
+            t.verified_blocks, 0,
+            "{io_type:?}: every judged block is corrupt"
+        );
+        assert!(!t.corruptions.is_empty());
+        assert!(
+            t.corruptions
+                .iter()
+                .all(|c| c.lba < 256 && matches!(c.what, Corruption::BadCrc { .. })),
+            "{io_type:?}: {:?}",
+            t.corruptions
+        );
+    }
+}
+
+/// Issue 11 item 4: blocks left by earlier runs — a verified run, a plain run (which writes
+/// whatever its buffers last held, e.g. another LBA's stamped block), runs with the same seed —
+/// are not this run's: a verifying run must not report them. Only the target can make a
+/// report.
+#[test]
+fn verify_after_other_runs_reports_nothing_it_did_not_write() {
+    runtime();
+    on_core(|| async { malloc::create("PerfReuse", 4096, 4096, None).map(|_| ()) }).unwrap();
+    for seed in [spec(Pattern::RandRw).seed, 42] {
+        let mut s = spec(Pattern::RandRw);
+        s.seed = seed;
+        // A verified run leaves stamped blocks everywhere.
+        let first = run("PerfReuse", &s).total();
+        assert_eq!(first.verify_errors, 0, "{:?}", first.corruptions);
+        // A plain run with another queue depth writes buffers that last held other LBAs'
+        // blocks (and, with the same seed, the same stamps) to new places.
+        let mut plain = s.clone();
+        plain.verify = false;
+        plain.queue_depth = 3;
+        let p = run("PerfReuse", &plain).total();
+        assert!(p.read.ios > 0 && p.write.ios > 0);
+        // A verified run with another layout, then the same one again: zero reported.
+        for qd in [5, 8] {
+            let mut v = s.clone();
+            v.queue_depth = qd;
+            let t = run("PerfReuse", &v).total();
+            assert!(t.read.ios > 0 && t.write.ios > 0);
+            assert_eq!(
+                (t.io_errors, t.verify_errors),
+                (0, 0),
+                "seed {seed} qd {qd}: {:?}",
+                t.corruptions
+            );
+            assert!(
+                t.verified_blocks > 0,
+                "reads of this run's writes were checked"
+            );
+        }
+    }
 }

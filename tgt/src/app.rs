@@ -93,38 +93,41 @@ pub fn run(args: Args) -> i32 {
     code
 }
 
-/// Runs first on the main core: RPC server, then the init (config file or embedded default),
-/// or, with `--wait-for-rpc`, the server alone until `framework_start_init`.
+/// Runs first on the main core. Normally: the init (config file or embedded default), then the
+/// RPC server, so a client never sees a half-loaded configuration (replaying it yields while
+/// malloc bdevs populate their memory). With `--wait-for-rpc`: the server alone, in SPDK's
+/// startup state, until `framework_start_init`.
 async fn startup(args: Args, state: Arc<AppState>) {
     let plan = init_plan(&args);
-    if args.wait_for_rpc {
-        let failed = state.clone();
-        keel_tgt::framework::defer(plan.clone(), Box::new(move || failed.begin_shutdown(1)));
-    }
-    match keel_rpc::RpcServer::start(&args.rpc_socket) {
-        Ok(server) => RPC_SERVER.with(|s| *s.borrow_mut() = Some(server)),
-        Err(e) => {
-            log::error!("{e}");
-            state.begin_shutdown(1);
-            return;
-        }
-    }
     let mode = if args.interrupt_mode {
         " (interrupt mode)"
     } else {
         ""
     };
     if args.wait_for_rpc {
-        log::info!(
-            "keel-tgt waiting for framework_start_init (--wait-for-rpc): reactors on cores {:?}{mode}, JSON-RPC on {}",
-            keel_reactor::cores(),
-            args.rpc_socket
-        );
+        let failed = state.clone();
+        keel_tgt::framework::defer(plan.clone(), Box::new(move || failed.begin_shutdown(1)));
+        if start_rpc_server(&args, &state) {
+            log::info!(
+                "keel-tgt waiting for framework_start_init (--wait-for-rpc): reactors on cores {:?}{mode}, JSON-RPC on {}",
+                keel_reactor::cores(),
+                args.rpc_socket
+            );
+        }
         return;
     }
     if let Err(e) = keel_tgt::framework::init(plan).await {
-        log::error!("{e}");
-        state.begin_shutdown(1);
+        if !state.stopping.load(Ordering::SeqCst) {
+            log::error!("{e}");
+            state.begin_shutdown(1);
+        }
+        return;
+    }
+    if state.stopping.load(Ordering::SeqCst) {
+        log::info!("start-up interrupted by the shutdown");
+        return;
+    }
+    if !start_rpc_server(&args, &state) {
         return;
     }
     log::info!(
@@ -132,6 +135,22 @@ async fn startup(args: Args, state: Arc<AppState>) {
         keel_reactor::cores(),
         args.rpc_socket
     );
+}
+
+/// Start the JSON-RPC server on `args.rpc_socket`; on failure log it, begin the shutdown
+/// (exit code 1) and return false.
+fn start_rpc_server(args: &Args, state: &Arc<AppState>) -> bool {
+    match keel_rpc::RpcServer::start(&args.rpc_socket) {
+        Ok(server) => {
+            RPC_SERVER.with(|s| *s.borrow_mut() = Some(server));
+            true
+        }
+        Err(e) => {
+            log::error!("{e}");
+            state.begin_shutdown(1);
+            false
+        }
+    }
 }
 
 /// What the init replays, from the flags.
@@ -147,6 +166,8 @@ fn init_plan(args: &Args) -> InitPlan {
 /// bdevs go before their bases; each unregistration waits for in-flight I/O), stop the reactors.
 async fn shutdown() {
     RPC_SERVER.with(|s| s.borrow_mut().take());
+    // A malloc still populating its memory (e.g. the default config's) registers nothing.
+    keel_bdev::modules::malloc::cancel_pending();
     keel_nvmf::shutdown().await;
     for name in keel_bdev::bdev_names().into_iter().rev() {
         if let Err(e) = keel_bdev::unregister(&name).await {

@@ -64,7 +64,9 @@ impl Target {
     }
 
     fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // The RPC socket opens once the config is loaded: the default's 1 GiB malloc is
+        // populated first (seconds on a loaded VM).
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if UnixStream::connect(&self.socket).is_ok() {
                 // The socket accepts once the server runs; make sure a call is answered.
@@ -912,5 +914,59 @@ fn failed_deferred_init_answers_the_error_and_stops() {
     );
     let out = t.stop();
     assert!(!out.status.success(), "exit code says start-up failed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 11 item 3: a SIGTERM while the config's malloc populates its memory cancels the
+/// population, registers nothing and exits 0 at once (the RPC socket never opened).
+#[test]
+fn sigterm_while_a_malloc_populates_exits_cleanly() {
+    let dir = temp_dir("populate");
+    let cfg = dir.join("big.json");
+    // 4 GiB (half the host's memory if that is less): seconds to populate.
+    let mem_total: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("MemTotal")
+        * 1024;
+    let blocks = (4u64 << 30).min(mem_total / 2) / 4096;
+    std::fs::write(
+        &cfg,
+        json!({ "subsystems": [{ "subsystem": "bdev", "config": [
+            { "method": "bdev_malloc_create",
+              "params": { "name": "Big0", "num_blocks": blocks, "block_size": 4096 } }
+        ]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let socket = dir.join("keel.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+        .args(["-m", "0x1", "--interrupt-mode", "-r"])
+        .arg(&socket)
+        .arg("-c")
+        .arg(&cfg)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn keel-tgt");
+    // Stop it while it populates.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let start = Instant::now();
+    let out = wait_with_timeout(child, Duration::from_secs(20));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(err.contains("malloc Big0: creation cancelled"), "{err}");
+    assert!(!err.contains("populated"), "{err}");
+    assert!(!socket.exists(), "the RPC socket never opened");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -71,6 +71,7 @@ fn job(spec: &WorkloadSpec, j: &JobStats) -> Value {
             "io_errors": j.io_errors,
             "verify_errors": j.verify_errors,
             "verified_blocks": j.verified_blocks,
+            "unjudged_blocks": j.unjudged_blocks,
             "corruptions": j.corruptions.iter().map(|c| json!({
                 "lba": c.lba,
                 "what": c.what.to_string(),

@@ -43,8 +43,8 @@ pub fn render(spec: &WorkloadSpec, res: &RunResult) -> String {
     if spec.verify {
         let _ = writeln!(
             out,
-            "verify: {} blocks checked, {} corrupt",
-            total.verified_blocks, total.verify_errors
+            "verify: {} blocks checked, {} corrupt, {} read before this run wrote them (not judged)",
+            total.verified_blocks, total.verify_errors, total.unjudged_blocks
         );
         for c in &total.corruptions {
             let _ = writeln!(out, "  corrupt block at LBA {}: {}", c.lba, c.what);

@@ -13,7 +13,7 @@ use super::rate::TokenBucket;
 use super::rng::Rng;
 use super::spec::WorkloadSpec;
 use super::target::{Direction, SubmitError, Target};
-use super::verify::{BlockCheck, Corruption, Verifier};
+use super::verify::{fresh_run_id, Verifier};
 use crate::stats::{JobStats, LiveCounters, TickConverter};
 use keel_bdev::{IoStatus, IoVec};
 use keel_reactor::pool::{self, DmaBuf};
@@ -69,7 +69,10 @@ struct Slot<T: Target> {
     submit_tick: Cell<u64>,
 }
 
-/// Which blocks this job wrote in this run (only kept when reads are verified).
+/// Which positions this job wrote in this run (only kept when reads are verified): a bit is
+/// set when a write completes successfully and cleared when one fails (the position's contents
+/// are then unknown). Reads are judged only where the bit is set (the `--verify` contract in
+/// `super::verify`).
 struct WrittenMap {
     /// First position the job owns.
     first: u64,
@@ -92,6 +95,11 @@ impl WrittenMap {
     fn set(&mut self, pos: u64) {
         let (w, m) = self.bit(pos);
         self.words[w] |= m;
+    }
+    #[inline]
+    fn clear(&mut self, pos: u64) {
+        let (w, m) = self.bit(pos);
+        self.words[w] &= !m;
     }
     #[inline]
     fn get(&self, pos: u64) -> bool {
@@ -171,7 +179,9 @@ impl<T: Target + 'static> Job<T> {
             Box::new([layout.generator(spec, 0)])
         };
         let verify = if spec.verify {
-            let verifier = Verifier::new(spec.seed, target.block_size())?;
+            // A run id of this job alone, never derived from the seed: blocks of any earlier run
+            // (same seed or not) can never pass for this run's.
+            let verifier = Verifier::new(fresh_run_id(), target.block_size())?;
             let check_reads = target.stores_data();
             if !check_reads && spec.read_percent > 0 {
                 log::warn!(
@@ -450,6 +460,13 @@ impl<T: Target + 'static> Job<T> {
                 }
             } else {
                 st.stats.io_errors += 1;
+                if dir == Direction::Write {
+                    // A failed write may have changed some of its blocks: no longer judged.
+                    if let Some(w) = st.verify.as_mut().and_then(|v| v.written.as_mut()) {
+                        let pos = (offset - st.layout.start_block) / st.layout.blocks_per_io;
+                        w.clear(pos);
+                    }
+                }
                 if st.stats.io_errors <= LOGGED_ERRORS {
                     log::error!(
                         "core {}: {dir:?} at block {offset} failed: {status:?}",
@@ -480,18 +497,19 @@ impl<T: Target + 'static> Job<T> {
                 }
             }
             Direction::Read if v.check_reads => {
-                let written = v.written.as_ref().is_some_and(|w| w.get(pos));
+                let blocks = layout.blocks_per_io;
+                if !v.written.as_ref().is_some_and(|w| w.get(pos)) {
+                    // Not written by this run (yet): whatever is there is not ours to judge.
+                    stats.unjudged_blocks += blocks;
+                    return;
+                }
                 // SAFETY: the read completed: the slot's buffer is idle and only read here.
                 let buf = unsafe { std::slice::from_raw_parts(slot.data, self.io_bytes as usize) };
                 for (i, block) in buf.chunks_exact(v.verifier.block_size()).enumerate() {
                     let lba = offset + i as u64;
                     match v.verifier.check(block, lba) {
-                        BlockCheck::Valid => stats.verified_blocks += 1,
-                        BlockCheck::Unwritten if !written => {}
-                        BlockCheck::Unwritten => {
-                            self.report_corrupt(stats, lba, Corruption::Zeroed)
-                        }
-                        BlockCheck::Corrupt(c) => self.report_corrupt(stats, lba, c),
+                        Ok(()) => stats.verified_blocks += 1,
+                        Err(c) => self.report_corrupt(stats, lba, c),
                     }
                 }
             }
@@ -499,7 +517,7 @@ impl<T: Target + 'static> Job<T> {
         }
     }
 
-    fn report_corrupt(&self, stats: &mut JobStats, lba: u64, what: Corruption) {
+    fn report_corrupt(&self, stats: &mut JobStats, lba: u64, what: super::verify::Corruption) {
         if stats.verify_errors < LOGGED_ERRORS {
             log::error!(
                 "verify: {}: block {lba} is corrupt: {what}",

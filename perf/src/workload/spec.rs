@@ -126,9 +126,10 @@ pub struct WorkloadSpec {
     pub range: Range,
     /// Offset distribution of random patterns (`--zipf`).
     pub distribution: Distribution,
-    /// Stamp written blocks and check read ones (`--verify`).
+    /// Stamp written blocks and check reads of the blocks this run wrote (`--verify`; needs
+    /// both reads and writes).
     pub verify: bool,
-    /// Seed of every random choice and of the verify stamps (`--seed`).
+    /// Seed of every random choice (`--seed`); verify stamps carry a per-run random id instead.
     pub seed: u64,
 }
 
@@ -180,6 +181,19 @@ impl WorkloadSpec {
         }
         if self.rate_iops == Some(0) {
             return Err("--rate must be above 0 IOPS".into());
+        }
+        if self.verify && (self.read_percent == 0 || self.read_percent == 100) {
+            return Err(format!(
+                "--verify checks reads of the blocks the same run wrote (blocks of earlier runs \
+                 are never judged), so it needs both reads and writes: -w {} {}; use rw or \
+                 randrw with -M between 1 and 99",
+                self.pattern,
+                if self.read_percent == 100 {
+                    "writes nothing to check"
+                } else {
+                    "reads nothing back"
+                }
+            ));
         }
         if self.range.size == Some(0) {
             return Err("--range-size must be above 0".into());
@@ -238,6 +252,16 @@ mod tests {
         assert!(bad(|s| s.run_time = Duration::ZERO).contains("run time"));
         assert!(bad(|s| s.rate_iops = Some(0)).contains("--rate"));
         assert!(bad(|s| s.distribution = Distribution::Zipf(1.0)).contains("theta"));
+        assert!(bad(|s| s.verify = true).contains("needs both reads and writes"));
+        assert!(bad(|s| {
+            s.pattern = Pattern::RandWrite;
+            s.read_percent = 0;
+            s.verify = true
+        })
+        .contains("reads nothing back"));
+        let mut mixed = WorkloadSpec::new(Pattern::RandRw);
+        mixed.verify = true;
+        assert_eq!(mixed.validate(), Ok(()));
         assert!(bad(|s| {
             s.pattern = Pattern::Read;
             s.distribution = Distribution::Zipf(0.8)
