@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What an idle keel-tgt costs in --interrupt-mode: system calls per second (strace -c -f on the
-# running target) and CPU (utime+stime of the whole process from /proc/PID/stat, measured in
-# its own window, without strace attached). Three targets, one after the other:
+# running target) and CPU (every thread's time on a CPU from /proc/PID/task/*/schedstat,
+# measured in its own window, without strace attached). Three targets, one after the other:
 #   (a) default   the embedded default config (1 GiB malloc namespace, NVMe/TCP listener),
 #                 no host
 #   (b) host      the same with a host connected and idle: admin + I/O queue, KATO 5 s, Keep
@@ -45,12 +45,12 @@ trap cleanup EXIT
 "$KEEL_TGT" --print-default-config | sed "s/\"4420\"/\"$port\"/" >"$out/default.json"
 nqn=nqn.2016-06.io.keel:default
 
-# CPU seconds (user + system, every thread) of process $1.
+# CPU seconds of every thread of process $1 (the first field of /proc/PID/task/*/schedstat:
+# time on a CPU in ns; finer than utime+stime's clock ticks).
 cpu_secs() {
   python3 - "$1" <<'EOF'
-import os, sys
-f = open(f"/proc/{sys.argv[1]}/stat").read().rsplit(")", 1)[1].split()
-print((int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK"))
+import glob, sys
+print(sum(int(open(p).read().split()[0]) for p in glob.glob(f"/proc/{sys.argv[1]}/task/*/schedstat")) / 1e9)
 EOF
 }
 
@@ -87,18 +87,18 @@ name, secs, c0, c1, path = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), 
 calls = {}
 for line in open(path):
     f = line.split()
-    if len(f) >= 5 and f[0][0].isdigit() and not line.startswith("100.00"):
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
         calls[f[-1]] = int(f[3])
 total = sum(calls.values())
 top = sorted(calls.items(), key=lambda kv: -kv[1])[:4]
 detail = ", ".join(f"{k} {v / secs:.1f}" for k, v in top) or "-"
 cpu = 100 * (c1 - c0) / secs
-print(f"{name:<8} {total / secs:>10.1f} {cpu:>8.2f}%   {detail}")
+print(f"{name:<8} {total / secs:>10.1f} {cpu:>9.4f}%   {detail}")
 EOF
 }
 
 echo "keel-tgt --interrupt-mode -m [$core], idle, ${secs} s windows ($KEEL_TGT)"
-printf '%-8s %10s %9s   %s\n' case "syscalls/s" "CPU" "top system calls per second"
+printf '%-8s %10s %10s   %s\n' case "syscalls/s" "CPU" "top system calls per second"
 
 start_tgt -c "$out/default.json"
 measure default
