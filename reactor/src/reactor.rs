@@ -8,7 +8,10 @@
 //! poller or task did work is followed by a sleep in `epoll_wait` on the reactor's eventfd
 //! (rung by senders that see its `sleeping` flag) and the registered fds, until the next timed
 //! poller is due. Untimed pollers therefore only run when something wakes the reactor: a poller
-//! that waits on an fd should register it with `register_interrupt_fd`.
+//! that waits on an fd should register it with `register_interrupt_fd`, and may ask
+//! `take_interrupt_fd_ready` whether the reactor saw the fd readable (recorded in each sleep,
+//! and every [`FD_CHECK_WHILE_BUSY`] while the reactor is too busy to sleep) instead of making
+//! a system call on every iteration, e.g. an `accept` that would fail with EAGAIN.
 
 use crate::interrupt::{Epoll, Token};
 use crate::poller::{self, Pollers};
