@@ -45,6 +45,11 @@ pub struct ReactorStats {
     pub timed_pollers: u32,
     /// Whether this reactor runs in interrupt mode.
     pub interrupt_mode: bool,
+    /// Interrupt mode: how many times the reactor went to sleep in `epoll_wait` (each sleep
+    /// ends in one wake-up: a message, a timer, a registered fd). 0 in busy-polling mode.
+    pub sleeps: u64,
+    /// Loop iterations so far.
+    pub iterations: u64,
 }
 pub use crate::reactor::{tick_rate, ticks};
 
@@ -134,6 +139,25 @@ pub fn register_interrupt_fd(fd: std::os::fd::RawFd) {
 /// Undo [`register_interrupt_fd`] before closing the fd.
 pub fn unregister_interrupt_fd(fd: std::os::fd::RawFd) {
     crate::reactor::unregister_interrupt_fd(fd)
+}
+
+/// Whether `fd` may be readable, for a poller that should touch its fd only then (e.g. an
+/// accept poller): in interrupt mode, `true` once after the reactor saw the registered `fd`
+/// readable (in its sleep, or while busy at most every millisecond), then `false` until it sees
+/// it again — a caller that leaves data unread must retry by itself; the fd stays readable
+/// (level-triggered), so it is reported again at the next sleep anyway. Always `true` in
+/// busy-polling mode, for an fd not registered with [`register_interrupt_fd`] and on a
+/// non-reactor thread (nothing watches the fd there).
+pub fn take_interrupt_fd_ready(fd: std::os::fd::RawFd) -> bool {
+    crate::reactor::take_interrupt_fd_ready(fd)
+}
+
+/// Change the period of a timed poller of the calling reactor: its next run is `period` from
+/// now (from the end of the current run when called by the poller itself), and every `period`
+/// after that. Lets a timer follow a deadline (e.g. a keep-alive timeout) instead of checking
+/// it often. Returns `false` (and changes nothing) for an untimed or unknown poller.
+pub fn set_poller_period(id: PollerId, period: Duration) -> bool {
+    crate::reactor::set_poller_period(id, period)
 }
 
 /// Counters of every reactor (any thread; read from atomics, no message needed).

@@ -111,6 +111,24 @@ impl Pollers {
         Some((slot.name, slot.f.take()))
     }
 
+    /// Give timed poller `id` a new period; its next run is `period` after `now` (after the end
+    /// of the current pass when it is running). `false` for an untimed or unknown poller.
+    pub(crate) fn set_period(&mut self, id: u64, period: u64, now: u64) -> bool {
+        if let Some(slot) = self.running.iter_mut().find(|s| s.id == id && !s.removed) {
+            // `run_timed` re-arms it `period` after the pass's time.
+            slot.period = period;
+            return true;
+        }
+        let Some(pos) = self.timed.iter().position(|s| s.id == id && !s.removed) else {
+            return false;
+        };
+        let mut slot = self.timed.remove(pos);
+        slot.period = period;
+        slot.due = now.saturating_add(period);
+        self.insert_timed(slot);
+        true
+    }
+
     /// Remove every poller, returning the closures (to drop outside the borrow).
     pub(crate) fn take_all(&mut self) -> Vec<PollFn> {
         self.active = 0;
@@ -309,6 +327,47 @@ mod tests {
         assert!(run_timed(&cell, 150));
         assert_eq!(*log.borrow(), ["fast", "fast", "slow"]);
         assert_eq!(cell.borrow().next_due(), Some(160));
+    }
+
+    #[test]
+    fn set_period_moves_the_deadline() {
+        let log = Rc::new(RefCell::new(vec![]));
+        let cell = Rc::new(RefCell::new(Pollers::default()));
+        let t = cell
+            .borrow_mut()
+            .register("t", Some(10), 0, counter(&log, "t", PollStatus::Idle));
+        let u = cell
+            .borrow_mut()
+            .register("u", None, 0, counter(&log, "u", PollStatus::Idle));
+        assert!(!cell.borrow_mut().set_period(u, 5, 0), "untimed");
+        assert!(!cell.borrow_mut().set_period(999_999_999, 5, 0), "unknown");
+        // From outside a run: due `period` after `now`.
+        assert!(cell.borrow_mut().set_period(t, 100, 3));
+        assert_eq!(cell.borrow().next_due(), Some(103));
+        assert!(!run_timed(&cell, 102), "not due yet");
+        assert!(!run_timed(&cell, 103));
+        assert_eq!(*log.borrow(), ["t"]);
+        assert_eq!(
+            cell.borrow().next_due(),
+            Some(203),
+            "every period after that"
+        );
+        assert!(cell.borrow_mut().unregister(t).is_some());
+        // From inside its own run: re-armed `period` after the pass's time.
+        let me = Rc::new(std::cell::Cell::new(0));
+        let (cell2, me2) = (cell.clone(), me.clone());
+        let id = cell.borrow_mut().register(
+            "self",
+            Some(10),
+            0,
+            Box::new(move || {
+                assert!(cell2.borrow_mut().set_period(me2.get(), 500, 12));
+                PollStatus::Idle
+            }),
+        );
+        me.set(id);
+        assert!(!run_timed(&cell, 10));
+        assert_eq!(cell.borrow().next_due(), Some(510));
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! poller or task did work is followed by a sleep in `epoll_wait` on the reactor's eventfd
 //! (rung by senders that see its `sleeping` flag) and the registered fds, until the next timed
 //! poller is due. Untimed pollers therefore only run when something wakes the reactor: a poller
-//! that waits on an fd should register it with `register_interrupt_fd`.
+//! that waits on an fd should register it with `register_interrupt_fd`, and may ask
+//! `take_interrupt_fd_ready` whether the reactor saw the fd readable (recorded in each sleep,
+//! and every [`FD_CHECK_WHILE_BUSY`] while the reactor is too busy to sleep) instead of making
+//! a system call on every iteration, e.g. an `accept` that would fail with EAGAIN.
 
 use crate::interrupt::{Epoll, Token};
 use crate::poller::{self, Pollers};
@@ -43,6 +46,10 @@ const SHUTDOWN_ROUNDS: usize = 100;
 const SHUTDOWN_BATCH: usize = 4096;
 /// The epoll token of the reactor's own eventfd (registered fds use their fd number).
 const EVENTFD_TOKEN: Token = u64::MAX;
+/// Interrupt mode: while the reactor is too busy to sleep (its sleeps are what collect the
+/// readiness of registered fds), look at them without sleeping at most this often, so an
+/// fd-driven poller (e.g. the accept poller) is not starved under load.
+const FD_CHECK_WHILE_BUSY: Duration = Duration::from_millis(1);
 
 /// Keeps owner-written counters off the cache line senders read.
 #[repr(align(128))]
@@ -55,6 +62,8 @@ struct Counters {
     timed_pollers: AtomicU32,
     /// Interrupt-mode sleeps (epoll_wait calls).
     sleeps: AtomicU64,
+    /// Loop iterations.
+    iterations: AtomicU64,
 }
 
 /// The part of a reactor any thread may reach.
@@ -83,6 +92,7 @@ impl Shared {
                 pollers: AtomicU32::new(0),
                 timed_pollers: AtomicU32::new(0),
                 sleeps: AtomicU64::new(0),
+                iterations: AtomicU64::new(0),
             }),
         })
     }
@@ -123,6 +133,8 @@ impl Shared {
             pollers: c.pollers.load(Ordering::Relaxed),
             timed_pollers: c.timed_pollers.load(Ordering::Relaxed),
             interrupt_mode: self.interrupt_mode,
+            sleeps: c.sleeps.load(Ordering::Relaxed),
+            iterations: c.iterations.load(Ordering::Relaxed),
         }
     }
 }
@@ -135,7 +147,9 @@ pub(crate) struct Local {
     ready: RefCell<VecDeque<Runnable>>,
     /// Interrupt mode only: the eventfd plus the registered fds.
     epoll: Option<Epoll>,
-    interrupt_fds: RefCell<Vec<RawFd>>,
+    /// The registered fds, each with whether epoll reported it readable since the last
+    /// [`take_interrupt_fd_ready`] (always `true` in busy-polling mode, where nothing watches).
+    interrupt_fds: RefCell<Vec<(RawFd, bool)>>,
 }
 
 thread_local! {
@@ -205,16 +219,27 @@ impl Local {
         let counters = &shared.counters.0;
         let (mut busy_ticks, mut idle_ticks) = (0u64, 0u64);
         let mut last = ticks();
+        let fd_check_ticks = duration_to_ticks(FD_CHECK_WHILE_BUSY);
+        let mut fds_checked = last;
+        let mut iterations = 0u64;
         // Acquire: whatever was queued before a stop request is drained by `shutdown`.
         while !shared.stop.load(Ordering::Acquire) {
+            iterations += 1;
+            counters.iterations.store(iterations, Ordering::Relaxed);
             let mut busy = self.drain_messages(MSG_BATCH) > 0;
             busy |= poller::run_untimed(&self.pollers);
             busy |= poller::run_timed(&self.pollers, last);
             busy |= self.run_tasks() > 0;
             let mut now = ticks();
-            if !busy && self.epoll.is_some() {
-                self.sleep(now);
-                now = ticks();
+            if let Some(epoll) = &self.epoll {
+                if !busy {
+                    self.sleep(now);
+                    now = ticks();
+                    fds_checked = now;
+                } else if now.saturating_sub(fds_checked) >= fd_check_ticks {
+                    self.check_fds(epoll);
+                    fds_checked = now;
+                }
             }
             let spent = now.saturating_sub(last);
             if busy {
@@ -249,6 +274,8 @@ impl Local {
                     if let Some(efd) = mailbox.eventfd() {
                         efd.clear();
                     }
+                } else {
+                    self.mark_fd_ready(token);
                 }
             });
             if let Err(err) = woke {
@@ -256,6 +283,30 @@ impl Local {
             }
         }
         self.shared.mailbox.end_sleep();
+    }
+
+    /// Record that epoll reported the registered fd of `token` readable.
+    fn mark_fd_ready(&self, token: Token) {
+        let mut fds = self.interrupt_fds.borrow_mut();
+        if let Some(entry) = fds.iter_mut().find(|(fd, _)| *fd as Token == token) {
+            entry.1 = true;
+        }
+    }
+
+    /// Interrupt mode, busy: collect the readiness of the registered fds without sleeping
+    /// (the eventfd is left alone: nobody rings it while the reactor is awake).
+    fn check_fds(&self, epoll: &Epoll) {
+        if self.interrupt_fds.borrow().is_empty() {
+            return;
+        }
+        let checked = epoll.wait(Duration::ZERO, |token| {
+            if token != EVENTFD_TOKEN {
+                self.mark_fd_ready(token);
+            }
+        });
+        if let Err(err) = checked {
+            log::error!("reactor {}: epoll_wait failed: {err}", self.shared.core);
+        }
     }
 
     /// After the loop: run what is queued; then refuse new messages, run what raced with that
@@ -427,7 +478,7 @@ pub(crate) fn unregister_poller(id: PollerId) {
 pub(crate) fn register_interrupt_fd(fd: RawFd) {
     let done = with_local(|l| {
         let mut fds = l.interrupt_fds.borrow_mut();
-        if fds.contains(&fd) {
+        if fds.iter().any(|(f, _)| *f == fd) {
             return;
         }
         if let Some(epoll) = &l.epoll {
@@ -437,7 +488,8 @@ pub(crate) fn register_interrupt_fd(fd: RawFd) {
                 return;
             }
         }
-        fds.push(fd);
+        // Ready at first: whatever arrived before the registration is looked at once.
+        fds.push((fd, true));
         log::debug!("reactor {}: interrupt fd {fd} registered", l.shared.core);
     });
     if done.is_none() {
@@ -448,7 +500,7 @@ pub(crate) fn register_interrupt_fd(fd: RawFd) {
 pub(crate) fn unregister_interrupt_fd(fd: RawFd) {
     let done = with_local(|l| {
         let mut fds = l.interrupt_fds.borrow_mut();
-        let Some(pos) = fds.iter().position(|&f| f == fd) else {
+        let Some(pos) = fds.iter().position(|(f, _)| *f == fd) else {
             return;
         };
         fds.swap_remove(pos);
@@ -462,4 +514,28 @@ pub(crate) fn unregister_interrupt_fd(fd: RawFd) {
     if done.is_none() {
         log::error!("unregister_interrupt_fd({fd}) called outside a reactor thread; ignored");
     }
+}
+
+pub(crate) fn take_interrupt_fd_ready(fd: RawFd) -> bool {
+    with_local(|l| {
+        if l.epoll.is_none() {
+            return true;
+        }
+        let mut fds = l.interrupt_fds.borrow_mut();
+        match fds.iter_mut().find(|(f, _)| *f == fd) {
+            Some(entry) => std::mem::replace(&mut entry.1, false),
+            // Not registered: nothing watches it, so it may be ready any time.
+            None => true,
+        }
+    })
+    .unwrap_or(true)
+}
+
+pub(crate) fn set_poller_period(id: PollerId, period: Duration) -> bool {
+    with_local(|l| {
+        l.pollers
+            .borrow_mut()
+            .set_period(id.0, duration_to_ticks(period), ticks())
+    })
+    .unwrap_or(false)
 }

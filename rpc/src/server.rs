@@ -266,7 +266,10 @@ fn poll(rc: &Rc<RefCell<Inner>>) -> PollStatus {
     let mut jobs = Vec::new();
     let progress = {
         let mut inner = rc.borrow_mut();
-        let mut progress = inner.accept();
+        // Interrupt mode: accept only when the reactor saw the listening socket readable
+        // (`accept` takes every waiting connection), not on every wake-up.
+        let listening = keel_reactor::take_interrupt_fd_ready(inner.listener.as_raw_fd());
+        let mut progress = listening && inner.accept();
         for conn in &mut inner.conns {
             progress |= conn.service(&mut jobs);
         }

@@ -36,6 +36,10 @@ impl AppState {
         if keel_reactor::spawn_on(main, shutdown).is_err() {
             keel_reactor::request_shutdown();
         }
+        if keel_reactor::current_core().is_some() {
+            // From a reactor (start-up failed): wake the main thread out of its signal wait.
+            signals::wake_waiter();
+        }
     }
 }
 
@@ -81,8 +85,14 @@ pub fn run(args: Args) -> i32 {
         }
     };
 
+    // Long waits: a shutdown begun elsewhere wakes this one (`signals::wake_waiter`), so an
+    // idle target's main thread does not wake several times a second.
     while !state.stopping.load(Ordering::SeqCst) {
-        if let Some(sig) = signals::wait_stop_signal(Duration::from_millis(200)) {
+        let sig = signals::wait_stop_signal(Duration::from_secs(10));
+        if state.stopping.load(Ordering::SeqCst) {
+            break;
+        }
+        if let Some(sig) = sig {
             log::info!("received {}, shutting down", signals::name(sig));
             state.begin_shutdown(0);
         }

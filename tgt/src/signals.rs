@@ -39,6 +39,14 @@ pub fn wait_stop_signal(timeout: Duration) -> Option<libc::c_int> {
     (sig > 0).then_some(sig)
 }
 
+/// Wake a thread blocked in [`wait_stop_signal`] (e.g. when a reactor begins the shutdown):
+/// raises SIGTERM on the process, blocked in every thread, so the waiter takes it; the waiter
+/// must check whether shutdown already began before treating it as a request.
+pub fn wake_waiter() {
+    // SAFETY: kill(2) on our own pid with a valid signal number has no memory effects.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
+}
+
 /// Name of a stop signal for logs.
 pub fn name(sig: libc::c_int) -> &'static str {
     match sig {

@@ -970,3 +970,55 @@ fn sigterm_while_a_malloc_populates_exits_cleanly() {
     assert!(!socket.exists(), "the RPC socket never opened");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Voluntary context switches (sleeps that ended) of every thread of process `pid`.
+fn voluntary_switches(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let status =
+            std::fs::read_to_string(task.unwrap().path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if let Some(v) = line.strip_prefix("voluntary_ctxt_switches:") {
+                total += v.trim().parse::<u64>().unwrap();
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn idle_target_in_interrupt_mode_sleeps() {
+    // The embedded default (a malloc namespace, an NVMe/TCP listener), on a free port, in
+    // interrupt mode: every thread sleeps until a timer it needs. It used to wake ~2,000 times
+    // a second (a 0.5 ms accept poller) and its main thread 5 times a second (signal wait).
+    let dir = temp_dir("idle-cfg");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+        .arg("--print-default-config")
+        .output()
+        .unwrap();
+    let cfg = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("\"4420\"", &format!("\"{port}\""));
+    let path = dir.join("default.json");
+    std::fs::write(&path, cfg).unwrap();
+    let t = Target::start("idle", &["-c", path.to_str().unwrap()]);
+    let pid = t.child.as_ref().unwrap().id();
+    std::thread::sleep(Duration::from_millis(500));
+    let window = Duration::from_secs(3);
+    let before = voluntary_switches(pid);
+    std::thread::sleep(window);
+    let woke = voluntary_switches(pid) - before;
+    eprintln!("{woke} wake-ups of keel-tgt in {window:?}");
+    // The reactor's safety net (one sleep ends every second without a timer) and slack.
+    assert!(
+        woke <= 3 + 3,
+        "{woke} wake-ups in {window:?} of an idle target"
+    );
+    assert!(t.stop().status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -265,7 +265,11 @@ impl Controller {
         if kato_ms == 0 || keel_reactor::current_core().is_none() {
             return;
         }
-        let period = Duration::from_millis(u64::from(kato_ms / 4).clamp(10, 1000));
+        // A deadline, not a frequent check: the timer runs when the KATO would expire after
+        // the last command, finds the later activity and moves itself to the new deadline
+        // (`check_keep_alive`). An idle host sending Keep Alive every KATO/2 thus wakes the
+        // target's timer about once per KATO/2, and an expiry is seen within ~1 ms of it.
+        let period = Duration::from_millis(u64::from(kato_ms));
         let weak = Rc::downgrade(self);
         let id = keel_reactor::register_poller("nvmf_keep_alive", Some(period), move || match weak
             .upgrade()
@@ -289,6 +293,14 @@ impl Controller {
         }
         let idle = keel_reactor::ticks().saturating_sub(self.last_activity.get());
         if idle <= limit {
+            // Not expired: run again at the deadline the last activity sets (+1 ms, so that
+            // the check then finds it strictly passed when nothing came meanwhile).
+            let rate = u128::from(keel_reactor::tick_rate().max(1));
+            let left_us = (u128::from(limit - idle) * 1_000_000 / rate) as u64;
+            if let Some(id) = self.poller.get() {
+                let next = Duration::from_micros(left_us) + Duration::from_millis(1);
+                keel_reactor::set_poller_period(id, next);
+            }
             return PollStatus::Idle;
         }
         log::warn!(

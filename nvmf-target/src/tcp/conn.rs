@@ -314,6 +314,12 @@ impl Conn {
             && self.st.borrow().life == Life::Open
     }
 
+    /// Whether the connection is open and has not connected its queue yet (the connect
+    /// timeout still watches it).
+    pub fn awaiting_connect(&self) -> bool {
+        self.qpair().qid().is_none() && self.st.borrow().life == Life::Open
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> &str {
         &self.peer

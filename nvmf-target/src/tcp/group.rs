@@ -16,7 +16,9 @@
 //! `epoll_ctl` per stall).
 //!
 //! A slow timed poller closes connections that have not connected their queue (ICReq, then
-//! Fabrics Connect) within [`connect_timeout`], so idle sockets cannot pile up.
+//! Fabrics Connect) within [`connect_timeout`], so idle sockets cannot pile up. It is armed
+//! only while some connection has not connected yet: an idle target with connected hosts has
+//! no timer here (in interrupt mode it sleeps until a socket or the keep-alive timer wakes it).
 
 use super::conn::{Conn, ConnConfig};
 use crate::transport::{ListenAddr, ShutdownWait};
@@ -44,7 +46,8 @@ pub fn connect_timeout() -> Duration {
 }
 
 /// Change [`connect_timeout`] (at least 1 ms) for connections accepted from now on. A poll
-/// group checks at half the timeout (between 10 ms and 1 s) as set when the group starts.
+/// group checks at half the timeout (between 10 ms and 1 s) as set when its check is
+/// armed (while some connection has not connected yet).
 pub fn set_connect_timeout(d: Duration) {
     let ms = d.as_millis().clamp(1, u64::MAX as u128) as u64;
     CONNECT_TIMEOUT_MS.store(ms, Ordering::Relaxed);
@@ -120,13 +123,6 @@ fn get_or_create() -> std::io::Result<Rc<Group>> {
         weak.upgrade().map_or(PollStatus::Idle, |g| g.poll())
     });
     g.poller.set(Some(id));
-    let period = (connect_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-    let weak = Rc::downgrade(&g);
-    let id = keel_reactor::register_poller("nvmf_tcp_connect_timeout", Some(period), move || {
-        weak.upgrade()
-            .map_or(PollStatus::Idle, |g| g.close_unconnected())
-    });
-    g.timeout_poller.set(Some(id));
     GROUP.with(|c| *c.borrow_mut() = Some(g.clone()));
     log::info!(
         "nvmf/tcp: poll group started on core {:?} ({})",
@@ -186,6 +182,7 @@ pub fn add_connection(sock: TcpStream, listen: ListenAddr, cfg: ConnConfig, tran
         return;
     }
     g.conns.borrow_mut()[token as usize] = Some(conn);
+    g.arm_connect_timeout();
 }
 
 impl Group {
@@ -361,12 +358,36 @@ impl Group {
         }
     }
 
-    /// Timed: queue for closing the connections that did not connect in time.
+    /// Make sure the connect-timeout poller runs (a connection has not connected yet). It
+    /// checks at half the timeout (between 10 ms and 1 s) as set when it is armed.
+    fn arm_connect_timeout(self: &Rc<Self>) {
+        if self.timeout_poller.get().is_some() {
+            return;
+        }
+        let period =
+            (connect_timeout() / 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let weak = Rc::downgrade(self);
+        let id =
+            keel_reactor::register_poller("nvmf_tcp_connect_timeout", Some(period), move || {
+                weak.upgrade()
+                    .map_or(PollStatus::Idle, |g| g.close_unconnected())
+            });
+        self.timeout_poller.set(Some(id));
+    }
+
+    /// Timed: queue for closing the connections that did not connect in time; disarm once
+    /// every connection has connected its queue (or is closing).
     fn close_unconnected(&self) -> PollStatus {
         let now = Instant::now();
         let mut any = false;
+        let mut waiting = false;
         for c in self.conns.borrow().iter().flatten() {
-            if c.connect_expired(now) {
+            if !c.awaiting_connect() {
+                continue;
+            }
+            if !c.connect_expired(now) {
+                waiting = true;
+            } else {
                 log::warn!(
                     "nvmf/tcp: {}: no ICReq and Connect within {:?}; closing the connection",
                     c.peer_addr(),
@@ -374,6 +395,11 @@ impl Group {
                 );
                 self.to_close.borrow_mut().push(c.token());
                 any = true;
+            }
+        }
+        if !waiting {
+            if let Some(id) = self.timeout_poller.take() {
+                keel_reactor::unregister_poller(id);
             }
         }
         if any {

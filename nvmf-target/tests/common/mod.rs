@@ -35,6 +35,8 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// NVMe opcodes used here.
 pub mod opc {
+    /// Admin: Keep Alive.
+    pub const KEEP_ALIVE: u8 = 0x18;
     /// Admin: Identify.
     pub const IDENTIFY: u8 = 0x06;
     /// Admin: Set Features.
@@ -575,13 +577,13 @@ impl Client {
         (cpl, data)
     }
 
-    /// Fabrics Connect for queue `qid`; returns the completion.
+    /// Fabrics Connect for queue `qid` (no keep-alive timeout); returns the completion.
     pub fn fabrics_connect(&mut self, nqn: &str, qid: u16, cntlid: u16) -> NvmeCpl {
-        self.fabrics_connect_as(nqn, qid, cntlid, HOSTNQN)
+        self.fabrics_connect_with(nqn, qid, cntlid, HOSTNQN, 0)
     }
 
     /// Fabrics Connect for queue `qid` as host `hostnqn` (empty: an anonymous host, as SPDK's
-    /// initiator connects by default).
+    /// initiator connects by default); returns the completion.
     pub fn fabrics_connect_as(
         &mut self,
         nqn: &str,
@@ -589,10 +591,34 @@ impl Client {
         cntlid: u16,
         hostnqn: &str,
     ) -> NvmeCpl {
+        self.fabrics_connect_with(nqn, qid, cntlid, hostnqn, 0)
+    }
+
+    /// Fabrics Connect for queue `qid` asking for a keep-alive timeout of `kato_ms` (admin
+    /// queue; 0: none); returns the completion.
+    pub fn fabrics_connect_kato(
+        &mut self,
+        nqn: &str,
+        qid: u16,
+        cntlid: u16,
+        kato_ms: u32,
+    ) -> NvmeCpl {
+        self.fabrics_connect_with(nqn, qid, cntlid, HOSTNQN, kato_ms)
+    }
+
+    /// Fabrics Connect for queue `qid` as host `hostnqn` with a keep-alive timeout of `kato_ms`.
+    pub fn fabrics_connect_with(
+        &mut self,
+        nqn: &str,
+        qid: u16,
+        cntlid: u16,
+        hostnqn: &str,
+        kato_ms: u32,
+    ) -> NvmeCpl {
         let mut sqe = fabrics(FCTYPE_CONNECT);
         sqe.cdw10 = u32::from(qid) << 16;
         sqe.cdw11 = 31; // sqsize 32 (0-based)
-        sqe.cdw12 = 0; // no keep-alive timeout
+        sqe.cdw12 = kato_ms;
         let data = keel_nvmf::spec::fabrics::ConnectData {
             hostid: [0x5a; 16],
             cntlid,
@@ -697,8 +723,14 @@ pub struct Host {
 
 /// Bring a controller up on `sub` (digests as given) and connect I/O queue 1.
 pub fn bring_up(sub: &Subsys, hd: bool, dd: bool) -> Host {
-    let mut admin = Client::connect(sub.port, hd, dd);
-    let cpl = admin.fabrics_connect(&sub.nqn, 0, 0xFFFF);
+    bring_up_addr(&format!("127.0.0.1:{}", sub.port), &sub.nqn, hd, dd, 0)
+}
+
+/// Bring a controller of subsystem `nqn` at `addr` up (digests as given, a keep-alive timeout
+/// of `kato_ms`, 0: none) and connect I/O queue 1.
+pub fn bring_up_addr(addr: &str, nqn: &str, hd: bool, dd: bool, kato_ms: u32) -> Host {
+    let mut admin = Client::connect_addr(addr, hd, dd);
+    let cpl = admin.fabrics_connect_kato(nqn, 0, 0xFFFF, kato_ms);
     assert!(cpl.is_success(), "admin Connect: {:?}", cpl.get_status());
     let cntlid = cpl.cdw0 as u16;
     admin.prop_set(0x14, 1 | (6 << 16) | (4 << 20));
@@ -724,8 +756,8 @@ pub fn bring_up(sub: &Subsys, hd: bool, dd: bool) -> Host {
         "queues granted {:#x}",
         cpl.cdw0
     );
-    let mut io = Client::connect(sub.port, hd, dd);
-    let cpl = io.fabrics_connect(&sub.nqn, 1, cntlid);
+    let mut io = Client::connect_addr(addr, hd, dd);
+    let cpl = io.fabrics_connect(nqn, 1, cntlid);
     assert!(cpl.is_success(), "I/O Connect: {:?}", cpl.get_status());
     Host { admin, io, cntlid }
 }

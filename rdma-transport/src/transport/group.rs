@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 const CQ_BATCH: usize = 32;
 /// Busy polling: how often the CM channel and the connection timers are checked.
 const SLOW_PERIOD: Duration = Duration::from_millis(1);
-/// Interrupt mode: the CM channel's fd wakes the reactor and is read on every iteration; only
-/// the connection timers run on a period (each run would wake the reactor).
+/// Interrupt mode: the CM channel's fd wakes the reactor and is read when the reactor saw it
+/// readable; only the connection timers run on a period (each run wakes the reactor).
 const TIMER_PERIOD_INTERRUPT: Duration = Duration::from_millis(100);
 /// Time a new queue pair has to complete Fabrics Connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -446,7 +446,10 @@ impl Group {
     /// the Connect timeouts (interrupt mode checks those in [`Group::check_timers`]).
     fn slow_poll(&self, timers: bool) -> PollStatus {
         let mut busy = false;
-        loop {
+        // Interrupt mode: read the channel only when the reactor saw its fd readable (no
+        // poll(2) per iteration); the loop below drains it. Always true in busy-polling mode.
+        let mut more = keel_reactor::take_interrupt_fd_ready(self.cm.fd());
+        while more {
             match self.cm.poll_event() {
                 Ok(Some(ev)) => {
                     busy = true;
@@ -466,10 +469,10 @@ impl Group {
                         other => log::debug!("nvmf/rdma: {}: CM event {other:?}", c.peer_name()),
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => more = false,
                 Err(e) => {
                     log::error!("nvmf/rdma: reading CM events: {e}");
-                    break;
+                    more = false;
                 }
             }
         }

@@ -15,9 +15,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Busy polling: how often the main core reads CM events. (Interrupt mode reads them on every
-/// reactor iteration instead: the channel's fd wakes the reactor, and polling it on a period
-/// would wake it for nothing.)
+/// Busy polling: how often the main core reads CM events. (Interrupt mode runs the poller on
+/// every reactor iteration instead, and it reads the channel only when the reactor saw its fd
+/// readable: the fd wakes the reactor, polling it on a period would wake it for nothing, and
+/// a poll(2) on every iteration would cost a system call per iteration under load.)
 const CM_POLL_PERIOD: Duration = Duration::from_micros(500);
 /// Events handled per poll.
 const CM_BATCH: usize = 32;
@@ -35,6 +36,8 @@ struct MainCm {
     listeners: Vec<Listener>,
     poller: Option<PollerId>,
     next_core: usize,
+    /// The last poll stopped at [`CM_BATCH`]: read again without waiting for the fd.
+    more: bool,
 }
 
 thread_local! {
@@ -80,6 +83,7 @@ pub(crate) fn listen(
                     listeners: Vec::new(),
                     poller: None,
                     next_core: 0,
+                    more: false,
                 });
             }
             let main = m.as_mut().expect("set above");
@@ -139,8 +143,13 @@ pub(crate) fn stop(transport_id: u64, addr: Option<SocketAddr>) -> Result<(), Tr
 fn poll() -> PollStatus {
     let mut events: [Option<CmEvent>; CM_BATCH] = std::array::from_fn(|_| None);
     let n = MAIN.with(|m| {
-        let m = m.borrow();
-        let Some(main) = m.as_ref() else { return 0 };
+        let mut m = m.borrow_mut();
+        let Some(main) = m.as_mut() else { return 0 };
+        // Always true in busy-polling mode (nothing watches the fd there).
+        let ready = keel_reactor::take_interrupt_fd_ready(main.channel.fd());
+        if !ready && !main.more {
+            return 0;
+        }
         let mut n = 0;
         while n < CM_BATCH {
             match main.channel.poll_event() {
@@ -155,6 +164,7 @@ fn poll() -> PollStatus {
                 }
             }
         }
+        main.more = n == CM_BATCH;
         n
     });
     for ev in events.iter_mut().take(n).filter_map(Option::take) {

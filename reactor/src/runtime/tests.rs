@@ -549,6 +549,79 @@ fn interrupt_mode_registered_fd_wakes_the_reactor() {
     drop(efd);
 }
 
+/// An fd-driven poller: it touches its fd only when the reactor saw the fd readable, while
+/// the reactor sleeps (the fd wakes it) and while it is kept busy (checked every ms), and the
+/// reactor does not wake for it when nothing happens.
+#[test]
+fn interrupt_mode_fd_readiness_drives_a_poller() {
+    let _s = serial();
+    let rt = start("0x1", true);
+    let efd = crate::interrupt::EventFd::new().unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&efd);
+    let reads = Arc::new(AtomicUsize::new(0));
+    let spin = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let (r, sp) = (reads.clone(), spin.clone());
+    let before = sleeps(0);
+    on(0, move || {
+        register_interrupt_fd(fd);
+        register_poller("fd-driven", None, move || {
+            let busy = if sp.load(Ordering::Relaxed) {
+                PollStatus::Busy
+            } else {
+                PollStatus::Idle
+            };
+            if !take_interrupt_fd_ready(fd) {
+                return busy;
+            }
+            r.fetch_add(1, Ordering::Relaxed);
+            let mut value = 0u64;
+            // SAFETY: reads 8 bytes into a live u64 from a non-blocking eventfd.
+            if unsafe { libc::read(fd, (&mut value as *mut u64).cast(), 8) } == 8 {
+                tx.send(value).unwrap();
+            }
+            busy
+        });
+    });
+    // Registered fds count as ready once (what arrived before the registration).
+    let asleep = wait_asleep(0, before);
+    assert_eq!(reads.load(Ordering::Relaxed), 1, "one look at registration");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        reads.load(Ordering::Relaxed),
+        1,
+        "no look without readiness"
+    );
+    assert_eq!(sleeps(0), asleep, "no wake-up without readiness");
+    efd.notify();
+    assert_eq!(recv(&rx), 1);
+    assert_eq!(reads.load(Ordering::Relaxed), 2);
+    // Busy: the reactor never sleeps, yet the fd is still looked at when it gets readable.
+    spin.store(true, Ordering::Relaxed);
+    send_to(0, || {}).unwrap();
+    let iterations = reactor_stats()[0].iterations;
+    wait_until("spinning", || {
+        reactor_stats()[0].iterations > iterations + 1000
+    });
+    let asleep = sleeps(0);
+    assert_eq!(
+        reads.load(Ordering::Relaxed),
+        2,
+        "no look while nothing is ready"
+    );
+    efd.notify();
+    assert_eq!(recv(&rx), 1);
+    assert_eq!(sleeps(0), asleep, "seen without sleeping");
+    spin.store(false, Ordering::Relaxed);
+    on(0, move || unregister_interrupt_fd(fd));
+    assert!(
+        on(0, move || take_interrupt_fd_ready(fd)),
+        "unregistered: always"
+    );
+    shutdown_and_join(rt);
+    drop(efd);
+}
+
 #[test]
 fn panic_on_a_reactor_stops_the_runtime_and_resumes_in_join() {
     let _s = serial();
