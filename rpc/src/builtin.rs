@@ -471,6 +471,8 @@ mod tests {
             pollers: 5,
             timed_pollers: 2,
             interrupt_mode: true,
+            sleeps: 7,
+            iterations: 100,
         };
         let v = thread_stats_json(&[r]);
         assert_eq!(
