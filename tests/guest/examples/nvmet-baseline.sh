@@ -34,7 +34,7 @@ teardown() {
   nvme disconnect -n "$NQN" >/dev/null 2>&1 || true
   rm -f "$PORTDIR/subsystems/$NQN" 2>/dev/null || true
   rmdir "$PORTDIR" "$SUB/namespaces/1" "$SUB" 2>/dev/null || true
-  [ "$TRANSPORT" = rdma ] && rdma link delete rxe0 2>/dev/null || true
+  if [ "$TRANSPORT" = rdma ]; then rdma link delete rxe0 2>/dev/null || true; fi
 }
 trap teardown EXIT
 mkdir "$SUB"
