@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # lvol-trim: a thin logical volume exported by keel-tgt over NVMe/TCP, used by the Linux kernel
-# initiator (QEMU guest via kinit) with ext4: clusters are allocated as files are written and given
+# initiator (QEMU guest via tests/guest/keel-guest) with ext4: clusters are allocated as files are written and given
 # back when they are deleted and trimmed (fstrim), and all of them when the whole device is
 # discarded (blkdiscard). Self-contained: starts its own keel-tgt on KI_PORT.
 #
@@ -9,9 +9,9 @@
 # --no-lvol exports the malloc bdev itself: proves the guest's part and the harness without
 # lvols (the allocation checks are skipped).
 # Host: keel-tgt --no-default, then by RPC a malloc base bdev, an lvstore with 1 MiB clusters,
-# one thin 256 MiB lvol, a subsystem exporting it. Guest: nvme connect, mkfs.ext4 (the host's
-# mke2fs and the guest kernel's ext4 modules are shipped in the share: the guest image has
-# neither), mount, 64 MiB of files with dd, sync, rm, fstrim, umount, blkdiscard, disconnect.
+# one thin 256 MiB lvol, a subsystem exporting it. Guest: nvme connect, mkfs.ext4 (the guest
+# image's e2fsprogs and ext4 module), mount, 64 MiB of files with dd, sync, rm, fstrim, umount,
+# blkdiscard, disconnect.
 # The host reads num_allocated_clusters (bdev_lvol_get_lvols) at each step:
 #   fresh volume 0; after the files >= +60 over the empty file system; after rm + fstrim
 #   <= empty file system + 8 and <= files - 56; after blkdiscard 0, and the lvstore's free
@@ -19,13 +19,14 @@
 #   and that the discarded device reads as zeroes; its kernel log must show no error.
 # Results in DIR (default target/kernel-initiator/lvol-trim): guest.log, dmesg.txt, host.log,
 # keel-tgt.log. Last line "lvol-trim: PASS" or "lvol-trim: FAIL ..."; exit status 0 on PASS.
-# Environment: KINIT, KI_PORT (4420), KI_TGT_ARGS ("-m 0x1 --interrupt-mode"), KI_TGT_BIN (use this
-# keel-tgt; keel-rpc must be beside it), KI_TIMEOUT (guest time limit, 300 s), KINIT_CACHE.
+# Environment: KEEL_GUEST (guest harness, default tests/guest/keel-guest), KI_PORT (4420),
+# KI_TGT_ARGS ("-m 0x1 --interrupt-mode"), KI_TGT_BIN (use this keel-tgt; keel-rpc must be
+# beside it), KI_TIMEOUT (guest time limit, 300 s).
 # shellcheck disable=SC2015  # "A && ok || bad": ok and bad always return 0
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-KINIT=${KINIT:-$ROOT/../shared/kernel-initiator/kinit}
+HARNESS=${KEEL_GUEST:-${KINIT:-$ROOT/tests/guest/keel-guest}}   # the guest harness (tests/guest/README.md)
 PORT=${KI_PORT:-4420}
 TGT_ARGS=${KI_TGT_ARGS:--m 0x1 --interrupt-mode}
 GUEST_TIMEOUT=${KI_TIMEOUT:-300}
@@ -71,23 +72,11 @@ lvs_free() { rpc bdev_lvol_get_lvstores '{"lvs_name": "lvs_trim"}' | jq -e -r '.
 
 # ---------------------------------------------------------------- the guest's part
 SHARE=$RESULTS
-mkdir -p "$SHARE/guest" "$SHARE/ext4"
+mkdir -p "$SHARE/guest"
 cp "$HERE/guest/lib.sh" "$SHARE/guest/"
 cat > "$SHARE/env.sh" <<EOF
 MODE=keel TADDR=10.0.2.2 TPORT=$PORT NQN=$NQN FILE_MIB=$FILE_MIB
 EOF
-# ext4 for the guest: its kernel's modules (from kinit's cache) and the host's mke2fs.
-EXT4=0
-mods=
-for d in "${KINIT_CACHE:-/var/cache/kinit}"/kernel-*/lib/modules/*/kernel; do [ -d "$d" ] && { mods=$d; break; }; done
-if [ -n "$mods" ] && cp "$mods/lib/crc16.ko" "$mods/fs/mbcache.ko" "$mods/fs/jbd2/jbd2.ko" "$mods/fs/ext4/ext4.ko" "$SHARE/ext4/" 2>/dev/null &&
-   cp "$(command -v mke2fs)" "$SHARE/ext4/" 2>/dev/null; then
-  for lib in $(ldd "$SHARE/ext4/mke2fs" | awk '/=> \// {print $3}'); do
-    case $(basename "$lib") in libc.so*|libm.so*|ld-linux*) ;; *) cp "$lib" "$SHARE/ext4/";; esac
-  done
-  EXT4=1
-fi
-echo "EXT4=$EXT4" >> "$SHARE/env.sh"
 
 cat > "$SHARE/guest/lvol-trim.sh" <<'GUEST'
 #!/bin/bash
@@ -107,33 +96,28 @@ say "     $dev: $(cat /sys/block/$b/size) sectors, logical block $(cat /sys/bloc
   die "the namespace does not support deallocate (ONCS DSM not set?)"
 ask connected
 
-if [ "$EXT4" = 1 ]; then
-  step "ext4 on the thin volume"
-  for m in crc16 mbcache jbd2 ext4; do insmod "/host/ext4/$m.ko" 2>/dev/null || grep -q "^$m " /proc/modules || die "insmod $m"; done
-  check "mkfs.ext4 (discard, inode tables and journal initialised now)" \
-    env LD_LIBRARY_PATH=/host/ext4 /host/ext4/mke2fs -q -F -t ext4 -b 4096 \
-      -E lazy_itable_init=0,lazy_journal_init=0 "$dev" || finish
-  mkdir -p $MNT
-  check "mount" mount -t ext4 -o noinit_itable "$dev" $MNT || finish
-  ask mkfs
-  step "write ${FILE_MIB} MiB of files"
-  check "dd ${FILE_MIB} MiB into 4 files" bash -c "for i in 1 2 3 4; do dd if=/dev/urandom of=$MNT/f\$i bs=1M count=$((FILE_MIB / 4)) status=none || exit 1; done; sync"
-  sums=$(cd $MNT && md5sum f1 f2 f3 f4)
-  echo 3 > /proc/sys/vm/drop_caches
-  [ "$(cd $MNT && md5sum f1 f2 f3 f4)" = "$sums" ] && ok "the files read back intact after dropping caches" ||
-    bad "the files changed when read back from the volume"
-  ask written
-  step "rm and fstrim"
-  check "rm the files" rm -f $MNT/f1 $MNT/f2 $MNT/f3 $MNT/f4
-  check "sync" sync
-  check "fstrim -v $MNT" fstrim -v $MNT
-  ask trimmed
-  check "umount" umount $MNT
-else
-  step "no ext4 available to the guest: raw writes instead"
-  check "dd ${FILE_MIB} MiB at 16 MiB" dd if=/dev/urandom of="$dev" bs=1M seek=16 count="$FILE_MIB" oflag=direct status=none
-  ask written
-fi
+step "ext4 on the thin volume"
+# The guest image (tests/guest/keel-guest) has the ext4 module and e2fsprogs.
+modprobe ext4 || die "the guest kernel has no ext4 module"
+command -v mkfs.ext4 >/dev/null || die "the guest has no mkfs.ext4 (e2fsprogs)"
+check "mkfs.ext4 (discard, inode tables and journal initialised now)" \
+  mkfs.ext4 -q -F -b 4096 -E lazy_itable_init=0,lazy_journal_init=0 "$dev" || finish
+mkdir -p $MNT
+check "mount" mount -t ext4 -o noinit_itable "$dev" $MNT || finish
+ask mkfs
+step "write ${FILE_MIB} MiB of files"
+check "dd ${FILE_MIB} MiB into 4 files" bash -c "for i in 1 2 3 4; do dd if=/dev/urandom of=$MNT/f\$i bs=1M count=$((FILE_MIB / 4)) status=none || exit 1; done; sync"
+sums=$(cd $MNT && md5sum f1 f2 f3 f4)
+echo 3 > /proc/sys/vm/drop_caches
+[ "$(cd $MNT && md5sum f1 f2 f3 f4)" = "$sums" ] && ok "the files read back intact after dropping caches" ||
+  bad "the files changed when read back from the volume"
+ask written
+step "rm and fstrim"
+check "rm the files" rm -f $MNT/f1 $MNT/f2 $MNT/f3 $MNT/f4
+check "sync" sync
+check "fstrim -v $MNT" fstrim -v $MNT
+ask trimmed
+check "umount" umount $MNT
 
 step "blkdiscard the whole device"
 check "blkdiscard $dev" blkdiscard "$dev"
@@ -175,14 +159,14 @@ agent() {
   done
 }
 
-log "guest: $([ "$EXT4" = 1 ] && echo "ext4 + fstrim + blkdiscard" || echo "no ext4 modules/mke2fs to ship: raw writes + blkdiscard")"
-"$KINIT" run --share "$SHARE" --timeout "$GUEST_TIMEOUT" -- "bash /host/guest/lvol-trim.sh" > "$SHARE/guest.log" 2>&1 &
+log "guest: ext4 + fstrim + blkdiscard"
+"$HARNESS" run --share "$SHARE" --timeout "$GUEST_TIMEOUT" -- "bash /host/guest/lvol-trim.sh" > "$SHARE/guest.log" 2>&1 &
 KPID=$!
 agent | tee "$SHARE/host.log"
 FAILS=$(grep -c '^FAIL host' "$SHARE/host.log")
 wait "$KPID"; grc=$?; KPID=
 grep -E '^(ok|FAIL|==) |^     ' "$SHARE/guest.log" | sed 's/^/  guest: /'
-grep -q '^GUEST-OK$' "$SHARE/guest.log" || { FAILS=$((FAILS + 1)); log "the guest reported failures (kinit exit $grc)"; }
+grep -q '^GUEST-OK$' "$SHARE/guest.log" || { FAILS=$((FAILS + 1)); log "the guest reported failures (guest harness exit $grc)"; }
 kill -0 "$TGT_PID" 2>/dev/null || { FAILS=$((FAILS + 1)); log "keel-tgt died"; tail -20 "$RESULTS/keel-tgt.log"; }
 kill -TERM "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null; TGT_PID=
 if [ "$FAILS" = 0 ]; then log PASS; else log "FAIL ($FAILS failed checks; see $RESULTS)"; exit 1; fi

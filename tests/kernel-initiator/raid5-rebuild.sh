@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # raid5-rebuild: a raid5 bdev over three malloc members exported by keel-tgt over NVMe/TCP, used by
-# the Linux kernel initiator (QEMU guest via kinit) under verifying fio while a member is removed,
+# the Linux kernel initiator (QEMU guest via tests/guest/keel-guest) under verifying fio while a member is removed,
 # a fresh one added and rebuilt; then another original member is removed so that the data must
 # come back through the rebuilt member. Self-contained: starts its own keel-tgt on KI_PORT.
 #
@@ -19,7 +19,8 @@
 # I/O error, reset or reconnect.
 # Results in DIR (default target/kernel-initiator/raid5-rebuild): guest.log, dmesg.txt, host.log,
 # keel-tgt.log. Last line "raid5-rebuild: PASS" or "raid5-rebuild: FAIL ..."; exit 0 on PASS.
-# Environment: KINIT, KI_PORT (4420), KI_TGT_ARGS ("-m 0x1 --interrupt-mode"), KI_TGT_BIN (use this
+# Environment: KEEL_GUEST (guest harness, default tests/guest/keel-guest), KI_PORT (4420),
+# KI_TGT_ARGS ("-m 0x1 --interrupt-mode"), KI_TGT_BIN (use this
 # keel-tgt; keel-rpc must be beside it), KI_TIMEOUT (guest time limit, 420 s), KI_RAID_SB
 # (superblock: false), KI_REBUILD_SECS (rebuild time limit, 180), KI_REBUILD_MBPS (rebuild rate
 # limit set with bdev_raid_set_options, 16 MB/s: about 4 s for a 64 MiB member).
@@ -27,7 +28,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-KINIT=${KINIT:-$ROOT/../shared/kernel-initiator/kinit}
+HARNESS=${KEEL_GUEST:-${KINIT:-$ROOT/tests/guest/keel-guest}}   # the guest harness (tests/guest/README.md)
 PORT=${KI_PORT:-4420}
 TGT_ARGS=${KI_TGT_ARGS:--m 0x1 --interrupt-mode}
 GUEST_TIMEOUT=${KI_TIMEOUT:-420}
@@ -197,13 +198,13 @@ agent() {
   : > "$SHARE/sync/second-removed"
 }
 
-"$KINIT" run --share "$SHARE" --timeout "$GUEST_TIMEOUT" -- "bash /host/guest/raid5-rebuild.sh" > "$SHARE/guest.log" 2>&1 &
+"$HARNESS" run --share "$SHARE" --timeout "$GUEST_TIMEOUT" -- "bash /host/guest/raid5-rebuild.sh" > "$SHARE/guest.log" 2>&1 &
 KPID=$!
 agent | tee "$SHARE/host.log"
 FAILS=$(grep -c '^FAIL host' "$SHARE/host.log")
 wait "$KPID"; grc=$?; KPID=
 grep -E '^(ok|FAIL|==) |^     ' "$SHARE/guest.log" | sed 's/^/  guest: /'
-grep -q '^GUEST-OK$' "$SHARE/guest.log" || { FAILS=$((FAILS + 1)); log "the guest reported failures (kinit exit $grc)"; }
+grep -q '^GUEST-OK$' "$SHARE/guest.log" || { FAILS=$((FAILS + 1)); log "the guest reported failures (guest harness exit $grc)"; }
 kill -0 "$TGT_PID" 2>/dev/null || { FAILS=$((FAILS + 1)); log "keel-tgt died"; tail -20 "$RESULTS/keel-tgt.log"; }
 kill -TERM "$TGT_PID" 2>/dev/null; wait "$TGT_PID" 2>/dev/null; TGT_PID=
 if [ "$FAILS" = 0 ]; then log PASS; else log "FAIL ($FAILS failed checks; see $RESULTS)"; exit 1; fi

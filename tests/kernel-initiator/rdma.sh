@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # rdma: keel-tgt's NVMe/RDMA transport against the Linux nvme-rdma initiator over Soft-RoCE. The
-# target runs INSIDE the kinit guest (Soft-RoCE needs a real netdev: eth0, 10.0.2.15); this host
+# target runs INSIDE the QEMU guest (tests/guest/keel-guest) (Soft-RoCE needs a real netdev: eth0, 10.0.2.15); this host
 # script builds keel-tgt, keel-rpc and the cm_probe example (release), ships them with the config
 # and the guest script guest/rdma.sh (see it for the checks) in a share, and boots one guest.
 #
@@ -13,11 +13,12 @@
 # allocations of keel-tgt, counted by preload/alloc-count.c, over a steady-state fio run per
 # transport: "transport allocations I/Os"; the test wants 0). Last line
 # "rdma: PASS" or "rdma: FAIL"; exit status 0 on PASS.
-# Environment: KINIT, KI_TIMEOUT (guest time limit, 900 s), CARGO_TARGET_DIR, KINIT_CACHE.
+# Environment: KEEL_GUEST (guest harness, default tests/guest/keel-guest), KI_TIMEOUT (guest
+# time limit, 900 s), CARGO_TARGET_DIR.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-KINIT=${KINIT:-$ROOT/../shared/kernel-initiator/kinit}
+HARNESS=${KEEL_GUEST:-${KINIT:-$ROOT/tests/guest/keel-guest}}   # the guest harness (tests/guest/README.md)
 GUEST_TIMEOUT=${KI_TIMEOUT:-900}
 RESULTS=${KI_RESULTS:-$ROOT/target/kernel-initiator}/rdma
 while [ $# -gt 0 ]; do case $1 in
@@ -29,7 +30,7 @@ log() { echo "rdma: $*"; }
 fatal() { log "FAIL: $*"; exit 1; }
 
 rm -rf "$RESULTS"; mkdir -p "$RESULTS"; RESULTS=$(cd "$RESULTS" && pwd)
-[ -x "$KINIT" ] || fatal "no kinit at $KINIT (set KINIT)"
+[ -x "$HARNESS" ] || fatal "no guest harness at $HARNESS (set KEEL_GUEST)"
 (cd "$ROOT" && cargo build --release -p keel-tgt && cargo build --release -p keel-rdma --example cm_probe) \
   > "$RESULTS/cargo-build.log" 2>&1 || { tail -30 "$RESULTS/cargo-build.log"; fatal "cargo build failed"; }
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
@@ -53,9 +54,10 @@ cat > "$RESULTS/rdma.json" <<JSON
   $(listener "$NQN" TCP 4421),
   $(listener nqn.2014-08.org.nvmexpress.discovery RDMA 4420)]}]}
 JSON
-"$KINIT" build > "$RESULTS/kinit-build.log" 2>&1 || { cat "$RESULTS/kinit-build.log"; fatal "kinit build failed"; }
+"$HARNESS" build > "$RESULTS/guest-build.log" 2>&1 || { cat "$RESULTS/guest-build.log"; fatal "guest build failed ($HARNESS build)"; }
 log "booting the guest (target and initiator inside it; results in $RESULTS)"
-KINIT_APPEND="${KINIT_APPEND:-} nvme_core.multipath=N" "$KINIT" run --share "$RESULTS" --smp 2 --timeout "$GUEST_TIMEOUT" -- 'bash /host/rdma.sh' \
+KEEL_GUEST_APPEND="${KEEL_GUEST_APPEND:-} nvme_core.multipath=N" KINIT_APPEND="${KINIT_APPEND:-} nvme_core.multipath=N" \
+  "$HARNESS" run --share "$RESULTS" --smp 2 --timeout "$GUEST_TIMEOUT" -- 'bash /host/rdma.sh' \
   > "$RESULTS/guest.log" 2>&1
 rc=$?
 grep -E '^(ok|FAIL|==|PERF|ALLOC)' "$RESULTS/guest.log"

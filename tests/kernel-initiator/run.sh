@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Keel's NVMe/TCP target against the Linux kernel initiator (Debian 12, Linux 6.1, nvme-cli, fio)
-# in a QEMU guest driven by ../shared/kernel-initiator/kinit. The guest reaches the host's
+# in a QEMU guest driven by tests/guest/keel-guest. The guest reaches the host's
 # 127.0.0.1:4420 as 10.0.2.2; all traffic stays on loopback / inside QEMU's user-mode network.
 #
 #   tests/kernel-initiator/run.sh [--selftest] [--only basic,hotplug,...] [--results DIR]
@@ -23,15 +23,16 @@
 # stderr), dmesg.txt (the guest kernel log), host.log, plus keel-tgt.log, keel.json, summary.txt.
 # The last line is "kernel-initiator: N passed, M failed"; the exit status is 0 only if M is 0.
 #
-# Environment: KINIT (the kinit CLI), KI_PORT (4420), KI_TGT_ARGS ("-m 0x1 --interrupt-mode"),
-# KI_TGT_BIN (use this keel-tgt instead of building one), CARGO_TARGET_DIR, KI_FIO_PCT (100:
-# scales basic.sh's fio sizes), KI_HOSTILE_SECS (20), KI_KATO (5), KI_TIMEOUT (guest time limit,
-# default 480 s for basic, 300 s for the others).
+# Environment: KEEL_GUEST (the guest harness, default tests/guest/keel-guest; KINIT is also
+# read), KI_PORT (4420), KI_TGT_ARGS ("-m 0x1 --interrupt-mode"), KI_TGT_BIN (use this keel-tgt
+# instead of building one), CARGO_TARGET_DIR, KI_FIO_PCT (100: scales basic.sh's fio sizes),
+# KI_HOSTILE_SECS (20), KI_KATO (5), KI_TIMEOUT (guest time limit, default 480 s for basic,
+# 300 s for the others).
 # shellcheck disable=SC2015  # "A && echo ok || echo FAIL": echo does not fail
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-KINIT=${KINIT:-$ROOT/../shared/kernel-initiator/kinit}
+HARNESS=${KEEL_GUEST:-${KINIT:-$ROOT/tests/guest/keel-guest}}   # the guest harness (tests/guest/README.md)
 PORT=${KI_PORT:-4420}
 TGT_ARGS=${KI_TGT_ARGS:--m 0x1 --interrupt-mode}
 HOSTILE_SECS=${KI_HOSTILE_SECS:-20}
@@ -158,7 +159,7 @@ wait_controllers() {
 # ---------------------------------------------------------------- guests
 KPID=
 # shellcheck disable=SC2317  # called from the trap
-cleanup() {  # on exit or interrupt: the running guest (its QEMU, then kinit), then keel-tgt
+cleanup() {  # on exit or interrupt: the running guest (its QEMU, then the harness), then keel-tgt
   local q
   if [ -n "$KPID" ]; then q=$(qemu_of "$KPID") && kill -KILL "$q" 2>/dev/null; kill "$KPID" 2>/dev/null; fi
   [ -n "$TGT_PID" ] && kill -KILL "$TGT_PID" 2>/dev/null
@@ -181,7 +182,7 @@ EOF
 # into $SHARE/guest.log; sets KPID.
 guest_bg() {
   local secs=${GUEST_TIMEOUT:-$1}; shift
-  "$KINIT" run --share "$SHARE" --timeout "$secs" -- "bash /host/guest/$*" > "$SHARE/guest.log" 2>&1 &
+  "$HARNESS" run --share "$SHARE" --timeout "$secs" -- "bash /host/guest/$*" > "$SHARE/guest.log" 2>&1 &
   KPID=$!
 }
 guest_wait() {  # wait for KPID; returns the guest's status
@@ -200,7 +201,7 @@ host_wait() {  # FILE SECS: like wait_sync, for the hotplug agent (no guest pid 
 }
 # guest_conns QEMU_PID: that QEMU's established TCP connections to the target port.
 guest_conns() { ss -Htnp state established "( dport = :$PORT )" | grep -c "pid=$1,"; }
-# qemu_of PID: the QEMU process under a kinit run (kinit -> timeout -> qemu-system-x86_64).
+# qemu_of PID: the QEMU process under a harness run (keel-guest -> timeout -> qemu-system-x86_64).
 qemu_of() {
   local q=("$1") p c
   while [ ${#q[@]} -gt 0 ]; do
@@ -296,8 +297,9 @@ t_kato() {  # stop|kill
   fi
   [ "$how" = stop ] && kill -KILL "$q" 2>/dev/null
   guest_wait; grc=$?
-  # kinit reports a guest whose QEMU died as 124 (QEMU killed by a signal) or 125 (no status)
-  [ $grc = 124 ] || [ $grc = 125 ] || { echo "  FAIL: kinit exited $grc; the guest was not killed mid-run"; rc=1; }
+  # the harness reports a guest whose QEMU was killed as 125 (no status) or, if it was killed at
+  # the time limit, 124
+  [ $grc = 124 ] || [ $grc = 125 ] || { echo "  FAIL: the guest harness exited $grc; the guest was not killed mid-run"; rc=1; }
   grep -q '^GUEST-FIO-RUNNING$' "$SHARE/guest.log" && ! grep -q '^FAIL' "$SHARE/guest.log" ||
     { echo "  FAIL: the guest reported a failure before the $how"; rc=1; }
   return $rc
@@ -306,11 +308,11 @@ t_kato() {  # stop|kill
 # ---------------------------------------------------------------- main
 rm -rf "$RESULTS"; mkdir -p "$RESULTS"; RESULTS=$(cd "$RESULTS" && pwd)
 log "mode $MODE, tests: $TESTS; results in $RESULTS"
-[ -x "$KINIT" ] || fatal "no kinit at $KINIT (set KINIT)"
+[ -x "$HARNESS" ] || fatal "no guest harness at $HARNESS (set KEEL_GUEST)"
 command -v python3 >/dev/null || fatal "python3 is needed on the host (hostile.py, RPC output)"
 t=$SECONDS
-"$KINIT" build > "$RESULTS/kinit-build.log" 2>&1 || { cat "$RESULTS/kinit-build.log"; fatal "kinit build failed"; }
-log "kinit build: $((SECONDS - t)) s ($(tail -1 "$RESULTS/kinit-build.log"))"
+"$HARNESS" build > "$RESULTS/guest-build.log" 2>&1 || { cat "$RESULTS/guest-build.log"; fatal "guest build failed ($HARNESS build)"; }
+log "guest build: $((SECONDS - t)) s ($(tail -1 "$RESULTS/guest-build.log"))"
 
 if [ "$MODE" = keel ]; then
   if [ -n "${KI_TGT_BIN:-}" ]; then

@@ -1,20 +1,20 @@
 # Sourced by the self-contained guest tests (lvol-trim.sh, raid5-rebuild.sh): builds keel-tgt
-# (or takes KI_TGT_BIN), builds the kinit guest, starts keel-tgt --no-default on its own RPC
+# (or takes KI_TGT_BIN), builds the guest image (tests/guest/keel-guest build), starts keel-tgt --no-default on its own RPC
 # socket in $RESULTS, and kills the guest and the target on exit.
-# Needs from the caller: ROOT, KINIT, PORT, TGT_ARGS, RESULTS, and the functions log and fatal.
-# Gives: rpc METHOD [JSON], qemu_of PID, TGT_PID, KPID (set it to a running kinit's pid so that
+# Needs from the caller: ROOT, HARNESS (the guest harness CLI), PORT, TGT_ARGS, RESULTS, and the functions log and fatal.
+# Gives: rpc METHOD [JSON], qemu_of PID, TGT_PID, KPID (set it to a running harness's pid so that
 # cleanup kills that guest), SOCK, KEEL_TGT, KEEL_RPC.
 # shellcheck shell=bash disable=SC2034  # TGT_PID, KPID are the caller's
 TGT_PID='' KPID='' SOCK=''
 rpc() { "$KEEL_RPC" -s "$SOCK" -t 10 call "$@"; }
 port_busy() { [ -n "$(ss -Hltn "sport = :$PORT" 2>/dev/null)" ]; }
 # shellcheck disable=SC2317  # called from the trap
-cleanup() {  # the running guest (its QEMU, then kinit), then keel-tgt
+cleanup() {  # the running guest (its QEMU, then the harness), then keel-tgt
   local q
   if [ -n "$KPID" ]; then q=$(qemu_of "$KPID") && kill -KILL "$q" 2>/dev/null; kill "$KPID" 2>/dev/null; fi
   [ -n "$TGT_PID" ] && kill -KILL "$TGT_PID" 2>/dev/null
 }
-# qemu_of PID: the QEMU process under a kinit run (kinit -> timeout -> qemu-system-x86_64).
+# qemu_of PID: the QEMU process under a harness run (keel-guest -> timeout -> qemu-system-x86_64).
 qemu_of() {
   local q=("$1") p c
   while [ ${#q[@]} -gt 0 ]; do
@@ -27,7 +27,7 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 rm -rf "$RESULTS"; mkdir -p "$RESULTS/sync"; RESULTS=$(cd "$RESULTS" && pwd)
-[ -x "$KINIT" ] || fatal "no kinit at $KINIT (set KINIT)"
+[ -x "$HARNESS" ] || fatal "no guest harness at $HARNESS (set KEEL_GUEST)"
 command -v jq >/dev/null || fatal "jq is needed on the host"
 if [ -n "${KI_TGT_BIN:-}" ]; then KEEL_TGT=$KI_TGT_BIN
 else
@@ -37,7 +37,7 @@ else
 fi
 KEEL_RPC=$(dirname "$KEEL_TGT")/keel-rpc
 { [ -x "$KEEL_TGT" ] && [ -x "$KEEL_RPC" ]; } || fatal "no keel-tgt / keel-rpc at $KEEL_TGT"
-"$KINIT" build > "$RESULTS/kinit-build.log" 2>&1 || { cat "$RESULTS/kinit-build.log"; fatal "kinit build failed"; }
+"$HARNESS" build > "$RESULTS/guest-build.log" 2>&1 || { cat "$RESULTS/guest-build.log"; fatal "guest build failed ($HARNESS build)"; }
 
 port_busy && fatal "something already listens on 127.0.0.1:$PORT (set KI_PORT)"
 SOCK=$RESULTS/keel.sock

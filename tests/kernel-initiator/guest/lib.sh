@@ -1,4 +1,4 @@
-# Sourced by every guest script (bash, as root, inside the kinit guest; no python/perl there).
+# Sourced by every guest script (bash, as root, inside the keel-guest VM; no python/perl there).
 # The host's run.sh writes /host/env.sh with the test parameters; see run.sh for their meaning.
 #   MODE=keel     the target is keel-tgt on the host, reached as $TADDR=10.0.2.2
 #   MODE=selftest the target is the kernel's nvmet inside this guest on 127.0.0.1, set up here
