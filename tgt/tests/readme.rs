@@ -178,3 +178,107 @@ fn every_variable_the_target_reads_is_in_help() {
         "variables read by the target's crates (left) vs keel-tgt --help's Environment (right)"
     );
 }
+
+/// The files and directories at the top of the repository (tracked by git, or on disk when this
+/// is not a git checkout), without the ones every Rust repository has.
+fn top_level_entries(root: &Path) -> BTreeSet<String> {
+    let skip = [
+        "README.md",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".gitignore",
+        ".git",
+        "target",
+    ];
+    let git = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output();
+    let names: Vec<String> = match git {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split('/').next().unwrap().to_string())
+            .collect(),
+        _ => std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    };
+    names
+        .into_iter()
+        .filter(|n| !skip.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn readme_layout_lists_every_crate_and_directory() {
+    let root = repo();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let rows = table(&readme, "## Layout");
+    let listed: BTreeSet<String> = rows
+        .iter()
+        .map(|(e, _)| e.trim_end_matches('/').to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        top_level_entries(&root),
+        "README's Layout table (left) vs the repository's top level (right)"
+    );
+    let row = |dir: &str| -> &str {
+        &rows
+            .iter()
+            .find(|(e, _)| e.trim_end_matches('/') == dir)
+            .unwrap_or_else(|| panic!("Layout row for {dir}"))
+            .1
+    };
+    // Each crate is named by its package name.
+    for dir in [
+        "reactor",
+        "rpc",
+        "bdev",
+        "raid",
+        "nvmf-target",
+        "rdma-transport",
+        "tgt",
+        "perf",
+        "fuzz",
+    ] {
+        let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
+        let name = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{dir}/Cargo.toml has a package name"));
+        assert!(
+            row(dir).starts_with(&format!("`{name}`")),
+            "Layout row {dir}/ names the crate {name}: {}",
+            row(dir)
+        );
+    }
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("members = ["))
+        .expect("the workspace lists its members");
+    for m in members.trim_end_matches(']').split(',') {
+        let m = m.trim().trim_matches('"');
+        assert!(
+            listed.contains(m),
+            "workspace member {m} in the Layout table"
+        );
+    }
+    // The scripts users run are named in their directory's row.
+    for dir in ["scripts", "perf"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".sh") {
+                assert!(
+                    row(dir).contains(&format!("`{name}`")),
+                    "{dir}/{name} is named in the Layout row of {dir}/: {}",
+                    row(dir)
+                );
+            }
+        }
+    }
+}
