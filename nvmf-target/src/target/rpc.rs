@@ -78,7 +78,7 @@ fn note_ignored(method: &str, extra: &Map<String, Value>) {
 
 static CREATE_TRANSPORT: MethodSpec = MethodSpec {
     name: "nvmf_create_transport",
-    help: "Create an NVMe-oF transport (TCP; RDMA when built in)",
+    help: "Create an NVMe-oF transport: TCP, or RDMA (needs rdma-core and an RDMA device)",
     params: &[
         p(
             "trtype",
