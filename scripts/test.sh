@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Keel's test command (README.md): unit + end-to-end tests, SPDK's own rpc.py against keel-tgt,
 # then the README's tour command by command (scripts/tour.sh).
-# Installs what it needs (SPDK's Python client from PyPI into target/venv).
+# Installs what it needs (SPDK's Python client from PyPI into target/venv-spdk).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -66,7 +66,9 @@ pub struct Args {
     /// Block size of the quick bdev (default 4096 for null/malloc, the file's for uring).
     #[arg(long = "block-size")]
     pub block_size: Option<u32>,
-    /// JSON config file in keel-tgt's (SPDK's) format, creating the bdevs.
+    /// JSON config file in keel-tgt's (SPDK's) format, e.g. save_config output: its bdev
+    /// subsystem (malloc, null, uring, aio, delay, error, lvol, raid) is replayed, the others
+    /// (nvmf) are skipped.
     #[arg(long = "config", requires = "bdev_name", conflicts_with = "remote")]
     pub config: Option<String>,
     /// The bdev of --config to benchmark.

@@ -12,21 +12,26 @@ pub const DEFAULT_RPC_SOCKET: &str = "/var/tmp/keel.sock";
 /// SPDK's rpc.py works with `-s SOCKET`) on a Unix socket. Stop it with SIGINT or SIGTERM
 /// (or the `spdk_kill_instance` RPC): in-flight I/O is drained and the socket removed.
 #[derive(Debug, Parser)]
-#[command(name = "keel-tgt", version, about, long_about)]
+#[command(name = "keel-tgt", version, about, long_about, after_help = keel_tgt::environment::help())]
 pub struct Args {
     /// Cores to run reactors on: a hex mask (0x3) or a list ([0,1] or [0-3]). The first core
     /// also serves the control plane.
-    #[arg(short = 'm', long = "cpumask", default_value = "0x1")]
+    #[arg(
+        short = 'm',
+        long = "cpumask",
+        value_name = "MASK",
+        default_value = "0x1"
+    )]
     pub cpumask: String,
 
     /// Path of the JSON-RPC Unix socket.
-    #[arg(short = 'r', long = "rpc-socket", default_value = DEFAULT_RPC_SOCKET)]
+    #[arg(short = 'r', long = "rpc-socket", value_name = "PATH", default_value = DEFAULT_RPC_SOCKET)]
     pub rpc_socket: String,
 
     /// JSON config file (SPDK format, as `save_config` writes it) replayed at start-up.
     /// Without it keel-tgt runs its embedded default: a 1 GiB malloc namespace at
     /// nqn.2016-06.io.keel:default on NVMe/TCP 127.0.0.1:4420 (see --print-default-config).
-    #[arg(short = 'c', long = "config")]
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<String>,
 
     /// Start with nothing configured instead of the embedded default (when no -c is given).
@@ -64,7 +69,7 @@ pub struct Args {
     pub interrupt_mode: bool,
 
     /// Upper bound on each core's I/O buffer pool, in MiB (in 2 MiB pages).
-    #[arg(long = "pool-size-mb", default_value_t = 512, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long = "pool-size-mb", value_name = "MIB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(2..))]
     pub pool_size_mb: u64,
 }
 

@@ -1,6 +1,7 @@
 //! Shared by the `keel-tgt` and `keel-rpc` binaries: the crates whose RPC methods, config
 //! subsystems and transports the target serves, and the embedded default configuration.
 
+pub mod environment;
 pub mod framework;
 mod log_rpc;
 pub mod logging;

@@ -78,7 +78,7 @@ fn note_ignored(method: &str, extra: &Map<String, Value>) {
 
 static CREATE_TRANSPORT: MethodSpec = MethodSpec {
     name: "nvmf_create_transport",
-    help: "Create an NVMe-oF transport (TCP; RDMA when built in)",
+    help: "Create an NVMe-oF transport: TCP, or RDMA (needs rdma-core and an RDMA device)",
     params: &[
         p(
             "trtype",
@@ -967,10 +967,45 @@ const HOST_PARAMS: &[ParamSpec] = &[
     },
 ];
 
+/// rpc.py's `nvmf_subsystem_add_host` arguments: the host, and the keys Keel refuses (taken so
+/// that `--psk`/`--dhchap-key` get Keel's answer rather than an argument error of the client).
+const ADD_HOST_PARAMS: &[ParamSpec] = &[
+    NQN,
+    p("host", ParamKind::Str, true, true, None, "Host NQN"),
+    ParamSpec {
+        short: Some('t'),
+        ..TGT_NAME
+    },
+    p(
+        "psk",
+        ParamKind::Str,
+        false,
+        false,
+        None,
+        "TLS PSK: refused (Keel has no NVMe/TCP TLS)",
+    ),
+    p(
+        "dhchap_key",
+        ParamKind::Str,
+        false,
+        false,
+        None,
+        "DH-HMAC-CHAP key: refused (Keel has no in-band authentication)",
+    ),
+    p(
+        "dhchap_ctrlr_key",
+        ParamKind::Str,
+        false,
+        false,
+        None,
+        "DH-HMAC-CHAP controller key: refused (Keel has no in-band authentication)",
+    ),
+];
+
 static ADD_HOST: MethodSpec = MethodSpec {
     name: "nvmf_subsystem_add_host",
     help: "Allow a host to connect to an NVMe-oF subsystem",
-    params: HOST_PARAMS,
+    params: ADD_HOST_PARAMS,
     cli_rewrite: None,
 };
 

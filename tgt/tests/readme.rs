@@ -1,0 +1,284 @@
+//! The README's `keel-tgt` tables are the `--help` of the binary, row for row: every flag clap
+//! knows (short, long, value name, default) and every environment variable the target reads.
+//! A flag added, renamed or given another default without the README fails here.
+
+#[allow(dead_code)]
+#[path = "../src/args.rs"]
+mod args;
+
+use clap::{ArgAction, CommandFactory};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tgt/ is inside the repository")
+        .to_path_buf()
+}
+
+/// The rows `(first cell, second cell)` of the first table after the heading `heading`,
+/// without the header row; each cell's text between backticks when it is one code span.
+fn table(readme: &str, heading: &str) -> Vec<(String, String)> {
+    let start = readme
+        .lines()
+        .position(|l| l.trim() == heading)
+        .unwrap_or_else(|| panic!("README has no heading {heading:?}"));
+    let rows: Vec<&str> = readme
+        .lines()
+        .skip(start + 1)
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(rows.len() > 2, "no table under {heading:?}");
+    assert!(rows[1].starts_with("|---"), "{heading:?}: {}", rows[1]);
+    rows[2..]
+        .iter()
+        .map(|r| {
+            let cells: Vec<&str> = r.trim_matches('|').splitn(2, " | ").collect();
+            assert_eq!(cells.len(), 2, "a row of two cells: {r}");
+            let first = cells[0].trim();
+            let first = first
+                .strip_prefix('`')
+                .and_then(|f| f.strip_suffix('`'))
+                .unwrap_or_else(|| panic!("first cell in backticks: {r}"));
+            (first.to_string(), cells[1].trim().to_string())
+        })
+        .collect()
+}
+
+/// How clap's `--help` heads each flag, without the angle brackets: `-m, --cpumask MASK`.
+fn flag_cell(a: &clap::Arg) -> String {
+    let mut s = String::new();
+    if let Some(c) = a.get_short() {
+        s.push_str(&format!("-{c}, "));
+    }
+    s.push_str(&format!(
+        "--{}",
+        a.get_long().expect("every flag has a long name")
+    ));
+    if matches!(a.get_action(), ArgAction::Set | ArgAction::Append) {
+        let names = a
+            .get_value_names()
+            .expect("a value-taking flag has a value name");
+        for n in names {
+            s.push_str(&format!(" {n}"));
+        }
+    }
+    s
+}
+
+#[test]
+fn readme_flags_table_is_keel_tgt_help() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let rows = table(&readme, "## keel-tgt flags");
+    let mut cmd = args::Args::command();
+    cmd.build();
+    let flags: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| !a.is_hide_set()).collect();
+    let want: Vec<String> = flags.iter().map(|a| flag_cell(a)).collect();
+    let have: Vec<String> = rows.iter().map(|(f, _)| f.clone()).collect();
+    assert_eq!(
+        have, want,
+        "README's keel-tgt flags table (left) is not `keel-tgt --help` (right), in order"
+    );
+    for (a, (cell, meaning)) in flags.iter().zip(&rows) {
+        let takes_value = matches!(a.get_action(), ArgAction::Set | ArgAction::Append);
+        let defaults = if takes_value && !a.is_hide_default_value_set() {
+            a.get_default_values()
+        } else {
+            &[]
+        };
+        for d in defaults {
+            let d = d.to_string_lossy();
+            assert!(
+                meaning.contains(&format!("(default `{d}`)")),
+                "README row {cell}: --help's default is {d}, the row says: {meaning}"
+            );
+        }
+        if defaults.is_empty() {
+            assert!(
+                !meaning.contains("(default `"),
+                "README row {cell} names a default --help does not have: {meaning}"
+            );
+        }
+    }
+}
+
+#[test]
+fn readme_environment_table_is_keel_tgt_help() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let rows = table(&readme, "### Environment");
+    let have: Vec<&str> = rows.iter().map(|(v, _)| v.as_str()).collect();
+    let want: Vec<&str> = keel_tgt::environment::VARS.iter().map(|v| v.name).collect();
+    assert_eq!(have, want, "README's Environment table vs keel-tgt --help");
+    let help = args::Args::command().render_long_help().to_string();
+    assert!(help.contains(&keel_tgt::environment::help()), "{help}");
+}
+
+/// Every `std::env::var`/`var_os` in the source of the crates keel-tgt is built from names a
+/// variable listed in [`keel_tgt::environment::VARS`] (a literal, or a `const NAME: &str` of
+/// the same file).
+#[test]
+fn every_variable_the_target_reads_is_in_help() {
+    let root = repo();
+    let mut read = BTreeSet::new();
+    let crates = [
+        "reactor",
+        "rpc",
+        "bdev",
+        "raid",
+        "nvmf-target",
+        "rdma-transport",
+        "tgt",
+    ];
+    let mut files = Vec::new();
+    for c in crates {
+        let mut dirs = vec![root.join(c).join("src")];
+        while let Some(d) = dirs.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    assert!(files.len() > 50, "found the sources: {}", files.len());
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        for pat in ["env::var(", "env::var_os("] {
+            for (at, _) in text.match_indices(pat) {
+                let arg: String = text[at + pat.len()..]
+                    .chars()
+                    .take_while(|&c| c != ')')
+                    .collect();
+                let arg = arg.trim();
+                let name = if let Some(lit) = arg.strip_prefix('"') {
+                    lit.trim_end_matches('"').to_string()
+                } else {
+                    let decl = format!("const {arg}: &str = \"");
+                    let at = text.find(&decl).unwrap_or_else(|| {
+                        panic!("{}: cannot resolve the variable name {arg}", f.display())
+                    });
+                    let rest = &text[at + decl.len()..];
+                    rest[..rest.find('"').unwrap()].to_string()
+                };
+                read.insert(name);
+            }
+        }
+    }
+    let listed: BTreeSet<String> = keel_tgt::environment::VARS
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    assert_eq!(
+        read, listed,
+        "variables read by the target's crates (left) vs keel-tgt --help's Environment (right)"
+    );
+}
+
+/// The files and directories at the top of the repository (tracked by git, or on disk when this
+/// is not a git checkout), without the ones every Rust repository has.
+fn top_level_entries(root: &Path) -> BTreeSet<String> {
+    let skip = [
+        "README.md",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".gitignore",
+        ".git",
+        "target",
+    ];
+    let git = std::process::Command::new("git")
+        .args(["ls-files", "-z"])
+        .current_dir(root)
+        .output();
+    let names: Vec<String> = match git {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            .map(|p| p.split('/').next().unwrap().to_string())
+            .collect(),
+        _ => std::fs::read_dir(root)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+    };
+    names
+        .into_iter()
+        .filter(|n| !skip.contains(&n.as_str()))
+        .collect()
+}
+
+#[test]
+fn readme_layout_lists_every_crate_and_directory() {
+    let root = repo();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let rows = table(&readme, "## Layout");
+    let listed: BTreeSet<String> = rows
+        .iter()
+        .map(|(e, _)| e.trim_end_matches('/').to_string())
+        .collect();
+    assert_eq!(
+        listed,
+        top_level_entries(&root),
+        "README's Layout table (left) vs the repository's top level (right)"
+    );
+    let row = |dir: &str| -> &str {
+        &rows
+            .iter()
+            .find(|(e, _)| e.trim_end_matches('/') == dir)
+            .unwrap_or_else(|| panic!("Layout row for {dir}"))
+            .1
+    };
+    // Each crate is named by its package name.
+    for dir in [
+        "reactor",
+        "rpc",
+        "bdev",
+        "raid",
+        "nvmf-target",
+        "rdma-transport",
+        "tgt",
+        "perf",
+        "fuzz",
+    ] {
+        let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
+        let name = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{dir}/Cargo.toml has a package name"));
+        assert!(
+            row(dir).starts_with(&format!("`{name}`")),
+            "Layout row {dir}/ names the crate {name}: {}",
+            row(dir)
+        );
+    }
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let members = workspace
+        .lines()
+        .find_map(|l| l.strip_prefix("members = ["))
+        .expect("the workspace lists its members");
+    for m in members.trim_end_matches(']').split(',') {
+        let m = m.trim().trim_matches('"');
+        assert!(
+            listed.contains(m),
+            "workspace member {m} in the Layout table"
+        );
+    }
+    // The scripts users run are named in their directory's row.
+    for dir in ["scripts", "perf"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if name.ends_with(".sh") {
+                assert!(
+                    row(dir).contains(&format!("`{name}`")),
+                    "{dir}/{name} is named in the Layout row of {dir}/: {}",
+                    row(dir)
+                );
+            }
+        }
+    }
+}
