@@ -87,6 +87,8 @@ fn readme_options_name_every_keel_perf_flag() {
         "sort",
         "release",
         "print-default-config",
+        "interrupt-mode",
+        "no-default",
         "short",
         "help",
     ];
