@@ -14,7 +14,7 @@ mod channel;
 mod inject;
 mod rpc;
 
-pub use self::inject::{ErrorKind, InjectTarget};
+pub use self::inject::{ErrorKind, InjectTarget, NVME_STATUSES};
 pub use self::rpc::register_rpcs;
 
 use self::inject::{Injections, INJECT_TYPES};
