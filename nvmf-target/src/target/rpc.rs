@@ -1103,6 +1103,9 @@ struct AddNsParams {
 const NAMESPACE_EXTRAS: &[(&str, Extra)] = &[
     // ANA is not reported (see nvmf_create_subsystem ana_reporting).
     ("anagrpid", Extra::Hint),
+    // Keel's bdevs have no separate metadata, so a namespace never shows any: hidden or not
+    // is the same namespace.
+    ("hide_metadata", Extra::Hint),
     (
         "ptpl_file",
         Extra::Only(
