@@ -5,6 +5,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SPDK_PY_VERSION=${SPDK_PY_VERSION:-26.9}
 venv=target/venv-spdk
+# A venv copied from another checkout keeps that checkout's path in its scripts' #! line.
+if [ -x "$venv/bin/spdk-rpc" ] && ! "$venv/bin/spdk-rpc" --help >/dev/null 2>&1; then
+  sed -i "1s|^#!.*|#!$PWD/$venv/bin/python3|" "$venv/bin/spdk-rpc"
+fi
 if [ ! -x "$venv/bin/spdk-rpc" ]; then
   python3 -m venv "$venv" && "$venv/bin/pip" install -q "spdk==$SPDK_PY_VERSION" || {
     echo "cannot install SPDK's rpc.py (pip install spdk==$SPDK_PY_VERSION)"; exit 1; }

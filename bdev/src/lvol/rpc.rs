@@ -401,6 +401,9 @@ fn get_lvstores(p: Option<Value>) -> HandlerFuture {
                     "free_clusters": s.free_clusters.load(Ordering::Relaxed),
                     "block_size": s.block_size,
                     "cluster_size": s.cluster_size,
+                    // Keel's lvstores do not grow (no bdev_lvol_grow_lvstore): the most
+                    // they hold is what they hold now.
+                    "max_growable_size": s.total_clusters * s.cluster_size,
                     "nospace_errors": s.nospace_errors.load(Ordering::Relaxed),
                 })
             })

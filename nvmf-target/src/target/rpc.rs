@@ -489,6 +489,8 @@ fn transport_json(o: &TransportOpts) -> Value {
         "dif_insert_or_strip": false,
         "zcopy": false,
         "abort_timeout_sec": o.abort_timeout_sec,
+        // Keep-alive granularity in 100 ms units, as Identify Controller reports it.
+        "kas": super::ctrlr::KAS_100MS,
     });
     let extra = match o.trtype {
         TrType::Tcp => json!({
@@ -508,7 +510,7 @@ fn transport_json(o: &TransportOpts) -> Value {
     v
 }
 
-fn rpc_get_transports(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_get_transports(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: GetTransportsParams = keel_rpc::params::parse(params)?;
         let _ = &p.tgt_name;
@@ -765,6 +767,7 @@ fn subsystem_json(s: &super::subsystem::Subsystem) -> Value {
         v["serial_number"] = g.serial.clone().into();
         v["model_number"] = g.model.clone().into();
         v["max_namespaces"] = g.max_namespaces.into();
+        v["passthrough"] = false.into();
         v["min_cntlid"] = g.cntlid_range.0.into();
         v["max_cntlid"] = g.cntlid_range.1.into();
         v["namespaces"] = g
@@ -1516,6 +1519,7 @@ fn save_config() -> Vec<Value> {
         if let Some(o) = params.as_object_mut() {
             o.remove("dif_insert_or_strip");
             o.remove("zcopy");
+            o.remove("kas");
         }
         calls.push(json!({"method": "nvmf_create_transport", "params": params}));
     }

@@ -1235,6 +1235,10 @@ fn spdk_cntlid_range_is_honoured() {
             (&s[0]["min_cntlid"], &s[0]["max_cntlid"]),
             (&json!(100), &json!(101))
         );
+        // SPDK's other fields tools read: no passthrough, the keep-alive granularity.
+        assert_eq!(s[0]["passthrough"], false);
+        let t = rpc_ok(super::rpc::rpc_get_transports, json!({})).await;
+        assert_eq!(t[0]["kas"], 1, "{t}");
         state::add_listener(nqn, listen_addr("4447")).unwrap();
         let (a, b, c) = (HostQ::new("4447"), HostQ::new("4447"), HostQ::new("4447"));
         let ca = a.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
