@@ -385,6 +385,18 @@ fn nvme_failure_completes_with_the_mapped_status() {
         e.contains("nvme_sct=0 nvme_sc=11") && e.contains("2/0x81"),
         "{e}"
     );
+    assert!(
+        error::inject_error(
+            "EE_m_nvme",
+            InjectTarget::All,
+            ErrorKind::Complete(Success),
+            1,
+            0,
+            0
+        )
+        .is_err(),
+        "success is no error to inject"
+    );
     let e = ErrorKind::nvme(2, 0x81, InjectTarget::All).unwrap_err();
     assert!(!e.contains("2/0x81") && e.contains("0/0x07"), "{e}");
     teardown("m_nvme");

@@ -259,6 +259,9 @@ pub(crate) async fn wipe(ch: &IoChannel, array: &str, member: &str) -> bool {
 /// `bdev_raid_delete` with `clear_sb`: zero the superblock of every member still open (also
 /// failed ones: their superblock names the array too).
 pub(crate) async fn wipe_all(array: &Arc<RaidArray>) {
+    // A superblock write still in flight would land after the wipe.
+    let id = array.id;
+    yield_until(|| writer_idle(id)).await;
     for m in &array.members {
         let ch = match lock(&m.desc).as_ref().map(|d| d.get_io_channel()) {
             Some(Ok(ch)) => ch,

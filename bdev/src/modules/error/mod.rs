@@ -168,6 +168,11 @@ pub fn inject_error(
             "corrupt_value must be non-zero (XOR with 0 corrupts nothing)".into(),
         ));
     }
+    if kind == ErrorKind::Complete(crate::IoStatus::Success) {
+        return Err(BdevError::Invalid(
+            "an injected completion must be a failure, not success".into(),
+        ));
+    }
     let disk = ERROR_BDEVS
         .get(name)
         .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
