@@ -20,9 +20,11 @@ import contextlib
 import io
 import inspect
 import json
+import os
 import re
 import socket
 import sys
+import tempfile
 import textwrap
 
 PROBE = "zzzz_keel_probe"  # sorts after every real name, so a real unknown name is reported first
@@ -187,6 +189,19 @@ def rpcpy_params():
     from spdk.rpc.cmd_parser import args_global
     parser, subparsers = spdk_rpc.create_parser()
     out = {}
+    # A subcommand given a dummy file name must not leave files behind: run them elsewhere.
+    cwd = os.getcwd()
+    tmp = tempfile.TemporaryDirectory()
+    os.chdir(tmp.name)
+    try:
+        return _rpcpy_params(subparsers, args_global, out)
+    finally:
+        os.chdir(cwd)
+        tmp.cleanup()
+
+
+def _rpcpy_params(subparsers, args_global, out):
+    """The body of `rpcpy_params`."""
     for cmd, sub in subparsers.choices.items():
         func = sub.get_default("func")
         if func is None:
@@ -243,6 +258,11 @@ def main():
     methods, _ = call(a.sock, "rpc_get_methods", None)
     rpcpy = rpcpy_params()
     schema, objects = schema_params(a.schema) if a.schema else ({}, {})
+    # An extraction that found (almost) nothing would report no gaps: refuse to judge.
+    if len(rpcpy) < 100 or (a.schema and len(schema) < 100):
+        print(f"spdk-params-probe: read only {len(rpcpy)} rpc.py and {len(schema)} schema "
+              "methods: the extraction is broken")
+        return 2
     allow = set()
     if a.allow:
         for line in open(a.allow):
