@@ -60,9 +60,24 @@ const TGT_NAME: ParamSpec = p(
     false,
     false,
     None,
-    "Parent NVMe-oF target name (only the default target exists)",
+    "Parent NVMe-oF target name: Keel has one, nvmf_tgt (another name is refused)",
 );
 const NQN: ParamSpec = p("nqn", ParamKind::Str, true, true, None, "Subsystem NQN");
+
+/// The name of Keel's one NVMe-oF target (SPDK's default target's name).
+const TGT: &str = "nvmf_tgt";
+
+/// `tgt_name`: absent or SPDK's default target's name; another name is refused (as SPDK
+/// refuses a target it does not have) rather than applied to the one target Keel has.
+fn check_tgt(tgt_name: Option<&str>) -> Result<(), RpcError> {
+    match tgt_name {
+        None => Ok(()),
+        Some(n) if n == TGT => Ok(()),
+        Some(n) => Err(RpcError::invalid_params(format!(
+            "Unable to find a target named '{n}': Keel has one NVMe-oF target, {TGT}"
+        ))),
+    }
+}
 
 /// How Keel treats an SPDK parameter of a method that it does not act on.
 #[derive(Debug, Clone, Copy)]
@@ -436,7 +451,7 @@ const MAX_IN_CAPSULE_DATA_SIZE: u32 = 128 * 1024;
 pub(super) fn rpc_create_transport(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateTransportParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let opts = transport_opts(p)?;
         state::create_transport(opts).map_err(to_rpc)?;
         Ok(Value::Bool(true))
@@ -513,7 +528,7 @@ fn transport_json(o: &TransportOpts) -> Value {
 pub(super) fn rpc_get_transports(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: GetTransportsParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let want = match p.trtype.as_deref() {
             None => None,
             Some(t) => Some(TrType::parse(t).ok_or_else(|| {
@@ -662,7 +677,7 @@ const SUBSYSTEM_EXTRAS: &[(&str, Extra)] = &[
 pub(super) fn rpc_create_subsystem(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateSubsystemParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         check_extras(
             "nvmf_create_subsystem",
             &p.extra,
@@ -707,7 +722,7 @@ struct NqnParams {
 fn rpc_delete_subsystem(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         state::delete_subsystem(&p.nqn).await.map_err(to_rpc)?;
         Ok(Value::Bool(true))
     })
@@ -795,7 +810,7 @@ fn subsystem_json(s: &super::subsystem::Subsystem) -> Value {
 pub(super) fn rpc_get_subsystems(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: OptNqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let all = state::subsystems();
         let list: Vec<Value> = all
             .iter()
@@ -972,7 +987,7 @@ const LISTENER_EXTRAS: &[(&str, Extra)] = &[
 pub(super) fn rpc_add_listener(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: ListenerParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         check_extras(
             "nvmf_subsystem_add_listener",
             &p.extra,
@@ -988,7 +1003,7 @@ pub(super) fn rpc_add_listener(params: Option<Value>) -> HandlerFuture {
 fn rpc_remove_listener(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: ListenerParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         check_extras(
             "nvmf_subsystem_remove_listener",
             &p.extra,
@@ -1157,7 +1172,7 @@ fn namespace_opts(n: NamespaceJson) -> Result<NamespaceOpts, RpcError> {
 pub(super) fn rpc_add_ns(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: AddNsParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let opts = namespace_opts(p.namespace)?;
         let nsid = state::add_namespace(&p.nqn, opts).await.map_err(to_rpc)?;
         Ok(Value::from(nsid))
@@ -1190,7 +1205,7 @@ struct RemoveNsParams {
 fn rpc_remove_ns(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: RemoveNsParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         state::remove_namespace(&p.nqn, p.nsid)
             .await
             .map_err(to_rpc)?;
@@ -1252,7 +1267,7 @@ const HOST_FIELDS: &[&str] = &[
 fn rpc_add_host(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: HostParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         if p.psk.is_some() || p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
             return Err(RpcError::errno(
                 libc::EOPNOTSUPP,
@@ -1268,7 +1283,7 @@ fn rpc_add_host(params: Option<Value>) -> HandlerFuture {
 pub(super) fn rpc_remove_host(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: HostParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         // How long SPDK waits for the host's controllers to go: Keel disconnects them at once.
         check_extras(
             "nvmf_subsystem_remove_host",
@@ -1314,7 +1329,7 @@ struct AllowAnyHostParams {
 fn rpc_allow_any_host(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: AllowAnyHostParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         state::allow_any_host(&p.nqn, p.allow_any_host).map_err(to_rpc)?;
         Ok(Value::Bool(true))
     })
@@ -1342,7 +1357,7 @@ fn need_subsys(nqn: &str) -> Result<std::sync::Arc<super::subsystem::Subsystem>,
 pub(super) fn rpc_get_controllers(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let s = need_subsys(&p.nqn)?;
         let list: Vec<Value> = s
             .controllers()
@@ -1409,7 +1424,7 @@ fn qpair_json(q: &QpairInfo) -> Value {
 pub(super) fn rpc_get_qpairs(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let s = need_subsys(&p.nqn)?;
         let mut out = Vec::new();
         for c in s.controllers() {
@@ -1445,7 +1460,7 @@ static GET_LISTENERS: MethodSpec = MethodSpec {
 pub(super) fn rpc_get_listeners(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let s = need_subsys(&p.nqn)?;
         let g = s.lock();
         // SPDK adds "ana_states" only for a subsystem with ANA reporting; Keel reports no ANA
@@ -1491,7 +1506,7 @@ fn poll_group_json(core: u32, s: &super::stats::PgSnapshot, trtypes: &[&str]) ->
 pub(super) fn rpc_get_stats(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: TgtParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let trtypes: Vec<&str> = state::transports()
             .iter()
             .map(|t| t.trtype().name())

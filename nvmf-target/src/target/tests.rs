@@ -1333,3 +1333,37 @@ fn spdk_parameters_keel_cannot_honour_are_refused_by_name() {
         state::delete_subsystem(nqn).await.unwrap();
     });
 }
+
+#[test]
+fn tgt_name_other_than_keels_one_target_is_refused() {
+    use super::rpc::{rpc_create_subsystem, rpc_get_subsystems};
+    use serde_json::json;
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:tgtname";
+        let e = rpc_err(
+            rpc_create_subsystem,
+            json!({"nqn": nqn, "tgt_name": "other"}),
+        )
+        .await;
+        assert_eq!(e.code, -32602);
+        assert!(
+            e.message.contains("'other'") && e.message.contains("nvmf_tgt"),
+            "{e}"
+        );
+        assert!(
+            state::subsystem(nqn).is_none(),
+            "not created in the one target"
+        );
+        rpc_ok(
+            rpc_create_subsystem,
+            json!({"nqn": nqn, "tgt_name": "nvmf_tgt"}),
+        )
+        .await;
+        rpc_ok(
+            rpc_get_subsystems,
+            json!({"nqn": nqn, "tgt_name": "nvmf_tgt"}),
+        )
+        .await;
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
