@@ -5,6 +5,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 SPDK_PY_VERSION=${SPDK_PY_VERSION:-26.9}
 venv=target/venv-spdk
+# A venv copied from another checkout keeps that checkout's path in its scripts' #! line.
+if [ -x "$venv/bin/spdk-rpc" ] && ! "$venv/bin/spdk-rpc" --help >/dev/null 2>&1; then
+  sed -i "1s|^#!.*|#!$PWD/$venv/bin/python3|" "$venv/bin/spdk-rpc"
+fi
 if [ ! -x "$venv/bin/spdk-rpc" ]; then
   python3 -m venv "$venv" && "$venv/bin/pip" install -q "spdk==$SPDK_PY_VERSION" || {
     echo "cannot install SPDK's rpc.py (pip install spdk==$SPDK_PY_VERSION)"; exit 1; }
@@ -141,6 +145,61 @@ check "nvmf_subsystem_remove_ns" rpc nvmf_subsystem_remove_ns "$nqn" 1
 check "nvmf_delete_subsystem" rpc nvmf_delete_subsystem "$nqn"
 check "bdev_malloc_delete H0" rpc bdev_malloc_delete H0
 # ==== END issue-11 item 5 (rpcmethods)
+# ==== BEGIN issue-11 item 5 (spdkparams): every parameter rpc.py can send is accepted, honoured
+# or refused by name (scripts/spdk-params-probe.py; set SPDK_SCHEMA to SPDK's schema/schema.yaml
+# to compare with it too), and the flags that were refused before, through rpc.py itself.
+schema_arg=(); [ -n "${SPDK_SCHEMA:-}" ] && schema_arg=(--schema "$SPDK_SCHEMA")
+out=$("$venv/bin/python3" scripts/spdk-params-probe.py -s "$sock" "${schema_arg[@]}" 2>&1)
+check "spdk-params-probe: no parameter of rpc.py refused as unknown" has "$out" ' 0 gaps$'
+refused_with() { # refused_with NAME MESSAGE COMMAND... : the command must fail saying MESSAGE
+  local name=$1 msg=$2; shift 2
+  local o; if o=$("$@" 2>&1); then fail=$((fail+1)); echo "FAIL $name (it succeeded)"
+  elif grep -q -- "$msg" <<<"$o"; then pass=$((pass+1)); echo "ok   $name"
+  else fail=$((fail+1)); echo "FAIL $name"; echo "$o" | sed 's/^/     /'; fi
+}
+# bdev_raid_delete: rpc.py always sends clear_sb; -c wipes the members' superblocks.
+truncate -s 8M "$dir/r0.img" "$dir/r1.img"
+sb_zero() { [ -z "$(head -c 4096 "$1" | tr -d '\0')" ]; }
+sb_set() { ! sb_zero "$1"; }
+check "raid members on files" bash -c "$venv/bin/spdk-rpc -s $sock bdev_uring_create $dir/r0.img RU0 512 && $venv/bin/spdk-rpc -s $sock bdev_uring_create $dir/r1.img RU1 512"
+check "bdev_raid_create -s (superblock)" rpc bdev_raid_create -n RR -r raid1 -b "RU0 RU1" -s
+check "bdev_raid_delete (rpc.py sends clear_sb=false)" rpc bdev_raid_delete RR
+check "... the superblocks stay" sb_set "$dir/r0.img"
+check "bdev_raid_create -s again" rpc bdev_raid_create -n RR -r raid1 -b "RU0 RU1" -s
+check "bdev_raid_delete -c" rpc bdev_raid_delete RR -c
+check "... wiped the superblock of RU0" sb_zero "$dir/r0.img"
+check "... and of RU1" sb_zero "$dir/r1.img"
+check "bdev_uring_delete RU0 RU1" bash -c "$venv/bin/spdk-rpc -s $sock bdev_uring_delete RU0 && $venv/bin/spdk-rpc -s $sock bdev_uring_delete RU1"
+# bdev_error_inject_error nvme_failure: a status the bdev layer carries, or a refusal naming it.
+check "bdev_malloc_create -n -1 (numa_id any)" rpc bdev_malloc_create -b P0 8 512 -n -1
+refused_with "bdev_malloc_create -f 1 (dif_pi_format) refused" "dif_pi_format 1 is not supported" rpc bdev_malloc_create -b P1 8 512 -f 1
+refused_with "bdev_malloc_create -n 4095 (no such node) refused" "no NUMA node 4095" rpc bdev_malloc_create -b P1 8 512 -n 4095
+check "bdev_error_create P0" rpc bdev_error_create P0
+check "bdev_error_inject_error nvme_failure --nvme-sct 0 --nvme-sc 7" rpc bdev_error_inject_error EE_P0 all nvme_failure --nvme-sct 0 --nvme-sc 7
+refused_with "bdev_error_inject_error nvme_failure --nvme-sc 11 refused" "nvme_sct=0 nvme_sc=11 is not supported" \
+  rpc bdev_error_inject_error EE_P0 read nvme_failure --nvme-sct 0 --nvme-sc 11
+check "bdev_error_delete EE_P0" rpc bdev_error_delete EE_P0
+# lvstore metadata layout: Keel's only.
+refused_with "bdev_lvol_create_lvstore -s 8192 refused" "md_page_size 8192 is not supported" rpc bdev_lvol_create_lvstore P0 PL -s 8192
+refused_with "bdev_lvol_create_lvstore -m 50 refused" "num_md_pages_per_cluster_ratio 50" rpc bdev_lvol_create_lvstore P0 PL -m 50
+check "bdev_lvol_create_lvstore -s 4096 -m 100" rpc bdev_lvol_create_lvstore P0 PL -s 4096 -m 100 -c 1048576
+jcheck "bdev_lvol_get_lvstores has max_growable_size" "d[0]['max_growable_size']==d[0]['total_data_clusters']*d[0]['cluster_size']" bdev_lvol_get_lvstores -l PL
+check "bdev_lvol_delete_lvstore" rpc bdev_lvol_delete_lvstore -l PL
+check "bdev_malloc_delete P0" rpc bdev_malloc_delete P0
+# bdev_null_create: size hints accepted, DIF format refused.
+check "bdev_null_create -a -g -s -c -r (hints)" rpc bdev_null_create PN 8 512 -a 8 -g 8 -s 64 -c 8 -r 8
+refused_with "bdev_null_create -f 2 refused" "dif_pi_format 2 is not supported" rpc bdev_null_create PN2 8 512 -f 2
+jcheck "bdev_get_bdevs has SPDK's hint fields" "all(k in d[0] for k in ('preferred_write_alignment','optimal_write_size','preferred_unmap_granularity')) and len(d[0]['supported_io_types'])==22" bdev_get_bdevs -b PN
+check "bdev_null_delete PN" rpc bdev_null_delete PN
+# nvmf: the cntlid range honoured, what Keel lacks refused by name.
+pnqn=nqn.2016-06.io.spdk:params1
+check "nvmf_create_subsystem -i 10 -I 20" rpc nvmf_create_subsystem "$pnqn" -i 10 -I 20
+jcheck "nvmf_get_subsystems shows the cntlid range" "d[0]['min_cntlid']==10 and d[0]['max_cntlid']==20 and d[0]['passthrough'] is False" nvmf_get_subsystems "$pnqn"
+refused_with "nvmf_subsystem_add_listener -k (TLS) refused" "secure_channel=true is not supported" \
+  rpc nvmf_subsystem_add_listener "$pnqn" -t tcp -a 127.0.0.1 -s "$port" -k
+refused_with "nvmf_create_subsystem -p (passthrough) refused" "passthrough=true is not supported" rpc nvmf_create_subsystem nqn.2016-06.io.spdk:params2 -p
+check "nvmf_delete_subsystem" rpc nvmf_delete_subsystem "$pnqn"
+# ==== END issue-11 item 5 (spdkparams)
 check "spdk_kill_instance SIGTERM" rpc spdk_kill_instance SIGTERM
 for _ in $(seq 100); do kill -0 $pid 2>/dev/null || break; sleep 0.1; done
 if kill -0 $pid 2>/dev/null; then fail=$((fail+1)); echo "FAIL keel-tgt still running after spdk_kill_instance"

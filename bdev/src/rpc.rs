@@ -118,6 +118,8 @@ fn supported_io_types(b: &Bdev) -> Value {
         "zone_management",
         "zone_append",
         "nvme_iov_md",
+        "nvme_nssr",
+        "write_uncorrectable",
     ] {
         m.insert(other.into(), false.into());
     }
@@ -147,6 +149,12 @@ pub(crate) fn bdev_json(b: &Bdev) -> Value {
         "product_name": b.backend().product_name(),
         "block_size": info.block_size,
         "num_blocks": b.num_blocks(),
+        // SPDK's I/O-size hints: Keel advertises none (0, as SPDK for a bdev without them).
+        "preferred_write_alignment": 0,
+        "preferred_write_granularity": 0,
+        "optimal_write_size": 0,
+        "preferred_unmap_alignment": 0,
+        "preferred_unmap_granularity": 0,
         "uuid": info.uuid.to_string(),
         "assigned_rate_limits": rate_limits_json(&b.qos_limits()),
         "claimed": claimed_by.is_some(),

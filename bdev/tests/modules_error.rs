@@ -348,3 +348,56 @@ fn create_errors_hot_remove_and_reporting() {
     assert!(gone);
     assert_eq!(error::remaining("EE_m_ee", IoType::Write), None);
 }
+
+#[test]
+fn nvme_failure_completes_with_the_mapped_status() {
+    setup("m_nvme");
+    // 0/0x07 (abort) for every type, 0/0x81 (capacity exceeded) for writes, 2/0x81
+    // (unrecovered read error) for reads: the outcomes the NVMe-oF target answers so.
+    let abort = ErrorKind::nvme(0, 0x07, InjectTarget::All).unwrap();
+    let no_space = ErrorKind::nvme(0, 0x81, InjectTarget::Io(IoType::Write)).unwrap();
+    let read_err = ErrorKind::nvme(2, 0x81, InjectTarget::Io(IoType::Read)).unwrap();
+    assert_eq!(abort.name(), "nvme_failure");
+    inject("EE_m_nvme", InjectTarget::Io(IoType::Flush), abort, 1);
+    inject("EE_m_nvme", InjectTarget::Io(IoType::Write), no_space, 1);
+    inject("EE_m_nvme", InjectTarget::Io(IoType::Read), read_err, 1);
+    let got = run(|| async {
+        let (_desc, ch) = open_rw("EE_m_nvme");
+        let mut buf = dma(512, 0);
+        [
+            one(|cb, ctx| ch.flush(cb, ctx)).await.unwrap(),
+            one(|cb, ctx| ch.write(&[iov(&mut buf)], 0, 1, cb, ctx))
+                .await
+                .unwrap(),
+            one(|cb, ctx| ch.read(&[iov(&mut buf)], 0, 1, cb, ctx))
+                .await
+                .unwrap(),
+            one(|cb, ctx| ch.read(&[iov(&mut buf)], 0, 1, cb, ctx))
+                .await
+                .unwrap(),
+        ]
+    });
+    use IoStatus::{Aborted, IoError, NoSpace, Success};
+    assert_eq!(got, [Aborted, NoSpace, IoError, Success]);
+    // A status the bdev layer cannot carry (or not for that type) is refused with the list.
+    let e = ErrorKind::nvme(0, 0x0b, InjectTarget::Io(IoType::Read)).unwrap_err();
+    assert!(
+        e.contains("nvme_sct=0 nvme_sc=11") && e.contains("2/0x81"),
+        "{e}"
+    );
+    assert!(
+        error::inject_error(
+            "EE_m_nvme",
+            InjectTarget::All,
+            ErrorKind::Complete(Success),
+            1,
+            0,
+            0
+        )
+        .is_err(),
+        "success is no error to inject"
+    );
+    let e = ErrorKind::nvme(2, 0x81, InjectTarget::All).unwrap_err();
+    assert!(!e.contains("2/0x81") && e.contains("0/0x07"), "{e}");
+    teardown("m_nvme");
+}

@@ -88,6 +88,32 @@ fn malloc_and_null_lifecycle_through_the_cli() {
         assert_eq!(m["supported_io_types"][t], true, "{t}");
     }
     assert_eq!(m["supported_io_types"]["compare"], false);
+    // Every field SPDK's bdev_get_bdevs writes for a bdev without metadata or zones.
+    for k in [
+        "name",
+        "aliases",
+        "product_name",
+        "block_size",
+        "num_blocks",
+        "preferred_write_alignment",
+        "preferred_write_granularity",
+        "optimal_write_size",
+        "preferred_unmap_alignment",
+        "preferred_unmap_granularity",
+        "uuid",
+        "assigned_rate_limits",
+        "claimed",
+        "zoned",
+        "supported_io_types",
+        "driver_specific",
+    ] {
+        assert!(m.get(k).is_some(), "bdev_get_bdevs lacks {k}: {m}");
+    }
+    assert_eq!(
+        m["supported_io_types"].as_object().unwrap().len(),
+        22,
+        "every SPDK I/O type named"
+    );
     assert_eq!(m["assigned_rate_limits"]["rw_ios_per_sec"], 0);
     let n = rpc(&["bdev_get_bdevs", "-b", "r_n0"]).unwrap();
     assert_eq!(n[0]["uuid"], uuid);
@@ -400,4 +426,55 @@ fn decode_base64(s: &str) -> Vec<u8> {
         out.extend_from_slice(&[(n >> 16) as u8, (n >> 8) as u8, n as u8][..3 - pad]);
     }
     out
+}
+
+#[test]
+fn lvol_getters_have_spdk_fields_and_layout_params_are_checked() {
+    rpc(&["bdev_malloc_create", "-b", "r_lm", "16", "512"]).unwrap();
+    rpc(&["bdev_wait_for_examine"]).unwrap();
+    // md_page_size: Keel's 4096-byte pages only.
+    let (code, msg) = rpc_err(&[
+        "bdev_lvol_create_lvstore",
+        "r_lm",
+        "r_lvs",
+        "-c",
+        "1048576",
+        "-s",
+        "8192",
+    ]);
+    assert_eq!(code, -i64::from(libc::EINVAL), "{msg}");
+    assert!(msg.contains("md_page_size 8192"), "{msg}");
+    rpc(&[
+        "bdev_lvol_create_lvstore",
+        "r_lm",
+        "r_lvs",
+        "-c",
+        "1048576",
+        "-s",
+        "4096",
+    ])
+    .unwrap();
+    let s = &rpc(&["bdev_lvol_get_lvstores", "-l", "r_lvs"]).unwrap()[0];
+    let clusters = s["total_data_clusters"].as_u64().unwrap();
+    assert_eq!(s["max_growable_size"], clusters * 1048576, "{s}");
+    rpc(&["bdev_lvol_create", "v", "2", "-t", "-l", "r_lvs"]).unwrap();
+    rpc(&["bdev_lvol_snapshot", "r_lvs/v", "snap"]).unwrap();
+    rpc(&["bdev_lvol_clone", "r_lvs/snap", "cl"]).unwrap();
+    let ds = |name: &str| {
+        rpc(&["bdev_get_bdevs", "-b", name]).unwrap()[0]["driver_specific"]["lvol"].clone()
+    };
+    let snap = ds("r_lvs/snap");
+    assert_eq!(snap["snapshot"], true);
+    assert_eq!(snap["esnap_clone"], false);
+    let mut clones: Vec<String> = serde_json::from_value(snap["clones"].clone()).unwrap();
+    clones.sort();
+    assert_eq!(clones, ["cl", "v"], "a snapshot lists its clones by name");
+    let cl = ds("r_lvs/cl");
+    assert_eq!(
+        (&cl["clone"], &cl["base_snapshot"]),
+        (&json!(true), &json!("snap"))
+    );
+    assert!(ds("r_lvs/snap").get("base_snapshot").is_none());
+    rpc(&["bdev_lvol_delete_lvstore", "-l", "r_lvs"]).unwrap();
+    rpc(&["bdev_malloc_delete", "r_lm"]).unwrap();
 }

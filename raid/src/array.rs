@@ -172,6 +172,9 @@ pub struct RaidArray {
     pub(crate) process: Mutex<Option<ProcessInfo>>,
     /// Set to stop a running rebuild (array deleted).
     pub(crate) stopping: AtomicBool,
+    /// `bdev_raid_delete` with `clear_sb`: the stop wipes the members' superblocks instead of
+    /// marking them clean.
+    pub(crate) clear_sb: AtomicBool,
     /// The `clean` flag the next superblock write stores.
     pub(crate) clean: AtomicBool,
     /// Whether writes may go ahead (`DIRTY_*`): the write-hole guard (SUPERBLOCK.md).
@@ -220,6 +223,7 @@ impl RaidArray {
             registered: AtomicBool::new(false),
             process: Mutex::new(None),
             stopping: AtomicBool::new(false),
+            clear_sb: AtomicBool::new(false),
             clean: AtomicBool::new(true),
             dirty: AtomicU8::new(if geo.level.redundancy(geo.members as usize) > 0 {
                 DIRTY_CLEAN

@@ -316,13 +316,28 @@ pub(crate) fn register(array: &Arc<RaidArray>) -> Result<Bdev, BdevError> {
 
 /// Delete the raid bdev `name`; resolves once it is gone and its members released.
 pub async fn delete(name: &str) -> Result<(), BdevError> {
+    delete_opts(name, false).await
+}
+
+/// Delete the raid bdev `name` (SPDK's `bdev_raid_delete`); with `clear_sb` the superblocks of
+/// its members are wiped (zeroed) instead of marked clean, so the members are plain bdevs again
+/// and no examine assembles the array from them. Resolves once it is gone and its members
+/// released.
+pub async fn delete_opts(name: &str, clear_sb: bool) -> Result<(), BdevError> {
     let Some(a) = find(name) else {
-        return if crate::examine::cancel(name) {
-            Ok(())
-        } else {
-            Err(BdevError::NotFound(name.to_string()))
+        return match crate::examine::cancel(name) {
+            Some(members) => {
+                if clear_sb {
+                    crate::examine::wipe_pending(name, members).await;
+                }
+                Ok(())
+            }
+            None => Err(BdevError::NotFound(name.to_string())),
         };
     };
+    if clear_sb {
+        a.clear_sb.store(true, Ordering::Release);
+    }
     if a.registered.load(Ordering::Acquire) {
         keel_bdev::unregister(&a.name).await?;
         let released = lock(&a.released).take();
@@ -333,6 +348,9 @@ pub async fn delete(name: &str) -> Result<(), BdevError> {
     } else {
         a.stopping.store(true, Ordering::Release);
         lock(&ARRAYS).retain(|x| !Arc::ptr_eq(x, &a));
+        if clear_sb && a.superblock {
+            crate::sb_io::wipe_all(&a).await;
+        }
         for m in &a.members {
             drop(lock(&m.desc).take());
         }

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 
 /// A member found for an array that is not running yet (claimed).
-struct Found {
+pub(crate) struct Found {
     bdev: String,
     sb: RaidSuperblock,
     /// Holds the claim while the array assembles.
@@ -380,24 +380,37 @@ pub(crate) fn is_pending(name: &str) -> bool {
         .any(|p| p.newest().is_some_and(|sb| sb.name == name))
 }
 
-/// Give up assembling the array called `name` (`bdev_raid_delete` of a configuring array):
-/// its members are released. Returns whether there was one.
-pub(crate) fn cancel(name: &str) -> bool {
+/// Cancel the assembly of array `name` (`bdev_raid_delete` of a configuring array): its
+/// members, still claimed until dropped; None when no such assembly is pending.
+pub(crate) fn cancel(name: &str) -> Option<Vec<Found>> {
     let gone = {
         let mut pending = lock(&PENDING);
-        match pending
+        let i = pending
             .iter()
-            .position(|p| p.newest().is_some_and(|sb| sb.name == name))
-        {
-            Some(i) => pending.remove(i),
-            None => return false,
-        }
+            .position(|p| p.newest().is_some_and(|sb| sb.name == name))?;
+        pending.remove(i)
     };
     log::info!(
         "raid {name}: assembly cancelled, {} member(s) released",
         gone.found.len()
     );
-    true
+    Some(gone.found)
+}
+
+/// `bdev_raid_delete` with `clear_sb` of a configuring array: zero the superblocks of the
+/// members found so far (through their claims), then release them.
+pub(crate) async fn wipe_pending(name: &str, found: Vec<Found>) {
+    for f in found {
+        match f._claim.get_io_channel() {
+            Ok(ch) => {
+                crate::sb_io::wipe(&ch, name, &f.bdev).await;
+            }
+            Err(e) => log::error!(
+                "raid {name}: clearing the superblock of {}: channel: {e}",
+                f.bdev
+            ),
+        }
+    }
 }
 
 /// `bdev_raid_get_bdevs` entries of the arrays being assembled (state `configuring`).

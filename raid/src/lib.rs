@@ -39,7 +39,7 @@ pub mod superblock;
 pub mod xor;
 
 pub use array::RaidArray;
-pub use bdev::{add_base_bdev, create, delete, remove_base_bdev, CreateConfig};
+pub use bdev::{add_base_bdev, create, delete, delete_opts, remove_base_bdev, CreateConfig};
 pub use level::RaidLevel;
 
 /// Register the `bdev_raid_*` RPC methods and the raid examiner (array assembly from member

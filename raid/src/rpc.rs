@@ -54,6 +54,15 @@ struct NameParams {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct DeleteParams {
+    name: String,
+    /// Wipe the members' superblocks.
+    #[serde(default)]
+    clear_sb: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct GetParams {
     #[serde(default)]
     category: Option<String>,
@@ -134,13 +143,19 @@ static CREATE: MethodSpec = MethodSpec {
 
 static DELETE: MethodSpec = MethodSpec {
     name: "bdev_raid_delete",
-    help: "Delete a raid bdev (its members stay).",
-    params: &[ParamSpec::positional(
-        "name",
-        ParamKind::Str,
-        true,
-        "raid bdev name",
-    )],
+    help: "Delete a raid bdev (its members stay; with clear_sb their superblocks are wiped, so \
+           the array is not assembled from them again).",
+    params: &[
+        ParamSpec::positional("name", ParamKind::Str, true, "raid bdev name"),
+        ParamSpec::option(
+            "clear_sb",
+            ParamKind::Bool,
+            false,
+            None,
+            Some('c'),
+            "wipe the members' superblocks",
+        ),
+    ],
     cli_rewrite: None,
 };
 
@@ -258,8 +273,10 @@ fn create_handler(params: Option<Value>) -> HandlerFuture {
 
 fn delete_handler(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
-        let p: NameParams = params::parse(params)?;
-        crate::bdev::delete(&p.name).await.map_err(rpc_error)?;
+        let p: DeleteParams = params::parse(params)?;
+        crate::bdev::delete_opts(&p.name, p.clear_sb)
+            .await
+            .map_err(rpc_error)?;
         Ok(json!(true))
     })
 }
@@ -396,6 +413,21 @@ mod tests {
         assert_eq!(c.level, RaidLevel::Raid5);
         assert_eq!(c.base_bdevs.len(), 3);
         assert!(c.superblock);
+    }
+
+    #[test]
+    fn delete_takes_spdk_clear_sb() {
+        // rpc.py (SPDK 24.09 on) always sends clear_sb, false unless -c is given.
+        let p: DeleteParams =
+            params::parse(Some(json!({"name": "r0", "clear_sb": false}))).unwrap();
+        assert!(!p.clear_sb);
+        let p: DeleteParams = params::parse(Some(json!({"name": "r0", "clear_sb": true}))).unwrap();
+        assert!(p.clear_sb);
+        let p: DeleteParams = params::parse(Some(json!({"name": "r0"}))).unwrap();
+        assert!(!p.clear_sb);
+        let e =
+            params::parse::<DeleteParams>(Some(json!({"name": "r0", "clear": true}))).unwrap_err();
+        assert!(e.message.contains("clear"), "{}", e.message);
     }
 
     #[test]

@@ -233,13 +233,62 @@ pub(crate) async fn yield_until(mut done: impl FnMut() -> bool) {
     .await
 }
 
+/// Zero the superblock area (block 0 on) of the bdev behind `ch`; whether it took it.
+pub(crate) async fn wipe(ch: &IoChannel, array: &str, member: &str) -> bool {
+    let bs = ch.bdev().info().block_size;
+    let mut buf = match keel_reactor::pool::alloc_wait(area_bytes(bs)).await {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("raid {array}: clearing the superblock of {member}: buffer: {e}");
+            return false;
+        }
+    };
+    buf.as_mut_slice().fill(0);
+    match io_once(ch, true, &mut buf, 0).await {
+        IoStatus::Success => {
+            log::info!("raid {array}: superblock of {member} cleared");
+            true
+        }
+        s => {
+            log::error!("raid {array}: clearing the superblock of {member} failed ({s:?})");
+            false
+        }
+    }
+}
+
+/// `bdev_raid_delete` with `clear_sb`: zero the superblock of every member still open (also
+/// failed ones: their superblock names the array too).
+pub(crate) async fn wipe_all(array: &Arc<RaidArray>) {
+    // A superblock write still in flight would land after the wipe.
+    let id = array.id;
+    yield_until(|| writer_idle(id)).await;
+    for m in &array.members {
+        let ch = match lock(&m.desc).as_ref().map(|d| d.get_io_channel()) {
+            Some(Ok(ch)) => ch,
+            Some(Err(e)) => {
+                log::error!(
+                    "raid {}: clearing the superblock of slot {}: channel: {e}",
+                    array.name,
+                    m.slot
+                );
+                continue;
+            }
+            None => continue,
+        };
+        let name = ch.bdev().name().to_string();
+        wipe(&ch, &array.name, &name).await;
+    }
+}
+
 /// Clean shutdown of a destructed array (no host I/O is left): wait for the background process
-/// and the superblock writer to stop, write `clean = true` (unless a resync is still due), then
-/// release the members.
+/// and the superblock writer to stop, write `clean = true` (unless a resync is still due) or,
+/// when the delete asked for `clear_sb`, wipe the superblocks; then release the members.
 pub(crate) async fn shutdown(array: &Arc<RaidArray>) {
     let id = array.id;
     yield_until(|| lock(&array.process).is_none() && writer_idle(id)).await;
-    if array.superblock && !array.is_offline() {
+    if array.superblock && array.clear_sb.load(Ordering::Acquire) {
+        wipe_all(array).await;
+    } else if array.superblock && !array.is_offline() {
         let clean = !array.resync_pending.load(Ordering::Acquire);
         array.clean.store(clean, Ordering::Release);
         match write_all(array).await {

@@ -391,3 +391,66 @@ fn an_unclean_shutdown_resyncs_parity() {
         }
     });
 }
+
+/// Whether a disk's superblock area (block 0 on) is all zero.
+fn sb_wiped(d: &(String, Bytes)) -> bool {
+    d.1.lock().unwrap()[..SUPERBLOCK_SIZE]
+        .iter()
+        .all(|&b| b == 0)
+}
+
+#[test]
+fn delete_with_clear_sb_wipes_the_superblocks_and_nothing_reassembles() {
+    let ds = disks("clr", 3);
+    run(move || async move {
+        // A running array: the delete wipes every member's superblock instead of marking it
+        // clean; its data stays.
+        create("r_clr", RaidLevel::Raid5, &ds).await;
+        let (desc, ch) = open_rw("r_clr");
+        fill(&ch, 33).await;
+        drop((ch, desc));
+        let data0 = data_area(&ds[0]);
+        keel_raid::delete_opts("r_clr", true).await.unwrap();
+        for d in &ds {
+            assert!(sb_wiped(d), "{}: superblock cleared", d.0);
+            assert_eq!(keel_bdev::get_bdev(&d.0).unwrap().claimed_by(), None);
+            unplug(d).await;
+        }
+        assert_eq!(data_area(&ds[0]), data0, "only the superblock is cleared");
+        for d in &ds {
+            plug(d);
+        }
+        keel_bdev::wait_for_examine().await;
+        assert!(keel_bdev::get_bdev("r_clr").is_none(), "nothing assembles");
+        for d in &ds {
+            assert_eq!(keel_bdev::get_bdev(&d.0).unwrap().claimed_by(), None);
+            unplug(d).await;
+        }
+        // A configuring array (two of three members back): the delete wipes the two found.
+        create("r_clr", RaidLevel::Raid1, &ds).await;
+        keel_raid::delete("r_clr").await.unwrap();
+        for d in &ds {
+            unplug(d).await;
+        }
+        plug(&ds[0]);
+        plug(&ds[1]);
+        keel_bdev::wait_for_examine().await;
+        assert_eq!(
+            keel_bdev::get_bdev(&ds[0].0)
+                .unwrap()
+                .claimed_by()
+                .as_deref(),
+            Some("raid")
+        );
+        keel_raid::delete_opts("r_clr", true).await.unwrap();
+        assert!(
+            sb_wiped(&ds[0]) && sb_wiped(&ds[1]),
+            "the found members cleared"
+        );
+        assert!(!sb_wiped(&ds[2]), "the absent member is not touched");
+        assert_eq!(keel_bdev::get_bdev(&ds[0].0).unwrap().claimed_by(), None);
+        for d in &ds[..2] {
+            unplug(d).await;
+        }
+    });
+}

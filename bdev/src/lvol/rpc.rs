@@ -1,5 +1,6 @@
 //! The `bdev_lvol_*` JSON-RPC methods, with SPDK's names and params (rpc.py works unchanged).
 
+use super::format;
 use super::lifecycle::{self, ClearMethod};
 use super::store::{self, find, find_volume, lock, Volume};
 use super::volume;
@@ -23,8 +24,36 @@ struct CreateLvstore {
     #[serde(default)]
     clear_method: Option<String>,
     #[serde(default)]
-    #[allow(dead_code)]
     num_md_pages_per_cluster_ratio: Option<u64>,
+    #[serde(default)]
+    md_page_size: Option<u64>,
+}
+
+impl CreateLvstore {
+    /// SPDK's metadata-layout parameters, which Keel's lvstore format fixes (FORMAT: 4096-byte
+    /// metadata pages, the metadata area sized from the bdev): their defaults are accepted,
+    /// anything else refused rather than ignored (it would change the on-disk layout).
+    fn check_layout(&self) -> Result<(), RpcError> {
+        if let Some(n) = self.md_page_size.filter(|&n| n != format::PAGE_SIZE as u64) {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                format!(
+                    "md_page_size {n} is not supported: Keel's lvstore format has 4096-byte \
+                     metadata pages (md_page_size 4096 or none)"
+                ),
+            ));
+        }
+        if let Some(n) = self.num_md_pages_per_cluster_ratio.filter(|&n| n != 100) {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                format!(
+                    "num_md_pages_per_cluster_ratio {n} is not supported: Keel sizes the \
+                     lvstore's metadata area itself (SPDK's default 100, or none, is accepted)"
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -127,6 +156,19 @@ static CREATE_LVSTORE: MethodSpec = MethodSpec {
             None,
             None,
             "data region clear method: none, unmap (default), write_zeroes",
+        ),
+        opt(
+            "num_md_pages_per_cluster_ratio",
+            ParamKind::Int,
+            'm',
+            "SPDK's metadata reservation; Keel sizes its metadata itself: only 100 (SPDK's \
+             default) is accepted",
+        ),
+        opt(
+            "md_page_size",
+            ParamKind::Int,
+            's',
+            "metadata page size: Keel's format has 4096-byte pages, only 4096 is accepted",
         ),
     ],
     cli_rewrite: None,
@@ -312,6 +354,7 @@ fn exactly_one(uuid: &Option<String>, name: &Option<String>) -> Result<(), RpcEr
 fn create_lvstore(p: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateLvstore = params::parse(p)?;
+        p.check_layout()?;
         let clear = parse_clear(p.clear_method.as_deref())?;
         let s = lifecycle::create(&p.bdev_name, &p.lvs_name, p.cluster_sz, clear)
             .await
@@ -358,6 +401,9 @@ fn get_lvstores(p: Option<Value>) -> HandlerFuture {
                     "free_clusters": s.free_clusters.load(Ordering::Relaxed),
                     "block_size": s.block_size,
                     "cluster_size": s.cluster_size,
+                    // Keel's lvstores do not grow (no bdev_lvol_grow_lvstore): the most
+                    // they hold is what they hold now.
+                    "max_growable_size": s.total_clusters * s.cluster_size,
                     "nospace_errors": s.nospace_errors.load(Ordering::Relaxed),
                 })
             })
@@ -510,5 +556,29 @@ mod tests {
         assert_eq!(parse_clear(None).unwrap(), ClearMethod::Unmap);
         let e = params::parse::<CreateLvstore>(Some(json!({"bdev_name": "m"}))).unwrap_err();
         assert!(e.message.contains("lvs_name"), "{}", e.message);
+    }
+
+    #[test]
+    fn lvstore_layout_params_of_spdk() {
+        let lvs = |extra: Value| {
+            let mut v = json!({"bdev_name": "m", "lvs_name": "l"});
+            v.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            params::parse::<CreateLvstore>(Some(v)).and_then(|p| p.check_layout())
+        };
+        assert!(lvs(json!({})).is_ok());
+        assert!(lvs(json!({"md_page_size": null, "num_md_pages_per_cluster_ratio": null})).is_ok());
+        assert!(lvs(json!({"md_page_size": 4096, "num_md_pages_per_cluster_ratio": 100})).is_ok());
+        let e = lvs(json!({"md_page_size": 8192})).unwrap_err();
+        assert_eq!(e.code, -libc::EINVAL);
+        assert!(e.message.contains("md_page_size 8192"), "{}", e.message);
+        let e = lvs(json!({"num_md_pages_per_cluster_ratio": 200})).unwrap_err();
+        assert_eq!(e.code, -libc::EINVAL);
+        assert!(
+            e.message.contains("num_md_pages_per_cluster_ratio 200"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -51,15 +51,37 @@ impl BdevBackend for LvolBdev {
     fn driver_specific(&self) -> serde_json::Value {
         let i = self.vol.info();
         let s = &self.vol.store;
-        json!({ "lvol": {
+        let mut o = json!({
             "lvol_store_uuid": s.uuid.to_string(),
             "base_bdev": s.base_bdev.name(),
             "thin_provision": i.thin,
             "num_allocated_clusters": i.allocated,
             "snapshot": i.snapshot,
             "clone": i.parent.is_some(),
-            "base_snapshot": i.parent.map(|p| p.to_string()),
-        }})
+            // Keel has no external-snapshot (esnap) clones.
+            "esnap_clone": false,
+        });
+        // As SPDK: a clone names its snapshot, a snapshot lists its clones (by name).
+        let vols: Vec<(Uuid, VolInfo)> = super::store::lock(&s.volumes)
+            .iter()
+            .map(|v| (v.uuid, v.info()))
+            .collect();
+        if let Some(p) = i.parent {
+            let name = vols
+                .iter()
+                .find(|(u, _)| *u == p)
+                .map(|(_, vi)| vi.name.clone());
+            o["base_snapshot"] = json!(name.unwrap_or_else(|| p.to_string()));
+        }
+        if i.snapshot {
+            let clones: Vec<&str> = vols
+                .iter()
+                .filter(|(_, vi)| vi.parent == Some(self.vol.uuid))
+                .map(|(_, vi)| vi.name.as_str())
+                .collect();
+            o["clones"] = json!(clones);
+        }
+        json!({ "lvol": o })
     }
     fn config_call(&self, _info: &BdevInfo) -> Option<ConfigCall> {
         // Volumes come back from disk when their base is examined, never from the config.

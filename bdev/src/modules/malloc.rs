@@ -671,6 +671,63 @@ struct CreateParams {
     dif_type: u32,
     #[serde(default)]
     dif_is_head_of_md: bool,
+    #[serde(default)]
+    dif_pi_format: u32,
+    /// A placement hint (SPDK: -1 = any node).
+    #[serde(default)]
+    numa_id: Option<i32>,
+}
+
+impl CreateParams {
+    /// SPDK's metadata, DIF and NUMA options: refused where Keel cannot honour them (they would
+    /// change the data layout), `numa_id` accepted as a hint.
+    fn check_spdk_options(&self) -> Result<(), RpcError> {
+        if self.md_size != 0 || self.md_interleave || self.dif_type != 0 || self.dif_is_head_of_md {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                "md_size, md_interleave, dif_type, dif_is_head_of_md: metadata and DIF are not \
+                 supported by Keel's malloc bdev",
+            ));
+        }
+        if self.dif_pi_format != 0 {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                format!(
+                    "dif_pi_format {} is not supported: Keel's malloc bdev has no protection \
+                     information (only the default 0 is accepted)",
+                    self.dif_pi_format
+                ),
+            ));
+        }
+        check_numa_id(self.numa_id)?;
+        Ok(())
+    }
+}
+
+/// Whether NUMA node `id` exists on this host.
+fn numa_node_exists(id: i32) -> bool {
+    id >= 0 && std::path::Path::new(&format!("/sys/devices/system/node/node{id}")).exists()
+        || id == 0 && !std::path::Path::new("/sys/devices/system/node").exists()
+}
+
+/// Check SPDK's `numa_id` (-1: any node): a node that exists is accepted as the hint it is
+/// (the memory is placed where the kernel puts the populating thread's pages), one that does
+/// not is refused.
+fn check_numa_id(numa_id: Option<i32>) -> Result<(), RpcError> {
+    match numa_id {
+        None | Some(-1) => Ok(()),
+        Some(id) if numa_node_exists(id) => {
+            log::info!(
+                "bdev_malloc_create: numa_id {id} is a hint Keel does not act on (the memory \
+                 goes where the kernel places it)"
+            );
+            Ok(())
+        }
+        Some(id) => Err(RpcError::errno(
+            libc::EINVAL,
+            format!("numa_id {id}: this host has no NUMA node {id} (-1 means any)"),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -720,6 +777,23 @@ static CREATE_SPEC: MethodSpec = MethodSpec {
             None,
             "Number of blocks (instead of total_size)",
         ),
+        ParamSpec::option(
+            "numa_id",
+            ParamKind::Int,
+            false,
+            None,
+            Some('n'),
+            "NUMA node for the memory: a hint Keel accepts (for a node that exists) but does \
+             not act on; -1 (any) is the default",
+        ),
+        ParamSpec::option(
+            "dif_pi_format",
+            ParamKind::Int,
+            false,
+            None,
+            Some('f'),
+            "Protection information format: Keel has no DIF, only 0 is accepted",
+        ),
     ],
     cli_rewrite: Some(crate::rpc::total_size_to_num_blocks),
 };
@@ -740,12 +814,7 @@ static DELETE_SPEC: MethodSpec = MethodSpec {
 fn rpc_create(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateParams = keel_rpc::params::parse(params)?;
-        if p.md_size != 0 || p.md_interleave || p.dif_type != 0 || p.dif_is_head_of_md {
-            return Err(RpcError::errno(
-                libc::EINVAL,
-                "metadata and DIF are not supported by Keel's malloc bdev",
-            ));
-        }
+        p.check_spdk_options()?;
         if p.physical_block_size
             .is_some_and(|pbs| pbs != 0 && pbs % p.block_size.max(1) != 0)
         {
@@ -788,6 +857,35 @@ pub fn register_rpcs() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spdk_numa_id_and_dif_pi_format() {
+        let parse = |v: Value| keel_rpc::params::parse::<CreateParams>(Some(v)).unwrap();
+        let p = parse(serde_json::json!({
+            "num_blocks": 8, "block_size": 512, "numa_id": -1, "dif_pi_format": 0
+        }));
+        assert_eq!((p.numa_id, p.dif_pi_format), (Some(-1), 0));
+        assert!(check_numa_id(p.numa_id).is_ok());
+        assert!(check_numa_id(None).is_ok());
+        assert!(check_numa_id(Some(0)).is_ok(), "every host has node 0");
+        let e = check_numa_id(Some(4095)).unwrap_err();
+        assert_eq!(e.code, -libc::EINVAL);
+        assert!(e.message.contains("numa_id 4095"), "{}", e.message);
+        let e = parse(serde_json::json!({"num_blocks": 8, "block_size": 512, "dif_pi_format": 2}))
+            .check_spdk_options()
+            .unwrap_err();
+        assert_eq!(e.code, -libc::EINVAL);
+        assert!(e.message.contains("dif_pi_format 2"), "{}", e.message);
+        let e = parse(serde_json::json!({"num_blocks": 8, "block_size": 512, "numa_id": 4095}))
+            .check_spdk_options()
+            .unwrap_err();
+        assert!(e.message.contains("numa_id"), "{}", e.message);
+        assert!(
+            parse(serde_json::json!({"num_blocks": 8, "block_size": 512, "numa_id": 0}))
+                .check_spdk_options()
+                .is_ok()
+        );
+    }
 
     #[test]
     fn create_validates_geometry() {

@@ -98,6 +98,66 @@ struct CreateParams {
     dif_is_head_of_md: bool,
     #[serde(default)]
     physical_block_size: Option<u32>,
+    #[serde(default)]
+    dif_pi_format: u32,
+    /// SPDK's I/O-size hints (advertised to hosts by SPDK; Keel reports none of them).
+    #[serde(default)]
+    preferred_write_alignment: u32,
+    #[serde(default)]
+    preferred_write_granularity: u32,
+    #[serde(default)]
+    optimal_write_size: u32,
+    #[serde(default)]
+    preferred_unmap_alignment: u32,
+    #[serde(default)]
+    preferred_unmap_granularity: u32,
+}
+
+impl CreateParams {
+    /// SPDK's metadata and DIF options are refused (Keel has neither); its write/unmap size
+    /// hints are accepted and logged as not acted on (a null bdev keeps no data, and Keel does
+    /// not advertise such hints to hosts).
+    fn check_spdk_options(&self) -> Result<(), RpcError> {
+        if self.md_size != 0 || self.dif_type != 0 || self.dif_is_head_of_md {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                "md_size, dif_type, dif_is_head_of_md: metadata and DIF are not supported by \
+                 Keel's null bdev",
+            ));
+        }
+        if self.dif_pi_format != 0 {
+            return Err(RpcError::errno(
+                libc::EINVAL,
+                format!(
+                    "dif_pi_format {} is not supported: Keel's null bdev has no protection \
+                     information (only the default 0 is accepted)",
+                    self.dif_pi_format
+                ),
+            ));
+        }
+        for (name, v) in [
+            ("preferred_write_alignment", self.preferred_write_alignment),
+            (
+                "preferred_write_granularity",
+                self.preferred_write_granularity,
+            ),
+            ("optimal_write_size", self.optimal_write_size),
+            ("preferred_unmap_alignment", self.preferred_unmap_alignment),
+            (
+                "preferred_unmap_granularity",
+                self.preferred_unmap_granularity,
+            ),
+        ] {
+            if v != 0 {
+                log::info!(
+                    "bdev_null_create {}: {name} {v} is a hint Keel accepts but does not \
+                     advertise to hosts",
+                    self.name
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Deserialize)]
@@ -140,6 +200,54 @@ static CREATE_SPEC: MethodSpec = MethodSpec {
             Some('u'),
             "UUID of the bdev (random when absent)",
         ),
+        ParamSpec::option(
+            "dif_pi_format",
+            ParamKind::Int,
+            false,
+            None,
+            Some('f'),
+            "Protection information format: Keel has no DIF, only 0 is accepted",
+        ),
+        ParamSpec::option(
+            "preferred_write_alignment",
+            ParamKind::Int,
+            false,
+            None,
+            Some('a'),
+            "Hint (blocks): accepted, not advertised to hosts by Keel",
+        ),
+        ParamSpec::option(
+            "preferred_write_granularity",
+            ParamKind::Int,
+            false,
+            None,
+            Some('g'),
+            "Hint (blocks): accepted, not advertised to hosts by Keel",
+        ),
+        ParamSpec::option(
+            "optimal_write_size",
+            ParamKind::Int,
+            false,
+            None,
+            Some('s'),
+            "Hint (blocks): accepted, not advertised to hosts by Keel",
+        ),
+        ParamSpec::option(
+            "preferred_unmap_alignment",
+            ParamKind::Int,
+            false,
+            None,
+            Some('c'),
+            "Hint (blocks): accepted, not advertised to hosts by Keel",
+        ),
+        ParamSpec::option(
+            "preferred_unmap_granularity",
+            ParamKind::Int,
+            false,
+            None,
+            Some('r'),
+            "Hint (blocks): accepted, not advertised to hosts by Keel",
+        ),
     ],
     cli_rewrite: Some(crate::rpc::total_size_to_num_blocks),
 };
@@ -160,12 +268,7 @@ static DELETE_SPEC: MethodSpec = MethodSpec {
 fn rpc_create(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateParams = keel_rpc::params::parse(params)?;
-        if p.md_size != 0 || p.dif_type != 0 || p.dif_is_head_of_md {
-            return Err(RpcError::errno(
-                libc::EINVAL,
-                "metadata and DIF are not supported by Keel's null bdev",
-            ));
-        }
+        p.check_spdk_options()?;
         if p.physical_block_size
             .is_some_and(|pbs| pbs != 0 && pbs % p.block_size != 0)
         {
@@ -196,6 +299,25 @@ pub fn register_rpcs() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spdk_dif_pi_format_and_size_hints() {
+        let parse = |v: Value| keel_rpc::params::parse::<CreateParams>(Some(v)).unwrap();
+        let p = parse(serde_json::json!({
+            "name": "N", "num_blocks": 8, "block_size": 512, "dif_pi_format": 0,
+            "preferred_write_alignment": 8, "preferred_write_granularity": 8,
+            "optimal_write_size": 64, "preferred_unmap_alignment": 8,
+            "preferred_unmap_granularity": 8
+        }));
+        assert!(p.check_spdk_options().is_ok());
+        let e = parse(serde_json::json!({
+            "name": "N", "num_blocks": 8, "block_size": 512, "dif_pi_format": 1
+        }))
+        .check_spdk_options()
+        .unwrap_err();
+        assert_eq!(e.code, -libc::EINVAL);
+        assert!(e.message.contains("dif_pi_format 1"), "{}", e.message);
+    }
 
     #[test]
     fn create_validates_block_size() {

@@ -264,6 +264,31 @@ impl std::fmt::Display for Status {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_error_bdev_nvme_table_matches_from_io() {
+        // bdev_error_inject_error's nvme_failure promises the host these statuses.
+        let all = [
+            IoType::Read,
+            IoType::Write,
+            IoType::Unmap,
+            IoType::Flush,
+            IoType::WriteZeroes,
+        ];
+        for (sct, sc, what, status, only) in keel_bdev::modules::error::NVME_STATUSES {
+            for t in all {
+                let applies = match only {
+                    None => true,
+                    Some(IoType::Flush) => !matches!(t, IoType::Read | IoType::Write),
+                    Some(o) => o == t,
+                };
+                if applies {
+                    let s = Status::from_io(status, t);
+                    assert_eq!((s.sct, s.sc), (sct, sc), "{what} for {t:?}");
+                }
+            }
+        }
+    }
+
     /// Linux `NVME_SC_*` values are `(sct << 8) | sc`.
     fn linux(s: Status) -> u16 {
         ((s.sct as u16) << 8) | s.sc as u16

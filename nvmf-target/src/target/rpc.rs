@@ -60,18 +60,83 @@ const TGT_NAME: ParamSpec = p(
     false,
     false,
     None,
-    "Parent NVMe-oF target name (only the default target exists)",
+    "Parent NVMe-oF target name: Keel has one, nvmf_tgt (another name is refused)",
 );
 const NQN: ParamSpec = p("nqn", ParamKind::Str, true, true, None, "Subsystem NQN");
 
-/// Log parameters rpc.py sends that Keel does not act on.
-fn note_ignored(method: &str, extra: &Map<String, Value>) {
+/// The name of Keel's one NVMe-oF target (SPDK's default target's name).
+const TGT: &str = "nvmf_tgt";
+
+/// `tgt_name`: absent or SPDK's default target's name; another name is refused (as SPDK
+/// refuses a target it does not have) rather than applied to the one target Keel has.
+fn check_tgt(tgt_name: Option<&str>) -> Result<(), RpcError> {
+    match tgt_name {
+        None => Ok(()),
+        Some(n) if n == TGT => Ok(()),
+        Some(n) => Err(RpcError::invalid_params(format!(
+            "Unable to find a target named '{n}': Keel has one NVMe-oF target, {TGT}"
+        ))),
+    }
+}
+
+/// How Keel treats an SPDK parameter of a method that it does not act on.
+#[derive(Debug, Clone, Copy)]
+enum Extra {
+    /// A hint (tuning, sizing, a label): accepted, logged when not its default.
+    Hint,
+    /// Accepted only where the check says so (JSON null, i.e. absent, always): anything else
+    /// asks for a behaviour Keel does not have (the reason says which) and is refused.
+    Only(fn(&Value) -> bool, &'static str),
+}
+
+/// `false` (a flag left off).
+fn is_false(v: &Value) -> bool {
+    v == &Value::Bool(false)
+}
+
+/// An empty list.
+fn is_empty_list(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| a.is_empty())
+}
+
+/// Check the parameters a method's struct did not name (`extra`) against its `table`: hints
+/// are logged, a value Keel cannot honour is -EINVAL naming the parameter and why, a name
+/// SPDK does not have is -32602 like any unknown field (listing `known` and the table).
+fn check_extras(
+    method: &str,
+    extra: &Map<String, Value>,
+    known: &[&str],
+    table: &[(&str, Extra)],
+) -> Result<(), RpcError> {
     for (k, v) in extra {
-        let default = matches!(v, Value::Null | Value::Bool(false));
-        if !default {
-            log::info!("{method}: parameter {k}={v} is accepted but has no effect in Keel");
+        let Some((_, how)) = table.iter().find(|(n, _)| n == k) else {
+            let expected: Vec<String> = known
+                .iter()
+                .chain(table.iter().map(|(n, _)| n))
+                .map(|n| format!("`{n}`"))
+                .collect();
+            return Err(RpcError::invalid_params(format!(
+                "Invalid parameters: unknown field `{k}`, expected one of {}",
+                expected.join(", ")
+            )));
+        };
+        match how {
+            Extra::Hint => {
+                if !matches!(v, Value::Null | Value::Bool(false)) {
+                    log::info!("{method}: parameter {k}={v} is accepted but has no effect in Keel");
+                }
+            }
+            Extra::Only(ok, why) => {
+                if !v.is_null() && !ok(v) {
+                    return Err(RpcError::errno(
+                        libc::EINVAL,
+                        format!("{method}: {k}={v} is not supported: {why}"),
+                    ));
+                }
+            }
         }
     }
+    Ok(())
 }
 
 // ---- transports ----
@@ -237,6 +302,64 @@ struct CreateTransportParams {
     extra: Map<String, Value>,
 }
 
+/// `nvmf_create_transport` parameters [`CreateTransportParams`] names.
+const TRANSPORT_FIELDS: &[&str] = &[
+    "trtype",
+    "tgt_name",
+    "max_queue_depth",
+    "max_io_qpairs_per_ctrlr",
+    "in_capsule_data_size",
+    "max_io_size",
+    "io_unit_size",
+    "max_aq_depth",
+    "num_shared_buffers",
+    "buf_cache_size",
+    "c2h_success",
+    "sock_priority",
+    "abort_timeout_sec",
+    "max_srq_depth",
+    "no_srq",
+    "num_cqe",
+    "acceptor_backlog",
+];
+
+/// SPDK's other `nvmf_create_transport` parameters (its schema and rpc.py).
+const TRANSPORT_EXTRAS: &[(&str, Extra)] = &[
+    ("acceptor_poll_rate", Extra::Hint),
+    ("ack_timeout", Extra::Hint),
+    ("control_msg_num", Extra::Hint),
+    ("data_wr_pool_size", Extra::Hint),
+    (
+        "dif_insert_or_strip",
+        Extra::Only(is_false, "Keel does not insert or strip DIF"),
+    ),
+    // vfio-user only (Keel has no vfio-user transport).
+    ("disable_adaptive_irq", Extra::Hint),
+    ("disable_command_passthru", Extra::Hint),
+    ("disable_mappable_bar0", Extra::Hint),
+    ("disable_shadow_doorbells", Extra::Hint),
+    ("iobuf_large_cache_size", Extra::Hint),
+    ("iobuf_small_cache_size", Extra::Hint),
+    ("kas", Extra::Hint),
+    (
+        "masked_oncs",
+        Extra::Only(
+            is_empty_list,
+            "Keel does not mask the optional NVM commands it advertises",
+        ),
+    ),
+    (
+        "masked_fuses",
+        Extra::Only(
+            is_empty_list,
+            "Keel does not mask the fused operations it advertises",
+        ),
+    ),
+    ("min_kato", Extra::Hint),
+    ("no_wr_batching", Extra::Hint),
+    ("zcopy", Extra::Hint),
+];
+
 /// Build and check transport options (SPDK's defaults for the type for what is not given).
 fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
     let trtype = TrType::parse(&p.trtype).ok_or_else(|| {
@@ -248,7 +371,12 @@ fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
             ),
         )
     })?;
-    note_ignored("nvmf_create_transport", &p.extra);
+    check_extras(
+        "nvmf_create_transport",
+        &p.extra,
+        TRANSPORT_FIELDS,
+        TRANSPORT_EXTRAS,
+    )?;
     let d = TransportOpts::defaults_for(trtype);
     let o = TransportOpts {
         trtype,
@@ -320,10 +448,10 @@ fn transport_opts(p: CreateTransportParams) -> Result<TransportOpts, RpcError> {
 /// Largest in-capsule data size the TCP transport supports (bytes).
 const MAX_IN_CAPSULE_DATA_SIZE: u32 = 128 * 1024;
 
-fn rpc_create_transport(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_create_transport(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateTransportParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let opts = transport_opts(p)?;
         state::create_transport(opts).map_err(to_rpc)?;
         Ok(Value::Bool(true))
@@ -376,6 +504,8 @@ fn transport_json(o: &TransportOpts) -> Value {
         "dif_insert_or_strip": false,
         "zcopy": false,
         "abort_timeout_sec": o.abort_timeout_sec,
+        // Keep-alive granularity in 100 ms units, as Identify Controller reports it.
+        "kas": super::ctrlr::KAS_100MS,
     });
     let extra = match o.trtype {
         TrType::Tcp => json!({
@@ -395,10 +525,10 @@ fn transport_json(o: &TransportOpts) -> Value {
     v
 }
 
-fn rpc_get_transports(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_get_transports(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: GetTransportsParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let want = match p.trtype.as_deref() {
             None => None,
             Some(t) => Some(TrType::parse(t).ok_or_else(|| {
@@ -468,6 +598,22 @@ static CREATE_SUBSYSTEM: MethodSpec = MethodSpec {
             Some('r'),
             "Enable ANA reporting (accepted, not reported)",
         ),
+        p(
+            "min_cntlid",
+            ParamKind::Int,
+            false,
+            false,
+            Some('i'),
+            "Lowest controller ID to hand out (default 1)",
+        ),
+        p(
+            "max_cntlid",
+            ParamKind::Int,
+            false,
+            false,
+            Some('I'),
+            "Highest controller ID to hand out (default 0xFFEF)",
+        ),
     ],
     cli_rewrite: None,
 };
@@ -487,21 +633,65 @@ struct CreateSubsystemParams {
     max_namespaces: Option<u32>,
     #[serde(default)]
     ana_reporting: bool,
+    #[serde(default)]
+    min_cntlid: Option<u16>,
+    #[serde(default)]
+    max_cntlid: Option<u16>,
     #[serde(flatten)]
     extra: Map<String, Value>,
 }
 
-fn rpc_create_subsystem(params: Option<Value>) -> HandlerFuture {
+/// `nvmf_create_subsystem` parameters [`CreateSubsystemParams`] names.
+const SUBSYSTEM_FIELDS: &[&str] = &[
+    "nqn",
+    "tgt_name",
+    "serial_number",
+    "model_number",
+    "allow_any_host",
+    "max_namespaces",
+    "ana_reporting",
+    "min_cntlid",
+    "max_cntlid",
+];
+
+/// SPDK's other `nvmf_create_subsystem` parameters.
+const SUBSYSTEM_EXTRAS: &[(&str, Extra)] = &[
+    // A label for SPDK's extended discovery log entries (Keel's discovery log has none).
+    ("admin_label", Extra::Hint),
+    // Size limits SPDK advertises; Keel serves any size a command can describe.
+    ("dmrsl", Extra::Hint),
+    ("wzsl", Extra::Hint),
+    (
+        "enable_nssr",
+        Extra::Only(is_false, "Keel does not support NVM Subsystem Reset"),
+    ),
+    (
+        "passthrough",
+        Extra::Only(
+            is_false,
+            "Keel has no NVMe passthrough (no local NVMe bdev)",
+        ),
+    ),
+];
+
+pub(super) fn rpc_create_subsystem(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: CreateSubsystemParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
-        note_ignored("nvmf_create_subsystem", &p.extra);
+        check_tgt(p.tgt_name.as_deref())?;
+        check_extras(
+            "nvmf_create_subsystem",
+            &p.extra,
+            SUBSYSTEM_FIELDS,
+            SUBSYSTEM_EXTRAS,
+        )?;
         let opts = SubsystemOpts {
             serial_number: p.serial_number,
             model_number: p.model_number,
             max_namespaces: p.max_namespaces,
             allow_any_host: p.allow_any_host,
             ana_reporting: p.ana_reporting,
+            min_cntlid: p.min_cntlid,
+            max_cntlid: p.max_cntlid,
         };
         state::create_subsystem(&p.nqn, opts).map_err(to_rpc)?;
         Ok(Value::Bool(true))
@@ -532,7 +722,7 @@ struct NqnParams {
 fn rpc_delete_subsystem(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         state::delete_subsystem(&p.nqn).await.map_err(to_rpc)?;
         Ok(Value::Bool(true))
     })
@@ -592,8 +782,9 @@ fn subsystem_json(s: &super::subsystem::Subsystem) -> Value {
         v["serial_number"] = g.serial.clone().into();
         v["model_number"] = g.model.clone().into();
         v["max_namespaces"] = g.max_namespaces.into();
-        v["min_cntlid"] = 1.into();
-        v["max_cntlid"] = super::subsystem::MAX_CNTLID.into();
+        v["passthrough"] = false.into();
+        v["min_cntlid"] = g.cntlid_range.0.into();
+        v["max_cntlid"] = g.cntlid_range.1.into();
         v["namespaces"] = g
             .namespaces
             .values()
@@ -616,10 +807,10 @@ fn subsystem_json(s: &super::subsystem::Subsystem) -> Value {
     v
 }
 
-fn rpc_get_subsystems(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_get_subsystems(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: OptNqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let all = state::subsystems();
         let list: Vec<Value> = all
             .iter()
@@ -766,11 +957,43 @@ fn listen_addr(j: ListenAddressJson) -> Result<ListenAddr, RpcError> {
     })
 }
 
-fn rpc_add_listener(params: Option<Value>) -> HandlerFuture {
+/// [`ListenerParams`] names.
+const LISTENER_FIELDS: &[&str] = &["nqn", "listen_address", "tgt_name"];
+
+/// SPDK's other `nvmf_subsystem_add_listener` parameters.
+const LISTENER_EXTRAS: &[(&str, Extra)] = &[
+    (
+        "secure_channel",
+        Extra::Only(is_false, "Keel has no TLS (NVMe/TCP secure channel)"),
+    ),
+    (
+        "ana_state",
+        Extra::Only(
+            |v| v == "optimized",
+            "Keel reports no ANA states: every listener is optimized",
+        ),
+    ),
+    (
+        "sock_impl",
+        Extra::Only(
+            |v| v == "posix" || v == "uring",
+            "Keel's listeners are plain TCP sockets (posix or uring accepted as hints; no ssl)",
+        ),
+    ),
+    // vfio-user only in SPDK.
+    ("numa_id", Extra::Hint),
+];
+
+pub(super) fn rpc_add_listener(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: ListenerParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
-        note_ignored("nvmf_subsystem_add_listener", &p.extra);
+        check_tgt(p.tgt_name.as_deref())?;
+        check_extras(
+            "nvmf_subsystem_add_listener",
+            &p.extra,
+            LISTENER_FIELDS,
+            LISTENER_EXTRAS,
+        )?;
         let addr = listen_addr(p.listen_address)?;
         state::add_listener(&p.nqn, addr).map_err(to_rpc)?;
         Ok(Value::Bool(true))
@@ -780,7 +1003,13 @@ fn rpc_add_listener(params: Option<Value>) -> HandlerFuture {
 fn rpc_remove_listener(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: ListenerParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
+        check_extras(
+            "nvmf_subsystem_remove_listener",
+            &p.extra,
+            LISTENER_FIELDS,
+            &[],
+        )?;
         let addr = listen_addr(p.listen_address)?;
         state::remove_listener(&p.nqn, &addr).map_err(to_rpc)?;
         Ok(Value::Bool(true))
@@ -888,9 +1117,37 @@ struct AddNsParams {
     tgt_name: Option<String>,
 }
 
+/// SPDK's other `namespace` fields of `nvmf_subsystem_add_ns`.
+const NAMESPACE_EXTRAS: &[(&str, Extra)] = &[
+    // ANA is not reported (see nvmf_create_subsystem ana_reporting).
+    ("anagrpid", Extra::Hint),
+    // Keel's bdevs have no separate metadata, so a namespace never shows any: hidden or not
+    // is the same namespace.
+    ("hide_metadata", Extra::Hint),
+    (
+        "ptpl_file",
+        Extra::Only(
+            |_| false,
+            "Keel does not persist reservations across restarts (persist through power loss)",
+        ),
+    ),
+    (
+        "no_auto_visible",
+        Extra::Only(
+            is_false,
+            "Keel has no per-host namespace visibility: every allowed host would see it",
+        ),
+    ),
+];
+
 fn namespace_opts(n: NamespaceJson) -> Result<NamespaceOpts, RpcError> {
     let inval = |m: String| RpcError::invalid_params(m);
-    note_ignored("nvmf_subsystem_add_ns", &n.extra);
+    check_extras(
+        "nvmf_subsystem_add_ns",
+        &n.extra,
+        &["bdev_name", "nsid", "uuid", "nguid", "eui64"],
+        NAMESPACE_EXTRAS,
+    )?;
     let uuid = match n.uuid.as_deref() {
         None => None,
         Some(s) => Some(Uuid::parse(s).ok_or_else(|| inval(format!("Invalid UUID '{s}'")))?),
@@ -912,10 +1169,10 @@ fn namespace_opts(n: NamespaceJson) -> Result<NamespaceOpts, RpcError> {
     })
 }
 
-fn rpc_add_ns(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_add_ns(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: AddNsParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let opts = namespace_opts(p.namespace)?;
         let nsid = state::add_namespace(&p.nqn, opts).await.map_err(to_rpc)?;
         Ok(Value::from(nsid))
@@ -948,7 +1205,7 @@ struct RemoveNsParams {
 fn rpc_remove_ns(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: RemoveNsParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         state::remove_namespace(&p.nqn, p.nsid)
             .await
             .map_err(to_rpc)?;
@@ -1032,26 +1289,43 @@ struct HostParams {
     extra: Map<String, Value>,
 }
 
+/// [`HostParams`] names.
+const HOST_FIELDS: &[&str] = &[
+    "nqn",
+    "host",
+    "tgt_name",
+    "psk",
+    "dhchap_key",
+    "dhchap_ctrlr_key",
+];
+
 fn rpc_add_host(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: HostParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         if p.psk.is_some() || p.dhchap_key.is_some() || p.dhchap_ctrlr_key.is_some() {
             return Err(RpcError::errno(
                 libc::EOPNOTSUPP,
                 "TLS PSKs and DH-HMAC-CHAP keys are not supported by Keel",
             ));
         }
-        note_ignored("nvmf_subsystem_add_host", &p.extra);
+        check_extras("nvmf_subsystem_add_host", &p.extra, HOST_FIELDS, &[])?;
         state::add_host(&p.nqn, &p.host).map_err(to_rpc)?;
         Ok(Value::Bool(true))
     })
 }
 
-fn rpc_remove_host(params: Option<Value>) -> HandlerFuture {
+pub(super) fn rpc_remove_host(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: HostParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
+        // How long SPDK waits for the host's controllers to go: Keel disconnects them at once.
+        check_extras(
+            "nvmf_subsystem_remove_host",
+            &p.extra,
+            HOST_FIELDS,
+            &[("timeout_ms", Extra::Hint)],
+        )?;
         state::remove_host(&p.nqn, &p.host).map_err(to_rpc)?;
         Ok(Value::Bool(true))
     })
@@ -1090,7 +1364,7 @@ struct AllowAnyHostParams {
 fn rpc_allow_any_host(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: AllowAnyHostParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         state::allow_any_host(&p.nqn, p.allow_any_host).map_err(to_rpc)?;
         Ok(Value::Bool(true))
     })
@@ -1118,7 +1392,7 @@ fn need_subsys(nqn: &str) -> Result<std::sync::Arc<super::subsystem::Subsystem>,
 pub(super) fn rpc_get_controllers(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let s = need_subsys(&p.nqn)?;
         let list: Vec<Value> = s
             .controllers()
@@ -1185,7 +1459,7 @@ fn qpair_json(q: &QpairInfo) -> Value {
 pub(super) fn rpc_get_qpairs(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let s = need_subsys(&p.nqn)?;
         let mut out = Vec::new();
         for c in s.controllers() {
@@ -1221,7 +1495,7 @@ static GET_LISTENERS: MethodSpec = MethodSpec {
 pub(super) fn rpc_get_listeners(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: NqnParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let s = need_subsys(&p.nqn)?;
         let g = s.lock();
         // SPDK adds "ana_states" only for a subsystem with ANA reporting; Keel reports no ANA
@@ -1267,7 +1541,7 @@ fn poll_group_json(core: u32, s: &super::stats::PgSnapshot, trtypes: &[&str]) ->
 pub(super) fn rpc_get_stats(params: Option<Value>) -> HandlerFuture {
     Box::pin(async move {
         let p: TgtParams = keel_rpc::params::parse(params)?;
-        let _ = &p.tgt_name;
+        check_tgt(p.tgt_name.as_deref())?;
         let trtypes: Vec<&str> = state::transports()
             .iter()
             .map(|t| t.trtype().name())
@@ -1295,6 +1569,7 @@ fn save_config() -> Vec<Value> {
         if let Some(o) = params.as_object_mut() {
             o.remove("dif_insert_or_strip");
             o.remove("zcopy");
+            o.remove("kas");
         }
         calls.push(json!({"method": "nvmf_create_transport", "params": params}));
     }
@@ -1308,6 +1583,8 @@ fn save_config() -> Vec<Value> {
                 "max_namespaces": g.max_namespaces,
                 "allow_any_host": g.allow_any_host,
                 "ana_reporting": g.ana_reporting,
+                "min_cntlid": g.cntlid_range.0,
+                "max_cntlid": g.cntlid_range.1,
             }}));
         }
         for l in &g.listeners {

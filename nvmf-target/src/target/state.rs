@@ -264,6 +264,10 @@ pub struct SubsystemOpts {
     pub allow_any_host: bool,
     /// Accepted for SPDK compatibility.
     pub ana_reporting: bool,
+    /// Lowest controller id to hand out (default 1).
+    pub min_cntlid: Option<u16>,
+    /// Highest controller id to hand out (default 0xFFEF).
+    pub max_cntlid: Option<u16>,
 }
 
 fn check_ascii(what: &str, s: &str, max: usize) -> Result<(), NvmfError> {
@@ -294,6 +298,18 @@ pub fn create_subsystem(nqn: &str, opts: SubsystemOpts) -> Result<(), NvmfError>
         }
         Some(n) => n,
     };
+    let max_id = super::subsystem::MAX_CNTLID;
+    let range = (
+        opts.min_cntlid.unwrap_or(1),
+        opts.max_cntlid.unwrap_or(max_id),
+    );
+    if range.0 < 1 || range.0 > range.1 || range.1 > max_id {
+        return Err(NvmfError::Invalid(format!(
+            "Invalid cntlid range min_cntlid {} max_cntlid {}: need 1 <= min_cntlid <= \
+             max_cntlid <= {max_id}",
+            range.0, range.1
+        )));
+    }
     let s = Subsystem::new(
         nqn,
         SubsysKind::Nvm,
@@ -302,7 +318,11 @@ pub fn create_subsystem(nqn: &str, opts: SubsystemOpts) -> Result<(), NvmfError>
         max_ns,
         opts.allow_any_host,
     );
-    s.lock().ana_reporting = opts.ana_reporting;
+    {
+        let mut g = s.lock();
+        g.ana_reporting = opts.ana_reporting;
+        g.cntlid_range = range;
+    }
     {
         let mut g = target();
         if g.subsystems.iter().any(|x| x.nqn == nqn) {

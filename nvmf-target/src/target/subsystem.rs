@@ -91,6 +91,9 @@ pub(crate) struct SubsysInner {
     pub controllers: BTreeMap<u16, Arc<CtrlrShared>>,
     /// Next cntlid to try.
     next_cntlid: u16,
+    /// The controller ids this subsystem hands out (`min_cntlid..=max_cntlid`; SPDK lets
+    /// targets that export one subsystem over several paths use disjoint ranges).
+    pub cntlid_range: (u16, u16),
     /// Set once the subsystem is being deleted: no new controllers.
     pub deleted: bool,
 }
@@ -134,6 +137,7 @@ impl Subsystem {
                 namespaces: BTreeMap::new(),
                 controllers: BTreeMap::new(),
                 next_cntlid: 1,
+                cntlid_range: (1, MAX_CNTLID),
                 deleted: false,
             }),
         }
@@ -183,14 +187,17 @@ impl Subsystem {
         make: impl FnOnce(u16) -> Arc<CtrlrShared>,
     ) -> Option<Arc<CtrlrShared>> {
         let mut g = self.lock();
-        if g.deleted || g.controllers.len() >= usize::from(MAX_CNTLID) {
+        let (min, max) = g.cntlid_range;
+        debug_assert!(1 <= min && min <= max && max <= MAX_CNTLID);
+        if g.deleted || g.controllers.len() > usize::from(max - min) {
             return None;
         }
-        let mut id = g.next_cntlid;
+        let next = |id: u16| if id >= max { min } else { id + 1 };
+        let mut id = g.next_cntlid.clamp(min, max);
         while g.controllers.contains_key(&id) {
-            id = if id >= MAX_CNTLID { 1 } else { id + 1 };
+            id = next(id);
         }
-        g.next_cntlid = if id >= MAX_CNTLID { 1 } else { id + 1 };
+        g.next_cntlid = next(id);
         let c = make(id);
         g.controllers.insert(id, Arc::clone(&c));
         Some(c)

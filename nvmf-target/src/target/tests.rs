@@ -1200,3 +1200,170 @@ fn s_num_io(nqn: &str) -> Option<u32> {
     let c = s.controllers().into_iter().next()?;
     Some(c.num_io_qpairs.load(std::sync::atomic::Ordering::Relaxed))
 }
+
+/// The error of an RPC that must fail.
+async fn rpc_err(
+    f: fn(Option<serde_json::Value>) -> keel_rpc::HandlerFuture,
+    params: serde_json::Value,
+) -> keel_rpc::RpcError {
+    match f(Some(params.clone())).await {
+        Ok(v) => panic!("RPC with {params} succeeded: {v}"),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn spdk_cntlid_range_is_honoured() {
+    use super::rpc::{rpc_create_subsystem, rpc_get_subsystems};
+    use serde_json::json;
+    run(|| async {
+        ensure_transport();
+        let nqn = "nqn.2016-06.io.keel:cntlid";
+        let e = rpc_err(
+            rpc_create_subsystem,
+            json!({"nqn": nqn, "min_cntlid": 10, "max_cntlid": 9}),
+        )
+        .await;
+        assert!(e.message.contains("min_cntlid 10 max_cntlid 9"), "{e}");
+        rpc_ok(
+            rpc_create_subsystem,
+            json!({"nqn": nqn, "allow_any_host": true, "min_cntlid": 100, "max_cntlid": 101}),
+        )
+        .await;
+        let s = rpc_ok(rpc_get_subsystems, json!({"nqn": nqn})).await;
+        assert_eq!(
+            (&s[0]["min_cntlid"], &s[0]["max_cntlid"]),
+            (&json!(100), &json!(101))
+        );
+        // SPDK's other fields tools read: no passthrough, the keep-alive granularity.
+        assert_eq!(s[0]["passthrough"], false);
+        let t = rpc_ok(super::rpc::rpc_get_transports, json!({})).await;
+        assert_eq!(t[0]["kas"], 1, "{t}");
+        state::add_listener(nqn, listen_addr("4447")).unwrap();
+        let (a, b, c) = (HostQ::new("4447"), HostQ::new("4447"), HostQ::new("4447"));
+        let ca = a.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
+        let cb = b.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
+        assert_ok(&ca);
+        assert_ok(&cb);
+        let mut ids = [ca.cdw0 as u16, cb.cdw0 as u16];
+        ids.sort();
+        assert_eq!(ids, [100, 101], "controller ids from the range");
+        let cc = c.connect(0, 31, 0, 0xFFFF, nqn, HOST).await;
+        assert_status(&cc, Status::CONNECT_CONTROLLER_BUSY);
+        for q in [a, b, c] {
+            q.qp.close();
+        }
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
+
+#[test]
+fn spdk_parameters_keel_cannot_honour_are_refused_by_name() {
+    use super::rpc::{rpc_add_listener, rpc_add_ns, rpc_create_subsystem, rpc_remove_host};
+    use serde_json::json;
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:extras";
+        setup(nqn, "nvmf_t_extras", "4448").await;
+        let listen = json!({"trtype": "rdma", "traddr": "192.0.2.1", "trsvcid": "4449"});
+        for (f, params, what) in [
+            (
+                rpc_add_listener as fn(_) -> _,
+                json!({"nqn": nqn, "listen_address": listen, "secure_channel": true}),
+                "secure_channel=true",
+            ),
+            (
+                rpc_add_listener,
+                json!({"nqn": nqn, "listen_address": listen, "ana_state": "inaccessible"}),
+                "ana_state=\"inaccessible\"",
+            ),
+            (
+                rpc_add_listener,
+                json!({"nqn": nqn, "listen_address": listen, "sock_impl": "ssl"}),
+                "sock_impl=\"ssl\"",
+            ),
+            (
+                rpc_add_ns,
+                json!({"nqn": nqn, "namespace": {"bdev_name": "x", "no_auto_visible": true}}),
+                "no_auto_visible=true",
+            ),
+            (
+                rpc_add_ns,
+                json!({"nqn": nqn, "namespace": {"bdev_name": "x", "ptpl_file": "/tmp/p"}}),
+                "ptpl_file=",
+            ),
+            (
+                rpc_create_subsystem,
+                json!({"nqn": "nqn.2016-06.io.keel:x2", "passthrough": true}),
+                "passthrough=true",
+            ),
+            (
+                rpc_create_subsystem,
+                json!({"nqn": "nqn.2016-06.io.keel:x2", "enable_nssr": true}),
+                "enable_nssr=true",
+            ),
+        ] {
+            let e = rpc_err(f, params).await;
+            assert_eq!(e.code, -libc::EINVAL, "{e}");
+            assert!(e.message.contains(what), "{what}: {e}");
+        }
+        assert!(state::subsystem("nqn.2016-06.io.keel:x2").is_none());
+        // A name SPDK does not have is an unknown field, listing the known ones.
+        let e = rpc_err(
+            rpc_add_listener,
+            json!({"nqn": nqn, "listen_address": listen, "colour": 1}),
+        )
+        .await;
+        assert_eq!(e.code, -32602);
+        assert!(
+            e.message.contains("unknown field `colour`") && e.message.contains("`secure_channel`"),
+            "{e}"
+        );
+        // Defaults (what rpc.py sends without the flags) and hints are accepted.
+        rpc_ok(
+            rpc_add_listener,
+            json!({"nqn": nqn, "listen_address": listen, "secure_channel": false,
+                   "ana_state": "optimized", "sock_impl": "posix", "numa_id": -1}),
+        )
+        .await;
+        rpc_ok(
+            rpc_remove_host,
+            json!({"nqn": nqn, "host": HOST, "timeout_ms": 100}),
+        )
+        .await;
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}
+
+#[test]
+fn tgt_name_other_than_keels_one_target_is_refused() {
+    use super::rpc::{rpc_create_subsystem, rpc_get_subsystems};
+    use serde_json::json;
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:tgtname";
+        let e = rpc_err(
+            rpc_create_subsystem,
+            json!({"nqn": nqn, "tgt_name": "other"}),
+        )
+        .await;
+        assert_eq!(e.code, -32602);
+        assert!(
+            e.message.contains("'other'") && e.message.contains("nvmf_tgt"),
+            "{e}"
+        );
+        assert!(
+            state::subsystem(nqn).is_none(),
+            "not created in the one target"
+        );
+        rpc_ok(
+            rpc_create_subsystem,
+            json!({"nqn": nqn, "tgt_name": "nvmf_tgt"}),
+        )
+        .await;
+        rpc_ok(
+            rpc_get_subsystems,
+            json!({"nqn": nqn, "tgt_name": "nvmf_tgt"}),
+        )
+        .await;
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}

@@ -138,6 +138,7 @@ impl BackendChannel for ErrorChannel {
         };
         match hit.kind {
             ErrorKind::Failure => io.complete(IoStatus::IoError),
+            ErrorKind::Complete(status) => io.complete(status),
             ErrorKind::Pending => {
                 let ctx = io.module_ctx();
                 ctx[CLEAR_GEN_SLOT] = clear_gen;

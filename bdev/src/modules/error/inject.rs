@@ -2,7 +2,7 @@
 //! one atomic word packs (error kind, corrupt value, remaining count); an I/O consumes one count
 //! with a compare-and-swap loop, so exactly `num` I/Os see the error however many cores race.
 
-use crate::{IoType, IoVec};
+use crate::{IoStatus, IoType, IoVec};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What an injected error does to the I/Os it hits.
@@ -16,13 +16,60 @@ pub enum ErrorKind {
     /// Flip bits of the data: a write is corrupted before it goes to the base, a read after
     /// the base returned it (byte `corrupt_offset` of the I/O's data XOR `corrupt_value`).
     CorruptData,
+    /// SPDK's `nvme_failure`: complete with this status without touching the base, chosen so
+    /// that the NVMe-oF target answers the (SCT, SC) the user asked for ([`ErrorKind::nvme`]).
+    Complete(IoStatus),
 }
+
+/// The NVMe statuses (SCT, SC, what it is) a bdev outcome carries to an NVMe-oF host, and for
+/// which I/O types (None: all). Keel's bdev layer completes an I/O with one of a few outcomes
+/// ([`IoStatus`]), not an arbitrary NVMe status; the target maps them as listed here (see
+/// `keel_nvmf::spec::status::Status::from_io`, which a test of that crate checks against this
+/// table).
+pub const NVME_STATUSES: [(u8, u8, &str, IoStatus, Option<IoType>); 6] = [
+    (
+        0x0,
+        0x07,
+        "Command Abort Requested",
+        IoStatus::Aborted,
+        None,
+    ),
+    (0x0, 0x81, "Capacity Exceeded", IoStatus::NoSpace, None),
+    (0x2, 0x85, "Compare Failure", IoStatus::Miscompare, None),
+    (
+        0x2,
+        0x81,
+        "Unrecovered Read Error",
+        IoStatus::IoError,
+        Some(IoType::Read),
+    ),
+    (
+        0x2,
+        0x80,
+        "Write Fault",
+        IoStatus::IoError,
+        Some(IoType::Write),
+    ),
+    (
+        0x0,
+        0x06,
+        "Internal Error",
+        IoStatus::IoError,
+        Some(IoType::Flush),
+    ),
+];
 
 impl ErrorKind {
     const ALL: [ErrorKind; 3] = [
         ErrorKind::Failure,
         ErrorKind::Pending,
         ErrorKind::CorruptData,
+    ];
+    const COMPLETE: [IoStatus; 4] = [
+        IoStatus::IoError,
+        IoStatus::Aborted,
+        IoStatus::NoSpace,
+        IoStatus::Miscompare,
     ];
 
     /// SPDK's `error_type` name.
@@ -31,7 +78,44 @@ impl ErrorKind {
             ErrorKind::Failure => "failure",
             ErrorKind::Pending => "pending",
             ErrorKind::CorruptData => "corrupt_data",
+            ErrorKind::Complete(_) => "nvme_failure",
         }
+    }
+
+    /// SPDK's `nvme_failure` with `nvme_sct`/`nvme_sc` for I/Os of `target`: the outcome the
+    /// host sees as exactly that status, or why there is none (the statuses Keel can give).
+    pub fn nvme(sct: u8, sc: u8, target: InjectTarget) -> Result<ErrorKind, String> {
+        let types: &[IoType] = match target {
+            InjectTarget::Io(t) => &[t][..],
+            InjectTarget::All | InjectTarget::Clear => &INJECT_TYPES[..],
+        };
+        // Internal Error is what a failed flush, unmap or write zeroes carries.
+        let applies = |only: Option<IoType>, t: IoType| match only {
+            None => true,
+            Some(IoType::Flush) => !matches!(t, IoType::Read | IoType::Write),
+            Some(o) => o == t,
+        };
+        for (s, c, _, status, only) in NVME_STATUSES {
+            if (s, c) == (sct, sc) && types.iter().all(|&t| applies(only, t)) {
+                return Ok(ErrorKind::Complete(status));
+            }
+        }
+        let can: Vec<String> = NVME_STATUSES
+            .iter()
+            .filter(|(.., only)| types.iter().all(|&t| applies(*only, t)))
+            .map(|(s, c, what, ..)| format!("{s}/0x{c:02x} ({what})"))
+            .collect();
+        Err(format!(
+            "nvme_sct={sct} nvme_sc={sc} is not supported for io_type {}: Keel's bdev layer \
+             completes an I/O with one of a few outcomes, not an arbitrary NVMe status; for \
+             this io_type it can give sct/sc {}",
+            match target {
+                InjectTarget::Io(t) => t.name(),
+                InjectTarget::All => "all",
+                InjectTarget::Clear => "clear",
+            },
+            can.join(", ")
+        ))
     }
 
     /// Parse an `error_type`; SPDK's `nomem` has no Keel equivalent (there is no NOMEM status)
@@ -44,7 +128,9 @@ impl ErrorKind {
             "nomem" => {
                 "error_type nomem is not supported: Keel has no NOMEM completion status".to_string()
             }
-            _ => format!("invalid error_type {s:?}: expected failure, pending or corrupt_data"),
+            _ => format!(
+                "invalid error_type {s:?}: expected failure, nvme_failure, pending or corrupt_data"
+            ),
         })
     }
 
@@ -53,11 +139,20 @@ impl ErrorKind {
             ErrorKind::Failure => 1,
             ErrorKind::Pending => 2,
             ErrorKind::CorruptData => 3,
+            ErrorKind::Complete(s) => {
+                4 + ErrorKind::COMPLETE
+                    .iter()
+                    .position(|&c| c == s)
+                    .expect("Complete carries a failure status") as u64
+            }
         }
     }
 
     fn from_code(c: u64) -> Option<ErrorKind> {
-        ErrorKind::ALL.into_iter().find(|k| k.code() == c)
+        ErrorKind::ALL
+            .into_iter()
+            .chain(ErrorKind::COMPLETE.map(ErrorKind::Complete))
+            .find(|k| k.code() == c)
     }
 }
 

@@ -14,7 +14,7 @@ mod channel;
 mod inject;
 mod rpc;
 
-pub use self::inject::{ErrorKind, InjectTarget};
+pub use self::inject::{ErrorKind, InjectTarget, NVME_STATUSES};
 pub use self::rpc::register_rpcs;
 
 use self::inject::{Injections, INJECT_TYPES};
@@ -166,6 +166,11 @@ pub fn inject_error(
     if kind == ErrorKind::CorruptData && corrupt_value == 0 && target != InjectTarget::Clear {
         return Err(BdevError::Invalid(
             "corrupt_value must be non-zero (XOR with 0 corrupts nothing)".into(),
+        ));
+    }
+    if kind == ErrorKind::Complete(crate::IoStatus::Success) {
+        return Err(BdevError::Invalid(
+            "an injected completion must be a failure, not success".into(),
         ));
     }
     let disk = ERROR_BDEVS

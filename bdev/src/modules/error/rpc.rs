@@ -30,6 +30,10 @@ struct InjectParams {
     #[serde(default)]
     error_type: Option<String>,
     #[serde(default)]
+    nvme_sct: Option<u8>,
+    #[serde(default)]
+    nvme_sc: Option<u8>,
+    #[serde(default)]
     num: Option<u32>,
     #[serde(default)]
     queue_depth: Option<u64>,
@@ -52,7 +56,10 @@ struct Injection {
 impl InjectParams {
     fn validate(&self) -> Result<Injection, RpcError> {
         let target = InjectTarget::parse(&self.io_type).map_err(RpcError::invalid_params)?;
+        let nvme = (self.nvme_sct.unwrap_or(0), self.nvme_sc.unwrap_or(0));
         let kind = match (&self.error_type, target) {
+            (Some(t), _) if t == "nvme_failure" => ErrorKind::nvme(nvme.0, nvme.1, target)
+                .map_err(|m| RpcError::errno(libc::EINVAL, m))?,
             (Some(t), _) => ErrorKind::parse(t).map_err(RpcError::invalid_params)?,
             // `clear` needs no error type.
             (None, InjectTarget::Clear) => ErrorKind::Failure,
@@ -62,6 +69,11 @@ impl InjectParams {
                 ))
             }
         };
+        if !matches!(kind, ErrorKind::Complete(_)) && nvme != (0, 0) {
+            return Err(RpcError::invalid_params(
+                "nvme_sct and nvme_sc apply only to error_type nvme_failure",
+            ));
+        }
         if self.queue_depth.is_some_and(|q| q > 0) {
             return Err(RpcError::invalid_params(
                 "queue_depth is not supported by Keel",
@@ -116,7 +128,8 @@ static DELETE: MethodSpec = MethodSpec {
 
 static INJECT: MethodSpec = MethodSpec {
     name: "bdev_error_inject_error",
-    help: "Make the next I/Os of a type fail, hang (pending) or return corrupted data; \
+    help: "Make the next I/Os of a type fail (with an NVMe status: nvme_failure), hang \
+           (pending) or return corrupted data; \
            io_type 'clear' removes every injection and releases pending I/Os.",
     params: &[
         ParamSpec::positional(
@@ -135,7 +148,25 @@ static INJECT: MethodSpec = MethodSpec {
             "error_type",
             ParamKind::Str,
             true,
-            "error_type: 'failure' 'pending' 'corrupt_data'",
+            "error_type: 'failure' 'nvme_failure' 'pending' 'corrupt_data'",
+        ),
+        ParamSpec::option(
+            "nvme_sct",
+            ParamKind::Int,
+            false,
+            None,
+            None,
+            "nvme_failure: NVMe status code type; Keel gives 0/0x07 (abort), 0/0x81 (capacity \
+             exceeded), 2/0x85 (compare failure), and per io_type 2/0x81 (read), 2/0x80 (write), \
+             0/0x06 (unmap, flush, write_zeroes); others are refused",
+        ),
+        ParamSpec::option(
+            "nvme_sc",
+            ParamKind::Int,
+            false,
+            None,
+            None,
+            "nvme_failure: NVMe status code (see nvme_sct)",
         ),
         ParamSpec::option(
             "num",
@@ -270,6 +301,39 @@ mod tests {
         })))
         .unwrap_err();
         assert_eq!(e.code, -32602);
+    }
+
+    #[test]
+    fn inject_takes_spdk_nvme_status() {
+        let i = inject(json!({
+            "name": "E", "io_type": "write", "error_type": "nvme_failure",
+            "nvme_sct": 2, "nvme_sc": 0x80
+        }))
+        .unwrap();
+        assert_eq!(i.kind, ErrorKind::Complete(crate::IoStatus::IoError));
+        let i = inject(json!({
+            "name": "E", "io_type": "all", "error_type": "nvme_failure",
+            "nvme_sct": 0, "nvme_sc": 7
+        }))
+        .unwrap();
+        assert_eq!(i.kind, ErrorKind::Complete(crate::IoStatus::Aborted));
+        // SPDK's default 0/0 is success, not an error: refused, naming the parameters.
+        let e = inject(json!({"name": "E", "io_type": "read", "error_type": "nvme_failure"}))
+            .unwrap_err();
+        assert_eq!(e.code, -libc::EINVAL);
+        assert!(e.message.contains("nvme_sct=0 nvme_sc=0"), "{}", e.message);
+        let e = inject(json!({
+            "name": "E", "io_type": "read", "error_type": "failure", "nvme_sc": 4
+        }))
+        .unwrap_err();
+        assert!(e.message.contains("nvme_failure"), "{}", e.message);
+        // rpc.py sends them as null when not given.
+        let i = inject(json!({
+            "name": "E", "io_type": "read", "error_type": "failure",
+            "nvme_sct": null, "nvme_sc": null
+        }))
+        .unwrap();
+        assert_eq!(i.kind, ErrorKind::Failure);
     }
 
     #[test]
