@@ -8,6 +8,9 @@ fields the method accepts ("unknown field `zzzz_keel_probe`, expected one of `a`
 per method with only that probe field reads them, without running the method. A method that
 answers anything else ignores unknown parameters, which is reported too.
 
+Only the methods callable in the target's current state are probed: run it once on a running
+target and once on a --wait-for-rpc target before framework_start_init (the startup methods).
+
 Usage: target/venv-spdk/bin/python3 scripts/spdk-params-probe.py -s SOCK [--schema schema.yaml]
        [--allow FILE]
 Prints one line per gap; exits 1 when a name SPDK sends is refused as unknown (unless the method
@@ -255,7 +258,10 @@ def main():
     ap.add_argument("--allow", help='file of "method param" gaps that are known and argued')
     ap.add_argument("-v", "--verbose", action="store_true", help="also list Keel-only names")
     a = ap.parse_args()
-    methods, _ = call(a.sock, "rpc_get_methods", None)
+    # The methods callable in the target's current state: at run time that leaves out the
+    # startup-only ones (bdev_set_options, ...), which answer -1 before reading params; probe
+    # those on a --wait-for-rpc target before framework_start_init (spdk-rpc-compat.sh does).
+    methods, _ = call(a.sock, "rpc_get_methods", {"current": True})
     rpcpy = rpcpy_params()
     schema, objects = schema_params(a.schema) if a.schema else ({}, {})
     # An extraction that found (almost) nothing would report no gaps: refuse to judge.

@@ -276,5 +276,56 @@ else pass=$((pass+1)); echo "ok   --wait-for-rpc targets exited"; fi
 [ "$fail" = 0 ] || { echo "--- keel-tgt --wait-for-rpc logs"; cat "$dir/tgt-w.log" "$dir/tgt-l.log"; }
 # ---- END log_* and framework_* checks ----
 
+# ==== BEGIN issue-11 examine: bdev_set_options --no-auto-examine (--disable-auto-examine in
+# older rpc.py) before framework_start_init, so that a disk holding its host's lvstore is not
+# taken by examine and can be exported; bdev_examine loads it on request.
+esock="$dir/keel-e.sock"
+truncate -s 32M "$dir/lvs.img"
+"$tgt_bin" -m 0x1 --interrupt-mode --no-default -r "$esock" >"$dir/tgt-e1.log" 2>&1 &
+epid=$!
+trap 'kill $pid $wpid $epid 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 100); do [ -S "$esock" ] && break; sleep 0.1; done
+erpc() { "$venv/bin/spdk-rpc" -s "$esock" "$@"; }
+ejcheck() { local sock=$esock; jcheck "$@"; }  # jcheck on this target (bash scoping)
+check "a first target writes an lvstore into a file" bash -c "$venv/bin/spdk-rpc -s $esock bdev_uring_create $dir/lvs.img E0 4096 && $venv/bin/spdk-rpc -s $esock bdev_lvol_create_lvstore E0 elvs"
+refused_with "bdev_set_options after initialisation: invalid state" "before framework is initialized" erpc bdev_set_options --no-auto-examine
+refused_with "bdev_examine with auto examine on: -EINVAL" "auto examine is on" erpc bdev_examine -b E0
+erpc spdk_kill_instance SIGTERM >/dev/null 2>&1
+for _ in $(seq 100); do kill -0 $epid 2>/dev/null || break; sleep 0.1; done
+cat >"$dir/e.json" <<JSON
+{"subsystems": [{"subsystem": "bdev", "config": [
+  {"method": "bdev_uring_create", "params": {"filename": "$dir/lvs.img", "name": "E0", "block_size": 4096}},
+  {"method": "bdev_wait_for_examine"}]}]}
+JSON
+"$tgt_bin" -m 0x1 --interrupt-mode --wait-for-rpc -c "$dir/e.json" -r "$esock" >"$dir/tgt-e2.log" 2>&1 &
+epid=$!
+for _ in $(seq 100); do [ -S "$esock" ] && break; sleep 0.1; done
+out=$(erpc rpc_get_methods --current 2>&1)
+check "rpc_get_methods --current (startup) lists bdev_set_options" has "$out" '"bdev_set_options"'
+out=$("$venv/bin/python3" scripts/spdk-params-probe.py -s "$esock" "${schema_arg[@]}" 2>&1)
+check "spdk-params-probe on the startup methods: 0 gaps" has "$out" ' 0 gaps$'
+check "bdev_set_options --no-auto-examine (startup state)" erpc bdev_set_options --no-auto-examine
+check "framework_start_init (replays the config: E0)" erpc framework_start_init
+ejcheck "E0 not claimed: its lvstore not loaded" "d[0]['claimed'] is False" bdev_get_bdevs -b E0
+ejcheck "bdev_lvol_get_lvstores is empty" "d==[]" bdev_lvol_get_lvstores
+enqn=nqn.2016-06.io.spdk:examine1
+check "nvmf_create_subsystem" erpc nvmf_create_subsystem "$enqn" -a
+check "nvmf_subsystem_add_ns E0 (the disk holding the lvstore is exported)" erpc nvmf_subsystem_add_ns "$enqn" E0
+check "nvmf_subsystem_remove_ns" erpc nvmf_subsystem_remove_ns "$enqn" 1
+check "bdev_examine -b E0" erpc bdev_examine -b E0
+check "bdev_wait_for_examine" erpc bdev_wait_for_examine
+ejcheck "bdev_examine loaded the lvstore" "d[0]['name']=='elvs'" bdev_lvol_get_lvstores
+ejcheck "E0 now claimed by lvol" "d[0]['claimed'] is True and d[0]['claimed_by']=='lvol'" bdev_get_bdevs -b E0
+ejcheck "save_config starts the bdev section with bdev_set_options and bdev_examine" \
+  "[s for s in d['subsystems'] if s['subsystem']=='bdev'][0]['config'][:2]==[{'method':'bdev_set_options','params':{'bdev_auto_examine':False}},{'method':'bdev_examine','params':{'name':'E0'}}]" \
+  save_config
+refused_with "bdev_examine -b E0 twice: -EEXIST" "given before" erpc bdev_examine -b E0
+check "spdk_kill_instance (examine target)" erpc spdk_kill_instance SIGTERM
+for _ in $(seq 100); do kill -0 $epid 2>/dev/null || break; sleep 0.1; done
+if kill -0 $epid 2>/dev/null; then fail=$((fail+1)); echo "FAIL examine target still running"
+else pass=$((pass+1)); echo "ok   examine target exited"; fi
+[ "$fail" = 0 ] || { echo "--- keel-tgt examine logs"; cat "$dir/tgt-e1.log" "$dir/tgt-e2.log"; }
+# ==== END issue-11 examine
+
 echo "spdk-rpc compat: $pass passed, $fail failed"
 [ "$fail" = 0 ] || { echo "--- keel-tgt log"; cat "$dir/tgt.log"; exit 1; }

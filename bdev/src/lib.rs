@@ -40,11 +40,13 @@ mod types;
 
 pub use backend::{BackendChannel, BdevBackend, ConfigCall};
 pub use examine::{
-    examine_begin, examine_pending, register_examiner, wait_for_examine, ExamineGuard, Examiner,
+    auto_examine, examine_allowlist, examine_bdev, examine_begin, examine_pending,
+    register_examiner, set_auto_examine, wait_for_examine, ExamineGuard, ExamineRefusal, Examiner,
 };
 pub use io_path::{IoCallback, IoChannel, IoRef};
 pub use registry::{
-    bdev_names, get_bdev, open, register, unregister, Bdev, BdevDesc, BdevEvent, BdevInfo,
+    any_bdev_registered_yet, bdev_names, get_bdev, open, register, unregister, Bdev, BdevDesc,
+    BdevEvent, BdevInfo,
 };
 pub use stats::IoStats;
 pub use types::{BdevError, IoStatus, IoType, IoVec, SubmitError, Uuid, MAX_IOVS};

@@ -549,6 +549,7 @@ pub fn register(info: BdevInfo, backend: Arc<dyn BdevBackend>) -> Result<Bdev, B
     }
     table.order.push(bdev.clone());
     drop(table);
+    EVER_REGISTERED.store(true, Ordering::Release);
     log::info!(
         "bdev {} registered: {} blocks of {} bytes, {}, uuid {}",
         info.name,
@@ -575,8 +576,16 @@ pub async fn unregister(name: &str) -> Result<(), BdevError> {
             .get(name)
             .cloned()
             .ok_or_else(|| BdevError::NotFound(name.into()))?;
+        let names: Vec<String> = table
+            .by_name
+            .iter()
+            .filter(|(_, b)| b.ptr_eq(&bdev))
+            .map(|(n, _)| n.clone())
+            .collect();
         table.by_name.retain(|_, b| !b.ptr_eq(&bdev));
         table.order.retain(|b| !b.ptr_eq(&bdev));
+        // As SPDK: a `bdev_examine` name goes with its bdev.
+        crate::examine::forget(&names);
         bdev
     };
     let descs = {
@@ -611,6 +620,15 @@ pub async fn unregister(name: &str) -> Result<(), BdevError> {
     crate::percore::forget_everywhere(bdev.id());
     log::info!("bdev {} unregistered", bdev.name());
     Ok(())
+}
+
+/// Set by the first [`register`]: from then on the bdev layer's start-up options
+/// (`bdev_set_options`) are fixed.
+static EVER_REGISTERED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a bdev has been registered since the process started.
+pub fn any_bdev_registered_yet() -> bool {
+    EVER_REGISTERED.load(Ordering::Acquire)
 }
 
 /// Find a bdev by name or alias.

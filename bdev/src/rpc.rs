@@ -1,7 +1,7 @@
 //! The `bdev_*` JSON-RPC methods and the `bdev` config subsystem.
 //!
 //! Generic methods live here (`bdev_get_bdevs`, `bdev_get_iostat`, `bdev_set_qos_limit`,
-//! `bdev_wait_for_examine`); each module registers its own create/delete methods. Handlers run
+//! `bdev_wait_for_examine`, `bdev_set_options`, `bdev_examine`); each module registers its own create/delete methods. Handlers run
 //! on the main core. Helpers for module writers: [`bdev_error_to_rpc`] (a [`BdevError`] as
 //! SPDK's negative-errno error), [`parse_uuid`], [`delete_of_module`] and
 //! [`total_size_to_num_blocks`] (rpc.py's MiB → `num_blocks` client-side rewrite).
@@ -10,7 +10,7 @@ use crate::histogram::{Histogram, HistogramOpts};
 use crate::qos::QosLimits;
 use crate::{Bdev, BdevError, IoType, Uuid};
 use keel_reactor::PollerId;
-use keel_rpc::{HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError};
+use keel_rpc::{HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError, RpcStates};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::cell::Cell;
@@ -28,6 +28,9 @@ pub fn register() {
         keel_rpc::register_method(&GET_IOSTAT_SPEC, rpc_get_iostat);
         keel_rpc::register_method(&SET_QOS_SPEC, rpc_set_qos_limit);
         keel_rpc::register_method(&WAIT_EXAMINE_SPEC, rpc_wait_for_examine);
+        // SPDK_RPC_STARTUP: before framework_start_init (and in a config, before any bdev).
+        keel_rpc::register_method_in(&SET_OPTIONS_SPEC, rpc_set_options, RpcStates::STARTUP);
+        keel_rpc::register_method(&EXAMINE_SPEC, rpc_examine);
         keel_rpc::register_method(&ENABLE_HISTOGRAM_SPEC, rpc_enable_histogram);
         keel_rpc::register_method(&GET_HISTOGRAM_SPEC, rpc_get_histogram);
         crate::modules::malloc::register_rpcs();
@@ -454,6 +457,189 @@ fn rpc_wait_for_examine(params: Option<Value>) -> HandlerFuture {
     })
 }
 
+// ---- examine control: bdev_set_options, bdev_examine ----
+
+static SET_OPTIONS_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_set_options",
+    help: "Set bdev layer options before any bdev exists (with --wait-for-rpc before \
+           framework_start_init, or first in a config file's bdev section). \
+           --disable-auto-examine (or --no-auto-examine): lvol and raid examine only the bdevs \
+           named by bdev_examine. The pool and cache sizes are SPDK tuning Keel accepts and \
+           ignores (it has no bdev_io pool or iobuf caches).",
+    params: &[
+        ParamSpec::option(
+            "bdev_io_pool_size",
+            ParamKind::Int,
+            false,
+            None,
+            Some('p'),
+            "SPDK's bdev_io pool size: accepted, no effect in Keel",
+        ),
+        ParamSpec::option(
+            "bdev_io_cache_size",
+            ParamKind::Int,
+            false,
+            None,
+            Some('c'),
+            "SPDK's per-thread bdev_io cache: accepted, no effect in Keel",
+        ),
+        ParamSpec::option(
+            "bdev_auto_examine",
+            ParamKind::Bool,
+            false,
+            Some("auto-examine"),
+            None,
+            "Examine every new bdev (the default)",
+        ),
+        ParamSpec::option(
+            "disable_auto_examine",
+            ParamKind::Bool,
+            false,
+            Some("disable-auto-examine"),
+            None,
+            "Examine only the bdevs named by bdev_examine (sends bdev_auto_examine=false)",
+        ),
+        ParamSpec::option(
+            "no_auto_examine",
+            ParamKind::Bool,
+            false,
+            Some("no-auto-examine"),
+            None,
+            "Same as --disable-auto-examine",
+        ),
+        ParamSpec::option(
+            "iobuf_small_cache_size",
+            ParamKind::Int,
+            false,
+            None,
+            None,
+            "SPDK's small iobuf cache: accepted, no effect in Keel",
+        ),
+        ParamSpec::option(
+            "iobuf_large_cache_size",
+            ParamKind::Int,
+            false,
+            None,
+            None,
+            "SPDK's large iobuf cache: accepted, no effect in Keel",
+        ),
+    ],
+    cli_rewrite: Some(auto_examine_flag),
+};
+
+/// rpc.py's `--disable-auto-examine` (older) and `--no-auto-examine` (newer) send
+/// `bdev_auto_examine: false`.
+fn auto_examine_flag(m: &mut Map<String, Value>) -> Result<(), String> {
+    let disable = m.remove("disable_auto_examine") == Some(Value::Bool(true));
+    let no = m.remove("no_auto_examine") == Some(Value::Bool(true));
+    if disable || no {
+        if m.get("bdev_auto_examine") == Some(&Value::Bool(true)) {
+            return Err("--auto-examine contradicts --disable-auto-examine".into());
+        }
+        m.insert("bdev_auto_examine".into(), Value::Bool(false));
+    }
+    Ok(())
+}
+
+/// `bdev_set_options`'s params (SPDK's names; the sizes are u32 there).
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+struct SetOptions {
+    bdev_io_pool_size: Option<u32>,
+    bdev_io_cache_size: Option<u32>,
+    bdev_auto_examine: Option<bool>,
+    iobuf_small_cache_size: Option<u32>,
+    iobuf_large_cache_size: Option<u32>,
+}
+
+/// Apply `bdev_set_options` (refused once a bdev has registered: the options decide how bdevs
+/// are set up, and SPDK takes them only before its bdev layer starts).
+fn set_options(params: Option<Value>) -> Result<(), RpcError> {
+    let o: SetOptions = keel_rpc::params::parse(params)?;
+    if crate::any_bdev_registered_yet() {
+        return Err(RpcError {
+            code: -1, // SPDK_JSONRPC_ERROR_INVALID_STATE, as the server answers out of state
+            message: "bdev_set_options must come before the first bdev is created: start \
+                      keel-tgt with --wait-for-rpc and call it before framework_start_init, or \
+                      put it first in the config file's bdev section"
+                .into(),
+        });
+    }
+    for (k, v) in [
+        ("bdev_io_pool_size", o.bdev_io_pool_size),
+        ("bdev_io_cache_size", o.bdev_io_cache_size),
+        ("iobuf_small_cache_size", o.iobuf_small_cache_size),
+        ("iobuf_large_cache_size", o.iobuf_large_cache_size),
+    ] {
+        if let Some(v) = v {
+            log::info!(
+                "bdev_set_options: parameter {k}={v} is accepted but has no effect in Keel (it \
+                 has no bdev_io pool or iobuf caches)"
+            );
+        }
+    }
+    if let Some(on) = o.bdev_auto_examine {
+        crate::set_auto_examine(on);
+    }
+    Ok(())
+}
+
+fn rpc_set_options(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        set_options(params)?;
+        Ok(Value::Bool(true))
+    })
+}
+
+static EXAMINE_SPEC: MethodSpec = MethodSpec {
+    name: "bdev_examine",
+    help: "With auto examine off (bdev_set_options --disable-auto-examine): let lvol and raid \
+           examine this bdev now if it exists, else when it is created (bdev_wait_for_examine \
+           waits for the result)",
+    params: &[ParamSpec::option(
+        "name",
+        ParamKind::Str,
+        true,
+        None,
+        Some('b'),
+        "Name or alias of the bdev",
+    )],
+    cli_rewrite: None,
+};
+
+fn rpc_examine(params: Option<Value>) -> HandlerFuture {
+    Box::pin(async move {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct P {
+            name: String,
+        }
+        let p: P = keel_rpc::params::parse(params)?;
+        crate::examine_bdev(&p.name).map_err(|e| match e {
+            crate::ExamineRefusal::AutoExamineOn => RpcError::errno(
+                libc::EINVAL,
+                format!(
+                    "bdev_examine {}: auto examine is on, every bdev is examined when it is \
+                     created (bdev_set_options --disable-auto-examine turns it off)",
+                    p.name
+                ),
+            ),
+            crate::ExamineRefusal::Duplicate => RpcError::errno(
+                libc::EEXIST,
+                format!("bdev_examine {}: this name was given before", p.name),
+            ),
+            crate::ExamineRefusal::Claimed(holder) => RpcError::errno(
+                libc::EBUSY,
+                format!(
+                    "bdev_examine {}: the bdev is claimed by {holder}; release it first",
+                    p.name
+                ),
+            ),
+        })?;
+        Ok(Value::Bool(true))
+    })
+}
+
 // ---- latency histograms ----
 
 static ENABLE_HISTOGRAM_SPEC: MethodSpec = MethodSpec {
@@ -675,17 +861,39 @@ fn histogram_config(name: &str, opts: &HistogramOpts) -> Value {
     json!({"method": "bdev_enable_histogram", "params": params})
 }
 
-/// The `bdev` config subsystem: every bdev's creation call in registration order, then the
+/// The start of the `bdev` section with auto examine off (nothing otherwise, so that saved
+/// configs stay as they were): `bdev_set_options` first, then a `bdev_examine` per allowlisted
+/// name (as SPDK writes them), so that a replay examines the same bdevs as they are created.
+fn examine_config() -> Vec<Value> {
+    if crate::auto_examine() {
+        return Vec::new();
+    }
+    let mut calls = vec![json!({
+        "method": "bdev_set_options",
+        "params": { "bdev_auto_examine": false }
+    })];
+    calls.extend(
+        crate::examine_allowlist()
+            .into_iter()
+            .map(|name| json!({ "method": "bdev_examine", "params": { "name": name } })),
+    );
+    calls
+}
+
+/// The `bdev` config subsystem: (with auto examine off: `bdev_set_options` and the
+/// `bdev_examine` names,) every bdev's creation call in registration order, then the
 /// `bdev_set_qos_limit` calls for bdevs with limits, then `bdev_wait_for_examine` (as SPDK
 /// writes it) so that a replay finds the bdevs examine brings back (lvols, assembled arrays)
 /// before later subsystems name them; then `bdev_enable_histogram` for bdevs with histograms.
 pub(crate) fn save_config() -> Vec<Value> {
     let bdevs = crate::registry::all_bdevs();
-    let mut calls: Vec<Value> = bdevs
-        .iter()
-        .filter_map(|b| b.backend().config_call(b.info()))
-        .map(|c| json!({ "method": c.method, "params": c.params }))
-        .collect();
+    let mut calls = examine_config();
+    calls.extend(
+        bdevs
+            .iter()
+            .filter_map(|b| b.backend().config_call(b.info()))
+            .map(|c| json!({ "method": c.method, "params": c.params })),
+    );
     for b in &bdevs {
         let q = b.qos_limits();
         if q.any() {
@@ -710,6 +918,36 @@ mod tests {
 
     fn map(v: Value) -> Map<String, Value> {
         v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn rpc_py_auto_examine_flags_send_false() {
+        for flag in ["disable_auto_examine", "no_auto_examine"] {
+            let mut p = map(json!({ flag: true }));
+            auto_examine_flag(&mut p).unwrap();
+            assert_eq!(p, map(json!({"bdev_auto_examine": false})), "{flag}");
+        }
+        let mut p = map(json!({"bdev_auto_examine": true}));
+        auto_examine_flag(&mut p).unwrap();
+        assert_eq!(p, map(json!({"bdev_auto_examine": true})));
+        let mut p = map(json!({"bdev_auto_examine": true, "no_auto_examine": true}));
+        assert!(auto_examine_flag(&mut p).is_err());
+    }
+
+    #[test]
+    fn set_options_takes_spdk_names_only() {
+        let o: SetOptions = keel_rpc::params::parse(Some(json!({
+            "bdev_io_pool_size": 65535, "bdev_io_cache_size": 256, "bdev_auto_examine": false,
+            "iobuf_small_cache_size": 128, "iobuf_large_cache_size": 16
+        })))
+        .unwrap();
+        assert_eq!(o.bdev_auto_examine, Some(false));
+        let e = keel_rpc::params::parse::<SetOptions>(Some(json!({"auto_examine": false})))
+            .unwrap_err();
+        assert!(e.message.contains("unknown field `auto_examine`"), "{e:?}");
+        let e = keel_rpc::params::parse::<SetOptions>(Some(json!({"bdev_io_pool_size": -1})))
+            .unwrap_err();
+        assert!(e.message.contains("bdev_io_pool_size"), "{e:?}");
     }
 
     #[test]

@@ -1040,3 +1040,121 @@ fn idle_target_in_interrupt_mode_sleeps() {
     assert!(t.stop().status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The `bdev` section of a saved config.
+fn bdev_section(saved: &Value) -> Vec<Value> {
+    saved["subsystems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["subsystem"] == "bdev")
+        .expect("a bdev section")["config"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// SPDK's `bdev_auto_examine`: with it off (`bdev_set_options` first in the config), a disk
+/// whose host wrote an lvstore into it is not taken by lvol examine at start-up and can be
+/// exported; `bdev_examine` loads the lvstore on request; a saved config keeps both.
+#[test]
+fn auto_examine_off_leaves_a_disk_holding_an_lvstore_to_the_config() {
+    let dir = temp_dir("examine");
+    let img = dir.join("disk.img");
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let uring = json!({"filename": img.to_str().unwrap(), "name": "U0", "block_size": 4096});
+
+    // A first run writes an lvstore and a volume into the file (as a guest's own SPDK would).
+    let t = Target::start("examine1", &[]);
+    t.result("bdev_uring_create", Some(uring.clone()));
+    t.result(
+        "bdev_lvol_create_lvstore",
+        Some(json!({"bdev_name": "U0", "lvs_name": "lvs0"})),
+    );
+    t.result(
+        "bdev_lvol_create",
+        Some(json!({"lvol_name": "v0", "size_in_mib": 4, "lvs_name": "lvs0"})),
+    );
+    // Auto examine is on: bdev_examine is SPDK's -EINVAL; bdev_set_options is a startup method.
+    let r = t.call("bdev_examine", Some(json!({"name": "U0"})));
+    assert_eq!(error_code(&r), -libc::EINVAL as i64, "{r}");
+    let r = t.call(
+        "bdev_set_options",
+        Some(json!({"bdev_auto_examine": false})),
+    );
+    assert_eq!(error_code(&r), -1, "{r}");
+    assert!(t.stop().status.success());
+
+    // Restart with auto examine off: U0 registers unclaimed, no lvstore is loaded.
+    let cfg = dir.join("off.json");
+    std::fs::write(
+        &cfg,
+        json!({"subsystems": [{"subsystem": "bdev", "config": [
+            {"method": "bdev_set_options", "params": {"bdev_auto_examine": false}},
+            {"method": "bdev_uring_create", "params": uring},
+            {"method": "bdev_wait_for_examine"}]}]})
+        .to_string(),
+    )
+    .unwrap();
+    let t = Target::start("examine2", &["-c", cfg.to_str().unwrap()]);
+    let u0 = &t.result("bdev_get_bdevs", Some(json!({"name": "U0"})))[0];
+    assert_eq!(u0["claimed"], false, "{u0}");
+    assert_eq!(t.result("bdev_lvol_get_lvstores", None), json!([]));
+    // So the config can export it as a namespace (the host's own lvstore stays the host's).
+    let nqn = "nqn.2016-06.io.keel:examine";
+    t.result(
+        "nvmf_create_subsystem",
+        Some(json!({"nqn": nqn, "allow_any_host": true})),
+    );
+    let add_ns = || {
+        t.call(
+            "nvmf_subsystem_add_ns",
+            Some(json!({"nqn": nqn, "namespace": {"bdev_name": "U0"}})),
+        )
+    };
+    assert_eq!(add_ns()["result"], 1);
+    // A claimed bdev is not examined behind its holder's back.
+    let r = t.call("bdev_examine", Some(json!({"name": "U0"})));
+    assert_eq!(error_code(&r), -libc::EBUSY as i64, "{r}");
+    t.result(
+        "nvmf_subsystem_remove_ns",
+        Some(json!({"nqn": nqn, "nsid": 1})),
+    );
+    // bdev_examine loads it now.
+    assert_eq!(t.result("bdev_examine", Some(json!({"name": "U0"}))), true);
+    t.result("bdev_wait_for_examine", None);
+    let stores = t.result("bdev_lvol_get_lvstores", None);
+    assert_eq!(stores[0]["name"], "lvs0", "{stores}");
+    assert_eq!(
+        t.result("bdev_get_bdevs", Some(json!({"name": "lvs0/v0"})))[0]["claimed"],
+        false
+    );
+    let u0 = &t.result("bdev_get_bdevs", Some(json!({"name": "U0"})))[0];
+    assert_eq!(u0["claimed"], true, "{u0}");
+    let r = t.call("bdev_examine", Some(json!({"name": "U0"})));
+    assert_eq!(error_code(&r), -libc::EEXIST as i64, "{r}");
+    // save_config starts the bdev section with the option and the examined name.
+    let saved = t.result("save_config", None);
+    let bdev = bdev_section(&saved);
+    assert_eq!(
+        bdev[..2],
+        [
+            json!({"method": "bdev_set_options", "params": {"bdev_auto_examine": false}}),
+            json!({"method": "bdev_examine", "params": {"name": "U0"}}),
+        ],
+        "{saved}"
+    );
+    let saved_path = dir.join("saved.json");
+    std::fs::write(&saved_path, saved.to_string()).unwrap();
+    assert!(t.stop().status.success());
+
+    // The saved config reloads with the same behaviour: U0 examined (named), lvs0 back.
+    let t = Target::start("examine3", &["-c", saved_path.to_str().unwrap()]);
+    assert_eq!(t.result("bdev_lvol_get_lvstores", None)[0]["name"], "lvs0");
+    assert_eq!(bdev_section(&t.result("save_config", None)), bdev);
+    assert!(t.stop().status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
