@@ -228,24 +228,8 @@ fn host_exchange_with_header_digest_only() {
 fn anonymous_host_connects_and_does_io() {
     let _g = env();
     let sub = subsystem();
-    let mut admin = Client::connect(sub.port, false, false);
-    let cpl = admin.fabrics_connect_as(&sub.nqn, 0, 0xFFFF, "");
-    assert!(cpl.is_success(), "admin Connect: {:?}", cpl.get_status());
-    let cntlid = cpl.cdw0 as u16;
-    admin.prop_set(0x14, 1 | (6 << 16) | (4 << 20));
-    let mut ready = false;
-    for _ in 0..100 {
-        if admin.prop_get(0x1C, false) & 1 == 1 {
-            ready = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(ready, "CSTS.RDY never came up");
-    let mut io = Client::connect(sub.port, false, false);
-    let cpl = io.fabrics_connect_as(&sub.nqn, 1, cntlid, "");
-    assert!(cpl.is_success(), "I/O Connect: {:?}", cpl.get_status());
-    write_read_verify(&mut io, 8, &pattern(11, 4096));
+    let mut h = bring_up_as(&sub, "");
+    write_read_verify(&mut h.io, 8, &pattern(11, 4096));
 }
 
 #[test]

@@ -689,16 +689,7 @@ impl CreateParams {
                  supported by Keel's malloc bdev",
             ));
         }
-        if self.dif_pi_format != 0 {
-            return Err(RpcError::errno(
-                libc::EINVAL,
-                format!(
-                    "dif_pi_format {} is not supported: Keel's malloc bdev has no protection \
-                     information (only the default 0 is accepted)",
-                    self.dif_pi_format
-                ),
-            ));
-        }
+        super::refuse_dif_pi_format("malloc", self.dif_pi_format)?;
         check_numa_id(self.numa_id)?;
         Ok(())
     }

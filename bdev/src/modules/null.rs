@@ -125,16 +125,7 @@ impl CreateParams {
                  Keel's null bdev",
             ));
         }
-        if self.dif_pi_format != 0 {
-            return Err(RpcError::errno(
-                libc::EINVAL,
-                format!(
-                    "dif_pi_format {} is not supported: Keel's null bdev has no protection \
-                     information (only the default 0 is accepted)",
-                    self.dif_pi_format
-                ),
-            ));
-        }
+        super::refuse_dif_pi_format("null", self.dif_pi_format)?;
         for (name, v) in [
             ("preferred_write_alignment", self.preferred_write_alignment),
             (

@@ -726,11 +726,29 @@ pub fn bring_up(sub: &Subsys, hd: bool, dd: bool) -> Host {
     bring_up_addr(&format!("127.0.0.1:{}", sub.port), &sub.nqn, hd, dd, 0)
 }
 
+/// Bring a controller of `sub` up as host `hostnqn` (empty: an anonymous host, as SPDK's
+/// initiator connects by default), no digests, and connect I/O queue 1.
+pub fn bring_up_as(sub: &Subsys, hostnqn: &str) -> Host {
+    bring_up_with(
+        &format!("127.0.0.1:{}", sub.port),
+        &sub.nqn,
+        hostnqn,
+        false,
+        false,
+        0,
+    )
+}
+
 /// Bring a controller of subsystem `nqn` at `addr` up (digests as given, a keep-alive timeout
 /// of `kato_ms`, 0: none) and connect I/O queue 1.
 pub fn bring_up_addr(addr: &str, nqn: &str, hd: bool, dd: bool, kato_ms: u32) -> Host {
+    bring_up_with(addr, nqn, HOSTNQN, hd, dd, kato_ms)
+}
+
+/// [`bring_up_addr`] as host `hostnqn`.
+fn bring_up_with(addr: &str, nqn: &str, hostnqn: &str, hd: bool, dd: bool, kato_ms: u32) -> Host {
     let mut admin = Client::connect_addr(addr, hd, dd);
-    let cpl = admin.fabrics_connect_kato(nqn, 0, 0xFFFF, kato_ms);
+    let cpl = admin.fabrics_connect_with(nqn, 0, 0xFFFF, hostnqn, kato_ms);
     assert!(cpl.is_success(), "admin Connect: {:?}", cpl.get_status());
     let cntlid = cpl.cdw0 as u16;
     admin.prop_set(0x14, 1 | (6 << 16) | (4 << 20));
@@ -757,7 +775,7 @@ pub fn bring_up_addr(addr: &str, nqn: &str, hd: bool, dd: bool, kato_ms: u32) ->
         cpl.cdw0
     );
     let mut io = Client::connect_addr(addr, hd, dd);
-    let cpl = io.fabrics_connect(nqn, 1, cntlid);
+    let cpl = io.fabrics_connect_as(nqn, 1, cntlid, hostnqn);
     assert!(cpl.is_success(), "I/O Connect: {:?}", cpl.get_status());
     Host { admin, io, cntlid }
 }
