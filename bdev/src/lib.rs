@@ -20,14 +20,12 @@
 //! - `qos`: per-core rate limits (`bdev_set_qos_limit`).
 //! - `modules/`: `malloc`, `null`, `uring`, `delay`, `error`, and `stack`, the helpers every
 //!   module that stacks on other bdevs uses (also the `keel-raid` crate).
-//! - `lvol/`: thin-provisioned logical volumes (lvstores, volumes, snapshots, clones).
 //! - `rpc`: the `bdev_*` JSON-RPC methods and the `bdev` config subsystem.
 
 mod backend;
 mod examine;
 pub mod histogram;
 mod io_path;
-pub mod lvol;
 pub mod modules;
 mod percore;
 mod qos;

@@ -38,13 +38,12 @@ pub fn register() {
         crate::modules::uring::register_rpcs();
         crate::modules::delay::register_rpcs();
         crate::modules::error::register_rpcs();
-        crate::lvol::register_rpcs();
         keel_rpc::register_config_subsystem("bdev", save_config);
     });
 }
 
 /// A [`BdevError`] as the JSON-RPC error SPDK answers: its negative errno and its message.
-pub(crate) fn bdev_error_to_rpc(e: BdevError) -> RpcError {
+pub fn bdev_error_to_rpc(e: BdevError) -> RpcError {
     RpcError::errno(e.errno(), e.to_string())
 }
 

@@ -3,10 +3,10 @@
 
 #![no_main]
 
-use keel_bdev::lvol::format::{
+use keel_lvol::format::{
     decode_page, encode_desc, encode_map, encode_super, reseal, Page, Superblock, PAGE_SIZE,
 };
-use keel_bdev::lvol::load::{assemble, pick_super};
+use keel_lvol::load::{assemble, pick_super};
 use keel_bdev::Uuid;
 use libfuzzer_sys::fuzz_target;
 

@@ -55,6 +55,7 @@ fn run_with_reactors(opts: &Options, mask: &CpuMask) -> Result<RunResult, String
     });
     keel_rpc::register_builtin_methods();
     keel_bdev::rpc::register();
+    keel_lvol::register_rpcs();
     if matches!(opts.target, TargetSpec::Config { .. }) {
         // A config may build raid bdevs (bdev_raid_create); quick bdevs are never examined
         // for raid superblocks, so a former member file is benchmarked as it is.

@@ -87,6 +87,7 @@ pub fn default_connect_hint(addr: &SocketAddr) -> String {
 pub fn register_rpcs() {
     keel_rpc::register_builtin_methods();
     keel_bdev::rpc::register();
+    keel_lvol::register_rpcs();
     keel_raid::register_rpcs();
     keel_nvmf::register_rpcs();
     keel_nvmf::tcp::register();

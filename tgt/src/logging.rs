@@ -106,30 +106,30 @@ pub static FLAGS: &[LogFlag] = &[
     },
     LogFlag {
         name: "lvol",
-        modules: &["keel_bdev::lvol"],
+        modules: &["keel_lvol"],
         help: "lvstores and lvols, all of it",
     },
     LogFlag {
         name: "vbdev_lvol",
         modules: &[
-            "keel_bdev::lvol::volume",
-            "keel_bdev::lvol::io_path",
-            "keel_bdev::lvol::lifecycle",
-            "keel_bdev::lvol::rpc",
+            "keel_lvol::volume",
+            "keel_lvol::io_path",
+            "keel_lvol::lifecycle",
+            "keel_lvol::rpc",
         ],
         help: "lvol bdevs: their I/O path, creation and deletion",
     },
     LogFlag {
         name: "blob",
         modules: &[
-            "keel_bdev::lvol::format",
-            "keel_bdev::lvol::md",
-            "keel_bdev::lvol::mdio",
-            "keel_bdev::lvol::load",
-            "keel_bdev::lvol::map",
-            "keel_bdev::lvol::alloc",
-            "keel_bdev::lvol::fill",
-            "keel_bdev::lvol::store",
+            "keel_lvol::format",
+            "keel_lvol::md",
+            "keel_lvol::mdio",
+            "keel_lvol::load",
+            "keel_lvol::map",
+            "keel_lvol::alloc",
+            "keel_lvol::fill",
+            "keel_lvol::store",
         ],
         help: "the lvstore's on-disk metadata, cluster maps and allocation",
     },
@@ -508,8 +508,8 @@ mod tests {
         "keel_bdev::modules::uring::file",
         "keel_bdev::modules::delay::channel",
         "keel_bdev::modules::error::channel",
-        "keel_bdev::lvol::map",
-        "keel_bdev::lvol::lifecycle",
+        "keel_lvol::map",
+        "keel_lvol::lifecycle",
         "keel_raid::sb_io",
         "keel_raid::examine",
         "keel_nvmf::tcp::conn",
@@ -572,14 +572,8 @@ mod tests {
         assert!(module_matches("keel_raid", "keel_raid"));
         assert!(module_matches("keel_raid", "keel_raid::raid0"));
         assert!(!module_matches("keel_raid", "keel_raidx"));
-        assert!(!module_matches(
-            "keel_bdev::lvol::md",
-            "keel_bdev::lvol::mdio"
-        ));
-        assert!(module_matches(
-            "keel_bdev::lvol::md",
-            "keel_bdev::lvol::md::x"
-        ));
+        assert!(!module_matches("keel_lvol::md", "keel_lvol::mdio"));
+        assert!(module_matches("keel_lvol::md", "keel_lvol::md::x"));
     }
 
     #[test]

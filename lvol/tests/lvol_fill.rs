@@ -2,11 +2,12 @@
 //! the core for a whole cluster), skipped for clusters known to read zeroes (a store cleared by
 //! unmap, a cluster unmapped on the base when freed), and never skipped after a reload.
 
+#[path = "../../bdev/tests/modules_common/mod.rs"]
 mod modules_common;
 
-use keel_bdev::lvol::{self, ClearMethod};
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoChannel, IoStats, IoStatus};
+use keel_lvol::{self as lvol, ClearMethod};
 use modules_common::*;
 use std::sync::atomic::Ordering;
 

@@ -16,7 +16,7 @@
 use super::md::{join_all, MdFut};
 use super::mdio::{self, LocalSemaphore, MdIo};
 use super::store::StoreShared;
-use crate::{BdevError, IoChannel, IoStatus, IoVec};
+use keel_bdev::{BdevError, IoChannel, IoStatus, IoVec};
 use keel_reactor::pool::DmaBuf;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;

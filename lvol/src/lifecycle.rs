@@ -7,7 +7,7 @@ use super::md::{Md, MdState, VolMd};
 use super::mdio::{self, buf_iov, MdIo};
 use super::store::{self, lock, CoreCount, StoreShared, MODULE};
 use super::volume;
-use crate::{Bdev, BdevDesc, BdevError, BdevEvent, IoStatus, IoType, Uuid};
+use keel_bdev::{Bdev, BdevDesc, BdevError, BdevEvent, IoStatus, IoType, Uuid};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -47,7 +47,7 @@ fn io_err(what: &str, s: IoStatus) -> BdevError {
 
 /// Open `bdev` for the store: unload the store when the base is hot-removed.
 fn open_base(bdev: &str, id_cell: Arc<AtomicU64>) -> Result<BdevDesc, BdevError> {
-    crate::open(bdev, true, move |event| {
+    keel_bdev::open(bdev, true, move |event| {
         if event == BdevEvent::Remove {
             let id = id_cell.load(Ordering::Acquire);
             if let Some(s) = store::all().into_iter().find(|s| s.id == id) {
@@ -153,7 +153,7 @@ pub async fn create(
     };
     let id = store::next_id();
     let shared = shared_for(id, &sb, desc, core);
-    let ch = crate::modules::stack::base_channel(&shared.base, bdev_name)?;
+    let ch = keel_bdev::modules::stack::base_channel(&shared.base, bdev_name)?;
     // Clear the old superblock copy and the metadata region, then the data region as asked.
     let wz = shared.base_write_zeroes;
     let md_blocks = md_end / bs;
@@ -240,7 +240,7 @@ pub fn examine(bdev: &Bdev) {
         return; // no lvstores inside volumes
     }
     let name = bdev.name().to_string();
-    let guard = crate::examine_begin();
+    let guard = keel_bdev::examine_begin();
     keel_reactor::spawn_local(async move {
         match load(&name).await {
             Ok(Some(s)) => log::info!(
@@ -257,7 +257,7 @@ pub fn examine(bdev: &Bdev) {
 }
 
 async fn read_pages(
-    ch: &crate::IoChannel,
+    ch: &keel_bdev::IoChannel,
     bs: u64,
     first_page: u64,
     pages: u64,
@@ -271,7 +271,7 @@ async fn read_pages(
         let n = chunk_pages.min(pages - p);
         let len = (n as usize) * PAGE_SIZE;
         // SAFETY: `buf` is at least `len` bytes and outlives the awaited read.
-        let iov = unsafe { crate::IoVec::from_raw(buf.as_mut_ptr(), len) };
+        let iov = unsafe { keel_bdev::IoVec::from_raw(buf.as_mut_ptr(), len) };
         let bpp = PAGE_SIZE as u64 / bs;
         let s = mdio::io(ch, MdIo::Read, &[iov], (first_page + p) * bpp, n * bpp).await;
         if s != IoStatus::Success {
@@ -287,7 +287,7 @@ async fn read_pages(
 pub async fn load(name: &str) -> Result<Option<Arc<StoreShared>>, BdevError> {
     let core = keel_reactor::current_core()
         .ok_or_else(|| BdevError::Invalid("lvstores load on a reactor core".into()))?;
-    let probe = crate::open(name, false, |_| {})?;
+    let probe = keel_bdev::open(name, false, |_| {})?;
     let bdev = probe.bdev().clone();
     let bs = u64::from(bdev.info().block_size);
     if bdev.num_blocks() * bs < 2 * PAGE_SIZE as u64 {
@@ -338,7 +338,7 @@ async fn install(name: &str, l: Loaded, core: u32) -> Result<Arc<StoreShared>, B
     desc.claim(MODULE)?;
     let id = store::next_id();
     let shared = shared_for(id, &l.sb, desc, core);
-    let ch = crate::modules::stack::base_channel(&shared.base, name)?;
+    let ch = keel_bdev::modules::stack::base_channel(&shared.base, name)?;
     let mut vols = std::collections::HashMap::new();
     let mut fixups = Vec::new();
     let mut order = Vec::new();

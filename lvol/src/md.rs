@@ -16,7 +16,7 @@ use super::format::{
 use super::map::ReadTarget;
 use super::mdio::{self, buf_iov, LocalLock, MdIo};
 use super::store::{StoreShared, Volume};
-use crate::{BdevError, IoChannel, IoStatus, Uuid};
+use keel_bdev::{BdevError, IoChannel, IoStatus, Uuid};
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::{poll_fn, Future};

@@ -2,7 +2,7 @@
 //! 4 KiB metadata pages, no I/O. Decoding validates every field and never panics; it is the
 //! target of the `lvol_metadata` fuzzer.
 
-use crate::Uuid;
+use keel_bdev::Uuid;
 
 /// Size of every metadata page, bytes.
 pub const PAGE_SIZE: usize = 4096;

@@ -2,7 +2,7 @@
 //! of loaded stores (control path).
 
 use super::map::VolView;
-use crate::{Bdev, BdevDesc, BdevError, Uuid};
+use keel_bdev::{Bdev, BdevDesc, BdevError, Uuid};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -189,7 +189,7 @@ pub fn find(uuid: Option<&str>, name: Option<&str>) -> Result<Arc<StoreShared>, 
 
 /// The volume called `name`: its UUID (bdev name), alias `lvs/lvol`, or bdev alias.
 pub fn find_volume(name: &str) -> Result<Arc<Volume>, BdevError> {
-    let canonical = crate::get_bdev(name).map(|b| b.name().to_string());
+    let canonical = keel_bdev::get_bdev(name).map(|b| b.name().to_string());
     for s in all() {
         for v in lock(&s.volumes).iter() {
             let u = v.uuid.to_string();

@@ -42,10 +42,10 @@ pub use volume::{
 /// Register the `bdev_lvol_*` RPC methods and the lvstore examiner.
 pub fn register_rpcs() {
     rpc::register();
-    crate::register_examiner(store::MODULE, lifecycle::examine);
+    keel_bdev::register_examiner(store::MODULE, lifecycle::examine);
 }
 
 /// Register only the examiner (for embedders and tests that do not serve RPCs).
 pub fn register_examiner() {
-    crate::register_examiner(store::MODULE, lifecycle::examine);
+    keel_bdev::register_examiner(store::MODULE, lifecycle::examine);
 }

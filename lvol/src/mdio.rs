@@ -1,7 +1,7 @@
 //! Control-path helpers of the metadata core: awaiting base I/O, a local async lock that
 //! serializes metadata transactions, and yielding to the reactor.
 
-use crate::{IoChannel, IoStatus, IoVec, SubmitError};
+use keel_bdev::{IoChannel, IoStatus, IoVec, SubmitError};
 use keel_reactor::pool::DmaBuf;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;

@@ -7,14 +7,15 @@
 //! nothing allocated (zero-filled without base I/O). Every allocation of the reactor thread
 //! during the counted runs is counted: reactor loop, bdev layer, lvol, malloc, callbacks.
 
+#[path = "../../bdev/tests/common/mod.rs"]
 mod common;
-#[path = "common/counting.rs"]
+#[path = "../../bdev/tests/common/counting.rs"]
 mod counting;
 
 use common::{on_core, runtime};
 use counting::{assert_none, count, ClosedLoop, Op};
-use keel_bdev::lvol::{self, ClearMethod};
 use keel_bdev::modules::malloc;
+use keel_lvol::{self as lvol, ClearMethod};
 use std::time::Duration;
 
 /// Outstanding I/Os.

@@ -13,7 +13,7 @@ use super::format::{
     FLAG_SNAPSHOT, PAGE_SIZE, UNALLOC, ZERO,
 };
 use super::md::Loc;
-use crate::Uuid;
+use keel_bdev::Uuid;
 use std::collections::{BTreeMap, HashMap};
 
 /// A volume as found on disk.

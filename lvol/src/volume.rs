@@ -9,7 +9,7 @@ use super::format::{
 use super::map::{MapTable, ReadTarget, VolView};
 use super::md::{join_all, Loc, Md, VolMd};
 use super::store::{lock, StoreShared, VolInfo, Volume};
-use crate::{BackendChannel, Bdev, BdevBackend, BdevError, BdevInfo, ConfigCall, IoType, Uuid};
+use keel_bdev::{BackendChannel, Bdev, BdevBackend, BdevError, BdevInfo, ConfigCall, IoType, Uuid};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::rc::Rc;
@@ -39,7 +39,7 @@ impl BdevBackend for LvolBdev {
         true
     }
     fn create_channel(&self) -> Result<Box<dyn BackendChannel>, BdevError> {
-        let base = crate::modules::stack::base_channel(
+        let base = keel_bdev::modules::stack::base_channel(
             &self.vol.store.base,
             self.vol.store.base_bdev.name(),
         )?;
@@ -127,14 +127,14 @@ pub fn register_bdev(vol: &Arc<Volume>) -> Result<Bdev, BdevError> {
         vol: Arc::clone(vol),
         read_only: i.snapshot,
     });
-    crate::register(info, backend)
+    keel_bdev::register(info, backend)
 }
 
 /// Unregister the bdev of `vol` if it is registered.
 pub async fn unregister_bdev(vol: &Volume) {
     let name = vol.uuid.to_string();
-    if crate::get_bdev(&name).is_some() {
-        if let Err(e) = crate::unregister(&name).await {
+    if keel_bdev::get_bdev(&name).is_some() {
+        if let Err(e) = keel_bdev::unregister(&name).await {
             log::warn!("lvol {name}: unregister: {e}");
         }
     }
@@ -142,12 +142,12 @@ pub async fn unregister_bdev(vol: &Volume) {
 
 /// The registered bdev of `vol`, if any.
 fn bdev_of(vol: &Volume) -> Option<Bdev> {
-    crate::get_bdev(&vol.uuid.to_string())
+    keel_bdev::get_bdev(&vol.uuid.to_string())
 }
 
 /// Fail with `Exists` when `alias` names a bdev other than the one of `vol`.
 pub fn check_alias_free(vol: &Volume, alias: &str) -> Result<(), BdevError> {
-    match crate::get_bdev(alias) {
+    match keel_bdev::get_bdev(alias) {
         Some(b) if b.name() != vol.uuid.to_string() => Err(BdevError::Exists(format!(
             "{alias} (the name of bdev {})",
             b.name()
@@ -451,7 +451,7 @@ pub async fn resize(vol: &Arc<Volume>, size_bytes: u64) -> Result<(), BdevError>
 
 /// Publish the size of `vol` (`n` clusters) to its bdev, if registered.
 fn publish_size(vol: &Volume, n: u64) {
-    let Some(bdev) = crate::get_bdev(&vol.uuid.to_string()) else {
+    let Some(bdev) = keel_bdev::get_bdev(&vol.uuid.to_string()) else {
         return;
     };
     let blocks = n.saturating_mul(vol.store.blocks_per_cluster);
@@ -610,7 +610,7 @@ pub async fn snapshot(vol: &Arc<Volume>, name: &str) -> Result<Arc<Volume>, Bdev
     md.drain().await;
     let res = snapshot_locked(&md, vol, name).await;
     vol.view.frozen.store(false, Ordering::Release);
-    crate::modules::stack::wake_all_cores();
+    keel_bdev::modules::stack::wake_all_cores();
     let snap = res?;
     lock(&vol.store.volumes).push(Arc::clone(&snap));
     if let Err(e) = register_bdev(&snap) {

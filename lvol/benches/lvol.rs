@@ -13,13 +13,13 @@
 //!   except the `_cleared` case (clear by unmap: new clusters are known to read zeroes and
 //!   need no fill).
 //!
-//! Run: `cargo bench -p keel-bdev --bench lvol` (`-- first_touch_stall` for the stall report).
+//! Run: `cargo bench -p keel-lvol --bench lvol` (`-- first_touch_stall` for the stall report).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hdrhistogram::Histogram;
-use keel_bdev::lvol::{self, ClearMethod};
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoChannel, IoStatus, IoVec};
+use keel_lvol::{self as lvol, ClearMethod};
 use keel_reactor::PollStatus;
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::cell::{Cell, RefCell};

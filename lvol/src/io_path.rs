@@ -18,10 +18,10 @@ use super::format::ZERO;
 use super::map::ReadTarget;
 use super::md::{self, Req, ReqKind};
 use super::store::{StoreShared, Volume};
-use crate::modules::stack::{
+use keel_bdev::modules::stack::{
     status_from_u64, status_to_u64, submit_error_status, IoQueue, LINK_SLOT,
 };
-use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+use keel_bdev::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
 use keel_reactor::pool::DmaBuf;
 use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell};

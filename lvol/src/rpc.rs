@@ -4,8 +4,8 @@ use super::format;
 use super::lifecycle::{self, ClearMethod};
 use super::store::{self, find, find_volume, lock, Volume};
 use super::volume;
-use crate::rpc::bdev_error_to_rpc as rpc_error;
-use crate::BdevError;
+use keel_bdev::rpc::bdev_error_to_rpc as rpc_error;
+use keel_bdev::BdevError;
 use keel_rpc::{
     params, register_method, HandlerFuture, MethodSpec, ParamKind, ParamSpec, RpcError,
 };

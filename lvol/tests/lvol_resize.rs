@@ -2,11 +2,12 @@
 //! descriptors and channels keep working), consumers get `BdevEvent::Resize`, the I/O path
 //! follows the new size, and shrinking gives the clusters beyond the new end back.
 
+#[path = "../../bdev/tests/modules_common/mod.rs"]
 mod modules_common;
 
-use keel_bdev::lvol::{self, ClearMethod};
 use keel_bdev::modules::malloc;
 use keel_bdev::{BdevEvent, IoChannel, IoStatus, SubmitError};
+use keel_lvol::{self as lvol, ClearMethod};
 use modules_common::*;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
