@@ -10,19 +10,18 @@
 
 use super::ident::{ControllerData, NamespaceData};
 use super::qpair::{Qpair, QpairConfig, QpairStats, SubmitError, Waiter};
-use super::{frame, sock, ConnectOpts, InitiatorError};
-use crate::spec::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
-use crate::spec::fabrics::{
+use super::{sock, ConnectOpts, InitiatorError};
+use keel_bdev::{IoCallback, IoStatus, IoVec};
+use keel_nvme::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
+use keel_nvme::fabrics::{
     ConnectData, CNTLID_DYNAMIC, FCTYPE_CONNECT, FCTYPE_PROPERTY_GET, FCTYPE_PROPERTY_SET,
 };
-use crate::spec::features::{NumberOfQueues, FID_NUMBER_OF_QUEUES};
-use crate::spec::identify::{
-    CNS_ACTIVE_NS_LIST, CNS_CONTROLLER, CNS_NAMESPACE, IDENTIFY_DATA_SIZE,
-};
-use crate::spec::opcode::{admin, nvm};
-use crate::spec::registers::{Cap, Cc, Csts, Shn, Shst, Vs, PROP_CAP, PROP_CC, PROP_CSTS, PROP_VS};
-use crate::tcp::pdu::{IcResp, Negotiated, Wire, IC_HLEN};
-use keel_bdev::{IoCallback, IoStatus, IoVec};
+use keel_nvme::features::{NumberOfQueues, FID_NUMBER_OF_QUEUES};
+use keel_nvme::frame;
+use keel_nvme::identify::{CNS_ACTIVE_NS_LIST, CNS_CONTROLLER, CNS_NAMESPACE, IDENTIFY_DATA_SIZE};
+use keel_nvme::opcode::{admin, nvm};
+use keel_nvme::pdu::{IcResp, Negotiated, Wire, IC_HLEN};
+use keel_nvme::registers::{Cap, Cc, Csts, Shn, Shst, Vs, PROP_CAP, PROP_CC, PROP_CSTS, PROP_VS};
 use keel_reactor::PollerId;
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream};

@@ -1,4 +1,4 @@
-//! A userspace NVMe/TCP host (initiator) as a library: it connects a controller the way Linux
+//! `keel-nvmf-host`: a userspace NVMe/TCP host (initiator) as a library: it connects a controller the way Linux
 //! and SPDK hosts do and drives I/O queue pairs from Keel's reactors with the target's rules —
 //! one queue pair per core per namespace, owned by that core, polled, no lock and no
 //! allocation per I/O. keel-perf's `-r` mode uses it; later, a remote bdev (replication).
@@ -11,7 +11,8 @@
 //! q.read(&[iov], lba, blocks, on_done, ctx)?;     // on_done(ctx, IoStatus) runs later, here
 //! ```
 //!
-//! - [`frame`]: host-side PDU framing (validate controller PDUs, encode host PDUs).
+//! - `keel_nvme::frame` (the wire crate): host-side PDU framing (validate controller PDUs,
+//!   encode host PDUs).
 //! - [`sock`]: non-blocking connect and gathered/scattered socket calls.
 //! - [`qpair`]: one queue pair: slots by CID, batched send/receive, R2T/H2CData, C2HData
 //!   straight into the caller's buffers, digests (HOT PATH).
@@ -19,7 +20,6 @@
 //! - `ctrlr`: admin bring-up ([`Controller`]) and I/O queue connection ([`IoQpair`]).
 
 mod ctrlr;
-pub mod frame;
 pub mod ident;
 pub mod qpair;
 pub mod sock;
@@ -27,8 +27,8 @@ pub mod sock;
 pub use ctrlr::{Controller, CtrlrInfo, IoQpair, NsInfo};
 pub use qpair::{io_status, QpairStats, SubmitError};
 
-use crate::spec::fabrics::{validate_nqn, NQN_MAX_LEN};
-use crate::spec::status::Status;
+use keel_nvme::fabrics::{validate_nqn, NQN_MAX_LEN};
+use keel_nvme::status::Status;
 use std::net::SocketAddr;
 use std::time::Duration;
 

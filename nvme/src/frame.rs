@@ -1,10 +1,10 @@
 //! Host-side PDU framing: the validator for PDUs a controller sends (ICResp, CapsuleResp,
 //! C2HData, R2T, C2HTermReq) and the encoders for what a host sends (ICReq, CapsuleCmd and
-//! H2CData headers). Wire structs, flags and digests come from [`crate::tcp::pdu`]; this file
+//! H2CData headers). Wire structs, flags and digests come from [`crate::pdu`]; this file
 //! only adds the host's direction. Pure functions, no I/O.
 
-use crate::spec::cmd::NvmeCmd;
-use crate::tcp::pdu::{
+use crate::cmd::NvmeCmd;
+use crate::pdu::{
     align_up, digest, CapsuleCmdHeader, CommonHeader, DataHeader, Framing, IcReq, IcResp,
     Negotiated, TermError, Wire, DIGEST_LEN, FES_DATA_LIMIT_EXCEEDED, FES_HEADER_DIGEST,
     FES_INVALID_HEADER_FIELD, FES_PDU_SEQUENCE, FLAG_DDGSTF, FLAG_HDGSTF, FLAG_LAST_PDU,
@@ -203,7 +203,7 @@ pub fn validate_c2h(ch: &CommonHeader, neg: &Negotiated) -> Result<Framing, Term
 
 /// Check the header digest of a received header (`hlen` bytes then 4 digest bytes).
 pub fn check_hdgst(hdr: &[u8], hlen: usize) -> Result<(), TermError> {
-    crate::tcp::pdu::check_header_digest(hdr, hlen).map_err(|_| {
+    crate::pdu::check_header_digest(hdr, hlen).map_err(|_| {
         TermError::status(
             FES_HEADER_DIGEST,
             "header digest mismatch from the controller",
@@ -293,8 +293,8 @@ pub fn h2c_header(
 /// Encode an H2CTermReq for `err` (quoting nothing: the host terminates on what it received).
 pub fn h2c_term_req(err: &TermError) -> [u8; SHORT_HLEN] {
     let mut out = [0u8; TERM_MAX_PLEN];
-    crate::tcp::pdu::encode_term_req(err, &[], &mut out);
-    out[0] = crate::tcp::pdu::PDU_H2C_TERM_REQ;
+    crate::pdu::encode_term_req(err, &[], &mut out);
+    out[0] = crate::pdu::PDU_H2C_TERM_REQ;
     let mut h = [0u8; SHORT_HLEN];
     h.copy_from_slice(&out[..SHORT_HLEN]);
     h
@@ -316,7 +316,7 @@ pub fn fes_name(fes: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::pdu::{validate_common, RxLimits, PDU_H2C_TERM_REQ};
+    use crate::pdu::{validate_common, RxLimits, PDU_H2C_TERM_REQ};
 
     fn neg(hdgst: bool, ddgst: bool, cpda: u8, hpda: u8) -> Negotiated {
         Negotiated {
@@ -393,7 +393,7 @@ mod tests {
                 assert_eq!(f.data_start, len);
                 assert_eq!(f.data_len, icd);
                 if h {
-                    crate::tcp::pdu::check_header_digest(&buf, 72).unwrap();
+                    crate::pdu::check_header_digest(&buf, 72).unwrap();
                 }
                 let got = CapsuleCmdHeader::read_from(&buf).unwrap();
                 assert_eq!(got.sqe.cid, 7);
@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn term_req_encoding() {
         let h = h2c_term_req(&TermError::field(3, "x"));
-        let t = crate::tcp::pdu::TermReqHeader::read_from(&h).unwrap();
+        let t = crate::pdu::TermReqHeader::read_from(&h).unwrap();
         assert_eq!(t.common.pdu_type, PDU_H2C_TERM_REQ);
         assert_eq!(t.common.plen, 24);
         assert_eq!((t.fes, t.fei()), (1, 3));

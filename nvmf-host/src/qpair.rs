@@ -17,18 +17,18 @@
 //! A slot is released only when its response arrived *and* every PDU referring to the
 //! caller's memory has left, so a caller's buffer is never touched after its completion.
 
-use super::frame::{self, CMD_HDR_ROOM, H2C_HDR_ROOM};
 use super::sock::{self, Xfer};
-use crate::spec::cmd::{NvmeCmd, NvmeCpl};
-use crate::spec::sgl::{Sgl, PSDT_SGL_MPTR_CONTIG};
-use crate::spec::status::{Status, SCT_GENERIC, SCT_MEDIA};
-use crate::tcp::pdu::{
+use keel_bdev::{IoCallback, IoStatus, IoVec, MAX_IOVS};
+use keel_nvme::cmd::{NvmeCmd, NvmeCpl};
+use keel_nvme::frame::{self, CMD_HDR_ROOM, H2C_HDR_ROOM};
+use keel_nvme::pdu::{
     digest_append, CapsuleRespHeader, CommonHeader, DataHeader, Framing, Negotiated, R2tHeader,
     TermError, TermReqHeader, Wire, DIGEST_LEN, FES_DATA_OUT_OF_RANGE, FES_PDU_SEQUENCE,
     FLAG_LAST_PDU, FLAG_SUCCESS, PDU_C2H_DATA, PDU_C2H_TERM_REQ, PDU_CAPSULE_RESP, PDU_R2T,
     SHORT_HLEN,
 };
-use keel_bdev::{IoCallback, IoStatus, IoVec, MAX_IOVS};
+use keel_nvme::sgl::{Sgl, PSDT_SGL_MPTR_CONTIG};
+use keel_nvme::status::{Status, SCT_GENERIC, SCT_MEDIA};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -1152,7 +1152,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::pdu::{
+    use keel_nvme::pdu::{
         validate_common, CapsuleCmdHeader, RxLimits, FLAG_DDGSTF, FLAG_HDGSTF, PDU_H2C_DATA,
         PDU_H2C_TERM_REQ,
     };
@@ -1243,11 +1243,11 @@ mod tests {
         let f = validate_common(&ch, Some(&neg(digests)), &lim).unwrap();
         assert_eq!(f.data_len as usize, icd);
         if digests {
-            crate::tcp::pdu::check_header_digest(&b, 72).unwrap();
+            keel_nvme::pdu::check_header_digest(&b, 72).unwrap();
         }
         let data = b[f.data_start..f.data_start + icd].to_vec();
         if digests && icd > 0 {
-            let d = crate::tcp::pdu::digest(&data);
+            let d = keel_nvme::pdu::digest(&data);
             assert_eq!(&b[len - 4..], &d.to_le_bytes());
         }
         (CapsuleCmdHeader::read_from(&b).unwrap(), data)
@@ -1272,11 +1272,11 @@ mod tests {
         hdr[4..8].copy_from_slice(&(plen as u32).to_le_bytes());
         let mut out = hdr.to_vec();
         if digests {
-            out.extend_from_slice(&crate::tcp::pdu::digest(hdr).to_le_bytes());
+            out.extend_from_slice(&keel_nvme::pdu::digest(hdr).to_le_bytes());
         }
         out.extend_from_slice(data);
         if digests && !data.is_empty() {
-            let d = crate::tcp::pdu::digest(data) ^ u32::from(bad_ddgst);
+            let d = keel_nvme::pdu::digest(data) ^ u32::from(bad_ddgst);
             out.extend_from_slice(&d.to_le_bytes());
         }
         out
@@ -1434,8 +1434,8 @@ mod tests {
                 (cap.sqe.cid, 5, 4096 * k, 4096)
             );
             assert_eq!(h.common.flags & FLAG_LAST_PDU != 0, k == 1);
-            crate::tcp::pdu::check_header_digest(&p, 24).unwrap();
-            let d = crate::tcp::pdu::digest(&p[28..28 + 4096]);
+            keel_nvme::pdu::check_header_digest(&p, 24).unwrap();
+            let d = keel_nvme::pdu::digest(&p[28..28 + 4096]);
             assert_eq!(&p[28 + 4096..], &d.to_le_bytes());
             got.extend_from_slice(&p[28..28 + 4096]);
         }

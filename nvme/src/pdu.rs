@@ -6,7 +6,7 @@
 //! `repr(C)` with only integer fields and no padding, so they are read from and written to the
 //! wire in place (little-endian host, checked in `spec`); tests check sizes and offsets.
 
-use crate::spec::cmd::{NvmeCmd, NvmeCpl};
+use crate::cmd::{NvmeCmd, NvmeCpl};
 
 /// PDU type: Initialize Connection Request (host → controller).
 pub const PDU_ICREQ: u8 = 0x00;
