@@ -4,8 +4,8 @@
 
 #![no_main]
 
-use keel_nvmf::spec::fabrics::{ConnectData, NQN_MAX_LEN};
-use keel_nvmf::spec::status::Status;
+use keel_nvme::fabrics::{ConnectData, NQN_MAX_LEN};
+use keel_nvme::status::Status;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -3,8 +3,8 @@
 //! PDU headers validated against the negotiation, with header digest checks.
 #![no_main]
 
-use keel_nvmf::initiator::frame::{check_hdgst, check_icresp, icreq, validate_c2h};
-use keel_nvmf::tcp::pdu::{CommonHeader, IcResp, Wire, IC_HLEN};
+use keel_nvme::frame::{check_hdgst, check_icresp, icreq, validate_c2h};
+use keel_nvme::pdu::{CommonHeader, IcResp, Wire, IC_HLEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|input: &[u8]| {

@@ -8,17 +8,17 @@
 #![no_main]
 
 use keel_bdev::IoVec;
-use keel_nvmf::spec::aer::AsyncEvent;
-use keel_nvmf::spec::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
-use keel_nvmf::spec::fabrics::{ConnectCmd, DisconnectCmd, FabricsType, PropertyGet, PropertySet};
-use keel_nvmf::spec::features::{GetFeatures, NumberOfQueues, SetFeatures};
-use keel_nvmf::spec::identify::{IdentifyCmd, NsList};
-use keel_nvmf::spec::io::{DsmCmd, DsmRange, RwCmd, WriteZeroesCmd};
-use keel_nvmf::spec::log::{copy_log_page, GetLogPage};
-use keel_nvmf::spec::registers::{Cap, Registers, Vs};
-use keel_nvmf::spec::reservation::{AcquireCmd, KeyPair, RegisterCmd, ReleaseCmd, ReportCmd};
-use keel_nvmf::spec::sgl::{check_flags, check_in_capsule, sgl1, Sgl};
-use keel_nvmf::spec::status::Status;
+use keel_nvme::aer::AsyncEvent;
+use keel_nvme::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
+use keel_nvme::fabrics::{ConnectCmd, DisconnectCmd, FabricsType, PropertyGet, PropertySet};
+use keel_nvme::features::{GetFeatures, NumberOfQueues, SetFeatures};
+use keel_nvme::identify::{IdentifyCmd, NsList};
+use keel_nvme::io::{DsmCmd, DsmRange, RwCmd, WriteZeroesCmd};
+use keel_nvme::log::{copy_log_page, GetLogPage};
+use keel_nvme::registers::{Cap, Registers, Vs};
+use keel_nvme::reservation::{AcquireCmd, KeyPair, RegisterCmd, ReleaseCmd, ReportCmd};
+use keel_nvme::sgl::{check_flags, check_in_capsule, sgl1, Sgl};
+use keel_nvme::status::Status;
 use libfuzzer_sys::fuzz_target;
 
 fn dw(b: &[u8], off: usize) -> u32 {

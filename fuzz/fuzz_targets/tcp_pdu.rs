@@ -3,7 +3,7 @@
 #![no_main]
 
 use keel_bdev::IoVec;
-use keel_nvmf::tcp::pdu::{Negotiated, RxLimits};
+use keel_nvme::pdu::{Negotiated, RxLimits};
 use keel_nvmf::tcp::recv::{HostPdu, Rx, RxEvent};
 use libfuzzer_sys::fuzz_target;
 

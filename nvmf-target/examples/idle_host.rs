@@ -10,7 +10,7 @@
 mod common;
 
 use common::{bring_up_addr, opc};
-use keel_nvmf::spec::cmd::NvmeCmd;
+use keel_nvme::cmd::NvmeCmd;
 use std::io::Write;
 use std::time::{Duration, Instant};
 

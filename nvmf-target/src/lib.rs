@@ -1,9 +1,9 @@
 //! `keel-nvmf`: Keel's NVMe-over-Fabrics target (docs/ARCHITECTURE.md §6).
 //!
+//! The wire structures (SQE, CQE, status codes, Identify data, log pages, Fabrics commands,
+//! NVMe/TCP PDUs) live in `keel-nvme`; the NVMe/TCP host in `keel-nvmf-host`.
+//!
 //! Layers, bottom up:
-//! - [`spec`]: NVMe and NVMe-oF wire structures (SQE, CQE, status codes, Identify data, log
-//!   pages, Fabrics commands and Connect data), each checked against the spec's sizes and
-//!   offsets by a test. Parsing never trusts the wire.
 //! - [`request`]: one command in flight ([`request::NvmfRequest`]), the object a transport
 //!   hands to the core and gets back completed. HOT PATH.
 //! - [`target`]: subsystems (NVM and discovery), namespaces, allowed hosts, listeners,
@@ -17,9 +17,7 @@
 //! queue and its I/O queues may live on different cores and talk by message. Nothing on the I/O
 //! path locks or allocates.
 
-pub mod initiator;
 pub mod request;
-pub mod spec;
 pub mod target;
 pub mod tcp;
 pub mod transport;

@@ -8,8 +8,8 @@
 //! calls [`crate::transport::QpairTransport::request_complete`]; the transport sends the data
 //! and the response and recycles the request.
 
-use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
 use keel_bdev::{IoVec, MAX_IOVS};
+use keel_nvme::cmd::{DataXfer, NvmeCmd, NvmeCpl};
 use std::ptr::NonNull;
 
 /// One command in flight. Lives in the transport's per-queue-pair pool; its address is stable

@@ -10,7 +10,7 @@
 mod common;
 
 use common::{bring_up_addr, opc, subsystem, Host};
-use keel_nvmf::spec::cmd::NvmeCmd;
+use keel_nvme::cmd::NvmeCmd;
 use keel_nvmf::transport::TransportOpts;
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::io::Read;

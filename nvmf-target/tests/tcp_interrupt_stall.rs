@@ -11,7 +11,7 @@ mod common;
 use common::{
     block_on_core, bring_up, opc, pattern, rw, subsystem_with_delay, wait_connections, Host, BLOCK,
 };
-use keel_nvmf::tcp::pdu::{CapsuleRespHeader, DataHeader, Wire, PDU_C2H_DATA, PDU_CAPSULE_RESP};
+use keel_nvme::pdu::{CapsuleRespHeader, DataHeader, Wire, PDU_C2H_DATA, PDU_CAPSULE_RESP};
 use keel_nvmf::transport::TransportOpts;
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::io::Write;

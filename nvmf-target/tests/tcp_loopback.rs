@@ -6,13 +6,13 @@
 mod common;
 
 use common::*;
-use keel_nvmf::spec::cmd::{NvmeCmd, NvmeCpl};
-use keel_nvmf::spec::status::Status;
-use keel_nvmf::tcp::pdu::{
+use keel_nvme::cmd::{NvmeCmd, NvmeCpl};
+use keel_nvme::pdu::{
     CapsuleCmdHeader, CapsuleRespHeader, CommonHeader, R2tHeader, Wire, CAPSULE_CMD_HLEN,
     FES_DATA_LIMIT_EXCEEDED, FES_DATA_OUT_OF_RANGE, FES_HEADER_DIGEST, FES_INVALID_HEADER_FIELD,
     FES_PDU_SEQUENCE, PDU_CAPSULE_CMD, PDU_CAPSULE_RESP, PDU_R2T, SHORT_HLEN,
 };
+use keel_nvme::status::Status;
 use keel_nvmf::tcp::{MAXH2CDATA, MAX_R2T_BUFFERED_PER_CONN};
 use std::io::Write;
 use std::net::Shutdown;
@@ -751,10 +751,10 @@ fn data_pdus_before_connect_and_bad_sgl_get_statuses() {
     let p = c.recv_pdu().expect("response");
     assert_eq!(
         p.ch.pdu_type,
-        keel_nvmf::tcp::pdu::PDU_CAPSULE_RESP,
+        keel_nvme::pdu::PDU_CAPSULE_RESP,
         "no R2T before Connect"
     );
-    let cqe = keel_nvmf::tcp::pdu::CapsuleRespHeader::read_from(&p.hdr)
+    let cqe = keel_nvme::pdu::CapsuleRespHeader::read_from(&p.hdr)
         .expect("resp")
         .cqe;
     assert_status(
@@ -774,7 +774,7 @@ fn data_pdus_before_connect_and_bad_sgl_get_statuses() {
     let b = h.io.capsule_bytes(&sqe, &[0; 520]);
     h.io.sock.write_all(&b).expect("send");
     let p = h.io.recv_pdu().expect("response");
-    let cqe = keel_nvmf::tcp::pdu::CapsuleRespHeader::read_from(&p.hdr)
+    let cqe = keel_nvme::pdu::CapsuleRespHeader::read_from(&p.hdr)
         .expect("resp")
         .cqe;
     assert_status(&cqe, Status::INVALID_SGL_OFFSET, "in-capsule SGL offset");
@@ -787,7 +787,7 @@ fn data_pdus_before_connect_and_bad_sgl_get_statuses() {
     let b = h.io.capsule_bytes(&sqe, &[]);
     h.io.sock.write_all(&b).expect("send");
     let p = h.io.recv_pdu().expect("response");
-    let cqe = keel_nvmf::tcp::pdu::CapsuleRespHeader::read_from(&p.hdr)
+    let cqe = keel_nvme::pdu::CapsuleRespHeader::read_from(&p.hdr)
         .expect("resp")
         .cqe;
     assert_status(&cqe, Status::SGL_DESCRIPTOR_TYPE_INVALID, "SGL type 0x2");
@@ -805,7 +805,7 @@ fn data_pdus_before_connect_and_bad_sgl_get_statuses() {
     b[n - 1] ^= 1;
     dd.sock.write_all(&b).expect("send");
     let p = dd.recv_pdu().expect("response");
-    let cqe = keel_nvmf::tcp::pdu::CapsuleRespHeader::read_from(&p.hdr)
+    let cqe = keel_nvme::pdu::CapsuleRespHeader::read_from(&p.hdr)
         .expect("resp")
         .cqe;
     assert_status(&cqe, Status::TRANSIENT_TRANSPORT_ERROR, "data digest error");
@@ -817,7 +817,7 @@ fn data_pdus_before_connect_and_bad_sgl_get_statuses() {
     b[n - 2] ^= 1;
     dd.sock.write_all(&b).expect("send");
     let p = dd.recv_pdu().expect("response");
-    let cqe = keel_nvmf::tcp::pdu::CapsuleRespHeader::read_from(&p.hdr)
+    let cqe = keel_nvme::pdu::CapsuleRespHeader::read_from(&p.hdr)
         .expect("resp")
         .cqe;
     assert_eq!(cqe.cid, cid);
@@ -878,7 +878,7 @@ fn pipelined_commands_with_out_of_order_data() {
         let mut done = [false; N];
         for _ in 0..N {
             let p = c.recv_pdu().expect("response");
-            let r = keel_nvmf::tcp::pdu::CapsuleRespHeader::read_from(&p.hdr).expect("resp");
+            let r = keel_nvme::pdu::CapsuleRespHeader::read_from(&p.hdr).expect("resp");
             assert!(r.cqe.is_success(), "{:?}", r.cqe.get_status());
             let k = cids
                 .iter()
@@ -905,14 +905,14 @@ fn pipelined_commands_with_out_of_order_data() {
         let mut finished = 0;
         while finished < N {
             let p = c.recv_pdu().expect("C2HData");
-            assert_eq!(p.ch.pdu_type, keel_nvmf::tcp::pdu::PDU_C2H_DATA);
-            let hdr = keel_nvmf::tcp::pdu::DataHeader::read_from(&p.hdr).expect("hdr");
+            assert_eq!(p.ch.pdu_type, keel_nvme::pdu::PDU_C2H_DATA);
+            let hdr = keel_nvme::pdu::DataHeader::read_from(&p.hdr).expect("hdr");
             let k = rcids
                 .iter()
                 .position(|&x| x == hdr.cccid)
                 .expect("known cid");
             assert_eq!((hdr.datao, hdr.datal as usize), (0, len));
-            assert!(hdr.common.flags & keel_nvmf::tcp::pdu::FLAG_SUCCESS != 0);
+            assert!(hdr.common.flags & keel_nvme::pdu::FLAG_SUCCESS != 0);
             assert!(got[k].is_none());
             got[k] = Some(p.data);
             finished += 1;
@@ -961,14 +961,14 @@ fn more_commands_than_slots() {
     for _ in 0..N {
         let p = h.io.recv_pdu().expect("answer");
         let (cid, ok) = match p.ch.pdu_type {
-            keel_nvmf::tcp::pdu::PDU_C2H_DATA => {
-                let d = keel_nvmf::tcp::pdu::DataHeader::read_from(&p.hdr).expect("hdr");
+            keel_nvme::pdu::PDU_C2H_DATA => {
+                let d = keel_nvme::pdu::DataHeader::read_from(&p.hdr).expect("hdr");
                 // The read follows its write on the same queue: commands of one queue may
                 // run in any order, so only check the length here.
                 (d.cccid, p.data.len() == 4096)
             }
             _ => {
-                let r = keel_nvmf::tcp::pdu::CapsuleRespHeader::read_from(&p.hdr).expect("r");
+                let r = keel_nvme::pdu::CapsuleRespHeader::read_from(&p.hdr).expect("r");
                 (r.cqe.cid, r.cqe.is_success())
             }
         };

@@ -7,7 +7,7 @@ use crate::engine::{self, RunResult, Sample};
 use crate::report;
 use crate::workload::{nvmf_tcp, BdevTargetFactory, NvmfTcpTargetFactory, TargetFactory};
 use keel_bdev::modules::{malloc, null, uring};
-use keel_nvmf::initiator::{ConnectOpts, CtrlrInfo};
+use keel_nvmf_host::{ConnectOpts, CtrlrInfo};
 use keel_reactor::pool::{self, PoolConfig};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::io::Write;

@@ -7,9 +7,9 @@
 
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoStatus, IoVec};
-use keel_nvmf::initiator::{ConnectOpts, Controller, IoQpair, SubmitError};
 use keel_nvmf::target::{self, NamespaceOpts, SubsystemOpts};
 use keel_nvmf::transport::{AdrFam, ListenAddr, TrType, TransportOpts};
+use keel_nvmf_host::{ConnectOpts, Controller, IoQpair, SubmitError};
 use keel_perf::engine;
 use keel_perf::workload::nvmf_tcp;
 use keel_perf::workload::{NvmfTcpTargetFactory, Pattern, Range, WorkloadSpec};

@@ -36,15 +36,15 @@
 //!    a fresh admin queue and Fabrics Connect (as in check 3) must then still work.
 //! 7. `still-listening`: one more malformed request is rejected after all of the above.
 
-use keel_nvmf::spec::cmd::{NvmeCpl, OPC_FABRICS};
-use keel_nvmf::spec::fabrics::{
+use keel_nvme::cmd::{NvmeCpl, OPC_FABRICS};
+use keel_nvme::fabrics::{
     connect_sqe, ConnectData, CNTLID_DYNAMIC, FCTYPE_CONNECT, FCTYPE_PROPERTY_GET,
     FCTYPE_PROPERTY_SET,
 };
-use keel_nvmf::spec::identify::CNS_CONTROLLER;
-use keel_nvmf::spec::opcode::admin::IDENTIFY;
-use keel_nvmf::spec::registers::{PROP_CC, PROP_CSTS};
-use keel_nvmf::spec::sgl::{Sgl, PSDT_SGL_MPTR_CONTIG};
+use keel_nvme::identify::CNS_CONTROLLER;
+use keel_nvme::opcode::admin::IDENTIFY;
+use keel_nvme::registers::{PROP_CC, PROP_CSTS};
+use keel_nvme::sgl::{Sgl, PSDT_SGL_MPTR_CONTIG};
 use keel_rdma::nvmf_cm::{self, CmRequest, RejectStatus};
 use keel_rdma::verbs::*;
 use std::net::{IpAddr, SocketAddr};

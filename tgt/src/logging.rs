@@ -165,7 +165,8 @@ pub static FLAGS: &[LogFlag] = &[
     },
     LogFlag {
         name: "nvmf",
-        modules: &["keel_nvmf"],
+        // The wire crate and the host were modules of keel_nvmf: the flag still covers them.
+        modules: &["keel_nvmf", "keel_nvme", "keel_nvmf_host"],
         help: "the NVMe-oF target: subsystems, controllers, queue pairs, commands",
     },
     LogFlag {
@@ -175,7 +176,7 @@ pub static FLAGS: &[LogFlag] = &[
     },
     LogFlag {
         name: "nvme",
-        modules: &["keel_nvmf::initiator"],
+        modules: &["keel_nvmf_host"],
         help: "the userspace NVMe/TCP initiator",
     },
     LogFlag {
@@ -515,7 +516,8 @@ mod tests {
         "keel_nvmf::tcp::conn",
         "keel_nvmf::target::ctrlr",
         "keel_nvmf::target::admin",
-        "keel_nvmf::initiator::ctrlr",
+        "keel_nvmf_host::ctrlr",
+        "keel_nvme::registers",
         "keel_rdma::transport::conn",
         "keel_rdma::verbs::cm",
         "keel_rpc::server",

@@ -6,14 +6,14 @@ use super::logpage::{self, SmartCounters};
 use super::qpair::Qpair;
 use super::state;
 use crate::request::ReqPtr;
-use crate::spec::cmd::{DataXfer, NvmeCmd, OPC_FABRICS};
-use crate::spec::fabrics::{self, PropertyGet, PropertySet};
-use crate::spec::identify::{self as idf, IdentifyCmd, IdentifyNamespace, NsList};
-use crate::spec::iov;
-use crate::spec::log::{self as lp, DiscoveryEntry, GetLogPage};
-use crate::spec::opcode::admin as opc;
-use crate::spec::status::Status;
 use crate::transport::AdrFam;
+use keel_nvme::cmd::{DataXfer, NvmeCmd, OPC_FABRICS};
+use keel_nvme::fabrics::{self, PropertyGet, PropertySet};
+use keel_nvme::identify::{self as idf, IdentifyCmd, IdentifyNamespace, NsList};
+use keel_nvme::iov;
+use keel_nvme::log::{self as lp, DiscoveryEntry, GetLogPage};
+use keel_nvme::opcode::admin as opc;
+use keel_nvme::status::Status;
 use std::rc::Rc;
 
 /// Feature identifiers served.

@@ -1,17 +1,17 @@
 //! What this target reports in Identify data: controller, namespace, namespace
 //! identification descriptors, and NVM command-set controller data. The layouts are
-//! [`crate::spec::identify`]'s; this module only chooses the values.
+//! [`keel_nvme::identify`]'s; this module only chooses the values.
 
 use super::logpage::ERROR_LOG_ENTRIES_0BASED;
 use super::subsystem::Namespace;
-use crate::spec::identify::{
+use keel_nvme::identify::{
     mdts_for, IdentifyController, IdentifyControllerNvm, IdentifyNamespace, NsIdDescList,
     CMIC_MULTI_CTRL, CNTRLTYPE_DISCOVERY, CNTRLTYPE_IO, CTRATT_HOST_ID_128, DLFEAT_READ_ZEROES,
     DLFEAT_WRITE_ZEROES_DEALLOCATES, FCATT_DYNAMIC, LPA_CMD_EFFECTS, LPA_EXTENDED, NMIC_SHARED,
     OAES_DISCOVERY_CHANGE, OAES_NS_ATTR, ONCS_COMPARE, ONCS_DSM, ONCS_WRITE_ZEROES, SGLS_KEYED,
     SGLS_OFFSET, SGLS_SUPPORTED, VWC_NO_FLUSH_BROADCAST, VWC_PRESENT,
 };
-use crate::spec::registers::Vs;
+use keel_nvme::registers::Vs;
 
 /// The NVMe version this target reports (VS property and Identify VER).
 pub(crate) const NVME_VERSION: Vs = Vs::V1_3;
@@ -123,7 +123,7 @@ pub(crate) fn nvm_cs_controller() -> IdentifyControllerNvm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::bytes::read;
+    use keel_nvme::bytes::read;
 
     fn ident() -> CtrlrIdentity<'static> {
         CtrlrIdentity {

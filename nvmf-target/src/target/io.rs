@@ -13,11 +13,11 @@
 use super::nstable::{CoreSubsys, NsChannel};
 use super::qpair::Qpair;
 use crate::request::{NvmfRequest, ReqPtr};
-use crate::spec::cmd::DataXfer;
-use crate::spec::iov;
-use crate::spec::opcode::nvm as opc;
-use crate::spec::status::Status;
 use keel_bdev::{IoStatus, IoType, IoVec, SubmitError};
+use keel_nvme::cmd::DataXfer;
+use keel_nvme::iov;
+use keel_nvme::opcode::nvm as opc;
+use keel_nvme::status::Status;
 use std::ptr::NonNull;
 use std::rc::Rc;
 

@@ -1,15 +1,15 @@
 //! What this target reports in the log pages it serves (Get Log Page). The page layouts are
-//! [`crate::spec::log`]'s; this module only chooses the values: SMART / health counters,
+//! [`keel_nvme::log`]'s; this module only chooses the values: SMART / health counters,
 //! the firmware slot, the commands supported and their effects, the error log's size, and
 //! the discovery entries' fixed fields. The Changed Namespace List lives with the controller
 //! (it is per-controller state).
 
-use crate::spec::fabrics::CNTLID_DYNAMIC;
-use crate::spec::log::{
+use keel_nvme::fabrics::CNTLID_DYNAMIC;
+use keel_nvme::log::{
     CommandEffectsLog, DiscoveryEntry, ErrorLogEntry, FirmwareSlotLog, SmartLog, EFFECTS_CSUPP,
     EFFECTS_LBCC, SUBTYPE_NVME, TREQ_SECURE_NOT_REQUIRED,
 };
-use crate::spec::opcode::{admin, nvm};
+use keel_nvme::opcode::{admin, nvm};
 
 /// Error log entries, 0-based (Identify Controller ELPE). No error is ever logged: the page
 /// reads as zeroes.
@@ -89,8 +89,8 @@ pub(crate) fn discovery_entry_base() -> DiscoveryEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::bytes::read;
-    use crate::spec::log::discovery_log_page;
+    use keel_nvme::bytes::read;
+    use keel_nvme::log::discovery_log_page;
 
     #[test]
     fn smart_counts_data_units_rounded_up() {

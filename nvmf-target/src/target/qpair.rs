@@ -8,14 +8,14 @@ use super::nstable::{self, CoreSubsys};
 use super::stats::{self, Counted};
 use super::{admin, io, state};
 use crate::request::ReqPtr;
-use crate::spec::cmd::{DataXfer, NvmeCpl, OPC_FABRICS};
-use crate::spec::fabrics::{
+use crate::transport::{ListenAddr, QpairTransport, TransportOpts};
+use keel_nvme::cmd::{DataXfer, NvmeCpl, OPC_FABRICS};
+use keel_nvme::fabrics::{
     self, connect_data, connect_sqe, ConnectCmd, ConnectData, ConnectError, FabricsType,
     CNTLID_DYNAMIC,
 };
-use crate::spec::iov;
-use crate::spec::status::Status;
-use crate::transport::{ListenAddr, QpairTransport, TransportOpts};
+use keel_nvme::iov;
+use keel_nvme::status::Status;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};

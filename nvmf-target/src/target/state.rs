@@ -203,7 +203,7 @@ pub(crate) fn discovery_changed() {
 
 /// Check an NQN: "nqn." form (or the "nqn.2014-08.org.nvmexpress:uuid:" form), ≤ 223 bytes.
 pub(crate) fn validate_nqn(nqn: &str) -> Result<(), NvmfError> {
-    if nqn.len() > crate::spec::fabrics::NQN_MAX_LEN {
+    if nqn.len() > keel_nvme::fabrics::NQN_MAX_LEN {
         return Err(NvmfError::Invalid(format!(
             "Invalid NQN \"{nqn}\": length {} > max 223",
             nqn.len()

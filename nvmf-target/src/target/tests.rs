@@ -4,12 +4,12 @@
 use super::state::{self, NamespaceOpts, SubsystemOpts};
 use super::Qpair;
 use crate::request::{NvmfRequest, ReqPtr};
-use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl, OPC_FABRICS};
-use crate::spec::status::Status;
 use crate::transport::{
     AdrFam, ListenAddr, QpairTransport, TrType, Transport, TransportError, TransportOpts,
 };
 use keel_bdev::IoVec;
+use keel_nvme::cmd::{DataXfer, NvmeCmd, NvmeCpl, OPC_FABRICS};
+use keel_nvme::status::Status;
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::cell::{Cell, RefCell};
 use std::future::Future;

@@ -20,11 +20,11 @@ use super::pdu::{
 use super::recv::{HostPdu, Rx, RxEvent};
 use super::sgl::{data_desc, is_connect, xfer_of, DataDesc};
 use crate::request::{NvmfRequest, ReqPtr};
-use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
-use crate::spec::status::Status;
 use crate::target::Qpair;
 use crate::transport::{ListenAddr, QpairTransport};
 use keel_bdev::{IoVec, MAX_IOVS};
+use keel_nvme::cmd::{DataXfer, NvmeCmd, NvmeCpl};
+use keel_nvme::status::Status;
 use keel_reactor::pool::{self, DmaBuf, PoolError};
 use std::cell::{Cell, OnceCell, RefCell, UnsafeCell};
 use std::collections::VecDeque;

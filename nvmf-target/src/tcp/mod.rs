@@ -1,6 +1,6 @@
 //! The NVMe/TCP transport (docs/ARCHITECTURE.md §6.2).
 //!
-//! - [`pdu`]: PDU wire formats, header validation, CRC32C digests.
+//! - `pdu`: PDU wire formats, header validation, CRC32C digests (`keel_nvme::pdu`).
 //! - [`recv`]: the socket-independent receive state machine (headers into a staging buffer,
 //!   data straight into pool buffers).
 //! - [`sgl`]: the capsule's SGL descriptor and data direction.
@@ -14,9 +14,11 @@
 mod conn;
 mod group;
 mod listener;
-pub mod pdu;
 pub mod recv;
 pub mod sgl;
+
+/// The PDU codecs, from the wire crate (child modules name them `super::pdu`).
+use keel_nvme::pdu;
 
 pub use conn::MAX_R2T_BUFFERED_PER_CONN;
 pub use listener::{TcpTransport, MAXH2CDATA};

@@ -1,11 +1,11 @@
 //! HOT PATH: SGL descriptor 1 of a capsule, as NVMe/TCP uses it: a thin view over
-//! [`crate::spec::sgl`] that keeps only the two descriptors a TCP host may send — a Data
+//! [`keel_nvme::sgl`] that keeps only the two descriptors a TCP host may send — a Data
 //! Block with the Offset subtype (data in the capsule) and a Transport Data Block (data in
 //! H2CData after R2T, or in C2HData PDUs). Every other descriptor is `Unsupported`.
 
-use crate::spec::cmd::{DataXfer, NvmeCmd};
-use crate::spec::fabrics::FabricsType;
-use crate::spec::sgl::{sgl1, Sgl};
+use keel_nvme::cmd::{DataXfer, NvmeCmd};
+use keel_nvme::fabrics::FabricsType;
+use keel_nvme::sgl::{sgl1, Sgl};
 
 /// Where a command's data is, according to its SGL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +51,8 @@ pub fn is_connect(cmd: &NvmeCmd) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::cmd::OPC_FABRICS;
-    use crate::spec::fabrics::FCTYPE_CONNECT;
+    use keel_nvme::cmd::OPC_FABRICS;
+    use keel_nvme::fabrics::FCTYPE_CONNECT;
 
     fn with_sgl(s: Sgl) -> NvmeCmd {
         NvmeCmd {

@@ -8,14 +8,14 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
-use keel_nvmf::spec::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
-use keel_nvmf::target::{NamespaceOpts, SubsystemOpts};
-use keel_nvmf::tcp::pdu::{
+use keel_nvme::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
+use keel_nvme::pdu::{
     align_up, digest, CapsuleCmdHeader, CapsuleRespHeader, CommonHeader, DataHeader, IcReq, IcResp,
     R2tHeader, TermReqHeader, Wire, CAPSULE_CMD_HLEN, DIGEST_LEN, FLAG_DDGSTF, FLAG_HDGSTF,
     FLAG_LAST_PDU, FLAG_SUCCESS, IC_HLEN, PDU_C2H_DATA, PDU_C2H_TERM_REQ, PDU_CAPSULE_CMD,
     PDU_CAPSULE_RESP, PDU_H2C_DATA, PDU_ICREQ, PDU_ICRESP, PDU_R2T, SHORT_HLEN,
 };
+use keel_nvmf::target::{NamespaceOpts, SubsystemOpts};
 use keel_nvmf::transport::{AdrFam, ListenAddr, TrType, TransportOpts};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::io::{self, Read, Write};
@@ -619,7 +619,7 @@ impl Client {
         sqe.cdw10 = u32::from(qid) << 16;
         sqe.cdw11 = 31; // sqsize 32 (0-based)
         sqe.cdw12 = kato_ms;
-        let data = keel_nvmf::spec::fabrics::ConnectData {
+        let data = keel_nvme::fabrics::ConnectData {
             hostid: [0x5a; 16],
             cntlid,
             subnqn: nqn.to_string(),

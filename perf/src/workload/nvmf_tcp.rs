@@ -1,10 +1,10 @@
 //! The NVMe/TCP [`Target`]: one initiator I/O queue pair per core (keel-nvmf's
-//! [`keel_nvmf::initiator`]), against a controller whose admin queue lives on the main core.
+//! [`keel_nvmf_host`]), against a controller whose admin queue lives on the main core.
 //! `-r 'trtype:tcp traddr:… trsvcid:… subnqn:…'`, `-H`/`-D` for digests.
 
 use super::target::{Completion, Direction, SubmitError, Target, TargetError, TargetFactory};
 use keel_bdev::IoVec;
-use keel_nvmf::initiator::{self, ConnectOpts, Controller, CtrlrInfo, IoQpair};
+use keel_nvmf_host::{ConnectOpts, Controller, CtrlrInfo, IoQpair};
 use std::cell::RefCell;
 use std::sync::Arc;
 
@@ -107,7 +107,7 @@ impl Target for NvmfTcpTarget {
             Direction::Write => self.qp.write(&iovs, offset_blocks, blocks, cb, ctx),
         };
         r.map_err(|e| match e {
-            initiator::SubmitError::Busy => SubmitError::Busy,
+            keel_nvmf_host::SubmitError::Busy => SubmitError::Busy,
             other => SubmitError::Rejected(other.to_string()),
         })
     }

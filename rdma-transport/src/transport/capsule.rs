@@ -4,9 +4,9 @@
 //! is unit-tested and fuzzed (`fuzz/fuzz_targets/rdma_capsule.rs`).
 
 use super::recv::SQE_LEN;
-use keel_nvmf::spec::cmd::{DataXfer, NvmeCmd};
-use keel_nvmf::spec::sgl::{check_in_capsule, sgl1, Sgl};
-use keel_nvmf::spec::status::Status;
+use keel_nvme::cmd::{DataXfer, NvmeCmd};
+use keel_nvme::sgl::{check_in_capsule, sgl1, Sgl};
+use keel_nvme::status::Status;
 
 /// Where a command's data is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,7 @@ pub struct Capsule {
 pub fn parse(bytes: &[u8], max_io_size: u32) -> Option<Capsule> {
     let sqe = bytes.get(..SQE_LEN)?;
     // SAFETY: 64 readable bytes; NvmeCmd is 64 bytes of plain integers (repr(C), no padding,
-    // checked in keel_nvmf::spec::cmd), so any bytes form a valid value.
+    // checked in keel_nvme::cmd), so any bytes form a valid value.
     let cmd: NvmeCmd = unsafe { std::ptr::read_unaligned(sqe.as_ptr().cast::<NvmeCmd>()) };
     let xfer = cmd.data_xfer();
     let icd = (bytes.len() - SQE_LEN).min(u32::MAX as usize) as u32;

@@ -29,10 +29,10 @@ use crate::verbs::{
     Access, CmId, ConnParam, Error, MemoryRegion, QpInit, SendWr, Sge, WorkCompletion,
 };
 use keel_bdev::{IoVec, MAX_IOVS};
+use keel_nvme::cmd::{DataXfer, NvmeCpl};
+use keel_nvme::fabrics::FabricsType;
+use keel_nvme::status::Status;
 use keel_nvmf::request::{NvmfRequest, ReqPtr};
-use keel_nvmf::spec::cmd::{DataXfer, NvmeCpl};
-use keel_nvmf::spec::fabrics::FabricsType;
-use keel_nvmf::spec::status::Status;
 use keel_nvmf::target::Qpair;
 use keel_nvmf::transport::{ListenAddr, QpairTransport};
 use keel_reactor::pool::{self, DmaBuf, PoolError};

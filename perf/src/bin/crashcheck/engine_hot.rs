@@ -11,7 +11,7 @@ use crate::block::{self, Found};
 use crate::journal::Journal;
 use crate::ledger::{Ledger, Verdict, Violation};
 use keel_bdev::{IoStatus, IoVec};
-use keel_nvmf::initiator::{Controller, IoQpair, SubmitError};
+use keel_nvmf_host::{Controller, IoQpair, SubmitError};
 use keel_perf::workload::rng::Rng;
 use keel_reactor::PollerId;
 use std::cell::{Cell, RefCell};

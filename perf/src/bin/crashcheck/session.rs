@@ -4,7 +4,7 @@
 use crate::engine_hot::{Engine, Mode, NsRun, Report, Settings};
 use crate::journal::{self, Journal};
 use crate::ledger::Ledger;
-use keel_nvmf::initiator::{ConnectOpts, Controller, IoQpair};
+use keel_nvmf_host::{ConnectOpts, Controller, IoQpair};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, Sender};

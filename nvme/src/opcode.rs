@@ -1,6 +1,6 @@
 //! Command opcodes: [`admin`] (admin queue) and [`nvm`] (I/O queues, NVM command set).
-//! The Fabrics opcode is [`crate::spec::cmd::OPC_FABRICS`]. An opcode's low two bits give
-//! its data direction ([`crate::spec::cmd::DataXfer::from_opcode`]).
+//! The Fabrics opcode is [`crate::cmd::OPC_FABRICS`]. An opcode's low two bits give
+//! its data direction ([`crate::cmd::DataXfer::from_opcode`]).
 
 /// Admin command opcodes (NVMe Base 2.0, "Opcodes for Admin Commands").
 pub mod admin {
@@ -93,7 +93,7 @@ pub mod nvm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::cmd::DataXfer;
+    use crate::cmd::DataXfer;
 
     #[test]
     fn directions_follow_the_low_bits() {

@@ -200,7 +200,7 @@ impl Status {
     /// Fabrics Connect: controller busy (e.g. the queue is already connected).
     pub const CONNECT_CONTROLLER_BUSY: Status = Status::command_specific(0x81, false);
     /// Fabrics Connect: invalid parameters; CQE dword 0 carries IATTR/IPO
-    /// ([`crate::spec::fabrics::ConnectError`]).
+    /// ([`crate::fabrics::ConnectError`]).
     pub const CONNECT_INVALID_PARAMETERS: Status = Status::command_specific(0x82, true);
     /// Fabrics Connect: restart discovery.
     pub const CONNECT_RESTART_DISCOVERY: Status = Status::command_specific(0x83, true);

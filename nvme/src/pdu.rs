@@ -6,7 +6,7 @@
 //! `repr(C)` with only integer fields and no padding, so they are read from and written to the
 //! wire in place (little-endian host, checked in `spec`); tests check sizes and offsets.
 
-use crate::spec::cmd::{NvmeCmd, NvmeCpl};
+use crate::cmd::{NvmeCmd, NvmeCpl};
 
 /// PDU type: Initialize Connection Request (host → controller).
 pub const PDU_ICREQ: u8 = 0x00;
@@ -356,11 +356,139 @@ impl TermError {
 }
 
 /// Offsets of common-header fields (for FEI).
-const OFF_TYPE: u32 = 0;
-const OFF_FLAGS: u32 = 1;
-const OFF_HLEN: u32 = 2;
-const OFF_PDO: u32 = 3;
-const OFF_PLEN: u32 = 4;
+pub(crate) const OFF_TYPE: u32 = 0;
+pub(crate) const OFF_FLAGS: u32 = 1;
+pub(crate) const OFF_HLEN: u32 = 2;
+pub(crate) const OFF_PDO: u32 = 3;
+pub(crate) const OFF_PLEN: u32 = 4;
+
+/// Where the data of a PDU starts: after `hlen` header bytes and the header digest (if
+/// `hdgst`), rounded up to the receiver's PDU data alignment `pda` (0-based dwords: CPDA for
+/// PDUs to the controller, HPDA for PDUs to the host). THE data-offset rule, for both
+/// directions and both ends.
+#[inline]
+pub fn data_offset(hlen: usize, hdgst: bool, pda: u8) -> usize {
+    let hdr_total = hlen + if hdgst { DIGEST_LEN } else { 0 };
+    align_up(hdr_total, (pda as usize + 1) * 4)
+}
+
+/// The receive side of the data framing rule, for both directions (CapsuleCmd/H2CData at the
+/// controller, C2HData at the host), once type, `hlen` and digest flags are checked: `pdo`
+/// past the header (`hdr_total` bytes with its digest) and aligned to `pda`, a digest where
+/// one is `ddgst_required`, data after `pdo`, at most `max_data` bytes. Returns
+/// `(pdo, data_len)`. The order of the checks is the order of the FEI a peer gets.
+pub fn check_data_framing(
+    ch: &CommonHeader,
+    hdr_total: usize,
+    pda: u8,
+    ddgst_required: bool,
+    max_data: u32,
+) -> Result<(usize, u32), TermError> {
+    let pdo = ch.pdo as usize;
+    let align = (pda as usize + 1) * 4;
+    if pdo < hdr_total || !pdo.is_multiple_of(align) {
+        return Err(TermError::field(
+            OFF_PDO,
+            "pdo inside the header or misaligned",
+        ));
+    }
+    let ddgstf = ch.flags & FLAG_DDGSTF != 0;
+    if ddgst_required && !ddgstf {
+        return Err(TermError::field(
+            OFF_FLAGS,
+            "DDGSTF missing but data digests are on",
+        ));
+    }
+    let min_plen = pdo + if ddgstf { DIGEST_LEN } else { 0 };
+    if (ch.plen as usize) <= min_plen {
+        return Err(TermError::field(OFF_PLEN, "plen leaves no data after pdo"));
+    }
+    let data_len = ch.plen - min_plen as u32;
+    if data_len > max_data {
+        return Err(TermError::status(
+            FES_DATA_LIMIT_EXCEEDED,
+            "PDU data above the limit",
+        ));
+    }
+    debug_assert!(pdo + data_len as usize <= ch.plen as usize);
+    Ok((pdo, data_len))
+}
+
+/// One H2CData or C2HData PDU to encode (see [`encode_data_header`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPdu {
+    /// [`PDU_H2C_DATA`] or [`PDU_C2H_DATA`].
+    pub pdu_type: u8,
+    /// Command capsule CID.
+    pub cccid: u16,
+    /// Transfer tag (from the R2T; 0 in C2HData).
+    pub ttag: u16,
+    /// Offset of this PDU's data in the command's data.
+    pub datao: u32,
+    /// Length of this PDU's data.
+    pub datal: u32,
+    /// Last PDU of the transfer.
+    pub last: bool,
+    /// C2HData only: the command succeeded and no CapsuleResp follows.
+    pub success: bool,
+}
+
+/// Encode a data PDU's header into `buf` (at least its data offset long): the header, the
+/// header digest and zeroed padding up to the data offset, by the rule of [`data_offset`]
+/// with the receiver's alignment (CPDA for H2CData, HPDA for C2HData). Returns the bytes
+/// that precede the data. The data digest, if negotiated, is the caller's to send after the
+/// data. THE data-PDU encoder, for both directions.
+pub fn encode_data_header(buf: &mut [u8], pdu: &DataPdu, neg: &Negotiated) -> usize {
+    assert!(pdu.pdu_type == PDU_H2C_DATA || pdu.pdu_type == PDU_C2H_DATA);
+    assert!(!pdu.success || (pdu.pdu_type == PDU_C2H_DATA && pdu.last));
+    let pda = if pdu.pdu_type == PDU_H2C_DATA {
+        neg.cpda
+    } else {
+        neg.hpda
+    };
+    let pdo = data_offset(SHORT_HLEN, neg.hdgst, pda);
+    let mut common = CommonHeader::new(pdu.pdu_type, SHORT_HLEN);
+    if pdu.last {
+        common.flags |= FLAG_LAST_PDU;
+    }
+    if pdu.success {
+        common.flags |= FLAG_SUCCESS;
+    }
+    if neg.hdgst {
+        common.flags |= FLAG_HDGSTF;
+    }
+    if neg.ddgst {
+        common.flags |= FLAG_DDGSTF;
+    }
+    common.pdo = u8::try_from(pdo).expect("PDA at most 31: the data offset fits a byte");
+    common.plen = (pdo + pdu.datal as usize + neg.ddgst_len()) as u32;
+    let h = DataHeader {
+        common,
+        cccid: pdu.cccid,
+        ttag: pdu.ttag,
+        datao: pdu.datao,
+        datal: pdu.datal,
+        rsvd: [0; 4],
+    };
+    buf[..SHORT_HLEN].copy_from_slice(h.as_bytes());
+    seal_header(buf, SHORT_HLEN, pdo, neg.hdgst)
+}
+
+/// Finish a header in `buf`: append the header digest after `hlen` bytes if `hdgst` and zero
+/// the padding up to `pdo` (when `pdo` > 0). Returns the bytes that precede the data.
+pub fn seal_header(buf: &mut [u8], hlen: usize, pdo: usize, hdgst: bool) -> usize {
+    let mut end = hlen;
+    if hdgst {
+        let d = digest(&buf[..hlen]);
+        buf[hlen..hlen + DIGEST_LEN].copy_from_slice(&d.to_le_bytes());
+        end += DIGEST_LEN;
+    }
+    if pdo > end {
+        buf[end..pdo].fill(0);
+        end = pdo;
+    }
+    end
+}
 
 /// What a validated common header says about the rest of the PDU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,32 +634,7 @@ pub fn validate_common(
             "data offset on a PDU without data",
         ));
     }
-    let pdo = ch.pdo as usize;
-    let align = (neg.cpda as usize + 1) * 4;
-    if pdo < hdr_total || !pdo.is_multiple_of(align) {
-        return Err(TermError::field(
-            OFF_PDO,
-            "pdo inside the header or misaligned",
-        ));
-    }
-    if neg.ddgst && !ddgstf {
-        return Err(TermError::field(
-            OFF_FLAGS,
-            "DDGSTF missing but data digests are on",
-        ));
-    }
-    let ddgst_len = if ddgstf { DIGEST_LEN } else { 0 };
-    let min_plen = pdo + ddgst_len;
-    if (plen as usize) <= min_plen {
-        return Err(TermError::field(OFF_PLEN, "plen leaves no data after pdo"));
-    }
-    let data_len = plen - min_plen as u32;
-    if data_len > max_data {
-        return Err(TermError::status(
-            FES_DATA_LIMIT_EXCEEDED,
-            "PDU data above the limit",
-        ));
-    }
+    let (pdo, data_len) = check_data_framing(ch, hdr_total, neg.cpda, neg.ddgst, max_data)?;
     Ok(Framing {
         pdu_type: ch.pdu_type,
         flags: ch.flags,
@@ -862,5 +965,156 @@ mod tests {
         assert!(out[24..152].iter().all(|&b| b == 0xAA));
         let n = encode_term_req(&err, &bad[..8], &mut out);
         assert_eq!(n, 32);
+    }
+
+    /// The C2HData header the target's connection built before the rule was shared (the
+    /// reference the shared encoder must reproduce byte for byte: no change on the wire).
+    fn c2h_reference(cid: u16, len: u32, success: bool, neg: &Negotiated) -> Vec<u8> {
+        let hd = if neg.hdgst { DIGEST_LEN } else { 0 };
+        let pdo = align_up(SHORT_HLEN + hd, (neg.hpda as usize + 1) * 4);
+        let dd = if neg.ddgst { DIGEST_LEN } else { 0 };
+        let mut common = CommonHeader::new(PDU_C2H_DATA, SHORT_HLEN);
+        common.flags = FLAG_LAST_PDU;
+        if success {
+            common.flags |= FLAG_SUCCESS;
+        }
+        if neg.hdgst {
+            common.flags |= FLAG_HDGSTF;
+        }
+        if neg.ddgst {
+            common.flags |= FLAG_DDGSTF;
+        }
+        common.pdo = pdo as u8;
+        common.plen = (pdo + len as usize + dd) as u32;
+        let h = DataHeader {
+            common,
+            cccid: cid,
+            ttag: 0,
+            datao: 0,
+            datal: len,
+            rsvd: [0; 4],
+        };
+        let mut out = vec![0u8; pdo];
+        out[..SHORT_HLEN].copy_from_slice(h.as_bytes());
+        if neg.hdgst {
+            let d = digest(&out[..SHORT_HLEN]);
+            out[SHORT_HLEN..SHORT_HLEN + DIGEST_LEN].copy_from_slice(&d.to_le_bytes());
+        }
+        out
+    }
+
+    fn negs() -> impl Iterator<Item = Negotiated> {
+        (0..16u8).map(|i| Negotiated {
+            hdgst: i & 1 != 0,
+            ddgst: i & 2 != 0,
+            cpda: if i & 4 != 0 { 31 } else { 0 },
+            hpda: if i & 8 != 0 { 7 } else { 0 },
+            maxh2cdata: 128 * 1024,
+            maxr2t: 0,
+        })
+    }
+
+    #[test]
+    fn shared_encoder_reproduces_the_targets_c2h_headers() {
+        for neg in negs() {
+            for success in [false, true] {
+                let want = c2h_reference(0x1234, 4096, success, &neg);
+                let mut buf = [0xEEu8; 256];
+                let pdu = DataPdu {
+                    pdu_type: PDU_C2H_DATA,
+                    cccid: 0x1234,
+                    ttag: 0,
+                    datao: 0,
+                    datal: 4096,
+                    last: true,
+                    success,
+                };
+                let n = encode_data_header(&mut buf, &pdu, &neg);
+                assert_eq!(&buf[..n], &want[..], "{neg:?} success {success}");
+            }
+        }
+    }
+
+    /// One rule: what either end encodes, the other end's validator frames at the same data
+    /// offset and length (H2CData at the controller, C2HData at the host).
+    #[test]
+    fn data_pdus_encoded_by_one_end_frame_identically_at_the_other() {
+        let limits = RxLimits {
+            max_in_capsule: 8192,
+            maxh2cdata: 128 * 1024,
+        };
+        for neg in negs() {
+            for (pdu_type, pda) in [(PDU_H2C_DATA, neg.cpda), (PDU_C2H_DATA, neg.hpda)] {
+                let pdu = DataPdu {
+                    pdu_type,
+                    cccid: 7,
+                    ttag: u16::from(pdu_type == PDU_H2C_DATA) * 3,
+                    datao: 8192,
+                    datal: 1000,
+                    last: true,
+                    success: false,
+                };
+                let mut buf = [0u8; 256];
+                let n = encode_data_header(&mut buf, &pdu, &neg);
+                assert_eq!(n, data_offset(SHORT_HLEN, neg.hdgst, pda));
+                let ch = CommonHeader::read_from(&buf).unwrap();
+                let f = if pdu_type == PDU_H2C_DATA {
+                    validate_common(&ch, Some(&neg), &limits).unwrap()
+                } else {
+                    crate::frame::validate_c2h(&ch, &neg).unwrap()
+                };
+                assert_eq!((f.data_start, f.data_len, f.ddgst), (n, 1000, neg.ddgst));
+                assert_eq!(f.plen as usize, n + 1000 + neg.ddgst_len());
+                if neg.hdgst {
+                    check_header_digest(&buf, SHORT_HLEN).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn data_framing_refusals_are_the_same_in_both_directions() {
+        let neg = Negotiated {
+            hdgst: false,
+            ddgst: true,
+            cpda: 1,
+            hpda: 1,
+            maxh2cdata: 4096,
+            maxr2t: 0,
+        };
+        let limits = RxLimits {
+            max_in_capsule: 0,
+            maxh2cdata: 4096,
+        };
+        // (pdo, flags, plen) -> expected (fes, fei)
+        let cases: [(u8, u8, u32, u16, u32); 4] = [
+            (20, FLAG_DDGSTF, 100, FES_INVALID_HEADER_FIELD, OFF_PDO), // inside the header
+            (28, FLAG_DDGSTF, 100, FES_INVALID_HEADER_FIELD, OFF_PDO), // not 8-aligned
+            (24, FLAG_DDGSTF, 28, FES_INVALID_HEADER_FIELD, OFF_PLEN), // no data
+            (24, FLAG_DDGSTF, 24 + 8192 + 4, FES_DATA_LIMIT_EXCEEDED, 0), // above the limit
+        ];
+        for (pdo, flags, plen, fes, fei) in cases {
+            for pdu_type in [PDU_H2C_DATA, PDU_C2H_DATA] {
+                let mut ch = CommonHeader::new(pdu_type, SHORT_HLEN);
+                ch.flags = flags | FLAG_LAST_PDU;
+                ch.pdo = pdo;
+                ch.plen = plen;
+                let max = if pdu_type == PDU_H2C_DATA {
+                    4096
+                } else {
+                    crate::frame::MAX_C2H_DATA.min(4096)
+                };
+                let shared = check_data_framing(&ch, SHORT_HLEN, 1, true, max).unwrap_err();
+                assert_eq!((shared.fes, shared.fei), (fes, fei), "{pdo} {plen}");
+                if pdu_type == PDU_H2C_DATA {
+                    let e = validate_common(&ch, Some(&neg), &limits).unwrap_err();
+                    assert_eq!((e.fes, e.fei), (fes, fei));
+                } else if fes != FES_DATA_LIMIT_EXCEEDED {
+                    // The host's limit is MAX_C2H_DATA, far above 4096.
+                    let e = crate::frame::validate_c2h(&ch, &neg).unwrap_err();
+                    assert_eq!((e.fes, e.fei), (fes, fei));
+                }
+            }
+        }
     }
 }

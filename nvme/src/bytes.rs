@@ -4,7 +4,7 @@
 //! their bounds at compile time, so their accessors cannot fail.
 
 /// A little-endian integer that can be read from and written to bytes.
-pub(crate) trait Le: Copy {
+pub trait Le: Copy {
     /// Width in bytes.
     const SIZE: usize;
     /// Read from exactly `SIZE` bytes.
@@ -34,7 +34,7 @@ impl_le!(u8, u16, u32, u64, u128);
 
 /// Read a little-endian integer at `off`, or `None` if it does not fit in `buf`.
 #[inline]
-pub(crate) fn read<T: Le>(buf: &[u8], off: usize) -> Option<T> {
+pub fn read<T: Le>(buf: &[u8], off: usize) -> Option<T> {
     let end = off.checked_add(T::SIZE)?;
     buf.get(off..end).map(T::read_le)
 }
@@ -81,16 +81,16 @@ macro_rules! le_fields {
             $(#[$m])*
             #[inline]
             pub fn $get(&self) -> $t {
-                const { assert!($crate::spec::bytes::fits($off, std::mem::size_of::<$t>(), $len)) };
-                <$t as $crate::spec::bytes::Le>::read_le(
+                const { assert!($crate::bytes::fits($off, std::mem::size_of::<$t>(), $len)) };
+                <$t as $crate::bytes::Le>::read_le(
                     &self.buf[$off..$off + std::mem::size_of::<$t>()],
                 )
             }
             #[doc = concat!("Set `", stringify!($get), "` (offset ", stringify!($off), ").")]
             #[inline]
             pub fn $set(&mut self, v: $t) {
-                const { assert!($crate::spec::bytes::fits($off, std::mem::size_of::<$t>(), $len)) };
-                <$t as $crate::spec::bytes::Le>::write_le(
+                const { assert!($crate::bytes::fits($off, std::mem::size_of::<$t>(), $len)) };
+                <$t as $crate::bytes::Le>::write_le(
                     v,
                     &mut self.buf[$off..$off + std::mem::size_of::<$t>()],
                 )

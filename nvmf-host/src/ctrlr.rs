@@ -4,32 +4,33 @@
 //! Admin: TCP connect, ICReq/ICResp, Fabrics Connect on qid 0, Property Get CAP/VS, Property Set
 //! CC.EN=1, wait for CSTS.RDY, Identify Controller, Set Features Number of Queues, Identify
 //! active namespaces and each namespace, keep-alive. I/O: on the core that will use it, a
-//! socket, ICReq/ICResp and Fabrics Connect with the next qid.
+//! free qid from the controller's [`QidPool`], then in a local task a socket, ICReq/ICResp
+//! and Fabrics Connect; the queue pair exists (and takes I/O, which waits) from the start.
 //!
 //! Every step is non-blocking: the futures run on a reactor and never sleep in the kernel.
 
 use super::ident::{ControllerData, NamespaceData};
 use super::qpair::{Qpair, QpairConfig, QpairStats, SubmitError, Waiter};
-use super::{frame, sock, ConnectOpts, InitiatorError};
-use crate::spec::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
-use crate::spec::fabrics::{
+use super::{sock, ConnectOpts, InitiatorError};
+use keel_bdev::{IoCallback, IoStatus, IoVec};
+use keel_nvme::cmd::{NvmeCmd, NvmeCpl, OPC_FABRICS};
+use keel_nvme::fabrics::{
     ConnectData, CNTLID_DYNAMIC, FCTYPE_CONNECT, FCTYPE_PROPERTY_GET, FCTYPE_PROPERTY_SET,
 };
-use crate::spec::features::{NumberOfQueues, FID_NUMBER_OF_QUEUES};
-use crate::spec::identify::{
-    CNS_ACTIVE_NS_LIST, CNS_CONTROLLER, CNS_NAMESPACE, IDENTIFY_DATA_SIZE,
-};
-use crate::spec::opcode::{admin, nvm};
-use crate::spec::registers::{Cap, Cc, Csts, Shn, Shst, Vs, PROP_CAP, PROP_CC, PROP_CSTS, PROP_VS};
-use crate::tcp::pdu::{IcResp, Negotiated, Wire, IC_HLEN};
-use keel_bdev::{IoCallback, IoStatus, IoVec};
+use keel_nvme::features::{NumberOfQueues, FID_NUMBER_OF_QUEUES};
+use keel_nvme::frame;
+use keel_nvme::identify::{CNS_ACTIVE_NS_LIST, CNS_CONTROLLER, CNS_NAMESPACE, IDENTIFY_DATA_SIZE};
+use keel_nvme::opcode::{admin, nvm};
+use keel_nvme::pdu::{IcResp, Negotiated, Wire, IC_HLEN};
+use keel_nvme::registers::{Cap, Cc, Csts, Shn, Shst, Vs, PROP_CAP, PROP_CC, PROP_CSTS, PROP_VS};
+use keel_nvme::status::Status;
 use keel_reactor::PollerId;
 use std::future::Future;
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -90,13 +91,81 @@ pub struct CtrlrInfo {
     pub namespaces: Vec<NsInfo>,
     /// Connect timeout for I/O queues.
     pub timeout: Duration,
-    next_qid: AtomicU16,
+    qids: QidPool,
+}
+
+/// The I/O queue ids of one controller, `1..=max` (what it granted): taken by a queue pair
+/// when it starts, given back when it is dropped. Lock-free (a bitmap of atomic words; any
+/// core), control path only. The search starts after the last qid taken, so a qid just given
+/// back is taken again last: the controller may still be tearing its old queue down.
+#[derive(Debug)]
+pub(crate) struct QidPool {
+    /// Bit `i` set: qid `i + 1` in use.
+    used: Box<[AtomicU64]>,
+    max: u16,
+    /// Bit index where the next search starts.
+    cursor: AtomicU16,
+}
+
+impl QidPool {
+    /// Qids `1..=max`, all free.
+    pub(crate) fn new(max: u16) -> QidPool {
+        QidPool {
+            used: (0..usize::from(max).div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            max,
+            cursor: AtomicU16::new(0),
+        }
+    }
+
+    /// A free qid, or `None` when all `max` are in use.
+    pub(crate) fn take(&self) -> Option<u16> {
+        let n = usize::from(self.max);
+        let start = usize::from(self.cursor.load(Ordering::Relaxed));
+        for k in 0..n {
+            let i = (start + k) % n;
+            let bit = 1u64 << (i % 64);
+            if self.used[i / 64].fetch_or(bit, Ordering::AcqRel) & bit == 0 {
+                self.cursor.store(((i + 1) % n) as u16, Ordering::Relaxed);
+                let qid = i as u16 + 1;
+                debug_assert!(qid >= 1 && qid <= self.max);
+                return Some(qid);
+            }
+        }
+        None
+    }
+
+    /// Give `qid` back (it must have been taken).
+    pub(crate) fn give_back(&self, qid: u16) {
+        assert!(
+            qid >= 1 && qid <= self.max,
+            "qid {qid} outside 1..={}",
+            self.max
+        );
+        let i = usize::from(qid - 1);
+        let bit = 1u64 << (i % 64);
+        let was = self.used[i / 64].fetch_and(!bit, Ordering::AcqRel);
+        assert!(was & bit != 0, "qid {qid} given back but not taken");
+    }
+
+    /// Qids in use now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.used
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
+            .sum()
+    }
 }
 
 impl CtrlrInfo {
     /// The namespace `nsid`, if active.
     pub fn namespace(&self, nsid: u32) -> Option<&NsInfo> {
         self.namespaces.iter().find(|n| n.nsid == nsid)
+    }
+    /// I/O queue ids held by live queue pairs now (at most [`CtrlrInfo::io_queues`]).
+    pub fn io_queues_in_use(&self) -> usize {
+        self.qids.in_use()
     }
 }
 
@@ -109,12 +178,15 @@ pub struct Controller {
 }
 
 /// An I/O queue pair bound to one namespace, on the core that connected it. HOT PATH for
-/// [`IoQpair::read`] and [`IoQpair::write`]: no allocation, no lock, no syscall (the poller
-/// sends and receives in batches).
+/// [`IoQpair::read`] and [`IoQpair::write`]: no allocation, no lock, no syscall (the core's
+/// poller sends and receives in batches). Its qid goes back to the controller's pool when it
+/// is dropped.
 pub struct IoQpair {
     qp: Qpair,
     ns: NsInfo,
     info: Arc<CtrlrInfo>,
+    /// How the background connection ended (`None` while it runs).
+    connected: Rc<std::cell::RefCell<Option<Result<(), InitiatorError>>>>,
 }
 
 /// A future that is ready the second time it is polled (lets the reactor run a round).
@@ -481,7 +553,7 @@ impl Controller {
             io_queues,
             namespaces,
             timeout: t,
-            next_qid: AtomicU16::new(1),
+            qids: QidPool::new(io_queues),
         });
         let mut ctrlr = Controller {
             admin,
@@ -563,59 +635,78 @@ impl Drop for Controller {
 }
 
 impl IoQpair {
-    /// Connect the next I/O queue of `info`'s controller on the calling core, for namespace
-    /// `nsid`.
+    /// Connect the next free I/O queue of `info`'s controller on the calling core, for
+    /// namespace `nsid`, and wait until it is connected: [`IoQpair::start`], then
+    /// [`IoQpair::connected`].
     pub async fn connect(info: &Arc<CtrlrInfo>, nsid: u32) -> Result<IoQpair, InitiatorError> {
+        let q = IoQpair::start(info, nsid)?;
+        q.connected().await?;
+        Ok(q)
+    }
+
+    /// Start connecting the next free I/O queue of `info`'s controller on the calling core
+    /// (a reactor), for namespace `nsid`, without waiting: for synchronous callers such as a
+    /// bdev's per-core channel creation. The queue pair is usable at once: I/O submitted
+    /// before the connection is up waits for it (at most `depth` commands, then
+    /// [`SubmitError::Busy`]) and completes as aborted if the connection fails. Fails at once
+    /// only for an inactive namespace or when every granted queue is in use.
+    pub fn start(info: &Arc<CtrlrInfo>, nsid: u32) -> Result<IoQpair, InitiatorError> {
         let ns = *info
             .namespace(nsid)
             .ok_or_else(|| InitiatorError::Invalid(format!("namespace {nsid} is not active")))?;
-        let qid = info
-            .next_qid
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |q| {
-                (q <= info.io_queues).then_some(q + 1)
-            })
-            .map_err(|_| {
-                InitiatorError::Invalid(format!(
-                    "all {} I/O queues the controller granted are in use",
-                    info.io_queues
-                ))
-            })?;
-        let t = info.timeout;
-        let (sock, neg) = connect_socket(&info.addr, info.hdgst, info.ddgst, t).await?;
-        let qp = Qpair::start(
-            sock,
-            QpairConfig {
-                qid,
-                depth: info.io_queue_depth,
-                icd: info.io_icd,
-                max_xfer: info.max_xfer,
-                neg,
-                name: format!("{} {} qid {qid}", info.addr, info.subnqn),
-            },
-        );
-        fabrics_connect(
-            &qp,
+        let qid = info.qids.take().ok_or_else(|| {
+            InitiatorError::Invalid(format!(
+                "all {} I/O queues the controller granted are in use",
+                info.io_queues
+            ))
+        })?;
+        let qp = Qpair::connecting(QpairConfig {
             qid,
-            info.io_queue_depth,
-            0,
-            info.cntlid,
-            info.hostid,
-            &info.subnqn,
-            &info.hostnqn,
-            t,
-        )
-        .await?;
-        log::info!(
-            "nvmf initiator: I/O queue {qid} to {} connected on core {:?} (namespace {nsid}, depth {})",
-            info.addr,
-            keel_reactor::current_core(),
-            info.io_queue_depth
-        );
+            depth: info.io_queue_depth,
+            icd: info.io_icd,
+            max_xfer: info.max_xfer,
+            neg: Negotiated {
+                hdgst: false,
+                ddgst: false,
+                cpda: 0,
+                hpda: 0,
+                maxh2cdata: 0,
+                maxr2t: 0,
+            }, // replaced by the ICResp's at attach
+            name: format!("{} {} qid {qid}", info.addr, info.subnqn),
+        });
+        let connected = Rc::new(std::cell::RefCell::new(None));
+        let (task_qp, task_info, done) = (qp.handle(), Arc::clone(info), Rc::clone(&connected));
+        keel_reactor::spawn_local(async move {
+            let r = connect_io_queue(&task_qp, &task_info, nsid).await;
+            match &r {
+                Ok(()) => task_qp.set_ready(),
+                Err(e) => task_qp.fail_connect(&format!("I/O queue connect failed: {e}")),
+            }
+            *done.borrow_mut() = Some(r);
+        });
         Ok(IoQpair {
             qp,
             ns,
             info: Arc::clone(info),
+            connected,
         })
+    }
+
+    /// Wait until the connection started by [`IoQpair::start`] is up (or failed: its error,
+    /// once; later calls say [`InitiatorError::Disconnected`]).
+    pub async fn connected(&self) -> Result<(), InitiatorError> {
+        loop {
+            if let Some(r) = self.connected.borrow_mut().as_mut() {
+                return std::mem::replace(r, Err(InitiatorError::Disconnected));
+            }
+            YieldNow(false).await;
+        }
+    }
+
+    /// Whether the connection is still being made (I/O submitted now waits for it).
+    pub fn is_connecting(&self) -> bool {
+        self.qp.is_connecting()
     }
 
     /// The namespace this queue pair serves.
@@ -709,5 +800,105 @@ impl IoQpair {
             ..NvmeCmd::default()
         };
         self.qp.submit(&cmd, false, &[], 0, cb, ctx)
+    }
+}
+
+impl Drop for IoQpair {
+    fn drop(&mut self) {
+        // The queue pair closes right after (field drop); the qid is free for the next one.
+        self.info.qids.give_back(self.qp.qid());
+    }
+}
+
+/// The background half of [`IoQpair::start`]: socket, ICReq/ICResp, Fabrics Connect. A
+/// Connect refused with Invalid Queue Identifier (the controller has not finished tearing
+/// down the queue that used this qid before) is retried on a new connection until the
+/// timeout.
+async fn connect_io_queue(
+    qp: &Qpair,
+    info: &Arc<CtrlrInfo>,
+    nsid: u32,
+) -> Result<(), InitiatorError> {
+    let t = info.timeout;
+    let end = deadline(t);
+    let qid = qp.qid();
+    loop {
+        let (sock, neg) = connect_socket(&info.addr, info.hdgst, info.ddgst, t).await?;
+        qp.attach(sock, neg);
+        let r = fabrics_connect(
+            qp,
+            qid,
+            info.io_queue_depth,
+            0,
+            info.cntlid,
+            info.hostid,
+            &info.subnqn,
+            &info.hostnqn,
+            t,
+        )
+        .await;
+        match r {
+            Ok(_) => break,
+            Err(InitiatorError::Status(_, s))
+                if s == Status::INVALID_QUEUE_IDENTIFIER && keel_reactor::ticks() < end =>
+            {
+                log::debug!(
+                    "nvmf initiator: {}: qid {qid} still in use at the controller; retrying",
+                    info.addr
+                );
+                if !qp.detach() {
+                    return Err(InitiatorError::Disconnected);
+                }
+                let pause = deadline(Duration::from_millis(1));
+                while keel_reactor::ticks() < pause {
+                    YieldNow(false).await;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    log::info!(
+        "nvmf initiator: I/O queue {qid} to {} connected on core {:?} (namespace {nsid}, depth {})",
+        info.addr,
+        keel_reactor::current_core(),
+        info.io_queue_depth
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QidPool;
+
+    #[test]
+    fn qid_pool_is_bounded_reuses_and_takes_a_freed_qid_last() {
+        let p = QidPool::new(3);
+        assert_eq!((p.take(), p.take(), p.take()), (Some(1), Some(2), Some(3)));
+        assert_eq!(p.take(), None, "bounded by the grant");
+        p.give_back(2);
+        assert_eq!(p.in_use(), 2);
+        assert_eq!(p.take(), Some(2));
+        p.give_back(1);
+        p.give_back(3);
+        // The search goes on after the last qid taken (2): 3 before 1.
+        assert_eq!((p.take(), p.take()), (Some(3), Some(1)));
+        // Across a word boundary.
+        let big = QidPool::new(130);
+        for q in 1..=130 {
+            assert_eq!(big.take(), Some(q));
+        }
+        assert_eq!(big.take(), None);
+        big.give_back(129);
+        assert_eq!(big.take(), Some(129));
+        assert_eq!(big.in_use(), 130);
+    }
+
+    #[test]
+    #[should_panic(expected = "given back but not taken")]
+    fn qid_given_back_twice_is_a_bug() {
+        let p = QidPool::new(2);
+        let q = p.take().unwrap();
+        p.give_back(q);
+        p.give_back(q);
     }
 }

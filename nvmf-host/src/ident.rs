@@ -88,7 +88,7 @@ impl NamespaceData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::identify::IdentifyNamespace;
+    use keel_nvme::identify::IdentifyNamespace;
 
     #[test]
     fn controller_fields() {

@@ -561,7 +561,7 @@ impl ReservationNotificationLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::iov::tests::split;
+    use crate::iov::tests::split;
 
     fn glp(cdw10: u32, cdw11: u32, cdw12: u32, cdw13: u32, cdw14: u32) -> NvmeCmd {
         NvmeCmd {
@@ -741,10 +741,7 @@ mod tests {
     fn command_effects_layout() {
         let mut l = CommandEffectsLog::new();
         l.set_admin(admin::IDENTIFY, EFFECTS_CSUPP);
-        l.set_io(
-            crate::spec::opcode::nvm::WRITE,
-            EFFECTS_CSUPP | EFFECTS_LBCC,
-        );
+        l.set_io(crate::opcode::nvm::WRITE, EFFECTS_CSUPP | EFFECTS_LBCC);
         assert_eq!(l.as_bytes()[24], 1);
         assert_eq!(l.as_bytes()[1028], 3);
         assert_eq!(l.admin(admin::IDENTIFY), EFFECTS_CSUPP);

@@ -440,7 +440,7 @@ fn check_fctype(cmd: &NvmeCmd, want: u8) -> Result<(), Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::registers::{PROP_CAP, PROP_CC};
+    use crate::registers::{PROP_CAP, PROP_CC};
 
     fn fabrics(fctype: u8) -> NvmeCmd {
         NvmeCmd {

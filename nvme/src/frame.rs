@@ -1,15 +1,15 @@
 //! Host-side PDU framing: the validator for PDUs a controller sends (ICResp, CapsuleResp,
 //! C2HData, R2T, C2HTermReq) and the encoders for what a host sends (ICReq, CapsuleCmd and
-//! H2CData headers). Wire structs, flags and digests come from [`crate::tcp::pdu`]; this file
+//! H2CData headers). Wire structs, flags and digests come from [`crate::pdu`]; this file
 //! only adds the host's direction. Pure functions, no I/O.
 
-use crate::spec::cmd::NvmeCmd;
-use crate::tcp::pdu::{
-    align_up, digest, CapsuleCmdHeader, CommonHeader, DataHeader, Framing, IcReq, IcResp,
-    Negotiated, TermError, Wire, DIGEST_LEN, FES_DATA_LIMIT_EXCEEDED, FES_HEADER_DIGEST,
-    FES_INVALID_HEADER_FIELD, FES_PDU_SEQUENCE, FLAG_DDGSTF, FLAG_HDGSTF, FLAG_LAST_PDU,
-    FLAG_SUCCESS, IC_HLEN, MIN_MAXH2CDATA, PDU_C2H_DATA, PDU_C2H_TERM_REQ, PDU_CAPSULE_CMD,
-    PDU_CAPSULE_RESP, PDU_H2C_DATA, PDU_ICREQ, PDU_ICRESP, PDU_R2T, SHORT_HLEN, TERM_MAX_PLEN,
+use crate::cmd::NvmeCmd;
+use crate::pdu::{
+    CapsuleCmdHeader, CommonHeader, Framing, IcReq, IcResp, Negotiated, TermError, Wire,
+    FES_DATA_LIMIT_EXCEEDED, FES_HEADER_DIGEST, FES_INVALID_HEADER_FIELD, FES_PDU_SEQUENCE,
+    FLAG_DDGSTF, FLAG_HDGSTF, FLAG_LAST_PDU, FLAG_SUCCESS, IC_HLEN, MIN_MAXH2CDATA, PDU_C2H_DATA,
+    PDU_C2H_TERM_REQ, PDU_CAPSULE_CMD, PDU_CAPSULE_RESP, PDU_H2C_DATA, PDU_ICREQ, PDU_ICRESP,
+    PDU_R2T, SHORT_HLEN, TERM_MAX_PLEN,
 };
 
 /// Room for a capsule header: 72 bytes, header digest, padding up to a PDO aligned to at most
@@ -21,12 +21,10 @@ pub const H2C_HDR_ROOM: usize = 160;
 /// limit and is checked by the queue pair).
 pub const MAX_C2H_DATA: u32 = 16 * 1024 * 1024;
 
-/// Offsets of common-header fields (for FEI).
-const OFF_TYPE: u32 = 0;
-const OFF_FLAGS: u32 = 1;
-const OFF_HLEN: u32 = 2;
-const OFF_PDO: u32 = 3;
-const OFF_PLEN: u32 = 4;
+use crate::pdu::{
+    check_data_framing, data_offset, encode_data_header, seal_header, DataPdu, OFF_FLAGS, OFF_HLEN,
+    OFF_PDO, OFF_PLEN, OFF_TYPE,
+};
 
 /// The ICReq a host sends: `hpda` (0-based dwords) for C2H data alignment, digests asked
 /// for, `maxr2t` (0-based) outstanding R2Ts per command.
@@ -170,25 +168,7 @@ pub fn validate_c2h(ch: &CommonHeader, neg: &Negotiated) -> Result<Framing, Term
     if ch.flags & FLAG_SUCCESS != 0 && ch.flags & FLAG_LAST_PDU == 0 {
         return Err(TermError::field(OFF_FLAGS, "SUCCESS without LAST_PDU"));
     }
-    let pdo = ch.pdo as usize;
-    let align = (neg.hpda as usize + 1) * 4;
-    if pdo < hdr_total || !pdo.is_multiple_of(align) {
-        return Err(TermError::field(
-            OFF_PDO,
-            "pdo inside the header or misaligned",
-        ));
-    }
-    let min_plen = pdo + if ddgstf { DIGEST_LEN } else { 0 };
-    if (plen as usize) <= min_plen {
-        return Err(TermError::field(OFF_PLEN, "C2HData carries no data"));
-    }
-    let data_len = plen - min_plen as u32;
-    if data_len > MAX_C2H_DATA {
-        return Err(TermError::status(
-            FES_DATA_LIMIT_EXCEEDED,
-            "C2HData above the limit",
-        ));
-    }
+    let (pdo, data_len) = check_data_framing(ch, hdr_total, neg.hpda, neg.ddgst, MAX_C2H_DATA)?;
     Ok(Framing {
         pdu_type: PDU_C2H_DATA,
         flags: ch.flags,
@@ -203,28 +183,12 @@ pub fn validate_c2h(ch: &CommonHeader, neg: &Negotiated) -> Result<Framing, Term
 
 /// Check the header digest of a received header (`hlen` bytes then 4 digest bytes).
 pub fn check_hdgst(hdr: &[u8], hlen: usize) -> Result<(), TermError> {
-    crate::tcp::pdu::check_header_digest(hdr, hlen).map_err(|_| {
+    crate::pdu::check_header_digest(hdr, hlen).map_err(|_| {
         TermError::status(
             FES_HEADER_DIGEST,
             "header digest mismatch from the controller",
         )
     })
-}
-
-/// Finish a header in `buf`: append the header digest after `hlen` bytes if negotiated and
-/// zero the padding up to `pdo` (when `pdo` > 0). Returns the bytes to send before the data.
-fn seal(buf: &mut [u8], hlen: usize, pdo: usize, neg: &Negotiated) -> usize {
-    let mut end = hlen;
-    if neg.hdgst {
-        let d = digest(&buf[..hlen]);
-        buf[hlen..hlen + DIGEST_LEN].copy_from_slice(&d.to_le_bytes());
-        end += DIGEST_LEN;
-    }
-    if pdo > end {
-        buf[end..pdo].fill(0);
-        end = pdo;
-    }
-    end
 }
 
 /// Encode a CapsuleCmd header for `sqe` with `icd_len` bytes of in-capsule data into `buf`
@@ -240,7 +204,7 @@ pub fn capsule_header(buf: &mut [u8], sqe: &NvmeCmd, icd_len: u32, neg: &Negotia
         common.flags |= FLAG_HDGSTF;
     }
     if icd_len > 0 {
-        pdo = align_up(hdr_total, (neg.cpda as usize + 1) * 4);
+        pdo = data_offset(hlen, neg.hdgst, neg.cpda);
         plen = pdo + icd_len as usize + neg.ddgst_len();
         if neg.ddgst {
             common.flags |= FLAG_DDGSTF;
@@ -250,7 +214,7 @@ pub fn capsule_header(buf: &mut [u8], sqe: &NvmeCmd, icd_len: u32, neg: &Negotia
     common.plen = plen as u32;
     let h = CapsuleCmdHeader { common, sqe: *sqe };
     buf[..hlen].copy_from_slice(h.as_bytes());
-    seal(buf, hlen, pdo, neg)
+    seal_header(buf, hlen, pdo, neg.hdgst)
 }
 
 /// Encode an H2CData header into `buf` (at least [`H2C_HDR_ROOM`] bytes) for `datal` bytes at
@@ -264,37 +228,23 @@ pub fn h2c_header(
     last: bool,
     neg: &Negotiated,
 ) -> usize {
-    let mut common = CommonHeader::new(PDU_H2C_DATA, SHORT_HLEN);
-    let hdr_total = SHORT_HLEN + neg.hdgst_len();
-    let pdo = align_up(hdr_total, (neg.cpda as usize + 1) * 4);
-    if neg.hdgst {
-        common.flags |= FLAG_HDGSTF;
-    }
-    if neg.ddgst {
-        common.flags |= FLAG_DDGSTF;
-    }
-    if last {
-        common.flags |= FLAG_LAST_PDU;
-    }
-    common.pdo = pdo as u8;
-    common.plen = (pdo + datal as usize + neg.ddgst_len()) as u32;
-    let h = DataHeader {
-        common,
+    let pdu = DataPdu {
+        pdu_type: PDU_H2C_DATA,
         cccid,
         ttag,
         datao,
         datal,
-        rsvd: [0; 4],
+        last,
+        success: false,
     };
-    buf[..SHORT_HLEN].copy_from_slice(h.as_bytes());
-    seal(buf, SHORT_HLEN, pdo, neg)
+    encode_data_header(buf, &pdu, neg)
 }
 
 /// Encode an H2CTermReq for `err` (quoting nothing: the host terminates on what it received).
 pub fn h2c_term_req(err: &TermError) -> [u8; SHORT_HLEN] {
     let mut out = [0u8; TERM_MAX_PLEN];
-    crate::tcp::pdu::encode_term_req(err, &[], &mut out);
-    out[0] = crate::tcp::pdu::PDU_H2C_TERM_REQ;
+    crate::pdu::encode_term_req(err, &[], &mut out);
+    out[0] = crate::pdu::PDU_H2C_TERM_REQ;
     let mut h = [0u8; SHORT_HLEN];
     h.copy_from_slice(&out[..SHORT_HLEN]);
     h
@@ -316,7 +266,7 @@ pub fn fes_name(fes: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::pdu::{validate_common, RxLimits, PDU_H2C_TERM_REQ};
+    use crate::pdu::{validate_common, DataHeader, RxLimits, PDU_H2C_TERM_REQ};
 
     fn neg(hdgst: bool, ddgst: bool, cpda: u8, hpda: u8) -> Negotiated {
         Negotiated {
@@ -393,7 +343,7 @@ mod tests {
                 assert_eq!(f.data_start, len);
                 assert_eq!(f.data_len, icd);
                 if h {
-                    crate::tcp::pdu::check_header_digest(&buf, 72).unwrap();
+                    crate::pdu::check_header_digest(&buf, 72).unwrap();
                 }
                 let got = CapsuleCmdHeader::read_from(&buf).unwrap();
                 assert_eq!(got.sqe.cid, 7);
@@ -477,7 +427,7 @@ mod tests {
     #[test]
     fn term_req_encoding() {
         let h = h2c_term_req(&TermError::field(3, "x"));
-        let t = crate::tcp::pdu::TermReqHeader::read_from(&h).unwrap();
+        let t = crate::pdu::TermReqHeader::read_from(&h).unwrap();
         assert_eq!(t.common.pdu_type, PDU_H2C_TERM_REQ);
         assert_eq!(t.common.plen, 24);
         assert_eq!((t.fes, t.fei()), (1, 3));

@@ -1,5 +1,5 @@
 //! HOT PATH: one host queue pair (admin or I/O) on one socket, owned by one core and driven
-//! by a reactor poller.
+//! by the core's poll group (`group.rs`: one poller for all the core's queue pairs).
 //!
 //! - Commands take a pre-allocated slot indexed by CID (a free stack, no allocation, no lock).
 //! - Send: submissions only queue; each poll gathers the queued PDUs (capsule headers from the
@@ -16,20 +16,24 @@
 //!
 //! A slot is released only when its response arrived *and* every PDU referring to the
 //! caller's memory has left, so a caller's buffer is never touched after its completion.
+//!
+//! An I/O queue pair can exist before its connection ([`Qpair::connecting`]): I/O submitted
+//! then waits (at most `depth` commands, in order) and goes out once the Fabrics Connect
+//! succeeded ([`Qpair::set_ready`]), or completes as aborted if the connection failed.
 
-use super::frame::{self, CMD_HDR_ROOM, H2C_HDR_ROOM};
 use super::sock::{self, Xfer};
-use crate::spec::cmd::{NvmeCmd, NvmeCpl};
-use crate::spec::sgl::{Sgl, PSDT_SGL_MPTR_CONTIG};
-use crate::spec::status::{Status, SCT_GENERIC, SCT_MEDIA};
-use crate::tcp::pdu::{
+use keel_bdev::{IoCallback, IoStatus, IoVec, MAX_IOVS};
+use keel_nvme::cmd::{NvmeCmd, NvmeCpl};
+use keel_nvme::frame::{self, CMD_HDR_ROOM, H2C_HDR_ROOM};
+use keel_nvme::pdu::{
     digest_append, CapsuleRespHeader, CommonHeader, DataHeader, Framing, Negotiated, R2tHeader,
     TermError, TermReqHeader, Wire, DIGEST_LEN, FES_DATA_OUT_OF_RANGE, FES_PDU_SEQUENCE,
     FLAG_LAST_PDU, FLAG_SUCCESS, PDU_C2H_DATA, PDU_C2H_TERM_REQ, PDU_CAPSULE_RESP, PDU_R2T,
     SHORT_HLEN,
 };
-use keel_bdev::{IoCallback, IoStatus, IoVec, MAX_IOVS};
-use keel_reactor::{PollStatus, PollerId};
+use keel_nvme::sgl::{Sgl, PSDT_SGL_MPTR_CONTIG};
+use keel_nvme::status::{Status, SCT_GENERIC, SCT_MEDIA};
+use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::TcpStream;
@@ -237,6 +241,17 @@ enum Rx {
     Digest { cid: u16, crc: u32, flags: u8 },
 }
 
+/// An I/O command submitted while the queue pair was still connecting.
+struct Waiting {
+    cmd: NvmeCmd,
+    dir: Dir,
+    iovs: [IoVec; MAX_IOVS],
+    niov: u8,
+    len: u32,
+    cb: IoCallback,
+    ctx: usize,
+}
+
 /// The mutable state, borrowed by one call at a time.
 struct State {
     cfg: QpairConfig,
@@ -257,21 +272,30 @@ struct State {
     /// Completions to deliver after the borrow ends.
     done_q: Vec<(IoCallback, usize, IoStatus)>,
     failed: bool,
+    /// The connection is being made: I/O waits in `waiting` (control commands may go once
+    /// the socket is attached).
+    connecting: bool,
+    /// I/O submitted while connecting (capacity `depth`, allocated with the queue pair).
+    waiting: Vec<Waiting>,
+    /// The owner dropped the queue pair (a connect task must not retry).
+    dropped: bool,
     stats: QpairStats,
 }
 
-/// Shared part of a queue pair (the poller holds a weak reference).
-struct Inner {
+/// Shared part of a queue pair (the core's poll group holds a reference).
+pub(crate) struct Inner {
     st: RefCell<State>,
     /// The other completion list (swapped with `done_q`; no allocation per poll).
     spare: RefCell<Vec<(IoCallback, usize, IoStatus)>>,
 }
 
-/// One queue pair on the calling core: its socket, slots and poller. `!Send`: it stays on the
-/// core that created it. Dropping it aborts whatever is in flight and closes the connection.
+/// One queue pair on the calling core: its socket and slots, polled by the core's poll group.
+/// `!Send`: it stays on the core that created it. Dropping the owning handle aborts whatever
+/// is in flight and closes the connection.
 pub struct Qpair {
     inner: Rc<Inner>,
-    poller: PollerId,
+    /// This handle owns the queue pair (a [`Qpair::handle`] does not).
+    owner: bool,
 }
 
 /// The NVMe status → bdev status mapping a remote bdev reports.
@@ -288,19 +312,118 @@ pub fn io_status(s: Status) -> IoStatus {
 }
 
 impl Qpair {
-    /// Wrap a connected socket (ICReq/ICResp done) and start its poller on the calling core.
+    /// Wrap a connected socket (ICReq/ICResp done) and add it to the calling core's poll
+    /// group.
     pub(crate) fn start(sock: TcpStream, cfg: QpairConfig) -> Qpair {
+        Qpair::new(Some(OwnedFd::from(sock)), cfg, false)
+    }
+
+    /// A queue pair whose connection is still to be made (`cfg.neg` is replaced by
+    /// [`Qpair::attach`]); I/O submitted meanwhile waits for [`Qpair::set_ready`].
+    pub(crate) fn connecting(cfg: QpairConfig) -> Qpair {
+        Qpair::new(None, cfg, true)
+    }
+
+    fn new(sock: Option<OwnedFd>, cfg: QpairConfig, connecting: bool) -> Qpair {
         let depth = cfg.depth.max(1) as usize;
-        let st = State::new(OwnedFd::from(sock), cfg);
+        let mut st = State::new(sock, cfg);
+        st.connecting = connecting;
+        if connecting {
+            st.waiting = Vec::with_capacity(depth);
+        }
         let inner = Rc::new(Inner {
             st: RefCell::new(st),
             spare: RefCell::new(Vec::with_capacity(depth)),
         });
-        let weak = Rc::downgrade(&inner);
-        let poller = keel_reactor::register_poller("nvmf-initiator-qpair", None, move || {
-            weak.upgrade().map_or(PollStatus::Idle, |q| q.poll())
-        });
-        Qpair { inner, poller }
+        crate::group::add(Rc::clone(&inner));
+        Qpair { inner, owner: true }
+    }
+
+    /// Give a [`Qpair::connecting`] queue pair its socket (ICReq/ICResp done with `neg`):
+    /// control commands (the Fabrics Connect) may go now, I/O still waits. If the queue pair
+    /// failed meanwhile (dropped), the socket is closed.
+    pub(crate) fn attach(&self, sock: TcpStream, neg: Negotiated) {
+        let mut st = self.inner.st.borrow_mut();
+        if st.failed {
+            return;
+        }
+        assert!(
+            st.connecting && st.sock.is_none(),
+            "attach once, while connecting"
+        );
+        let fd = OwnedFd::from(sock);
+        st.fd = fd.as_raw_fd();
+        st.sock = Some(fd);
+        st.cfg.neg = neg;
+    }
+
+    /// Take the socket back from a connecting queue pair (its Fabrics Connect was refused and
+    /// is to be retried on a new connection; the controller may have closed this one, which
+    /// failed it). Nothing may be in flight. Returns `false` if the owner dropped the queue
+    /// pair meanwhile (no retry then).
+    pub(crate) fn detach(&self) -> bool {
+        let mut st = self.inner.st.borrow_mut();
+        assert!(st.connecting, "detach only while connecting");
+        assert_eq!(st.free.len(), st.slots.len(), "nothing in flight");
+        if st.dropped {
+            return false;
+        }
+        if let Some(s) = st.sock.take() {
+            // SAFETY: shutdown(2) on a socket we own; it is closed when `s` drops.
+            unsafe { libc::shutdown(s.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        st.fd = -1;
+        st.failed = false;
+        st.txq.clear();
+        st.head_sent = 0;
+        st.rx = Rx::Header;
+        st.rx_start = 0;
+        st.rx_end = 0;
+        true
+    }
+
+    /// The Fabrics Connect succeeded: submit the I/O that waited, in order. One the queue
+    /// pair now refuses (e.g. above the controller's limit) completes in error, later.
+    pub(crate) fn set_ready(&self) {
+        let mut st = self.inner.st.borrow_mut();
+        if st.failed {
+            return;
+        }
+        assert!(st.connecting && st.sock.is_some(), "ready after attach");
+        st.connecting = false;
+        let waiting = std::mem::take(&mut st.waiting);
+        for w in &waiting {
+            let done = Done::Io {
+                cb: w.cb,
+                ctx: w.ctx,
+            };
+            let iovs = &w.iovs[..w.niov as usize];
+            if st.submit(&w.cmd, w.dir, iovs, w.len, done).is_err() {
+                st.done_q.push((w.cb, w.ctx, IoStatus::IoError));
+            }
+        }
+    }
+
+    /// Fail a connecting queue pair for good: waiting I/O completes as aborted (at the next
+    /// poll).
+    pub(crate) fn fail_connect(&self, why: &str) {
+        let mut st = self.inner.st.borrow_mut();
+        st.fail(None, why);
+        st.abort_waiting();
+    }
+
+    /// Whether the connection is still being made.
+    pub fn is_connecting(&self) -> bool {
+        self.inner.st.borrow().connecting
+    }
+
+    /// A second handle on this queue pair, for the task that connects it: it submits like
+    /// the owner, but dropping it changes nothing.
+    pub(crate) fn handle(&self) -> Qpair {
+        Qpair {
+            inner: Rc::clone(&self.inner),
+            owner: false,
+        }
     }
 
     /// Queue id.
@@ -344,10 +467,11 @@ impl Qpair {
             (_, true) => Dir::Write,
             (_, false) => Dir::Read,
         };
-        self.inner
-            .st
-            .borrow_mut()
-            .submit(cmd, dir, iovs, len, Done::Io { cb, ctx })
+        let mut st = self.inner.st.borrow_mut();
+        if st.connecting {
+            return st.wait_for_connect(cmd, dir, iovs, len, cb, ctx);
+        }
+        st.submit(cmd, dir, iovs, len, Done::Io { cb, ctx })
     }
 
     /// Submit a command whose completion entry a control-path caller awaits (admin
@@ -413,11 +537,16 @@ impl WeakQpair {
 
 impl Drop for Qpair {
     fn drop(&mut self) {
-        keel_reactor::unregister_poller(self.poller);
+        if !self.owner {
+            return;
+        }
+        crate::group::remove(&self.inner);
         let pending = {
             let mut st = self.inner.st.borrow_mut();
-            let n = st.slots.len() - st.free.len();
+            let n = st.slots.len() - st.free.len() + st.waiting.len();
+            st.dropped = true;
             st.fail(None, "queue pair dropped");
+            st.abort_waiting();
             n
         };
         if pending > 0 {
@@ -430,11 +559,14 @@ impl Drop for Qpair {
 impl Inner {
     /// One reactor iteration: send what was queued, receive and parse, deliver completions
     /// (which may submit more), send again.
-    fn poll(&self) -> PollStatus {
+    pub(crate) fn poll(&self) -> PollStatus {
         let mut busy = {
             let mut st = self.st.borrow_mut();
             if st.failed && st.done_q.is_empty() {
                 return PollStatus::Idle;
+            }
+            if st.sock.is_none() && !st.failed {
+                return PollStatus::Idle; // connecting: no socket yet
             }
             let sent = st.flush();
             let got = st.receive();
@@ -462,6 +594,24 @@ impl Inner {
         *self.spare.borrow_mut() = list;
         any
     }
+}
+
+/// Whether a transfer of `len` bytes through `iovs` can be carried at all.
+#[inline]
+fn check_transfer(cfg: &QpairConfig, iovs: &[IoVec], len: u32) -> Result<(), SubmitError> {
+    if len > cfg.max_xfer {
+        return Err(SubmitError::Invalid(
+            "transfer above the controller's limit",
+        ));
+    }
+    if iovs.len() > MAX_IOVS {
+        return Err(SubmitError::Invalid("too many iovecs"));
+    }
+    let have: usize = iovs.iter().map(|v| v.len).sum();
+    if have < len as usize {
+        return Err(SubmitError::Invalid("iovecs shorter than the transfer"));
+    }
+    Ok(())
 }
 
 /// Call `f` on each piece of `iovs` covering `[off, off + len)` (clipped to the iovecs).
@@ -497,11 +647,11 @@ unsafe fn crc_range(iovs: &[IoVec], off: u32, len: u32, mut crc: u32) -> u32 {
 }
 
 impl State {
-    fn new(sock: OwnedFd, cfg: QpairConfig) -> State {
+    fn new(sock: Option<OwnedFd>, cfg: QpairConfig) -> State {
         let depth = cfg.depth.max(1) as usize;
         State {
-            fd: sock.as_raw_fd(),
-            sock: Some(sock),
+            fd: sock.as_ref().map_or(-1, |s| s.as_raw_fd()),
+            sock,
             slots: (0..depth).map(|_| Slot::new()).collect(),
             free: (0..depth as u16).rev().collect(),
             txq: VecDeque::with_capacity(2 * depth + 2),
@@ -514,9 +664,49 @@ impl State {
             iov: Vec::with_capacity(IOV_BATCH),
             done_q: Vec::with_capacity(depth),
             failed: false,
+            connecting: false,
+            waiting: Vec::new(),
+            dropped: false,
             stats: QpairStats::default(),
             cfg,
         }
+    }
+
+    /// Keep an I/O submitted while connecting (same checks as [`State::submit`]; `Busy` once
+    /// `depth` commands wait).
+    #[cold]
+    fn wait_for_connect(
+        &mut self,
+        cmd: &NvmeCmd,
+        dir: Dir,
+        iovs: &[IoVec],
+        len: u32,
+        cb: IoCallback,
+        ctx: usize,
+    ) -> Result<(), SubmitError> {
+        if self.failed {
+            return Err(SubmitError::Disconnected);
+        }
+        check_transfer(&self.cfg, iovs, len)?;
+        if self.waiting.len() >= self.slots.len() {
+            return Err(SubmitError::Busy);
+        }
+        let mut w = Waiting {
+            cmd: *cmd,
+            dir,
+            iovs: [IoVec::EMPTY; MAX_IOVS],
+            niov: iovs.len() as u8,
+            len,
+            cb,
+            ctx,
+        };
+        w.iovs[..iovs.len()].copy_from_slice(iovs);
+        debug_assert!(
+            self.waiting.len() < self.waiting.capacity(),
+            "no allocation"
+        );
+        self.waiting.push(w);
+        Ok(())
     }
 
     #[inline]
@@ -531,18 +721,7 @@ impl State {
         if self.failed {
             return Err(SubmitError::Disconnected);
         }
-        if len > self.cfg.max_xfer {
-            return Err(SubmitError::Invalid(
-                "transfer above the controller's limit",
-            ));
-        }
-        if iovs.len() > MAX_IOVS {
-            return Err(SubmitError::Invalid("too many iovecs"));
-        }
-        let have: usize = iovs.iter().map(|v| v.len).sum();
-        if have < len as usize {
-            return Err(SubmitError::Invalid("iovecs shorter than the transfer"));
-        }
+        check_transfer(&self.cfg, iovs, len)?;
         let Some(cid) = self.free.pop() else {
             return Err(SubmitError::Busy);
         };
@@ -1147,12 +1326,22 @@ impl State {
             self.finish(cid as u16, cpl);
         }
     }
+
+    /// I/O that waited for the connection completes as aborted (as if it had been in flight
+    /// when the connection failed). Only for a final failure: a connect that is retried keeps
+    /// it waiting.
+    fn abort_waiting(&mut self) {
+        let waiting = std::mem::take(&mut self.waiting);
+        for w in &waiting {
+            self.done_q.push((w.cb, w.ctx, IoStatus::Aborted));
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tcp::pdu::{
+    use keel_nvme::pdu::{
         validate_common, CapsuleCmdHeader, RxLimits, FLAG_DDGSTF, FLAG_HDGSTF, PDU_H2C_DATA,
         PDU_H2C_TERM_REQ,
     };
@@ -1191,7 +1380,7 @@ mod tests {
             neg: neg(digests),
             name: "test".into(),
         };
-        (State::new(OwnedFd::from(a), cfg), b)
+        (State::new(Some(OwnedFd::from(a)), cfg), b)
     }
 
     /// Receive until `n` completions arrived, then deliver them.
@@ -1243,11 +1432,11 @@ mod tests {
         let f = validate_common(&ch, Some(&neg(digests)), &lim).unwrap();
         assert_eq!(f.data_len as usize, icd);
         if digests {
-            crate::tcp::pdu::check_header_digest(&b, 72).unwrap();
+            keel_nvme::pdu::check_header_digest(&b, 72).unwrap();
         }
         let data = b[f.data_start..f.data_start + icd].to_vec();
         if digests && icd > 0 {
-            let d = crate::tcp::pdu::digest(&data);
+            let d = keel_nvme::pdu::digest(&data);
             assert_eq!(&b[len - 4..], &d.to_le_bytes());
         }
         (CapsuleCmdHeader::read_from(&b).unwrap(), data)
@@ -1272,11 +1461,11 @@ mod tests {
         hdr[4..8].copy_from_slice(&(plen as u32).to_le_bytes());
         let mut out = hdr.to_vec();
         if digests {
-            out.extend_from_slice(&crate::tcp::pdu::digest(hdr).to_le_bytes());
+            out.extend_from_slice(&keel_nvme::pdu::digest(hdr).to_le_bytes());
         }
         out.extend_from_slice(data);
         if digests && !data.is_empty() {
-            let d = crate::tcp::pdu::digest(data) ^ u32::from(bad_ddgst);
+            let d = keel_nvme::pdu::digest(data) ^ u32::from(bad_ddgst);
             out.extend_from_slice(&d.to_le_bytes());
         }
         out
@@ -1434,8 +1623,8 @@ mod tests {
                 (cap.sqe.cid, 5, 4096 * k, 4096)
             );
             assert_eq!(h.common.flags & FLAG_LAST_PDU != 0, k == 1);
-            crate::tcp::pdu::check_header_digest(&p, 24).unwrap();
-            let d = crate::tcp::pdu::digest(&p[28..28 + 4096]);
+            keel_nvme::pdu::check_header_digest(&p, 24).unwrap();
+            let d = keel_nvme::pdu::digest(&p[28..28 + 4096]);
             assert_eq!(&p[28 + 4096..], &d.to_le_bytes());
             got.extend_from_slice(&p[28..28 + 4096]);
         }

@@ -1,25 +1,34 @@
-//! A userspace NVMe/TCP host (initiator) as a library: it connects a controller the way Linux
-//! and SPDK hosts do and drives I/O queue pairs from Keel's reactors with the target's rules —
-//! one queue pair per core per namespace, owned by that core, polled, no lock and no
-//! allocation per I/O. keel-perf's `-r` mode uses it; later, a remote bdev (replication).
+//! `keel-nvmf-host`: a userspace NVMe/TCP host (initiator) as a library. It connects a
+//! controller the way Linux and SPDK hosts do and drives I/O queue pairs from Keel's reactors
+//! with the target's rules — one queue pair per core per namespace, owned by that core, one
+//! poller per core for all its queue pairs, no lock and no allocation per I/O. keel-perf's
+//! `-r` mode uses it; next, a remote NVMe bdev (replication).
 //!
 //! ```ignore
 //! let ctrlr = Controller::connect(&ConnectOpts::new(addr, "nqn.2016-06.io.keel:default")).await?;
 //! let info = Arc::clone(ctrlr.info());            // Send + Sync: give it to other cores
-//! // on each core:
+//! // on each core, from async code:
 //! let q = IoQpair::connect(&info, 1).await?;
+//! // or from synchronous code (a bdev's create_channel): usable at once, I/O submitted
+//! // before the connection is up waits for it
+//! let q = IoQpair::start(&info, 1)?;
 //! q.read(&[iov], lba, blocks, on_done, ctx)?;     // on_done(ctx, IoStatus) runs later, here
 //! ```
 //!
-//! - [`frame`]: host-side PDU framing (validate controller PDUs, encode host PDUs).
+//! I/O queue ids are leased from the controller's granted range and given back when the
+//! queue pair is dropped, so queues can be connected again and again.
+//!
+//! - `keel_nvme::frame` (the wire crate): host-side PDU framing (validate controller PDUs,
+//!   encode host PDUs).
 //! - [`sock`]: non-blocking connect and gathered/scattered socket calls.
+//! - `group`: the per-core poll group: one poller for every queue pair of the core.
 //! - [`qpair`]: one queue pair: slots by CID, batched send/receive, R2T/H2CData, C2HData
 //!   straight into the caller's buffers, digests (HOT PATH).
 //! - [`ident`]: the Identify fields a host reads.
 //! - `ctrlr`: admin bring-up ([`Controller`]) and I/O queue connection ([`IoQpair`]).
 
 mod ctrlr;
-pub mod frame;
+mod group;
 pub mod ident;
 pub mod qpair;
 pub mod sock;
@@ -27,8 +36,14 @@ pub mod sock;
 pub use ctrlr::{Controller, CtrlrInfo, IoQpair, NsInfo};
 pub use qpair::{io_status, QpairStats, SubmitError};
 
-use crate::spec::fabrics::{validate_nqn, NQN_MAX_LEN};
-use crate::spec::status::Status;
+/// Host queue pairs (admin and I/O, of every controller) on the calling core: all of them
+/// are driven by one poller (for tests and stats).
+pub fn qpairs_on_this_core() -> usize {
+    group::len()
+}
+
+use keel_nvme::fabrics::{validate_nqn, NQN_MAX_LEN};
+use keel_nvme::status::Status;
 use std::net::SocketAddr;
 use std::time::Duration;
 
