@@ -19,7 +19,7 @@ use super::pdu::{
 };
 use super::recv::{HostPdu, Rx, RxEvent};
 use super::sgl::{data_desc, is_connect, xfer_of, DataDesc};
-use crate::request::{NvmfRequest, ReqPtr};
+use crate::request::{CoreCtx, NvmfRequest, ReqPtr};
 use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
 use crate::spec::status::Status;
 use crate::target::Qpair;
@@ -584,7 +584,7 @@ impl Conn {
         req.length = 0;
         req.iovcnt = 0;
         req.transport_ctx = i as usize;
-        req.core_ctx = [0; 4];
+        req.core_ctx = CoreCtx::Idle;
         let slot = &mut st.slots[i as usize];
         slot.early = None;
         slot.h2c_done = 0;

@@ -29,7 +29,7 @@ use crate::verbs::{
     Access, CmId, ConnParam, Error, MemoryRegion, QpInit, SendWr, Sge, WorkCompletion,
 };
 use keel_bdev::{IoVec, MAX_IOVS};
-use keel_nvmf::request::{NvmfRequest, ReqPtr};
+use keel_nvmf::request::{CoreCtx, NvmfRequest, ReqPtr};
 use keel_nvmf::spec::cmd::{DataXfer, NvmeCpl};
 use keel_nvmf::spec::fabrics::FabricsType;
 use keel_nvmf::spec::status::Status;
@@ -609,7 +609,7 @@ impl Conn {
         req.length = 0;
         req.iovcnt = 0;
         req.transport_ctx = usize::from(i);
-        req.core_ctx = [0; 4];
+        req.core_ctx = CoreCtx::Idle;
         let slot = &mut st.slots[usize::from(i)];
         slot.keyed = None;
         slot.send_data = false;
