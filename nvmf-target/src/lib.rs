@@ -6,6 +6,8 @@
 //!   offsets by a test. Parsing never trusts the wire.
 //! - [`request`]: one command in flight ([`request::NvmfRequest`]), the object a transport
 //!   hands to the core and gets back completed. HOT PATH.
+//! - [`reqcore`]: the request slot table, buffers and checked slot states both transports
+//!   build on. HOT PATH.
 //! - [`target`]: subsystems (NVM and discovery), namespaces, allowed hosts, listeners,
 //!   controllers, queue pairs, admin/fabrics/I/O command execution, keep-alive, AERs, the
 //!   `nvmf_*` RPCs.
@@ -18,6 +20,7 @@
 //! path locks or allocates.
 
 pub mod initiator;
+pub mod reqcore;
 pub mod request;
 pub mod spec;
 pub mod target;

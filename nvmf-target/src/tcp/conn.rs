@@ -19,19 +19,18 @@ use super::pdu::{
 };
 use super::recv::{HostPdu, Rx, RxEvent};
 use super::sgl::{data_desc, is_connect, xfer_of, DataDesc};
-use crate::request::{CoreCtx, NvmfRequest, ReqPtr};
-use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
+use crate::reqcore::{self, start_request, ReqPool, ReqSlots};
+use crate::request::{NvmfRequest, ReqPtr};
+use crate::spec::cmd::{DataXfer, NvmeCmd};
 use crate::spec::status::Status;
 use crate::target::Qpair;
 use crate::transport::{ListenAddr, QpairTransport};
-use keel_bdev::{IoVec, MAX_IOVS};
-use keel_reactor::pool::{self, DmaBuf, PoolError};
-use std::cell::{Cell, OnceCell, RefCell, UnsafeCell};
+use keel_reactor::pool::PoolError;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::ptr::NonNull;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
@@ -71,9 +70,15 @@ pub struct ConnConfig {
     pub aq_depth: u16,
 }
 
+/// TCP request slot states. Legal moves ([`reqcore::SlotState::legal`]): Free → New; New →
+/// CapsuleData | AwaitBuf | Executing | Sending (answered early); CapsuleData → Executing |
+/// Sending; AwaitBuf → AwaitH2C | Sending; AwaitH2C → Executing | Sending; Executing →
+/// Sending; and any state → Free (release, also on close).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// Taken for a command capsule being parsed.
+    New,
     /// Receiving in-capsule data.
     CapsuleData,
     /// A write waiting for its pool buffers (R2T cap or pool empty); no R2T sent yet.
@@ -86,11 +91,31 @@ enum SlotState {
     Sending,
 }
 
-/// Transport-side state of one request slot.
+impl reqcore::SlotState for SlotState {
+    const COUNT: usize = 7;
+    const FREE: SlotState = SlotState::Free;
+    const EXECUTING: SlotState = SlotState::Executing;
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
+    #[inline]
+    fn legal(from: SlotState, to: SlotState) -> bool {
+        use SlotState::*;
+        matches!(
+            (from, to),
+            (Free, New)
+                | (New, CapsuleData | AwaitBuf | Executing | Sending)
+                | (CapsuleData | AwaitH2C, Executing | Sending)
+                | (AwaitBuf, AwaitH2C | Sending)
+                | (Executing, Sending)
+                | (_, Free)
+        )
+    }
+}
+
+/// TCP's own data of one request slot (state and buffers are in the request core).
 struct Slot {
-    state: SlotState,
-    bufs: [Option<DmaBuf>; MAX_IOVS],
-    nbufs: usize,
     /// Answer with this status instead of executing (SGL problem, data digest error).
     early: Option<Status>,
     h2c_done: u32,
@@ -112,9 +137,6 @@ struct Slot {
 impl Slot {
     fn new() -> Slot {
         Slot {
-            state: SlotState::Free,
-            bufs: std::array::from_fn(|_| None),
-            nbufs: 0,
             early: None,
             h2c_done: 0,
             r2t_sent: 0,
@@ -157,8 +179,7 @@ enum Life {
 struct State {
     rx: Rx,
     neg: Option<Negotiated>,
-    slots: Box<[Slot]>,
-    free: Vec<u16>,
+    slots: ReqSlots<SlotState, Slot>,
     txq: VecDeque<Tx>,
     /// Bytes of the head of `txq` already sent.
     tx_off: usize,
@@ -172,8 +193,6 @@ struct State {
     sq_head: u16,
     /// A Connect completed: read qid / sq size from the core before the next capsule.
     refresh_q: bool,
-    /// Slots not free.
-    outstanding: usize,
     epollout: bool,
     /// Interrupt mode: EPOLLIN is off while the receive machine is blocked (see
     /// [`Conn::park_reads`]).
@@ -207,7 +226,7 @@ pub struct Conn {
     peer: String,
     cfg: ConnConfig,
     qpair: OnceCell<Rc<Qpair>>,
-    reqs: OnceCell<Box<[UnsafeCell<NvmfRequest>]>>,
+    reqs: OnceCell<ReqPool>,
     st: RefCell<State>,
     dirty: Cell<bool>,
     /// The host must have connected its queue (ICReq, then Fabrics Connect) by then.
@@ -255,8 +274,7 @@ impl Conn {
                     maxh2cdata: cfg.maxh2cdata,
                 }),
                 neg: None,
-                slots: Box::new([]),
-                free: Vec::new(),
+                slots: ReqSlots::new(0, Slot::new),
                 txq: VecDeque::new(),
                 tx_off: 0,
                 iov: vec![empty_iov(); IOV_BATCH].into_boxed_slice(),
@@ -268,7 +286,6 @@ impl Conn {
                 sq_size: cfg.aq_depth.max(1),
                 sq_head: 0,
                 refresh_q: false,
-                outstanding: 0,
                 epollout: false,
                 reads_parked: false,
                 stalled: false,
@@ -303,7 +320,7 @@ impl Conn {
     /// Whether the connection is closed and every request came back (it can be freed).
     pub fn reapable(&self) -> bool {
         let st = self.st.borrow();
-        st.life == Life::Closed && st.outstanding == 0
+        st.life == Life::Closed && st.slots.outstanding() == 0
     }
 
     /// Whether the connection is still open without a connected queue at `now`, past its
@@ -342,9 +359,7 @@ impl Conn {
     }
 
     fn req_ptr(&self, i: u16) -> ReqPtr {
-        let reqs = self.reqs.get().expect("slots exist after ICReq");
-        // SAFETY: UnsafeCell::get never returns null.
-        unsafe { NonNull::new_unchecked(reqs[i as usize].get()) }
+        self.reqs.get().expect("slots exist after ICReq").ptr(i)
     }
 
     /// The request of slot `i`, for the transport's own use.
@@ -354,8 +369,8 @@ impl Conn {
     /// reference to that request may be live.
     #[allow(clippy::mut_from_ref)]
     unsafe fn req_mut(&self, i: u16) -> &mut NvmfRequest {
-        // SAFETY: caller's contract.
-        unsafe { &mut *self.req_ptr(i).as_ptr() }
+        // SAFETY: caller's contract (that of `ReqPool::get_mut`).
+        unsafe { self.reqs.get().expect("slots exist after ICReq").get_mut(i) }
     }
 
     // ----- receive -----
@@ -552,15 +567,10 @@ impl Conn {
         st.icresp.copy_from_slice(resp.as_bytes());
         // The request slots, now that the peer speaks NVMe/TCP.
         let n = self.cfg.slots;
-        st.slots = (0..n).map(|_| Slot::new()).collect();
-        st.free = (0..n as u16).rev().collect();
+        st.slots = ReqSlots::new(n, Slot::new);
         st.buf_wait = VecDeque::with_capacity(n);
         st.txq = VecDeque::with_capacity(n * (R2T_SLOTS + 1) + 4);
-        let _ = self.reqs.set(
-            (0..n)
-                .map(|_| UnsafeCell::new(NvmfRequest::new()))
-                .collect(),
-        );
+        let _ = self.reqs.set(ReqPool::new(n));
         st.txq.push_back(Tx::IcResp);
         Action::Continue
     }
@@ -569,29 +579,19 @@ impl Conn {
         if st.neg.is_none() {
             return Action::Close;
         }
-        let Some(i) = st.free.pop() else {
+        let Some(i) = st.slots.take(SlotState::New) else {
             st.rx.defer();
             return Action::Stall;
         };
         // SAFETY: slot `i` was free: the core does not hold its request.
         let req = unsafe { self.req_mut(i) };
-        req.cmd = *cmd;
-        req.rsp = NvmeCpl {
-            cid: cmd.cid,
-            ..NvmeCpl::default()
-        };
-        req.xfer = xfer_of(cmd);
-        req.length = 0;
-        req.iovcnt = 0;
-        req.transport_ctx = i as usize;
-        req.core_ctx = CoreCtx::Idle;
-        let slot = &mut st.slots[i as usize];
+        start_request(req, i, cmd, xfer_of(cmd));
+        let slot = &mut st.slots[i];
         slot.early = None;
         slot.h2c_done = 0;
         slot.r2t_sent = 0;
         slot.r2t_seq = 0;
         slot.connect_qid = is_connect(cmd).then_some((cmd.cdw10 >> 16) as u16);
-        st.outstanding += 1;
         // Before Connect only Connect runs (the core answers anything else with Command
         // Sequence Error): take no pool buffers and send no R2T for the rest, so a host that
         // never connects cannot pin memory. In-capsule data is still received (it is in the
@@ -624,10 +624,10 @@ impl Conn {
             } else {
                 early
             };
-            if let Err(e) = self.alloc_bufs(st, i, icd_len) {
+            if let Err(e) = st.slots.alloc_bufs(i, icd_len, self.cfg.buf_chunk) {
                 return self.undo_capsule(st, i, e);
             }
-            slot_set_iovs(&st.slots[i as usize], req, icd_len);
+            st.slots.set_iovs(i, req, icd_len);
             // SAFETY: the iovecs describe slot `i`'s pool buffers, owned by the slot until
             // the slot is released, which only happens after the data phase (or on close,
             // when the receive machine is dead).
@@ -635,9 +635,9 @@ impl Conn {
                 return self.fatal(st, e, &[]);
             }
             req.length = len;
-            let slot = &mut st.slots[i as usize];
-            slot.early = early;
-            slot.state = SlotState::CapsuleData;
+            st.slots[i].early = early;
+            st.slots
+                .set_state(i, SlotState::New, SlotState::CapsuleData);
             st.cur_data = Some((i, icd_len));
             return Action::Continue;
         }
@@ -660,23 +660,23 @@ impl Conn {
             return self.complete_early(st, i, status);
         }
         if req.xfer == DataXfer::None || len == 0 {
-            st.slots[i as usize].state = SlotState::Executing;
+            st.slots.set_state(i, SlotState::New, SlotState::Executing);
             return Action::Execute(self.req_ptr(i));
         }
         req.length = len;
         if req.xfer == DataXfer::HostToController {
             // Parsed and queued (not deferred): the H2CData of earlier writes may follow it
             // in the stream.
-            st.slots[i as usize].state = SlotState::AwaitBuf;
+            st.slots.set_state(i, SlotState::New, SlotState::AwaitBuf);
             st.buf_wait.push_back(i);
             self.start_waiting_writes(st);
             return Action::Continue;
         }
-        if let Err(e) = self.alloc_bufs(st, i, len) {
+        if let Err(e) = st.slots.alloc_bufs(i, len, self.cfg.buf_chunk) {
             return self.undo_capsule(st, i, e);
         }
-        slot_set_iovs(&st.slots[i as usize], req, len);
-        st.slots[i as usize].state = SlotState::Executing;
+        st.slots.set_iovs(i, req, len);
+        st.slots.set_state(i, SlotState::New, SlotState::Executing);
         Action::Execute(self.req_ptr(i))
     }
 
@@ -692,7 +692,7 @@ impl Conn {
             if st.r2t_held > 0 && st.r2t_held + len as usize > MAX_R2T_BUFFERED_PER_CONN {
                 return;
             }
-            if let Err(e) = self.alloc_bufs(st, i, len) {
+            if let Err(e) = st.slots.alloc_bufs(i, len, self.cfg.buf_chunk) {
                 if let PoolError::BadSize(_) = e {
                     st.buf_wait.pop_front();
                     self.complete_early(st, i, Status::DATA_SGL_LENGTH_INVALID);
@@ -702,39 +702,13 @@ impl Conn {
                 return;
             }
             st.buf_wait.pop_front();
-            slot_set_iovs(&st.slots[i as usize], req, len);
-            let slot = &mut st.slots[i as usize];
-            slot.state = SlotState::AwaitH2C;
-            slot.held = len;
+            st.slots.set_iovs(i, req, len);
+            st.slots
+                .set_state(i, SlotState::AwaitBuf, SlotState::AwaitH2C);
+            st.slots[i].held = len;
             st.r2t_held += len as usize;
             self.issue_r2ts(st, i, req.cmd.cid, len);
         }
-    }
-
-    /// Take the pool buffers for `len` bytes of slot `i`.
-    fn alloc_bufs(&self, st: &mut State, i: u16, len: u32) -> Result<(), PoolError> {
-        let slot = &mut st.slots[i as usize];
-        let chunk = self.cfg.buf_chunk;
-        let n = (len as usize).div_ceil(chunk);
-        if n > MAX_IOVS {
-            return Err(PoolError::BadSize(len as usize));
-        }
-        let mut left = len as usize;
-        for k in 0..n {
-            let this = left.min(chunk);
-            match pool::alloc(this) {
-                Ok(b) => slot.bufs[k] = Some(b),
-                Err(e) => {
-                    for b in &mut slot.bufs[..k] {
-                        *b = None;
-                    }
-                    return Err(e);
-                }
-            }
-            left -= this;
-        }
-        slot.nbufs = n;
-        Ok(())
     }
 
     /// Buffers could not be had: give the slot back and retry the capsule later (or fail
@@ -743,9 +717,7 @@ impl Conn {
         if let PoolError::BadSize(_) = e {
             return self.complete_early(st, i, Status::DATA_SGL_LENGTH_INVALID);
         }
-        st.slots[i as usize].state = SlotState::Free;
-        st.free.push(i);
-        st.outstanding -= 1;
+        st.slots.release(i);
         st.rx.defer();
         Action::Stall
     }
@@ -765,7 +737,7 @@ impl Conn {
             .map_or(1, |n| (n.maxr2t as usize).saturating_add(1))
             .min(R2T_SLOTS);
         let chunk = self.cfg.maxh2cdata;
-        let slot = &mut st.slots[i as usize];
+        let slot = &mut st.slots[i];
         while slot.r2t_sent < len
             && ((slot.r2t_sent - slot.h2c_done).div_ceil(chunk) as usize) < max_out
         {
@@ -802,10 +774,7 @@ impl Conn {
 
     fn on_h2c_data(&self, st: &mut State, h: &DataHeader, data_len: u32) -> Action {
         let i = h.ttag;
-        let ok_slot = st
-            .slots
-            .get(i as usize)
-            .is_some_and(|s| s.state == SlotState::AwaitH2C);
+        let ok_slot = st.slots.get_state(usize::from(i)) == Some(SlotState::AwaitH2C);
         if !ok_slot {
             return self.fatal(
                 st,
@@ -829,7 +798,7 @@ impl Conn {
                 h.as_bytes(),
             );
         }
-        let slot = &st.slots[i as usize];
+        let slot = &st.slots[i];
         if h.datao != slot.h2c_done || h.datao as u64 + h.datal as u64 > slot.r2t_sent as u64 {
             return self.fatal(
                 st,
@@ -851,7 +820,8 @@ impl Conn {
         };
         // SAFETY: the slot is receiving data: not with the core.
         let req = unsafe { self.req_mut(i) };
-        let slot = &mut st.slots[i as usize];
+        let state = st.slots.state(i);
+        let slot = &mut st.slots[i];
         if !digest_ok {
             log::warn!(
                 "nvmf/tcp: {}: data digest error on command {}",
@@ -860,10 +830,10 @@ impl Conn {
             );
             slot.early.get_or_insert(Status::TRANSIENT_TRANSPORT_ERROR);
         }
-        match slot.state {
+        match state {
             SlotState::CapsuleData => {
                 let length = req.length;
-                slot_set_iovs(slot, req, length);
+                st.slots.set_iovs(i, req, length);
             }
             SlotState::AwaitH2C => {
                 slot.h2c_done += len;
@@ -877,10 +847,10 @@ impl Conn {
             }
             _ => return Action::Close,
         }
-        if let Some(status) = st.slots[i as usize].early {
+        if let Some(status) = st.slots[i].early {
             return self.complete_early(st, i, status);
         }
-        st.slots[i as usize].state = SlotState::Executing;
+        st.slots.set_state(i, state, SlotState::Executing);
         Action::Execute(self.req_ptr(i))
     }
 
@@ -902,7 +872,8 @@ impl Conn {
             maxh2cdata: self.cfg.maxh2cdata,
             maxr2t: 0,
         });
-        let slot = &mut st.slots[i as usize];
+        let state = st.slots.state(i);
+        let slot = &mut st.slots[i];
         let success = Status::from_field(req.rsp.status).is_success();
         if let Some(qid) = slot.connect_qid {
             if success {
@@ -977,7 +948,7 @@ impl Conn {
             }
             slot.rsp_len = SHORT_HLEN + hd;
         }
-        slot.state = SlotState::Sending;
+        st.slots.set_state(i, state, SlotState::Sending);
         st.txq.push_back(Tx::Done(i));
     }
 
@@ -1155,7 +1126,7 @@ impl Conn {
             st.tx_off = 0;
             st.buf_wait.clear();
             for i in 0..st.slots.len() as u16 {
-                match st.slots[i as usize].state {
+                match st.slots.state(i) {
                     SlotState::Free | SlotState::Executing => {}
                     _ => release_slot(&mut st, i),
                 }
@@ -1169,38 +1140,13 @@ impl Conn {
     }
 }
 
-/// Give slot `i` back (drops its buffers).
+/// Give slot `i` back (drops its buffers and its share of the R2T budget).
 fn release_slot(st: &mut State, i: u16) {
-    let slot = &mut st.slots[i as usize];
-    if slot.state == SlotState::Free {
+    if st.slots.state(i) == SlotState::Free {
         return;
     }
-    for b in &mut slot.bufs[..slot.nbufs] {
-        *b = None;
-    }
-    slot.nbufs = 0;
-    slot.state = SlotState::Free;
-    st.r2t_held -= std::mem::take(&mut slot.held) as usize;
-    st.free.push(i);
-    st.outstanding -= 1;
-}
-
-/// Point `req.iovs` at the slot's buffers, covering exactly `len` bytes.
-fn slot_set_iovs(slot: &Slot, req: &mut NvmfRequest, len: u32) {
-    let mut left = len as usize;
-    let mut n = 0;
-    for b in slot.bufs[..slot.nbufs].iter().flatten() {
-        if left == 0 {
-            break;
-        }
-        let l = b.len().min(left);
-        // SAFETY: the buffer belongs to the slot until the slot is released, after the
-        // request is finished with; the pointer is valid for `l ≤ len` bytes.
-        req.iovs[n] = unsafe { IoVec::from_raw(b.as_ptr().cast_mut(), l) };
-        left -= l;
-        n += 1;
-    }
-    req.iovcnt = n;
+    st.r2t_held -= std::mem::take(&mut st.slots[i].held) as usize;
+    st.slots.release(i);
 }
 
 /// The iovecs of one queued item into `out`; returns (count, bytes), or (0, 0) if it does not
@@ -1232,12 +1178,12 @@ fn item_iovs(conn: &Conn, st: &State, item: Tx, out: &mut [libc::iovec]) -> (usi
             if out.is_empty() {
                 return (0, 0);
             }
-            let b = &st.slots[slot as usize].r2t_hdr[k as usize];
+            let b = &st.slots[slot].r2t_hdr[k as usize];
             out[0] = iov(b.as_ptr(), SHORT_HLEN + hd);
             (1, SHORT_HLEN + hd)
         }
         Tx::Done(i) => {
-            let slot = &st.slots[i as usize];
+            let slot = &st.slots[i];
             let req_ptr = conn.req_ptr(i);
             // SAFETY: the slot is Sending: the core is done with the request and only the
             // transport reads it.
@@ -1277,17 +1223,19 @@ fn item_iovs(conn: &Conn, st: &State, item: Tx, out: &mut [libc::iovec]) -> (usi
 
 impl QpairTransport for Conn {
     fn request_complete(&self, req: ReqPtr) {
-        // SAFETY: the core hands back a request of this connection's pool.
-        let i = unsafe { req.as_ref() }.transport_ctx as u16;
         {
             let mut st = self.st.borrow_mut();
-            if st.slots.get(i as usize).map(|s| s.state) != Some(SlotState::Executing) {
+            let slot = self
+                .reqs
+                .get()
+                .and_then(|p| p.completed_slot(&st.slots, req));
+            let Some(i) = slot else {
                 log::error!(
                     "nvmf/tcp: {}: completion for a request not executing",
                     self.peer
                 );
                 return;
-            }
+            };
             self.complete_locked(&mut st, i);
         }
         self.mark_dirty();
