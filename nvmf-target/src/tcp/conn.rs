@@ -1253,3 +1253,46 @@ impl QpairTransport for Conn {
         self.peer.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SlotState::{self, *};
+    use crate::reqcore::ReqSlots;
+
+    /// Walk slots through every path the connection takes; the table allows each step.
+    #[test]
+    fn slot_paths_are_legal() {
+        let paths: &[&[SlotState]] = &[
+            // No data, or a read.
+            &[New, Executing, Sending],
+            // In-capsule data.
+            &[New, CapsuleData, Executing, Sending],
+            // Write pulled with R2T.
+            &[New, AwaitBuf, AwaitH2C, Executing, Sending],
+            // Answered early at each stage.
+            &[New, Sending],
+            &[New, CapsuleData, Sending],
+            &[New, AwaitBuf, Sending],
+            &[New, AwaitBuf, AwaitH2C, Sending],
+        ];
+        let mut t: ReqSlots<SlotState, ()> = ReqSlots::new(2, || ());
+        for path in paths {
+            let i = t.take(path[0]).unwrap();
+            for w in path.windows(2) {
+                t.set_state(i, w[0], w[1]);
+            }
+            assert_eq!(t.count(*path.last().unwrap()), 1);
+            assert!(t.release(i));
+        }
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "illegal transition")]
+    fn data_cannot_arrive_after_execution() {
+        let mut t: ReqSlots<SlotState, ()> = ReqSlots::new(1, || ());
+        let i = t.take(New).unwrap();
+        t.set_state(i, New, Executing);
+        t.set_state(i, Executing, AwaitH2C);
+    }
+}
