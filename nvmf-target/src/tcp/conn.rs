@@ -10,7 +10,7 @@
 //! into the core (`execute`, `close`), because the core may call back (`request_complete`)
 //! from inside those.
 
-use super::group;
+use super::group::{GroupHandle, GroupLink};
 use super::pdu::{
     align_up, digest, digest_append, encode_term_req, negotiate, CapsuleRespHeader, CommonHeader,
     DataHeader, IcResp, Negotiated, R2tHeader, RxLimits, TermError, Wire, DIGEST_LEN,
@@ -221,6 +221,8 @@ enum Action {
 /// One connection.
 pub struct Conn {
     sock: TcpStream,
+    /// The poll group serving this connection (it owns the connection: a weak handle).
+    group: Weak<dyn GroupLink>,
     token: u32,
     transport_id: u64,
     peer: String,
@@ -245,23 +247,28 @@ fn empty_iov() -> libc::iovec {
 }
 
 impl Conn {
-    /// A connection for `sock` (already non-blocking) accepted on `listen`;
-    /// `park_when_stalled` in interrupt mode (see [`Conn::park_reads`]).
-    pub fn new(
+    /// A connection for `sock` (already non-blocking) accepted on `listen`, served by the
+    /// poll group `at` names.
+    pub(crate) fn new(
         sock: TcpStream,
-        token: u32,
+        at: GroupHandle,
         transport_id: u64,
         listen: ListenAddr,
         cfg: ConnConfig,
         connect_deadline: Instant,
-        park_when_stalled: bool,
     ) -> Rc<Conn> {
+        let GroupHandle {
+            link: group,
+            token,
+            park_when_stalled,
+        } = at;
         let peer = sock
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".to_string());
         let conn = Rc::new(Conn {
             sock,
+            group,
             token,
             transport_id,
             peer,
@@ -352,9 +359,17 @@ impl Conn {
         self.dirty.replace(false)
     }
 
+    /// Tell the poll group something (nothing once the group is gone).
+    #[inline]
+    fn with_group(&self, f: impl FnOnce(&dyn GroupLink)) {
+        if let Some(g) = self.group.upgrade() {
+            f(&*g);
+        }
+    }
+
     fn mark_dirty(&self) {
         if !self.dirty.replace(true) {
-            group::mark_dirty(self.token);
+            self.with_group(|g| g.mark_dirty(self.token));
         }
     }
 
@@ -407,7 +422,7 @@ impl Conn {
                             // free up: stop being woken by them.
                             self.park_reads(&mut st, true);
                         }
-                        group::mark_stalled(self.token);
+                        self.with_group(|g| g.mark_stalled(self.token));
                         self.flush();
                         return;
                     }
@@ -446,7 +461,7 @@ impl Conn {
                 // (the data of writes already granted frees buffers), so input stays watched.
                 st.stalled = true;
                 drop(st);
-                group::mark_stalled(self.token);
+                self.with_group(|g| g.mark_stalled(self.token));
             }
         }
         self.flush();
@@ -1062,7 +1077,8 @@ impl Conn {
     fn want_out(&self, st: &mut State, on: bool) {
         if st.epollout != on {
             st.epollout = on;
-            group::set_interest(self.sock.as_raw_fd(), self.token, !st.reads_parked, on);
+            let (fd, read) = (self.sock.as_raw_fd(), !st.reads_parked);
+            self.with_group(|g| g.set_interest(fd, self.token, read, on));
         }
     }
 
@@ -1073,7 +1089,8 @@ impl Conn {
     fn park_reads(&self, st: &mut State, park: bool) {
         if self.park_when_stalled && st.reads_parked != park {
             st.reads_parked = park;
-            group::set_interest(self.sock.as_raw_fd(), self.token, !park, st.epollout);
+            let (fd, write) = (self.sock.as_raw_fd(), st.epollout);
+            self.with_group(|g| g.set_interest(fd, self.token, !park, write));
         }
     }
 
@@ -1132,11 +1149,11 @@ impl Conn {
                 }
             }
         }
-        group::forget_fd(self.sock.as_raw_fd());
+        self.with_group(|g| g.forget_fd(self.sock.as_raw_fd()));
         let _ = self.sock.shutdown(Shutdown::Both);
         log::debug!("nvmf/tcp: {}: connection closed", self.peer);
         self.qpair().close();
-        group::mark_closing(self.token);
+        self.with_group(|g| g.mark_closing(self.token));
     }
 }
 
@@ -1246,7 +1263,7 @@ impl QpairTransport for Conn {
             "nvmf/tcp: {}: disconnect requested by the target",
             self.peer
         );
-        group::request_close(self.token);
+        self.with_group(|g| g.request_close(self.token));
     }
 
     fn peer(&self) -> String {
@@ -1257,7 +1274,122 @@ impl QpairTransport for Conn {
 #[cfg(test)]
 mod tests {
     use super::SlotState::{self, *};
+    use super::*;
     use crate::reqcore::ReqSlots;
+    use crate::transport::{AdrFam, TrType};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A poll group that only records what the connection asks of it.
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl GroupLink for Recorder {
+        fn mark_dirty(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("dirty {token}"));
+        }
+        fn mark_stalled(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("stalled {token}"));
+        }
+        fn mark_closing(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("closing {token}"));
+        }
+        fn request_close(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("close {token}"));
+        }
+        fn set_interest(&self, _fd: i32, token: u32, read: bool, write: bool) {
+            self.calls
+                .borrow_mut()
+                .push(format!("interest {token} {read} {write}"));
+        }
+        fn forget_fd(&self, _fd: i32) {
+            self.calls.borrow_mut().push("forget".into());
+        }
+    }
+
+    fn read_exact(c: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut b = vec![0; n];
+        c.read_exact(&mut b).unwrap();
+        b
+    }
+
+    /// A connection driven by hand, with a recording group instead of an epoll poll group
+    /// and no reactor: ICReq, a command before Connect (answered early, its slot back on
+    /// the free list), then the host hangs up and the group hears of the close.
+    #[test]
+    fn conn_runs_without_a_poll_group() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut host = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        host.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let (sock, _) = l.accept().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let group = Rc::new(Recorder::default());
+        let link: Weak<dyn GroupLink> = Rc::downgrade(&group) as Weak<dyn GroupLink>;
+        let cfg = ConnConfig {
+            slots: 4,
+            icd_io: 4096,
+            icd_admin: 4096,
+            maxh2cdata: 131072,
+            max_io_size: 131072,
+            buf_chunk: 131072,
+            c2h_success: true,
+            aq_depth: 32,
+        };
+        let listen = ListenAddr {
+            trtype: TrType::Tcp,
+            adrfam: AdrFam::Ipv4,
+            traddr: "127.0.0.1".into(),
+            trsvcid: "0".into(),
+        };
+        let at = GroupHandle {
+            link,
+            token: 7,
+            park_when_stalled: false,
+        };
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let conn = Conn::new(sock, at, 1, listen, cfg, far);
+
+        // ICReq: type 0, HLEN = PLEN = 128, PFV 0, no digests.
+        let mut icreq = [0u8; 128];
+        icreq[2] = 128;
+        icreq[4..8].copy_from_slice(&128u32.to_le_bytes());
+        host.write_all(&icreq).unwrap();
+        conn.on_readable();
+        let icresp = read_exact(&mut host, 128);
+        assert_eq!(icresp[0], 0x01, "ICResp");
+        assert_eq!(conn.st.borrow().slots.len(), 4);
+
+        // Identify (admin opcode 6, CID 0x1234) before Connect: Command Sequence Error.
+        let mut cap = [0u8; 72];
+        cap[0] = 0x04;
+        cap[2] = 72;
+        cap[4..8].copy_from_slice(&72u32.to_le_bytes());
+        cap[8] = 0x06;
+        cap[10..12].copy_from_slice(&0x1234u16.to_le_bytes());
+        host.write_all(&cap).unwrap();
+        conn.on_readable();
+        let rsp = read_exact(&mut host, 24);
+        assert_eq!(rsp[0], 0x05, "CapsuleResp");
+        let cqe = &rsp[8..];
+        assert_eq!(u16::from_le_bytes([cqe[12], cqe[13]]), 0x1234);
+        let status = u16::from_le_bytes([cqe[14], cqe[15]]) >> 1;
+        assert_eq!(status, Status::COMMAND_SEQUENCE_ERROR.to_field() >> 1);
+        {
+            let st = conn.st.borrow();
+            assert_eq!(st.slots.outstanding(), 0, "the slot is free again");
+            assert_eq!(st.slots.count(SlotState::Free), 4);
+        }
+
+        drop(host);
+        conn.on_readable();
+        assert!(conn.reapable());
+        let calls = group.calls.borrow();
+        assert!(calls.iter().any(|c| c == "forget"), "{calls:?}");
+        assert!(calls.iter().any(|c| c == "closing 7"), "{calls:?}");
+    }
 
     /// Walk slots through every path the connection takes; the table allows each step.
     #[test]
