@@ -20,7 +20,7 @@
 
 use super::capsule::{self, CapsuleData};
 use super::core_dev::CoreDev;
-use super::group::{self, PeerRdma};
+use super::group::{GroupLink, PeerRdma};
 use super::recv::RecvArena;
 use super::wr_id::{Kind, WrId};
 use super::{RdmaConfig, MAX_SGE_PER_WR};
@@ -51,6 +51,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a new connection needs (from the listener and the poll group).
 pub(crate) struct ConnSetup {
+    /// The poll group serving the connection (weak: the group owns its connections).
+    pub group: Weak<dyn GroupLink>,
     pub token: u16,
     pub gen: u8,
     pub transport_id: u64,
@@ -264,6 +266,8 @@ pub(crate) struct Conn {
     dev: Rc<CoreDev>,
     qpair: OnceCell<Rc<Qpair>>,
     cfg: Arc<RdmaConfig>,
+    /// The poll group serving this connection.
+    group: Weak<dyn GroupLink>,
     token: u16,
     gen: u8,
     transport_id: u64,
@@ -407,6 +411,7 @@ impl Conn {
             dev: s.dev.clone(),
             qpair: OnceCell::new(),
             cfg: s.cfg.clone(),
+            group: s.group.clone(),
             token: s.token,
             gen: s.gen,
             transport_id: s.transport_id,
@@ -459,6 +464,14 @@ impl Conn {
 
     fn qpair(&self) -> &Rc<Qpair> {
         self.qpair.get().expect("set at construction")
+    }
+
+    /// Tell the poll group something (nothing once the group is gone).
+    #[inline]
+    fn with_group(&self, f: impl FnOnce(&dyn GroupLink)) {
+        if let Some(g) = self.group.upgrade() {
+            f(&*g);
+        }
     }
 
     #[inline]
@@ -735,7 +748,7 @@ impl Conn {
                     Err(None) => {
                         if !st.pool_starved {
                             st.pool_starved = true;
-                            group::mark_starved(self.token, self.gen);
+                            self.with_group(|g| g.mark_starved(self.token, self.gen));
                         }
                         return;
                     }
@@ -838,7 +851,7 @@ impl Conn {
     fn mark_tx(&self, st: &mut State) {
         if !st.tx_dirty {
             st.tx_dirty = true;
-            group::mark_tx(self.token, self.gen);
+            self.with_group(|g| g.mark_tx(self.token, self.gen));
         }
     }
 
@@ -1108,7 +1121,7 @@ impl Conn {
             self.qid
         );
         self.qpair().close();
-        group::mark_closing(self.token);
+        self.with_group(|g| g.mark_closing(self.token));
     }
 }
 
@@ -1176,7 +1189,7 @@ impl QpairTransport for Conn {
             "nvmf/rdma: {}: disconnect requested by the target",
             self.peer
         );
-        group::request_close(self.token, self.gen);
+        self.with_group(|g| g.request_close(self.token, self.gen));
     }
 
     fn peer(&self) -> String {
