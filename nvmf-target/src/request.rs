@@ -10,7 +10,7 @@
 
 use crate::spec::cmd::{DataXfer, NvmeCmd, NvmeCpl};
 use crate::target::Qpair;
-use keel_bdev::{IoType, IoVec, MAX_IOVS};
+use keel_bdev::{IoType, IoVec, IoWaitEntry, MAX_IOVS};
 use keel_reactor::pool::DmaBuf;
 use std::ptr::NonNull;
 use std::rc::Rc;
@@ -36,6 +36,9 @@ pub struct NvmfRequest {
     /// What the core keeps while the command runs, by kind of command. A transport sets it
     /// to [`CoreCtx::Idle`] for each new command and never reads it otherwise.
     pub core_ctx: CoreCtx,
+    /// The core's entry for waiting on a bdev channel's free descriptor (back-pressure without
+    /// allocation). Queued only while the command runs; the request's address is stable then.
+    pub(crate) io_wait: IoWaitEntry,
 }
 
 /// The core's per-command state while a bdev I/O of the command is in flight, by kind of
@@ -53,6 +56,11 @@ pub enum CoreCtx {
         qp: Rc<Qpair>,
         /// The bdev I/O type, for mapping its status to an NVMe status.
         kind: IoType,
+    },
+    /// Waiting for a free descriptor on the namespace's channel, to run again from the start.
+    Waiting {
+        /// The queue pair the command runs on.
+        qp: Rc<Qpair>,
     },
     /// Dataset Management deallocation: one unmap per range.
     Dsm(DsmCtx),
@@ -89,12 +97,18 @@ impl NvmfRequest {
             iovcnt: 0,
             transport_ctx: 0,
             core_ctx: CoreCtx::Idle,
+            io_wait: IoWaitEntry::new(no_wait, 0),
         }
     }
     /// The valid data buffers.
     pub fn data_iovs(&self) -> &[IoVec] {
         &self.iovs[..self.iovcnt]
     }
+}
+
+/// The callback of a request's wait entry before the core sets one (never called).
+fn no_wait(_: usize) {
+    unreachable!("a request's wait entry was queued without a callback");
 }
 
 impl Default for NvmfRequest {

@@ -8,8 +8,9 @@
 //! [`CoreCtx::Io`] (with the bdev I/O type its completion maps the status with),
 //! [`CoreCtx::Dsm`] (unmaps in flight, first error, next range) and [`CoreCtx::Compare`] (its
 //! read buffer).
-//! Back-pressure: when a channel has no free descriptor, the command waits on the channel
-//! (`wait_for_descriptor`) and runs again; it is never failed for it.
+//! Back-pressure: when a channel has no free descriptor, the command queues the request's own
+//! wait entry on the channel (`queue_io_wait`, no allocation; [`CoreCtx::Waiting`] holds the
+//! queue pair meanwhile) and runs again; it is never failed for it.
 
 use super::nstable::{CoreSubsys, NsChannel};
 use super::qpair::Qpair;
@@ -18,7 +19,8 @@ use crate::spec::cmd::DataXfer;
 use crate::spec::iov;
 use crate::spec::opcode::nvm as opc;
 use crate::spec::status::Status;
-use keel_bdev::{IoStatus, IoType, IoVec, SubmitError};
+use keel_bdev::{IoStatus, IoType, IoVec, IoWaitEntry, SubmitError};
+use std::pin::Pin;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
@@ -84,8 +86,14 @@ fn submit_failed(
     match e {
         SubmitError::NoDescriptor => {
             super::stats::bdev_io_pending();
-            let q = Rc::clone(qp);
-            ns.ch.wait_for_descriptor(Box::new(move || q.execute(req)));
+            set_ctx(req, CoreCtx::Waiting { qp: Rc::clone(qp) });
+            // SAFETY: the request is ours until completed (request.rs contract); no other
+            // reference to it is live here, and only its entry is borrowed, shared.
+            let entry = unsafe { &(*req.as_ptr()).io_wait };
+            if !wait_for_descriptor(ns, entry, req, retry_execute) {
+                // A descriptor is free already: run again now.
+                retry_execute(req.as_ptr() as usize);
+            }
             Ok(())
         }
         SubmitError::OutOfRange => Err(Status::LBA_OUT_OF_RANGE),
@@ -93,6 +101,29 @@ fn submit_failed(
         SubmitError::BadIovecs => Err(Status::DATA_SGL_LENGTH_INVALID),
         SubmitError::Removed => Err(Status::INVALID_NAMESPACE_OR_FORMAT),
     }
+}
+
+/// Queue `entry`, the wait entry of request `req`, on the namespace's channel, to call `cb`
+/// with the request's address when a descriptor is freed (no allocation). Returns false,
+/// without queueing, when a descriptor is free now.
+#[inline]
+fn wait_for_descriptor(ns: &NsChannel, entry: &IoWaitEntry, req: ReqPtr, cb: fn(usize)) -> bool {
+    entry.set_callback(cb, req.as_ptr() as usize);
+    // SAFETY: the request (and so its entry) stays at its address in the transport's pool
+    // while the command runs, and the command does not complete while the entry is queued
+    // (only the entry's callback moves it on); dropping the entry would unqueue it anyway.
+    let entry = unsafe { Pin::new_unchecked(entry) };
+    ns.ch.queue_io_wait(entry)
+}
+
+/// A command waiting for a descriptor ([`CoreCtx::Waiting`]) runs again from the start.
+fn retry_execute(ctx: usize) {
+    // SAFETY: `ctx` is the address of the waiting request, still ours (not completed).
+    let (req, r) = unsafe { req_of(ctx) };
+    let CoreCtx::Waiting { qp } = std::mem::take(&mut r.core_ctx) else {
+        unreachable!("a descriptor wait served for a request not waiting");
+    };
+    qp.execute(req);
 }
 
 /// The request behind a completion context.
@@ -256,6 +287,7 @@ fn dsm_continue(req: ReqPtr) {
     let nr = dsm_ranges(r);
     let nsid = r.cmd.nsid;
     let iovs = &r.iovs[..r.iovcnt];
+    let entry = &r.io_wait;
     let d = dsm_ctx(&mut r.core_ctx);
     let ns = d.qp.io_ns().and_then(|t| t.get(nsid));
     while d.next < nr {
@@ -278,9 +310,10 @@ fn dsm_continue(req: ReqPtr) {
                 d.next += 1;
             }
             Err(SubmitError::NoDescriptor) => {
-                ns.ch
-                    .wait_for_descriptor(Box::new(move || dsm_continue(req)));
-                return;
+                if wait_for_descriptor(ns, entry, req, dsm_retry) {
+                    return;
+                }
+                // A descriptor is free already: try the range again now.
             }
             Err(e) => {
                 let s = match e {
@@ -296,6 +329,13 @@ fn dsm_continue(req: ReqPtr) {
     if d.inflight == 0 {
         dsm_finish(req, r);
     }
+}
+
+/// A Dataset Management command waiting for a descriptor goes on with its ranges.
+fn dsm_retry(ctx: usize) {
+    // SAFETY: `ctx` is the address of the waiting request, still ours (not completed).
+    let (req, _) = unsafe { req_of(ctx) };
+    dsm_continue(req);
 }
 
 fn dsm_done(ctx: usize, status: IoStatus) {
