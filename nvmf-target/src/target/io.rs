@@ -41,13 +41,16 @@ pub(crate) fn execute(qp: &Rc<Qpair>, tbl: &CoreSubsys, req: ReqPtr) {
         // Fused operations are not advertised (FUSES = 0).
         return qp.finish(req, Status::INVALID_FIELD, 0);
     }
+    // Each command below gets `r` (the one reference to the request while it is submitted)
+    // and `req` (its address, for the completion context); none uses `r` once the request
+    // may have completed.
     let res = match r.cmd.opc {
-        opc::READ => read_write(qp, &ns, req, IoType::Read),
-        opc::WRITE => read_write(qp, &ns, req, IoType::Write),
-        opc::FLUSH => flush(qp, &ns, req),
-        opc::WRITE_ZEROES => write_zeroes(qp, &ns, req),
-        opc::DATASET_MANAGEMENT => dsm_start(qp, &ns, req),
-        opc::COMPARE => compare(qp, &ns, req),
+        opc::READ => read_write(qp, &ns, req, r, IoType::Read),
+        opc::WRITE => read_write(qp, &ns, req, r, IoType::Write),
+        opc::FLUSH => flush(qp, &ns, req, r),
+        opc::WRITE_ZEROES => write_zeroes(qp, &ns, req, r),
+        opc::DATASET_MANAGEMENT => dsm_start(qp, &ns, req, r),
+        opc::COMPARE => compare(qp, &ns, req, r),
         _ => Err(Status::INVALID_OPCODE),
     };
     if let Err(s) = res {
@@ -81,16 +84,14 @@ fn submit_failed(
     qp: &Rc<Qpair>,
     ns: &NsChannel,
     req: ReqPtr,
+    r: &mut NvmfRequest,
     e: SubmitError,
 ) -> Result<(), Status> {
     match e {
         SubmitError::NoDescriptor => {
             super::stats::bdev_io_pending();
-            set_ctx(req, CoreCtx::Waiting { qp: Rc::clone(qp) });
-            // SAFETY: the request is ours until completed (request.rs contract); no other
-            // reference to it is live here, and only its entry is borrowed, shared.
-            let entry = unsafe { &(*req.as_ptr()).io_wait };
-            if !wait_for_descriptor(ns, entry, req, retry_execute) {
+            r.core_ctx = CoreCtx::Waiting { qp: Rc::clone(qp) };
+            if !wait_for_descriptor(ns, &r.io_wait, req, retry_execute) {
                 // A descriptor is free already: run again now.
                 retry_execute(req.as_ptr() as usize);
             }
@@ -146,37 +147,33 @@ fn submit(
     qp: &Rc<Qpair>,
     ns: &NsChannel,
     req: ReqPtr,
+    r: &mut NvmfRequest,
     kind: IoType,
-    f: impl FnOnce(usize) -> Result<(), SubmitError>,
+    f: impl FnOnce(&[IoVec], usize) -> Result<(), SubmitError>,
 ) -> Result<(), Status> {
-    set_ctx(
-        req,
-        CoreCtx::Io {
-            qp: Rc::clone(qp),
-            kind,
-        },
-    );
-    match f(req.as_ptr() as usize) {
+    r.core_ctx = CoreCtx::Io {
+        qp: Rc::clone(qp),
+        kind,
+    };
+    // Completions are never delivered inside the submit call (keel_bdev io_path): `r` is not
+    // aliased while `f` runs.
+    match f(r.data_iovs(), req.as_ptr() as usize) {
         Ok(()) => Ok(()),
         Err(e) => {
             // Not handed to the bdev layer: drop the reference again.
-            set_ctx(req, CoreCtx::Idle);
-            submit_failed(qp, ns, req, e)
+            r.core_ctx = CoreCtx::Idle;
+            submit_failed(qp, ns, req, r, e)
         }
     }
 }
 
-/// Replace the request's core context (dropping the old one).
-#[inline]
-fn set_ctx(req: ReqPtr, ctx: CoreCtx) {
-    // SAFETY: the request is ours until completed (request.rs contract) and no reference to
-    // it is live across this call (callers hold none while submitting).
-    unsafe { (*req.as_ptr()).core_ctx = ctx };
-}
-
-fn read_write(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, kind: IoType) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &*req.as_ptr() };
+fn read_write(
+    qp: &Rc<Qpair>,
+    ns: &NsChannel,
+    req: ReqPtr,
+    r: &mut NvmfRequest,
+    kind: IoType,
+) -> Result<(), Status> {
     let (slba, nlb) = lba_range(r, ns)?;
     let dir = if kind == IoType::Read {
         DataXfer::ControllerToHost
@@ -184,8 +181,7 @@ fn read_write(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, kind: IoType) -> Resu
         DataXfer::HostToController
     };
     check_len(r, ns, nlb, dir)?;
-    let iovs: &[IoVec] = r.data_iovs();
-    submit(qp, ns, req, kind, |ctx| {
+    submit(qp, ns, req, r, kind, |iovs, ctx| {
         if kind == IoType::Read {
             ns.ch.read(iovs, slba, nlb, io_done, ctx)
         } else {
@@ -194,20 +190,25 @@ fn read_write(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, kind: IoType) -> Resu
     })
 }
 
-fn flush(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
+fn flush(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, r: &mut NvmfRequest) -> Result<(), Status> {
     if !ns.ch.bdev().io_type_supported(IoType::Flush) {
         // Nothing volatile to flush.
         qp.finish(req, Status::SUCCESS, 0);
         return Ok(());
     }
-    submit(qp, ns, req, IoType::Flush, |ctx| ns.ch.flush(io_done, ctx))
+    submit(qp, ns, req, r, IoType::Flush, |_, ctx| {
+        ns.ch.flush(io_done, ctx)
+    })
 }
 
-fn write_zeroes(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &*req.as_ptr() };
+fn write_zeroes(
+    qp: &Rc<Qpair>,
+    ns: &NsChannel,
+    req: ReqPtr,
+    r: &mut NvmfRequest,
+) -> Result<(), Status> {
     let (slba, nlb) = lba_range(r, ns)?;
-    submit(qp, ns, req, IoType::WriteZeroes, |ctx| {
+    submit(qp, ns, req, r, IoType::WriteZeroes, |_, ctx| {
         ns.ch.write_zeroes(slba, nlb, io_done, ctx)
     })
 }
@@ -243,9 +244,12 @@ fn dsm_ranges(r: &NvmfRequest) -> u32 {
     (r.cmd.cdw10 & 0xff) + 1
 }
 
-fn dsm_start(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &mut *req.as_ptr() };
+fn dsm_start(
+    qp: &Rc<Qpair>,
+    ns: &NsChannel,
+    req: ReqPtr,
+    r: &mut NvmfRequest,
+) -> Result<(), Status> {
     let nr = dsm_ranges(r) as usize;
     if r.xfer != DataXfer::HostToController || (r.length as usize) < nr * DSM_RANGE_LEN {
         return Err(Status::DATA_SGL_LENGTH_INVALID);
@@ -363,9 +367,7 @@ fn dsm_finish(req: ReqPtr, r: &mut NvmfRequest) {
 
 // ---- Compare (rare: a pool buffer per command is fine) ----
 
-fn compare(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &mut *req.as_ptr() };
+fn compare(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, r: &mut NvmfRequest) -> Result<(), Status> {
     let (slba, nlb) = lba_range(r, ns)?;
     check_len(r, ns, nlb, DataXfer::HostToController)?;
     let len = r.length as usize;
@@ -394,8 +396,8 @@ fn compare(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
         Err(e) => {
             // Not handed to the bdev layer: drop the reference and the buffer (a retry
             // takes a new one).
-            set_ctx(req, CoreCtx::Idle);
-            submit_failed(qp, ns, req, e)
+            r.core_ctx = CoreCtx::Idle;
+            submit_failed(qp, ns, req, r, e)
         }
     }
 }
