@@ -485,20 +485,6 @@ impl Conn {
         .encode()
     }
 
-    #[inline]
-    fn req_ptr(&self, i: u16) -> ReqPtr {
-        self.reqs.ptr(i)
-    }
-
-    /// # Safety
-    /// Slot `i` must not be with the core, and no other reference to its request may live.
-    #[allow(clippy::mut_from_ref)]
-    #[inline]
-    unsafe fn req_mut(&self, i: u16) -> &mut NvmfRequest {
-        // SAFETY: caller's contract (that of `ReqPool::get_mut`).
-        unsafe { self.reqs.get_mut(i) }
-    }
-
     /// The CM reported the connection established.
     pub fn established(&self) {
         log::debug!("nvmf/rdma: {}: queue {} established", self.peer, self.qid);
@@ -631,7 +617,7 @@ impl Conn {
             return Some("the host sent more commands than its queue holds");
         };
         // SAFETY: slot `i` was free: the core does not hold its request.
-        let req = unsafe { self.req_mut(i) };
+        let req = unsafe { self.reqs.get_mut(i) };
         start_request(req, i, &cmd, capsule.xfer);
         debug_assert_eq!(st.slots.nbufs(i), 0);
         let slot = &mut st.slots[i];
@@ -706,7 +692,7 @@ impl Conn {
     /// Answer slot `i` with `status` without running it.
     fn fail(&self, st: &mut State, i: u16, status: Status) -> Option<&'static str> {
         // SAFETY: the slot is not with the core.
-        let req = unsafe { self.req_mut(i) };
+        let req = unsafe { self.reqs.get_mut(i) };
         req.rsp.status = status.to_field();
         req.length = 0;
         req.iovcnt = 0;
@@ -725,7 +711,7 @@ impl Conn {
                     .set_state(i, SlotState::Ready, SlotState::Executing);
                 i
             };
-            self.qpair().execute(self.req_ptr(next));
+            self.qpair().execute(self.reqs.ptr(next));
         }
     }
 
@@ -736,7 +722,7 @@ impl Conn {
     fn start_waiting(&self, st: &mut State) {
         while let Some(&i) = st.data_wait.front() {
             // SAFETY: the slot waits for data: not with the core.
-            let req = unsafe { self.req_mut(i) };
+            let req = unsafe { self.reqs.get_mut(i) };
             if st.slots.nbufs(i) == 0 {
                 match self.alloc_bufs(st, i, req) {
                     Ok(()) => {}
@@ -1003,7 +989,7 @@ impl Conn {
             return;
         }
         // SAFETY: the core gave the request back (or never had it).
-        let req = unsafe { self.req_mut(i) };
+        let req = unsafe { self.reqs.get_mut(i) };
         let success = Status::from_field(req.rsp.status).is_success();
         st.slots[i].send_data = req.xfer == DataXfer::ControllerToHost
             && req.length > 0
@@ -1037,7 +1023,7 @@ impl Conn {
     /// Queue slot `i`'s RDMA WRITE(s) (unsignaled) and response SEND (signaled), in order.
     fn post_response(&self, st: &mut State, i: u16) -> Result<(), Error> {
         // SAFETY: the core gave the request back.
-        let req = unsafe { self.req_mut(i) };
+        let req = unsafe { self.reqs.get_mut(i) };
         st.sq_head = (st.sq_head + 1) % self.sq_entries.max(1);
         let mut cpl = req.rsp;
         cpl.sqid = self.qid;
