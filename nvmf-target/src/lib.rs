@@ -6,6 +6,8 @@
 //! Layers, bottom up:
 //! - [`request`]: one command in flight ([`request::NvmfRequest`]), the object a transport
 //!   hands to the core and gets back completed. HOT PATH.
+//! - [`reqcore`]: the request slot table, buffers and checked slot states both transports
+//!   build on. HOT PATH.
 //! - [`target`]: subsystems (NVM and discovery), namespaces, allowed hosts, listeners,
 //!   controllers, queue pairs, admin/fabrics/I/O command execution, keep-alive, AERs, the
 //!   `nvmf_*` RPCs.
@@ -17,6 +19,7 @@
 //! queue and its I/O queues may live on different cores and talk by message. Nothing on the I/O
 //! path locks or allocates.
 
+pub mod reqcore;
 pub mod request;
 pub mod target;
 pub mod tcp;

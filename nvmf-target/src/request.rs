@@ -8,9 +8,12 @@
 //! calls [`crate::transport::QpairTransport::request_complete`]; the transport sends the data
 //! and the response and recycles the request.
 
-use keel_bdev::{IoVec, MAX_IOVS};
+use crate::target::Qpair;
+use keel_bdev::{IoType, IoVec, IoWaitEntry, MAX_IOVS};
 use keel_nvme::cmd::{DataXfer, NvmeCmd, NvmeCpl};
+use keel_reactor::pool::DmaBuf;
 use std::ptr::NonNull;
+use std::rc::Rc;
 
 /// One command in flight. Lives in the transport's per-queue-pair pool; its address is stable
 /// while the command runs.
@@ -30,8 +33,56 @@ pub struct NvmfRequest {
     pub iovcnt: usize,
     /// For the transport's own use (e.g. its slot index).
     pub transport_ctx: usize,
-    /// For the core's own use while the command runs (e.g. a namespace index, a child count).
-    pub core_ctx: [u64; 4],
+    /// What the core keeps while the command runs, by kind of command. A transport sets it
+    /// to [`CoreCtx::Idle`] for each new command and never reads it otherwise.
+    pub core_ctx: CoreCtx,
+    /// The core's entry for waiting on a bdev channel's free descriptor (back-pressure without
+    /// allocation). Queued only while the command runs; the request's address is stable then.
+    pub(crate) io_wait: IoWaitEntry,
+}
+
+/// The core's per-command state while a bdev I/O of the command is in flight, by kind of
+/// command. Every running kind holds one strong reference to the queue pair, so the queue
+/// pair outlives every command it started; completion takes the state back out
+/// (`std::mem::take`), which leaves [`CoreCtx::Idle`].
+#[derive(Default)]
+pub enum CoreCtx {
+    /// No bdev I/O in flight (a fresh command, admin and Fabrics commands, finished ones).
+    #[default]
+    Idle,
+    /// One bdev I/O stands for the whole command (Read, Write, Flush, Write Zeroes).
+    Io {
+        /// The queue pair the command runs on.
+        qp: Rc<Qpair>,
+        /// The bdev I/O type, for mapping its status to an NVMe status.
+        kind: IoType,
+    },
+    /// Waiting for a free descriptor on the namespace's channel, to run again from the start.
+    Waiting {
+        /// The queue pair the command runs on.
+        qp: Rc<Qpair>,
+    },
+    /// Dataset Management deallocation: one unmap per range.
+    Dsm(DsmCtx),
+    /// Compare: a read of the stored blocks into `buf`, compared with the host's data.
+    Compare {
+        /// The queue pair the command runs on.
+        qp: Rc<Qpair>,
+        /// The buffer the stored blocks are read into.
+        buf: DmaBuf,
+    },
+}
+
+/// Dataset Management progress ([`CoreCtx::Dsm`]).
+pub struct DsmCtx {
+    /// The queue pair the command runs on.
+    pub qp: Rc<Qpair>,
+    /// Unmaps submitted and not yet completed.
+    pub inflight: u32,
+    /// The first error, as a CQE status field (0: none so far).
+    pub status: u16,
+    /// The next range to submit.
+    pub next: u32,
 }
 
 impl NvmfRequest {
@@ -45,13 +96,19 @@ impl NvmfRequest {
             iovs: [IoVec::EMPTY; MAX_IOVS],
             iovcnt: 0,
             transport_ctx: 0,
-            core_ctx: [0; 4],
+            core_ctx: CoreCtx::Idle,
+            io_wait: IoWaitEntry::new(no_wait, 0),
         }
     }
     /// The valid data buffers.
     pub fn data_iovs(&self) -> &[IoVec] {
         &self.iovs[..self.iovcnt]
     }
+}
+
+/// The callback of a request's wait entry before the core sets one (never called).
+fn no_wait(_: usize) {
+    unreachable!("a request's wait entry was queued without a callback");
 }
 
 impl Default for NvmfRequest {

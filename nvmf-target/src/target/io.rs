@@ -3,21 +3,24 @@
 //! from the core's table, the data buffers are the request's, completions come back through
 //! a plain function pointer with the request's address as context.
 //!
-//! While a bdev I/O runs, `core_ctx[0]` holds one strong reference to the queue pair (from
-//! `Rc::into_raw`), so the queue pair outlives every command it started. Dataset Management
-//! also uses `core_ctx[1]` (unmaps in flight), `[2]` (first error, a CQE status field) and
-//! `[3]` (next range); Compare keeps its read buffer in `core_ctx[1]`.
-//! Back-pressure: when a channel has no free descriptor, the command waits on the channel
-//! (`wait_for_descriptor`) and runs again; it is never failed for it.
+//! While a bdev I/O runs, the request's [`CoreCtx`] names the kind of command and holds one
+//! strong reference to the queue pair, so the queue pair outlives every command it started:
+//! [`CoreCtx::Io`] (with the bdev I/O type its completion maps the status with),
+//! [`CoreCtx::Dsm`] (unmaps in flight, first error, next range) and [`CoreCtx::Compare`] (its
+//! read buffer).
+//! Back-pressure: when a channel has no free descriptor, the command queues the request's own
+//! wait entry on the channel (`queue_io_wait`, no allocation; [`CoreCtx::Waiting`] holds the
+//! queue pair meanwhile) and runs again; it is never failed for it.
 
 use super::nstable::{CoreSubsys, NsChannel};
 use super::qpair::Qpair;
-use crate::request::{NvmfRequest, ReqPtr};
-use keel_bdev::{IoStatus, IoType, IoVec, SubmitError};
+use crate::request::{CoreCtx, DsmCtx, NvmfRequest, ReqPtr};
+use keel_bdev::{IoStatus, IoType, IoVec, IoWaitEntry, SubmitError};
 use keel_nvme::cmd::DataXfer;
 use keel_nvme::iov;
 use keel_nvme::opcode::nvm as opc;
 use keel_nvme::status::Status;
+use std::pin::Pin;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
@@ -38,13 +41,16 @@ pub(crate) fn execute(qp: &Rc<Qpair>, tbl: &CoreSubsys, req: ReqPtr) {
         // Fused operations are not advertised (FUSES = 0).
         return qp.finish(req, Status::INVALID_FIELD, 0);
     }
+    // Each command below gets `r` (the one reference to the request while it is submitted)
+    // and `req` (its address, for the completion context); none uses `r` once the request
+    // may have completed.
     let res = match r.cmd.opc {
-        opc::READ => read_write(qp, &ns, req, IoType::Read),
-        opc::WRITE => read_write(qp, &ns, req, IoType::Write),
-        opc::FLUSH => flush(qp, &ns, req),
-        opc::WRITE_ZEROES => write_zeroes(qp, &ns, req),
-        opc::DATASET_MANAGEMENT => dsm_start(qp, &ns, req),
-        opc::COMPARE => compare(qp, &ns, req),
+        opc::READ => read_write(qp, &ns, req, r, IoType::Read),
+        opc::WRITE => read_write(qp, &ns, req, r, IoType::Write),
+        opc::FLUSH => flush(qp, &ns, req, r),
+        opc::WRITE_ZEROES => write_zeroes(qp, &ns, req, r),
+        opc::DATASET_MANAGEMENT => dsm_start(qp, &ns, req, r),
+        opc::COMPARE => compare(qp, &ns, req, r),
         _ => Err(Status::INVALID_OPCODE),
     };
     if let Err(s) = res {
@@ -78,13 +84,17 @@ fn submit_failed(
     qp: &Rc<Qpair>,
     ns: &NsChannel,
     req: ReqPtr,
+    r: &mut NvmfRequest,
     e: SubmitError,
 ) -> Result<(), Status> {
     match e {
         SubmitError::NoDescriptor => {
             super::stats::bdev_io_pending();
-            let q = Rc::clone(qp);
-            ns.ch.wait_for_descriptor(Box::new(move || q.execute(req)));
+            r.core_ctx = CoreCtx::Waiting { qp: Rc::clone(qp) };
+            if !wait_for_descriptor(ns, &r.io_wait, req, retry_execute) {
+                // A descriptor is free already: run again now.
+                retry_execute(req.as_ptr() as usize);
+            }
             Ok(())
         }
         SubmitError::OutOfRange => Err(Status::LBA_OUT_OF_RANGE),
@@ -94,56 +104,76 @@ fn submit_failed(
     }
 }
 
-/// Take a queue pair reference for an I/O in flight (stored in `core_ctx[0]`).
+/// Queue `entry`, the wait entry of request `req`, on the namespace's channel, to call `cb`
+/// with the request's address when a descriptor is freed (no allocation). Returns false,
+/// without queueing, when a descriptor is free now.
 #[inline]
-fn hold_qpair(qp: &Rc<Qpair>, r: &mut NvmfRequest) {
-    r.core_ctx[0] = Rc::into_raw(Rc::clone(qp)) as u64;
+fn wait_for_descriptor(ns: &NsChannel, entry: &IoWaitEntry, req: ReqPtr, cb: fn(usize)) -> bool {
+    entry.set_callback(cb, req.as_ptr() as usize);
+    // SAFETY: the request (and so its entry) stays at its address in the transport's pool
+    // while the command runs, and the command does not complete while the entry is queued
+    // (only the entry's callback moves it on); dropping the entry would unqueue it anyway.
+    let entry = unsafe { Pin::new_unchecked(entry) };
+    ns.ch.queue_io_wait(entry)
 }
 
-/// Give back the reference taken by [`hold_qpair`].
-///
-/// # Safety
-/// `r.core_ctx[0]` must hold a reference from `hold_qpair` not yet released.
-#[inline]
-unsafe fn release_qpair(r: &NvmfRequest) -> Rc<Qpair> {
-    // SAFETY: per the contract, this pointer came from `Rc::into_raw` and is released once.
-    unsafe { Rc::from_raw(r.core_ctx[0] as *const Qpair) }
+/// A command waiting for a descriptor ([`CoreCtx::Waiting`]) runs again from the start.
+fn retry_execute(ctx: usize) {
+    // SAFETY: `ctx` is the address of the waiting request, still ours (not completed).
+    let (req, r) = unsafe { req_of(ctx) };
+    let CoreCtx::Waiting { qp } = std::mem::take(&mut r.core_ctx) else {
+        unreachable!("a descriptor wait served for a request not waiting");
+    };
+    qp.execute(req);
 }
 
 /// The request behind a completion context.
 ///
 /// # Safety
-/// `ctx` must be the address of a live request this module submitted.
+/// `ctx` must be the address of a live request this module submitted, whose bdev I/O has
+/// completed (the request is ours again until it is handed back with `Qpair::complete`).
 #[inline]
-unsafe fn req_of(ctx: usize) -> ReqPtr {
-    // SAFETY: per the contract the address is non-null.
-    unsafe { NonNull::new_unchecked(ctx as *mut NvmfRequest) }
+unsafe fn req_of<'a>(ctx: usize) -> (ReqPtr, &'a mut NvmfRequest) {
+    let p = ctx as *mut NvmfRequest;
+    // SAFETY: per the contract the address is that of a live request (so non-null), and
+    // nothing else references the request while its completion runs.
+    unsafe { (NonNull::new_unchecked(p), &mut *p) }
 }
 
-/// Submit `f` with a queue pair reference held; on refusal the reference is given back.
+/// Submit `f` as the single bdev I/O of the command, with a queue pair reference held in
+/// [`CoreCtx::Io`]; on refusal the reference is given back.
 #[inline]
 fn submit(
     qp: &Rc<Qpair>,
     ns: &NsChannel,
     req: ReqPtr,
-    f: impl FnOnce(usize) -> Result<(), SubmitError>,
+    r: &mut NvmfRequest,
+    kind: IoType,
+    f: impl FnOnce(&[IoVec], usize) -> Result<(), SubmitError>,
 ) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &mut *req.as_ptr() };
-    hold_qpair(qp, r);
-    match f(req.as_ptr() as usize) {
+    r.core_ctx = CoreCtx::Io {
+        qp: Rc::clone(qp),
+        kind,
+    };
+    // Completions are never delivered inside the submit call (keel_bdev io_path): `r` is not
+    // aliased while `f` runs.
+    match f(r.data_iovs(), req.as_ptr() as usize) {
         Ok(()) => Ok(()),
         Err(e) => {
-            // SAFETY: taken just above and not handed to the bdev layer.
-            drop(unsafe { release_qpair(r) });
-            submit_failed(qp, ns, req, e)
+            // Not handed to the bdev layer: drop the reference again.
+            r.core_ctx = CoreCtx::Idle;
+            submit_failed(qp, ns, req, r, e)
         }
     }
 }
 
-fn read_write(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, kind: IoType) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &*req.as_ptr() };
+fn read_write(
+    qp: &Rc<Qpair>,
+    ns: &NsChannel,
+    req: ReqPtr,
+    r: &mut NvmfRequest,
+    kind: IoType,
+) -> Result<(), Status> {
     let (slba, nlb) = lba_range(r, ns)?;
     let dir = if kind == IoType::Read {
         DataXfer::ControllerToHost
@@ -151,8 +181,7 @@ fn read_write(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, kind: IoType) -> Resu
         DataXfer::HostToController
     };
     check_len(r, ns, nlb, dir)?;
-    let iovs: &[IoVec] = r.data_iovs();
-    submit(qp, ns, req, |ctx| {
+    submit(qp, ns, req, r, kind, |iovs, ctx| {
         if kind == IoType::Read {
             ns.ch.read(iovs, slba, nlb, io_done, ctx)
         } else {
@@ -161,37 +190,35 @@ fn read_write(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, kind: IoType) -> Resu
     })
 }
 
-fn flush(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
+fn flush(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, r: &mut NvmfRequest) -> Result<(), Status> {
     if !ns.ch.bdev().io_type_supported(IoType::Flush) {
         // Nothing volatile to flush.
         qp.finish(req, Status::SUCCESS, 0);
         return Ok(());
     }
-    submit(qp, ns, req, |ctx| ns.ch.flush(io_done, ctx))
+    submit(qp, ns, req, r, IoType::Flush, |_, ctx| {
+        ns.ch.flush(io_done, ctx)
+    })
 }
 
-fn write_zeroes(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &*req.as_ptr() };
+fn write_zeroes(
+    qp: &Rc<Qpair>,
+    ns: &NsChannel,
+    req: ReqPtr,
+    r: &mut NvmfRequest,
+) -> Result<(), Status> {
     let (slba, nlb) = lba_range(r, ns)?;
-    submit(qp, ns, req, |ctx| {
+    submit(qp, ns, req, r, IoType::WriteZeroes, |_, ctx| {
         ns.ch.write_zeroes(slba, nlb, io_done, ctx)
     })
 }
 
 /// Completion of a single bdev I/O standing for the whole command.
 fn io_done(ctx: usize, status: IoStatus) {
-    // SAFETY: `ctx` is the request submitted by `submit`, still ours.
-    let req = unsafe { req_of(ctx) };
-    // SAFETY: as above.
-    let r = unsafe { &mut *req.as_ptr() };
-    // SAFETY: `submit` took this reference for the I/O that is now complete.
-    let qp = unsafe { release_qpair(r) };
-    let kind = match r.cmd.opc {
-        opc::READ => IoType::Read,
-        opc::WRITE => IoType::Write,
-        opc::FLUSH => IoType::Flush,
-        _ => IoType::WriteZeroes,
+    // SAFETY: `ctx` is the request submitted by `submit`, whose I/O is now complete.
+    let (req, r) = unsafe { req_of(ctx) };
+    let CoreCtx::Io { qp, kind } = std::mem::take(&mut r.core_ctx) else {
+        unreachable!("an I/O completion for a request without an I/O in flight");
     };
     r.rsp.set(Status::from_io(status, kind));
     qp.complete(req);
@@ -199,11 +226,11 @@ fn io_done(ctx: usize, status: IoStatus) {
 
 // ---- Dataset Management ----
 
-/// One range: (starting LBA, blocks).
-fn dsm_range(r: &NvmfRequest, i: usize) -> Option<(u64, u64)> {
+/// One range: (starting LBA, blocks), from the request's data `iovs`.
+fn dsm_range(iovs: &[IoVec], i: usize) -> Option<(u64, u64)> {
     let mut b = [0u8; DSM_RANGE_LEN];
     // SAFETY: a request's data buffers are valid and ours while it runs (request.rs).
-    if unsafe { iov::copy_from_iovs(r.data_iovs(), i * DSM_RANGE_LEN, &mut b) } < DSM_RANGE_LEN {
+    if unsafe { iov::copy_from_iovs(iovs, i * DSM_RANGE_LEN, &mut b) } < DSM_RANGE_LEN {
         return None;
     }
     let nlb = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
@@ -211,10 +238,19 @@ fn dsm_range(r: &NvmfRequest, i: usize) -> Option<(u64, u64)> {
     Some((slba, u64::from(nlb)))
 }
 
-fn dsm_start(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &mut *req.as_ptr() };
-    let nr = (r.cmd.cdw10 & 0xff) as usize + 1;
+/// Number of ranges of a Dataset Management command (CDW10 bits 7:0, 0-based).
+#[inline]
+fn dsm_ranges(r: &NvmfRequest) -> u32 {
+    (r.cmd.cdw10 & 0xff) + 1
+}
+
+fn dsm_start(
+    qp: &Rc<Qpair>,
+    ns: &NsChannel,
+    req: ReqPtr,
+    r: &mut NvmfRequest,
+) -> Result<(), Status> {
+    let nr = dsm_ranges(r) as usize;
     if r.xfer != DataXfer::HostToController || (r.length as usize) < nr * DSM_RANGE_LEN {
         return Err(Status::DATA_SGL_LENGTH_INVALID);
     }
@@ -224,51 +260,64 @@ fn dsm_start(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> 
         return Ok(());
     }
     for i in 0..nr {
-        let (slba, nlb) = dsm_range(r, i).ok_or(Status::DATA_SGL_LENGTH_INVALID)?;
+        let (slba, nlb) = dsm_range(r.data_iovs(), i).ok_or(Status::DATA_SGL_LENGTH_INVALID)?;
         if nlb > 0 && slba.checked_add(nlb).is_none_or(|e| e > ns.num_blocks()) {
             return Err(Status::LBA_OUT_OF_RANGE);
         }
     }
-    hold_qpair(qp, r);
-    r.core_ctx[1] = 0;
-    r.core_ctx[2] = 0;
-    r.core_ctx[3] = 0;
+    r.core_ctx = CoreCtx::Dsm(DsmCtx {
+        qp: Rc::clone(qp),
+        inflight: 0,
+        status: 0,
+        next: 0,
+    });
     dsm_continue(req);
     Ok(())
 }
 
+/// The Dataset Management progress of a request in [`CoreCtx::Dsm`].
+#[inline]
+fn dsm_ctx(ctx: &mut CoreCtx) -> &mut DsmCtx {
+    match ctx {
+        CoreCtx::Dsm(d) => d,
+        _ => unreachable!("a Dataset Management step for a request not running one"),
+    }
+}
+
 /// Submit the remaining ranges (until done or the channel runs out of descriptors).
 fn dsm_continue(req: ReqPtr) {
-    // SAFETY: the request is ours until completed; core_ctx[0] holds a queue pair reference.
+    // SAFETY: the request is ours until completed; no other reference to it is live.
     let r = unsafe { &mut *req.as_ptr() };
-    // SAFETY: the pointer is a live `Rc` (held by this command); borrowing it is fine.
-    let qp = unsafe { &*(r.core_ctx[0] as *const Qpair) };
-    let nr = (r.cmd.cdw10 & 0xff) as u64 + 1;
-    let ns = qp.io_ns().and_then(|t| t.get(r.cmd.nsid));
-    while r.core_ctx[3] < nr {
+    let nr = dsm_ranges(r);
+    let nsid = r.cmd.nsid;
+    let iovs = &r.iovs[..r.iovcnt];
+    let entry = &r.io_wait;
+    let d = dsm_ctx(&mut r.core_ctx);
+    let ns = d.qp.io_ns().and_then(|t| t.get(nsid));
+    while d.next < nr {
         let Some(ns) = ns.as_ref() else {
-            r.core_ctx[2] = u64::from(Status::INVALID_NAMESPACE_OR_FORMAT.to_field());
-            r.core_ctx[3] = nr;
+            d.status = Status::INVALID_NAMESPACE_OR_FORMAT.to_field();
+            d.next = nr;
             break;
         };
-        let i = r.core_ctx[3] as usize;
-        let Some((slba, nlb)) = dsm_range(r, i) else {
-            r.core_ctx[3] = nr;
+        let Some((slba, nlb)) = dsm_range(iovs, d.next as usize) else {
+            d.next = nr;
             break;
         };
         if nlb == 0 {
-            r.core_ctx[3] += 1;
+            d.next += 1;
             continue;
         }
         match ns.ch.unmap(slba, nlb, dsm_done, req.as_ptr() as usize) {
             Ok(()) => {
-                r.core_ctx[1] += 1;
-                r.core_ctx[3] += 1;
+                d.inflight += 1;
+                d.next += 1;
             }
             Err(SubmitError::NoDescriptor) => {
-                ns.ch
-                    .wait_for_descriptor(Box::new(move || dsm_continue(req)));
-                return;
+                if wait_for_descriptor(ns, entry, req, dsm_retry) {
+                    return;
+                }
+                // A descriptor is free already: try the range again now.
             }
             Err(e) => {
                 let s = match e {
@@ -276,45 +325,49 @@ fn dsm_continue(req: ReqPtr) {
                     SubmitError::Unsupported => Status::INVALID_OPCODE,
                     _ => Status::INTERNAL_DEVICE_ERROR,
                 };
-                r.core_ctx[2] = u64::from(s.to_field());
-                r.core_ctx[3] = nr;
+                d.status = s.to_field();
+                d.next = nr;
             }
         }
     }
-    if r.core_ctx[1] == 0 {
-        dsm_finish(req);
+    if d.inflight == 0 {
+        dsm_finish(req, r);
     }
+}
+
+/// A Dataset Management command waiting for a descriptor goes on with its ranges.
+fn dsm_retry(ctx: usize) {
+    // SAFETY: `ctx` is the address of the waiting request, still ours (not completed).
+    let (req, _) = unsafe { req_of(ctx) };
+    dsm_continue(req);
 }
 
 fn dsm_done(ctx: usize, status: IoStatus) {
-    // SAFETY: `ctx` is the DSM request, still ours.
-    let req = unsafe { req_of(ctx) };
-    // SAFETY: as above.
-    let r = unsafe { &mut *req.as_ptr() };
-    r.core_ctx[1] -= 1;
-    if status != IoStatus::Success && r.core_ctx[2] == 0 {
-        r.core_ctx[2] = u64::from(Status::from_io(status, IoType::Unmap).to_field());
+    // SAFETY: `ctx` is the DSM request, one of whose unmaps is now complete.
+    let (req, r) = unsafe { req_of(ctx) };
+    let nr = dsm_ranges(r);
+    let d = dsm_ctx(&mut r.core_ctx);
+    assert!(d.inflight > 0, "an unmap completion with none in flight");
+    d.inflight -= 1;
+    if status != IoStatus::Success && d.status == 0 {
+        d.status = Status::from_io(status, IoType::Unmap).to_field();
     }
-    let nr = (r.cmd.cdw10 & 0xff) as u64 + 1;
-    if r.core_ctx[1] == 0 && r.core_ctx[3] >= nr {
-        dsm_finish(req);
+    if d.inflight == 0 && d.next >= nr {
+        dsm_finish(req, r);
     }
 }
 
-fn dsm_finish(req: ReqPtr) {
-    // SAFETY: the request is ours; core_ctx[0] holds the reference taken in `dsm_start`.
-    let r = unsafe { &mut *req.as_ptr() };
-    // SAFETY: released exactly once, here.
-    let qp = unsafe { release_qpair(r) };
-    r.rsp.set(Status::from_field(r.core_ctx[2] as u16));
-    qp.complete(req);
+fn dsm_finish(req: ReqPtr, r: &mut NvmfRequest) {
+    let CoreCtx::Dsm(d) = std::mem::take(&mut r.core_ctx) else {
+        unreachable!("Dataset Management finished twice");
+    };
+    r.rsp.set(Status::from_field(d.status));
+    d.qp.complete(req);
 }
 
 // ---- Compare (rare: a pool buffer per command is fine) ----
 
-fn compare(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
-    // SAFETY: the request is ours until completed.
-    let r = unsafe { &mut *req.as_ptr() };
+fn compare(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, r: &mut NvmfRequest) -> Result<(), Status> {
     let (slba, nlb) = lba_range(r, ns)?;
     check_len(r, ns, nlb, DataXfer::HostToController)?;
     let len = r.length as usize;
@@ -322,41 +375,39 @@ fn compare(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr) -> Result<(), Status> {
         return Err(Status::INVALID_FIELD);
     }
     let mut buf = match keel_reactor::pool::alloc(len) {
-        Ok(b) => Box::new(b),
+        Ok(b) => b,
         Err(e) => {
             log::warn!("nvmf: Compare: no buffer: {e}");
             return Err(Status::INTERNAL_DEVICE_ERROR);
         }
     };
-    // SAFETY: the buffer is owned by the command (core_ctx[1]) until `compare_done`.
+    // SAFETY: the pool memory stays put while the `DmaBuf` moves into the command's context,
+    // which owns it until `compare_done` (or the refusal below) drops it.
     let v = [unsafe { IoVec::from_raw(buf.as_mut_ptr(), len) }];
-    let raw = Box::into_raw(buf);
-    r.core_ctx[1] = raw as u64;
-    hold_qpair(qp, r);
+    r.core_ctx = CoreCtx::Compare {
+        qp: Rc::clone(qp),
+        buf,
+    };
     match ns
         .ch
         .read(&v, slba, nlb, compare_done, req.as_ptr() as usize)
     {
         Ok(()) => Ok(()),
         Err(e) => {
-            // SAFETY: both were taken just above and not handed to the bdev layer.
-            drop(unsafe { release_qpair(r) });
-            // SAFETY: as above (a retry allocates a new buffer).
-            drop(unsafe { Box::from_raw(raw) });
-            submit_failed(qp, ns, req, e)
+            // Not handed to the bdev layer: drop the reference and the buffer (a retry
+            // takes a new one).
+            r.core_ctx = CoreCtx::Idle;
+            submit_failed(qp, ns, req, r, e)
         }
     }
 }
 
 fn compare_done(ctx: usize, status: IoStatus) {
-    // SAFETY: `ctx` is the Compare request, still ours.
-    let req = unsafe { req_of(ctx) };
-    // SAFETY: as above.
-    let r = unsafe { &mut *req.as_ptr() };
-    // SAFETY: `submit` took this reference for the read that is now complete.
-    let qp = unsafe { release_qpair(r) };
-    // SAFETY: `compare` stored the boxed buffer there; released once, here.
-    let buf = unsafe { Box::from_raw(r.core_ctx[1] as *mut keel_reactor::pool::DmaBuf) };
+    // SAFETY: `ctx` is the Compare request, whose read is now complete.
+    let (req, r) = unsafe { req_of(ctx) };
+    let CoreCtx::Compare { qp, buf } = std::mem::take(&mut r.core_ctx) else {
+        unreachable!("a Compare completion for a request not running one");
+    };
     let st = if status != IoStatus::Success {
         Status::from_io(status, IoType::Read)
     // SAFETY: a request's data buffers are valid and ours while it runs (request.rs).

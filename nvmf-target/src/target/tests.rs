@@ -1367,3 +1367,68 @@ fn tgt_name_other_than_keels_one_target_is_refused() {
         state::delete_subsystem(nqn).await.unwrap();
     });
 }
+
+#[test]
+fn commands_wait_for_descriptors_without_failing() {
+    run(|| async {
+        let nqn = "nqn.2016-06.io.keel:backpressure";
+        setup(nqn, "nvmf_t_m11", "4432").await;
+        keel_bdev::modules::malloc::create("nvmf_t_m12", 1024, 512, None).unwrap();
+        keel_bdev::modules::delay::create(&keel_bdev::modules::delay::DelayConfig {
+            base_bdev_name: "nvmf_t_m12".into(),
+            name: "nvmf_t_bp".into(),
+            avg_read_latency: 20_000,
+            p99_read_latency: 20_000,
+            avg_write_latency: 20_000,
+            p99_write_latency: 20_000,
+            uuid: None,
+        })
+        .unwrap();
+        let nsid = state::add_namespace(
+            nqn,
+            NamespaceOpts {
+                bdev_name: "nvmf_t_bp".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let admin = HostQ::new("4432");
+        let cntlid = admin.bring_up_admin(nqn, 0).await;
+        let ioq = HostQ::new("4432");
+        assert_ok(&ioq.connect(1, 31, 0, cntlid, nqn, HOST).await);
+        let pending_before = super::stats::snapshot().pending_bdev_io;
+        // More writes in flight than a channel has descriptors (512): the rest wait on the
+        // request's own wait entry and run when descriptors come back.
+        let n = 700;
+        let mut bufs: Vec<Vec<u8>> = (0..n).map(|i| vec![i as u8; 512]).collect();
+        let mut started = Vec::with_capacity(n);
+        for (i, data) in bufs.iter_mut().enumerate() {
+            let cmd = NvmeCmd {
+                opc: 0x01,
+                nsid,
+                cdw10: (i % 1024) as u32,
+                ..Default::default()
+            };
+            started.push(ioq.start(cmd, DataXfer::HostToController, data));
+        }
+        let mut done = 0;
+        until("every write completed", || {
+            for (_, cid) in &started {
+                if let Some(c) = ioq.take(*cid) {
+                    assert_ok(&c);
+                    done += 1;
+                }
+            }
+            done == n
+        })
+        .await;
+        assert!(
+            super::stats::snapshot().pending_bdev_io > pending_before,
+            "commands waited for descriptors"
+        );
+        ioq.qp.close();
+        admin.qp.close();
+        state::delete_subsystem(nqn).await.unwrap();
+    });
+}

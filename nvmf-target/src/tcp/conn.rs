@@ -10,7 +10,7 @@
 //! into the core (`execute`, `close`), because the core may call back (`request_complete`)
 //! from inside those.
 
-use super::group;
+use super::group::{GroupHandle, GroupLink};
 use super::pdu::{
     align_up, digest, digest_append, encode_term_req, negotiate, CapsuleRespHeader, CommonHeader,
     DataHeader, IcResp, Negotiated, R2tHeader, RxLimits, TermError, Wire, DIGEST_LEN,
@@ -19,19 +19,18 @@ use super::pdu::{
 };
 use super::recv::{HostPdu, Rx, RxEvent};
 use super::sgl::{data_desc, is_connect, xfer_of, DataDesc};
+use crate::reqcore::{self, start_request, ReqPool, ReqSlots};
 use crate::request::{NvmfRequest, ReqPtr};
 use crate::target::Qpair;
 use crate::transport::{ListenAddr, QpairTransport};
-use keel_bdev::{IoVec, MAX_IOVS};
-use keel_nvme::cmd::{DataXfer, NvmeCmd, NvmeCpl};
+use keel_nvme::cmd::{DataXfer, NvmeCmd};
 use keel_nvme::status::Status;
-use keel_reactor::pool::{self, DmaBuf, PoolError};
-use std::cell::{Cell, OnceCell, RefCell, UnsafeCell};
+use keel_reactor::pool::PoolError;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::ptr::NonNull;
 use std::rc::{Rc, Weak};
 use std::time::Instant;
 
@@ -71,9 +70,15 @@ pub struct ConnConfig {
     pub aq_depth: u16,
 }
 
+/// TCP request slot states. Legal moves ([`reqcore::SlotState::legal`]): Free → New; New →
+/// CapsuleData | AwaitBuf | Executing | Sending (answered early); CapsuleData → Executing |
+/// Sending; AwaitBuf → AwaitH2C | Sending; AwaitH2C → Executing | Sending; Executing →
+/// Sending; and any state → Free (release, also on close).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// Taken for a command capsule being parsed.
+    New,
     /// Receiving in-capsule data.
     CapsuleData,
     /// A write waiting for its pool buffers (R2T cap or pool empty); no R2T sent yet.
@@ -86,11 +91,31 @@ enum SlotState {
     Sending,
 }
 
-/// Transport-side state of one request slot.
+impl reqcore::SlotState for SlotState {
+    const COUNT: usize = 7;
+    const FREE: SlotState = SlotState::Free;
+    const EXECUTING: SlotState = SlotState::Executing;
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
+    #[inline]
+    fn legal(from: SlotState, to: SlotState) -> bool {
+        use SlotState::*;
+        matches!(
+            (from, to),
+            (Free, New)
+                | (New, CapsuleData | AwaitBuf | Executing | Sending)
+                | (CapsuleData | AwaitH2C, Executing | Sending)
+                | (AwaitBuf, AwaitH2C | Sending)
+                | (Executing, Sending)
+                | (_, Free)
+        )
+    }
+}
+
+/// TCP's own data of one request slot (state and buffers are in the request core).
 struct Slot {
-    state: SlotState,
-    bufs: [Option<DmaBuf>; MAX_IOVS],
-    nbufs: usize,
     /// Answer with this status instead of executing (SGL problem, data digest error).
     early: Option<Status>,
     h2c_done: u32,
@@ -112,9 +137,6 @@ struct Slot {
 impl Slot {
     fn new() -> Slot {
         Slot {
-            state: SlotState::Free,
-            bufs: std::array::from_fn(|_| None),
-            nbufs: 0,
             early: None,
             h2c_done: 0,
             r2t_sent: 0,
@@ -157,8 +179,7 @@ enum Life {
 struct State {
     rx: Rx,
     neg: Option<Negotiated>,
-    slots: Box<[Slot]>,
-    free: Vec<u16>,
+    slots: ReqSlots<SlotState, Slot>,
     txq: VecDeque<Tx>,
     /// Bytes of the head of `txq` already sent.
     tx_off: usize,
@@ -172,8 +193,6 @@ struct State {
     sq_head: u16,
     /// A Connect completed: read qid / sq size from the core before the next capsule.
     refresh_q: bool,
-    /// Slots not free.
-    outstanding: usize,
     epollout: bool,
     /// Interrupt mode: EPOLLIN is off while the receive machine is blocked (see
     /// [`Conn::park_reads`]).
@@ -202,12 +221,14 @@ enum Action {
 /// One connection.
 pub struct Conn {
     sock: TcpStream,
+    /// The poll group serving this connection (it owns the connection: a weak handle).
+    group: Weak<dyn GroupLink>,
     token: u32,
     transport_id: u64,
     peer: String,
     cfg: ConnConfig,
     qpair: OnceCell<Rc<Qpair>>,
-    reqs: OnceCell<Box<[UnsafeCell<NvmfRequest>]>>,
+    reqs: OnceCell<ReqPool>,
     st: RefCell<State>,
     dirty: Cell<bool>,
     /// The host must have connected its queue (ICReq, then Fabrics Connect) by then.
@@ -226,23 +247,28 @@ fn empty_iov() -> libc::iovec {
 }
 
 impl Conn {
-    /// A connection for `sock` (already non-blocking) accepted on `listen`;
-    /// `park_when_stalled` in interrupt mode (see [`Conn::park_reads`]).
-    pub fn new(
+    /// A connection for `sock` (already non-blocking) accepted on `listen`, served by the
+    /// poll group `at` names.
+    pub(crate) fn new(
         sock: TcpStream,
-        token: u32,
+        at: GroupHandle,
         transport_id: u64,
         listen: ListenAddr,
         cfg: ConnConfig,
         connect_deadline: Instant,
-        park_when_stalled: bool,
     ) -> Rc<Conn> {
+        let GroupHandle {
+            link: group,
+            token,
+            park_when_stalled,
+        } = at;
         let peer = sock
             .peer_addr()
             .map(|a| a.to_string())
             .unwrap_or_else(|_| "?".to_string());
         let conn = Rc::new(Conn {
             sock,
+            group,
             token,
             transport_id,
             peer,
@@ -255,8 +281,7 @@ impl Conn {
                     maxh2cdata: cfg.maxh2cdata,
                 }),
                 neg: None,
-                slots: Box::new([]),
-                free: Vec::new(),
+                slots: ReqSlots::new(0, Slot::new),
                 txq: VecDeque::new(),
                 tx_off: 0,
                 iov: vec![empty_iov(); IOV_BATCH].into_boxed_slice(),
@@ -268,7 +293,6 @@ impl Conn {
                 sq_size: cfg.aq_depth.max(1),
                 sq_head: 0,
                 refresh_q: false,
-                outstanding: 0,
                 epollout: false,
                 reads_parked: false,
                 stalled: false,
@@ -303,7 +327,7 @@ impl Conn {
     /// Whether the connection is closed and every request came back (it can be freed).
     pub fn reapable(&self) -> bool {
         let st = self.st.borrow();
-        st.life == Life::Closed && st.outstanding == 0
+        st.life == Life::Closed && st.slots.outstanding() == 0
     }
 
     /// Whether the connection is still open without a connected queue at `now`, past its
@@ -335,16 +359,22 @@ impl Conn {
         self.dirty.replace(false)
     }
 
+    /// Tell the poll group something (nothing once the group is gone).
+    #[inline]
+    fn with_group(&self, f: impl FnOnce(&dyn GroupLink)) {
+        if let Some(g) = self.group.upgrade() {
+            f(&*g);
+        }
+    }
+
     fn mark_dirty(&self) {
         if !self.dirty.replace(true) {
-            group::mark_dirty(self.token);
+            self.with_group(|g| g.mark_dirty(self.token));
         }
     }
 
     fn req_ptr(&self, i: u16) -> ReqPtr {
-        let reqs = self.reqs.get().expect("slots exist after ICReq");
-        // SAFETY: UnsafeCell::get never returns null.
-        unsafe { NonNull::new_unchecked(reqs[i as usize].get()) }
+        self.reqs.get().expect("slots exist after ICReq").ptr(i)
     }
 
     /// The request of slot `i`, for the transport's own use.
@@ -354,8 +384,8 @@ impl Conn {
     /// reference to that request may be live.
     #[allow(clippy::mut_from_ref)]
     unsafe fn req_mut(&self, i: u16) -> &mut NvmfRequest {
-        // SAFETY: caller's contract.
-        unsafe { &mut *self.req_ptr(i).as_ptr() }
+        // SAFETY: caller's contract (that of `ReqPool::get_mut`).
+        unsafe { self.reqs.get().expect("slots exist after ICReq").get_mut(i) }
     }
 
     // ----- receive -----
@@ -392,7 +422,7 @@ impl Conn {
                             // free up: stop being woken by them.
                             self.park_reads(&mut st, true);
                         }
-                        group::mark_stalled(self.token);
+                        self.with_group(|g| g.mark_stalled(self.token));
                         self.flush();
                         return;
                     }
@@ -431,7 +461,7 @@ impl Conn {
                 // (the data of writes already granted frees buffers), so input stays watched.
                 st.stalled = true;
                 drop(st);
-                group::mark_stalled(self.token);
+                self.with_group(|g| g.mark_stalled(self.token));
             }
         }
         self.flush();
@@ -552,15 +582,10 @@ impl Conn {
         st.icresp.copy_from_slice(resp.as_bytes());
         // The request slots, now that the peer speaks NVMe/TCP.
         let n = self.cfg.slots;
-        st.slots = (0..n).map(|_| Slot::new()).collect();
-        st.free = (0..n as u16).rev().collect();
+        st.slots = ReqSlots::new(n, Slot::new);
         st.buf_wait = VecDeque::with_capacity(n);
         st.txq = VecDeque::with_capacity(n * (R2T_SLOTS + 1) + 4);
-        let _ = self.reqs.set(
-            (0..n)
-                .map(|_| UnsafeCell::new(NvmfRequest::new()))
-                .collect(),
-        );
+        let _ = self.reqs.set(ReqPool::new(n));
         st.txq.push_back(Tx::IcResp);
         Action::Continue
     }
@@ -569,29 +594,19 @@ impl Conn {
         if st.neg.is_none() {
             return Action::Close;
         }
-        let Some(i) = st.free.pop() else {
+        let Some(i) = st.slots.take(SlotState::New) else {
             st.rx.defer();
             return Action::Stall;
         };
         // SAFETY: slot `i` was free: the core does not hold its request.
         let req = unsafe { self.req_mut(i) };
-        req.cmd = *cmd;
-        req.rsp = NvmeCpl {
-            cid: cmd.cid,
-            ..NvmeCpl::default()
-        };
-        req.xfer = xfer_of(cmd);
-        req.length = 0;
-        req.iovcnt = 0;
-        req.transport_ctx = i as usize;
-        req.core_ctx = [0; 4];
-        let slot = &mut st.slots[i as usize];
+        start_request(req, i, cmd, xfer_of(cmd));
+        let slot = &mut st.slots[i];
         slot.early = None;
         slot.h2c_done = 0;
         slot.r2t_sent = 0;
         slot.r2t_seq = 0;
         slot.connect_qid = is_connect(cmd).then_some((cmd.cdw10 >> 16) as u16);
-        st.outstanding += 1;
         // Before Connect only Connect runs (the core answers anything else with Command
         // Sequence Error): take no pool buffers and send no R2T for the rest, so a host that
         // never connects cannot pin memory. In-capsule data is still received (it is in the
@@ -624,10 +639,10 @@ impl Conn {
             } else {
                 early
             };
-            if let Err(e) = self.alloc_bufs(st, i, icd_len) {
+            if let Err(e) = st.slots.alloc_bufs(i, icd_len, self.cfg.buf_chunk) {
                 return self.undo_capsule(st, i, e);
             }
-            slot_set_iovs(&st.slots[i as usize], req, icd_len);
+            st.slots.set_iovs(i, req, icd_len);
             // SAFETY: the iovecs describe slot `i`'s pool buffers, owned by the slot until
             // the slot is released, which only happens after the data phase (or on close,
             // when the receive machine is dead).
@@ -635,9 +650,9 @@ impl Conn {
                 return self.fatal(st, e, &[]);
             }
             req.length = len;
-            let slot = &mut st.slots[i as usize];
-            slot.early = early;
-            slot.state = SlotState::CapsuleData;
+            st.slots[i].early = early;
+            st.slots
+                .set_state(i, SlotState::New, SlotState::CapsuleData);
             st.cur_data = Some((i, icd_len));
             return Action::Continue;
         }
@@ -660,23 +675,23 @@ impl Conn {
             return self.complete_early(st, i, status);
         }
         if req.xfer == DataXfer::None || len == 0 {
-            st.slots[i as usize].state = SlotState::Executing;
+            st.slots.set_state(i, SlotState::New, SlotState::Executing);
             return Action::Execute(self.req_ptr(i));
         }
         req.length = len;
         if req.xfer == DataXfer::HostToController {
             // Parsed and queued (not deferred): the H2CData of earlier writes may follow it
             // in the stream.
-            st.slots[i as usize].state = SlotState::AwaitBuf;
+            st.slots.set_state(i, SlotState::New, SlotState::AwaitBuf);
             st.buf_wait.push_back(i);
             self.start_waiting_writes(st);
             return Action::Continue;
         }
-        if let Err(e) = self.alloc_bufs(st, i, len) {
+        if let Err(e) = st.slots.alloc_bufs(i, len, self.cfg.buf_chunk) {
             return self.undo_capsule(st, i, e);
         }
-        slot_set_iovs(&st.slots[i as usize], req, len);
-        st.slots[i as usize].state = SlotState::Executing;
+        st.slots.set_iovs(i, req, len);
+        st.slots.set_state(i, SlotState::New, SlotState::Executing);
         Action::Execute(self.req_ptr(i))
     }
 
@@ -692,7 +707,7 @@ impl Conn {
             if st.r2t_held > 0 && st.r2t_held + len as usize > MAX_R2T_BUFFERED_PER_CONN {
                 return;
             }
-            if let Err(e) = self.alloc_bufs(st, i, len) {
+            if let Err(e) = st.slots.alloc_bufs(i, len, self.cfg.buf_chunk) {
                 if let PoolError::BadSize(_) = e {
                     st.buf_wait.pop_front();
                     self.complete_early(st, i, Status::DATA_SGL_LENGTH_INVALID);
@@ -702,39 +717,13 @@ impl Conn {
                 return;
             }
             st.buf_wait.pop_front();
-            slot_set_iovs(&st.slots[i as usize], req, len);
-            let slot = &mut st.slots[i as usize];
-            slot.state = SlotState::AwaitH2C;
-            slot.held = len;
+            st.slots.set_iovs(i, req, len);
+            st.slots
+                .set_state(i, SlotState::AwaitBuf, SlotState::AwaitH2C);
+            st.slots[i].held = len;
             st.r2t_held += len as usize;
             self.issue_r2ts(st, i, req.cmd.cid, len);
         }
-    }
-
-    /// Take the pool buffers for `len` bytes of slot `i`.
-    fn alloc_bufs(&self, st: &mut State, i: u16, len: u32) -> Result<(), PoolError> {
-        let slot = &mut st.slots[i as usize];
-        let chunk = self.cfg.buf_chunk;
-        let n = (len as usize).div_ceil(chunk);
-        if n > MAX_IOVS {
-            return Err(PoolError::BadSize(len as usize));
-        }
-        let mut left = len as usize;
-        for k in 0..n {
-            let this = left.min(chunk);
-            match pool::alloc(this) {
-                Ok(b) => slot.bufs[k] = Some(b),
-                Err(e) => {
-                    for b in &mut slot.bufs[..k] {
-                        *b = None;
-                    }
-                    return Err(e);
-                }
-            }
-            left -= this;
-        }
-        slot.nbufs = n;
-        Ok(())
     }
 
     /// Buffers could not be had: give the slot back and retry the capsule later (or fail
@@ -743,9 +732,7 @@ impl Conn {
         if let PoolError::BadSize(_) = e {
             return self.complete_early(st, i, Status::DATA_SGL_LENGTH_INVALID);
         }
-        st.slots[i as usize].state = SlotState::Free;
-        st.free.push(i);
-        st.outstanding -= 1;
+        st.slots.release(i);
         st.rx.defer();
         Action::Stall
     }
@@ -765,7 +752,7 @@ impl Conn {
             .map_or(1, |n| (n.maxr2t as usize).saturating_add(1))
             .min(R2T_SLOTS);
         let chunk = self.cfg.maxh2cdata;
-        let slot = &mut st.slots[i as usize];
+        let slot = &mut st.slots[i];
         while slot.r2t_sent < len
             && ((slot.r2t_sent - slot.h2c_done).div_ceil(chunk) as usize) < max_out
         {
@@ -802,10 +789,7 @@ impl Conn {
 
     fn on_h2c_data(&self, st: &mut State, h: &DataHeader, data_len: u32) -> Action {
         let i = h.ttag;
-        let ok_slot = st
-            .slots
-            .get(i as usize)
-            .is_some_and(|s| s.state == SlotState::AwaitH2C);
+        let ok_slot = st.slots.get_state(usize::from(i)) == Some(SlotState::AwaitH2C);
         if !ok_slot {
             return self.fatal(
                 st,
@@ -829,7 +813,7 @@ impl Conn {
                 h.as_bytes(),
             );
         }
-        let slot = &st.slots[i as usize];
+        let slot = &st.slots[i];
         if h.datao != slot.h2c_done || h.datao as u64 + h.datal as u64 > slot.r2t_sent as u64 {
             return self.fatal(
                 st,
@@ -851,7 +835,8 @@ impl Conn {
         };
         // SAFETY: the slot is receiving data: not with the core.
         let req = unsafe { self.req_mut(i) };
-        let slot = &mut st.slots[i as usize];
+        let state = st.slots.state(i);
+        let slot = &mut st.slots[i];
         if !digest_ok {
             log::warn!(
                 "nvmf/tcp: {}: data digest error on command {}",
@@ -860,10 +845,10 @@ impl Conn {
             );
             slot.early.get_or_insert(Status::TRANSIENT_TRANSPORT_ERROR);
         }
-        match slot.state {
+        match state {
             SlotState::CapsuleData => {
                 let length = req.length;
-                slot_set_iovs(slot, req, length);
+                st.slots.set_iovs(i, req, length);
             }
             SlotState::AwaitH2C => {
                 slot.h2c_done += len;
@@ -877,10 +862,10 @@ impl Conn {
             }
             _ => return Action::Close,
         }
-        if let Some(status) = st.slots[i as usize].early {
+        if let Some(status) = st.slots[i].early {
             return self.complete_early(st, i, status);
         }
-        st.slots[i as usize].state = SlotState::Executing;
+        st.slots.set_state(i, state, SlotState::Executing);
         Action::Execute(self.req_ptr(i))
     }
 
@@ -902,7 +887,8 @@ impl Conn {
             maxh2cdata: self.cfg.maxh2cdata,
             maxr2t: 0,
         });
-        let slot = &mut st.slots[i as usize];
+        let state = st.slots.state(i);
+        let slot = &mut st.slots[i];
         let success = Status::from_field(req.rsp.status).is_success();
         if let Some(qid) = slot.connect_qid {
             if success {
@@ -977,7 +963,7 @@ impl Conn {
             }
             slot.rsp_len = SHORT_HLEN + hd;
         }
-        slot.state = SlotState::Sending;
+        st.slots.set_state(i, state, SlotState::Sending);
         st.txq.push_back(Tx::Done(i));
     }
 
@@ -1091,7 +1077,8 @@ impl Conn {
     fn want_out(&self, st: &mut State, on: bool) {
         if st.epollout != on {
             st.epollout = on;
-            group::set_interest(self.sock.as_raw_fd(), self.token, !st.reads_parked, on);
+            let (fd, read) = (self.sock.as_raw_fd(), !st.reads_parked);
+            self.with_group(|g| g.set_interest(fd, self.token, read, on));
         }
     }
 
@@ -1102,7 +1089,8 @@ impl Conn {
     fn park_reads(&self, st: &mut State, park: bool) {
         if self.park_when_stalled && st.reads_parked != park {
             st.reads_parked = park;
-            group::set_interest(self.sock.as_raw_fd(), self.token, !park, st.epollout);
+            let (fd, write) = (self.sock.as_raw_fd(), st.epollout);
+            self.with_group(|g| g.set_interest(fd, self.token, !park, write));
         }
     }
 
@@ -1155,52 +1143,27 @@ impl Conn {
             st.tx_off = 0;
             st.buf_wait.clear();
             for i in 0..st.slots.len() as u16 {
-                match st.slots[i as usize].state {
+                match st.slots.state(i) {
                     SlotState::Free | SlotState::Executing => {}
                     _ => release_slot(&mut st, i),
                 }
             }
         }
-        group::forget_fd(self.sock.as_raw_fd());
+        self.with_group(|g| g.forget_fd(self.sock.as_raw_fd()));
         let _ = self.sock.shutdown(Shutdown::Both);
         log::debug!("nvmf/tcp: {}: connection closed", self.peer);
         self.qpair().close();
-        group::mark_closing(self.token);
+        self.with_group(|g| g.mark_closing(self.token));
     }
 }
 
-/// Give slot `i` back (drops its buffers).
+/// Give slot `i` back (drops its buffers and its share of the R2T budget).
 fn release_slot(st: &mut State, i: u16) {
-    let slot = &mut st.slots[i as usize];
-    if slot.state == SlotState::Free {
+    if st.slots.state(i) == SlotState::Free {
         return;
     }
-    for b in &mut slot.bufs[..slot.nbufs] {
-        *b = None;
-    }
-    slot.nbufs = 0;
-    slot.state = SlotState::Free;
-    st.r2t_held -= std::mem::take(&mut slot.held) as usize;
-    st.free.push(i);
-    st.outstanding -= 1;
-}
-
-/// Point `req.iovs` at the slot's buffers, covering exactly `len` bytes.
-fn slot_set_iovs(slot: &Slot, req: &mut NvmfRequest, len: u32) {
-    let mut left = len as usize;
-    let mut n = 0;
-    for b in slot.bufs[..slot.nbufs].iter().flatten() {
-        if left == 0 {
-            break;
-        }
-        let l = b.len().min(left);
-        // SAFETY: the buffer belongs to the slot until the slot is released, after the
-        // request is finished with; the pointer is valid for `l ≤ len` bytes.
-        req.iovs[n] = unsafe { IoVec::from_raw(b.as_ptr().cast_mut(), l) };
-        left -= l;
-        n += 1;
-    }
-    req.iovcnt = n;
+    st.r2t_held -= std::mem::take(&mut st.slots[i].held) as usize;
+    st.slots.release(i);
 }
 
 /// The iovecs of one queued item into `out`; returns (count, bytes), or (0, 0) if it does not
@@ -1232,12 +1195,12 @@ fn item_iovs(conn: &Conn, st: &State, item: Tx, out: &mut [libc::iovec]) -> (usi
             if out.is_empty() {
                 return (0, 0);
             }
-            let b = &st.slots[slot as usize].r2t_hdr[k as usize];
+            let b = &st.slots[slot].r2t_hdr[k as usize];
             out[0] = iov(b.as_ptr(), SHORT_HLEN + hd);
             (1, SHORT_HLEN + hd)
         }
         Tx::Done(i) => {
-            let slot = &st.slots[i as usize];
+            let slot = &st.slots[i];
             let req_ptr = conn.req_ptr(i);
             // SAFETY: the slot is Sending: the core is done with the request and only the
             // transport reads it.
@@ -1277,17 +1240,19 @@ fn item_iovs(conn: &Conn, st: &State, item: Tx, out: &mut [libc::iovec]) -> (usi
 
 impl QpairTransport for Conn {
     fn request_complete(&self, req: ReqPtr) {
-        // SAFETY: the core hands back a request of this connection's pool.
-        let i = unsafe { req.as_ref() }.transport_ctx as u16;
         {
             let mut st = self.st.borrow_mut();
-            if st.slots.get(i as usize).map(|s| s.state) != Some(SlotState::Executing) {
+            let slot = self
+                .reqs
+                .get()
+                .and_then(|p| p.completed_slot(&st.slots, req));
+            let Some(i) = slot else {
                 log::error!(
                     "nvmf/tcp: {}: completion for a request not executing",
                     self.peer
                 );
                 return;
-            }
+            };
             self.complete_locked(&mut st, i);
         }
         self.mark_dirty();
@@ -1298,10 +1263,168 @@ impl QpairTransport for Conn {
             "nvmf/tcp: {}: disconnect requested by the target",
             self.peer
         );
-        group::request_close(self.token);
+        self.with_group(|g| g.request_close(self.token));
     }
 
     fn peer(&self) -> String {
         self.peer.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotState::{self, *};
+    use super::*;
+    use crate::reqcore::ReqSlots;
+    use crate::transport::{AdrFam, TrType};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A poll group that only records what the connection asks of it.
+    #[derive(Default)]
+    struct Recorder {
+        calls: RefCell<Vec<String>>,
+    }
+
+    impl GroupLink for Recorder {
+        fn mark_dirty(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("dirty {token}"));
+        }
+        fn mark_stalled(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("stalled {token}"));
+        }
+        fn mark_closing(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("closing {token}"));
+        }
+        fn request_close(&self, token: u32) {
+            self.calls.borrow_mut().push(format!("close {token}"));
+        }
+        fn set_interest(&self, _fd: i32, token: u32, read: bool, write: bool) {
+            self.calls
+                .borrow_mut()
+                .push(format!("interest {token} {read} {write}"));
+        }
+        fn forget_fd(&self, _fd: i32) {
+            self.calls.borrow_mut().push("forget".into());
+        }
+    }
+
+    fn read_exact(c: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut b = vec![0; n];
+        c.read_exact(&mut b).unwrap();
+        b
+    }
+
+    /// A connection driven by hand, with a recording group instead of an epoll poll group
+    /// and no reactor: ICReq, a command before Connect (answered early, its slot back on
+    /// the free list), then the host hangs up and the group hears of the close.
+    #[test]
+    fn conn_runs_without_a_poll_group() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut host = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        host.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let (sock, _) = l.accept().unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let group = Rc::new(Recorder::default());
+        let link: Weak<dyn GroupLink> = Rc::downgrade(&group) as Weak<dyn GroupLink>;
+        let cfg = ConnConfig {
+            slots: 4,
+            icd_io: 4096,
+            icd_admin: 4096,
+            maxh2cdata: 131072,
+            max_io_size: 131072,
+            buf_chunk: 131072,
+            c2h_success: true,
+            aq_depth: 32,
+        };
+        let listen = ListenAddr {
+            trtype: TrType::Tcp,
+            adrfam: AdrFam::Ipv4,
+            traddr: "127.0.0.1".into(),
+            trsvcid: "0".into(),
+        };
+        let at = GroupHandle {
+            link,
+            token: 7,
+            park_when_stalled: false,
+        };
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        let conn = Conn::new(sock, at, 1, listen, cfg, far);
+
+        // ICReq: type 0, HLEN = PLEN = 128, PFV 0, no digests.
+        let mut icreq = [0u8; 128];
+        icreq[2] = 128;
+        icreq[4..8].copy_from_slice(&128u32.to_le_bytes());
+        host.write_all(&icreq).unwrap();
+        conn.on_readable();
+        let icresp = read_exact(&mut host, 128);
+        assert_eq!(icresp[0], 0x01, "ICResp");
+        assert_eq!(conn.st.borrow().slots.len(), 4);
+
+        // Identify (admin opcode 6, CID 0x1234) before Connect: Command Sequence Error.
+        let mut cap = [0u8; 72];
+        cap[0] = 0x04;
+        cap[2] = 72;
+        cap[4..8].copy_from_slice(&72u32.to_le_bytes());
+        cap[8] = 0x06;
+        cap[10..12].copy_from_slice(&0x1234u16.to_le_bytes());
+        host.write_all(&cap).unwrap();
+        conn.on_readable();
+        let rsp = read_exact(&mut host, 24);
+        assert_eq!(rsp[0], 0x05, "CapsuleResp");
+        let cqe = &rsp[8..];
+        assert_eq!(u16::from_le_bytes([cqe[12], cqe[13]]), 0x1234);
+        let status = u16::from_le_bytes([cqe[14], cqe[15]]) >> 1;
+        assert_eq!(status, Status::COMMAND_SEQUENCE_ERROR.to_field() >> 1);
+        {
+            let st = conn.st.borrow();
+            assert_eq!(st.slots.outstanding(), 0, "the slot is free again");
+            assert_eq!(st.slots.count(SlotState::Free), 4);
+        }
+
+        drop(host);
+        conn.on_readable();
+        assert!(conn.reapable());
+        let calls = group.calls.borrow();
+        assert!(calls.iter().any(|c| c == "forget"), "{calls:?}");
+        assert!(calls.iter().any(|c| c == "closing 7"), "{calls:?}");
+    }
+
+    /// Walk slots through every path the connection takes; the table allows each step.
+    #[test]
+    fn slot_paths_are_legal() {
+        let paths: &[&[SlotState]] = &[
+            // No data, or a read.
+            &[New, Executing, Sending],
+            // In-capsule data.
+            &[New, CapsuleData, Executing, Sending],
+            // Write pulled with R2T.
+            &[New, AwaitBuf, AwaitH2C, Executing, Sending],
+            // Answered early at each stage.
+            &[New, Sending],
+            &[New, CapsuleData, Sending],
+            &[New, AwaitBuf, Sending],
+            &[New, AwaitBuf, AwaitH2C, Sending],
+        ];
+        let mut t: ReqSlots<SlotState, ()> = ReqSlots::new(2, || ());
+        for path in paths {
+            let i = t.take(path[0]).unwrap();
+            for w in path.windows(2) {
+                t.set_state(i, w[0], w[1]);
+            }
+            assert_eq!(t.count(*path.last().unwrap()), 1);
+            assert!(t.release(i));
+        }
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "illegal transition")]
+    fn data_cannot_arrive_after_execution() {
+        let mut t: ReqSlots<SlotState, ()> = ReqSlots::new(1, || ());
+        let i = t.take(New).unwrap();
+        t.set_state(i, New, Executing);
+        t.set_state(i, Executing, AwaitH2C);
     }
 }

@@ -26,7 +26,7 @@ use keel_reactor::{PollStatus, PollerId};
 use std::cell::{Cell, RefCell};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,15 +158,13 @@ pub fn add_connection(sock: TcpStream, listen: ListenAddr, cfg: ConnConfig, tran
     };
     let fd = sock.as_raw_fd();
     let deadline = Instant::now() + connect_timeout();
-    let conn = Conn::new(
-        sock,
+    let link: Weak<dyn GroupLink> = Rc::downgrade(&g) as Weak<dyn GroupLink>;
+    let at = GroupHandle {
+        link,
         token,
-        transport_id,
-        listen,
-        cfg,
-        deadline,
-        g.interrupt_mode,
-    );
+        park_when_stalled: g.interrupt_mode,
+    };
+    let conn = Conn::new(sock, at, transport_id, listen, cfg, deadline);
     let mut ev = libc::epoll_event {
         events: libc::EPOLLIN as u32,
         u64: token as u64,
@@ -268,15 +266,14 @@ impl Group {
 
     /// Interrupt mode: make sure the stall poller runs (the group's poller only runs when
     /// something wakes the reactor).
-    fn arm_stall_retry(self: &Rc<Self>) {
+    fn arm_stall_retry(&self) {
         if !self.interrupt_mode || self.stall_poller.get().is_some() {
             return;
         }
-        let weak = Rc::downgrade(self);
+        // The group is this core's (`current`): the poller finds it there.
         let id =
             keel_reactor::register_poller("nvmf_tcp_stall_retry", Some(STALL_RETRY), move || {
-                weak.upgrade()
-                    .map_or(PollStatus::Idle, |g| g.stall_retry_tick())
+                current().map_or(PollStatus::Idle, |g| g.stall_retry_tick())
             });
         self.stall_poller.set(Some(id));
     }
@@ -429,83 +426,99 @@ impl Group {
     }
 }
 
-/// A connection queued output outside the group's poll: flush it on the next one.
-pub fn mark_dirty(token: u32) {
-    let Some(g) = current() else { return };
-    g.dirty.borrow_mut().push(token);
-    if g.interrupt_mode && !g.flush_scheduled.replace(true) {
-        // The reactor might go to sleep before the poller runs again: wake it with a
-        // message (a capture-less closure: no allocation).
-        if let Some(core) = keel_reactor::current_core() {
-            let _ = keel_reactor::send_to(core, || {
-                if let Some(g) = current() {
-                    g.flush_dirty();
-                }
-            });
+/// A connection's place in its poll group, given to [`Conn::new`].
+pub(crate) struct GroupHandle {
+    /// The group (weak: the group owns its connections).
+    pub link: Weak<dyn GroupLink>,
+    /// The connection's token in the group.
+    pub token: u32,
+    /// Interrupt mode: stop watching for input while the receive machine is blocked.
+    pub park_when_stalled: bool,
+}
+
+/// What a connection asks of its poll group. The connection holds a handle to its group
+/// (given at construction) instead of reaching the core's group through thread-local state,
+/// so a connection can run (and be tested) with any implementation.
+pub(crate) trait GroupLink {
+    /// The connection `token` queued output outside the group's poll: flush it on the next.
+    fn mark_dirty(&self, token: u32);
+    /// The connection `token` waits for a free slot or buffers: retry it on the next poll
+    /// (interrupt mode: within [`STALL_RETRY`]).
+    fn mark_stalled(&self, token: u32);
+    /// The connection `token` closed: free it once its requests are back.
+    fn mark_closing(&self, token: u32);
+    /// Close the connection `token` at the next poll (the core asked for it, maybe from
+    /// inside a call).
+    fn request_close(&self, token: u32);
+    /// Set what the connection's socket `fd` is watched for: input (`read`, off while a
+    /// stalled connection is parked in interrupt mode) and writability (`write`, while output
+    /// is pending). Errors and hang-ups are always reported.
+    fn set_interest(&self, fd: i32, token: u32, read: bool, write: bool);
+    /// Stop watching the connection's socket `fd` (before it closes).
+    fn forget_fd(&self, fd: i32);
+}
+
+impl GroupLink for Group {
+    fn mark_dirty(&self, token: u32) {
+        self.dirty.borrow_mut().push(token);
+        if self.interrupt_mode && !self.flush_scheduled.replace(true) {
+            // The reactor might go to sleep before the poller runs again: wake it with a
+            // message (a capture-less closure: no allocation).
+            if let Some(core) = keel_reactor::current_core() {
+                let _ = keel_reactor::send_to(core, || {
+                    if let Some(g) = current() {
+                        g.flush_dirty();
+                    }
+                });
+            }
         }
     }
-}
 
-/// A connection waits for a free slot or buffers: retry it on the next poll (interrupt mode:
-/// within [`STALL_RETRY`]).
-pub fn mark_stalled(token: u32) {
-    if let Some(g) = current() {
-        g.stalled.borrow_mut().push(token);
-        g.arm_stall_retry();
+    fn mark_stalled(&self, token: u32) {
+        self.stalled.borrow_mut().push(token);
+        self.arm_stall_retry();
     }
-}
 
-/// A connection closed: free it once its requests are back.
-pub fn mark_closing(token: u32) {
-    if let Some(g) = current() {
-        g.closing.borrow_mut().push(token);
+    fn mark_closing(&self, token: u32) {
+        self.closing.borrow_mut().push(token);
     }
-}
 
-/// Close a connection at the next poll (the core asked for it, maybe from inside a call).
-pub fn request_close(token: u32) {
-    if let Some(g) = current() {
-        g.to_close.borrow_mut().push(token);
+    fn request_close(&self, token: u32) {
+        self.to_close.borrow_mut().push(token);
     }
-}
 
-/// Set what a connection's socket is watched for: input (`read`, off while a stalled
-/// connection is parked in interrupt mode) and writability (`write`, while output is pending).
-/// Errors and hang-ups are always reported.
-pub fn set_interest(fd: i32, token: u32, read: bool, write: bool) {
-    let Some(g) = current() else { return };
-    let mut events = 0;
-    if read {
-        events |= libc::EPOLLIN as u32;
+    fn set_interest(&self, fd: i32, token: u32, read: bool, write: bool) {
+        let mut events = 0;
+        if read {
+            events |= libc::EPOLLIN as u32;
+        }
+        if write {
+            events |= libc::EPOLLOUT as u32;
+        }
+        let mut ev = libc::epoll_event {
+            events,
+            u64: token as u64,
+        };
+        // SAFETY: valid fds and event.
+        if unsafe { libc::epoll_ctl(self.epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) } < 0 {
+            log::error!(
+                "nvmf/tcp: cannot change the events watched on a connection: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
-    if write {
-        events |= libc::EPOLLOUT as u32;
-    }
-    let mut ev = libc::epoll_event {
-        events,
-        u64: token as u64,
-    };
-    // SAFETY: valid fds and event.
-    if unsafe { libc::epoll_ctl(g.epfd.as_raw_fd(), libc::EPOLL_CTL_MOD, fd, &mut ev) } < 0 {
-        log::error!(
-            "nvmf/tcp: cannot change the events watched on a connection: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
 
-/// Stop watching a connection's socket (before it closes).
-pub fn forget_fd(fd: i32) {
-    let Some(g) = current() else { return };
-    // SAFETY: valid fds; a null event is allowed for EPOLL_CTL_DEL.
-    unsafe {
-        libc::epoll_ctl(
-            g.epfd.as_raw_fd(),
-            libc::EPOLL_CTL_DEL,
-            fd,
-            std::ptr::null_mut(),
-        )
-    };
+    fn forget_fd(&self, fd: i32) {
+        // SAFETY: valid fds; a null event is allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.epfd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
+    }
 }
 
 /// Close this core's connections of `transport_id` (runs on each core at shutdown); `wait`

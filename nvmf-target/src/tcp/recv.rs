@@ -18,7 +18,7 @@ use super::pdu::{
     DataHeader, Framing, IcReq, Negotiated, RxLimits, TermError, TermReqHeader, Wire, COMMON_HLEN,
     DIGEST_LEN, PDU_CAPSULE_CMD, PDU_H2C_DATA, PDU_H2C_TERM_REQ, PDU_ICREQ, TERM_MAX_DATA,
 };
-use keel_bdev::{IoVec, MAX_IOVS};
+use keel_bdev::{IoVec, IovCursor, MAX_IOVS};
 
 /// Size of the per-connection staging buffer (headers, and small data that arrives with
 /// them). Larger than the biggest header (ICReq 128 B; a header with digest and padding up to
@@ -273,28 +273,13 @@ impl Rx {
     /// Every iovec must be valid for writes of its length until [`RxEvent::DataDone`] or a
     /// fatal error is returned, or the machine is dropped, and nobody else may access that
     /// memory meanwhile.
-    pub unsafe fn expect_data(&mut self, iovs: &[IoVec], mut skip: usize) -> Result<(), TermError> {
+    pub unsafe fn expect_data(&mut self, iovs: &[IoVec], skip: usize) -> Result<(), TermError> {
         debug_assert_eq!(self.phase, Phase::Pending);
-        let mut cnt = 0;
-        let mut room = 0usize;
-        for iov in iovs {
-            if skip >= iov.len {
-                skip -= iov.len;
-                continue;
-            }
-            if cnt == MAX_IOVS {
-                break;
-            }
-            // SAFETY: skip < iov.len: inside the caller's segment.
-            let base = unsafe { iov.base.add(skip) };
-            let len = iov.len - skip;
-            skip = 0;
-            // SAFETY: caller's contract.
-            self.dest.segs[cnt] = unsafe { IoVec::from_raw(base, len) };
-            room += len;
-            cnt += 1;
-        }
-        if room < self.cur.data_len as usize {
+        // Views of the PDU's data range inside the caller's iovecs (nothing copied; they are
+        // as valid as the caller's iovecs, per the contract).
+        let len = self.cur.data_len as usize;
+        let (cnt, room) = IovCursor::at(iovs, skip).split_into(len, &mut self.dest.segs);
+        if room < len {
             self.phase = Phase::Dead;
             return Err(TermError::status(
                 super::pdu::FES_DATA_OUT_OF_RANGE,

@@ -20,7 +20,7 @@
 
 use super::capsule::{self, CapsuleData};
 use super::core_dev::CoreDev;
-use super::group::{self, PeerRdma};
+use super::group::{GroupLink, PeerRdma};
 use super::recv::RecvArena;
 use super::wr_id::{Kind, WrId};
 use super::{RdmaConfig, MAX_SGE_PER_WR};
@@ -32,11 +32,12 @@ use keel_bdev::{IoVec, MAX_IOVS};
 use keel_nvme::cmd::{DataXfer, NvmeCpl};
 use keel_nvme::fabrics::FabricsType;
 use keel_nvme::status::Status;
+use keel_nvmf::reqcore::{self, start_request, ReqPool, ReqSlots};
 use keel_nvmf::request::{NvmfRequest, ReqPtr};
 use keel_nvmf::target::Qpair;
 use keel_nvmf::transport::{ListenAddr, QpairTransport};
-use keel_reactor::pool::{self, DmaBuf, PoolError};
-use std::cell::{OnceCell, RefCell, UnsafeCell};
+use keel_reactor::pool::PoolError;
+use std::cell::{OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
@@ -50,6 +51,8 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a new connection needs (from the listener and the poll group).
 pub(crate) struct ConnSetup {
+    /// The poll group serving the connection (weak: the group owns its connections).
+    pub group: Weak<dyn GroupLink>,
     pub token: u16,
     pub gen: u8,
     pub transport_id: u64,
@@ -61,9 +64,15 @@ pub(crate) struct ConnSetup {
     pub connect_deadline: Instant,
 }
 
+/// RDMA request slot states. Legal moves ([`reqcore::SlotState::legal`]): Free → New; New →
+/// Ready | AwaitData | AwaitSend (answered early); AwaitData → Ready | Reading | AwaitSend;
+/// Reading → Ready; Ready → Executing; Executing → AwaitSend; AwaitSend → Sending; and any
+/// state → Free (release, also on close).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotState {
     Free,
+    /// Taken for a command capsule being parsed.
+    New,
     /// Waiting (in `data_wait`) for pool buffers, RDMA READ depth or send-queue entries.
     AwaitData,
     /// RDMA READ(s) in flight.
@@ -76,6 +85,31 @@ enum SlotState {
     AwaitSend,
     /// Response chain posted.
     Sending,
+}
+
+impl reqcore::SlotState for SlotState {
+    const COUNT: usize = 8;
+    const FREE: SlotState = SlotState::Free;
+    const EXECUTING: SlotState = SlotState::Executing;
+    #[inline]
+    fn index(self) -> usize {
+        self as usize
+    }
+    #[inline]
+    fn legal(from: SlotState, to: SlotState) -> bool {
+        use SlotState::*;
+        matches!(
+            (from, to),
+            (Free, New)
+                | (New, Ready | AwaitData | AwaitSend)
+                | (AwaitData, Ready | Reading | AwaitSend)
+                | (Reading, Ready)
+                | (Ready, Executing)
+                | (Executing, AwaitSend)
+                | (AwaitSend, Sending)
+                | (_, Free)
+        )
+    }
 }
 
 /// Which receive buffer a slot holds (in-capsule data lives there).
@@ -92,11 +126,10 @@ struct Keyed {
     invalidate: bool,
 }
 
+/// RDMA's own data of one request slot (state and buffers are in the request core).
 struct Slot {
-    state: SlotState,
-    bufs: [Option<DmaBuf>; MAX_IOVS],
+    /// The SGEs of the slot's pool buffers (same order and count), for RDMA READ/WRITE.
     sges: [Sge; MAX_IOVS],
-    nbufs: usize,
     recv: Option<RecvBuf>,
     keyed: Option<Keyed>,
     /// Work requests posted for this slot and not yet completed.
@@ -110,10 +143,7 @@ struct Slot {
 impl Slot {
     fn new() -> Slot {
         Slot {
-            state: SlotState::Free,
-            bufs: std::array::from_fn(|_| None),
             sges: [Sge::default(); MAX_IOVS],
-            nbufs: 0,
             recv: None,
             keyed: None,
             pending: 0,
@@ -130,8 +160,7 @@ enum Life {
 }
 
 struct State {
-    slots: Box<[Slot]>,
-    free: Vec<u16>,
+    slots: ReqSlots<SlotState, Slot>,
     life: Life,
     closed_at: Option<Instant>,
     sq_head: u16,
@@ -143,8 +172,6 @@ struct State {
     data_wait: VecDeque<u16>,
     send_wait: VecDeque<u16>,
     ready: VecDeque<u16>,
-    /// Slots not free.
-    outstanding: usize,
     /// `no_srq`: own receives posted and not completed.
     recv_posted: u32,
     /// The pool was empty for the head of `data_wait`: retried on the next completion or
@@ -233,12 +260,14 @@ impl Drop for RspArena {
 pub(crate) struct Conn {
     id: RefCell<Option<CmId>>,
     st: RefCell<State>,
-    reqs: Box<[UnsafeCell<NvmfRequest>]>,
+    reqs: ReqPool,
     rsp: RspArena,
     own_recv: Option<RecvArena>,
     dev: Rc<CoreDev>,
     qpair: OnceCell<Rc<Qpair>>,
     cfg: Arc<RdmaConfig>,
+    /// The poll group serving this connection.
+    group: Weak<dyn GroupLink>,
     token: u16,
     gen: u8,
     transport_id: u64,
@@ -361,8 +390,7 @@ impl Conn {
         let conn = Rc::new(Conn {
             id: RefCell::new(None),
             st: RefCell::new(State {
-                slots: (0..n).map(|_| Slot::new()).collect(),
-                free: (0..n as u16).rev().collect(),
+                slots: ReqSlots::new(n, Slot::new),
                 life: Life::Open,
                 closed_at: None,
                 sq_head: 0,
@@ -372,20 +400,18 @@ impl Conn {
                 data_wait: VecDeque::with_capacity(n),
                 send_wait: VecDeque::with_capacity(n),
                 ready: VecDeque::with_capacity(n),
-                outstanding: 0,
                 recv_posted: 0,
                 pool_starved: false,
                 tx: Vec::with_capacity(granted_send_wr as usize),
                 tx_dirty: false,
             }),
-            reqs: (0..n)
-                .map(|_| UnsafeCell::new(NvmfRequest::new()))
-                .collect(),
+            reqs: ReqPool::new(n),
             rsp,
             own_recv,
             dev: s.dev.clone(),
             qpair: OnceCell::new(),
             cfg: s.cfg.clone(),
+            group: s.group.clone(),
             token: s.token,
             gen: s.gen,
             transport_id: s.transport_id,
@@ -440,6 +466,14 @@ impl Conn {
         self.qpair.get().expect("set at construction")
     }
 
+    /// Tell the poll group something (nothing once the group is gone).
+    #[inline]
+    fn with_group(&self, f: impl FnOnce(&dyn GroupLink)) {
+        if let Some(g) = self.group.upgrade() {
+            f(&*g);
+        }
+    }
+
     #[inline]
     fn wr(&self, kind: Kind, index: u32) -> u64 {
         WrId {
@@ -449,21 +483,6 @@ impl Conn {
             index,
         }
         .encode()
-    }
-
-    #[inline]
-    fn req_ptr(&self, i: u16) -> ReqPtr {
-        // SAFETY: UnsafeCell::get never returns null.
-        unsafe { NonNull::new_unchecked(self.reqs[usize::from(i)].get()) }
-    }
-
-    /// # Safety
-    /// Slot `i` must not be with the core, and no other reference to its request may live.
-    #[allow(clippy::mut_from_ref)]
-    #[inline]
-    unsafe fn req_mut(&self, i: u16) -> &mut NvmfRequest {
-        // SAFETY: caller's contract.
-        unsafe { &mut *self.req_ptr(i).as_ptr() }
     }
 
     /// The CM reported the connection established.
@@ -484,10 +503,10 @@ impl Conn {
         if st.life != Life::Closed {
             return false;
         }
-        let drained = st.outstanding == 0 && st.recv_posted == 0;
+        let drained = st.slots.outstanding() == 0 && st.recv_posted == 0;
         let timed_out = st.closed_at.is_some_and(|t| now >= t + FLUSH_TIMEOUT);
         if timed_out && !drained {
-            if st.slots.iter().any(|s| s.state == SlotState::Executing) {
+            if st.slots.count(SlotState::Executing) > 0 {
                 // The core still holds requests: wait for them whatever the device does.
                 return false;
             }
@@ -593,27 +612,17 @@ impl Conn {
             return Some("capsule shorter than a command");
         };
         let cmd = capsule.cmd;
-        let Some(i) = st.free.pop() else {
+        let Some(i) = st.slots.take(SlotState::New) else {
             self.repost(st, b);
             return Some("the host sent more commands than its queue holds");
         };
-        st.outstanding += 1;
         // SAFETY: slot `i` was free: the core does not hold its request.
-        let req = unsafe { self.req_mut(i) };
-        req.cmd = cmd;
-        req.rsp = NvmeCpl {
-            cid: cmd.cid,
-            ..NvmeCpl::default()
-        };
-        req.xfer = capsule.xfer;
-        req.length = 0;
-        req.iovcnt = 0;
-        req.transport_ctx = usize::from(i);
-        req.core_ctx = [0; 4];
-        let slot = &mut st.slots[usize::from(i)];
+        let req = unsafe { self.reqs.get_mut(i) };
+        start_request(req, i, &cmd, capsule.xfer);
+        debug_assert_eq!(st.slots.nbufs(i), 0);
+        let slot = &mut st.slots[i];
         slot.keyed = None;
         slot.send_data = false;
-        slot.nbufs = 0;
         slot.recv = None;
 
         let connect = FabricsType::decode(&cmd) == Some(FabricsType::Connect);
@@ -647,7 +656,7 @@ impl Conn {
                 req.iovs[0] = unsafe { IoVec::from_raw(buf.add(start), dlen as usize) };
                 req.iovcnt = 1;
                 req.length = dlen;
-                st.slots[usize::from(i)].recv = Some(b);
+                st.slots[i].recv = Some(b);
                 self.ready(st, i)
             }
             Ok(CapsuleData::Keyed {
@@ -657,13 +666,13 @@ impl Conn {
                 invalidate,
             }) => {
                 self.repost(st, b);
-                st.slots[usize::from(i)].keyed = Some(Keyed {
+                st.slots[i].keyed = Some(Keyed {
                     addr,
                     key,
                     invalidate,
                 });
                 req.length = dlen;
-                st.slots[usize::from(i)].state = SlotState::AwaitData;
+                st.slots.set_state(i, SlotState::New, SlotState::AwaitData);
                 st.data_wait.push_back(i);
                 self.start_waiting(st);
                 None
@@ -674,7 +683,8 @@ impl Conn {
     /// Queue slot `i` for the core.
     #[inline]
     fn ready(&self, st: &mut State, i: u16) -> Option<&'static str> {
-        st.slots[usize::from(i)].state = SlotState::Ready;
+        let from = st.slots.state(i);
+        st.slots.set_state(i, from, SlotState::Ready);
         st.ready.push_back(i);
         None
     }
@@ -682,7 +692,7 @@ impl Conn {
     /// Answer slot `i` with `status` without running it.
     fn fail(&self, st: &mut State, i: u16, status: Status) -> Option<&'static str> {
         // SAFETY: the slot is not with the core.
-        let req = unsafe { self.req_mut(i) };
+        let req = unsafe { self.reqs.get_mut(i) };
         req.rsp.status = status.to_field();
         req.length = 0;
         req.iovcnt = 0;
@@ -697,10 +707,11 @@ impl Conn {
             let next = {
                 let mut st = self.st.borrow_mut();
                 let Some(i) = st.ready.pop_front() else { break };
-                st.slots[usize::from(i)].state = SlotState::Executing;
+                st.slots
+                    .set_state(i, SlotState::Ready, SlotState::Executing);
                 i
             };
-            self.qpair().execute(self.req_ptr(next));
+            self.qpair().execute(self.reqs.ptr(next));
         }
     }
 
@@ -711,8 +722,8 @@ impl Conn {
     fn start_waiting(&self, st: &mut State) {
         while let Some(&i) = st.data_wait.front() {
             // SAFETY: the slot waits for data: not with the core.
-            let req = unsafe { self.req_mut(i) };
-            if st.slots[usize::from(i)].nbufs == 0 {
+            let req = unsafe { self.reqs.get_mut(i) };
+            if st.slots.nbufs(i) == 0 {
                 match self.alloc_bufs(st, i, req) {
                     Ok(()) => {}
                     Err(Some(status)) => {
@@ -723,7 +734,7 @@ impl Conn {
                     Err(None) => {
                         if !st.pool_starved {
                             st.pool_starved = true;
-                            group::mark_starved(self.token, self.gen);
+                            self.with_group(|g| g.mark_starved(self.token, self.gen));
                         }
                         return;
                     }
@@ -734,7 +745,7 @@ impl Conn {
                 self.ready(st, i);
                 continue;
             }
-            let nwr = (st.slots[usize::from(i)].nbufs as u32).div_ceil(self.max_sge);
+            let nwr = (st.slots.nbufs(i) as u32).div_ceil(self.max_sge);
             if (st.reads_out > 0 && st.reads_out + nwr > st.ord) || st.sq_free < nwr {
                 return;
             }
@@ -754,60 +765,42 @@ impl Conn {
         i: u16,
         req: &mut NvmfRequest,
     ) -> Result<(), Option<Status>> {
-        let len = req.length as usize;
-        let chunk = self.cfg.buf_chunk;
-        let n = len.div_ceil(chunk);
-        if n > MAX_IOVS {
-            return Err(Some(Status::DATA_SGL_LENGTH_INVALID));
+        if let Err(e) = st.slots.alloc_bufs(i, req.length, self.cfg.buf_chunk) {
+            return Err(match e {
+                PoolError::BadSize(_) => Some(Status::DATA_SGL_LENGTH_INVALID),
+                _ => None,
+            });
         }
-        let slot = &mut st.slots[usize::from(i)];
-        let mut left = len;
-        for k in 0..n {
-            let this = left.min(chunk);
-            let b = match pool::alloc(this) {
-                Ok(b) => b,
-                Err(e) => {
-                    for b in &mut slot.bufs[..k] {
-                        *b = None;
-                    }
-                    return Err(match e {
-                        PoolError::BadSize(_) => Some(Status::DATA_SGL_LENGTH_INVALID),
-                        _ => None,
-                    });
-                }
+        let mut sges = [Sge::default(); MAX_IOVS];
+        let mut registered = true;
+        for (k, b) in st.slots.bufs(i).enumerate() {
+            let Some(lkey) = self.dev.lkey(b.as_ptr(), b.len()) else {
+                registered = false;
+                break;
             };
-            let Some(lkey) = self.dev.lkey(b.as_ptr(), this) else {
-                for b in &mut slot.bufs[..k] {
-                    *b = None;
-                }
-                log::error!(
-                    "nvmf/rdma: {}: a pool buffer is not registered with the device",
-                    self.peer
-                );
-                return Err(Some(Status::DATA_TRANSFER_ERROR));
-            };
-            slot.sges[k] = Sge::new(b.as_ptr() as u64, this as u32, lkey);
-            // SAFETY: the buffer belongs to the slot until the slot is freed, after the
-            // request is done with it.
-            req.iovs[k] = unsafe { IoVec::from_raw(b.as_ptr().cast_mut(), this) };
-            slot.bufs[k] = Some(b);
-            left -= this;
+            sges[k] = Sge::new(b.as_ptr() as u64, b.len() as u32, lkey);
         }
-        slot.nbufs = n;
-        req.iovcnt = n;
+        if !registered {
+            st.slots.free_bufs(i);
+            log::error!(
+                "nvmf/rdma: {}: a pool buffer is not registered with the device",
+                self.peer
+            );
+            return Err(Some(Status::DATA_TRANSFER_ERROR));
+        }
+        st.slots[i].sges = sges;
+        st.slots.set_iovs(i, req, req.length);
         Ok(())
     }
 
     /// Queue the RDMA READ(s) fetching slot `i`'s `len` bytes; only the last is signaled.
     fn post_reads(&self, st: &mut State, i: u16, len: u32) -> Result<(), Error> {
-        let slot = &st.slots[usize::from(i)];
+        let nbufs = st.slots.nbufs(i);
+        let slot = &st.slots[i];
         let Some(k) = slot.keyed else {
             return Err(Error::new("RDMA READ without a keyed SGL", libc::EINVAL));
         };
-        // SAFETY: the SGEs live in `st.slots` (a boxed slice that never moves while the
-        // connection lives) and are not changed until this slot's work requests complete or
-        // are dropped unposted (`drop_unposted`); `tx` never outlives the connection.
-        let sges: &'static [Sge] = unsafe { &*std::ptr::from_ref(&slot.sges[..slot.nbufs]) };
+        let sges = &slot.sges[..nbufs];
         let chunks = sges.chunks(self.max_sge as usize);
         let last = chunks.len().saturating_sub(1);
         let mut n = 0;
@@ -822,14 +815,17 @@ impl Conn {
             if c == last {
                 wr = wr.signaled();
             }
-            st.tx.push(wr);
+            // SAFETY: the SGEs live in `st.slots` (boxed slices that never move while the
+            // connection lives) and are not changed until this slot's work requests complete
+            // or are dropped unposted (`drop_unposted`); `tx` never outlives the connection.
+            st.tx.push(unsafe { wr.detach() });
             n += 1;
             off += part.iter().map(|s| u64::from(s.len())).sum::<u64>();
         }
         debug_assert_eq!(off, u64::from(len));
-        let slot = &mut st.slots[usize::from(i)];
-        slot.pending += n;
-        slot.state = SlotState::Reading;
+        st.slots[i].pending += n;
+        st.slots
+            .set_state(i, SlotState::AwaitData, SlotState::Reading);
         st.sq_free -= n;
         st.reads_out += n;
         self.mark_tx(st);
@@ -841,7 +837,7 @@ impl Conn {
     fn mark_tx(&self, st: &mut State) {
         if !st.tx_dirty {
             st.tx_dirty = true;
-            group::mark_tx(self.token, self.gen);
+            self.with_group(|g| g.mark_tx(self.token, self.gen));
         }
     }
 
@@ -890,11 +886,11 @@ impl Conn {
             k += 1;
             let Some(w) = WrId::decode(id) else { continue };
             let i = w.index as u16;
-            let Some(slot) = st.slots.get_mut(usize::from(i)) else {
+            let Some(state) = st.slots.get_state(usize::from(i)) else {
                 continue;
             };
+            let slot = &mut st.slots[i];
             slot.pending = slot.pending.saturating_sub(1);
-            let state = slot.state;
             let left = slot.pending;
             st.sq_free += 1;
             if state == SlotState::Reading {
@@ -943,10 +939,10 @@ impl Conn {
                 );
                 fatal = Some("a work request failed");
             }
-            let state = st.slots[usize::from(i)].state;
+            let state = st.slots.state(i);
             match kind {
                 Kind::Unsignaled => {
-                    let slot = &mut st.slots[usize::from(i)];
+                    let slot = &mut st.slots[i];
                     slot.pending = slot.pending.saturating_sub(1);
                     st.sq_free += 1;
                     if state == SlotState::Reading {
@@ -954,7 +950,7 @@ impl Conn {
                     }
                 }
                 Kind::Read => {
-                    let done = std::mem::take(&mut st.slots[usize::from(i)].pending);
+                    let done = std::mem::take(&mut st.slots[i].pending);
                     st.sq_free += done;
                     st.reads_out = st.reads_out.saturating_sub(done);
                     if state == SlotState::Reading {
@@ -966,7 +962,7 @@ impl Conn {
                     }
                 }
                 Kind::Send => {
-                    let done = std::mem::take(&mut st.slots[usize::from(i)].pending);
+                    let done = std::mem::take(&mut st.slots[i].pending);
                     st.sq_free += done;
                     if state == SlotState::Sending {
                         release_slot(self, &mut st, i);
@@ -993,14 +989,15 @@ impl Conn {
             return;
         }
         // SAFETY: the core gave the request back (or never had it).
-        let req = unsafe { self.req_mut(i) };
+        let req = unsafe { self.reqs.get_mut(i) };
         let success = Status::from_field(req.rsp.status).is_success();
-        st.slots[usize::from(i)].send_data = req.xfer == DataXfer::ControllerToHost
+        st.slots[i].send_data = req.xfer == DataXfer::ControllerToHost
             && req.length > 0
             && success
-            && st.slots[usize::from(i)].keyed.is_some()
-            && st.slots[usize::from(i)].nbufs > 0;
-        st.slots[usize::from(i)].state = SlotState::AwaitSend;
+            && st.slots[i].keyed.is_some()
+            && st.slots.nbufs(i) > 0;
+        let from = st.slots.state(i);
+        st.slots.set_state(i, from, SlotState::AwaitSend);
         st.send_wait.push_back(i);
         self.flush_sends(st);
     }
@@ -1008,9 +1005,8 @@ impl Conn {
     /// Post queued responses while the send queue has room.
     fn flush_sends(&self, st: &mut State) {
         while let Some(&i) = st.send_wait.front() {
-            let slot = &st.slots[usize::from(i)];
-            let writes = if slot.send_data {
-                (slot.nbufs as u32).div_ceil(self.max_sge)
+            let writes = if st.slots[i].send_data {
+                (st.slots.nbufs(i) as u32).div_ceil(self.max_sge)
             } else {
                 0
             };
@@ -1027,47 +1023,49 @@ impl Conn {
     /// Queue slot `i`'s RDMA WRITE(s) (unsignaled) and response SEND (signaled), in order.
     fn post_response(&self, st: &mut State, i: u16) -> Result<(), Error> {
         // SAFETY: the core gave the request back.
-        let req = unsafe { self.req_mut(i) };
+        let req = unsafe { self.reqs.get_mut(i) };
         st.sq_head = (st.sq_head + 1) % self.sq_entries.max(1);
         let mut cpl = req.rsp;
         cpl.sqid = self.qid;
         cpl.sqhd = st.sq_head;
         cpl.cid = req.cmd.cid;
-        st.slots[usize::from(i)].rsp_sge = [self.rsp.put(usize::from(i), cpl)];
-        let slot = &st.slots[usize::from(i)];
-        // SAFETY: as in `post_reads`: the SGEs live in the never-moving `slots` and stay
-        // unchanged until the slot's work requests complete or are dropped unposted.
-        let sges: &'static [Sge] = unsafe { &*std::ptr::from_ref(&slot.sges[..slot.nbufs]) };
-        // SAFETY: as above.
-        let rsp_sge: &'static [Sge] = unsafe { &*std::ptr::from_ref(&slot.rsp_sge[..]) };
+        st.slots[i].rsp_sge = [self.rsp.put(usize::from(i), cpl)];
+        let nbufs = st.slots.nbufs(i);
+        let slot = &st.slots[i];
+        let sges = &slot.sges[..nbufs];
+        let rsp_sge = &slot.rsp_sge[..];
         let (send_data, keyed) = (slot.send_data, slot.keyed);
         let mut n = 0;
         if send_data {
             let k = keyed.expect("send_data needs a keyed SGL");
             let mut off = 0u64;
             for part in sges.chunks(self.max_sge as usize) {
-                st.tx.push(SendWr::rdma_write(
+                let wr = SendWr::rdma_write(
                     self.wr(Kind::Unsignaled, u32::from(i)),
                     part,
                     k.addr + off,
                     k.key,
-                ));
+                );
+                // SAFETY: as in `post_reads`: the SGEs live in the never-moving slot table
+                // and stay unchanged until the slot's work requests complete or are dropped
+                // unposted.
+                st.tx.push(unsafe { wr.detach() });
                 n += 1;
                 off += part.iter().map(|s| u64::from(s.len())).sum::<u64>();
             }
         }
         let send_id = self.wr(Kind::Send, u32::from(i));
-        st.tx.push(
-            match keyed {
-                Some(k) if k.invalidate => SendWr::send_with_invalidate(send_id, rsp_sge, k.key),
-                _ => SendWr::send(send_id, rsp_sge),
-            }
-            .signaled(),
-        );
+        let wr = match keyed {
+            Some(k) if k.invalidate => SendWr::send_with_invalidate(send_id, rsp_sge, k.key),
+            _ => SendWr::send(send_id, rsp_sge),
+        }
+        .signaled();
+        // SAFETY: as above (the response SGE is the slot's `rsp_sge`).
+        st.tx.push(unsafe { wr.detach() });
         n += 1;
-        let slot = &mut st.slots[usize::from(i)];
-        slot.pending += n;
-        slot.state = SlotState::Sending;
+        st.slots[i].pending += n;
+        st.slots
+            .set_state(i, SlotState::AwaitSend, SlotState::Sending);
         st.sq_free -= n;
         self.mark_tx(st);
         Ok(())
@@ -1087,7 +1085,7 @@ impl Conn {
             st.closed_at = Some(Instant::now());
             self.drop_unposted(&mut st, 0);
             while let Some(i) = st.data_wait.pop_front() {
-                if st.slots[usize::from(i)].pending == 0 {
+                if st.slots[i].pending == 0 {
                     release_slot(self, &mut st, i);
                 }
             }
@@ -1109,25 +1107,19 @@ impl Conn {
             self.qid
         );
         self.qpair().close();
-        group::mark_closing(self.token);
+        self.with_group(|g| g.mark_closing(self.token));
     }
 }
 
 /// Free slot `i`: its pool buffers, its receive buffer (back to its queue), the slot itself.
 fn release_slot(conn: &Conn, st: &mut State, i: u16) {
-    let slot = &mut st.slots[usize::from(i)];
-    if slot.state == SlotState::Free {
+    if st.slots.state(i) == SlotState::Free {
         return;
     }
-    for b in &mut slot.bufs[..slot.nbufs] {
-        *b = None;
-    }
-    slot.nbufs = 0;
+    let slot = &mut st.slots[i];
     slot.keyed = None;
-    slot.state = SlotState::Free;
     let recv = slot.recv.take();
-    st.free.push(i);
-    st.outstanding -= 1;
+    st.slots.release(i);
     if let Some(b) = recv {
         conn.repost(st, b);
     }
@@ -1167,16 +1159,14 @@ fn peer_name(id: &CmId) -> String {
 
 impl QpairTransport for Conn {
     fn request_complete(&self, req: ReqPtr) {
-        // SAFETY: the core hands back a request of this connection's pool.
-        let i = unsafe { req.as_ref() }.transport_ctx as u16;
         let mut st = self.st.borrow_mut();
-        if st.slots.get(usize::from(i)).map(|s| s.state) != Some(SlotState::Executing) {
+        let Some(i) = self.reqs.completed_slot(&st.slots, req) else {
             log::error!(
                 "nvmf/rdma: {}: completion for a request not executing",
                 self.peer
             );
             return;
-        }
+        };
         self.queue_response(&mut st, i);
     }
 
@@ -1185,10 +1175,56 @@ impl QpairTransport for Conn {
             "nvmf/rdma: {}: disconnect requested by the target",
             self.peer
         );
-        group::request_close(self.token, self.gen);
+        self.with_group(|g| g.request_close(self.token, self.gen));
     }
 
     fn peer(&self) -> String {
         self.peer.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SlotState::{self, *};
+    use keel_nvmf::reqcore::ReqSlots;
+
+    /// Walk slots through every path the connection takes; the table allows each step.
+    #[test]
+    fn slot_paths_are_legal() {
+        let paths: &[&[SlotState]] = &[
+            // No data or in-capsule data.
+            &[New, Ready, Executing, AwaitSend, Sending],
+            // Host read (keyed): buffers, then the core, then RDMA WRITE + SEND.
+            &[New, AwaitData, Ready, Executing, AwaitSend, Sending],
+            // Host write (keyed): RDMA READ first.
+            &[
+                New, AwaitData, Reading, Ready, Executing, AwaitSend, Sending,
+            ],
+            // Failed before running.
+            &[New, AwaitSend, Sending],
+            &[New, AwaitData, AwaitSend, Sending],
+            // Closed while reading.
+            &[New, AwaitData, Reading],
+        ];
+        let mut t: ReqSlots<SlotState, ()> = ReqSlots::new(2, || ());
+        for path in paths {
+            let i = t.take(path[0]).unwrap();
+            for w in path.windows(2) {
+                t.set_state(i, w[0], w[1]);
+            }
+            assert_eq!(t.count(*path.last().unwrap()), 1);
+            assert!(t.release(i));
+        }
+        assert_eq!(t.outstanding(), 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "illegal transition")]
+    fn executing_cannot_skip_the_response() {
+        let mut t: ReqSlots<SlotState, ()> = ReqSlots::new(1, || ());
+        let i = t.take(New).unwrap();
+        t.set_state(i, New, Ready);
+        t.set_state(i, Ready, Executing);
+        t.set_state(i, Executing, Sending);
     }
 }

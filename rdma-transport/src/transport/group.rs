@@ -18,7 +18,7 @@ use keel_nvmf::transport::{ListenAddr, ShutdownWait};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -213,6 +213,7 @@ pub(crate) fn add_connection(
         gens[usize::from(token)]
     };
     let setup = ConnSetup {
+        group: Rc::downgrade(&g) as Weak<dyn GroupLink>,
         token,
         gen,
         transport_id,
@@ -235,41 +236,46 @@ pub(crate) fn add_connection(
     }
 }
 
-/// Mark `token` as closing: freed by the slow poller once its work requests are back.
-pub(crate) fn mark_closing(token: u16) {
-    if let Some(g) = current() {
-        g.closing.borrow_mut().push(token);
-    }
+/// What a connection asks of its poll group. The connection holds a handle to its group
+/// ([`super::conn::ConnSetup::group`]) instead of reaching the core's group through
+/// thread-local state.
+pub(crate) trait GroupLink {
+    /// Mark `token` as closing: freed by the slow poller once its work requests are back.
+    fn mark_closing(&self, token: u16);
+    /// Retry connection (`token`, `gen`) on every poll until the pool has buffers for it.
+    fn mark_starved(&self, token: u16, gen: u8);
+    /// Connection (`token`, `gen`) queued work requests: post them at the end of this poll
+    /// (in interrupt mode, from a message, so that the reactor does not sleep first).
+    fn mark_tx(&self, token: u16, gen: u8);
+    /// Close connection (`token`, `gen`) on the next slow poll (the core asked for it).
+    fn request_close(&self, token: u16, gen: u8);
 }
 
-/// Retry connection (`token`, `gen`) on every poll until the pool has buffers for it.
-pub(crate) fn mark_starved(token: u16, gen: u8) {
-    if let Some(g) = current() {
-        g.starved.borrow_mut().push((token, gen));
+impl GroupLink for Group {
+    fn mark_closing(&self, token: u16) {
+        self.closing.borrow_mut().push(token);
     }
-}
 
-/// Connection (`token`, `gen`) queued work requests: post them at the end of this poll (in
-/// interrupt mode, from a message, so that the reactor does not sleep first).
-pub(crate) fn mark_tx(token: u16, gen: u8) {
-    let Some(g) = current() else { return };
-    g.tx.borrow_mut().push((token, gen));
-    if g.interrupt && !g.tx_scheduled.replace(true) {
-        if let Some(core) = keel_reactor::current_core() {
-            // A capture-less closure: no allocation.
-            let _ = keel_reactor::send_to(core, || {
-                if let Some(g) = current() {
-                    g.flush_tx();
-                }
-            });
+    fn mark_starved(&self, token: u16, gen: u8) {
+        self.starved.borrow_mut().push((token, gen));
+    }
+
+    fn mark_tx(&self, token: u16, gen: u8) {
+        self.tx.borrow_mut().push((token, gen));
+        if self.interrupt && !self.tx_scheduled.replace(true) {
+            if let Some(core) = keel_reactor::current_core() {
+                // A capture-less closure: no allocation.
+                let _ = keel_reactor::send_to(core, || {
+                    if let Some(g) = current() {
+                        g.flush_tx();
+                    }
+                });
+            }
         }
     }
-}
 
-/// Close connection (`token`, `gen`) on the next slow poll (the core asked for it).
-pub(crate) fn request_close(token: u16, gen: u8) {
-    if let Some(g) = current() {
-        g.to_close.borrow_mut().push((token, gen));
+    fn request_close(&self, token: u16, gen: u8) {
+        self.to_close.borrow_mut().push((token, gen));
     }
 }
 

@@ -145,6 +145,20 @@ impl<'a> SendWr<'a> {
         self
     }
 
+    /// Forget the borrow of the SGE list, to queue the work request for a later post (e.g. one
+    /// doorbell for everything a poll produced) in storage that outlives the borrow.
+    ///
+    /// # Safety
+    /// The SGE list this work request was built from must stay valid, in place and unchanged
+    /// until the work request is posted (the provider copies the list at the post) or dropped
+    /// unposted. The data the SGEs describe is covered by [`QueuePair::post_send`]'s contract.
+    pub unsafe fn detach(self) -> SendWr<'static> {
+        SendWr {
+            raw: self.raw,
+            _sges: PhantomData,
+        }
+    }
+
     /// The caller's id.
     pub fn wr_id(&self) -> u64 {
         self.raw.wr_id
