@@ -471,13 +471,13 @@ fn for_range(iovs: &[IoVec], mut off: usize, mut len: usize, mut f: impl FnMut(*
         if len == 0 {
             break;
         }
-        if off >= v.len {
-            off -= v.len;
+        if off >= v.len() {
+            off -= v.len();
             continue;
         }
-        let n = (v.len - off).min(len);
+        let n = (v.len() - off).min(len);
         // The pointer stays inside the iovec: off < v.len.
-        f(v.base.wrapping_add(off), n);
+        f(v.base().wrapping_add(off), n);
         len -= n;
         off = 0;
     }
@@ -539,7 +539,7 @@ impl State {
         if iovs.len() > MAX_IOVS {
             return Err(SubmitError::Invalid("too many iovecs"));
         }
-        let have: usize = iovs.iter().map(|v| v.len).sum();
+        let have: usize = iovs.iter().map(|v| v.len()).sum();
         if have < len as usize {
             return Err(SubmitError::Invalid("iovecs shorter than the transfer"));
         }

@@ -18,15 +18,15 @@ pub unsafe fn copy_to_iovs(iovs: &[IoVec], mut offset: usize, src: &[u8]) -> usi
         if done == src.len() {
             break;
         }
-        if offset >= iov.len {
-            offset -= iov.len;
+        if offset >= iov.len() {
+            offset -= iov.len();
             continue;
         }
-        let n = (iov.len - offset).min(src.len() - done);
+        let n = (iov.len() - offset).min(src.len() - done);
         // SAFETY: the caller guarantees `iov` is valid for writes of `iov.len` bytes and
         // does not overlap `src`; `offset + n <= iov.len` and `done + n <= src.len()`.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(done), iov.base.add(offset), n);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(done), iov.base().add(offset), n);
         }
         done += n;
         offset = 0;
@@ -45,14 +45,14 @@ pub unsafe fn zero_iovs(iovs: &[IoVec], mut offset: usize, len: usize) -> usize 
         if done == len {
             break;
         }
-        if offset >= iov.len {
-            offset -= iov.len;
+        if offset >= iov.len() {
+            offset -= iov.len();
             continue;
         }
-        let n = (iov.len - offset).min(len - done);
+        let n = (iov.len() - offset).min(len - done);
         // SAFETY: the caller guarantees `iov` is valid for writes of `iov.len` bytes;
         // `offset + n <= iov.len`.
-        unsafe { std::ptr::write_bytes(iov.base.add(offset), 0, n) };
+        unsafe { std::ptr::write_bytes(iov.base().add(offset), 0, n) };
         done += n;
         offset = 0;
     }
@@ -71,15 +71,15 @@ pub unsafe fn copy_from_iovs(iovs: &[IoVec], mut offset: usize, dst: &mut [u8]) 
         if done == dst.len() {
             break;
         }
-        if offset >= iov.len {
-            offset -= iov.len;
+        if offset >= iov.len() {
+            offset -= iov.len();
             continue;
         }
-        let n = (iov.len - offset).min(dst.len() - done);
+        let n = (iov.len() - offset).min(dst.len() - done);
         // SAFETY: the caller guarantees `iov` is valid for reads of `iov.len` bytes and does
         // not overlap `dst`; `offset + n <= iov.len` and `done + n <= dst.len()`.
         unsafe {
-            std::ptr::copy_nonoverlapping(iov.base.add(offset), dst.as_mut_ptr().add(done), n);
+            std::ptr::copy_nonoverlapping(iov.base().add(offset), dst.as_mut_ptr().add(done), n);
         }
         done += n;
         offset = 0;
@@ -98,11 +98,11 @@ pub unsafe fn iovs_equal(iovs: &[IoVec], data: &[u8]) -> bool {
         if off == data.len() {
             break;
         }
-        let n = iov.len.min(data.len() - off);
+        let n = iov.len().min(data.len() - off);
         // SAFETY: the caller guarantees `iov` is valid for reads of `iov.len` bytes that
         // nothing writes during the call; `n <= iov.len`, and the slice lives only for this
         // comparison.
-        let s = unsafe { std::slice::from_raw_parts(iov.base, n) };
+        let s = unsafe { std::slice::from_raw_parts(iov.base(), n) };
         if s != &data[off..off + n] {
             return false;
         }
@@ -113,7 +113,7 @@ pub unsafe fn iovs_equal(iovs: &[IoVec], data: &[u8]) -> bool {
 
 /// Total bytes the buffers describe.
 pub fn iovs_len(iovs: &[IoVec]) -> usize {
-    iovs.iter().map(|v| v.len).sum()
+    iovs.iter().map(|v| v.len()).sum()
 }
 
 #[cfg(test)]
