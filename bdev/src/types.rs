@@ -59,31 +59,83 @@ pub enum IoStatus {
 
 /// One scatter-gather element. Same layout as `struct iovec`, so it can go straight to the kernel.
 ///
-/// An `IoVec` is a raw pointer: whoever builds one promises the memory stays valid (and, for
-/// reads, exclusively writable by the I/O) until the I/O that carries it completes.
+/// An `IoVec` is a raw pointer with a promise: whoever builds one vouches that the memory stays
+/// valid (and, for reads, exclusively writable by the I/O) until the I/O that carries it
+/// completes. The fields are private so only [`IoVec::from_raw_parts`] (`unsafe`: the caller
+/// makes that promise) or a constructor whose argument proves it ([`IoVec::from_static`]) can
+/// build one; the safe `IoChannel::read`/`write` rely on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C)]
 pub struct IoVec {
-    /// Start address.
-    pub base: *mut u8,
+    /// Start address. Crate-visible so the layer (and [`crate::IovCursor`]) can build views of
+    /// iovecs it was given; no other crate can write it.
+    pub(crate) base: *mut u8,
     /// Length in bytes.
-    pub len: usize,
+    pub(crate) len: usize,
 }
 
 impl IoVec {
     /// Build an iovec from raw parts.
     ///
     /// # Safety
-    /// `base..base+len` must stay valid for reads and writes until the I/O that carries this
-    /// iovec completes, and must not be accessed by anyone else meanwhile (for reads).
-    pub unsafe fn from_raw(base: *mut u8, len: usize) -> IoVec {
+    /// `base..base+len` must be one allocation valid for reads and writes until every I/O that
+    /// carries this iovec (or a piece of it) completes, and must not be accessed by anyone else
+    /// meanwhile (by anyone at all for an I/O that writes into it, a read; only read by others
+    /// for an I/O that reads from it, a write).
+    #[inline]
+    pub const unsafe fn from_raw_parts(base: *mut u8, len: usize) -> IoVec {
         IoVec { base, len }
+    }
+    /// The older name of [`IoVec::from_raw_parts`], same contract.
+    ///
+    /// # Safety
+    /// As for [`IoVec::from_raw_parts`].
+    #[inline]
+    pub const unsafe fn from_raw(base: *mut u8, len: usize) -> IoVec {
+        IoVec { base, len }
+    }
+    /// An iovec over a buffer that lives, unshared, for the rest of the program (e.g. from
+    /// `Box::leak`): the exclusive `'static` borrow is the validity promise.
+    ///
+    /// (A pool buffer cannot have a safe constructor like this one: an `IoVec` is `Copy` and
+    /// carries no lifetime, so the buffer could go back to the pool, and to another user,
+    /// while an I/O still writes through the iovec.)
+    #[inline]
+    pub fn from_static(buf: &'static mut [u8]) -> IoVec {
+        IoVec {
+            base: buf.as_mut_ptr(),
+            len: buf.len(),
+        }
     }
     /// An empty iovec (for initialising arrays).
     pub const EMPTY: IoVec = IoVec {
         base: std::ptr::null_mut(),
         len: 0,
     };
+    /// Start address.
+    #[inline]
+    pub const fn base(&self) -> *mut u8 {
+        self.base
+    }
+    /// Length in bytes.
+    #[inline]
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+    /// Whether the iovec has no bytes.
+    #[inline]
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Bytes `off..off + len` of this iovec, as valid as it is (`None` when out of range).
+    #[inline]
+    pub fn sub(&self, off: usize, len: usize) -> Option<IoVec> {
+        let end = off.checked_add(len)?;
+        (end <= self.len).then(|| IoVec {
+            base: self.base.wrapping_add(off),
+            len,
+        })
+    }
 }
 
 /// Most iovecs one I/O may carry (stored inline in the descriptor: no allocation).
@@ -203,6 +255,18 @@ impl std::fmt::Debug for Uuid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iovec_accessors_and_sub_ranges() {
+        let v = IoVec::from_static(Box::leak(vec![0u8; 16].into_boxed_slice()));
+        assert_eq!(v.len(), 16);
+        assert!(!v.is_empty() && IoVec::EMPTY.is_empty());
+        let s = v.sub(4, 12).unwrap();
+        assert_eq!((s.base(), s.len()), (v.base().wrapping_add(4), 12));
+        assert_eq!(v.sub(4, 13), None);
+        assert_eq!(v.sub(usize::MAX, 2), None);
+        assert_eq!(v.sub(16, 0).map(|s| s.len()), Some(0));
+    }
 
     #[test]
     fn uuid_round_trips_and_rejects_garbage() {

@@ -9,8 +9,10 @@
 //! every answer is in (the answer comes after the map entry is durable and published).
 //!
 //! Steady state (every cluster allocated) takes no lock, allocates nothing, sends no message.
-//! Per-I/O state lives in the descriptor's `module_ctx` slots; queued I/Os are linked through
-//! [`LINK_SLOT`]. Each I/O is counted in its core's epoch counter until it completes, which is
+//! Per-I/O state lives in the descriptor as a typed context ([`LvolIo`]); queued I/Os are
+//! linked through the descriptor ([`IoQueue`]). An I/O the base has no descriptor for is parked
+//! and the channel's [`IoWaitEntry`] queued on the base: it resumes the parked I/Os when a base
+//! descriptor frees. Each I/O is counted in its core's epoch counter until it completes, which is
 //! how the metadata core knows when a freed cluster can be reused and when a frozen volume is
 //! quiet.
 
@@ -18,33 +20,46 @@ use super::format::ZERO;
 use super::map::ReadTarget;
 use super::md::{self, Req, ReqKind};
 use super::store::{StoreShared, Volume};
-use keel_bdev::modules::stack::{
-    status_from_u64, status_to_u64, submit_error_status, IoQueue, LINK_SLOT,
+use keel_bdev::iov::IovCursor;
+use keel_bdev::modules::stack::{submit_error_status, IoQueue};
+use keel_bdev::{
+    BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, IoVec, IoWaitEntry, SubmitError,
+    MAX_IOVS,
 };
-use keel_bdev::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
 use keel_reactor::pool::DmaBuf;
 use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// `module_ctx` slot: `Rc<Inner>` raw pointer (one strong count while the I/O is ours).
-const CHAN_SLOT: usize = 0;
-/// Outstanding children / metadata answers (+1 while dispatching).
-const PENDING_SLOT: usize = 1;
-/// First failure (encoded status; 0 = success).
-const STATUS_SLOT: usize = 2;
-/// Epoch counter the I/O is counted in, or [`NOT_COUNTED`].
-const BUCKET_SLOT: usize = 3;
-/// Number of metadata rounds done.
-const PHASE_SLOT: usize = 4;
-/// Block (relative to the I/O) to resume dispatching from after a full base queue; with
-/// [`RESUMING`] set when the dispatch guard is still held.
-const RESUME_SLOT: usize = 5;
-const NOT_COUNTED: u64 = u64::MAX;
-const RESUMING: u64 = 1 << 63;
-const _: () = assert!(LINK_SLOT > RESUME_SLOT);
+/// An lvol I/O's state: its typed context ([`IoRef::ctx`]), all zeroes at submission.
+struct LvolIo {
+    /// `Rc<Inner>` raw pointer: one strong count while the I/O is ours (set in `submit`).
+    chan: *const Inner,
+    /// Outstanding children / metadata answers (+1 while dispatching).
+    pending: u64,
+    /// Block (relative to the I/O) to resume dispatching from after a full base queue (the
+    /// dispatch guard is then still held).
+    resume: u64,
+    /// Number of metadata rounds done.
+    phase: u32,
+    /// First failure (`Success`: none yet).
+    status: IoStatus,
+    /// Whether the I/O is counted in an epoch counter, and which ([`Inner::start`]).
+    counted: bool,
+    bucket: u8,
+}
+
+// SAFETY: all-zero is a valid `LvolIo` (null pointer, zero counts, `Success`, `false`).
+unsafe impl IoCtx for LvolIo {}
+
+/// The lvol state of `io`.
+#[inline]
+fn st(io: &mut IoRef) -> &mut LvolIo {
+    io.ctx::<LvolIo>()
+}
 
 thread_local! {
     /// Zeroes for write-zeroes on bases without WriteZeroes (allocated once per core).
@@ -63,6 +78,8 @@ struct Inner {
     core: u32,
     /// I/Os waiting: the volume is frozen, or the base had no free descriptor.
     held: Cell<IoQueue>,
+    /// Queued on the base while `held` waits for a base descriptor ([`resume_parked`]).
+    base_wait: Pin<Box<IoWaitEntry>>,
     bs: u64,
     /// Blocks per cluster (a power of two) and its log2.
     bpc: u64,
@@ -78,6 +95,7 @@ impl LvolChannel {
             slot: s.core_slot(),
             core: keel_reactor::current_core().unwrap_or(0),
             held: Cell::new(IoQueue::new()),
+            base_wait: Box::pin(IoWaitEntry::new(resume_parked, 0)),
             bs: u64::from(s.block_size),
             bpc: s.blocks_per_cluster,
             shift: s.blocks_per_cluster.trailing_zeros(),
@@ -85,18 +103,18 @@ impl LvolChannel {
             base,
             vol,
         };
-        LvolChannel {
-            inner: Rc::new(inner),
-        }
+        let inner = Rc::new(inner);
+        inner
+            .base_wait
+            .set_callback(resume_parked, Rc::as_ptr(&inner) as usize);
+        LvolChannel { inner }
     }
 }
 
 impl BackendChannel for LvolChannel {
     fn submit(&mut self, mut io: IoRef) {
         let inner = &self.inner;
-        let ctx = io.module_ctx();
-        ctx[CHAN_SLOT] = Rc::into_raw(Rc::clone(inner)) as usize as u64;
-        ctx[BUCKET_SLOT] = NOT_COUNTED;
+        st(&mut io).chan = Rc::into_raw(Rc::clone(inner));
         let mut held = inner.held.get();
         if !held.is_empty() || inner.vol.view.frozen.load(Ordering::Acquire) {
             held.push_back(io);
@@ -107,22 +125,7 @@ impl BackendChannel for LvolChannel {
     }
 
     fn poll(&mut self) -> PollStatus {
-        let inner = &self.inner;
-        if inner.held.get().is_empty() || inner.vol.view.frozen.load(Ordering::Acquire) {
-            return PollStatus::Idle;
-        }
-        loop {
-            let mut q = inner.held.get();
-            let Some(mut io) = q.pop_front() else { break };
-            inner.held.set(q);
-            let resume = io.module_ctx()[RESUME_SLOT];
-            if io.module_ctx()[BUCKET_SLOT] == NOT_COUNTED {
-                inner.start(io);
-            } else if !inner.dispatch_from(io, resume & !RESUMING, true) {
-                break; // parked again: the base is still full
-            }
-        }
-        PollStatus::Busy
+        self.inner.drain_held()
     }
 
     fn needs_poll(&self) -> bool {
@@ -139,45 +142,59 @@ impl Drop for Inner {
     }
 }
 
-/// Slice `len` bytes starting `skip` bytes into `iovs` into `out`; returns how many.
-#[inline]
-fn slice_iovs(
-    iovs: &[IoVec],
-    mut skip: usize,
-    mut len: usize,
-    out: &mut [IoVec; MAX_IOVS],
-) -> usize {
-    let mut n = 0;
-    for v in iovs {
-        if len == 0 {
-            break;
-        }
-        if skip >= v.len {
-            skip -= v.len;
-            continue;
-        }
-        let take = (v.len - skip).min(len);
-        // SAFETY: `skip < v.len`, so the pointer stays inside the caller's buffer.
-        out[n] = IoVec {
-            base: unsafe { v.base.add(skip) },
-            len: take,
-        };
-        n += 1;
-        skip = 0;
-        len -= take;
-    }
-    n
+/// Resume the I/Os parked for lack of a base descriptor (the channel's [`IoWaitEntry`]
+/// callback; `ctx` is the `Inner`).
+fn resume_parked(ctx: usize) {
+    let p = ctx as *const Inner;
+    // SAFETY: the entry lives in this `Inner` and unqueues itself when the `Inner` goes, so a
+    // served entry means the `Inner` is alive; the count taken keeps it alive while parked I/Os
+    // complete (which may release the other counts).
+    let inner = unsafe {
+        Rc::increment_strong_count(p);
+        Rc::from_raw(p)
+    };
+    inner.drain_held();
 }
 
-/// Zero `len` bytes starting `skip` bytes into `iovs`.
-#[inline]
-fn zero_iovs(iovs: &[IoVec], skip: usize, len: usize) {
-    let mut out = [IoVec::EMPTY; MAX_IOVS];
-    let n = slice_iovs(iovs, skip, len, &mut out);
-    for v in &out[..n] {
-        // SAFETY: the iovec lies within the I/O's buffers, which the submitter lent us for a
-        // read until completion.
-        unsafe { std::ptr::write_bytes(v.base, 0, v.len) };
+impl Inner {
+    /// Submit the held I/Os (frozen volume thawed, or a base descriptor freed) until the base is
+    /// full again. Nothing while frozen or while waiting for a base descriptor.
+    fn drain_held(&self) -> PollStatus {
+        if self.held.get().is_empty()
+            || self.base_wait.is_queued()
+            || self.vol.view.frozen.load(Ordering::Acquire)
+        {
+            return PollStatus::Idle;
+        }
+        loop {
+            let mut q = self.held.get();
+            let Some(mut io) = q.pop_front() else { break };
+            self.held.set(q);
+            let (counted, resume) = (st(&mut io).counted, st(&mut io).resume);
+            if !counted {
+                self.start(io);
+                if self.base_wait.is_queued() {
+                    break; // parked again: the base is full
+                }
+            } else if !self.dispatch_from(io, resume, true) {
+                break; // parked again: the base is still full
+            }
+        }
+        PollStatus::Busy
+    }
+
+    /// Hold `io` until a base descriptor frees; `resume` is where its dispatch resumes (the
+    /// dispatch guard stays counted).
+    fn park(&self, mut io: IoRef, resume: u64) {
+        st(&mut io).resume = resume;
+        let mut q = self.held.get();
+        q.push_back(io);
+        self.held.set(q);
+        // When a descriptor is free already (the failure was not the base's pool: the zero
+        // buffer could not be allocated), the poller retries instead.
+        if !self.base_wait.is_queued() {
+            let _ = self.base.queue_io_wait(self.base_wait.as_ref());
+        }
     }
 }
 
@@ -193,7 +210,9 @@ impl Inner {
         let c = &self.counts()[b];
         // Only this core writes its counters: a plain load/store pair, no RMW.
         c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        io.module_ctx()[BUCKET_SLOT] = b as u64;
+        let x = st(&mut io);
+        x.counted = true;
+        x.bucket = b as u8;
         self.dispatch(io);
     }
 
@@ -229,7 +248,7 @@ impl Inner {
             }
         };
         let pb = self.data_start + (u64::from(p) << self.shift) + inb;
-        io.module_ctx()[PENDING_SLOT] = 1;
+        st(&mut io).pending = 1;
         let (ptr, cnt) = (io.iovs().as_ptr(), io.iovs().len());
         let raw = io.into_raw();
         // SAFETY: the iovec array lives in the parent's descriptor, valid until the parent
@@ -242,13 +261,10 @@ impl Inner {
         };
         if let Err(e) = r {
             // SAFETY: the callback will not run: `raw` is ours again.
-            let mut io = unsafe { IoRef::from_raw(raw) };
+            let io = unsafe { IoRef::from_raw(raw) };
             if e == SubmitError::NoDescriptor {
-                // resume later from block 0 with the guard (PENDING = 1) held
-                io.module_ctx()[RESUME_SLOT] = RESUMING;
-                let mut q = self.held.get();
-                q.push_back(io);
-                self.held.set(q);
+                // resume later from block 0 with the guard (pending = 1) held
+                self.park(io, 0);
             } else {
                 finish(io, submit_error_status(e));
             }
@@ -272,7 +288,7 @@ impl Inner {
                     finish(io, IoStatus::Success);
                     return;
                 }
-                io.module_ctx()[PENDING_SLOT] = 1;
+                st(&mut io).pending = 1;
                 let raw = io.into_raw();
                 let r = if t == IoType::Flush {
                     self.base.flush(child_done, raw)
@@ -292,16 +308,16 @@ impl Inner {
     /// needed (otherwise the answers resume it, see [`md_reply`]).
     fn ask_md(&self, mut io: IoRef) -> Option<IoRef> {
         let (t, off, n) = (io.io_type(), io.offset_blocks(), io.num_blocks());
-        let phase = io.module_ctx()[PHASE_SLOT];
+        let phase = st(&mut io).phase;
         // First count (PENDING must be final before any answer can arrive), then send.
         let mut need = 0u64;
         self.md_needs(t, off, n, phase, |_, _| need += 1);
         if need == 0 {
             return Some(io);
         }
-        let ctx = io.module_ctx();
-        ctx[PENDING_SLOT] = need;
-        ctx[PHASE_SLOT] = phase + 1;
+        let x = st(&mut io);
+        x.pending = need;
+        x.phase = phase + 1;
         let token = io.into_raw();
         self.md_needs(t, off, n, phase, |lc, kind| {
             md::request(
@@ -320,7 +336,7 @@ impl Inner {
     }
 
     /// Call `f` for every cluster of the range that needs the metadata core.
-    fn md_needs(&self, t: IoType, off: u64, n: u64, phase: u64, mut f: impl FnMut(u64, ReqKind)) {
+    fn md_needs(&self, t: IoType, off: u64, n: u64, phase: u32, mut f: impl FnMut(u64, ReqKind)) {
         let view = &self.vol.view;
         let mut rel = 0;
         while rel < n {
@@ -357,7 +373,7 @@ impl Inner {
         let t = io.io_type();
         let (off, n) = (io.offset_blocks(), io.num_blocks());
         if !guarded {
-            io.module_ctx()[PENDING_SLOT] += 1;
+            st(&mut io).pending += 1;
         }
         let raw = io.into_raw();
         // SAFETY: `raw` stays ours until the guard is released below; children only take and
@@ -385,25 +401,25 @@ impl Inner {
                     // A write finding no cluster here lost it to a concurrent unmap of the
                     // same range: either order of two concurrent commands is allowed.
                     if t == IoType::Read {
-                        zero_iovs(iovs, (rel * self.bs) as usize, (len * self.bs) as usize);
+                        let (skip, bytes) = ((rel * self.bs) as usize, (len * self.bs) as usize);
+                        // SAFETY: the iovecs are the I/O's buffers, which the submitter lent
+                        // us for a read until completion.
+                        unsafe { IovCursor::at(iovs, skip).fill(0, bytes) };
                     }
                     Ok(())
                 }
                 ReadTarget::Phys(p) => {
                     let pb = self.data_start + u64::from(p) * self.bpc + inb;
-                    io.module_ctx()[PENDING_SLOT] += 1;
+                    st(&mut io).pending += 1;
                     let r = match t {
                         IoType::Read | IoType::Write => {
                             let whole = rel == 0 && len == n;
                             let v: &[IoVec] = if whole {
                                 iovs
                             } else {
-                                let k = slice_iovs(
-                                    iovs,
-                                    (rel * self.bs) as usize,
-                                    (len * self.bs) as usize,
-                                    &mut sub,
-                                );
+                                let (skip, bytes) =
+                                    ((rel * self.bs) as usize, (len * self.bs) as usize);
+                                let (k, _) = IovCursor::at(iovs, skip).split_into(bytes, &mut sub);
                                 &sub[..k]
                             };
                             if t == IoType::Read {
@@ -415,7 +431,7 @@ impl Inner {
                         _ => self.zero_child(pb, len, raw),
                     };
                     if r.is_err() {
-                        io.module_ctx()[PENDING_SLOT] -= 1;
+                        st(&mut io).pending -= 1;
                     }
                     r
                 }
@@ -423,10 +439,7 @@ impl Inner {
             match res {
                 Ok(()) => rel += len,
                 Err(SubmitError::NoDescriptor) => {
-                    io.module_ctx()[RESUME_SLOT] = rel | RESUMING;
-                    let mut q = self.held.get();
-                    q.push_back(io);
-                    self.held.set(q);
+                    self.park(io, rel);
                     return false;
                 }
                 Err(e) => {
@@ -472,18 +485,19 @@ impl Inner {
 /// Keep the first failure of an I/O.
 #[inline]
 fn record(io: &mut IoRef, status: IoStatus) {
-    if status != IoStatus::Success && io.module_ctx()[STATUS_SLOT] == 0 {
-        io.module_ctx()[STATUS_SLOT] = status_to_u64(status);
+    let x = st(io);
+    if x.status == IoStatus::Success {
+        x.status = status;
     }
 }
 
 /// Drop one pending count; complete the I/O on the last.
 #[inline]
 fn release(mut io: IoRef) {
-    let ctx = io.module_ctx();
-    ctx[PENDING_SLOT] -= 1;
-    if ctx[PENDING_SLOT] == 0 {
-        let s = status_from_u64(ctx[STATUS_SLOT]);
+    let x = st(&mut io);
+    x.pending -= 1;
+    if x.pending == 0 {
+        let s = x.status;
         finish(io, s);
     } else {
         let _ = io.into_raw();
@@ -493,14 +507,12 @@ fn release(mut io: IoRef) {
 /// Complete the I/O: uncount it, release the channel count, hand it back.
 #[inline]
 fn finish(mut io: IoRef, status: IoStatus) {
-    let ctx = io.module_ctx();
-    let chan = ctx[CHAN_SLOT] as usize as *const Inner;
-    let bucket = ctx[BUCKET_SLOT];
-    // SAFETY: `CHAN_SLOT` holds the strong count taken in `submit`, released exactly once,
-    // here.
+    let x = st(&mut io);
+    let (chan, counted, bucket) = (x.chan, x.counted, x.bucket);
+    // SAFETY: `chan` holds the strong count taken in `submit`, released exactly once, here.
     let inner = unsafe { Rc::from_raw(chan) };
-    if bucket != NOT_COUNTED {
-        let c = &inner.counts()[bucket as usize];
+    if counted {
+        let c = &inner.counts()[usize::from(bucket)];
         c.store(c.load(Ordering::Relaxed) - 1, Ordering::Release);
     }
     drop(inner);
@@ -521,21 +533,21 @@ fn md_reply(token: usize, status: IoStatus) {
     // each answer comes once.
     let mut io = unsafe { IoRef::from_raw(token) };
     record(&mut io, status);
-    let ctx = io.module_ctx();
-    ctx[PENDING_SLOT] -= 1;
-    if ctx[PENDING_SLOT] != 0 {
+    let x = st(&mut io);
+    x.pending -= 1;
+    if x.pending != 0 {
         let _ = io.into_raw();
         return;
     }
-    if ctx[STATUS_SLOT] != 0 {
-        let s = status_from_u64(ctx[STATUS_SLOT]);
+    if x.status != IoStatus::Success {
+        let s = x.status;
         finish(io, s);
         return;
     }
-    let chan = ctx[CHAN_SLOT] as usize as *const Inner;
-    // SAFETY: the channel is kept alive by the count in `CHAN_SLOT` until `finish`.
+    let (chan, phase) = (x.chan, x.phase);
+    // SAFETY: the channel is kept alive by the count in `chan` until `finish`.
     let inner = unsafe { &*chan };
-    if ctx[PHASE_SLOT] > 16 {
+    if phase > 16 {
         log::error!(
             "lvol {}: I/O kept losing its clusters; failing it",
             inner.vol.uuid
@@ -544,32 +556,4 @@ fn md_reply(token: usize, status: IoStatus) {
         return;
     }
     inner.dispatch(io);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn iovecs_slice_and_zero_across_boundaries() {
-        let mut a = [1u8; 100];
-        let mut b = [2u8; 50];
-        // SAFETY: the arrays outlive the iovecs, used only in this test.
-        let iovs = unsafe {
-            [
-                IoVec::from_raw(a.as_mut_ptr(), 100),
-                IoVec::from_raw(b.as_mut_ptr(), 50),
-            ]
-        };
-        let mut out = [IoVec::EMPTY; MAX_IOVS];
-        let n = slice_iovs(&iovs, 90, 30, &mut out);
-        assert_eq!(n, 2);
-        assert_eq!((out[0].len, out[1].len), (10, 20));
-        assert_eq!(out[1].base, b.as_mut_ptr());
-        assert_eq!(slice_iovs(&iovs, 120, 30, &mut out), 1);
-        assert_eq!(slice_iovs(&iovs, 0, 0, &mut out), 0);
-        zero_iovs(&iovs, 95, 10);
-        assert!(a[95..].iter().all(|&x| x == 0) && a[94] == 1);
-        assert!(b[..5].iter().all(|&x| x == 0) && b[5] == 2);
-    }
 }

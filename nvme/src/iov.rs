@@ -3,7 +3,7 @@
 //! Dataset Management ranges). An `IoVec` is a raw pointer, so these are `unsafe fn`s: the
 //! caller vouches for the buffers, as [`crate::request::NvmfRequest`] does for its `iovs`.
 
-use keel_bdev::IoVec;
+use keel_bdev::{IoVec, IovCursor};
 
 /// Copy `src` into the buffers described by `iovs`, starting `offset` bytes into them.
 /// Copies as much as fits and returns the number of bytes copied.
@@ -12,26 +12,9 @@ use keel_bdev::IoVec;
 /// Every `iovs[i]` must describe memory valid for writes of `iovs[i].len` bytes that nothing
 /// else accesses during the call (true of a request's data buffers between `execute` and
 /// `request_complete`). The buffers must not overlap `src`.
-pub unsafe fn copy_to_iovs(iovs: &[IoVec], mut offset: usize, src: &[u8]) -> usize {
-    let mut done = 0;
-    for iov in iovs {
-        if done == src.len() {
-            break;
-        }
-        if offset >= iov.len {
-            offset -= iov.len;
-            continue;
-        }
-        let n = (iov.len - offset).min(src.len() - done);
-        // SAFETY: the caller guarantees `iov` is valid for writes of `iov.len` bytes and
-        // does not overlap `src`; `offset + n <= iov.len` and `done + n <= src.len()`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(done), iov.base.add(offset), n);
-        }
-        done += n;
-        offset = 0;
-    }
-    done
+pub unsafe fn copy_to_iovs(iovs: &[IoVec], offset: usize, src: &[u8]) -> usize {
+    // SAFETY: the caller's contract is the cursor's: valid for writes, unshared, no overlap.
+    unsafe { IovCursor::at(iovs, offset).copy_from_slice(src) }
 }
 
 /// Fill `len` bytes of the buffers described by `iovs` with zeroes, starting `offset` bytes
@@ -39,24 +22,9 @@ pub unsafe fn copy_to_iovs(iovs: &[IoVec], mut offset: usize, src: &[u8]) -> usi
 ///
 /// # Safety
 /// As for [`copy_to_iovs`].
-pub unsafe fn zero_iovs(iovs: &[IoVec], mut offset: usize, len: usize) -> usize {
-    let mut done = 0;
-    for iov in iovs {
-        if done == len {
-            break;
-        }
-        if offset >= iov.len {
-            offset -= iov.len;
-            continue;
-        }
-        let n = (iov.len - offset).min(len - done);
-        // SAFETY: the caller guarantees `iov` is valid for writes of `iov.len` bytes;
-        // `offset + n <= iov.len`.
-        unsafe { std::ptr::write_bytes(iov.base.add(offset), 0, n) };
-        done += n;
-        offset = 0;
-    }
-    done
+pub unsafe fn zero_iovs(iovs: &[IoVec], offset: usize, len: usize) -> usize {
+    // SAFETY: as in `copy_to_iovs`.
+    unsafe { IovCursor::at(iovs, offset).fill(0, len) }
 }
 
 /// Copy from the buffers described by `iovs`, starting `offset` bytes into them, into `dst`.
@@ -65,26 +33,10 @@ pub unsafe fn zero_iovs(iovs: &[IoVec], mut offset: usize, len: usize) -> usize 
 /// # Safety
 /// Every `iovs[i]` must describe memory valid for reads of `iovs[i].len` bytes that nothing
 /// writes during the call, not overlapping `dst`.
-pub unsafe fn copy_from_iovs(iovs: &[IoVec], mut offset: usize, dst: &mut [u8]) -> usize {
-    let mut done = 0;
-    for iov in iovs {
-        if done == dst.len() {
-            break;
-        }
-        if offset >= iov.len {
-            offset -= iov.len;
-            continue;
-        }
-        let n = (iov.len - offset).min(dst.len() - done);
-        // SAFETY: the caller guarantees `iov` is valid for reads of `iov.len` bytes and does
-        // not overlap `dst`; `offset + n <= iov.len` and `done + n <= dst.len()`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(iov.base.add(offset), dst.as_mut_ptr().add(done), n);
-        }
-        done += n;
-        offset = 0;
-    }
-    done
+pub unsafe fn copy_from_iovs(iovs: &[IoVec], offset: usize, dst: &mut [u8]) -> usize {
+    // SAFETY: the caller's contract is the cursor's: valid for reads, not written by others,
+    // no overlap.
+    unsafe { IovCursor::at(iovs, offset).copy_to_slice(dst) }
 }
 
 /// Whether the first `data.len()` bytes of the buffers described by `iovs` equal `data`
@@ -93,27 +45,13 @@ pub unsafe fn copy_from_iovs(iovs: &[IoVec], mut offset: usize, dst: &mut [u8]) 
 /// # Safety
 /// As for [`copy_from_iovs`].
 pub unsafe fn iovs_equal(iovs: &[IoVec], data: &[u8]) -> bool {
-    let mut off = 0;
-    for iov in iovs {
-        if off == data.len() {
-            break;
-        }
-        let n = iov.len.min(data.len() - off);
-        // SAFETY: the caller guarantees `iov` is valid for reads of `iov.len` bytes that
-        // nothing writes during the call; `n <= iov.len`, and the slice lives only for this
-        // comparison.
-        let s = unsafe { std::slice::from_raw_parts(iov.base, n) };
-        if s != &data[off..off + n] {
-            return false;
-        }
-        off += n;
-    }
-    off == data.len()
+    // SAFETY: as in `copy_from_iovs`.
+    unsafe { IovCursor::new(iovs).starts_with(data) }
 }
 
 /// Total bytes the buffers describe.
 pub fn iovs_len(iovs: &[IoVec]) -> usize {
-    iovs.iter().map(|v| v.len).sum()
+    iovs.iter().map(|v| v.len()).sum()
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@
 //! succeeded ([`Qpair::set_ready`]), or completes as aborted if the connection failed.
 
 use super::sock::{self, Xfer};
+use keel_bdev::iov::IovCursor;
 use keel_bdev::{IoCallback, IoStatus, IoVec, MAX_IOVS};
 use keel_nvme::cmd::{NvmeCmd, NvmeCpl};
 use keel_nvme::frame::{self, CMD_HDR_ROOM, H2C_HDR_ROOM};
@@ -607,7 +608,7 @@ fn check_transfer(cfg: &QpairConfig, iovs: &[IoVec], len: u32) -> Result<(), Sub
     if iovs.len() > MAX_IOVS {
         return Err(SubmitError::Invalid("too many iovecs"));
     }
-    let have: usize = iovs.iter().map(|v| v.len).sum();
+    let have: usize = iovs.iter().map(|v| v.len()).sum();
     if have < len as usize {
         return Err(SubmitError::Invalid("iovecs shorter than the transfer"));
     }
@@ -616,20 +617,9 @@ fn check_transfer(cfg: &QpairConfig, iovs: &[IoVec], len: u32) -> Result<(), Sub
 
 /// Call `f` on each piece of `iovs` covering `[off, off + len)` (clipped to the iovecs).
 #[inline]
-fn for_range(iovs: &[IoVec], mut off: usize, mut len: usize, mut f: impl FnMut(*mut u8, usize)) {
-    for v in iovs {
-        if len == 0 {
-            break;
-        }
-        if off >= v.len {
-            off -= v.len;
-            continue;
-        }
-        let n = (v.len - off).min(len);
-        // The pointer stays inside the iovec: off < v.len.
-        f(v.base.wrapping_add(off), n);
-        len -= n;
-        off = 0;
+fn for_range(iovs: &[IoVec], off: usize, len: usize, mut f: impl FnMut(*mut u8, usize)) {
+    for piece in IovCursor::at(iovs, off).pieces(len) {
+        f(piece.base(), piece.len());
     }
 }
 

@@ -20,8 +20,8 @@
 //! Nothing here allocates after [`ReqSlots::new`] / [`ReqPool::new`].
 
 use crate::request::{CoreCtx, NvmfRequest, ReqPtr};
-use keel_nvme::cmd::{DataXfer, NvmeCmd, NvmeCpl};
 use keel_bdev::{IoVec, MAX_IOVS};
+use keel_nvme::cmd::{DataXfer, NvmeCmd, NvmeCpl};
 use keel_reactor::pool::{self, DmaBuf, PoolError};
 use std::cell::UnsafeCell;
 use std::fmt::Debug;
@@ -456,7 +456,7 @@ mod tests {
         assert_eq!(lens, [4096, 4096, 1808]);
         let mut req = NvmfRequest::new();
         t.set_iovs(a, &mut req, 9000);
-        let iov_lens: Vec<usize> = req.data_iovs().iter().map(|v| v.len).collect();
+        let iov_lens: Vec<usize> = req.data_iovs().iter().map(|v| v.len()).collect();
         assert_eq!(iov_lens, [4096, 4096, 808]);
         t.release(a);
         assert_eq!(t.nbufs(a), 0);

@@ -648,10 +648,9 @@ fn issue(op: &mut StripeOp) -> bool {
             }
             Src::Buf(i, off) => {
                 let b = op.buf(i);
-                iovs[0] = IoVec {
-                    base: b.as_mut_ptr().wrapping_add(off),
-                    len,
-                };
+                // SAFETY: the stripe operation owns its buffers until every member I/O it
+                // issued has completed, and nobody else touches them meanwhile.
+                iovs[0] = unsafe { IoVec::from_raw_parts(b.as_mut_ptr().wrapping_add(off), len) };
                 1
             }
             Src::Unmap | Src::Zeroes => 0,

@@ -115,7 +115,8 @@ pub fn sub_iovs(
 ) -> Option<usize> {
     let mut n = 0;
     let complete = for_each_piece(iovs, off, len, |base, l| {
-        out[n] = IoVec { base, len: l };
+        // SAFETY: a piece of one of the caller's iovecs, as valid as that iovec.
+        out[n] = unsafe { IoVec::from_raw_parts(base, l) };
         n += 1;
     });
     complete.then_some(n)
@@ -133,13 +134,13 @@ pub fn for_each_piece(
         if len == 0 {
             break;
         }
-        if off >= v.len {
-            off -= v.len;
+        if off >= v.len() {
+            off -= v.len();
             continue;
         }
-        let take = (v.len - off).min(len);
+        let take = (v.len() - off).min(len);
         // Pointer arithmetic only (wrapping_add needs no unsafe); the caller derefs.
-        f(v.base.wrapping_add(off), take);
+        f(v.base().wrapping_add(off), take);
         off = 0;
         len -= take;
     }
@@ -150,11 +151,11 @@ pub fn for_each_piece(
 /// them all (the fast path of parity generation).
 pub fn contiguous(iovs: &[IoVec], mut off: usize, len: usize) -> Option<*mut u8> {
     for v in iovs {
-        if off >= v.len {
-            off -= v.len;
+        if off >= v.len() {
+            off -= v.len();
             continue;
         }
-        return (v.len - off >= len).then(|| v.base.wrapping_add(off));
+        return (v.len() - off >= len).then(|| v.base().wrapping_add(off));
     }
     None
 }
@@ -228,24 +229,21 @@ mod tests {
     fn sub_iovs_split_without_copying() {
         let mut a = [0u8; 10];
         let mut b = [0u8; 7];
-        let iovs = [
-            IoVec {
-                base: a.as_mut_ptr(),
-                len: 10,
-            },
-            IoVec {
-                base: b.as_mut_ptr(),
-                len: 7,
-            },
-        ];
+        // SAFETY: the arrays outlive the iovecs, which only this test uses.
+        let iovs = unsafe {
+            [
+                IoVec::from_raw_parts(a.as_mut_ptr(), 10),
+                IoVec::from_raw_parts(b.as_mut_ptr(), 7),
+            ]
+        };
         let mut out = [IoVec::EMPTY; MAX_IOVS];
         assert_eq!(sub_iovs(&iovs, 8, 5, &mut out), Some(2));
-        assert_eq!(out[0].base, a.as_mut_ptr().wrapping_add(8));
-        assert_eq!(out[0].len, 2);
-        assert_eq!(out[1].base, b.as_mut_ptr());
-        assert_eq!(out[1].len, 3);
+        assert_eq!(out[0].base(), a.as_mut_ptr().wrapping_add(8));
+        assert_eq!(out[0].len(), 2);
+        assert_eq!(out[1].base(), b.as_mut_ptr());
+        assert_eq!(out[1].len(), 3);
         assert_eq!(sub_iovs(&iovs, 10, 7, &mut out), Some(1));
-        assert_eq!(out[0].base, b.as_mut_ptr());
+        assert_eq!(out[0].base(), b.as_mut_ptr());
         assert_eq!(sub_iovs(&iovs, 10, 8, &mut out), None, "past the end");
         assert_eq!(
             contiguous(&iovs, 2, 8),

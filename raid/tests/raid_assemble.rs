@@ -34,13 +34,13 @@ impl BackendChannel for MemChannel {
         let mut data = self.0.lock().unwrap();
         for v in io.iovs() {
             // SAFETY: the iovec is valid for the I/O's life (bdev layer contract).
-            let s = unsafe { std::slice::from_raw_parts_mut(v.base, v.len) };
+            let s = unsafe { std::slice::from_raw_parts_mut(v.base(), v.len()) };
             match t {
-                IoType::Read => s.copy_from_slice(&data[off..off + v.len]),
-                IoType::Write => data[off..off + v.len].copy_from_slice(s),
+                IoType::Read => s.copy_from_slice(&data[off..off + v.len()]),
+                IoType::Write => data[off..off + v.len()].copy_from_slice(s),
                 _ => {}
             }
-            off += v.len;
+            off += v.len();
         }
         drop(data);
         io.complete(IoStatus::Success);

@@ -1,7 +1,7 @@
 //! Helpers shared by the stacked modules (`delay`, `error`, `lvol`, the `keel-raid` crate) and by
 //! `uring`'s overflow queue.
 //!
-//! - [`IoQueue`]: an intrusive FIFO of in-flight I/Os, linked through a `module_ctx` slot, so
+//! - [`IoQueue`]: an intrusive FIFO of in-flight I/Os, linked through their descriptors, so
 //!   holding or queueing an I/O never allocates.
 //! - [`forward`]: resubmit an I/O as a child I/O on a base channel (HOT PATH).
 //! - [`ModuleTable`]: a module's own table of the bdevs it created (control path).
@@ -16,11 +16,6 @@ use crate::{
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-
-/// Formerly the `module_ctx` slot an [`IoQueue`] linked I/Os through. [`IoQueue`] now links
-/// through the descriptor itself, so the whole context is the module's; modules still on
-/// `module_ctx` slots keep avoiding this one until they move to [`IoRef::ctx`].
-pub const LINK_SLOT: usize = 7;
 
 /// An intrusive FIFO of in-flight I/Os, linked through the descriptor's own list link (free
 /// while the module holds the I/O), so the module's whole context ([`IoRef::ctx`]) stays its
@@ -114,11 +109,6 @@ impl IoQueue {
         let _ = io.into_raw();
         Some(r)
     }
-
-    /// Read `module_ctx()[slot]` of the oldest I/O without dequeuing it.
-    pub fn front_ctx(&self, slot: usize) -> Option<u64> {
-        self.with_front_ctx(|c: &mut [u64; 8]| c[slot])
-    }
 }
 
 /// Submit `io` to `base` as a child I/O with the same type and range: `cb` later receives
@@ -157,7 +147,8 @@ pub fn submit_error_status(e: SubmitError) -> IoStatus {
     }
 }
 
-/// Encode an [`IoStatus`] into a `module_ctx` slot.
+/// Encode an [`IoStatus`] into a `u64` (for contexts kept as `u64` slots; a typed context can
+/// hold an [`IoStatus`] directly).
 pub fn status_to_u64(s: IoStatus) -> u64 {
     match s {
         IoStatus::Success => 0,
@@ -340,7 +331,7 @@ mod tests {
         let mut q = IoQueue::new();
         assert!(q.is_empty());
         assert!(q.pop_front().is_none());
-        assert_eq!(q.front_ctx(0), None);
+        assert_eq!(q.with_front_ctx(|x: &mut u64| *x), None);
         assert_eq!(q, IoQueue::default());
     }
 }

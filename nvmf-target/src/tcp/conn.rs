@@ -940,7 +940,7 @@ impl Conn {
                 let mut crc = 0;
                 for iov in req.data_iovs() {
                     // SAFETY: the core filled these pool buffers and gave the request back.
-                    let b = unsafe { std::slice::from_raw_parts(iov.base, iov.len) };
+                    let b = unsafe { std::slice::from_raw_parts(iov.base(), iov.len()) };
                     crc = digest_append(crc, b);
                 }
                 slot.ddgst = crc.to_le_bytes();
@@ -1218,8 +1218,8 @@ fn item_iovs(conn: &Conn, st: &State, item: Tx, out: &mut [libc::iovec]) -> (usi
                 bytes += slot.c2h_hdr_len;
                 n += 1;
                 for v in req.data_iovs() {
-                    out[n] = iov(v.base, v.len);
-                    bytes += v.len;
+                    out[n] = iov(v.base(), v.len());
+                    bytes += v.len();
                     n += 1;
                 }
                 if dd {

@@ -201,10 +201,10 @@ impl Rx {
         let mut off = self.dest.off;
         while left > 0 && idx < self.dest.cnt && n + 1 < out.len() {
             let seg = self.dest.segs[idx];
-            let len = (seg.len - off).min(left);
+            let len = (seg.len() - off).min(left);
             // SAFETY: `off < seg.len` (the cursor never rests at a segment's end), so the
             // pointer stays inside the segment `expect_data`'s caller vouched for.
-            let base = unsafe { seg.base.add(off) };
+            let base = unsafe { seg.base().add(off) };
             out[n] = libc::iovec {
                 iov_base: base.cast(),
                 iov_len: len,
@@ -247,10 +247,11 @@ impl Rx {
         self.remaining -= n;
         while n > 0 {
             let seg = self.dest.segs[self.dest.idx];
-            let len = (seg.len - self.dest.off).min(n);
+            let len = (seg.len() - self.dest.off).min(n);
             if self.cur.ddgst {
                 // SAFETY: the range is inside the segment and was just written by the read.
-                let bytes = unsafe { std::slice::from_raw_parts(seg.base.add(self.dest.off), len) };
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(seg.base().add(self.dest.off), len) };
                 self.crc = digest_append(self.crc, bytes);
             }
             self.advance_cursor(len);
@@ -260,7 +261,7 @@ impl Rx {
 
     fn advance_cursor(&mut self, len: usize) {
         self.dest.off += len;
-        if self.dest.off == self.dest.segs[self.dest.idx].len {
+        if self.dest.off == self.dest.segs[self.dest.idx].len() {
             self.dest.idx += 1;
             self.dest.off = 0;
         }
@@ -364,7 +365,7 @@ impl Rx {
         self.remaining -= n;
         while n > 0 {
             let seg = self.dest.segs[self.dest.idx];
-            let len = (seg.len - self.dest.off).min(n);
+            let len = (seg.len() - self.dest.off).min(n);
             let src = &self.stage[self.start..self.start + len];
             if self.cur.ddgst {
                 self.crc = digest_append(self.crc, src);
@@ -372,7 +373,7 @@ impl Rx {
             // SAFETY: the destination range is inside a segment `expect_data`'s caller vouched
             // for; it cannot overlap the staging buffer, which this machine owns.
             unsafe {
-                std::ptr::copy_nonoverlapping(src.as_ptr(), seg.base.add(self.dest.off), len)
+                std::ptr::copy_nonoverlapping(src.as_ptr(), seg.base().add(self.dest.off), len)
             };
             self.start += len;
             self.advance_cursor(len);

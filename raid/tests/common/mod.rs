@@ -229,15 +229,15 @@ impl BackendChannel for RecordingChannel {
             data[off..off + len].fill(0);
         }
         for v in io.iovs() {
-            seen.push((t, v.base as usize, v.len));
+            seen.push((t, v.base() as usize, v.len()));
             // SAFETY: the iovec is valid for the I/O's life (bdev layer contract).
-            let s = unsafe { std::slice::from_raw_parts_mut(v.base, v.len) };
+            let s = unsafe { std::slice::from_raw_parts_mut(v.base(), v.len()) };
             match t {
-                IoType::Read => s.copy_from_slice(&data[off..off + v.len]),
-                IoType::Write => data[off..off + v.len].copy_from_slice(s),
+                IoType::Read => s.copy_from_slice(&data[off..off + v.len()]),
+                IoType::Write => data[off..off + v.len()].copy_from_slice(s),
                 _ => {}
             }
-            off += v.len;
+            off += v.len();
         }
         drop((data, seen));
         io.complete(IoStatus::Success);

@@ -8,15 +8,14 @@
 //! SPDK's behaviour too). Other I/O types complete as soon as the base completes them.
 //!
 //! Nothing here allocates: FIFOs are intrusive ([`IoQueue`]), and the child callback finds the
-//! channel through an `Rc` strong count stored in the parent's `module_ctx`.
+//! channel through an `Rc` strong count stored in the parent's typed context ([`DelayIo`]).
 
 use super::latency::{LatencyClass, P99Picker};
 use super::DelayShared;
 use crate::modules::stack::{
-    forward, interrupt_mode_here, status_from_u64, status_to_u64, submit_error_status,
-    wake_all_cores, IoQueue, LINK_SLOT,
+    forward, interrupt_mode_here, submit_error_status, wake_all_cores, IoQueue,
 };
-use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
+use crate::{BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, SubmitError};
 use keel_reactor::{PollStatus, PollerId};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -24,22 +23,31 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `module_ctx` slot: `Rc<Inner>` raw pointer (one strong count while the child is in flight).
-const CHAN_SLOT: usize = 0;
-/// `module_ctx` slot: latency class index, or [`NO_DELAY`].
-const CLASS_SLOT: usize = 1;
-/// `module_ctx` slot: tick at which a held I/O may complete.
-const DEADLINE_SLOT: usize = 2;
-/// `module_ctx` slot: the base's completion status (encoded).
-const STATUS_SLOT: usize = 3;
-/// `module_ctx` slot: the bdev's reset generation when the I/O was submitted.
-const RESET_GEN_SLOT: usize = 4;
+/// A delay I/O's state: its typed context ([`IoRef::ctx`]), all zeroes at submission.
+struct DelayIo {
+    /// `Rc<Inner>` raw pointer (one strong count while the child is in flight).
+    chan: *const Inner,
+    /// Tick at which a held I/O may complete.
+    deadline: u64,
+    /// The bdev's reset generation when the I/O was submitted.
+    reset_gen: u64,
+    /// The base's completion status.
+    status: IoStatus,
+    /// Latency class index, or [`NO_DELAY`].
+    class: u8,
+}
+
+// SAFETY: all-zero is a valid `DelayIo` (null pointer, zero ticks, `Success`, class 0).
+unsafe impl IoCtx for DelayIo {}
+
+/// The delay state of `io`.
+#[inline]
+fn st(io: &mut IoRef) -> &mut DelayIo {
+    io.ctx::<DelayIo>()
+}
+
 /// Class value of I/Os that are not delayed.
-const NO_DELAY: u64 = u64::MAX;
-const _: () = assert!(
-    LINK_SLOT > RESET_GEN_SLOT,
-    "queue link must not overlap our slots"
-);
+const NO_DELAY: u8 = u8::MAX;
 
 /// How often held I/Os are checked when the reactor runs in interrupt mode (it then sleeps
 /// between events, and a deadline passing is not an event).
@@ -114,10 +122,10 @@ impl BackendChannel for DelayChannel {
             }
             _ => None,
         };
-        let ctx = io.module_ctx();
-        ctx[CLASS_SLOT] = class.map_or(NO_DELAY, |c| c.index() as u64);
-        ctx[RESET_GEN_SLOT] = inner.shared.reset_gen.load(Ordering::Acquire);
-        ctx[CHAN_SLOT] = Rc::into_raw(Rc::clone(inner)) as usize as u64;
+        let x = st(&mut io);
+        x.class = class.map_or(NO_DELAY, |c| c.index() as u8);
+        x.reset_gen = inner.shared.reset_gen.load(Ordering::Acquire);
+        x.chan = Rc::into_raw(Rc::clone(inner));
         inner.send(io);
     }
 
@@ -150,13 +158,13 @@ impl Inner {
         for fifo in &self.held {
             loop {
                 let mut q = fifo.get();
-                match q.front_ctx(DEADLINE_SLOT) {
+                match q.with_front_ctx(|x: &mut DelayIo| x.deadline) {
                     Some(deadline) if deadline <= now => {}
                     _ => break,
                 }
                 let Some(mut io) = q.pop_front() else { break };
                 fifo.set(q);
-                let status = status_from_u64(io.module_ctx()[STATUS_SLOT]);
+                let status = st(&mut io).status;
                 io.complete(status);
                 done += 1;
             }
@@ -164,7 +172,7 @@ impl Inner {
         done
     }
 
-    /// Forward `io` (whose `CHAN_SLOT` holds a strong count) to the base, behind any I/O
+    /// Forward `io` (whose context's `chan` holds a strong count) to the base, behind any I/O
     /// already waiting for a descriptor.
     fn send(&self, io: IoRef) {
         let mut retry = self.retry.get();
@@ -222,7 +230,7 @@ impl Inner {
             let mut old = fifo.take();
             let mut keep = IoQueue::new();
             while let Some(mut io) = old.pop_front() {
-                if io.module_ctx()[RESET_GEN_SLOT] < gen {
+                if st(&mut io).reset_gen < gen {
                     io.complete(IoStatus::Aborted);
                     aborted += 1;
                 } else {
@@ -252,10 +260,10 @@ impl Inner {
             io.complete(IoStatus::Success);
             return;
         }
-        let ctx = io.module_ctx();
-        ctx[CLASS_SLOT] = NO_DELAY;
-        ctx[RESET_GEN_SLOT] = gen;
-        ctx[CHAN_SLOT] = Rc::into_raw(Rc::clone(self)) as usize as u64;
+        let x = st(&mut io);
+        x.class = NO_DELAY;
+        x.reset_gen = gen;
+        x.chan = Rc::into_raw(Rc::clone(self));
         self.send(io);
     }
 }
@@ -273,10 +281,10 @@ impl Drop for Inner {
     }
 }
 
-/// Complete `io` without a child, releasing the channel count in its `CHAN_SLOT`.
+/// Complete `io` without a child, releasing the channel count in its context's `chan`.
 fn fail(mut io: IoRef, status: IoStatus) {
-    let chan = io.module_ctx()[CHAN_SLOT] as usize as *const Inner;
-    // SAFETY: `CHAN_SLOT` holds the strong count taken by `submit`/`reset` for this I/O, and
+    let chan = st(&mut io).chan;
+    // SAFETY: `chan` holds the strong count taken by `submit`/`reset` for this I/O, and
     // it is released exactly once (here, or in `on_base_done`).
     drop(unsafe { Rc::from_raw(chan) });
     io.complete(status);
@@ -288,11 +296,10 @@ fn on_base_done(ctx: usize, status: IoStatus) {
     // SAFETY: `ctx` is the parent's `into_raw`, passed to the base by `forward` on this core;
     // the base calls this callback exactly once.
     let mut io = unsafe { IoRef::from_raw(ctx) };
-    let slots = io.module_ctx();
-    let chan = slots[CHAN_SLOT] as usize as *const Inner;
-    // SAFETY: `CHAN_SLOT` holds the strong count taken for this child; released here once.
-    let inner = unsafe { Rc::from_raw(chan) };
-    let class = LatencyClass::ALL.get(slots[CLASS_SLOT] as usize).copied();
+    let x = st(&mut io);
+    // SAFETY: `chan` holds the strong count taken for this child; released here once.
+    let inner = unsafe { Rc::from_raw(x.chan) };
+    let class = LatencyClass::ALL.get(usize::from(x.class)).copied();
     match class {
         None => {
             drop(inner);
@@ -300,8 +307,8 @@ fn on_base_done(ctx: usize, status: IoStatus) {
         }
         Some(class) => {
             let latency = inner.shared.latencies.ticks(class);
-            slots[DEADLINE_SLOT] = keel_reactor::ticks().saturating_add(latency);
-            slots[STATUS_SLOT] = status_to_u64(status);
+            x.deadline = keel_reactor::ticks().saturating_add(latency);
+            x.status = status;
             inner.hold(class, io);
         }
     }

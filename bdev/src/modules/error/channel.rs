@@ -3,25 +3,33 @@
 //! go to the base as child I/Os.
 
 use super::inject::{corrupt_iovs, ErrorKind, Injections};
-use crate::modules::stack::{forward, submit_error_status, wake_all_cores, IoQueue, LINK_SLOT};
-use crate::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, SubmitError};
+use crate::modules::stack::{forward, submit_error_status, wake_all_cores, IoQueue};
+use crate::{BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, SubmitError};
 use keel_reactor::PollStatus;
 use std::sync::Arc;
 
-/// `module_ctx` slot: non-zero when a read must be corrupted on completion.
-const CORRUPT_SLOT: usize = 0;
-/// `module_ctx` slot: byte offset to corrupt.
-const OFFSET_SLOT: usize = 1;
-/// `module_ctx` slot: XOR value.
-const VALUE_SLOT: usize = 2;
-/// `module_ctx` slot: clear generation when a pending I/O was parked.
-const CLEAR_GEN_SLOT: usize = 3;
-/// `module_ctx` slot: reset generation when a pending I/O was parked.
-const RESET_GEN_SLOT: usize = 4;
-const _: () = assert!(
-    LINK_SLOT > RESET_GEN_SLOT,
-    "queue link must not overlap our slots"
-);
+/// An error-bdev I/O's state: its typed context ([`IoRef::ctx`]), all zeroes at submission.
+struct ErrorIo {
+    /// Byte offset to corrupt.
+    offset: u64,
+    /// Clear generation when a pending I/O was parked.
+    clear_gen: u64,
+    /// Reset generation when a pending I/O was parked.
+    reset_gen: u64,
+    /// Whether a read must be corrupted on completion.
+    corrupt: bool,
+    /// XOR value.
+    value: u8,
+}
+
+// SAFETY: all-zero is a valid `ErrorIo` (zero integers, `false`).
+unsafe impl IoCtx for ErrorIo {}
+
+/// The error-bdev state of `io`.
+#[inline]
+fn st(io: &mut IoRef) -> &mut ErrorIo {
+    io.ctx::<ErrorIo>()
+}
 
 /// One core's channel into an error bdev.
 pub(super) struct ErrorChannel {
@@ -86,10 +94,10 @@ impl ErrorChannel {
     /// queue is scanned from the front only.
     fn settle_pending(&mut self, clear_gen: u64, reset_gen: u64) -> usize {
         let mut n = 0;
-        while let (Some(rg), Some(cg)) = (
-            self.pending.front_ctx(RESET_GEN_SLOT),
-            self.pending.front_ctx(CLEAR_GEN_SLOT),
-        ) {
+        while let Some((rg, cg)) = self
+            .pending
+            .with_front_ctx(|x: &mut ErrorIo| (x.reset_gen, x.clear_gen))
+        {
             if rg >= reset_gen && cg >= clear_gen {
                 break;
             }
@@ -100,7 +108,7 @@ impl ErrorChannel {
             if rg < reset_gen {
                 io.complete(IoStatus::Aborted);
             } else {
-                io.module_ctx()[CORRUPT_SLOT] = 0;
+                st(&mut io).corrupt = false;
                 self.send(io);
             }
         }
@@ -114,7 +122,7 @@ impl ErrorChannel {
         let settled = self.settle_pending(clear_gen, reset_gen);
         log::debug!("error bdev: reset settled {settled} pending I/O(s) on this core");
         if self.base_supports_reset {
-            io.module_ctx()[CORRUPT_SLOT] = 0;
+            st(&mut io).corrupt = false;
             self.send(io);
         } else {
             io.complete(IoStatus::Success);
@@ -132,7 +140,7 @@ impl BackendChannel for ErrorChannel {
         // Generations before `take` (see `Injections::generations`).
         let (clear_gen, reset_gen) = self.injections.generations();
         let Some(hit) = self.injections.take(io_type) else {
-            io.module_ctx()[CORRUPT_SLOT] = 0;
+            st(&mut io).corrupt = false;
             self.send(io);
             return;
         };
@@ -140,29 +148,29 @@ impl BackendChannel for ErrorChannel {
             ErrorKind::Failure => io.complete(IoStatus::IoError),
             ErrorKind::Complete(status) => io.complete(status),
             ErrorKind::Pending => {
-                let ctx = io.module_ctx();
-                ctx[CLEAR_GEN_SLOT] = clear_gen;
-                ctx[RESET_GEN_SLOT] = reset_gen;
+                let x = st(&mut io);
+                x.clear_gen = clear_gen;
+                x.reset_gen = reset_gen;
                 self.pending.push_back(io);
             }
             ErrorKind::CorruptData => {
                 let len = io.num_blocks().saturating_mul(u64::from(io.block_size()));
-                let ctx_flag = match io_type {
+                let corrupt_read = match io_type {
                     IoType::Write => {
                         // SAFETY: a write's buffers stay valid (for reads and writes, by the
                         // IoVec contract) and unused by others until the I/O completes.
                         unsafe {
                             corrupt_iovs(io.iovs(), len, hit.corrupt_offset, hit.corrupt_value)
                         };
-                        0
+                        false
                     }
-                    IoType::Read => 1,
-                    _ => 0,
+                    IoType::Read => true,
+                    _ => false,
                 };
-                let ctx = io.module_ctx();
-                ctx[CORRUPT_SLOT] = ctx_flag;
-                ctx[OFFSET_SLOT] = hit.corrupt_offset;
-                ctx[VALUE_SLOT] = u64::from(hit.corrupt_value);
+                let x = st(&mut io);
+                x.corrupt = corrupt_read;
+                x.offset = hit.corrupt_offset;
+                x.value = hit.corrupt_value;
                 self.send(io);
             }
         }
@@ -203,11 +211,14 @@ fn on_base_done(ctx: usize, status: IoStatus) {
     // SAFETY: `ctx` is the parent's `into_raw`, handed to the base by `forward` on this core;
     // the base calls this callback exactly once.
     let mut io = unsafe { IoRef::from_raw(ctx) };
-    if status == IoStatus::Success && io.module_ctx()[CORRUPT_SLOT] != 0 {
-        let slots = *io.module_ctx();
+    let (corrupt, offset, value) = {
+        let x = st(&mut io);
+        (x.corrupt, x.offset, x.value)
+    };
+    if status == IoStatus::Success && corrupt {
         let len = io.num_blocks().saturating_mul(u64::from(io.block_size()));
         // SAFETY: the read's buffers belong to this in-flight I/O until it completes below.
-        unsafe { corrupt_iovs(io.iovs(), len, slots[OFFSET_SLOT], slots[VALUE_SLOT] as u8) };
+        unsafe { corrupt_iovs(io.iovs(), len, offset, value) };
     }
     io.complete(status);
 }

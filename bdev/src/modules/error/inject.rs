@@ -2,6 +2,7 @@
 //! one atomic word packs (error kind, corrupt value, remaining count); an I/O consumes one count
 //! with a compare-and-swap loop, so exactly `num` I/Os see the error however many cores race.
 
+use crate::iov::IovCursor;
 use crate::{IoStatus, IoType, IoVec};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -331,15 +332,16 @@ pub(crate) unsafe fn corrupt_iovs(iovs: &[IoVec], len: u64, offset: u64, value: 
     if offset >= len {
         return;
     }
-    let mut off = offset;
-    for iov in iovs {
-        let l = iov.len as u64;
-        if off < l {
-            // SAFETY: `off < iov.len` and the caller guarantees the iovec is valid.
-            unsafe { *iov.base.add(off as usize) ^= value };
-            return;
+    let Ok(off) = usize::try_from(offset) else {
+        return;
+    };
+    let mut c = IovCursor::new(iovs);
+    if c.advance(off) == off {
+        if let Some(p) = c.peek() {
+            // SAFETY: `p` starts inside an iovec (a cursor piece is never empty) the caller
+            // guarantees valid and ours.
+            unsafe { *p.base ^= value };
         }
-        off -= l;
     }
 }
 

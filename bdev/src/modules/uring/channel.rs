@@ -4,13 +4,13 @@
 //! them (batching), then reaps completions without waiting. An I/O that finds the SQ full (or
 //! would overrun the CQ) waits in an intrusive FIFO ([`IoQueue`]) until space frees. Short
 //! reads/writes continue from where the kernel stopped, on the buffered descriptor. Nothing
-//! here allocates; each I/O keeps its progress in its `module_ctx`.
+//! here allocates; each I/O keeps its progress in its typed context ([`UringIo`]).
 
 use super::file::{BackingFile, FileKind};
 use super::plan::{dio_eligible, next_step, Step};
 use super::UringCounters;
-use crate::modules::stack::{interrupt_mode_here, IoQueue, LINK_SLOT};
-use crate::{BackendChannel, BdevError, IoRef, IoStatus, IoType, IoVec};
+use crate::modules::stack::{interrupt_mode_here, IoQueue};
+use crate::{BackendChannel, BdevError, IoCtx, IoRef, IoStatus, IoType, IoVec};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use keel_reactor::PollStatus;
 use std::mem::MaybeUninit;
@@ -23,20 +23,29 @@ pub(crate) const RING_ENTRIES: u32 = 512;
 /// Completions reaped per batch.
 const REAP_BATCH: usize = 32;
 
-/// `module_ctx` slot: bytes of a read/write already transferred.
-const DONE_SLOT: usize = 0;
-/// `module_ctx` slot: [`FLAG_DECIDED`], [`FLAG_DIRECT`], [`FLAG_PUNCH`].
-const FLAGS_SLOT: usize = 1;
+/// A uring I/O's progress: its typed context ([`IoRef::ctx`]), all zeroes at submission.
+struct UringIo {
+    /// Bytes of a read/write already transferred.
+    done: u64,
+    /// [`FLAG_DECIDED`], [`FLAG_DIRECT`], [`FLAG_PUNCH`].
+    flags: u64,
+}
+
+// SAFETY: all-zero is a valid `UringIo` (two integers).
+unsafe impl IoCtx for UringIo {}
+
+/// The uring state of `io`.
+#[inline]
+fn st(io: &mut IoRef) -> &mut UringIo {
+    io.ctx::<UringIo>()
+}
+
 /// The descriptor (direct or buffered) has been chosen.
 const FLAG_DECIDED: u64 = 1;
 /// Use the `O_DIRECT` descriptor.
 const FLAG_DIRECT: u64 = 2;
 /// write_zeroes is done with PUNCH_HOLE (ZERO_RANGE unsupported).
 const FLAG_PUNCH: u64 = 4;
-const _: () = assert!(
-    LINK_SLOT > FLAGS_SLOT,
-    "queue link must not overlap our slots"
-);
 
 // `IoVec` goes to the kernel as `struct iovec`.
 const _: () = assert!(std::mem::size_of::<IoVec>() == std::mem::size_of::<libc::iovec>());
@@ -142,7 +151,7 @@ impl UringChannel {
         })
     }
 
-    /// Build the SQE for the next step of `io` (its `module_ctx` holds the progress).
+    /// Build the SQE for the next step of `io` (its context holds the progress).
     fn prep(&mut self, io: &mut IoRef) -> Result<squeue::Entry, IoStatus> {
         let io_type = io.io_type();
         let bs = u64::from(io.block_size());
@@ -151,7 +160,7 @@ impl UringChannel {
             .checked_mul(bs)
             .ok_or(IoStatus::IoError)?;
         let len = io.num_blocks().checked_mul(bs).ok_or(IoStatus::IoError)?;
-        let [done, mut flags, ..] = *io.module_ctx();
+        let UringIo { done, mut flags } = *st(io);
         let entry = match io_type {
             IoType::Read | IoType::Write => {
                 let iovs = io.iovs();
@@ -209,7 +218,7 @@ impl UringChannel {
             }
             IoType::Reset => return Err(IoStatus::IoError),
         };
-        io.module_ctx()[FLAGS_SLOT] = flags;
+        st(io).flags = flags;
         Ok(entry)
     }
 
@@ -319,22 +328,22 @@ impl UringChannel {
                     return;
                 }
                 let len = io.num_blocks() * u64::from(io.block_size());
-                let ctx = io.module_ctx();
-                let done = ctx[DONE_SLOT] + res as u64;
+                let x = st(&mut io);
+                let done = x.done + res as u64;
                 if done >= len {
                     io.complete(IoStatus::Success);
                     return;
                 }
                 // Short transfer: continue on the buffered descriptor, which takes any
                 // alignment.
-                ctx[DONE_SLOT] = done;
-                ctx[FLAGS_SLOT] &= !FLAG_DIRECT;
+                x.done = done;
+                x.flags &= !FLAG_DIRECT;
                 self.local.resubmits += 1;
                 self.overflow.push_front(io);
             }
             IoType::WriteZeroes
                 if res == -libc::EOPNOTSUPP
-                    && io.module_ctx()[FLAGS_SLOT] & FLAG_PUNCH == 0
+                    && st(&mut io).flags & FLAG_PUNCH == 0
                     && self.file.kind == FileKind::Regular
                     && self.file.punch_hole =>
             {
@@ -346,7 +355,7 @@ impl UringChannel {
                     );
                     self.zero_range_ok = false;
                 }
-                io.module_ctx()[FLAGS_SLOT] |= FLAG_PUNCH;
+                st(&mut io).flags |= FLAG_PUNCH;
                 self.local.resubmits += 1;
                 self.overflow.push_front(io);
             }
@@ -427,9 +436,7 @@ impl BackendChannel for UringChannel {
             }
             return;
         }
-        let ctx = io.module_ctx();
-        ctx[DONE_SLOT] = 0;
-        ctx[FLAGS_SLOT] = 0;
+        *st(&mut io) = UringIo { done: 0, flags: 0 };
         if !self.overflow.is_empty() {
             self.overflow.push_back(io);
         } else if let Err(io) = self.push(io) {

@@ -2,6 +2,7 @@
 //! use the `O_DIRECT` descriptor, and which part of a read/write to issue next.
 
 use super::file::DioAlign;
+use crate::iov::IovCursor;
 use crate::IoVec;
 
 /// Whether a transfer of `len` bytes at byte `offset` through `iovs` meets the direct-I/O
@@ -44,37 +45,32 @@ pub(crate) fn next_step(iovs: &[IoVec], done: u64, len: u64) -> Option<Step> {
         return None;
     }
     let left = len - done;
-    let mut start = 0u64;
-    for (i, iov) in iovs.iter().enumerate() {
-        let l = iov.len as u64;
-        if done < start + l {
-            let within = done - start;
-            if within != 0 || l > left {
-                let n = (l - within).min(left) as usize;
-                // `within < l = iov.len`, so the pointer stays inside the iovec.
-                return Some(Step::Single {
-                    base: iov.base.wrapping_add(within as usize),
-                    len: n,
-                });
-            }
-            let mut count = 0;
-            let mut covered = 0u64;
-            for next in &iovs[i..] {
-                let nl = next.len as u64;
-                if covered + nl > left {
-                    break;
-                }
-                covered += nl;
-                count += 1;
-                if covered == left {
-                    break;
-                }
-            }
-            return Some(Step::Vectored { first: i, count });
-        }
-        start += l;
+    let c = IovCursor::at(iovs, usize::try_from(done).ok()?);
+    let cur = c.peek()?;
+    let l = cur.len as u64;
+    if !c.at_boundary() || l > left {
+        return Some(Step::Single {
+            base: cur.base,
+            len: l.min(left) as usize,
+        });
     }
-    None
+    let mut count = 0;
+    let mut covered = 0u64;
+    for next in c.rest() {
+        let nl = next.len as u64;
+        if covered + nl > left {
+            break;
+        }
+        covered += nl;
+        count += 1;
+        if covered == left {
+            break;
+        }
+    }
+    Some(Step::Vectored {
+        first: c.index(),
+        count,
+    })
 }
 
 #[cfg(test)]
