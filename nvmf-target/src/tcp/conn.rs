@@ -12,10 +12,10 @@
 
 use super::group::{GroupHandle, GroupLink};
 use super::pdu::{
-    align_up, digest, digest_append, encode_term_req, negotiate, CapsuleRespHeader, CommonHeader,
-    DataHeader, IcResp, Negotiated, R2tHeader, RxLimits, TermError, Wire, DIGEST_LEN,
-    FES_DATA_OUT_OF_RANGE, FLAG_DDGSTF, FLAG_HDGSTF, FLAG_LAST_PDU, FLAG_SUCCESS, IC_HLEN,
-    PDU_C2H_DATA, PDU_CAPSULE_RESP, PDU_R2T, SHORT_HLEN, TERM_MAX_PLEN,
+    digest, digest_append, encode_data_header, encode_term_req, negotiate, CapsuleRespHeader,
+    CommonHeader, DataHeader, DataPdu, IcResp, Negotiated, R2tHeader, RxLimits, TermError, Wire,
+    DIGEST_LEN, FES_DATA_OUT_OF_RANGE, FLAG_HDGSTF, IC_HLEN, PDU_C2H_DATA, PDU_CAPSULE_RESP,
+    PDU_R2T, SHORT_HLEN, TERM_MAX_PLEN,
 };
 use super::recv::{HostPdu, Rx, RxEvent};
 use super::sgl::{data_desc, is_connect, xfer_of, DataDesc};
@@ -906,36 +906,17 @@ impl Conn {
         slot.send_rsp = !(slot.send_data && self.cfg.c2h_success);
         let hd = if neg.hdgst { DIGEST_LEN } else { 0 };
         if slot.send_data {
-            let pdo = align_up(SHORT_HLEN + hd, (neg.hpda as usize + 1) * 4);
-            let dd = if neg.ddgst { DIGEST_LEN } else { 0 };
-            let mut common = CommonHeader::new(PDU_C2H_DATA, SHORT_HLEN);
-            common.flags = FLAG_LAST_PDU;
-            if !slot.send_rsp {
-                common.flags |= FLAG_SUCCESS;
-            }
-            if neg.hdgst {
-                common.flags |= FLAG_HDGSTF;
-            }
-            if neg.ddgst {
-                common.flags |= FLAG_DDGSTF;
-            }
-            common.pdo = pdo as u8;
-            common.plen = (pdo + req.length as usize + dd) as u32;
-            let h = DataHeader {
-                common,
+            // The one data-PDU framing rule (keel_nvme::pdu), shared with the host's H2CData.
+            let pdu = DataPdu {
+                pdu_type: PDU_C2H_DATA,
                 cccid: req.cmd.cid,
                 ttag: 0,
                 datao: 0,
                 datal: req.length,
-                rsvd: [0; 4],
+                last: true,
+                success: !slot.send_rsp,
             };
-            slot.c2h_hdr[..pdo].fill(0);
-            slot.c2h_hdr[..SHORT_HLEN].copy_from_slice(h.as_bytes());
-            if neg.hdgst {
-                let d = digest(&slot.c2h_hdr[..SHORT_HLEN]);
-                slot.c2h_hdr[SHORT_HLEN..SHORT_HLEN + DIGEST_LEN].copy_from_slice(&d.to_le_bytes());
-            }
-            slot.c2h_hdr_len = pdo;
+            slot.c2h_hdr_len = encode_data_header(&mut slot.c2h_hdr, &pdu, &neg);
             if neg.ddgst {
                 let mut crc = 0;
                 for iov in req.data_iovs() {
