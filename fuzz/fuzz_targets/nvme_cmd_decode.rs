@@ -14,7 +14,8 @@ use keel_nvme::fabrics::{ConnectCmd, DisconnectCmd, FabricsType, PropertyGet, Pr
 use keel_nvme::features::{GetFeatures, NumberOfQueues, SetFeatures};
 use keel_nvme::identify::{IdentifyCmd, NsList};
 use keel_nvme::io::{DsmCmd, DsmRange, RwCmd, WriteZeroesCmd};
-use keel_nvme::log::{copy_log_page, GetLogPage};
+use keel_nvme::log::GetLogPage;
+use keel_nvmf::iov::copy_log_page;
 use keel_nvme::registers::{Cap, Registers, Vs};
 use keel_nvme::reservation::{AcquireCmd, KeyPair, RegisterCmd, ReleaseCmd, ReportCmd};
 use keel_nvme::sgl::{check_flags, check_in_capsule, sgl1, Sgl};

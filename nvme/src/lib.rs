@@ -11,7 +11,7 @@
 //!
 //! - [`bytes`]: little-endian field access on byte buffers.
 //! - [`cmd`]: the 64-byte submission queue entry, the 16-byte completion, data direction.
-//! - [`status`]: status codes as [`status::Status`] values, and the bdev outcome mapping.
+//! - [`status`]: status codes as [`status::Status`] values.
 //! - [`opcode`]: admin and NVM I/O command opcodes.
 //! - [`fabrics`]: Fabrics commands (Connect, Property Get/Set, Disconnect), Connect data.
 //! - [`registers`]: controller properties CAP, VS, CC, CSTS and their state machine.
@@ -22,7 +22,6 @@
 //! - [`sgl`]: SGL descriptors (HOT PATH).
 //! - [`io`]: NVM I/O commands and LBA range checks (HOT PATH).
 //! - [`reservation`]: reservation commands and the Report data.
-//! - [`iov`]: copies between byte slices and a request's data buffers.
 //! - [`pdu`]: NVMe/TCP PDU wire formats, the data-PDU framing rule (one for both directions),
 //!   the controller's receive validator, CRC32C digests.
 //! - [`frame`]: the host's direction of NVMe/TCP framing (ICReq/ICResp, validation of what a
@@ -36,7 +35,6 @@ pub mod features;
 pub mod frame;
 pub mod identify;
 pub mod io;
-pub mod iov;
 pub mod log;
 pub mod opcode;
 pub mod pdu;

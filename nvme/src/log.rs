@@ -1,15 +1,13 @@
 //! Get Log Page (admin opcode 0x02, NVMe Base 2.0 §5.16): log identifiers, the command's
 //! fields with offset/length checks, the log page structures the target serves — error
 //! information, SMART/health, firmware slot, commands supported and effects, discovery,
-//! reservation notification (the changed namespace list is [`NsList::changed`]) — and
-//! [`copy_log_page`], which copies the requested window of a page into a request's buffers.
+//! reservation notification (the changed namespace list is [`NsList::changed`]). The target
+//! copies the window a command asks for into a request's buffers (`keel_nvmf::iov::copy_log_page`).
 
 use super::bytes::{self, le_fields};
 use super::cmd::NvmeCmd;
-use super::iov;
 use super::opcode::admin;
 use super::status::Status;
-use keel_bdev::IoVec;
 
 pub use super::identify::NsList;
 
@@ -102,29 +100,6 @@ impl GetLogPage {
         let n = (page_len - start).min(usize::try_from(self.len).unwrap_or(usize::MAX));
         Ok((start, n))
     }
-}
-
-/// Copy the window of `page` that `cmd` asks for into `iovs`, zero-filling up to `cmd.len`
-/// bytes (or the end of the buffers, if shorter). Returns the bytes written, or Invalid
-/// Field if the offset is past the end of the page.
-///
-/// # Safety
-/// As for [`iov::copy_to_iovs`]: `iovs` describe writable memory nothing else touches
-/// during the call (a request's buffers between `execute` and `request_complete`).
-pub unsafe fn copy_log_page(
-    page: &[u8],
-    cmd: &GetLogPage,
-    iovs: &[IoVec],
-) -> Result<usize, Status> {
-    let (start, n) = cmd.window(page.len())?;
-    let want = usize::try_from(cmd.len)
-        .unwrap_or(usize::MAX)
-        .min(iov::iovs_len(iovs));
-    // SAFETY: the caller's guarantee for `iovs` is passed on.
-    let copied = unsafe { iov::copy_to_iovs(iovs, 0, &page[start..start + n]) };
-    // SAFETY: as above.
-    let zeroed = unsafe { iov::zero_iovs(iovs, copied, want.saturating_sub(copied)) };
-    Ok(copied + zeroed)
 }
 
 /// One error information log entry (64 bytes).
@@ -561,7 +536,6 @@ impl ReservationNotificationLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iov::tests::split;
 
     fn glp(cdw10: u32, cdw11: u32, cdw12: u32, cdw13: u32, cdw14: u32) -> NvmeCmd {
         NvmeCmd {
@@ -632,33 +606,6 @@ mod tests {
         assert_eq!(g(512, 64).window(512), Ok((512, 0)));
         assert_eq!(g(516, 64).window(512), Err(Status::INVALID_FIELD));
         assert_eq!(g(!3, 4).window(512), Err(Status::INVALID_FIELD));
-    }
-
-    #[test]
-    fn copy_log_page_windows_and_zero_fills() {
-        let page: Vec<u8> = (0..64u8).collect();
-        let mut mem = [0xeeu8; 32];
-        let iovs = split(&mut mem, &[10, 22]);
-        let cmd = GetLogPage::decode(&glp(7 << 16 | LID_ERROR as u32, 0, 56, 0, 0)).unwrap();
-        assert_eq!(cmd.len, 32);
-        // SAFETY: `iovs` cover `mem`, alive and untouched during the call.
-        let n = unsafe { copy_log_page(&page, &cmd, &iovs) }.unwrap();
-        assert_eq!(n, 32);
-        assert_eq!(&mem[..8], &[56, 57, 58, 59, 60, 61, 62, 63]);
-        assert_eq!(&mem[8..], &[0; 24]);
-        let bad = GetLogPage::decode(&glp(LID_ERROR as u32, 0, 68, 0, 0)).unwrap();
-        // SAFETY: as above.
-        assert_eq!(
-            unsafe { copy_log_page(&page, &bad, &iovs) },
-            Err(Status::INVALID_FIELD)
-        );
-        // Buffers shorter than the request: fill what there is.
-        let mut small = [0xeeu8; 4];
-        let iovs = split(&mut small, &[4]);
-        let all = GetLogPage::decode(&glp(15 << 16, 0, 0, 0, 0)).unwrap();
-        // SAFETY: `iovs` cover `small`.
-        assert_eq!(unsafe { copy_log_page(&page, &all, &iovs) }, Ok(4));
-        assert_eq!(small, [0, 1, 2, 3]);
     }
 
     #[test]

@@ -7,8 +7,6 @@
 //! Command-specific codes overlap between commands (0x80 is "Conflicting Attributes" for
 //! Dataset Management and "Incompatible Format" for Connect), so each has its own name.
 
-use keel_bdev::{IoStatus, IoType};
-
 /// Status code type: generic command status.
 pub const SCT_GENERIC: u8 = 0x0;
 /// Status code type: command specific status.
@@ -72,23 +70,6 @@ impl Status {
             sct: ((field >> 9) & 0x7) as u8,
             sc: ((field >> 1) & 0xff) as u8,
             dnr: field & 0x8000 != 0,
-        }
-    }
-
-    /// The status a bdev I/O outcome maps to. `io_type` says what the bdev was asked to do:
-    /// a failed read is an Unrecovered Read Error, a failed write a Write Fault, anything else
-    /// (flush, unmap, write zeroes, reset) an Internal Error.
-    pub const fn from_io(status: IoStatus, io_type: IoType) -> Status {
-        match status {
-            IoStatus::Success => Status::SUCCESS,
-            IoStatus::IoError => match io_type {
-                IoType::Read => Status::UNRECOVERED_READ_ERROR,
-                IoType::Write => Status::WRITE_FAULT,
-                _ => Status::INTERNAL_DEVICE_ERROR,
-            },
-            IoStatus::Aborted => Status::ABORTED_BY_REQUEST,
-            IoStatus::NoSpace => Status::CAPACITY_EXCEEDED,
-            IoStatus::Miscompare => Status::COMPARE_FAILURE,
         }
     }
 
@@ -264,31 +245,6 @@ impl std::fmt::Display for Status {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_error_bdev_nvme_table_matches_from_io() {
-        // bdev_error_inject_error's nvme_failure promises the host these statuses.
-        let all = [
-            IoType::Read,
-            IoType::Write,
-            IoType::Unmap,
-            IoType::Flush,
-            IoType::WriteZeroes,
-        ];
-        for (sct, sc, what, status, only) in keel_bdev::modules::error::NVME_STATUSES {
-            for t in all {
-                let applies = match only {
-                    None => true,
-                    Some(IoType::Flush) => !matches!(t, IoType::Read | IoType::Write),
-                    Some(o) => o == t,
-                };
-                if applies {
-                    let s = Status::from_io(status, t);
-                    assert_eq!((s.sct, s.sc), (sct, sc), "{what} for {t:?}");
-                }
-            }
-        }
-    }
-
     /// Linux `NVME_SC_*` values are `(sct << 8) | sc`.
     fn linux(s: Status) -> u16 {
         ((s.sct as u16) << 8) | s.sc as u16
@@ -358,37 +314,6 @@ mod tests {
         assert_eq!(s.sc, 0x02);
         assert!(Status::ABORTED_BY_REQUEST.with_dnr(true).dnr);
         assert_eq!(Status::new(0xff, 1, false).sct, 7);
-    }
-
-    #[test]
-    fn io_status_mapping() {
-        use IoStatus::*;
-        assert_eq!(Status::from_io(Success, IoType::Write), Status::SUCCESS);
-        assert_eq!(
-            Status::from_io(IoError, IoType::Read),
-            Status::UNRECOVERED_READ_ERROR
-        );
-        assert_eq!(Status::from_io(IoError, IoType::Write), Status::WRITE_FAULT);
-        assert_eq!(
-            Status::from_io(IoError, IoType::Flush),
-            Status::INTERNAL_DEVICE_ERROR
-        );
-        assert_eq!(
-            Status::from_io(IoError, IoType::Unmap),
-            Status::INTERNAL_DEVICE_ERROR
-        );
-        assert_eq!(
-            Status::from_io(NoSpace, IoType::Write),
-            Status::CAPACITY_EXCEEDED
-        );
-        assert_eq!(
-            Status::from_io(Miscompare, IoType::Read),
-            Status::COMPARE_FAILURE
-        );
-        assert_eq!(
-            Status::from_io(Aborted, IoType::Read),
-            Status::ABORTED_BY_REQUEST
-        );
     }
 
     #[test]

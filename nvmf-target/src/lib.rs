@@ -19,6 +19,7 @@
 //! queue and its I/O queues may live on different cores and talk by message. Nothing on the I/O
 //! path locks or allocates.
 
+pub mod iov;
 pub mod reqcore;
 pub mod request;
 pub mod target;

@@ -5,12 +5,12 @@ use super::identify::{self, CtrlrIdentity};
 use super::logpage::{self, SmartCounters};
 use super::qpair::Qpair;
 use super::state;
+use crate::iov;
 use crate::request::ReqPtr;
 use crate::transport::AdrFam;
 use keel_nvme::cmd::{DataXfer, NvmeCmd, OPC_FABRICS};
 use keel_nvme::fabrics::{self, PropertyGet, PropertySet};
 use keel_nvme::identify::{self as idf, IdentifyCmd, IdentifyNamespace, NsList};
-use keel_nvme::iov;
 use keel_nvme::log::{self as lp, DiscoveryEntry, GetLogPage};
 use keel_nvme::opcode::admin as opc;
 use keel_nvme::status::Status;
@@ -260,7 +260,7 @@ fn send_log(req: ReqPtr, page: &[u8], g: &GetLogPage) -> Outcome {
     }
     // SAFETY: a request's data buffers are valid, writable and ours while it runs
     // (request.rs), and do not overlap `page`.
-    match unsafe { lp::copy_log_page(page, g, r.data_iovs()) } {
+    match unsafe { iov::copy_log_page(page, g, r.data_iovs()) } {
         Ok(_) => Done(Status::SUCCESS, 0),
         Err(s) => {
             log::debug!(

@@ -14,10 +14,10 @@
 
 use super::nstable::{CoreSubsys, NsChannel};
 use super::qpair::Qpair;
+use crate::iov;
 use crate::request::{CoreCtx, DsmCtx, NvmfRequest, ReqPtr};
 use keel_bdev::{IoStatus, IoType, IoVec, IoWaitEntry, SubmitError};
 use keel_nvme::cmd::DataXfer;
-use keel_nvme::iov;
 use keel_nvme::opcode::nvm as opc;
 use keel_nvme::status::Status;
 use std::pin::Pin;
@@ -220,7 +220,7 @@ fn io_done(ctx: usize, status: IoStatus) {
     let CoreCtx::Io { qp, kind } = std::mem::take(&mut r.core_ctx) else {
         unreachable!("an I/O completion for a request without an I/O in flight");
     };
-    r.rsp.set(Status::from_io(status, kind));
+    r.rsp.set(status_from_io(status, kind));
     qp.complete(req);
 }
 
@@ -350,7 +350,7 @@ fn dsm_done(ctx: usize, status: IoStatus) {
     assert!(d.inflight > 0, "an unmap completion with none in flight");
     d.inflight -= 1;
     if status != IoStatus::Success && d.status == 0 {
-        d.status = Status::from_io(status, IoType::Unmap).to_field();
+        d.status = status_from_io(status, IoType::Unmap).to_field();
     }
     if d.inflight == 0 && d.next >= nr {
         dsm_finish(req, r);
@@ -409,7 +409,7 @@ fn compare_done(ctx: usize, status: IoStatus) {
         unreachable!("a Compare completion for a request not running one");
     };
     let st = if status != IoStatus::Success {
-        Status::from_io(status, IoType::Read)
+        status_from_io(status, IoType::Read)
     // SAFETY: a request's data buffers are valid and ours while it runs (request.rs).
     } else if unsafe { iov::iovs_equal(r.data_iovs(), buf.as_slice()) } {
         Status::SUCCESS
@@ -419,4 +419,82 @@ fn compare_done(ctx: usize, status: IoStatus) {
     drop(buf);
     r.rsp.set(st);
     qp.complete(req);
+}
+
+/// The NVMe status a bdev I/O outcome maps to (the target's rule; `keel_nvme` knows no bdevs). `io_type` says what the bdev was asked to do:
+/// a failed read is an Unrecovered Read Error, a failed write a Write Fault, anything else
+/// (flush, unmap, write zeroes, reset) an Internal Error.
+pub(crate) const fn status_from_io(status: IoStatus, io_type: IoType) -> Status {
+    match status {
+        IoStatus::Success => Status::SUCCESS,
+        IoStatus::IoError => match io_type {
+            IoType::Read => Status::UNRECOVERED_READ_ERROR,
+            IoType::Write => Status::WRITE_FAULT,
+            _ => Status::INTERNAL_DEVICE_ERROR,
+        },
+        IoStatus::Aborted => Status::ABORTED_BY_REQUEST,
+        IoStatus::NoSpace => Status::CAPACITY_EXCEEDED,
+        IoStatus::Miscompare => Status::COMPARE_FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::*;
+
+    #[test]
+    fn the_error_bdev_nvme_table_matches_from_io() {
+        // bdev_error_inject_error's nvme_failure promises the host these statuses.
+        let all = [
+            IoType::Read,
+            IoType::Write,
+            IoType::Unmap,
+            IoType::Flush,
+            IoType::WriteZeroes,
+        ];
+        for (sct, sc, what, status, only) in keel_bdev::modules::error::NVME_STATUSES {
+            for t in all {
+                let applies = match only {
+                    None => true,
+                    Some(IoType::Flush) => !matches!(t, IoType::Read | IoType::Write),
+                    Some(o) => o == t,
+                };
+                if applies {
+                    let s = status_from_io(status, t);
+                    assert_eq!((s.sct, s.sc), (sct, sc), "{what} for {t:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn io_status_mapping() {
+        use IoStatus::*;
+        assert_eq!(status_from_io(Success, IoType::Write), Status::SUCCESS);
+        assert_eq!(
+            status_from_io(IoError, IoType::Read),
+            Status::UNRECOVERED_READ_ERROR
+        );
+        assert_eq!(status_from_io(IoError, IoType::Write), Status::WRITE_FAULT);
+        assert_eq!(
+            status_from_io(IoError, IoType::Flush),
+            Status::INTERNAL_DEVICE_ERROR
+        );
+        assert_eq!(
+            status_from_io(IoError, IoType::Unmap),
+            Status::INTERNAL_DEVICE_ERROR
+        );
+        assert_eq!(
+            status_from_io(NoSpace, IoType::Write),
+            Status::CAPACITY_EXCEEDED
+        );
+        assert_eq!(
+            status_from_io(Miscompare, IoType::Read),
+            Status::COMPARE_FAILURE
+        );
+        assert_eq!(
+            status_from_io(Aborted, IoType::Read),
+            Status::ABORTED_BY_REQUEST
+        );
+    }
 }

@@ -7,6 +7,7 @@ use super::ctrlr::{self, Controller, CtrlrShared, IoQpairRef};
 use super::nstable::{self, CoreSubsys};
 use super::stats::{self, Counted};
 use super::{admin, io, state};
+use crate::iov;
 use crate::request::ReqPtr;
 use crate::transport::{ListenAddr, QpairTransport, TransportOpts};
 use keel_nvme::cmd::{DataXfer, NvmeCpl, OPC_FABRICS};
@@ -14,7 +15,6 @@ use keel_nvme::fabrics::{
     self, connect_data, connect_sqe, ConnectCmd, ConnectData, ConnectError, FabricsType,
     CNTLID_DYNAMIC,
 };
-use keel_nvme::iov;
 use keel_nvme::status::Status;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

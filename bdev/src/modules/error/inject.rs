@@ -25,7 +25,7 @@ pub enum ErrorKind {
 /// The NVMe statuses (SCT, SC, what it is) a bdev outcome carries to an NVMe-oF host, and for
 /// which I/O types (None: all). Keel's bdev layer completes an I/O with one of a few outcomes
 /// ([`IoStatus`]), not an arbitrary NVMe status; the target maps them as listed here (see
-/// `keel_nvme::status::Status::from_io`, which a test of that crate checks against this
+/// `keel_nvmf`'s `status_from_io` (target/io.rs), which a test there checks against this
 /// table).
 pub const NVME_STATUSES: [(u8, u8, &str, IoStatus, Option<IoType>); 6] = [
     (

@@ -1,9 +1,12 @@
 //! Copies between byte slices and a request's scatter-gather list ([`IoVec`]s), for the
 //! admin-path data the target builds or reads (Identify data, log pages, Connect data,
-//! Dataset Management ranges). An `IoVec` is a raw pointer, so these are `unsafe fn`s: the
+//! Dataset Management ranges), and [`copy_log_page`], the window of a log page a Get Log Page
+//! asks for. An `IoVec` is a raw pointer, so these are `unsafe fn`s: the
 //! caller vouches for the buffers, as [`crate::request::NvmfRequest`] does for its `iovs`.
 
 use keel_bdev::{IoVec, IovCursor};
+use keel_nvme::log::GetLogPage;
+use keel_nvme::status::Status;
 
 /// Copy `src` into the buffers described by `iovs`, starting `offset` bytes into them.
 /// Copies as much as fits and returns the number of bytes copied.
@@ -52,6 +55,29 @@ pub unsafe fn iovs_equal(iovs: &[IoVec], data: &[u8]) -> bool {
 /// Total bytes the buffers describe.
 pub fn iovs_len(iovs: &[IoVec]) -> usize {
     iovs.iter().map(|v| v.len()).sum()
+}
+
+/// Copy the window of `page` that `cmd` asks for into `iovs`, zero-filling up to `cmd.len`
+/// bytes (or the end of the buffers, if shorter). Returns the bytes written, or Invalid
+/// Field if the offset is past the end of the page.
+///
+/// # Safety
+/// As for [`copy_to_iovs`]: `iovs` describe writable memory nothing else touches
+/// during the call (a request's buffers between `execute` and `request_complete`).
+pub unsafe fn copy_log_page(
+    page: &[u8],
+    cmd: &GetLogPage,
+    iovs: &[IoVec],
+) -> Result<usize, Status> {
+    let (start, n) = cmd.window(page.len())?;
+    let want = usize::try_from(cmd.len)
+        .unwrap_or(usize::MAX)
+        .min(iovs_len(iovs));
+    // SAFETY: the caller's guarantee for `iovs` is passed on.
+    let copied = unsafe { copy_to_iovs(iovs, 0, &page[start..start + n]) };
+    // SAFETY: as above.
+    let zeroed = unsafe { zero_iovs(iovs, copied, want.saturating_sub(copied)) };
+    Ok(copied + zeroed)
 }
 
 #[cfg(test)]
@@ -124,5 +150,44 @@ pub(crate) mod tests {
         assert!(!eq(&[0; 12]), "buffers shorter than data");
         // SAFETY: no iovecs, nothing touched.
         assert!(!unsafe { iovs_equal(&[], &[1]) });
+    }
+
+    #[test]
+    fn copy_log_page_windows_and_zero_fills() {
+        use keel_nvme::cmd::NvmeCmd;
+        use keel_nvme::log::LID_ERROR;
+        use keel_nvme::opcode::admin;
+        let glp = |cdw10: u32, cdw11: u32, cdw12: u32, cdw13: u32, cdw14: u32| NvmeCmd {
+            opc: admin::GET_LOG_PAGE,
+            cdw10,
+            cdw11,
+            cdw12,
+            cdw13,
+            cdw14,
+            ..NvmeCmd::default()
+        };
+        let page: Vec<u8> = (0..64u8).collect();
+        let mut mem = [0xeeu8; 32];
+        let iovs = split(&mut mem, &[10, 22]);
+        let cmd = GetLogPage::decode(&glp(7 << 16 | LID_ERROR as u32, 0, 56, 0, 0)).unwrap();
+        assert_eq!(cmd.len, 32);
+        // SAFETY: `iovs` cover `mem`, alive and untouched during the call.
+        let n = unsafe { copy_log_page(&page, &cmd, &iovs) }.unwrap();
+        assert_eq!(n, 32);
+        assert_eq!(&mem[..8], &[56, 57, 58, 59, 60, 61, 62, 63]);
+        assert_eq!(&mem[8..], &[0; 24]);
+        let bad = GetLogPage::decode(&glp(LID_ERROR as u32, 0, 68, 0, 0)).unwrap();
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { copy_log_page(&page, &bad, &iovs) },
+            Err(Status::INVALID_FIELD)
+        );
+        // Buffers shorter than the request: fill what there is.
+        let mut small = [0xeeu8; 4];
+        let iovs = split(&mut small, &[4]);
+        let all = GetLogPage::decode(&glp(15 << 16, 0, 0, 0, 0)).unwrap();
+        // SAFETY: `iovs` cover `small`.
+        assert_eq!(unsafe { copy_log_page(&page, &all, &iovs) }, Ok(4));
+        assert_eq!(small, [0, 1, 2, 3]);
     }
 }
