@@ -14,6 +14,7 @@
 //!   need no fill).
 //!
 //! Run: `cargo bench -p keel-bdev --bench lvol` (`-- first_touch_stall` for the stall report).
+#![expect(missing_docs)] // criterion_group! makes an undocumented `pub fn`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hdrhistogram::Histogram;
@@ -196,7 +197,7 @@ fn fresh_first_touch_volume(round: u32, mib: u64) -> String {
 
 fn bench(c: &mut Criterion) {
     let opts = RuntimeOptions {
-        cpumask: CpuMask::parse("0x1").unwrap(),
+        cpumask: CpuMask::parse("0x1").expect("a literal, valid mask"),
         interrupt_mode: false,
         pin_threads: true,
     };

@@ -2,6 +2,7 @@
 //! (each completion callback resubmits), null bdev, malloc bdev, and null bdev with a latency
 //! histogram enabled. Criterion reports
 //! elements/s = IOPS. Run: `cargo bench -p keel-bdev --bench null_io`.
+#![expect(missing_docs)] // criterion_group! makes an undocumented `pub fn`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keel_bdev::modules::{malloc, null};
@@ -136,7 +137,7 @@ fn timed(name: &'static str, iters: u64) -> Duration {
 
 fn bench(c: &mut Criterion) {
     let opts = RuntimeOptions {
-        cpumask: CpuMask::parse("0x1").unwrap(),
+        cpumask: CpuMask::parse("0x1").expect("a literal, valid mask"),
         interrupt_mode: false,
         pin_threads: true,
     };

@@ -3,6 +3,7 @@
 //! resubmits) on a 1-core runtime, warmed up, then 200k I/Os with every allocation made on the
 //! reactor thread counted — reactor loop, pollers, bdev layer, module and callbacks included.
 //! The allocator and the loop are `common/counting.rs`, shared with the lvol and raid tests.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 mod common;
 #[path = "common/counting.rs"]

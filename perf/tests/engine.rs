@@ -1,6 +1,7 @@
 //! The engine end to end on one reactor: short runs (~0.3 s) against null and malloc bdevs with
 //! `--verify`; data corrupted by the target (an error bdev) is reported with its LBA, and blocks
 //! left by earlier runs are never reported.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_bdev::modules::error::{self, ErrorKind, InjectTarget};
 use keel_bdev::modules::{malloc, null};

@@ -4,6 +4,7 @@
 //! and 128 KiB (R2T + H2CData writes, several C2HData PDUs per read), with header and data
 //! digests on and off. Plus the library directly: multi-iovec I/O read back byte for byte,
 //! and the errors a caller must see.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoStatus, IoVec};

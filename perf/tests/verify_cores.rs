@@ -2,6 +2,7 @@
 //! in this run, so runs before it — verified or plain, with other layouts, with the same seed —
 //! leave nothing it reports; data the target corrupts is still reported, by whichever job wrote
 //! the block.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_bdev::modules::error::{self, ErrorKind, InjectTarget};
 use keel_bdev::modules::malloc;

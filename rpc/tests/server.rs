@@ -1,6 +1,7 @@
 //! End-to-end tests of the JSON-RPC server on a real reactor runtime, with std `UnixStream`
 //! clients. The runtime is process-global: the tests take `SERIAL` and each starts and joins
 //! its own runtime.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use keel_rpc::framing::{JsonScanner, Scan};
@@ -187,6 +188,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): one scenario
 fn scenario(interrupt_mode: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     register();

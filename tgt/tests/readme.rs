@@ -1,6 +1,7 @@
 //! The README's `keel-tgt` tables are the `--help` of the binary, row for row: every flag clap
 //! knows (short, long, value name, default) and every environment variable the target reads.
 //! A flag added, renamed or given another default without the README fails here.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 #[allow(dead_code)]
 #[path = "../src/args.rs"]

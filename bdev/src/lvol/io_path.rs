@@ -157,8 +157,8 @@ fn slice_iovs(
             continue;
         }
         let take = (v.len - skip).min(len);
-        // SAFETY: `skip < v.len`, so the pointer stays inside the caller's buffer.
         out[n] = IoVec {
+            // SAFETY: `skip < v.len`, so the pointer stays inside the caller's buffer.
             base: unsafe { v.base.add(skip) },
             len: take,
         };

@@ -7,6 +7,7 @@
 //! - a closed-loop driver: `qd` slots, each with its own buffer, each completion callback
 //!   submitting the slot's next I/O, the I/Os chosen by a caller's function.
 #![allow(dead_code)] // each test binary uses its own subset
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_bdev::{IoChannel, IoStatus, IoVec};
 use std::alloc::{GlobalAlloc, Layout, System};

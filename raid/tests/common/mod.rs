@@ -1,7 +1,7 @@
 //! Shared harness of the raid integration tests: one two-core reactor runtime per test binary,
 //! test bodies run as local tasks, async helpers to submit I/O, a reference model, and a test
 //! bdev that records the buffer addresses it is given.
-
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 #![allow(dead_code)]
 
 use keel_bdev::{
