@@ -277,9 +277,10 @@ fn bdevs_iostat_errors_and_clean_shutdown() {
     // Two requests back to back on one connection, the second split in two writes.
     let mut c = Conn::open(&t.socket);
     c.send(br#"{"jsonrpc":"2.0","method":"spdk_get_version","id":1}{"jsonrpc":"2.0","me"#);
-    std::thread::sleep(Duration::from_millis(50));
-    c.send(br#"thod":"bdev_get_bdevs","params":{"name":"M0"},"id":2}"#);
+    // The first answer comes before the rest of the second request is sent: the server read the
+    // first write alone, so the second request does reach it split across two reads.
     assert_eq!(c.recv().unwrap()["id"], 1);
+    c.send(br#"thod":"bdev_get_bdevs","params":{"name":"M0"},"id":2}"#);
     let second = c.recv().unwrap();
     assert_eq!(second["id"], 2);
     assert_eq!(second["result"][0]["name"], "M0");
@@ -963,7 +964,7 @@ fn sigterm_while_a_malloc_populates_exits_cleanly() {
     )
     .unwrap();
     let socket = dir.join("keel.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
         .args(["-m", "0x1", "--interrupt-mode", "-r"])
         .arg(&socket)
         .arg("-c")
@@ -973,13 +974,28 @@ fn sigterm_while_a_malloc_populates_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn keel-tgt");
-    // Stop it while it populates.
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop it while it populates: once it says it does (the creation is pending by then).
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (populating, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.contains("malloc Big0: populating") {
+                let _ = populating.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    seen.recv_timeout(Duration::from_secs(30))
+        .expect("keel-tgt logs that it populates Big0");
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let start = Instant::now();
     let out = wait_with_timeout(child, Duration::from_secs(20));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = reader.join().expect("stderr reader");
     assert!(out.status.success(), "{err}");
     assert!(
         start.elapsed() < Duration::from_secs(5),
