@@ -10,7 +10,7 @@ use keel_perf::engine::{self, RunResult};
 use keel_perf::workload::verify::Corruption;
 use keel_perf::workload::{BdevTargetFactory, Distribution, Pattern, WorkloadSpec};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const CORE: u32 = 0;
@@ -31,13 +31,7 @@ fn runtime() {
 fn on_core<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
     make: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(CORE, move || async move {
-        let _ = tx.send(make().await);
-    })
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("reactor answers")
+    keel_testkit::reactors::on_core(CORE, Duration::from_secs(30), make)
 }
 
 fn spec(pattern: Pattern) -> WorkloadSpec {
