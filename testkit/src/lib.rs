@@ -9,12 +9,14 @@
 //!   completion submitting the slot's next I/O;
 //! - [`io`] (feature `bdev`): submit one I/O or a batch and await the completions, iovecs over
 //!   test buffers;
-//! - [`probe`]: bounded waits for a condition, from outside the reactors.
+//! - [`probe`]: bounded waits for a condition, from outside the reactors;
+//! - [`json_rpc`]: a JSON-RPC client connection over a Unix socket (rpc.py's framing).
 
 #[cfg(feature = "bdev")]
 pub mod closed_loop;
 pub mod counting;
 #[cfg(feature = "bdev")]
 pub mod io;
+pub mod json_rpc;
 pub mod probe;
 pub mod reactors;

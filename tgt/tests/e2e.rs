@@ -2,6 +2,7 @@
 //! (and like SPDK's rpc.py would), stop it with a signal, and check what it left behind.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
+use keel_testkit::json_rpc::JsonConn as Conn;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -89,7 +90,7 @@ impl Target {
 
     /// One request on a fresh connection; returns the whole response object.
     fn call(&self, method: &str, params: Option<Value>) -> Value {
-        let mut conn = Conn::open(&self.socket);
+        let mut conn = Conn::connect(&self.socket);
         let mut req = json!({"jsonrpc": "2.0", "method": method, "id": 1});
         if let Some(p) = params {
             req["params"] = p;
@@ -133,51 +134,6 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
-}
-
-/// A raw client connection that reads complete JSON values like rpc.py does.
-struct Conn {
-    stream: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(path: &Path) -> Conn {
-        let stream = UnixStream::connect(path).expect("connect to keel-tgt");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-    /// Next complete JSON value, or None when the server closed the connection first.
-    fn recv(&mut self) -> Option<Value> {
-        loop {
-            let text = String::from_utf8_lossy(&self.buf).to_string();
-            let mut it = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
-            if let Some(Ok(v)) = it.next() {
-                let used = it.byte_offset();
-                self.buf.drain(..used);
-                return Some(v);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("read from keel-tgt: {e}"),
-            }
-        }
-    }
-    /// Whether the server closed the connection (EOF).
-    fn closed_by_server(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
-    }
 }
 
 fn error_code(resp: &Value) -> i64 {
@@ -263,19 +219,19 @@ fn bdevs_iostat_errors_and_clean_shutdown() {
         error_code(&t.call("bdev_malloc_create", Some(json!({"block_size": "big"})))),
         -32602
     );
-    let mut bad = Conn::open(&t.socket);
+    let mut bad = Conn::connect(&t.socket);
     bad.send(b"{\"jsonrpc\": \"2.0\", \"method\": ]");
     assert_eq!(error_code(&bad.recv().expect("parse error answer")), -32700);
     assert!(
         bad.closed_by_server(),
         "connection is closed after a parse error"
     );
-    let mut not_rpc = Conn::open(&t.socket);
+    let mut not_rpc = Conn::connect(&t.socket);
     not_rpc.send(br#"{"id": 7, "params": {}}"#);
     assert_eq!(error_code(&not_rpc.recv().unwrap()), -32600);
 
     // Two requests back to back on one connection, the second split in two writes.
-    let mut c = Conn::open(&t.socket);
+    let mut c = Conn::connect(&t.socket);
     c.send(br#"{"jsonrpc":"2.0","method":"spdk_get_version","id":1}{"jsonrpc":"2.0","me"#);
     // The first answer comes before the rest of the second request is sent: the server read the
     // first write alone, so the second request does reach it split across two reads.

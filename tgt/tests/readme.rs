@@ -243,6 +243,7 @@ fn readme_layout_lists_every_crate_and_directory() {
         "rdma-transport",
         "tgt",
         "perf",
+        "testkit",
         "fuzz",
     ] {
         let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
