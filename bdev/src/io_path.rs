@@ -946,8 +946,8 @@ impl IoRef {
     /// `d` is a valid, filled descriptor that becomes owned by the new `IoRef` alone.
     #[inline]
     unsafe fn new(d: *mut IoDesc) -> IoRef {
-        // SAFETY: descriptors come from a live pool, never null.
         IoRef {
+            // SAFETY: descriptors come from a live pool, never null.
             desc: unsafe { NonNull::new_unchecked(d) },
         }
     }
@@ -1088,9 +1088,9 @@ impl Drop for IoRef {
             self.offset_blocks(),
             self.num_blocks()
         );
+        let d = self.d();
         // SAFETY: `self` owns the descriptor and is going away: hand it to the completion queue
         // exactly once (complete/into_raw forget `self`, so they never reach here).
-        let d = self.d();
         unsafe {
             (*d).status = IoStatus::IoError;
             queue_completed(d);

@@ -173,15 +173,23 @@ pub enum BdevError {
     Exists(String),
     /// Another module claimed the bdev.
     #[error("bdev {name} is already claimed by {by}")]
-    Claimed { name: String, by: String },
+    Claimed {
+        /// The bdev.
+        name: String,
+        /// The module that holds the claim.
+        by: String,
+    },
     /// A parameter is invalid (the message says which and why).
     #[error("{0}")]
     Invalid(String),
     /// An OS call failed.
     #[error("{context}: {message}")]
     Os {
+        /// What was being done.
         context: String,
+        /// The OS's description of the error.
         message: String,
+        /// The errno value.
         errno: i32,
     },
     /// Out of memory or other resources.

@@ -1,6 +1,7 @@
 //! Behaviour of the bdev layer on a running 2-core runtime: hot-remove events on the opening
 //! core, unregistration waiting for in-flight I/O, per-core channels, statistics summed over
 //! cores, and back-pressure.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Issue 11 item 3: a malloc bdev's memory is populated when it is created — off the reactor,
 //! which keeps polling meanwhile — so its first I/Os never wait for page faults. One test per
 //! binary step (the RSS figures must not be disturbed by other tests of this binary).
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 mod modules_common;
 

@@ -1,6 +1,7 @@
 //! The uring/aio, delay and error modules through their JSON-RPC methods: a config replay
 //! creates, updates and deletes bdevs, `save_config` gives back calls that recreate them, and
 //! bad calls answer SPDK's error codes.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 mod modules_common;
 

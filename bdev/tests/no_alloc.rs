@@ -2,16 +2,18 @@
 //! allocator: a closed loop of 128 outstanding 4 KiB reads and writes (each completion callback
 //! resubmits) on a 1-core runtime, warmed up, then 200k I/Os with every allocation made on the
 //! reactor thread counted — reactor loop, pollers, bdev layer, module and callbacks included.
-//! The allocator and the loop are `common/counting.rs`, shared with the lvol and raid tests.
+//! The allocator and the loop are the test kit's (`keel_testkit`), shared with the lvol and raid tests.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
-mod common;
-#[path = "common/counting.rs"]
-mod counting;
-
-use common::{on_core, runtime};
-use counting::{assert_none, count, ClosedLoop, Op};
 use keel_bdev::modules::{malloc, null};
+use keel_testkit::closed_loop::{ClosedLoop, Op};
+use keel_testkit::counting::{assert_none, count};
+use keel_testkit::reactors::{on_core, start as runtime};
 use std::time::Duration;
+
+/// Counts the reactor thread's allocations (the test kit's counting allocator).
+#[global_allocator]
+static GLOBAL: keel_testkit::counting::Counting = keel_testkit::counting::Counting;
 
 const QD: usize = 128;
 const IO_SIZE: usize = 4096;
@@ -37,7 +39,7 @@ fn count_steady_state(name: &'static str) {
             }),
         );
         lp.run(WARMUP).await;
-        let ((), c) = count(lp.run(MEASURED)).await;
+        let (_, c) = count(lp.run(MEASURED)).await;
         println!("{name}: {} allocations over {MEASURED} I/Os", c.allocations);
         assert_eq!(lp.submitted(), WARMUP + MEASURED);
         assert_none(name, &c);

@@ -1,6 +1,7 @@
 //! The bdev JSON-RPC methods end to end: rpc.py-style command lines parsed by the `keel-rpc`
 //! client (with the methods' specs and rewrites), sent over the Unix socket to a server on a
 //! 1-core runtime; plus QoS measured on that core.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 mod common;
 
@@ -60,6 +61,7 @@ fn rpc_err(args: &[&str]) -> (i64, String) {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): one CLI scenario
 fn malloc_and_null_lifecycle_through_the_cli() {
     assert_eq!(
         rpc(&["bdev_malloc_create", "-b", "r_m0", "8", "512"]).unwrap(),

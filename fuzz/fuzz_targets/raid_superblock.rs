@@ -78,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(plan) = plan_assembly(&found) else {
         return;
     };
-    let max_gen = found.iter().map(|(_, s)| s.generation).max().unwrap();
+    let max_gen = found
+        .iter()
+        .map(|(_, s)| s.generation)
+        .max()
+        .expect("an assembled plan has members");
     assert_eq!(plan.superblock.generation, max_gen);
     assert_eq!(plan.slots.len(), plan.superblock.slots.len());
     let current = plan

@@ -18,21 +18,31 @@ fuzz_target!(|data: &[u8]| {
         let config = keel_tgt::default_config(&[addr]);
         let listeners: Vec<_> = config["subsystems"]
             .as_array()
-            .unwrap()
+            .expect("the default config lists its subsystems")
             .iter()
-            .flat_map(|s| s["config"].as_array().unwrap())
+            .flat_map(|s| {
+                s["config"]
+                    .as_array()
+                    .expect("each subsystem lists its calls")
+            })
             .filter(|c| c["method"] == "nvmf_subsystem_add_listener")
             .collect();
         assert_eq!(listeners.len(), 1);
         let l = &listeners[0]["params"]["listen_address"];
-        let ip: std::net::IpAddr = l["traddr"].as_str().unwrap().parse().unwrap();
-        let port: u16 = l["trsvcid"].as_str().unwrap().parse().unwrap();
+        let ip: std::net::IpAddr = l["traddr"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("the listener's traddr is an IP address");
+        let port: u16 = l["trsvcid"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("the listener's trsvcid is a port");
         assert_eq!((ip, port), (addr.ip(), addr.port()));
         assert_eq!(l["adrfam"] == "IPv4", addr.is_ipv4());
     }
     if logging::set_flag(text).is_ok() {
         assert!(text == logging::ALL || logging::flag_names().any(|n| n == text));
-        logging::clear_flag(text).unwrap();
+        logging::clear_flag(text).expect("a flag that could be set can be cleared");
     }
     if let Some(level) = SpdkLevel::parse(text) {
         assert_eq!(SpdkLevel::parse(level.name()), Some(level));

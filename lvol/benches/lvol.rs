@@ -14,6 +14,7 @@
 //!   need no fill).
 //!
 //! Run: `cargo bench -p keel-lvol --bench lvol` (`-- first_touch_stall` for the stall report).
+#![expect(missing_docs)] // criterion_group! makes an undocumented `pub fn`
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use hdrhistogram::Histogram;
@@ -22,159 +23,47 @@ use keel_bdev::{IoChannel, IoStatus, IoVec};
 use keel_lvol::{self as lvol, ClearMethod};
 use keel_reactor::PollStatus;
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+use keel_testkit::closed_loop::{ClosedLoop, Op};
+use keel_testkit::reactors::on_core;
 use std::cell::{Cell, RefCell};
 use std::future::{poll_fn, Future};
-use std::sync::mpsc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 const IO_SIZE: usize = 4096;
 const MIB: u64 = 1 << 20;
 
-/// A closed loop of `qd` slots writing 4 KiB at random (or sequential-cluster) offsets.
-struct Loop {
-    ch: IoChannel,
-    bufs: Box<[u8]>,
-    slots: Box<[Slot]>,
-    blocks_per_io: u64,
-    span_ios: u64,
-    /// Stride in I/Os between consecutive writes (0: random).
-    stride: u64,
-    to_submit: Cell<u64>,
-    outstanding: Cell<usize>,
-    rng: Cell<u64>,
-    next: Cell<u64>,
-    waker: RefCell<Option<Waker>>,
-}
-
-struct Slot {
-    lp: *const Loop,
-    idx: usize,
-}
-
-impl Loop {
-    fn offset(&self) -> u64 {
-        if self.stride > 0 {
-            let n = self.next.get();
-            self.next.set(n + 1);
-            return (n * self.stride % self.span_ios) * self.blocks_per_io;
-        }
-        let mut x = self.rng.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.set(x);
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % self.span_ios) * self.blocks_per_io
-    }
-
-    fn submit(&self, slot: &Slot) {
-        // SAFETY: each slot owns its 4 KiB of `bufs` (alive as long as the loop), one I/O each.
-        let v = unsafe {
-            IoVec::from_raw(
-                self.bufs.as_ptr().add(slot.idx * IO_SIZE).cast_mut(),
-                IO_SIZE,
-            )
-        };
-        self.ch
-            .write(
-                &[v],
-                self.offset(),
-                self.blocks_per_io,
-                on_done,
-                slot as *const Slot as usize,
-            )
-            .expect("submit");
-    }
-
-    async fn run(&self, ios: u64) -> Duration {
-        let qd = self.slots.len() as u64;
-        let ios = ios.max(qd);
-        let t0 = Instant::now();
-        self.to_submit.set(ios - qd);
-        self.outstanding.set(self.slots.len());
-        for slot in self.slots.iter() {
-            self.submit(slot);
-        }
-        poll_fn(|cx| {
-            if self.outstanding.get() == 0 {
-                Poll::Ready(())
-            } else {
-                self.waker
-                    .borrow_mut()
-                    .get_or_insert_with(|| cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await;
-        self.waker.borrow_mut().take();
-        t0.elapsed()
-    }
-}
-
-fn on_done(ctx: usize, status: IoStatus) {
-    assert_eq!(status, IoStatus::Success);
-    // SAFETY: ctx is a `Slot` of a loop that lives until all of its I/O completed.
-    let slot = unsafe { &*(ctx as *const Slot) };
-    // SAFETY: as above.
-    let lp = unsafe { &*slot.lp };
-    let left = lp.to_submit.get();
-    if left > 0 {
-        lp.to_submit.set(left - 1);
-        lp.submit(slot);
-    } else {
-        lp.outstanding.set(lp.outstanding.get() - 1);
-        if lp.outstanding.get() == 0 {
-            if let Some(w) = lp.waker.borrow().as_ref() {
-                w.wake_by_ref();
-            }
-        }
-    }
-}
-
-/// Run `iters` writes on bdev `name` from core 0 (QD `qd`, `stride` as in [`Loop`]).
+/// Run `iters` writes (at least `qd`) on bdev `name` from core 0, in a closed loop of `qd`
+/// 4 KiB writes, and return the time they took there. `stride`: I/Os between consecutive
+/// writes (0: random offsets).
 fn timed(name: String, iters: u64, qd: usize, stride: u64) -> Duration {
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(0, move || async move {
+    on_core(0, Duration::from_secs(300), move || async move {
         let desc = keel_bdev::open(&name, true, |_| {}).expect("open");
         let info = desc.bdev().info().clone();
         let blocks_per_io = IO_SIZE as u64 / u64::from(info.block_size);
-        let lp = Box::into_raw(Box::new(Loop {
-            ch: desc.get_io_channel().expect("channel"),
-            bufs: vec![0x5au8; qd * IO_SIZE].into_boxed_slice(),
-            slots: Box::new([]),
-            blocks_per_io,
-            span_ios: info.num_blocks / blocks_per_io,
-            stride,
-            to_submit: Cell::new(0),
-            outstanding: Cell::new(0),
-            rng: Cell::new(0x9e37_79b9_7f4a_7c15),
-            next: Cell::new(0),
-            waker: RefCell::new(None),
-        }));
-        // SAFETY: `lp` was just leaked from a Box; slots point back at it; freed below after
-        // the run, when no I/O is in flight.
-        unsafe { (*lp).slots = (0..qd).map(|idx| Slot { lp, idx }).collect() };
-        // SAFETY: as above.
-        let elapsed = unsafe { &*lp }.run(iters).await;
-        // SAFETY: as above.
-        drop(unsafe { Box::from_raw(lp) });
-        let _ = tx.send(elapsed);
+        let span_ios = info.num_blocks / blocks_per_io;
+        let ch = desc.get_io_channel().expect("channel");
+        let mut lp = ClosedLoop::new(ch, qd, IO_SIZE, move |seq, random| Op {
+            write: true,
+            lba: if stride > 0 {
+                (seq * stride % span_ios) * blocks_per_io
+            } else {
+                (random % span_ios) * blocks_per_io
+            },
+            blocks: blocks_per_io,
+        });
+        lp.fill(0x5a);
+        let elapsed = lp.run(iters.max(qd as u64)).await;
+        drop(lp);
+        elapsed
     })
-    .expect("spawn on core 0");
-    rx.recv_timeout(Duration::from_secs(300))
-        .expect("benchmark run finished")
 }
 
 /// Run a future on core 0 and return its output.
 fn on_core0<T: Send + 'static, Fut: Future<Output = T> + 'static>(
     f: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(0, move || async move {
-        let _ = tx.send(f().await);
-    })
-    .expect("spawn");
-    rx.recv_timeout(Duration::from_secs(300)).expect("done")
+    on_core(0, Duration::from_secs(300), f)
 }
 
 /// A fresh thin volume of `mib` MiB on a fresh 1 MiB-cluster store (for first-touch runs).
@@ -196,7 +85,7 @@ fn fresh_first_touch_volume(round: u32, mib: u64) -> String {
 
 fn bench(c: &mut Criterion) {
     let opts = RuntimeOptions {
-        cpumask: CpuMask::parse("0x1").unwrap(),
+        cpumask: CpuMask::parse("0x1").expect("a literal, valid mask"),
         interrupt_mode: false,
         pin_threads: true,
     };

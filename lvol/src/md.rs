@@ -520,6 +520,7 @@ impl Md {
     }
 
     /// One allocation transaction over every request that arrived.
+    #[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): one allocation transaction, read top to bottom
     async fn process(self: &Rc<Self>, batch: Vec<Req>) {
         // (vol, lc) → (new entry, old entry, how to prepare the new cluster)
         let mut changes: HashMap<(Uuid, u64), (u32, u32, Fill)> = HashMap::new();

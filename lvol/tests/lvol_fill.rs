@@ -1,6 +1,7 @@
 //! How new clusters are prepared: zero-filled in bounded chunks (so an allocation never holds
 //! the core for a whole cluster), skipped for clusters known to read zeroes (a store cleared by
 //! unmap, a cluster unmapped on the base when freed), and never skipped after a reload.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 #[path = "../../bdev/tests/modules_common/mod.rs"]
 mod modules_common;

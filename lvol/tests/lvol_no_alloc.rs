@@ -7,16 +7,16 @@
 //! nothing allocated (zero-filled without base I/O). Every allocation of the reactor thread
 //! during the counted runs is counted: reactor loop, bdev layer, lvol, malloc, callbacks.
 
-#[path = "../../bdev/tests/common/mod.rs"]
-mod common;
-#[path = "../../bdev/tests/common/counting.rs"]
-mod counting;
-
-use common::{on_core, runtime};
-use counting::{assert_none, count, ClosedLoop, Op};
 use keel_bdev::modules::malloc;
 use keel_lvol::{self as lvol, ClearMethod};
+use keel_testkit::closed_loop::{ClosedLoop, Op};
+use keel_testkit::counting::{assert_none, count};
+use keel_testkit::reactors::{on_core, start as runtime};
 use std::time::Duration;
+
+/// Counts the reactor thread's allocations (the test kit's counting allocator).
+#[global_allocator]
+static GLOBAL: keel_testkit::counting::Counting = keel_testkit::counting::Counting;
 
 /// Outstanding I/Os.
 const QD: usize = 128;
@@ -58,7 +58,7 @@ async fn steady_state(name: &str, qd: usize, fill: bool, writes: bool) {
     let desc = keel_bdev::open(name, true, |_| {}).expect("open volume");
     assert_eq!(desc.bdev().info().num_blocks, SPAN);
     let ch = desc.get_io_channel().expect("channel");
-    let mut lp = ClosedLoop::new(
+    let mut lp: ClosedLoop = ClosedLoop::new(
         ch,
         qd,
         (IO_BLOCKS * BS) as usize,
@@ -74,7 +74,7 @@ async fn steady_state(name: &str, qd: usize, fill: bool, writes: bool) {
     lp.set_chooser(Box::new(move |_, r| random_op(r, writes)));
     lp.run(WARMUP).await;
     let before = lp.submitted();
-    let ((), c) = count(lp.run(MEASURED)).await;
+    let (_, c) = count(lp.run(MEASURED)).await;
     assert_eq!(lp.submitted() - before, MEASURED);
     println!(
         "{name} (qd {qd}): {} allocations over {MEASURED} I/Os",

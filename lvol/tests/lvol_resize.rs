@@ -1,6 +1,7 @@
 //! Live resize of logical volumes: the volume bdev stays registered (same bdev, open
 //! descriptors and channels keep working), consumers get `BdevEvent::Resize`, the I/O path
 //! follows the new size, and shrinking gives the clusters beyond the new end back.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 #[path = "../../bdev/tests/modules_common/mod.rs"]
 mod modules_common;

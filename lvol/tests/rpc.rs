@@ -1,6 +1,8 @@
 //! The `bdev_lvol_*` JSON-RPC methods end to end: rpc.py-style command lines parsed by the
 //! `keel-rpc` client, sent over the Unix socket to a server on a 1-core runtime.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
+
 #[path = "../../bdev/tests/common/mod.rs"]
 mod common;
 

@@ -7,6 +7,8 @@
 //! The tests share one reactor core and count its queue pairs and pollers, so they run one
 //! at a time (`SERIAL`).
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
+
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoStatus, IoVec};
 use keel_nvmf::target::{self, NamespaceOpts, SubsystemOpts};

@@ -177,8 +177,8 @@ pub(crate) mod tests {
         assert_eq!(&mem[..8], &[56, 57, 58, 59, 60, 61, 62, 63]);
         assert_eq!(&mem[8..], &[0; 24]);
         let bad = GetLogPage::decode(&glp(LID_ERROR as u32, 0, 68, 0, 0)).unwrap();
-        // SAFETY: as above.
         assert_eq!(
+            // SAFETY: as above.
             unsafe { copy_log_page(&page, &bad, &iovs) },
             Err(Status::INVALID_FIELD)
         );

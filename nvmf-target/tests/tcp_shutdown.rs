@@ -4,8 +4,18 @@
 mod common;
 
 use common::*;
+use keel_testkit::probe::wait_for;
 use std::io::Write;
 use std::time::Duration;
+
+/// Reads completed by bdev `name` so far (summed over the cores).
+fn reads_done(name: &str) -> u64 {
+    let name = name.to_string();
+    block_on_core(0, move || async move {
+        let bdev = keel_bdev::get_bdev(&name).expect("the test's bdev");
+        bdev.io_stats().await.num_read_ops
+    })
+}
 
 #[test]
 fn shutdown_returns_after_connections_with_running_requests_are_freed() {
@@ -22,9 +32,20 @@ fn shutdown_returns_after_connections_with_running_requests_are_freed() {
         sqe.dptr[15] = 0x5A;
         all.extend(h.io.capsule_bytes(&sqe, &[]));
     }
+    let (base_before, ns_before) = (reads_done(&sub.base_bdev), reads_done(&sub.bdev));
     h.io.sock.write_all(&all).expect("send reads");
-    // Let the reads reach the bdev (they complete 300 ms later).
-    std::thread::sleep(Duration::from_millis(50));
+    // Every read reached the bdev layer: the delay bdev's base completed all 16, and the delay
+    // bdev holds each for 300 ms before completing it upward.
+    wait_for(
+        "the 16 reads to reach the bdev layer",
+        Duration::from_secs(10),
+        || reads_done(&sub.base_bdev) >= base_before + 16,
+    );
+    assert_eq!(
+        reads_done(&sub.bdev),
+        ns_before,
+        "the reads are still running in the bdev layer when shutdown begins"
+    );
     assert!(target_connections() >= 2);
     block_on_core(0, keel_nvmf::shutdown);
     // Shutdown came back: nothing of the transport is left on any core.

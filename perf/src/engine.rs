@@ -67,6 +67,7 @@ enum Msg {
 
 /// Run `spec` with one job per core of `cores` against targets from `factory`, calling
 /// `on_sample` once per second from the calling (non-reactor) thread.
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): the engine's start, sample and stop sequence
 pub fn run<F: TargetFactory>(
     factory: Arc<F>,
     spec: &WorkloadSpec,

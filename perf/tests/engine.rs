@@ -1,6 +1,7 @@
 //! The engine end to end on one reactor: short runs (~0.3 s) against null and malloc bdevs with
 //! `--verify`; data corrupted by the target (an error bdev) is reported with its LBA, and blocks
 //! left by earlier runs are never reported.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_bdev::modules::error::{self, ErrorKind, InjectTarget};
 use keel_bdev::modules::{malloc, null};
@@ -9,7 +10,7 @@ use keel_perf::engine::{self, RunResult};
 use keel_perf::workload::verify::Corruption;
 use keel_perf::workload::{BdevTargetFactory, Distribution, Pattern, WorkloadSpec};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
-use std::sync::{mpsc, Arc, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 const CORE: u32 = 0;
@@ -30,13 +31,7 @@ fn runtime() {
 fn on_core<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
     make: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(CORE, move || async move {
-        let _ = tx.send(make().await);
-    })
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("reactor answers")
+    keel_testkit::reactors::on_core(CORE, Duration::from_secs(30), make)
 }
 
 fn spec(pattern: Pattern) -> WorkloadSpec {

@@ -4,6 +4,7 @@
 //! and 128 KiB (R2T + H2CData writes, several C2HData PDUs per read), with header and data
 //! digests on and off. Plus the library directly: multi-iovec I/O read back byte for byte,
 //! and the errors a caller must see.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoStatus, IoVec};
@@ -14,10 +15,11 @@ use keel_perf::engine;
 use keel_perf::workload::nvmf_tcp;
 use keel_perf::workload::{NvmfTcpTargetFactory, Pattern, Range, WorkloadSpec};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+use keel_testkit::reactors::yield_now;
 use std::cell::Cell;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
-use std::sync::{mpsc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 const CORE: u32 = 0;
@@ -83,13 +85,7 @@ fn target() -> SocketAddr {
 fn on_core<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
     make: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(CORE, move || async move {
-        let _ = tx.send(make().await);
-    })
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("reactor answers")
+    keel_testkit::reactors::on_core(CORE, Duration::from_secs(60), make)
 }
 
 fn opts(hdgst: bool, ddgst: bool) -> ConnectOpts {
@@ -222,20 +218,6 @@ async fn io(f: impl FnOnce() -> Result<(), SubmitError>) -> IoStatus {
         }
         yield_now().await;
     }
-}
-
-async fn yield_now() {
-    let mut first = true;
-    std::future::poll_fn(|cx| {
-        if first {
-            first = false;
-            cx.waker().wake_by_ref();
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await
 }
 
 fn iov(b: &mut [u8]) -> IoVec {

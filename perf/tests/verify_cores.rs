@@ -2,6 +2,7 @@
 //! in this run, so runs before it — verified or plain, with other layouts, with the same seed —
 //! leave nothing it reports; data the target corrupts is still reported, by whichever job wrote
 //! the block.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_bdev::modules::error::{self, ErrorKind, InjectTarget};
 use keel_bdev::modules::malloc;
@@ -10,7 +11,7 @@ use keel_perf::engine::{self, RunResult};
 use keel_perf::workload::verify::Corruption;
 use keel_perf::workload::{BdevTargetFactory, Pattern, WorkloadSpec};
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 const CORES: [u32; 2] = [0, 1];
@@ -18,13 +19,7 @@ const CORES: [u32; 2] = [0, 1];
 fn on_core<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
     make: impl FnOnce() -> Fut + Send + 'static,
 ) -> T {
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(CORES[0], move || async move {
-        let _ = tx.send(make().await);
-    })
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(30))
-        .expect("reactor answers")
+    keel_testkit::reactors::on_core(CORES[0], Duration::from_secs(30), make)
 }
 
 fn run(bdev: &str, spec: &WorkloadSpec, cores: &[u32]) -> RunResult {

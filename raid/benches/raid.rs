@@ -48,7 +48,7 @@ async fn full_stripe(kind: &str, members: usize, strip_kb: u32, make_member: fn(
     let l = Load::new("b_full", members * strip, QD, false);
     l.run_ios(MEMBER_BLOCKS * 512 / strip as u64).await;
     drop(l);
-    keel_raid::delete("b_full").await.unwrap();
+    keel_raid::delete("b_full").await.expect("delete the raid");
     let rounds = 10;
     let slice = secs / rounds as f64 / 2.0;
     let (mut b0, mut b5, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
@@ -61,14 +61,14 @@ async fn full_stripe(kind: &str, members: usize, strip_kb: u32, make_member: fn(
             l.run_for(slice / 4.0).await;
             bw[j] = l.run_for(slice).await * (data * strip) as f64 / 1048576.0;
             drop(l);
-            keel_raid::delete("b_full").await.unwrap();
+            keel_raid::delete("b_full").await.expect("delete the raid");
         }
         b0.push(bw[0]);
         b5.push(bw[1]);
         ratio.push(bw[1] / bw[0]);
     }
     for m in &set {
-        keel_bdev::unregister(m).await.unwrap();
+        keel_bdev::unregister(m).await.expect("delete a member");
     }
     let (b0, b5, ratio) = (median(b0), median(b5), median(ratio));
     // raid5 writes members/(members-1) bytes to the members per host byte: where member
@@ -90,23 +90,23 @@ async fn random_4k(kind: &str, members: &[String], secs: f64) {
     if selected(&r5_name) {
         make("b_r5", RaidLevel::Raid5, members, Some(STRIP_KB)).await;
         let iops = Load::new("b_r5", 4096, QD, true).run_for(secs).await;
-        keel_raid::delete("b_r5").await.unwrap();
+        keel_raid::delete("b_r5").await.expect("delete the raid");
         println!("{r5_name:<17} 4 KiB random write (RMW):       {iops:8.0} IOPS");
     }
     if selected(&r1_name) {
         make("b_r1", RaidLevel::Raid1, &members[..2], None).await;
         let iops = Load::new("b_r1", 4096, QD, true).run_for(secs).await;
-        keel_raid::delete("b_r1").await.unwrap();
+        keel_raid::delete("b_r1").await.expect("delete the raid");
         println!("{r1_name:<17} 4 KiB random write (2 mirrors): {iops:8.0} IOPS");
     }
 }
 
 fn malloc_member(name: &str) {
-    malloc::create(name, MEMBER_BLOCKS, 512, None).unwrap();
+    malloc::create(name, MEMBER_BLOCKS, 512, None).expect("create a member");
 }
 
 fn null_member(name: &str) {
-    null::create(name, MEMBER_BLOCKS, 512, None).unwrap();
+    null::create(name, MEMBER_BLOCKS, 512, None).expect("create a member");
 }
 
 fn main() {

@@ -34,14 +34,18 @@ const LIMIT_MB: u64 = 500;
 /// Returns (rebuild MiB/s per reactor CPU second, rebuild MiB/s of wall time, load IOPS
 /// during it per reactor CPU second).
 async fn rebuild(member: &str, load: Option<&Rc<Load>>) -> (f64, f64, f64) {
-    keel_raid::remove_base_bdev(member).await.unwrap();
+    keel_raid::remove_base_bdev(member)
+        .await
+        .expect("remove a member");
     if let Some(l) = load {
         l.start();
     }
     let d0 = load.map_or(0, |l| l.done());
     let (t0, w0) = (thread_cpu_secs(), Instant::now());
-    keel_raid::add_base_bdev(RAID, member).await.unwrap();
-    let a = keel_raid::bdev::find(RAID).unwrap();
+    keel_raid::add_base_bdev(RAID, member)
+        .await
+        .expect("add the member back");
+    let a = keel_raid::bdev::find(RAID).expect("the bench's raid exists");
     poll_fn(|cx| {
         if !a.is_rebuilding() && a.active_members() == a.members.len() {
             Poll::Ready(())
@@ -70,7 +74,7 @@ fn main() {
         let secs = secs(1.0);
         let members: Vec<String> = (0..4).map(|i| format!("brb{i}")).collect();
         for m in &members {
-            malloc::create(m, MEMBER_BLOCKS, 512, None).unwrap();
+            malloc::create(m, MEMBER_BLOCKS, 512, None).expect("create a member");
         }
         make(RAID, RaidLevel::Raid5, &members, Some(STRIP_KB)).await;
         // Touch every page of every member once (malloc pages fault in on first write).
@@ -98,10 +102,14 @@ fn main() {
         if selected("load") || selected("limited") {
             let load = Load::new(RAID, 4096, QD, true);
             let optimal = load.run_for(secs).await;
-            keel_raid::remove_base_bdev(victim).await.unwrap();
+            keel_raid::remove_base_bdev(victim)
+                .await
+                .expect("remove a member");
             let degraded = load.run_for(secs).await;
-            keel_raid::add_base_bdev(RAID, victim).await.unwrap();
-            let a = keel_raid::bdev::find(RAID).unwrap();
+            keel_raid::add_base_bdev(RAID, victim)
+                .await
+                .expect("add the member back");
+            let a = keel_raid::bdev::find(RAID).expect("the bench's raid exists");
             while a.is_rebuilding() {
                 sleep(0.01).await;
             }
@@ -113,7 +121,7 @@ fn main() {
                 if !selected(case) {
                     continue;
                 }
-                keel_raid::rebuild::set_options(None, Some(limit)).unwrap();
+                keel_raid::rebuild::set_options(None, Some(limit)).expect("a valid rebuild limit");
                 let (mut cpu, mut wall, mut iops) = (Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..runs {
                     let (c, w, i) = rebuild(victim, Some(&load)).await;
@@ -121,7 +129,7 @@ fn main() {
                     wall.push(w);
                     iops.push(i);
                 }
-                keel_raid::rebuild::set_options(None, Some(0)).unwrap();
+                keel_raid::rebuild::set_options(None, Some(0)).expect("no rebuild limit");
                 let iops = median(iops);
                 println!(
                     "{case:<8} rebuild {:7.0} MiB/s per CPU s, {:7.0} MiB/s wall{} while the load \
@@ -137,9 +145,9 @@ fn main() {
                 );
             }
         }
-        keel_raid::delete(RAID).await.unwrap();
+        keel_raid::delete(RAID).await.expect("delete the raid");
         for m in &members {
-            malloc::delete(m).await.unwrap();
+            malloc::delete(m).await.expect("delete a member");
         }
     });
 }

@@ -6,6 +6,7 @@
 //! covers), for memcpy the bytes copied. Memory traffic per reported byte is therefore
 //! `(n + 1) / n` for XOR of `n` sources and 2 for memcpy.
 //! Run: `cargo bench -p keel-raid --bench xor [FILTER]`.
+#![expect(missing_docs)] // criterion_group! makes an undocumented `pub fn`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use keel_raid::xor::{implementation, kernels, xor_gen_using};

@@ -527,6 +527,7 @@ pub(crate) async fn attach_for_rebuild(
 /// its members, trust current ones, rebuild stale ones from block 0, resume interrupted
 /// rebuilds, resync after an unclean shutdown, and register the raid bdev with its old name and
 /// UUID.
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): the assembly sequence, step by step
 pub(crate) async fn assemble(plan: &AssemblyPlan) -> Result<Bdev, BdevError> {
     let sb = &plan.superblock;
     if keel_bdev::get_bdev(&sb.name).is_some() || find(&sb.name).is_some() {

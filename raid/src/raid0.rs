@@ -23,9 +23,9 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
     let geo = chan.array.geo;
     let with_data = matches!(t, IoType::Read | IoType::Write);
     let host_iovs: &[IoVec] = if with_data {
-        // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
         with_io(raw, |io| {
             let v = io.iovs();
+            // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
             unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
         })
     } else {

@@ -210,7 +210,7 @@ fn head_len(dst: *mut u8, align: usize, len: usize) -> usize {
 unsafe fn portable(dst: *mut u8, first: *const u8, rest: &[&[u8]], start: usize, end: usize) {
     const WORD: usize = std::mem::size_of::<u64>();
     let mut off = start;
-    // SAFETY (all three loops): every access is at `off + k < end <= len` bytes from a base that
+    // SAFETY: (all three loops) every access is at `off + k < end <= len` bytes from a base that
     // is valid for `len` bytes; reads and writes are unaligned ones, so any alignment is fine;
     // each byte of `first` is read before the same byte of `dst` is written.
     unsafe {
@@ -270,7 +270,7 @@ macro_rules! vector_kernel {
                 len: usize,
             ) -> usize {
                 let mut off = 0;
-                // SAFETY (both loops): loads and stores stay below `len` bytes from bases valid
+                // SAFETY: (both loops) loads and stores stay below `len` bytes from bases valid
                 // for `len` bytes (`rest` slices: `skip + len`); loads are unaligned ones and
                 // stores go to `W`-aligned addresses (`dst` is aligned, `off` is a multiple of
                 // `W`); all of `first`'s bytes at `off` are read before `dst` at `off` is written.

@@ -9,16 +9,16 @@
 //! counted: reactor loop, bdev layer, raid, members, callbacks. Parity buffers come from the
 //! reactor's DMA buffer pool, not the heap.
 
-#[path = "../../bdev/tests/common/mod.rs"]
-mod common;
-#[path = "../../bdev/tests/common/counting.rs"]
-mod counting;
-
-use common::{on_core, runtime};
-use counting::{assert_none, count, ClosedLoop, Op};
 use keel_bdev::modules::malloc;
 use keel_raid::{CreateConfig, RaidLevel};
+use keel_testkit::closed_loop::{ClosedLoop, Op};
+use keel_testkit::counting::{assert_none, count};
+use keel_testkit::reactors::{on_core, start as runtime};
 use std::time::Duration;
+
+/// Counts the reactor thread's allocations (the test kit's counting allocator).
+#[global_allocator]
+static GLOBAL: keel_testkit::counting::Counting = keel_testkit::counting::Counting;
 
 /// Outstanding I/Os.
 const QD: usize = 128;
@@ -101,7 +101,7 @@ async fn steady_state(name: &str, state: &str, qd: usize, strip: u64, stripe: u6
     let lp = ClosedLoop::new(ch, qd, slot_bytes, Box::new(move |_, r| mix.op(r)));
     lp.run(WARMUP).await;
     let before = lp.submitted();
-    let ((), c) = count(lp.run(MEASURED)).await;
+    let (_, c) = count(lp.run(MEASURED)).await;
     assert_eq!(lp.submitted() - before, MEASURED);
     let what = format!("{name} ({state}, qd {qd})");
     println!("{what}: {} allocations over {MEASURED} I/Os", c.allocations);

@@ -2,6 +2,7 @@
 //! back (memory disks that keep their bytes across registrations), a stale member rebuilt, a
 //! member coming back to a running array, a corrupt superblock refused, and the parity resync
 //! after an unclean shutdown; the clean flag on disk throughout.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! End-to-end tests of the raid levels over malloc (and recording) bdevs, checked against a
 //! reference model: random I/O of every size and alignment, DMA-direct member I/O, concurrent
 //! writes to one stripe from two cores, and member failures under a verifying workload.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 mod common;
 

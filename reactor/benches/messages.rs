@@ -112,7 +112,10 @@ fn ping_pong(a: u32, b: u32, n: u64) -> Duration {
 fn main() {
     let (cpumask, pin_threads) = match CpuMask::parse_and_validate("[0,1]") {
         Ok(mask) => (mask, true),
-        Err(_) => (CpuMask::parse("[0,1]").unwrap(), false),
+        Err(_) => (
+            CpuMask::parse("[0,1]").expect("a literal, valid mask"),
+            false,
+        ),
     };
     let opts = RuntimeOptions {
         cpumask,

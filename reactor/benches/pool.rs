@@ -8,6 +8,7 @@
 //!   by the home's next allocs). Throughput = buffers/s.
 //!
 //! `cargo bench -p keel-reactor --bench pool`
+#![expect(missing_docs)] // criterion_group! makes an undocumented `pub fn`
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use crossbeam_queue::ArrayQueue;

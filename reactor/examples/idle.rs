@@ -40,7 +40,7 @@ fn main() {
     }
     let (cpumask, pin_threads) = match CpuMask::parse_and_validate("0x1") {
         Ok(mask) => (mask, true),
-        Err(_) => (CpuMask::parse("0x1").unwrap(), false),
+        Err(_) => (CpuMask::parse("0x1").expect("a literal, valid mask"), false),
     };
     tick_rate(); // calibrate before measuring
     let runs = Arc::new(AtomicU64::new(0));

@@ -23,7 +23,12 @@ pub enum CpuMaskError {
     Empty(String),
     /// Names a core this machine (or this process's affinity) does not have.
     #[error("core {core} does not exist on this machine (usable cores: {usable})")]
-    NoSuchCore { core: u32, usable: String },
+    NoSuchCore {
+        /// The core asked for.
+        core: u32,
+        /// The cores this process may use, for the message.
+        usable: String,
+    },
 }
 
 impl CpuMask {

@@ -30,7 +30,12 @@ pub enum RuntimeError {
     AlreadyRunning,
     /// An OS resource (thread, eventfd, epoll) could not be created.
     #[error("cannot start reactor on core {core}: {source}")]
-    Os { core: u32, source: std::io::Error },
+    Os {
+        /// The core whose reactor could not start.
+        core: u32,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// The reactors of one runtime, shared by every thread that reaches them.

@@ -3,48 +3,9 @@
 //! else) counts the allocations made by the measuring thread.
 
 use keel_reactor::pool::{self, DmaBuf};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use keel_testkit::counting::{count_sync, Counting};
 
-struct Counting;
-
-thread_local! {
-    /// Whether to count this thread's allocator calls, and how many were counted (const, no
-    /// destructor: usable inside the allocator).
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static CALLS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note() {
-    if COUNTING.with(Cell::get) {
-        CALLS.with(|c| c.set(c.get() + 1));
-    }
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        note();
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
+/// Counts the measuring thread's allocator calls (the test kit's counting allocator).
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
@@ -74,21 +35,21 @@ fn warm_alloc_and_free_do_not_allocate() {
     }
     let stats = pool::stats();
     assert_eq!(stats.objects_in_use, 0);
-    COUNTING.with(|c| c.set(true));
-    let mut cycles = 0;
-    while cycles < 100_000 {
-        round(&mut held);
-        cycles += SIZES.len() * DEPTH;
-    }
-    // Single alloc/free pairs too (a slice goes partial → dirty → partial every time).
-    for i in 0..100_000 {
-        drop(pool::alloc(SIZES[i % SIZES.len()]).expect("pool has room"));
-    }
-    COUNTING.with(|c| c.set(false));
+    let ((), c) = count_sync(|| {
+        let mut cycles = 0;
+        while cycles < 100_000 {
+            round(&mut held);
+            cycles += SIZES.len() * DEPTH;
+        }
+        // Single alloc/free pairs too (a slice goes partial → dirty → partial every time).
+        for i in 0..100_000 {
+            drop(pool::alloc(SIZES[i % SIZES.len()]).expect("pool has room"));
+        }
+    });
     assert_eq!(
-        CALLS.with(Cell::get),
+        c.allocations + c.deallocations,
         0,
-        "global allocations on the hot path"
+        "global allocator calls on the hot path"
     );
     assert_eq!(pool::stats().pages, stats.pages, "no growth once warm");
 }
@@ -96,9 +57,7 @@ fn warm_alloc_and_free_do_not_allocate() {
 #[test]
 fn counting_allocator_counts() {
     // Guards the test above against a counter that cannot count.
-    COUNTING.with(|c| c.set(true));
-    let v = std::hint::black_box(vec![1u8; 64]);
-    COUNTING.with(|c| c.set(false));
+    let (v, c) = count_sync(|| std::hint::black_box(vec![1u8; 64]));
     drop(v);
-    assert!(CALLS.with(Cell::get) >= 1);
+    assert!(c.allocations >= 1);
 }

@@ -1,6 +1,7 @@
 //! `spdk_kill_instance` answers, then raises the signal on the process. The signal is blocked
 //! in every thread (as keel-tgt does) and taken with `sigtimedwait`, so the test survives it.
 //! Runs without the libtest harness (`harness = false`) so no thread leaves SIGTERM unblocked.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use keel_rpc::RpcServer;
@@ -43,8 +44,8 @@ fn call(path: &std::path::Path, req: Value) -> Value {
 
 fn main() {
     let set = sigterm_set();
-    // SAFETY: valid set, null old-set pointer; done before any other thread starts.
     assert_eq!(
+        // SAFETY: valid set, null old-set pointer; done before any other thread starts.
         unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) },
         0
     );

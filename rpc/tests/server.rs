@@ -1,16 +1,17 @@
 //! End-to-end tests of the JSON-RPC server on a real reactor runtime, with std `UnixStream`
 //! clients. The runtime is process-global: the tests take `SERIAL` and each starts and joins
 //! its own runtime.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
-use keel_rpc::framing::{JsonScanner, Scan};
 use keel_rpc::{HandlerFuture, MethodSpec, RpcServer};
+use keel_testkit::json_rpc::JsonConn as Client;
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{mpsc, Mutex};
@@ -111,69 +112,6 @@ fn stop_server() {
     on_main(|| SERVER.with(|s| drop(s.borrow_mut().take())));
 }
 
-/// A client connection reading complete JSON values with the crate's framing.
-struct Client {
-    stream: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Client {
-        let stream = UnixStream::connect(path).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Client {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-
-    /// Next complete value, or None if the server closed the connection first.
-    fn recv(&mut self) -> Option<Value> {
-        loop {
-            if let Scan::Complete(n) = JsonScanner::new().scan(&self.buf) {
-                let v = serde_json::from_slice(&self.buf[..n]).expect("valid JSON answer");
-                self.buf.drain(..n);
-                return Some(v);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                // Closed with unread data on the server side (e.g. an oversized request).
-                Err(e) if e.kind() == ErrorKind::ConnectionReset => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("read: {e}"),
-            }
-        }
-    }
-
-    fn call(&mut self, method: &str, params: Option<Value>, id: i64) -> Value {
-        let mut req = json!({"jsonrpc": "2.0", "method": method, "id": id});
-        if let Some(p) = params {
-            req["params"] = p;
-        }
-        self.send(req.to_string().as_bytes());
-        let resp = self.recv().expect("an answer");
-        assert_eq!(resp["id"], id, "{resp}");
-        assert_eq!(resp["jsonrpc"], "2.0");
-        resp
-    }
-
-    /// Nothing has arrived (without waiting for anything).
-    fn nothing_pending(&mut self) -> bool {
-        self.stream.set_nonblocking(true).unwrap();
-        let mut b = [0u8; 1];
-        let r = self.stream.read(&mut b);
-        self.stream.set_nonblocking(false).unwrap();
-        self.buf.is_empty() && matches!(r, Err(ref e) if e.kind() == ErrorKind::WouldBlock)
-    }
-}
-
 fn code(resp: &Value) -> i64 {
     resp["error"]["code"]
         .as_i64()
@@ -187,6 +125,7 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): one scenario
 fn scenario(interrupt_mode: bool) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     register();
@@ -319,7 +258,7 @@ fn scenario(interrupt_mode: bool) {
 
     // A request larger than the limit is refused and the connection closed.
     let mut big = Client::connect(&path);
-    let mut writer = big.stream.try_clone().unwrap();
+    let mut writer = big.writer();
     let feeder = std::thread::spawn(move || {
         let _ = writer.write_all(br#"{"jsonrpc":"2.0","method":"test_echo","params":[""#);
         let chunk = vec![b'x'; 1024 * 1024];

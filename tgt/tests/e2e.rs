@@ -1,6 +1,8 @@
 //! End-to-end: start the real `keel-tgt` binary, drive it over its JSON-RPC socket like a user
 //! (and like SPDK's rpc.py would), stop it with a signal, and check what it left behind.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
+use keel_testkit::json_rpc::JsonConn as Conn;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -88,7 +90,7 @@ impl Target {
 
     /// One request on a fresh connection; returns the whole response object.
     fn call(&self, method: &str, params: Option<Value>) -> Value {
-        let mut conn = Conn::open(&self.socket);
+        let mut conn = Conn::connect(&self.socket);
         let mut req = json!({"jsonrpc": "2.0", "method": method, "id": 1});
         if let Some(p) = params {
             req["params"] = p;
@@ -134,51 +136,6 @@ fn wait_with_timeout(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A raw client connection that reads complete JSON values like rpc.py does.
-struct Conn {
-    stream: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    fn open(path: &Path) -> Conn {
-        let stream = UnixStream::connect(path).expect("connect to keel-tgt");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
-            .unwrap();
-        Conn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).unwrap();
-    }
-    /// Next complete JSON value, or None when the server closed the connection first.
-    fn recv(&mut self) -> Option<Value> {
-        loop {
-            let text = String::from_utf8_lossy(&self.buf).to_string();
-            let mut it = serde_json::Deserializer::from_str(&text).into_iter::<Value>();
-            if let Some(Ok(v)) = it.next() {
-                let used = it.byte_offset();
-                self.buf.drain(..used);
-                return Some(v);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("read from keel-tgt: {e}"),
-            }
-        }
-    }
-    /// Whether the server closed the connection (EOF).
-    fn closed_by_server(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
-    }
-}
-
 fn error_code(resp: &Value) -> i64 {
     resp["error"]["code"]
         .as_i64()
@@ -186,6 +143,7 @@ fn error_code(resp: &Value) -> i64 {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): one end-to-end scenario
 fn bdevs_iostat_errors_and_clean_shutdown() {
     let t = Target::start("main", &[]);
 
@@ -261,23 +219,24 @@ fn bdevs_iostat_errors_and_clean_shutdown() {
         error_code(&t.call("bdev_malloc_create", Some(json!({"block_size": "big"})))),
         -32602
     );
-    let mut bad = Conn::open(&t.socket);
+    let mut bad = Conn::connect(&t.socket);
     bad.send(b"{\"jsonrpc\": \"2.0\", \"method\": ]");
     assert_eq!(error_code(&bad.recv().expect("parse error answer")), -32700);
     assert!(
         bad.closed_by_server(),
         "connection is closed after a parse error"
     );
-    let mut not_rpc = Conn::open(&t.socket);
+    let mut not_rpc = Conn::connect(&t.socket);
     not_rpc.send(br#"{"id": 7, "params": {}}"#);
     assert_eq!(error_code(&not_rpc.recv().unwrap()), -32600);
 
     // Two requests back to back on one connection, the second split in two writes.
-    let mut c = Conn::open(&t.socket);
+    let mut c = Conn::connect(&t.socket);
     c.send(br#"{"jsonrpc":"2.0","method":"spdk_get_version","id":1}{"jsonrpc":"2.0","me"#);
-    std::thread::sleep(Duration::from_millis(50));
-    c.send(br#"thod":"bdev_get_bdevs","params":{"name":"M0"},"id":2}"#);
+    // The first answer comes before the rest of the second request is sent: the server read the
+    // first write alone, so the second request does reach it split across two reads.
     assert_eq!(c.recv().unwrap()["id"], 1);
+    c.send(br#"thod":"bdev_get_bdevs","params":{"name":"M0"},"id":2}"#);
     let second = c.recv().unwrap();
     assert_eq!(second["id"], 2);
     assert_eq!(second["result"][0]["name"], "M0");
@@ -475,6 +434,7 @@ fn embedded_default_serves_a_namespace_on_4420() {
 /// reverse holds too (a bdev an lvstore or raid claimed cannot be exported), and removing the
 /// namespace releases the bdev.
 #[test]
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): one end-to-end scenario
 fn exported_namespace_claims_its_bdev() {
     let t = Target::start("claim", &[]);
     for (name, blocks) in [("M0", 65536), ("M1", 65536), ("M2", 65536)] {
@@ -960,7 +920,7 @@ fn sigterm_while_a_malloc_populates_exits_cleanly() {
     )
     .unwrap();
     let socket = dir.join("keel.sock");
-    let child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-tgt"))
         .args(["-m", "0x1", "--interrupt-mode", "-r"])
         .arg(&socket)
         .arg("-c")
@@ -970,13 +930,28 @@ fn sigterm_while_a_malloc_populates_exits_cleanly() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn keel-tgt");
-    // Stop it while it populates.
-    std::thread::sleep(Duration::from_millis(300));
+    // Stop it while it populates: once it says it does (the creation is pending by then).
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (populating, seen) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+            let Ok(line) = line else { break };
+            if line.contains("malloc Big0: populating") {
+                let _ = populating.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    seen.recv_timeout(Duration::from_secs(30))
+        .expect("keel-tgt logs that it populates Big0");
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
     let start = Instant::now();
     let out = wait_with_timeout(child, Duration::from_secs(20));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = reader.join().expect("stderr reader");
     assert!(out.status.success(), "{err}");
     assert!(
         start.elapsed() < Duration::from_secs(5),

@@ -1,6 +1,7 @@
 //! The README's `keel-tgt` tables are the `--help` of the binary, row for row: every flag clap
 //! knows (short, long, value name, default) and every environment variable the target reads.
 //! A flag added, renamed or given another default without the README fails here.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
 #[allow(dead_code)]
 #[path = "../src/args.rs"]
@@ -242,6 +243,7 @@ fn readme_layout_lists_every_crate_and_directory() {
         "rdma-transport",
         "tgt",
         "perf",
+        "testkit",
         "fuzz",
     ] {
         let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();

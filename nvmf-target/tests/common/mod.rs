@@ -134,6 +134,10 @@ pub struct Subsys {
     pub nqn: String,
     /// TCP port it listens on (127.0.0.1).
     pub port: u16,
+    /// The namespace's bdev (a delay bdev over `base_bdev`, or `base_bdev` itself).
+    pub bdev: String,
+    /// The malloc bdev at the bottom.
+    pub base_bdev: String,
 }
 
 /// Create a [`Subsys`] (call inside [`env`]).
@@ -149,6 +153,11 @@ pub fn subsystem_with_delay(delay_us: Option<u64>) -> Subsys {
     let malloc = format!("tcptest_malloc{n}");
     let port = free_port();
     let nqn2 = nqn.clone();
+    let base_bdev = malloc.clone();
+    let bdev = match delay_us {
+        None => malloc.clone(),
+        Some(_) => format!("{malloc}_delay"),
+    };
     block_on_core(0, move || async move {
         keel_bdev::modules::malloc::create(&malloc, NUM_BLOCKS, BLOCK, None).expect("malloc");
         let bdev2 = match delay_us {
@@ -197,7 +206,12 @@ pub fn subsystem_with_delay(delay_us: Option<u64>) -> Subsys {
         )
         .expect("listener");
     });
-    Subsys { nqn, port }
+    Subsys {
+        nqn,
+        port,
+        bdev,
+        base_bdev,
+    }
 }
 
 /// Live NVMe/TCP connections on every core of the target.

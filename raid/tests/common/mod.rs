@@ -1,136 +1,19 @@
 //! Shared harness of the raid integration tests: one two-core reactor runtime per test binary,
 //! test bodies run as local tasks, async helpers to submit I/O, a reference model, and a test
 //! bdev that records the buffer addresses it is given.
-
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 #![allow(dead_code)]
 
 use keel_bdev::{
-    BackendChannel, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall, IoCallback, IoChannel,
-    IoRef, IoStatus, IoType, IoVec, SubmitError, Uuid,
+    BackendChannel, BdevBackend, BdevDesc, BdevError, BdevInfo, ConfigCall, IoChannel, IoRef,
+    IoStatus, IoType, IoVec, Uuid,
 };
-use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
-use std::cell::{Cell, RefCell};
-use std::future::{poll_fn, Future};
-use std::rc::Rc;
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
-use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-const PATIENCE: Duration = Duration::from_secs(60);
-static RUNTIME: OnceLock<()> = OnceLock::new();
-
-fn runtime() {
-    RUNTIME.get_or_init(|| {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let opts = RuntimeOptions {
-            cpumask: CpuMask::parse("0x3").expect("mask"),
-            interrupt_mode: false,
-            pin_threads: false,
-        };
-        let rt = Runtime::start(opts, || {}).expect("start the reactor runtime");
-        std::mem::forget(rt);
-    });
-}
-
-/// The reactor cores (main core first).
-pub fn cores() -> Vec<u32> {
-    runtime();
-    keel_reactor::cores()
-}
-
-/// Run the future built by `make` on reactor `core` and return its output.
-pub fn run_on<T, F, Fut>(core: u32, make: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    runtime();
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(core, move || async move {
-        let _ = tx.send(make().await);
-    })
-    .expect("spawn on reactor");
-    rx.recv_timeout(PATIENCE).expect("test task did not finish")
-}
-
-/// [`run_on`] the main core.
-pub fn run<T, F, Fut>(make: F) -> T
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = T> + 'static,
-{
-    let main = cores()[0];
-    run_on(main, make)
-}
-
-struct Batch {
-    left: Cell<usize>,
-    statuses: RefCell<Vec<IoStatus>>,
-    waker: Cell<Option<Waker>>,
-}
-
-fn batch_cb(ctx: usize, status: IoStatus) {
-    // SAFETY: `ctx` is the `Rc::into_raw` taken in `one` for this I/O.
-    let b = unsafe { Rc::from_raw(ctx as *const Batch) };
-    b.statuses.borrow_mut().push(status);
-    b.left.set(b.left.get() - 1);
-    if let Some(w) = b.waker.take() {
-        w.wake();
-    }
-}
-
-/// Submit one I/O and wait for it (retrying while the channel has no descriptor).
-pub async fn one(submit: impl Fn(IoCallback, usize) -> Result<(), SubmitError>) -> IoStatus {
-    let b = Rc::new(Batch {
-        left: Cell::new(1),
-        statuses: RefCell::new(Vec::new()),
-        waker: Cell::new(None),
-    });
-    loop {
-        let ctx = Rc::into_raw(Rc::clone(&b)) as usize;
-        match submit(batch_cb, ctx) {
-            Ok(()) => break,
-            Err(SubmitError::NoDescriptor) => {
-                // SAFETY: not submitted; reclaim.
-                drop(unsafe { Rc::from_raw(ctx as *const Batch) });
-                yield_now().await;
-            }
-            Err(e) => panic!("submit failed: {e}"),
-        }
-    }
-    poll_fn(|cx| {
-        if b.left.get() == 0 {
-            Poll::Ready(b.statuses.borrow()[0])
-        } else {
-            b.waker.set(Some(cx.waker().clone()));
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// Let the reactor run one iteration.
-pub async fn yield_now() {
-    let mut y = false;
-    poll_fn(|cx| {
-        if y {
-            Poll::Ready(())
-        } else {
-            y = true;
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        }
-    })
-    .await
-}
-
-/// An iovec over a slice.
-pub fn iov(s: &mut [u8]) -> IoVec {
-    // SAFETY: tests keep the buffer alive and untouched until the I/O completes.
-    unsafe { IoVec::from_raw(s.as_mut_ptr(), s.len()) }
-}
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use keel_testkit::io::{iov, one_retrying as one};
+#[allow(unused_imports)] // each test binary uses its own subset
+pub use keel_testkit::reactors::{cores, run, run_on, yield_now};
 
 /// Split `buf` into iovecs at the given cut points (bytes).
 pub fn iovs_cut(buf: &mut [u8], cuts: &[usize]) -> Vec<IoVec> {

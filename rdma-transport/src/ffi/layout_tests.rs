@@ -52,6 +52,7 @@ fn c_table() -> BTreeMap<String, usize> {
 }
 
 #[cfg(keel_rdma_layout)]
+#[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): one line per C struct field
 fn rust_table() -> BTreeMap<String, usize> {
     let mut t = BTreeMap::new();
     macro_rules! size {

@@ -161,6 +161,7 @@ fn pinned_threads_run_only_on_their_core() {
     let allowed = on(0, || {
         // SAFETY: zeroed cpu_set_t is valid; the buffer is as large as we claim.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: as above: `set` is a valid, writable cpu_set_t of the size passed.
         let rc =
             unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
         assert_eq!(rc, 0);
