@@ -233,19 +233,28 @@ fn readme_layout_lists_every_crate_and_directory() {
             .unwrap_or_else(|| panic!("Layout row for {dir}"))
             .1
     };
-    // Each crate is named by its package name.
-    for dir in [
-        "reactor",
-        "rpc",
-        "bdev",
-        "raid",
-        "nvmf-target",
-        "rdma-transport",
-        "tgt",
-        "perf",
-        "testkit",
-        "fuzz",
-    ] {
+    // The workspace's members (the `members = [...]` list, on one line or several).
+    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let list = workspace
+        .split_once("members = [")
+        .and_then(|(_, rest)| rest.split_once(']'))
+        .map(|(list, _)| list)
+        .expect("the workspace lists its members");
+    let members: Vec<&str> = list
+        .split(',')
+        .map(|m| m.trim().trim_matches('"'))
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert!(members.contains(&"bdev"), "members parsed: {members:?}");
+    for m in &members {
+        assert!(
+            listed.contains(*m),
+            "workspace member {m} in the Layout table"
+        );
+    }
+    // Each crate (every member, and the fuzz crate outside the workspace) is named by its
+    // package name.
+    for dir in members.iter().copied().chain(["fuzz"]) {
         let manifest = std::fs::read_to_string(root.join(dir).join("Cargo.toml")).unwrap();
         let name = manifest
             .lines()
@@ -256,18 +265,6 @@ fn readme_layout_lists_every_crate_and_directory() {
             row(dir).starts_with(&format!("`{name}`")),
             "Layout row {dir}/ names the crate {name}: {}",
             row(dir)
-        );
-    }
-    let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    let members = workspace
-        .lines()
-        .find_map(|l| l.strip_prefix("members = ["))
-        .expect("the workspace lists its members");
-    for m in members.trim_end_matches(']').split(',') {
-        let m = m.trim().trim_matches('"');
-        assert!(
-            listed.contains(m),
-            "workspace member {m} in the Layout table"
         );
     }
     // The scripts users run are named in their directory's row.
