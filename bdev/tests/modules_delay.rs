@@ -1,10 +1,8 @@
 //! End-to-end tests of the delay bdev module over malloc bdevs.
 
-mod modules_common;
-
 use keel_bdev::modules::{delay, malloc, null};
 use keel_bdev::{BdevError, IoStatus, IoType};
-use modules_common::*;
+use keel_testkit::prelude::*;
 use std::time::{Duration, Instant};
 
 fn config(base: &str, name: &str, read_us: u64, write_us: u64) -> delay::DelayConfig {

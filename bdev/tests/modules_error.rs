@@ -1,11 +1,9 @@
 //! End-to-end tests of the error-injection bdev module over malloc bdevs.
 
-mod modules_common;
-
 use keel_bdev::modules::error::{self, ErrorKind, InjectTarget};
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoStatus, IoType};
-use modules_common::*;
+use keel_testkit::prelude::*;
 
 /// Create malloc `base` (1 MiB, 512-byte blocks) and `EE_<base>` on it.
 fn setup(base: &'static str) -> String {

@@ -2,13 +2,11 @@
 //! between events: completions must wake it (uring's eventfd), deadlines must too (delay's
 //! timed poller), and a clear on one core must reach channels on the others (error).
 
-mod modules_common;
-
 use keel_bdev::modules::error::{self, ErrorKind, InjectTarget};
 use keel_bdev::modules::uring::{self, Flavor, UringConfig};
 use keel_bdev::modules::{delay, malloc};
 use keel_bdev::{IoStatus, IoType};
-use modules_common::*;
+use keel_testkit::prelude::*;
 use std::time::{Duration, Instant};
 
 #[test]

@@ -3,11 +3,9 @@
 //! binary step (the RSS figures must not be disturbed by other tests of this binary).
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
-mod modules_common;
-
 use keel_bdev::modules::malloc;
 use keel_reactor::PollStatus;
-use modules_common::*;
+use keel_testkit::prelude::*;
 use serde_json::json;
 use std::cell::Cell;
 use std::rc::Rc;

@@ -3,10 +3,8 @@
 //! bad calls answer SPDK's error codes.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
-mod modules_common;
-
 use keel_rpc::{load_config_value, save_config_value, ConfigError};
-use modules_common::*;
+use keel_testkit::prelude::*;
 use serde_json::{json, Value};
 
 /// Replay `calls` (bdev subsystem) on the main core, registering the methods first.

@@ -1,10 +1,8 @@
 //! End-to-end tests of the uring (and aio) bdev module on temp files in /tmp.
 
-mod modules_common;
-
 use keel_bdev::modules::uring::{self, Flavor, UringConfig};
 use keel_bdev::{BdevError, IoStatus, IoType, SubmitError};
-use modules_common::*;
+use keel_testkit::prelude::*;
 use std::os::unix::fs::FileExt;
 
 const MIB: u64 = 1 << 20;

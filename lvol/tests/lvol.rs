@@ -2,13 +2,10 @@
 //! paths, examine at registration, out of space, concurrent first writes, and a model-based
 //! test of random operations (with reloads) against an in-memory model.
 
-#[path = "../../bdev/tests/modules_common/mod.rs"]
-mod modules_common;
-
 use keel_bdev::modules::{malloc, uring};
 use keel_bdev::{IoChannel, IoStatus};
 use keel_lvol::{self as lvol, ClearMethod};
-use modules_common::*;
+use keel_testkit::prelude::*;
 
 const MIB: u64 = 1 << 20;
 

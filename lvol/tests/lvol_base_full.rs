@@ -1,13 +1,10 @@
 //! An lvol I/O whose base has no free descriptor is parked and resumed by the channel's
 //! wait-for-descriptor entry when a base descriptor frees (no retry loop in the poller).
 
-#[path = "../../bdev/tests/modules_common/mod.rs"]
-mod modules_common;
-
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoStatus, SubmitError};
 use keel_lvol::{self as lvol, ClearMethod};
-use modules_common::*;
+use keel_testkit::prelude::*;
 
 const MIB: u64 = 1 << 20;
 

@@ -3,13 +3,10 @@
 //! unmap, a cluster unmapped on the base when freed), and never skipped after a reload.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
-#[path = "../../bdev/tests/modules_common/mod.rs"]
-mod modules_common;
-
 use keel_bdev::modules::malloc;
 use keel_bdev::{IoChannel, IoStats, IoStatus};
 use keel_lvol::{self as lvol, ClearMethod};
-use modules_common::*;
+use keel_testkit::prelude::*;
 use std::sync::atomic::Ordering;
 
 const MIB: u64 = 1 << 20;

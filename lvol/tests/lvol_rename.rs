@@ -2,13 +2,10 @@
 //! alias (`lvs_name/lvol_name`) changes, and descriptors opened before the rename (an NVMe-oF
 //! namespace, say) keep working without any event.
 
-#[path = "../../bdev/tests/modules_common/mod.rs"]
-mod modules_common;
-
 use keel_bdev::modules::malloc;
 use keel_bdev::{BdevError, BdevEvent, IoChannel, IoStatus};
 use keel_lvol::{self as lvol, ClearMethod};
-use modules_common::*;
+use keel_testkit::prelude::*;
 use std::sync::{Arc, Mutex};
 
 const MIB: u64 = 1 << 20;

@@ -3,13 +3,10 @@
 //! follows the new size, and shrinking gives the clusters beyond the new end back.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
-#[path = "../../bdev/tests/modules_common/mod.rs"]
-mod modules_common;
-
 use keel_bdev::modules::malloc;
 use keel_bdev::{BdevEvent, IoChannel, IoStatus, SubmitError};
 use keel_lvol::{self as lvol, ClearMethod};
-use modules_common::*;
+use keel_testkit::prelude::*;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 

@@ -3,12 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
-#[path = "../../bdev/tests/common/mod.rs"]
-mod common;
-
-use common::{run_on, runtime};
 use keel_rpc::cli::{self, CliError};
 use keel_rpc::RpcServer;
+use keel_testkit::reactors::{call_on as run_on, start as runtime};
 use serde_json::{json, Value};
 use std::cell::RefCell;
 use std::sync::OnceLock;

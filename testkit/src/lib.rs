@@ -16,7 +16,11 @@
 pub mod closed_loop;
 pub mod counting;
 #[cfg(feature = "bdev")]
+pub mod fixtures;
+#[cfg(feature = "bdev")]
 pub mod io;
 pub mod json_rpc;
+#[cfg(feature = "bdev")]
+pub mod prelude;
 pub mod probe;
 pub mod reactors;

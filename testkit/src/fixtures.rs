@@ -1,21 +1,13 @@
-//! Shared harness of the module integration tests (`modules_*.rs`): one reactor runtime per
-//! test binary (two cores, busy polling unless [`use_interrupt_mode`] was called first), running
-//! each test body as a local task, and small async helpers to submit I/O and await completions
-//! (the runtime and the I/O helpers are the test kit's, `keel_testkit`).
+//! Fixtures of the bdev-module and lvol integration tests: interrupt mode, pool buffers, opening
+//! a bdev with a channel, a write-then-read round trip, a temporary file, a byte pattern.
 
-#![allow(dead_code)]
-
+use crate::io::{iov_dma as iov, one};
 use keel_bdev::{BdevDesc, IoChannel, IoStatus};
 use keel_reactor::pool::DmaBuf;
 
-#[allow(unused_imports)] // each test binary uses its own subset
-pub use keel_testkit::io::{iov as iov_slice, iov_dma as iov, one, Batch};
-#[allow(unused_imports)] // each test binary uses its own subset
-pub use keel_testkit::reactors::{cores, run, run_on, yield_iterations};
-
 /// Run this binary's reactors in interrupt mode (call before anything else in every test).
 pub fn use_interrupt_mode() {
-    keel_testkit::reactors::configure("0x3", true);
+    crate::reactors::configure("0x3", true);
 }
 
 /// A pool buffer (4 KiB aligned) of `len` bytes filled with `fill`.
