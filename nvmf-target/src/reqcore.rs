@@ -343,6 +343,50 @@ pub fn start_request(req: &mut NvmfRequest, i: u16, cmd: &NvmeCmd, xfer: DataXfe
     req.core_ctx = CoreCtx::Idle;
 }
 
+/// The submission queue head a transport reports in each completion's SQHD: the host's queue
+/// of `size` entries, one entry consumed per command the transport completes (fabrics queues
+/// are in-order consumers, so the head moves by one per completion, wrapping at the size).
+///
+/// Invariant (asserted in release builds): `head < size`, and `size` is at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqHead {
+    head: u16,
+    size: u16,
+}
+
+impl SqHead {
+    /// A queue of `size` entries (0 is taken as 1: a queue whose size is not known yet, as
+    /// before Connect) with its head at entry 0.
+    pub fn new(size: u16) -> SqHead {
+        SqHead {
+            head: 0,
+            size: size.max(1),
+        }
+    }
+    /// The queue's size changed (Connect set it): the head wraps at the new size from now on.
+    pub fn resize(&mut self, size: u16) {
+        self.size = size.max(1);
+        self.head %= self.size;
+        assert!(self.head < self.size);
+    }
+    /// Consume one entry (a command completes); returns the new head, the completion's SQHD.
+    #[inline]
+    pub fn advance(&mut self) -> u16 {
+        assert!(
+            self.head < self.size,
+            "SQ head {} out of a {}-entry queue",
+            self.head,
+            self.size
+        );
+        self.head = (self.head + 1) % self.size;
+        self.head
+    }
+    /// The current head.
+    pub fn head(&self) -> u16 {
+        self.head
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,5 +538,19 @@ mod tests {
         let r = unsafe { pool.get_mut(1) };
         start_request(r, 1, &NvmeCmd::default(), DataXfer::None);
         assert_eq!(r.transport_ctx, 1);
+    }
+
+    #[test]
+    fn sq_head_wraps_at_the_queue_size() {
+        let mut q = SqHead::new(3);
+        assert_eq!(
+            [q.advance(), q.advance(), q.advance(), q.advance()],
+            [1, 2, 0, 1]
+        );
+        q.resize(2);
+        assert_eq!(q.head(), 1);
+        assert_eq!(q.advance(), 0);
+        let mut unknown = SqHead::new(0);
+        assert_eq!([unknown.advance(), unknown.advance()], [0, 0]);
     }
 }

@@ -19,7 +19,7 @@ use super::pdu::{
 };
 use super::recv::{HostPdu, Rx, RxEvent};
 use super::sgl::{data_desc, is_connect, xfer_of, DataDesc};
-use crate::reqcore::{self, start_request, ReqPool, ReqSlots};
+use crate::reqcore::{self, start_request, ReqPool, ReqSlots, SqHead};
 use crate::request::{NvmfRequest, ReqPtr};
 use crate::target::Qpair;
 use crate::transport::{ListenAddr, QpairTransport};
@@ -189,8 +189,7 @@ struct State {
     term_len: usize,
     life: Life,
     qid: Option<u16>,
-    sq_size: u16,
-    sq_head: u16,
+    sq_head: SqHead,
     /// A Connect completed: read qid / sq size from the core before the next capsule.
     refresh_q: bool,
     epollout: bool,
@@ -290,8 +289,7 @@ impl Conn {
                 term_len: 0,
                 life: Life::Open,
                 qid: None,
-                sq_size: cfg.aq_depth.max(1),
-                sq_head: 0,
+                sq_head: SqHead::new(cfg.aq_depth),
                 refresh_q: false,
                 epollout: false,
                 reads_parked: false,
@@ -516,7 +514,7 @@ impl Conn {
         if st.refresh_q {
             st.refresh_q = false;
             st.qid = self.qpair().qid();
-            st.sq_size = self.qpair().sq_size().max(1);
+            st.sq_head.resize(self.qpair().sq_size());
             let icd = match st.qid {
                 Some(q) if q > 0 => self.cfg.icd_io,
                 _ => self.cfg.icd_admin,
@@ -899,8 +897,7 @@ impl Conn {
             req.rsp.sqid = st.qid.unwrap_or(0);
         }
         // The command's entry is consumed: the head moves past it.
-        st.sq_head = (st.sq_head + 1) % st.sq_size.max(1);
-        req.rsp.sqhd = st.sq_head;
+        req.rsp.sqhd = st.sq_head.advance();
         req.rsp.cid = req.cmd.cid;
         slot.send_data = req.xfer == DataXfer::ControllerToHost && req.length > 0 && success;
         slot.send_rsp = !(slot.send_data && self.cfg.c2h_success);

@@ -32,7 +32,7 @@ use keel_bdev::{IoVec, MAX_IOVS};
 use keel_nvme::cmd::{DataXfer, NvmeCpl};
 use keel_nvme::fabrics::FabricsType;
 use keel_nvme::status::Status;
-use keel_nvmf::reqcore::{self, start_request, ReqPool, ReqSlots};
+use keel_nvmf::reqcore::{self, start_request, ReqPool, ReqSlots, SqHead};
 use keel_nvmf::request::{NvmfRequest, ReqPtr};
 use keel_nvmf::target::Qpair;
 use keel_nvmf::transport::{ListenAddr, QpairTransport};
@@ -163,7 +163,7 @@ struct State {
     slots: ReqSlots<SlotState, Slot>,
     life: Life,
     closed_at: Option<Instant>,
-    sq_head: u16,
+    sq_head: SqHead,
     /// Send-queue entries free.
     sq_free: u32,
     /// RDMA READ work requests in flight, and the most allowed (ORD).
@@ -272,9 +272,8 @@ pub(crate) struct Conn {
     gen: u8,
     transport_id: u64,
     qp_num: u32,
-    /// Queue id and entries from the CM request.
+    /// Queue id from the CM request (its entries size `State::sq_head`).
     qid: u16,
-    sq_entries: u16,
     max_sge: u32,
     _cqes: CqeReservation,
     peer: String,
@@ -393,7 +392,7 @@ impl Conn {
                 slots: ReqSlots::new(n, Slot::new),
                 life: Life::Open,
                 closed_at: None,
-                sq_head: 0,
+                sq_head: SqHead::new(depth as u16),
                 sq_free: granted_send_wr,
                 reads_out: 0,
                 ord: 1,
@@ -417,7 +416,6 @@ impl Conn {
             transport_id: s.transport_id,
             qp_num,
             qid: s.req.qid,
-            sq_entries: depth as u16,
             max_sge,
             _cqes: cqes,
             peer,
@@ -1024,10 +1022,9 @@ impl Conn {
     fn post_response(&self, st: &mut State, i: u16) -> Result<(), Error> {
         // SAFETY: the core gave the request back.
         let req = unsafe { self.reqs.get_mut(i) };
-        st.sq_head = (st.sq_head + 1) % self.sq_entries.max(1);
         let mut cpl = req.rsp;
         cpl.sqid = self.qid;
-        cpl.sqhd = st.sq_head;
+        cpl.sqhd = st.sq_head.advance();
         cpl.cid = req.cmd.cid;
         st.slots[i].rsp_sge = [self.rsp.put(usize::from(i), cpl)];
         let nbufs = st.slots.nbufs(i);
