@@ -590,14 +590,7 @@ pub fn validate_common(
             plen,
         });
     }
-    let hdgst = ch.flags & FLAG_HDGSTF != 0;
-    if hdgst != neg.hdgst {
-        return Err(TermError::field(
-            OFF_FLAGS,
-            "HDGSTF does not match the negotiation",
-        ));
-    }
-    let ddgstf = ch.flags & FLAG_DDGSTF != 0;
+    let (hdgst, ddgstf) = digest_flags(ch.flags, neg)?;
     if ddgstf && !neg.ddgst {
         return Err(TermError::field(
             OFF_FLAGS,
@@ -646,6 +639,21 @@ pub fn validate_common(
         ddgst: ddgstf,
         plen,
     })
+}
+
+/// The digest flags of a received PDU's common header (after ICReq/ICResp), checked the same
+/// way in both directions: HDGSTF must match the negotiation (FEI: the FLAGS byte). Returns
+/// (HDGSTF, DDGSTF); what DDGSTF may be depends on the direction and the PDU type, so each
+/// direction's validator (`validate_common` here, `frame::validate_c2h` in the host) checks it.
+pub fn digest_flags(flags: u8, neg: &Negotiated) -> Result<(bool, bool), TermError> {
+    let hdgst = flags & FLAG_HDGSTF != 0;
+    if hdgst != neg.hdgst {
+        return Err(TermError::field(
+            OFF_FLAGS,
+            "HDGSTF does not match the negotiation",
+        ));
+    }
+    Ok((hdgst, flags & FLAG_DDGSTF != 0))
 }
 
 /// Check the header digest that follows `hlen` header bytes in `hdr`.
