@@ -10,6 +10,8 @@
 //! - [`io`] (feature `bdev`): submit one I/O or a batch and await the completions, iovecs over
 //!   test buffers;
 //! - [`probe`]: bounded waits for a condition, from outside the reactors;
+//! - [`nvmf`] (feature `nvmf`): an in-process NVMe/TCP target with malloc namespaces on a
+//!   free loopback port;
 //! - [`json_rpc`]: a JSON-RPC client connection over a Unix socket (rpc.py's framing).
 
 #[cfg(feature = "bdev")]
@@ -20,6 +22,8 @@ pub mod fixtures;
 #[cfg(feature = "bdev")]
 pub mod io;
 pub mod json_rpc;
+#[cfg(feature = "nvmf")]
+pub mod nvmf;
 #[cfg(feature = "bdev")]
 pub mod prelude;
 pub mod probe;
