@@ -12,6 +12,7 @@
 //! - [`probe`]: bounded waits for a condition, from outside the reactors;
 //! - [`nvmf`] (feature `nvmf`): an in-process NVMe/TCP target with malloc namespaces on a
 //!   free loopback port;
+//! - [`rpc`] (feature `rpc`): a keel-rpc server in the test process and rpc.py-style calls;
 //! - [`json_rpc`]: a JSON-RPC client connection over a Unix socket (rpc.py's framing).
 
 #[cfg(feature = "bdev")]
@@ -28,3 +29,5 @@ pub mod nvmf;
 pub mod prelude;
 pub mod probe;
 pub mod reactors;
+#[cfg(feature = "rpc")]
+pub mod rpc;
