@@ -597,9 +597,18 @@ impl Inner {
     }
 }
 
-/// Whether a transfer of `len` bytes through `iovs` can be carried at all.
+/// Whether a command may be submitted (the queue pair has not failed) and a transfer of
+/// `len` bytes through `iovs` can be carried at all.
 #[inline]
-fn check_transfer(cfg: &QpairConfig, iovs: &[IoVec], len: u32) -> Result<(), SubmitError> {
+fn check_submit(
+    failed: bool,
+    cfg: &QpairConfig,
+    iovs: &[IoVec],
+    len: u32,
+) -> Result<(), SubmitError> {
+    if failed {
+        return Err(SubmitError::Disconnected);
+    }
     if len > cfg.max_xfer {
         return Err(SubmitError::Invalid(
             "transfer above the controller's limit",
@@ -674,10 +683,7 @@ impl State {
         cb: IoCallback,
         ctx: usize,
     ) -> Result<(), SubmitError> {
-        if self.failed {
-            return Err(SubmitError::Disconnected);
-        }
-        check_transfer(&self.cfg, iovs, len)?;
+        check_submit(self.failed, &self.cfg, iovs, len)?;
         if self.waiting.len() >= self.slots.len() {
             return Err(SubmitError::Busy);
         }
@@ -708,10 +714,7 @@ impl State {
         len: u32,
         done: Done,
     ) -> Result<(), SubmitError> {
-        if self.failed {
-            return Err(SubmitError::Disconnected);
-        }
-        check_transfer(&self.cfg, iovs, len)?;
+        check_submit(self.failed, &self.cfg, iovs, len)?;
         let Some(cid) = self.free.pop() else {
             return Err(SubmitError::Busy);
         };
