@@ -260,6 +260,7 @@ pub fn fes_name(fes: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pdu::tests::ch;
     use crate::pdu::{validate_common, DataHeader, RxLimits, PDU_H2C_TERM_REQ};
 
     fn neg(hdgst: bool, ddgst: bool, cpda: u8, hpda: u8) -> Negotiated {
@@ -270,16 +271,6 @@ mod tests {
             hpda,
             maxh2cdata: 131072,
             maxr2t: 0,
-        }
-    }
-
-    fn ch(t: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> CommonHeader {
-        CommonHeader {
-            pdu_type: t,
-            flags,
-            hlen,
-            pdo,
-            plen,
         }
     }
 

@@ -730,7 +730,7 @@ pub fn encode_term_req(err: &TermError, bad: &[u8], out: &mut [u8; TERM_MAX_PLEN
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
 
@@ -817,7 +817,8 @@ mod tests {
         maxh2cdata: 131072,
     };
 
-    fn ch(t: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> CommonHeader {
+    /// A common header of type `t` with these fields (also for `frame`'s tests).
+    pub(crate) fn ch(t: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> CommonHeader {
         CommonHeader {
             pdu_type: t,
             flags,
