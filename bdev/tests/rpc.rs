@@ -5,59 +5,27 @@
 
 mod common;
 
-use common::{on_core, run_on, runtime, until};
-use keel_rpc::cli::{self, CliError};
-use keel_rpc::RpcServer;
+use common::{on_core, until};
+use keel_rpc::cli::CliError;
 use serde_json::{json, Value};
-use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 use std::time::Duration;
 
-thread_local! {
-    static SERVER: RefCell<Option<RpcServer>> = const { RefCell::new(None) };
-}
-
-/// Start the runtime and the RPC server once; return the socket path.
+/// Start the runtime and the RPC server (bdev methods) once; return the socket path.
 fn server() -> &'static str {
-    static SOCK: OnceLock<String> = OnceLock::new();
-    SOCK.get_or_init(|| {
-        runtime("0x1", true);
-        let path = format!(
-            "{}/keel-bdev-rpc-test-{}.sock",
-            std::env::temp_dir().display(),
-            std::process::id()
-        );
-        let p = path.clone();
-        run_on(0, move || {
-            keel_rpc::register_builtin_methods();
-            keel_bdev::rpc::register();
-            keel_bdev::rpc::register(); // idempotent
-            let s = RpcServer::start(&p).expect("rpc server starts");
-            SERVER.with(|c| *c.borrow_mut() = Some(s));
-        });
-        path
+    keel_testkit::rpc::server("bdev", || {
+        keel_bdev::rpc::register();
+        keel_bdev::rpc::register(); // idempotent
     })
 }
 
 /// Run an rpc.py-style command line against the server.
 fn rpc(args: &[&str]) -> Result<Value, CliError> {
-    let sock = server();
-    let mut argv = vec!["keel-rpc".to_string(), "-s".into(), sock.to_string()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let specs = keel_rpc::method_specs();
-    let inv = cli::parse_command(argv, &specs)?;
-    cli::call(&inv)
+    keel_testkit::rpc::call(server(), args)
 }
 
 fn rpc_err(args: &[&str]) -> (i64, String) {
-    match rpc(args) {
-        Err(CliError::Rpc { error, .. }) => (
-            error["code"].as_i64().unwrap(),
-            error["message"].as_str().unwrap_or_default().to_string(),
-        ),
-        other => panic!("{args:?}: expected an RPC error, got {other:?}"),
-    }
+    keel_testkit::rpc::call_err(server(), args)
 }
 
 #[test]

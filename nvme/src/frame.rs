@@ -130,14 +130,7 @@ pub fn validate_c2h(ch: &CommonHeader, neg: &Negotiated) -> Result<Framing, Term
             ))
         }
     }
-    let hdgst = ch.flags & FLAG_HDGSTF != 0;
-    if hdgst != neg.hdgst {
-        return Err(TermError::field(
-            OFF_FLAGS,
-            "HDGSTF does not match the negotiation",
-        ));
-    }
-    let ddgstf = ch.flags & FLAG_DDGSTF != 0;
+    let (hdgst, ddgstf) = crate::pdu::digest_flags(ch.flags, neg)?;
     let hdr_total = SHORT_HLEN + neg.hdgst_len();
     if ch.pdu_type != PDU_C2H_DATA {
         if ddgstf || ch.pdo != 0 || plen as usize != hdr_total {
@@ -267,6 +260,7 @@ pub fn fes_name(fes: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pdu::tests::ch;
     use crate::pdu::{validate_common, DataHeader, RxLimits, PDU_H2C_TERM_REQ};
 
     fn neg(hdgst: bool, ddgst: bool, cpda: u8, hpda: u8) -> Negotiated {
@@ -277,16 +271,6 @@ mod tests {
             hpda,
             maxh2cdata: 131072,
             maxr2t: 0,
-        }
-    }
-
-    fn ch(t: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> CommonHeader {
-        CommonHeader {
-            pdu_type: t,
-            flags,
-            hlen,
-            pdo,
-            plen,
         }
     }
 
@@ -433,5 +417,26 @@ mod tests {
         assert_eq!(t.common.plen, 24);
         assert_eq!((t.fes, t.fei()), (1, 3));
         assert_eq!(fes_name(2), "PDU sequence error");
+    }
+
+    /// A header-digest flag that disagrees with the negotiation is refused the same way in
+    /// both directions (one check, `pdu::digest_flags`): same FES, FEI and reason.
+    #[test]
+    fn both_directions_refuse_a_wrong_hdgstf_alike() {
+        for negotiated in [false, true] {
+            let n = neg(negotiated, false, 0, 0);
+            let flags = if negotiated { 0 } else { FLAG_HDGSTF };
+            let hd = if negotiated { 0 } else { 4 };
+            let resp = ch(PDU_CAPSULE_RESP, flags, 24, 0, 24 + hd);
+            let c2h = ch(PDU_C2H_DATA, flags, 24, 24 + hd as u8, 24 + hd + 8);
+            let cmd = ch(PDU_CAPSULE_CMD, flags, 72, 0, 72 + hd);
+            let h2c = ch(PDU_H2C_DATA, flags, 24, 24 + hd as u8, 24 + hd + 8);
+            let want = TermError::field(OFF_FLAGS, "HDGSTF does not match the negotiation");
+            assert_eq!(validate_c2h(&resp, &n), Err(want));
+            assert_eq!(validate_c2h(&c2h, &n), Err(want));
+            assert_eq!(validate_common(&cmd, Some(&n), &LIM), Err(want));
+            assert_eq!(validate_common(&h2c, Some(&n), &LIM), Err(want));
+            assert_eq!(crate::pdu::digest_flags(flags, &n), Err(want));
+        }
     }
 }

@@ -65,6 +65,22 @@ pub struct GetLogPage {
 }
 
 impl GetLogPage {
+    /// A Get Log Page command with these raw dwords (CDW10: NUMDL, RAE, LSP, LID; CDW11:
+    /// LSI, NUMDU; CDW12/13: LPOL/LPOU; CDW14: CSI, UUID index) and every other field zero:
+    /// what a host puts on the wire and what tests of [`GetLogPage::decode`] and of its users
+    /// feed in.
+    pub fn command(cdw10: u32, cdw11: u32, cdw12: u32, cdw13: u32, cdw14: u32) -> NvmeCmd {
+        NvmeCmd {
+            opc: admin::GET_LOG_PAGE,
+            cdw10,
+            cdw11,
+            cdw12,
+            cdw13,
+            cdw14,
+            ..NvmeCmd::default()
+        }
+    }
+
     /// Decode a Get Log Page command. Invalid Field if the offset is not dword aligned or
     /// the Offset Type bit asks for an index offset (not supported).
     pub fn decode(cmd: &NvmeCmd) -> Result<GetLogPage, Status> {
@@ -537,22 +553,10 @@ impl ReservationNotificationLog {
 mod tests {
     use super::*;
 
-    fn glp(cdw10: u32, cdw11: u32, cdw12: u32, cdw13: u32, cdw14: u32) -> NvmeCmd {
-        NvmeCmd {
-            opc: admin::GET_LOG_PAGE,
-            cdw10,
-            cdw11,
-            cdw12,
-            cdw13,
-            cdw14,
-            ..NvmeCmd::default()
-        }
-    }
-
     #[test]
     fn get_log_page_fields() {
         // SMART, RAE, 512 bytes = 128 dwords (NUMDL 127).
-        let g = GetLogPage::decode(&glp(
+        let g = GetLogPage::decode(&GetLogPage::command(
             127 << 16 | 1 << 15 | 0x05 << 8 | 0x02,
             0x0007_0000,
             0,
@@ -567,24 +571,31 @@ mod tests {
         assert_eq!(g.lsi, 7);
         assert_eq!(g.offset, 0);
         // NUMDU extends the count; LPOU:LPOL the offset.
-        let g = GetLogPage::decode(&glp(0xffff << 16 | 0x70, 0x1, 8, 1, 0x0200_0003)).unwrap();
+        let g = GetLogPage::decode(&GetLogPage::command(
+            0xffff << 16 | 0x70,
+            0x1,
+            8,
+            1,
+            0x0200_0003,
+        ))
+        .unwrap();
         assert_eq!(g.len, 0x2_0000 * 4);
         assert_eq!(g.offset, 1 << 32 | 8);
         assert_eq!(g.csi, 2);
         assert_eq!(g.uuid_index, 3);
         // The largest request does not overflow.
-        let g = GetLogPage::decode(&glp(0xffff_0000, 0xffff, 0, 0, 0)).unwrap();
+        let g = GetLogPage::decode(&GetLogPage::command(0xffff_0000, 0xffff, 0, 0, 0)).unwrap();
         assert_eq!(g.len, 1 << 34);
         // Unaligned offset, index offset type, wrong opcode.
         assert_eq!(
-            GetLogPage::decode(&glp(1, 0, 2, 0, 0)),
+            GetLogPage::decode(&GetLogPage::command(1, 0, 2, 0, 0)),
             Err(Status::INVALID_FIELD)
         );
         assert_eq!(
-            GetLogPage::decode(&glp(1, 0, 0, 0, 1 << 23)),
+            GetLogPage::decode(&GetLogPage::command(1, 0, 0, 0, 1 << 23)),
             Err(Status::INVALID_FIELD)
         );
-        let mut c = glp(1, 0, 0, 0, 0);
+        let mut c = GetLogPage::command(1, 0, 0, 0, 0);
         c.opc = admin::IDENTIFY;
         assert_eq!(GetLogPage::decode(&c), Err(Status::INVALID_OPCODE));
     }

@@ -590,14 +590,7 @@ pub fn validate_common(
             plen,
         });
     }
-    let hdgst = ch.flags & FLAG_HDGSTF != 0;
-    if hdgst != neg.hdgst {
-        return Err(TermError::field(
-            OFF_FLAGS,
-            "HDGSTF does not match the negotiation",
-        ));
-    }
-    let ddgstf = ch.flags & FLAG_DDGSTF != 0;
+    let (hdgst, ddgstf) = digest_flags(ch.flags, neg)?;
     if ddgstf && !neg.ddgst {
         return Err(TermError::field(
             OFF_FLAGS,
@@ -646,6 +639,21 @@ pub fn validate_common(
         ddgst: ddgstf,
         plen,
     })
+}
+
+/// The digest flags of a received PDU's common header (after ICReq/ICResp), checked the same
+/// way in both directions: HDGSTF must match the negotiation (FEI: the FLAGS byte). Returns
+/// (HDGSTF, DDGSTF); what DDGSTF may be depends on the direction and the PDU type, so each
+/// direction's validator (`validate_common` here, `frame::validate_c2h` in the host) checks it.
+pub fn digest_flags(flags: u8, neg: &Negotiated) -> Result<(bool, bool), TermError> {
+    let hdgst = flags & FLAG_HDGSTF != 0;
+    if hdgst != neg.hdgst {
+        return Err(TermError::field(
+            OFF_FLAGS,
+            "HDGSTF does not match the negotiation",
+        ));
+    }
+    Ok((hdgst, flags & FLAG_DDGSTF != 0))
 }
 
 /// Check the header digest that follows `hlen` header bytes in `hdr`.
@@ -722,7 +730,7 @@ pub fn encode_term_req(err: &TermError, bad: &[u8], out: &mut [u8; TERM_MAX_PLEN
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::mem::{offset_of, size_of};
 
@@ -809,7 +817,8 @@ mod tests {
         maxh2cdata: 131072,
     };
 
-    fn ch(t: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> CommonHeader {
+    /// A common header of type `t` with these fields (also for `frame`'s tests).
+    pub(crate) fn ch(t: u8, flags: u8, hlen: u8, pdo: u8, plen: u32) -> CommonHeader {
         CommonHeader {
             pdu_type: t,
             flags,

@@ -597,9 +597,18 @@ impl Inner {
     }
 }
 
-/// Whether a transfer of `len` bytes through `iovs` can be carried at all.
+/// Whether a command may be submitted (the queue pair has not failed) and a transfer of
+/// `len` bytes through `iovs` can be carried at all.
 #[inline]
-fn check_transfer(cfg: &QpairConfig, iovs: &[IoVec], len: u32) -> Result<(), SubmitError> {
+fn check_submit(
+    failed: bool,
+    cfg: &QpairConfig,
+    iovs: &[IoVec],
+    len: u32,
+) -> Result<(), SubmitError> {
+    if failed {
+        return Err(SubmitError::Disconnected);
+    }
     if len > cfg.max_xfer {
         return Err(SubmitError::Invalid(
             "transfer above the controller's limit",
@@ -674,10 +683,7 @@ impl State {
         cb: IoCallback,
         ctx: usize,
     ) -> Result<(), SubmitError> {
-        if self.failed {
-            return Err(SubmitError::Disconnected);
-        }
-        check_transfer(&self.cfg, iovs, len)?;
+        check_submit(self.failed, &self.cfg, iovs, len)?;
         if self.waiting.len() >= self.slots.len() {
             return Err(SubmitError::Busy);
         }
@@ -708,10 +714,7 @@ impl State {
         len: u32,
         done: Done,
     ) -> Result<(), SubmitError> {
-        if self.failed {
-            return Err(SubmitError::Disconnected);
-        }
-        check_transfer(&self.cfg, iovs, len)?;
+        check_submit(self.failed, &self.cfg, iovs, len)?;
         let Some(cid) = self.free.pop() else {
             return Err(SubmitError::Busy);
         };
@@ -1401,6 +1404,23 @@ mod tests {
         }
     }
 
+    /// Submit a read of `len` bytes at `lba` into `iovs`, completing to [`rec`] with `ctx`.
+    fn submit_read(
+        st: &mut State,
+        lba: u64,
+        iovs: &[IoVec],
+        len: u32,
+        ctx: usize,
+    ) -> Result<(), SubmitError> {
+        st.submit(
+            &read_cmd(lba),
+            Dir::Read,
+            iovs,
+            len,
+            Done::Io { cb: rec, ctx },
+        )
+    }
+
     /// Read one capsule as the target would and check it with the target's validator.
     fn take_capsule(
         peer: &mut UnixStream,
@@ -1497,14 +1517,7 @@ mod tests {
     fn read_in_two_c2h_pdus_with_digests_and_success_flag() {
         let (mut st, mut peer) = pair(true, 4);
         let mut buf = vec![0u8; 8192];
-        st.submit(
-            &read_cmd(5),
-            Dir::Read,
-            &[iov(&mut buf)],
-            8192,
-            Done::Io { cb: rec, ctx: 7 },
-        )
-        .unwrap();
+        submit_read(&mut st, 5, &[iov(&mut buf)], 8192, 7).unwrap();
         assert!(st.flush());
         let (cap, _) = take_capsule(&mut peer, true, 0);
         assert_eq!(Sgl::decode(&cap.sqe.dptr), Ok(Sgl::Transport { len: 8192 }));
@@ -1532,14 +1545,7 @@ mod tests {
     fn data_digest_error_fails_the_command_not_the_connection() {
         let (mut st, mut peer) = pair(true, 4);
         let mut buf = vec![0u8; 4096];
-        st.submit(
-            &read_cmd(0),
-            Dir::Read,
-            &[iov(&mut buf)],
-            4096,
-            Done::Io { cb: rec, ctx: 1 },
-        )
-        .unwrap();
+        submit_read(&mut st, 0, &[iov(&mut buf)], 4096, 1).unwrap();
         st.flush();
         let (cap, _) = take_capsule(&mut peer, true, 0);
         let data = vec![9u8; 4096];
@@ -1549,14 +1555,7 @@ mod tests {
         assert_eq!(complete(&mut st, 1), vec![(1, IoStatus::IoError)]);
         assert!(!st.failed);
         // The next command works.
-        st.submit(
-            &read_cmd(0),
-            Dir::Read,
-            &[iov(&mut buf)],
-            4096,
-            Done::Io { cb: rec, ctx: 2 },
-        )
-        .unwrap();
+        submit_read(&mut st, 0, &[iov(&mut buf)], 4096, 2).unwrap();
         st.flush();
         let (cap, _) = take_capsule(&mut peer, true, 0);
         peer.write_all(&c2h(cap.sqe.cid, 0, &data, flags, true, false))
@@ -1653,30 +1652,10 @@ mod tests {
         let (mut st, mut peer) = pair(false, 2);
         let mut a = vec![0u8; 4096];
         let mut b = vec![0u8; 4096];
-        st.submit(
-            &read_cmd(0),
-            Dir::Read,
-            &[iov(&mut a)],
-            4096,
-            Done::Io { cb: rec, ctx: 1 },
-        )
-        .unwrap();
-        st.submit(
-            &read_cmd(1),
-            Dir::Read,
-            &[iov(&mut b)],
-            4096,
-            Done::Io { cb: rec, ctx: 2 },
-        )
-        .unwrap();
+        submit_read(&mut st, 0, &[iov(&mut a)], 4096, 1).unwrap();
+        submit_read(&mut st, 1, &[iov(&mut b)], 4096, 2).unwrap();
         let mut c = vec![0u8; 4096];
-        let r = st.submit(
-            &read_cmd(2),
-            Dir::Read,
-            &[iov(&mut c)],
-            4096,
-            Done::Io { cb: rec, ctx: 3 },
-        );
+        let r = submit_read(&mut st, 2, &[iov(&mut c)], 4096, 3);
         assert_eq!(r, Err(SubmitError::Busy));
         st.flush();
         take_capsule(&mut peer, false, 0);
@@ -1691,13 +1670,7 @@ mod tests {
         let mut term = [0u8; 24];
         peer.read_exact(&mut term).unwrap();
         assert_eq!(term[0], PDU_H2C_TERM_REQ);
-        let r = st.submit(
-            &read_cmd(0),
-            Dir::Read,
-            &[iov(&mut c)],
-            4096,
-            Done::Io { cb: rec, ctx: 4 },
-        );
+        let r = submit_read(&mut st, 0, &[iov(&mut c)], 4096, 4);
         assert_eq!(r, Err(SubmitError::Disconnected));
     }
 
@@ -1705,33 +1678,15 @@ mod tests {
     fn bad_submissions_are_refused_without_a_callback() {
         let (mut st, _peer) = pair(false, 2);
         let mut a = vec![0u8; 100];
-        let r = st.submit(
-            &read_cmd(0),
-            Dir::Read,
-            &[iov(&mut a)],
-            4096,
-            Done::Io { cb: rec, ctx: 1 },
-        );
+        let r = submit_read(&mut st, 0, &[iov(&mut a)], 4096, 1);
         assert_eq!(
             r,
             Err(SubmitError::Invalid("iovecs shorter than the transfer"))
         );
-        let r = st.submit(
-            &read_cmd(0),
-            Dir::Read,
-            &[iov(&mut a)],
-            1 << 20,
-            Done::Io { cb: rec, ctx: 1 },
-        );
+        let r = submit_read(&mut st, 0, &[iov(&mut a)], 1 << 20, 1);
         assert!(matches!(r, Err(SubmitError::Invalid(_))));
         let many = [iov(&mut a); MAX_IOVS + 1];
-        let r = st.submit(
-            &read_cmd(0),
-            Dir::Read,
-            &many,
-            100,
-            Done::Io { cb: rec, ctx: 1 },
-        );
+        let r = submit_read(&mut st, 0, &many, 100, 1);
         assert!(matches!(r, Err(SubmitError::Invalid(_))));
         assert_eq!(st.free.len(), 2);
         assert!(st.done_q.is_empty());

@@ -107,16 +107,35 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// A message header over `iov` alone (no name, no control data).
+#[inline]
+fn msghdr(iov: &[libc::iovec]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; zeroed is valid (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    msg
+}
+
+/// After a non-blocking send or receive failed: `None` to retry it (EINTR), else what it
+/// returns (EAGAIN: would block; anything else: the error).
+#[inline]
+fn failed() -> Option<io::Result<Xfer>> {
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EINTR) => None,
+        Some(libc::EAGAIN) => Some(Ok(Xfer::WouldBlock)),
+        _ => Some(Err(e)),
+    }
+}
+
 /// Gathered send of `iov` (non-blocking, no SIGPIPE).
 #[inline]
 pub fn send_iov(fd: RawFd, iov: &[libc::iovec]) -> io::Result<Xfer> {
     if iov.is_empty() {
         return Ok(Xfer::WouldBlock);
     }
-    // SAFETY: msghdr is plain data; zeroed is valid (no name, no control).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = iov.len() as _;
+    let msg = msghdr(iov);
     loop {
         // SAFETY: `msg` points to `iov.len()` iovecs whose memory the caller guarantees valid
         // for reads for the duration of the call.
@@ -128,11 +147,8 @@ pub fn send_iov(fd: RawFd, iov: &[libc::iovec]) -> io::Result<Xfer> {
                 Xfer::Bytes(n as usize)
             });
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Ok(Xfer::WouldBlock),
-            _ => return Err(e),
+        if let Some(r) = failed() {
+            return r;
         }
     }
 }
@@ -140,10 +156,7 @@ pub fn send_iov(fd: RawFd, iov: &[libc::iovec]) -> io::Result<Xfer> {
 /// Scattered receive into `iov` (non-blocking).
 #[inline]
 pub fn recv_iov(fd: RawFd, iov: &[libc::iovec]) -> io::Result<Xfer> {
-    // SAFETY: msghdr is plain data; zeroed is valid (no name, no control).
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
-    msg.msg_iovlen = iov.len() as _;
+    let mut msg = msghdr(iov);
     loop {
         // SAFETY: `msg` points to `iov.len()` iovecs whose memory the caller guarantees valid
         // for writes and not otherwise accessed during the call.
@@ -154,11 +167,8 @@ pub fn recv_iov(fd: RawFd, iov: &[libc::iovec]) -> io::Result<Xfer> {
         if n == 0 {
             return Ok(Xfer::Closed);
         }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Ok(Xfer::WouldBlock),
-            _ => return Err(e),
+        if let Some(r) = failed() {
+            return r;
         }
     }
 }

@@ -9,16 +9,13 @@
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap fails the test
 
-use keel_bdev::modules::malloc;
 use keel_bdev::{IoStatus, IoVec};
-use keel_nvmf::target::{self, NamespaceOpts, SubsystemOpts};
-use keel_nvmf::transport::{AdrFam, ListenAddr, TrType, TransportOpts};
 use keel_nvmf_host::{ConnectOpts, Controller, InitiatorError, IoQpair};
-use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+// Tasks on the main core, CORE (bounded by the kit's patience, 60 s).
+use keel_testkit::reactors::run as on_core;
 use std::cell::Cell;
-use std::net::{SocketAddr, TcpListener};
-use std::sync::{mpsc, Mutex, OnceLock};
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
 
 const CORE: u32 = 0;
 const NQN: &str = "nqn.2016-06.io.keel:host-test";
@@ -29,67 +26,7 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Start one reactor and a target on it, once per test binary; returns the target's address.
 fn target() -> SocketAddr {
     static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
-        let opts = RuntimeOptions {
-            cpumask: CpuMask::parse("0x1").unwrap(),
-            interrupt_mode: false,
-            pin_threads: false,
-        };
-        std::mem::forget(Runtime::start(opts, || {}).expect("runtime starts"));
-        // An ephemeral port: bind, note, release (the target binds it again at once).
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        on_core(move || async move {
-            keel_nvmf::tcp::register();
-            malloc::create("HostTestMalloc", BLOCKS, 4096, None).map_err(|e| e.to_string())?;
-            target::create_transport(TransportOpts::tcp_defaults()).map_err(|e| e.to_string())?;
-            target::create_subsystem(
-                NQN,
-                SubsystemOpts {
-                    allow_any_host: true,
-                    ..SubsystemOpts::default()
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            target::add_namespace(
-                NQN,
-                NamespaceOpts {
-                    bdev_name: "HostTestMalloc".into(),
-                    ..NamespaceOpts::default()
-                },
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-            target::add_listener(
-                NQN,
-                ListenAddr {
-                    trtype: TrType::Tcp,
-                    adrfam: AdrFam::Ipv4,
-                    traddr: "127.0.0.1".into(),
-                    trsvcid: port.to_string(),
-                },
-            )
-            .map_err(|e| e.to_string())
-        })
-        .expect("target set up");
-        SocketAddr::from(([127, 0, 0, 1], port))
-    })
-}
-
-/// Run `make()`'s future on the reactor and wait for its output.
-fn on_core<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
-    make: impl FnOnce() -> Fut + Send + 'static,
-) -> T {
-    let (tx, rx) = mpsc::channel();
-    keel_reactor::spawn_on(CORE, move || async move {
-        let _ = tx.send(make().await);
-    })
-    .unwrap();
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("reactor answers")
+    *ADDR.get_or_init(|| keel_testkit::nvmf::tcp_target(NQN, &[("HostTestMalloc", BLOCKS)]))
 }
 
 fn opts(io_queues: u16) -> ConnectOpts {

@@ -154,18 +154,8 @@ pub(crate) mod tests {
 
     #[test]
     fn copy_log_page_windows_and_zero_fills() {
-        use keel_nvme::cmd::NvmeCmd;
         use keel_nvme::log::LID_ERROR;
-        use keel_nvme::opcode::admin;
-        let glp = |cdw10: u32, cdw11: u32, cdw12: u32, cdw13: u32, cdw14: u32| NvmeCmd {
-            opc: admin::GET_LOG_PAGE,
-            cdw10,
-            cdw11,
-            cdw12,
-            cdw13,
-            cdw14,
-            ..NvmeCmd::default()
-        };
+        let glp = GetLogPage::command;
         let page: Vec<u8> = (0..64u8).collect();
         let mut mem = [0xeeu8; 32];
         let iovs = split(&mut mem, &[10, 22]);

@@ -387,6 +387,28 @@ impl SqHead {
     }
 }
 
+/// Test support for transports (not used on any I/O path): walk a fresh two-slot table along
+/// each of `paths`, a transport's list of every path its connection takes a slot through.
+/// Each path's first state is taken from the free list, every step goes through
+/// [`ReqSlots::set_state`] (which panics on a step the transport's table does not allow), the
+/// last state must count the slot, and releasing it must leave nothing outstanding.
+pub fn walk_slot_paths<S: SlotState>(paths: &[&[S]]) {
+    let mut t: ReqSlots<S, ()> = ReqSlots::new(2, || ());
+    for path in paths {
+        let (&first, _) = path.split_first().expect("a path has a first state");
+        let i = t
+            .take(first)
+            .expect("a two-slot table holding none has a free slot");
+        for w in path.windows(2) {
+            t.set_state(i, w[0], w[1]);
+        }
+        let last = *path.last().expect("a path has a last state");
+        assert_eq!(t.count(last), 1, "path {path:?}: one slot in {last:?}");
+        assert!(t.release(i), "path {path:?}: the slot was in use");
+    }
+    assert_eq!(t.outstanding(), 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

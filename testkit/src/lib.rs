@@ -10,6 +10,9 @@
 //! - [`io`] (feature `bdev`): submit one I/O or a batch and await the completions, iovecs over
 //!   test buffers;
 //! - [`probe`]: bounded waits for a condition, from outside the reactors;
+//! - [`nvmf`] (feature `nvmf`): an in-process NVMe/TCP target with malloc namespaces on a
+//!   free loopback port;
+//! - [`rpc`] (feature `rpc`): a keel-rpc server in the test process and rpc.py-style calls;
 //! - [`json_rpc`]: a JSON-RPC client connection over a Unix socket (rpc.py's framing).
 
 #[cfg(feature = "bdev")]
@@ -20,7 +23,11 @@ pub mod fixtures;
 #[cfg(feature = "bdev")]
 pub mod io;
 pub mod json_rpc;
+#[cfg(feature = "nvmf")]
+pub mod nvmf;
 #[cfg(feature = "bdev")]
 pub mod prelude;
 pub mod probe;
 pub mod reactors;
+#[cfg(feature = "rpc")]
+pub mod rpc;

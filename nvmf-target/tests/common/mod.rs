@@ -15,11 +15,10 @@ use keel_nvme::pdu::{
     FLAG_LAST_PDU, FLAG_SUCCESS, IC_HLEN, PDU_C2H_DATA, PDU_C2H_TERM_REQ, PDU_CAPSULE_CMD,
     PDU_CAPSULE_RESP, PDU_H2C_DATA, PDU_ICREQ, PDU_ICRESP, PDU_R2T, SHORT_HLEN,
 };
-use keel_nvmf::target::{NamespaceOpts, SubsystemOpts};
-use keel_nvmf::transport::{AdrFam, ListenAddr, TrType, TransportOpts};
+use keel_nvmf::transport::TransportOpts;
 use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
@@ -122,10 +121,7 @@ pub fn env() -> MutexGuard<'static, ()> {
 }
 
 /// A free loopback port: bind port 0, read it back, release it.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
+pub use keel_testkit::nvmf::free_port;
 
 /// A subsystem of its own: a malloc bdev, one namespace (nsid 1), any host, a listener on a
 /// fresh loopback port.
@@ -177,34 +173,9 @@ pub fn subsystem_with_delay(delay_us: Option<u64>) -> Subsys {
                 name
             }
         };
-        keel_nvmf::target::create_subsystem(
-            &nqn2,
-            SubsystemOpts {
-                allow_any_host: true,
-                ..Default::default()
-            },
-        )
-        .expect("subsystem");
-        keel_nvmf::target::add_namespace(
-            &nqn2,
-            NamespaceOpts {
-                bdev_name: bdev2,
-                nsid: Some(1),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("namespace");
-        keel_nvmf::target::add_listener(
-            &nqn2,
-            ListenAddr {
-                trtype: TrType::Tcp,
-                adrfam: AdrFam::Ipv4,
-                traddr: "127.0.0.1".into(),
-                trsvcid: port.to_string(),
-            },
-        )
-        .expect("listener");
+        keel_testkit::nvmf::serve_subsystem(&nqn2, &[&bdev2], port)
+            .await
+            .expect("subsystem, namespace 1 and listener");
     });
     Subsys {
         nqn,

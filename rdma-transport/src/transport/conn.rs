@@ -1203,16 +1203,7 @@ mod tests {
             // Closed while reading.
             &[New, AwaitData, Reading],
         ];
-        let mut t: ReqSlots<SlotState, ()> = ReqSlots::new(2, || ());
-        for path in paths {
-            let i = t.take(path[0]).unwrap();
-            for w in path.windows(2) {
-                t.set_state(i, w[0], w[1]);
-            }
-            assert_eq!(t.count(*path.last().unwrap()), 1);
-            assert!(t.release(i));
-        }
-        assert_eq!(t.outstanding(), 0);
+        keel_nvmf::reqcore::walk_slot_paths(paths);
     }
 
     #[test]

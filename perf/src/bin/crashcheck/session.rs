@@ -251,69 +251,16 @@ mod tests {
     use super::*;
     use crate::block::Found;
     use crate::engine_hot::End;
-    use keel_bdev::modules::malloc;
-    use keel_nvmf::target::{self, NamespaceOpts, SubsystemOpts};
-    use keel_nvmf::transport::{AdrFam, ListenAddr, TrType, TransportOpts};
     use std::io::Write as _;
-    use std::net::TcpListener;
 
     const NQN: &str = "nqn.2016-06.io.keel:crashcheck-test";
     const BLOCKS: u64 = 8192; // 32 MiB of 4 KiB blocks per namespace
     const REGION: u64 = 16 << 20;
     const CLUSTER: u64 = 1 << 20;
 
-    fn on_core<T: Send + 'static, Fut: std::future::Future<Output = T> + 'static>(
-        make: impl FnOnce() -> Fut + Send + 'static,
-    ) -> T {
-        let (tx, rx) = mpsc::channel();
-        keel_reactor::spawn_on(0, move || async move {
-            let _ = tx.send(make().await);
-        })
-        .unwrap();
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("reactor answers")
-    }
-
     fn start_target() -> u16 {
-        let opts = RuntimeOptions {
-            cpumask: CpuMask::parse("0x1").unwrap(),
-            interrupt_mode: false,
-            pin_threads: false,
-        };
-        std::mem::forget(Runtime::start(opts, || {}).expect("runtime starts"));
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        on_core(move || async move {
-            keel_nvmf::tcp::register();
-            target::create_transport(TransportOpts::tcp_defaults()).map_err(|e| e.to_string())?;
-            let sub = SubsystemOpts {
-                allow_any_host: true,
-                ..SubsystemOpts::default()
-            };
-            target::create_subsystem(NQN, sub).map_err(|e| e.to_string())?;
-            for name in ["CcMalloc0", "CcMalloc1"] {
-                malloc::create(name, BLOCKS, 4096, None).map_err(|e| e.to_string())?;
-                let ns = NamespaceOpts {
-                    bdev_name: name.into(),
-                    ..NamespaceOpts::default()
-                };
-                target::add_namespace(NQN, ns)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            let addr = ListenAddr {
-                trtype: TrType::Tcp,
-                adrfam: AdrFam::Ipv4,
-                traddr: "127.0.0.1".into(),
-                trsvcid: port.to_string(),
-            };
-            target::add_listener(NQN, addr).map_err(|e| e.to_string())
-        })
-        .expect("target set up");
-        port
+        let namespaces = [("CcMalloc0", BLOCKS), ("CcMalloc1", BLOCKS)];
+        keel_testkit::nvmf::tcp_target(NQN, &namespaces).port()
     }
 
     fn plan(port: u16, mode: Mode, journal: &str) -> Plan {
