@@ -3,7 +3,7 @@
 //! generic driver that runs them phase by phase.
 //!
 //! A stripe operation ([`StripeOp`]) covers one stripe (raid5) or one region (raid1). Its
-//! level-specific code ([`crate::raid5_write`], [`crate::raid5_read`], [`crate::raid1`],
+//! level-specific code ([`crate::raid5::write`], [`crate::raid5::read`], [`crate::raid1`],
 //! [`crate::rebuild`]) plans it — which member reads, which member writes, which pool buffers —
 //! and computes parity once the reads are in; this file takes the stripe token when the plan
 //! needs it, issues the member I/Os (reads; then the writes from the host's buffers, the compute
@@ -583,8 +583,8 @@ pub(crate) fn run(p: *mut StripeOp) {
                 op.nwrites = 0;
                 op.failed = false;
                 let r = match op.kind {
-                    OpKind::R5Write => crate::raid5_write::plan(op),
-                    OpKind::R5Read => crate::raid5_read::plan(op),
+                    OpKind::R5Write => crate::raid5::write::plan(op),
+                    OpKind::R5Read => crate::raid5::read::plan(op),
                     OpKind::R1Write => crate::raid1::plan_write(op),
                     OpKind::Rebuild | OpKind::Resync => crate::rebuild::plan(op),
                 };
@@ -692,8 +692,8 @@ fn issue(op: &mut StripeOp) -> bool {
 fn compute(op: &mut StripeOp) {
     op.computed = true;
     match op.kind {
-        OpKind::R5Write => crate::raid5_write::compute(op),
-        OpKind::R5Read => crate::raid5_read::compute(op),
+        OpKind::R5Write => crate::raid5::write::compute(op),
+        OpKind::R5Read => crate::raid5::read::compute(op),
         OpKind::Rebuild | OpKind::Resync => crate::rebuild::compute(op),
         OpKind::R1Write => {}
     }

@@ -123,12 +123,12 @@ pub(crate) fn compute(op: &mut StripeOp) {
     if op.chan().array.level() != RaidLevel::Raid5 {
         return;
     }
-    let out = crate::raid5_write::view(op, PBUF);
+    let out = crate::raid5::write::view(op, PBUF);
     let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
     let mut n = 0;
     for m in 0..op.chan().array.geo.members {
         if m != op.target {
-            srcs[n] = crate::raid5_write::view(op, m as usize);
+            srcs[n] = crate::raid5::write::view(op, m as usize);
             n += 1;
         }
     }

@@ -6,7 +6,7 @@
 //! and rebuilds the piece by XOR into the host's buffers.
 
 use crate::channel::{Child, Plan, PlanResult, Src, StripeOp, PBUF};
-use crate::raid5_write::{gone_member, view, Seg};
+use crate::raid5::write::{gone_member, view, Seg};
 use crate::xor::xor_gen;
 use keel_bdev::IoStatus;
 
