@@ -3,8 +3,9 @@
 //! generic driver that runs them phase by phase.
 //!
 //! A stripe operation ([`StripeOp`]) covers one stripe (raid5) or one region (raid1). Its
-//! level-specific code ([`crate::raid5::write`], [`crate::raid5::read`], [`crate::raid1`],
-//! [`crate::rebuild`]) plans it — which member reads, which member writes, which pool buffers —
+//! level-specific code (found through the level table, [`crate::level::LevelModule`]: for
+//! raid5 [`crate::raid5::write`], [`crate::raid5::read`], for raid1 [`crate::raid1`], and the
+//! rebuild plans in [`crate::rebuild`]) plans it — which member reads, which member writes, which pool buffers —
 //! and computes parity once the reads are in; this file takes the stripe token when the plan
 //! needs it, issues the member I/Os (reads; then the writes from the host's buffers, the compute
 //! step, the writes from computed buffers), retries what found no descriptor or buffer, replans
@@ -19,6 +20,8 @@
 //! stored in an I/O or an operation stays valid while that I/O is in flight.
 
 use crate::array::{RaidArray, MAX_MEMBERS};
+#[cfg(doc)]
+use crate::level::LevelModule;
 use crate::stripe_lock::{core_bit, StripeLocks};
 use keel_bdev::modules::stack::{status_from_u64, status_to_u64, IoQueue};
 use keel_bdev::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
@@ -45,16 +48,21 @@ pub(crate) const CHAN: usize = 3;
 pub(crate) const TRIED: usize = 4;
 /// Host I/O `module_ctx` slot: raid1 reads: the member read now.
 pub(crate) const MEMBER: usize = 5;
+/// Host I/O `module_ctx` slot: raid5 reads: direct, through operations, or to be retried
+/// through operations ([`crate::raid5::read::DIRECT`] and the others).
+pub(crate) const READ_PATH: usize = 6;
 
-/// What a stripe operation does.
+// Raid1 reads keep the members tried in a bit mask of one slot.
+const _: () = assert!(MAX_MEMBERS <= u64::BITS as usize);
+
+/// What a stripe operation does (the level's code for it is in its [`LevelModule::op_fns`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
-    /// raid5 write of part of one stripe.
-    R5Write,
-    /// raid5 read of part of one stripe (direct, or through parity when a member is gone).
-    R5Read,
-    /// raid1 write of part of one region.
-    R1Write,
+    /// Write (or unmap, or write-zeroes) of part of one stripe (raid5) or region (raid1).
+    Write,
+    /// raid5 read of part of one stripe that cannot go straight to its members (a member
+    /// not active: read through parity, or after a member failed a read).
+    Read,
     /// Rebuild one stripe/region of a member.
     Rebuild,
     /// Resync one stripe's parity (raid5) or one region of a mirror (raid1) from the data
@@ -151,14 +159,105 @@ pub(crate) enum Plan {
     NoData,
 }
 
-/// One stripe (raid5) or region (raid1) operation. 64-byte aligned: the low 6 bits of its
-/// address carry the member slot in member I/O contexts.
+/// Bits of a member I/O context that carry the member slot (the rest is the operation's
+/// address, [`StripeOp`] being aligned to `1 << MEMBER_BITS`).
+const MEMBER_BITS: u32 = 6;
+/// Mask of the member slot in a member I/O context.
+const MEMBER_MASK: usize = (1 << MEMBER_BITS) - 1;
+
+// The member slot fits the low bits that the operation's alignment leaves free.
+const _: () = assert!(std::mem::align_of::<StripeOp>() == 1 << MEMBER_BITS);
+const _: () = assert!(MAX_MEMBERS <= 1 << MEMBER_BITS);
+
+/// The member I/O context of member `member` of operation `p`.
+#[inline]
+fn member_ctx(p: *const StripeOp, member: u32) -> usize {
+    assert!((member as usize) < MAX_MEMBERS);
+    let addr = p as usize;
+    debug_assert_eq!(addr & MEMBER_MASK, 0);
+    addr | member as usize
+}
+
+/// The host I/O of an operation: the raw form of an in-flight [`IoRef`] (or none, for an
+/// internal operation). Not `Clone`: the operation holds it until it finishes.
+pub(crate) struct HostIo(usize);
+
+impl HostIo {
+    /// No host I/O (an internal operation).
+    pub const NONE: HostIo = HostIo(0);
+
+    /// The host I/O whose raw form is `raw`.
+    ///
+    /// # Safety
+    /// `raw` is [`IoRef::into_raw`] of a host I/O that stays in flight (its descriptor, its
+    /// iovec array and its buffers alive and unchanged) as long as this `HostIo` holds it.
+    pub unsafe fn new(raw: usize) -> HostIo {
+        assert_ne!(raw, 0);
+        HostIo(raw)
+    }
+
+    /// Whether there is one.
+    #[inline]
+    pub fn is_some(&self) -> bool {
+        self.0 != 0
+    }
+
+    /// Give it up (the operation is over); the raw form, 0 if none.
+    #[inline]
+    pub fn take(&mut self) -> usize {
+        std::mem::take(&mut self.0)
+    }
+
+    /// The host's iovecs (empty for none), borrowed from this handle.
+    #[inline]
+    pub fn iovs(&self) -> &[IoVec] {
+        if self.0 == 0 {
+            return &[];
+        }
+        // SAFETY: `self.0` is the raw form of an in-flight host I/O (contract of `new`); the
+        // IoRef is turned back into its raw form right away (no completion).
+        let io = unsafe { IoRef::from_raw(self.0) };
+        let (p, n) = {
+            let v = io.iovs();
+            (v.as_ptr(), v.len())
+        };
+        let _ = io.into_raw();
+        // SAFETY: the iovec array lives in the host I/O's descriptor, unchanged while the I/O
+        // is in flight, which it is as long as `self` holds it (contract of `new`); the slice
+        // borrows `self`, so it cannot outlive the hold.
+        unsafe { std::slice::from_raw_parts(p, n) }
+    }
+}
+
+/// An operation's buffers by slot: old data by member slot, then the parity/output buffer at
+/// [`PBUF`].
+pub(crate) type Bufs = [Option<DmaBuf>; MAX_MEMBERS + 1];
+
+/// Buffer `out` of `bufs` to write, and every buffer to read (slot `out` empty, as are slots
+/// without a buffer): split borrows, so one computation reads several buffers and writes one.
+pub(crate) fn split_bufs(bufs: &mut Bufs, out: usize) -> (&mut [u8], [&[u8]; MAX_MEMBERS + 1]) {
+    let mut srcs: [&[u8]; MAX_MEMBERS + 1] = [&[]; MAX_MEMBERS + 1];
+    let mut dst: &mut [u8] = &mut [];
+    for (i, b) in bufs.iter_mut().enumerate() {
+        let Some(b) = b else { continue };
+        if i == out {
+            dst = b.as_mut_slice();
+        } else {
+            srcs[i] = b.as_mut_slice();
+        }
+    }
+    (dst, srcs)
+}
+
+/// One stripe (raid5) or region (raid1) operation. Aligned to `1 << MEMBER_BITS`: the low
+/// bits of its address carry the member slot in member I/O contexts.
 #[repr(align(64))]
 pub(crate) struct StripeOp {
-    pub chan: *const Chan,
+    /// Its channel (which owns it: valid while the operation is taken).
+    chan: *const Chan,
     pub idx: u32,
-    /// The host I/O (`IoRef::into_raw`), or 0 for an internal operation.
-    pub host: usize,
+    /// The host I/O, or none for an internal operation.
+    pub host: HostIo,
     /// Internal operations: called when done with `(done_ctx, status)`.
     pub done_cb: Option<fn(usize, IoStatus)>,
     pub done_ctx: usize,
@@ -199,7 +298,7 @@ pub(crate) struct StripeOp {
     pub writes: [Child; MAX_CHILDREN],
     pub nwrites: u32,
     /// Old-data buffers by member slot, then the parity/output buffer at [`PBUF`].
-    pub bufs: [Option<DmaBuf>; MAX_MEMBERS + 1],
+    pub bufs: Bufs,
 }
 
 impl StripeOp {
@@ -207,10 +306,10 @@ impl StripeOp {
         StripeOp {
             chan,
             idx,
-            host: 0,
+            host: HostIo::NONE,
             done_cb: None,
             done_ctx: 0,
-            kind: OpKind::R5Write,
+            kind: OpKind::Write,
             phase: Phase::Plan,
             plan: Plan::None,
             unit: 0,
@@ -235,30 +334,10 @@ impl StripeOp {
         }
     }
 
-    /// The channel.
-    #[inline]
-    pub fn chan<'a>(&self) -> &'a Chan {
-        // SAFETY: an operation only runs while its channel lives (module doc); callers do not
-        // keep the reference past the operation's current step.
-        unsafe { &*self.chan }
-    }
-
     /// The host's iovecs (empty for internal operations).
     #[inline]
-    pub fn host_iovs<'a>(&self) -> &'a [IoVec] {
-        if self.host == 0 {
-            return &[];
-        }
-        // SAFETY: `host` is the raw form of an in-flight host I/O that outlives this operation;
-        // the IoRef is turned back into its raw form before the borrow ends (no completion).
-        let io = unsafe { IoRef::from_raw(self.host) };
-        let (p, n) = {
-            let v = io.iovs();
-            (v.as_ptr(), v.len())
-        };
-        let _ = io.into_raw();
-        // SAFETY: the iovec array lives in the host I/O's descriptor, unchanged while in flight.
-        unsafe { std::slice::from_raw_parts(p, n) }
+    pub fn host_iovs(&self) -> &[IoVec] {
+        self.host.iovs()
     }
 
     /// Drop every buffer (back to the pool).
@@ -284,12 +363,18 @@ impl StripeOp {
         }
     }
 
+    /// Add a member read to the plan.
     pub fn push_read(&mut self, c: Child) {
+        assert!((self.nreads as usize) < MAX_CHILDREN);
+        assert!((c.member as usize) < MAX_MEMBERS);
         self.reads[self.nreads as usize] = c;
         self.nreads += 1;
     }
 
+    /// Add a member write to the plan.
     pub fn push_write(&mut self, c: Child) {
+        assert!((self.nwrites as usize) < MAX_CHILDREN);
+        assert!((c.member as usize) < MAX_MEMBERS);
         self.writes[self.nwrites as usize] = c;
         self.nwrites += 1;
     }
@@ -330,6 +415,8 @@ pub(crate) struct Chan {
     token_retry: Cell<bool>,
     /// raid1 read balancing.
     pub rr: Cell<u32>,
+    /// Stripe operations taken so far (a probe: healthy raid5 reads take none).
+    ops_taken: Cell<u64>,
     my_bit: u64,
 }
 
@@ -359,6 +446,7 @@ impl Chan {
                 stalled: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
                 token_retry: Cell::new(false),
                 rr: Cell::new(0),
+                ops_taken: Cell::new(0),
                 my_bit: core_bit(core),
                 array,
             }
@@ -461,7 +549,10 @@ impl Chan {
         let p = self.op(idx);
         // SAFETY: a free operation is referenced by nobody.
         let op = unsafe { &mut *p };
-        op.host = 0;
+        // Postconditions of `finish`: a free operation holds nothing.
+        assert!(!op.host.is_some() && !op.holds_token && op.idx == idx);
+        debug_assert!(op.bufs.iter().all(Option::is_none));
+        self.ops_taken.set(self.ops_taken.get() + 1);
         op.done_cb = None;
         op.no_data = None;
         op.kind = kind;
@@ -477,6 +568,18 @@ impl Chan {
         op.nreads = 0;
         op.nwrites = 0;
         Some(p)
+    }
+
+    /// Stripe operations taken on this core's channels of array `id` so far.
+    pub fn ops_taken_local(id: u64) -> u64 {
+        REGISTRY.with(|r| {
+            r.borrow()
+                .iter()
+                .filter(|(aid, _)| *aid == id)
+                .filter_map(|(_, w)| w.upgrade())
+                .map(|c| c.ops_taken.get())
+                .sum()
+        })
     }
 
     /// Wake this core's channels of array `id` (a released token may be ours).
@@ -565,7 +668,11 @@ pub(crate) fn run(p: *mut StripeOp) {
     // reference to it is live while `run` holds this one (member I/O completions re-enter
     // through `member_done` only from the reactor loop).
     let op = unsafe { &mut *p };
-    let chan = op.chan();
+    // SAFETY: an operation only runs while its channel lives (module doc: the channel outlives
+    // the I/Os in flight on it, and the rebuild task holds its own); the operation lives in
+    // the channel's slab behind an `UnsafeCell`, so `&Chan` and `&mut StripeOp` do not alias.
+    let chan = unsafe { &*op.chan };
+    let level = chan.array.level().module();
     loop {
         match op.phase {
             Phase::Token => {
@@ -582,13 +689,7 @@ pub(crate) fn run(p: *mut StripeOp) {
                 op.nreads = 0;
                 op.nwrites = 0;
                 op.failed = false;
-                let r = match op.kind {
-                    OpKind::R5Write => crate::raid5::write::plan(op),
-                    OpKind::R5Read => crate::raid5::read::plan(op),
-                    OpKind::R1Write => crate::raid1::plan_write(op),
-                    OpKind::Rebuild | OpKind::Resync => crate::rebuild::plan(op),
-                };
-                match r {
+                match (level.op_fns(op.kind).plan)(chan, op) {
                     PlanResult::Ready => {
                         op.phase = Phase::Read;
                         op.issued = 0;
@@ -603,17 +704,17 @@ pub(crate) fn run(p: *mut StripeOp) {
                         return;
                     }
                     PlanResult::Fail(s) => {
-                        finish(op, s);
+                        finish(chan, op, s);
                         return;
                     }
                 }
             }
             Phase::Read | Phase::Write => {
-                if !issue(op) {
+                if !issue(chan, op) {
                     return; // stalled or in flight
                 }
                 // Every member I/O of the phase is done.
-                if !phase_done(op) {
+                if !phase_done(chan, op) {
                     return;
                 }
             }
@@ -625,8 +726,8 @@ pub(crate) fn run(p: *mut StripeOp) {
 /// compute step before the first write whose data is in a buffer (or at the end). Returns true
 /// when the phase is complete (nothing left in flight), false when waiting for completions or
 /// a descriptor.
-fn issue(op: &mut StripeOp) -> bool {
-    let chan = op.chan();
+fn issue(chan: &Chan, op: &mut StripeOp) -> bool {
+    assert!(matches!(op.phase, Phase::Read | Phase::Write));
     let write = op.phase == Phase::Write;
     let count = if write { op.nwrites } else { op.nreads };
     let bs = chan.array.block_size as usize;
@@ -638,7 +739,7 @@ fn issue(op: &mut StripeOp) -> bool {
             op.reads[op.issued as usize]
         };
         if write && !op.computed && matches!(c.src, Src::Buf(..)) {
-            compute(op);
+            compute(chan, op);
         }
         let len = c.blocks as usize * bs;
         let mut iovs = [IoVec::EMPTY; MAX_IOVS];
@@ -656,7 +757,7 @@ fn issue(op: &mut StripeOp) -> bool {
             }
             Src::Unmap | Src::Zeroes => 0,
         };
-        let ctx = op as *mut StripeOp as usize | c.member as usize;
+        let ctx = member_ctx(op, c.member);
         let t = match c.src {
             Src::Unmap => IoType::Unmap,
             Src::Zeroes => IoType::WriteZeroes,
@@ -666,6 +767,7 @@ fn issue(op: &mut StripeOp) -> bool {
         match chan.submit_member(c.member, t, &iovs[..n], c.lba, c.blocks, member_done, ctx) {
             Ok(()) => op.pending += 1,
             Err(SubmitError::NoDescriptor) => {
+                assert!(op.pending > 0);
                 op.pending -= 1;
                 if op.pending == 0 {
                     chan.stalled.borrow_mut().push_back(op.idx);
@@ -681,22 +783,19 @@ fn issue(op: &mut StripeOp) -> bool {
         op.issued += 1;
     }
     if write && !op.computed {
-        compute(op);
+        compute(chan, op);
     }
+    assert!(op.pending > 0 && op.issued == count);
     op.pending -= 1;
     op.pending == 0
 }
 
 /// The level's compute step, once per write phase: the reads are in, the writes from the
 /// host's buffers are out (they never depend on it).
-fn compute(op: &mut StripeOp) {
+fn compute(chan: &Chan, op: &mut StripeOp) {
+    assert!(op.phase == Phase::Write && !op.computed);
     op.computed = true;
-    match op.kind {
-        OpKind::R5Write => crate::raid5::write::compute(op),
-        OpKind::R5Read => crate::raid5::read::compute(op),
-        OpKind::Rebuild | OpKind::Resync => crate::rebuild::compute(op),
-        OpKind::R1Write => {}
-    }
+    (chan.array.level().module().op_fns(op.kind).compute)(chan, op);
 }
 
 fn note_member_failure(chan: &Chan, member: u32, why: &dyn std::fmt::Display) {
@@ -705,16 +804,18 @@ fn note_member_failure(chan: &Chan, member: u32, why: &dyn std::fmt::Display) {
 
 /// A member I/O of an operation completed.
 fn member_done(ctx: usize, status: IoStatus) {
-    let p = (ctx & !63) as *mut StripeOp;
-    let member = (ctx & 63) as u32;
+    let p = (ctx & !MEMBER_MASK) as *mut StripeOp;
+    let member = (ctx & MEMBER_MASK) as u32;
     // SAFETY: `p` is an operation in flight on this core (its member I/O carried it).
     let op = unsafe { &mut *p };
+    // SAFETY: the channel outlives its operations in flight (see `run`).
+    let chan = unsafe { &*op.chan };
     if status != IoStatus::Success {
         op.failed = true;
-        let chan = op.chan();
         chan.array
             .fail_member(member, &format!("{:?} on a member I/O", status));
     }
+    assert!(op.pending > 0, "a member I/O completed twice");
     op.pending -= 1;
     if op.pending > 0 {
         return;
@@ -729,22 +830,22 @@ fn member_done(ctx: usize, status: IoStatus) {
         run(p);
         return;
     }
-    if phase_done(op) {
+    if phase_done(chan, op) {
         run(p);
     }
 }
 
 /// The current phase finished. Returns true when `run` should continue with the next phase.
-fn phase_done(op: &mut StripeOp) -> bool {
-    let chan = op.chan();
+fn phase_done(chan: &Chan, op: &mut StripeOp) -> bool {
+    assert_eq!(op.pending, 0);
     match op.phase {
         Phase::Read => {
             if op.failed {
                 if chan.array.is_offline() {
-                    finish(op, IoStatus::IoError);
+                    finish(chan, op, IoStatus::IoError);
                     return false;
                 }
-                op.phase = if op.kind == OpKind::R5Read && !op.holds_token {
+                op.phase = if op.kind == OpKind::Read && !op.holds_token {
                     Phase::Token
                 } else {
                     Phase::Plan
@@ -763,7 +864,7 @@ fn phase_done(op: &mut StripeOp) -> bool {
                     IoStatus::IoError
                 } else {
                     if op.kind == OpKind::Rebuild {
-                        crate::rebuild::written(op);
+                        crate::rebuild::written(chan, op);
                     }
                     IoStatus::Success
                 }
@@ -772,17 +873,16 @@ fn phase_done(op: &mut StripeOp) -> bool {
             } else {
                 IoStatus::Success
             };
-            finish(op, status);
+            finish(chan, op, status);
             false
         }
-        _ => true,
+        Phase::Token | Phase::Plan => unreachable!("a phase with member I/Os ended"),
     }
 }
 
 /// The operation is over: give the token back, free buffers, tell the host I/O or the owner,
 /// free the operation.
-fn finish(op: &mut StripeOp, status: IoStatus) {
-    let chan = op.chan();
+fn finish(chan: &Chan, op: &mut StripeOp, status: IoStatus) {
     if op.holds_token {
         op.holds_token = false;
         let id = chan.array.id;
@@ -798,10 +898,13 @@ fn finish(op: &mut StripeOp, status: IoStatus) {
             });
     }
     op.drop_bufs();
-    let host = std::mem::take(&mut op.host);
+    let host = op.host.take();
     let cb = op.done_cb.take();
     let ctx = op.done_ctx;
-    chan.free_ops.borrow_mut().push(op.idx);
+    let mut free = chan.free_ops.borrow_mut();
+    assert!(free.len() < OPS_PER_CHANNEL, "an operation freed twice");
+    free.push(op.idx);
+    drop(free);
     if host != 0 {
         child_done(host, status);
     } else if let Some(cb) = cb {
@@ -817,6 +920,7 @@ pub(crate) fn host_start(chan: &Chan, io: &mut IoRef) {
     c[STATUS] = status_to_u64(IoStatus::Success);
     c[NEXT] = 0;
     c[CHAN] = chan as *const Chan as u64;
+    c[READ_PATH] = crate::raid5::read::DIRECT;
 }
 
 /// Record a child's completion on a host I/O (given as `into_raw`); completes it when it was
@@ -830,8 +934,21 @@ pub(crate) fn child_done(host: usize, status: IoStatus) {
     if status != IoStatus::Success && status_from_u64(c[STATUS]) == IoStatus::Success {
         c[STATUS] = status_to_u64(status);
     }
+    assert!(c[PENDING] > 0, "a host I/O child completed twice");
     c[PENDING] -= 1;
     if c[PENDING] == 0 {
+        if c[READ_PATH] == crate::raid5::read::RETRY {
+            // A direct raid5 piece failed: every piece is in, the read goes again through
+            // stripe operations (they fail the member and rebuild from parity).
+            c[PENDING] = 1;
+            c[STATUS] = status_to_u64(IoStatus::Success);
+            c[NEXT] = 0;
+            c[READ_PATH] = crate::raid5::read::VIA_OPS;
+            let chan = c[CHAN] as usize as *const Chan;
+            // SAFETY: the channel outlives the I/Os in flight on it (module doc).
+            crate::dispatch::resume(unsafe { &*chan }, io);
+            return;
+        }
         let s = status_from_u64(c[STATUS]);
         io.complete(s);
     } else {

@@ -1,8 +1,8 @@
-//! HOT PATH: where a host I/O goes — by level and type — and how a host I/O that had to wait
-//! (for a free stripe operation or a member descriptor) resumes where it stopped.
+//! HOT PATH: where a host I/O goes — by type, to the entry point the level table gives
+//! ([`crate::level::LevelModule`]) — and how a host I/O that had to wait (for a free stripe
+//! operation or a member descriptor) resumes where it stopped.
 
-use crate::channel::{child_done, host_start, run, Chan, OpKind, Phase, NEXT, PENDING};
-use crate::level::RaidLevel;
+use crate::channel::{child_done, host_start, run, Chan, HostIo, OpKind, Phase, NEXT, PENDING};
 use keel_bdev::{IoRef, IoStatus, IoType};
 use std::rc::Rc;
 
@@ -15,35 +15,22 @@ pub(crate) fn submit(chan: &Rc<Chan>, mut io: IoRef) {
         return;
     }
     host_start(chan, &mut io);
-    if chan.array.level() == RaidLevel::Raid1 && io.io_type() == IoType::Read {
-        crate::raid1::read(chan, io);
-        return;
-    }
     resume(chan, io);
 }
 
 /// Dispatch what is left of a host I/O (from `module_ctx()[NEXT]`); queue it again if it has
 /// to wait. Drops the dispatch bias once everything is out.
 pub(crate) fn resume(chan: &Chan, io: IoRef) {
-    let level = chan.array.level();
+    let level = chan.array.level().module();
     let raw = io.into_raw();
-    let finished = match (level, io_type(raw)) {
-        (_, IoType::Flush | IoType::Reset) => crate::raid0::fan_out(chan, raw),
-        (RaidLevel::Raid0 | RaidLevel::Concat, _) => crate::raid0::split(chan, raw),
-        (RaidLevel::Raid5, IoType::Read) => ops(chan, raw, OpKind::R5Read),
+    let step = match io_type(raw) {
+        IoType::Flush | IoType::Reset => crate::raid0::fan_out,
+        IoType::Read => level.read,
         // Unmap and write-zeroes take the write path (stripe/region tokens, degraded and
         // rebuild rules): they only reach here when the bdev offers them (`crate::caps`).
-        (RaidLevel::Raid5, IoType::Write | IoType::Unmap | IoType::WriteZeroes) => {
-            ops(chan, raw, OpKind::R5Write)
-        }
-        (RaidLevel::Raid1, IoType::Write | IoType::Unmap | IoType::WriteZeroes) => {
-            ops(chan, raw, OpKind::R1Write)
-        }
-        _ => {
-            set_status(raw, IoStatus::IoError);
-            true
-        }
+        IoType::Write | IoType::Unmap | IoType::WriteZeroes => level.write,
     };
+    let finished = step(chan, raw);
     if finished {
         child_done(raw, IoStatus::Success); // the dispatch bias
     } else {
@@ -75,9 +62,14 @@ pub(crate) fn set_status(raw: usize, status: IoStatus) {
     child_done(raw, status);
 }
 
+/// The write step of levels that write through stripe/region operations (raid1, raid5).
+pub(crate) fn write_ops(chan: &Chan, raw: usize) -> bool {
+    ops(chan, raw, OpKind::Write)
+}
+
 /// Split a host I/O into stripe (raid5) or region (raid1) operations. Returns false when it
 /// must wait for a free operation (progress saved in `NEXT`).
-fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
+pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
     let (start, num, mut done, t) = with_io(raw, |io| {
         (
             io.offset_blocks(),
@@ -87,16 +79,18 @@ fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
         )
     });
     let no_data = matches!(t, IoType::Unmap | IoType::WriteZeroes).then_some(t);
-    if !chan.array.write_ready() && kind != OpKind::R5Read {
+    if !chan.array.write_ready() && kind != OpKind::Read {
         // First write since the array was clean: `clean = false` goes to every member first
         // (write hole, SUPERBLOCK.md); this I/O waits for it.
         crate::sb_io::mark_dirty(&chan.array);
         return false;
     }
     let unit_blocks = chan.array.geo.stripe_data_blocks();
+    assert!(unit_blocks > 0);
     let bs = chan.array.block_size as u64;
     while done < num {
         let Some(p) = chan.take_op(kind) else {
+            // Progress is only ever made forward, and saved for the resume.
             with_io(raw, |io| io.module_ctx()[NEXT] = done);
             return false;
         };
@@ -105,14 +99,16 @@ fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
         let len = (unit_blocks - seg0).min(num - done);
         // SAFETY: `p` was just taken from the free list: nobody else refers to it.
         let op = unsafe { &mut *p };
-        op.host = raw;
+        // SAFETY: `raw` is the in-flight host I/O; it stays in flight until every operation
+        // holding it finished (its `PENDING` counts them, incremented below).
+        op.host = unsafe { HostIo::new(raw) };
         op.unit = lba / unit_blocks;
         op.seg0 = seg0;
         op.seg1 = seg0 + len;
         op.host_off = (done * bs) as usize;
         op.no_data = no_data;
         op.phase = match kind {
-            OpKind::R5Read => Phase::Plan,
+            OpKind::Read => Phase::Plan,
             _ => Phase::Token,
         };
         with_io(raw, |io| io.module_ctx()[PENDING] += 1);

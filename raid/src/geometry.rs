@@ -35,11 +35,7 @@ pub struct Extent {
 impl Geometry {
     /// Data strips per stripe: members for raid0/concat, members − 1 for raid5, 1 for raid1.
     pub fn data_members(&self) -> u64 {
-        match self.level {
-            RaidLevel::Raid0 | RaidLevel::Concat => u64::from(self.members),
-            RaidLevel::Raid1 => 1,
-            RaidLevel::Raid5 => u64::from(self.members) - 1,
-        }
+        (self.level.module().data_members)(self.members)
     }
 
     /// Blocks the array exposes.
@@ -49,35 +45,61 @@ impl Geometry {
 
     /// Data blocks in one stripe (raid0/raid5), one strip for the others.
     pub fn stripe_data_blocks(&self) -> u64 {
-        match self.level {
-            RaidLevel::Raid0 | RaidLevel::Raid5 => self.data_members() * self.strip_blocks,
-            RaidLevel::Concat | RaidLevel::Raid1 => self.strip_blocks,
+        if self.level.module().stripe_unit {
+            self.data_members() * self.strip_blocks
+        } else {
+            self.strip_blocks
         }
     }
 
-    /// raid0 and concat: the member run that array block `lba` starts, at most `max` blocks
-    /// (it stops at the end of the strip, or of the member for concat).
+    /// raid0, concat and raid5: the member run that array block `lba` starts, at most `max`
+    /// blocks (it stops at the end of the strip, or of the member for concat). raid5 maps data
+    /// blocks to the members that hold them (parity aside).
+    ///
+    /// # Panics
+    /// For raid1 (every member holds every block).
     pub fn map_linear(&self, lba: u64, max: u64) -> Extent {
-        match self.level {
-            RaidLevel::Concat => {
-                let member = lba / self.member_blocks;
-                let member_lba = lba % self.member_blocks;
-                Extent {
-                    member: member as u32,
-                    member_lba,
-                    blocks: max.min(self.member_blocks - member_lba),
-                }
-            }
-            _ => {
-                let strip = lba / self.strip_blocks;
-                let within = lba % self.strip_blocks;
-                let n = u64::from(self.members);
-                Extent {
-                    member: (strip % n) as u32,
-                    member_lba: (strip / n) * self.strip_blocks + within,
-                    blocks: max.min(self.strip_blocks - within),
-                }
-            }
+        let map = self
+            .level
+            .module()
+            .map
+            .expect("map_linear of a level whose blocks each live on one member");
+        map(self, lba, max)
+    }
+
+    /// concat: members one after the other.
+    pub(crate) fn map_concat(&self, lba: u64, max: u64) -> Extent {
+        let member = lba / self.member_blocks;
+        let member_lba = lba % self.member_blocks;
+        Extent {
+            member: member as u32,
+            member_lba,
+            blocks: max.min(self.member_blocks - member_lba),
+        }
+    }
+
+    /// raid0: strips rotate over the members.
+    pub(crate) fn map_striped(&self, lba: u64, max: u64) -> Extent {
+        let strip = lba / self.strip_blocks;
+        let within = lba % self.strip_blocks;
+        let n = u64::from(self.members);
+        Extent {
+            member: (strip % n) as u32,
+            member_lba: (strip / n) * self.strip_blocks + within,
+            blocks: max.min(self.strip_blocks - within),
+        }
+    }
+
+    /// raid5: the member holding data block `lba` (left-symmetric), to the end of its strip.
+    pub(crate) fn map_parity_striped(&self, lba: u64, max: u64) -> Extent {
+        let strip = lba / self.strip_blocks;
+        let within = lba % self.strip_blocks;
+        let k = self.data_members();
+        let stripe = strip / k;
+        Extent {
+            member: self.data_member(stripe, strip % k),
+            member_lba: stripe * self.strip_blocks + within,
+            blocks: max.min(self.strip_blocks - within),
         }
     }
 
@@ -221,6 +243,21 @@ mod tests {
             for i in 0..3 {
                 assert_eq!(g.data_index(s, g.data_member(s, i)), Some(i));
             }
+        }
+    }
+
+    #[test]
+    fn raid5_maps_data_blocks_to_their_members() {
+        let g = g(RaidLevel::Raid5, 4);
+        // Stripe 1 (blocks 24..48): parity on 2, data strips on 3, 0, 1.
+        let e = g.map_linear(24 + 8 + 5, 100);
+        assert_eq!((e.member, e.member_lba, e.blocks), (0, 13, 3));
+        for lba in 0..g.num_blocks() {
+            let e = g.map_linear(lba, 1);
+            let stripe = lba / 24;
+            let i = lba % 24 / 8;
+            assert_eq!(e.member, g.data_member(stripe, i));
+            assert_eq!(e.member_lba, stripe * 8 + lba % 8);
         }
     }
 

@@ -3,10 +3,50 @@
 //! member (all levels).
 
 use crate::array::MemberState;
+use crate::caps::Caps;
 use crate::channel::{host_child_cb, Chan, NEXT, PENDING};
 use crate::dispatch::{set_status, with_io};
-use crate::geometry::sub_iovs;
+use crate::geometry::{sub_iovs, Geometry};
+use crate::level::{LevelModule, RaidLevel, Strip};
 use keel_bdev::{IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+
+/// raid0 in the level table: strips rotate over the members, no redundancy.
+pub(crate) static RAID0: LevelModule = LevelModule {
+    level: RaidLevel::Raid0,
+    name: "raid0",
+    aliases: &["0"],
+    code: 0,
+    min_members: 1,
+    redundancy: |_| 0,
+    data_members: |n| u64::from(n),
+    stripe_unit: true,
+    map: Some(Geometry::map_striped),
+    strip: Strip::Striped { max_bytes: None },
+    caps: Caps::of_plain,
+    read: split,
+    write: split,
+    ops: None,
+    resync: None,
+};
+
+/// concat in the level table: members one after the other, no redundancy.
+pub(crate) static CONCAT: LevelModule = LevelModule {
+    level: RaidLevel::Concat,
+    name: "concat",
+    aliases: &[],
+    code: 1,
+    min_members: 1,
+    redundancy: |_| 0,
+    data_members: |n| u64::from(n),
+    stripe_unit: false,
+    map: Some(Geometry::map_concat),
+    strip: Strip::Striped { max_bytes: None },
+    caps: Caps::of_plain,
+    read: split,
+    write: split,
+    ops: None,
+    resync: None,
+};
 
 /// Send each strip-sized piece of the host I/O to its member. Returns false when a member had
 /// no free descriptor (progress saved in `NEXT`; the I/O resumes from the channel's poll).
@@ -21,6 +61,12 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
     });
     let bs = chan.array.block_size as usize;
     let geo = chan.array.geo;
+    let map = chan
+        .array
+        .level()
+        .module()
+        .map
+        .expect("a level that splits maps its blocks");
     let with_data = matches!(t, IoType::Read | IoType::Write);
     let host_iovs: &[IoVec] = if with_data {
         // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
@@ -32,7 +78,7 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
         &[]
     };
     while done < num {
-        let e = geo.map_linear(start + done, num - done);
+        let e = map(&geo, start + done, num - done);
         let mut iovs = [IoVec::EMPTY; MAX_IOVS];
         let n = if with_data {
             sub_iovs(

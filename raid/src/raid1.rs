@@ -5,20 +5,57 @@
 //! succeeds while one member took it. Unmap and write-zeroes go to every usable member the same
 //! way.
 
+use crate::caps::Caps;
 use crate::channel::{
     child_done, Chan, Child, PlanResult, Src, StripeOp, CHAN, MEMBER, PENDING, TRIED,
 };
-use crate::dispatch::with_io;
+use crate::dispatch::{with_io, write_ops};
+use crate::level::{LevelModule, OpFns, RaidLevel, Resync, Strip, StripeOpFns};
 use keel_bdev::{IoRef, IoStatus};
 
-/// Start a host read.
-pub(crate) fn read(chan: &Chan, mut io: IoRef) {
-    io.module_ctx()[PENDING] += 1; // the member read
-    let raw = io.into_raw();
+/// raid1 region (serialization and rebuild unit), bytes.
+pub(crate) const REGION_BYTES: u64 = 64 * 1024;
+
+/// raid1 in the level table: every member holds every block; reads go to one member, writes
+/// to all through region operations.
+pub(crate) static RAID1: LevelModule = LevelModule {
+    level: RaidLevel::Raid1,
+    name: "raid1",
+    aliases: &["1"],
+    code: 2,
+    min_members: 2,
+    redundancy: |n| n.saturating_sub(1),
+    data_members: |_| 1,
+    stripe_unit: false,
+    map: None,
+    strip: Strip::Region {
+        bytes: REGION_BYTES,
+    },
+    caps: Caps::of_plain,
+    read,
+    write: write_ops,
+    ops: Some(StripeOpFns {
+        write: OpFns {
+            plan: plan_write,
+            compute: |_, _| {},
+        },
+        read: None,
+        rebuild: OpFns {
+            plan: crate::rebuild::plan_copy,
+            compute: |_, _| {},
+        },
+    }),
+    resync: Some(Resync::Mirror),
+};
+
+/// Start a host read (given in raw form): it always finishes dispatching (a read that finds
+/// no member descriptor waits in the channel's own queue, [`Chan::wait_for_member`]).
+fn read(chan: &Chan, raw: usize) -> bool {
+    with_io(raw, |io| io.module_ctx()[PENDING] += 1); // the member read
     if !send_read(chan, raw) {
         child_done(raw, IoStatus::IoError);
     }
-    child_done(raw, IoStatus::Success); // the dispatch bias
+    true
 }
 
 /// Send the read to the next usable member not tried yet; false when there is none.
@@ -92,8 +129,7 @@ fn read_done(raw: usize, status: IoStatus) {
 
 /// Plan a region write (or unmap, or write-zeroes): every usable member gets the host's data
 /// (or does the same).
-pub(crate) fn plan_write(op: &mut StripeOp) -> PlanResult {
-    let chan = op.chan();
+pub(crate) fn plan_write(chan: &Chan, op: &mut StripeOp) -> PlanResult {
     let a = &chan.array;
     if a.is_offline() {
         return PlanResult::Fail(IoStatus::IoError);

@@ -531,3 +531,81 @@ fn raid1_reads_wait_for_member_descriptors() {
         }
     });
 }
+
+#[test]
+fn raid5_reads_go_straight_to_active_members_and_reconstruct_when_degraded() {
+    run(|| async {
+        let raw = mallocs("dr", 4);
+        let ee: Vec<String> = raw
+            .iter()
+            .map(|r| error::create(r, None).unwrap().name().to_string())
+            .collect();
+        make("r_dr", RaidLevel::Raid5, &ee, Some(4)).await;
+        let (desc, ch) = open_rw("r_dr");
+        let total = ch.bdev().info().num_blocks;
+        let mut model = vec![0u8; (total * BS as u64) as usize];
+        Rng(99).fill(&mut model);
+        assert_eq!(write(&ch, 0, &mut model, &[777]).await, IoStatus::Success);
+        let ranges = [
+            (0, total),
+            (3, 1),
+            (7, 2),
+            (5, 30),
+            (40, 100),
+            (total - 9, 9),
+        ];
+        let check = |lba: u64, got: &[u8], model: &[u8]| {
+            let at = (lba * BS as u64) as usize;
+            assert!(
+                got == &model[at..at + got.len()],
+                "read at {lba} returns the data"
+            );
+        };
+        // Healthy: every piece goes straight to its member, no stripe operation.
+        let before = keel_raid::bdev::stripe_ops_taken("r_dr");
+        for &(lba, n) in &ranges {
+            let (s, got) = read(&ch, lba, n).await;
+            assert_eq!(s, IoStatus::Success);
+            check(lba, &got, &model);
+        }
+        assert_eq!(
+            keel_raid::bdev::stripe_ops_taken("r_dr"),
+            before,
+            "healthy reads take no stripe operation"
+        );
+        // One failed member read: the read goes again through stripe operations (the member
+        // read again succeeds, so it stays active) and returns the data.
+        error::inject_error(
+            &ee[2],
+            error::InjectTarget::Io(IoType::Read),
+            error::ErrorKind::Failure,
+            1,
+            0,
+            0,
+        )
+        .unwrap();
+        let (s, got) = read(&ch, 0, total).await;
+        assert_eq!(s, IoStatus::Success);
+        check(0, &got, &model);
+        let a = keel_raid::bdev::find("r_dr").unwrap();
+        assert_eq!(a.active_members(), 4);
+        let retried = keel_raid::bdev::stripe_ops_taken("r_dr");
+        assert!(retried > before, "the retry went through stripe operations");
+        // Degraded: the pieces of the failed member are rebuilt from parity.
+        assert!(a.fail_member(1, "failed by the test"));
+        for &(lba, n) in &ranges {
+            let (s, got) = read(&ch, lba, n).await;
+            assert_eq!(s, IoStatus::Success);
+            check(lba, &got, &model);
+        }
+        assert!(keel_raid::bdev::stripe_ops_taken("r_dr") > retried);
+        drop((ch, desc));
+        keel_raid::delete("r_dr").await.unwrap();
+        for e in &ee {
+            error::delete(e).await.unwrap();
+        }
+        for r in raw {
+            malloc::delete(&r).await.unwrap();
+        }
+    });
+}

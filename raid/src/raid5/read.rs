@@ -1,24 +1,136 @@
-//! HOT PATH: raid5 reads, one operation per stripe touched. With every member of the stripe
-//! usable, each strip piece is read straight into the host's buffers (no token: a data block is
-//! written by exactly one member I/O, so the read sees what that member holds, old or new).
-//! When the member holding a piece is gone (or fails the read), the operation takes the stripe
-//! token — so no write of the stripe is half done — reads the same rows from every other member
-//! and rebuilds the piece by XOR into the host's buffers.
+//! HOT PATH: raid5 reads.
+//!
+//! Direct ([`submit`]): each strip piece whose member is active goes straight from that member
+//! into the host's buffers — no stripe operation, no token, nothing planned (a data block is
+//! written by exactly one member I/O, so the read sees what that member holds, old or new;
+//! never a mix within a block). Reads and overlapping writes need no order between them.
+//!
+//! Through stripe operations ([`plan`], [`compute`]), one per stripe touched, from the first
+//! piece whose member is not active (gone, failed, rebuilding) to the end of the read — or for
+//! the whole read again once a direct piece failed (the operations fail the member if it fails
+//! again, and rebuild its pieces from parity). The operation reads the pieces of usable members
+//! straight into the host's buffers; when the member holding a piece is gone (or fails the
+//! read), the operation takes the stripe token — so no write of the stripe is half done —
+//! reads the same rows from every other member and rebuilds the piece by XOR into the host's
+//! buffers.
 
-use crate::channel::{Child, Plan, PlanResult, Src, StripeOp, PBUF};
-use crate::raid5::write::{gone_member, view, Seg};
+use crate::array::MemberState;
+use crate::channel::{
+    child_done, split_bufs, Chan, Child, OpKind, Plan, PlanResult, Src, StripeOp, NEXT, PBUF,
+    PENDING, READ_PATH,
+};
+use crate::dispatch::{ops, with_io};
+use crate::geometry::sub_iovs;
+use crate::raid5::write::{gone_member, Seg};
 use crate::xor::xor_gen;
-use keel_bdev::IoStatus;
+use keel_bdev::{IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+
+/// `READ_PATH`: pieces go straight to their members.
+pub(crate) const DIRECT: u64 = 0;
+/// `READ_PATH`: the rest of the read goes through stripe operations.
+pub(crate) const VIA_OPS: u64 = 1;
+/// `READ_PATH`: a direct piece failed: once every piece is in, the whole read goes again
+/// through stripe operations (see [`crate::channel::child_done`]).
+pub(crate) const RETRY: u64 = 2;
+
+/// The read step of raid5 (a host read in raw form, progress in `NEXT`): direct pieces while
+/// their members are active, then stripe operations. False when it must wait (a member
+/// descriptor or a free operation).
+pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
+    let (start, num, mut done, path) = with_io(raw, |io| {
+        let (start, num) = (io.offset_blocks(), io.num_blocks());
+        let c = io.module_ctx();
+        (start, num, c[NEXT], c[READ_PATH])
+    });
+    match path {
+        DIRECT => {}
+        VIA_OPS => return ops(chan, raw, OpKind::Read),
+        // A direct piece failed while the rest waited: nothing more goes out, the whole read
+        // goes again once what is out is in.
+        RETRY => return true,
+        _ => unreachable!("raid5 read path {path}"),
+    }
+    let a = &chan.array;
+    let geo = a.geo;
+    let bs = a.block_size as usize;
+    let host_iovs: &[IoVec] = with_io(raw, |io| {
+        let v = io.iovs();
+        // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
+        unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
+    });
+    while done < num {
+        let e = geo.map_parity_striped(start + done, num - done);
+        let active = a.members[e.member as usize].state() == MemberState::Active;
+        if !active || !chan.has_member(e.member) {
+            // Degraded, rebuilding or going away: the current path from here on.
+            with_io(raw, |io| {
+                let c = io.module_ctx();
+                c[NEXT] = done;
+                c[READ_PATH] = VIA_OPS;
+            });
+            return ops(chan, raw, OpKind::Read);
+        }
+        let mut iovs = [IoVec::EMPTY; MAX_IOVS];
+        let n = sub_iovs(
+            host_iovs,
+            done as usize * bs,
+            e.blocks as usize * bs,
+            &mut iovs,
+        )
+        .unwrap_or(0);
+        with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+        let r = chan.submit_member(
+            e.member,
+            IoType::Read,
+            &iovs[..n],
+            e.member_lba,
+            e.blocks,
+            direct_done,
+            raw,
+        );
+        match r {
+            Ok(()) => {}
+            Err(e) => {
+                with_io(raw, |io| {
+                    let c = io.module_ctx();
+                    assert!(c[PENDING] > 1);
+                    c[PENDING] -= 1;
+                    c[NEXT] = done;
+                    if e != SubmitError::NoDescriptor {
+                        // The operations fail the member and rebuild the piece.
+                        c[READ_PATH] = VIA_OPS;
+                    }
+                });
+                if e == SubmitError::NoDescriptor {
+                    return false;
+                }
+                return ops(chan, raw, OpKind::Read);
+            }
+        }
+        done += e.blocks;
+    }
+    with_io(raw, |io| io.module_ctx()[NEXT] = done);
+    true
+}
+
+/// A direct piece completed. A failed piece does not fail the host read: the read goes again
+/// through stripe operations once every piece is in.
+fn direct_done(raw: usize, status: IoStatus) {
+    if status != IoStatus::Success {
+        with_io(raw, |io| io.module_ctx()[READ_PATH] = RETRY);
+    }
+    child_done(raw, IoStatus::Success);
+}
 
 /// Plan a stripe read.
-pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
-    let seg = Seg::of(op);
-    let a = &op.chan().array;
+pub(crate) fn plan(chan: &Chan, op: &mut StripeOp) -> PlanResult {
+    let seg = Seg::of(chan, op);
+    let a = &chan.array;
     let g = a.geo;
     if a.is_offline() {
         return PlanResult::Fail(IoStatus::IoError);
     }
-    let Ok(gone) = gone_member(op, &seg) else {
+    let Ok(gone) = gone_member(chan, &seg) else {
         return PlanResult::Fail(IoStatus::IoError);
     };
     let stripe = op.unit;
@@ -35,7 +147,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
     };
     for i in seg.first..=seg.last {
         let m = g.data_member(stripe, i);
-        let (lo, hi) = seg.touched(op, i);
+        let (lo, hi) = seg.touched(i);
         if m == op.missing {
             // Rebuild rows lo..hi from every other member.
             op.p0 = lo;
@@ -53,7 +165,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
                 }
                 op.push_read(Child {
                     member: other,
-                    lba: seg.lba(op, lo),
+                    lba: seg.lba(lo),
                     blocks: hi - lo,
                     src: Src::Buf(other as usize, 0),
                 });
@@ -62,35 +174,37 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
         }
         op.push_read(Child {
             member: m,
-            lba: seg.lba(op, lo),
+            lba: seg.lba(lo),
             blocks: hi - lo,
-            src: Src::Host(seg.host_off(op, i, lo)),
+            src: Src::Host(seg.host_off(i, lo)),
         });
     }
     PlanResult::Ready
 }
 
 /// Rebuild the gone piece into the host's buffers.
-pub(crate) fn compute(op: &mut StripeOp) {
+pub(crate) fn compute(chan: &Chan, op: &mut StripeOp) {
     if op.plan != Plan::ReconRead {
         return;
     }
-    let seg = Seg::of(op);
-    let g = op.chan().array.geo;
+    let seg = Seg::of(chan, op);
+    let g = chan.array.geo;
     let bytes = (op.p1 - op.p0) as usize * seg.bs;
-    let out = &mut view(op, PBUF)[..bytes];
+    let missing = op.missing;
+    let (out, bufs) = split_bufs(&mut op.bufs, PBUF);
+    let out = &mut out[..bytes];
     let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
     let mut n = 0;
     for m in 0..g.members {
-        if m != op.missing {
-            srcs[n] = &view(op, m as usize)[..bytes];
+        if m != missing {
+            srcs[n] = &bufs[m as usize][..bytes];
             n += 1;
         }
     }
     xor_gen(out, &srcs[..n]);
-    let i = g.data_index(op.unit, op.missing).unwrap_or(0);
+    let i = g.data_index(op.unit, missing).unwrap_or(0);
     let mut at = 0;
-    crate::geometry::for_each_piece(op.host_iovs(), seg.host_off(op, i, op.p0), bytes, |p, l| {
+    crate::geometry::for_each_piece(op.host.iovs(), seg.host_off(i, op.p0), bytes, |p, l| {
         // SAFETY: `p..p+l` lies in the host's read buffer, which this read owns until it
         // completes; the source is a pool buffer, so the two never overlap.
         unsafe { std::ptr::copy_nonoverlapping(out[at..].as_ptr(), p, l) };
