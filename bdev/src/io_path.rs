@@ -28,14 +28,17 @@
 //! a user callback; the backend channel is reached through a guarded `UnsafeCell` (a module that
 //! re-entered its own channel would be a bug, caught by the guard).
 
+use crate::io_wait::{IoWaitEntry, WaitList};
 use crate::qos::{self, QosBucket};
 use crate::registry::DescShared;
 use crate::stats::CoreStats;
 use crate::{BackendChannel, Bdev, BdevError, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
 use keel_reactor::{PollStatus, PollerId};
+use std::any::TypeId;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
+use std::pin::Pin;
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -64,6 +67,9 @@ pub(crate) struct IoDesc {
     cb: IoCallback,
     ctx: usize,
     submit_tick: u64,
+    /// The type the module's context area holds ([`IoRef::ctx`]); `None` while the area is
+    /// all zeroes (never touched since submission).
+    ctx_type: Option<TypeId>,
     module_ctx: [u64; 8],
     iovs: [IoVec; MAX_IOVS],
 }
@@ -82,6 +88,7 @@ impl IoDesc {
         cb: no_callback,
         ctx: 0,
         submit_tick: 0,
+        ctx_type: None,
         module_ctx: [0; 8],
         iovs: [IoVec::EMPTY; MAX_IOVS],
     };
@@ -294,6 +301,8 @@ pub(crate) struct ChannelState {
     /// Keeps the state alive after the last handle went while I/O is in flight.
     self_ref: Cell<Option<Rc<ChannelState>>>,
     waiters: RefCell<VecDeque<Box<dyn FnOnce()>>>,
+    /// Caller-owned entries waiting for a free descriptor ([`IoChannel::queue_io_wait`]).
+    io_waits: WaitList,
     stats: Rc<CoreStats>,
     qos_on: Cell<bool>,
     qos: RefCell<Option<QosBucket>>,
@@ -323,6 +332,7 @@ impl ChannelState {
             handles: Cell::new(0),
             self_ref: Cell::new(None),
             waiters: RefCell::new(VecDeque::new()),
+            io_waits: WaitList::new(),
             stats: crate::percore::stats_cell(bdev.id()),
             qos_on: Cell::new(false),
             qos: RefCell::new(None),
@@ -484,10 +494,23 @@ impl ChannelState {
         SUBMIT_DEPTH.with(|c| c.set(depth));
     }
 
-    /// Run closures waiting for a descriptor while descriptors are free. Each runs at most
-    /// once per call, so one that re-queues itself cannot spin.
+    /// Call the entries, then run the closures, waiting for a descriptor while descriptors are
+    /// free. Each runs at most once per call, so one that re-queues itself cannot spin.
     #[inline]
     fn serve_waiters(&self) {
+        if self.free.get().is_null() {
+            return;
+        }
+        // Entries first (FIFO), each at most once: a callback may queue its entry again.
+        for _ in 0..self.io_waits.len() {
+            if self.free.get().is_null() {
+                return;
+            }
+            let Some((cb, ctx)) = self.io_waits.pop_front() else {
+                break;
+            };
+            cb(ctx);
+        }
         if self.free.get().is_null() || self.waiters.borrow().is_empty() {
             return;
         }
@@ -757,9 +780,27 @@ impl IoChannel {
         st.submit_to_backend(d, now);
         Ok(())
     }
+    /// Queue `entry` to be called back (once, on this core, from the completion poller) when a
+    /// descriptor is freed on this channel: the allocation-free back-pressure path after
+    /// [`SubmitError::NoDescriptor`] (SPDK's `spdk_bdev_queue_io_wait`). Entries are served in
+    /// FIFO order while descriptors are free; a callback that fails to submit again may queue
+    /// its entry again (it is then served on a later completion, not in the same pass).
+    ///
+    /// Returns false, without queueing, when a descriptor is free right now: submit again at
+    /// once. Panics if `entry` is queued already. Dropping or [cancelling](IoWaitEntry::cancel)
+    /// the entry unqueues it.
+    #[must_use = "false means a descriptor is free now: the entry was not queued"]
+    pub fn queue_io_wait(&self, entry: Pin<&IoWaitEntry>) -> bool {
+        if !self.state.free.get().is_null() {
+            return false;
+        }
+        self.state.io_waits.push_back(entry);
+        true
+    }
     /// Run `f` (once, on this core) when a descriptor is next freed on this channel: the
-    /// back-pressure path after [`SubmitError::NoDescriptor`]. Allocates; not steady state.
-    /// If a descriptor is free already, `f` runs at once.
+    /// back-pressure path after [`SubmitError::NoDescriptor`]. Allocates (prefer
+    /// [`IoChannel::queue_io_wait`]); not steady state. If a descriptor is free already, `f`
+    /// runs at once.
     pub fn wait_for_descriptor(&self, f: Box<dyn FnOnce()>) {
         if self.state.free.get().is_null() {
             self.state.waiters.borrow_mut().push_back(f);
@@ -813,7 +854,12 @@ unsafe fn fill(
     d.num_blocks = num_blocks;
     d.cb = cb;
     d.ctx = ctx;
-    d.module_ctx = [0; 8];
+    // The context area is all zeroes while no type was given to it (see `IoRef::ctx`); only a
+    // descriptor whose last module used it pays for the zeroing.
+    if d.ctx_type.take().is_some() {
+        d.module_ctx = [0; 8];
+    }
+    debug_assert_eq!(d.module_ctx, [0; 8]);
     let mut left = data_len;
     let mut n = 0;
     for iov in iovs {
@@ -834,6 +880,59 @@ unsafe fn fill(
     d.iovcnt = n as u32;
     left == 0
 }
+
+/// Bytes of per-I/O context a module may keep in a descriptor ([`IoRef::ctx`]).
+pub const IO_CTX_BYTES: usize = 64;
+/// Largest alignment a per-I/O context type may need ([`IoRef::ctx`]).
+pub const IO_CTX_ALIGN: usize = 8;
+const _: () =
+    assert!(size_of::<[u64; 8]>() == IO_CTX_BYTES && align_of::<[u64; 8]>() == IO_CTX_ALIGN);
+
+/// A type a module may keep as its per-I/O context ([`IoRef::ctx`]).
+///
+/// # Safety
+/// The all-zero byte pattern must be a valid value of the type: integers, `bool`, raw pointers,
+/// `Option<NonNull<_>>`, `Cell`s and arrays of those, [`IoStatus`] (zero is `Success`), and
+/// structs made only of such fields qualify; references, `NonNull`, `fn` pointers and enums
+/// without a zero discriminant do not. The type must not need dropping (checked at compile
+/// time by [`IoRef::ctx`]: the context is never dropped).
+pub unsafe trait IoCtx: Sized + 'static {}
+
+macro_rules! zeroable {
+    ($($t:ty),*) => {$(
+        // SAFETY: zero is a valid value of this primitive type (integer zero, `false`, or the
+        // null pointer), and it has no drop glue.
+        unsafe impl IoCtx for $t {}
+    )*};
+}
+zeroable!(
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    bool,
+    ()
+);
+// SAFETY: zero is the null pointer, a valid raw pointer value.
+unsafe impl<T: 'static> IoCtx for *const T {}
+// SAFETY: as above.
+unsafe impl<T: 'static> IoCtx for *mut T {}
+// SAFETY: `Option<NonNull<T>>` is guaranteed to have the null pointer (zero) as `None`.
+unsafe impl<T: 'static> IoCtx for Option<NonNull<T>> {}
+// SAFETY: an array of zero-valid elements is zero-valid.
+unsafe impl<T: IoCtx, const N: usize> IoCtx for [T; N] {}
+// SAFETY: `Cell<T>` has the same in-memory representation as `T`.
+unsafe impl<T: IoCtx> IoCtx for Cell<T> {}
+// SAFETY: `IoStatus` is `repr(u8)` with `Success = 0`.
+unsafe impl IoCtx for IoStatus {}
 
 /// The module's view of one in-flight I/O (a pointer into the channel's descriptor pool).
 /// It must be completed exactly once, on the core it was submitted on. Dropping it without
@@ -888,11 +987,66 @@ impl IoRef {
             &iovs[..(*d).iovcnt as usize]
         }
     }
-    /// 64 bytes of per-I/O scratch space for the module (e.g. a child I/O count, a deadline).
-    /// Zeroed at submission.
+    /// 64 bytes of per-I/O scratch space for the module as eight `u64` slots. Zeroed at
+    /// submission. Legacy untyped view, kept until every module uses [`IoRef::ctx`]; it is
+    /// `ctx::<[u64; 8]>()`, so one I/O cannot mix it with a typed context.
     pub fn module_ctx(&mut self) -> &mut [u64; 8] {
-        // SAFETY: as in `io_type`; `&mut self` makes this the only borrow of the field.
-        unsafe { &mut (*self.d()).module_ctx }
+        self.ctx::<[u64; 8]>()
+    }
+    /// The module's typed per-I/O context (SPDK's `driver_ctx` sized by `get_ctx_size`): a `T`
+    /// living in the descriptor's [`IO_CTX_BYTES`]-byte scratch area, all zeroes at submission
+    /// (hence [`IoCtx`]: zero must be a valid `T`). Size, alignment and "no drop glue" are
+    /// checked at compile time. Nothing here allocates.
+    ///
+    /// One type per I/O: the first call fixes the area's type until the I/O completes; asking
+    /// for another type panics, so bytes written as one type are never read as another.
+    #[inline]
+    pub fn ctx<T: IoCtx>(&mut self) -> &mut T {
+        const {
+            assert!(
+                size_of::<T>() <= IO_CTX_BYTES,
+                "I/O context type larger than the descriptor's scratch area"
+            );
+            assert!(
+                align_of::<T>() <= IO_CTX_ALIGN,
+                "I/O context type more aligned than the descriptor's scratch area"
+            );
+            assert!(
+                !std::mem::needs_drop::<T>(),
+                "I/O context types are never dropped: no drop glue allowed"
+            );
+        }
+        let want = TypeId::of::<T>();
+        let d = self.d();
+        // SAFETY: as in `io_type`; `&mut self` makes this the only borrow of the descriptor's
+        // context fields while the returned reference lives. The area is either all zeroes
+        // (`ctx_type` is `None`: `fill` and `EMPTY` keep that invariant), a valid `T` by
+        // `IoCtx`'s contract, or was last written as a `T` through a previous call (the tag
+        // says so); size and alignment fit (checked above; the area is a `[u64; 8]`).
+        unsafe {
+            match (*d).ctx_type {
+                None => (*d).ctx_type = Some(want),
+                Some(t) => assert!(
+                    t == want,
+                    "I/O context used as two different types ({})",
+                    std::any::type_name::<T>()
+                ),
+            }
+            &mut *(&raw mut (*d).module_ctx).cast::<T>()
+        }
+    }
+    /// The intrusive link [`crate::modules::stack::IoQueue`] threads through held I/Os (the
+    /// descriptor's list link, unused while the module holds the I/O).
+    #[inline]
+    pub(crate) fn queue_link(&self) -> usize {
+        // SAFETY: as in `io_type`; the link is free while the module holds the descriptor.
+        unsafe { (*self.d()).next as usize }
+    }
+    /// Set [`IoRef::queue_link`].
+    #[inline]
+    pub(crate) fn set_queue_link(&mut self, next: usize) {
+        // SAFETY: as in `queue_link`.
+        unsafe { (*self.d()).next = next as *mut IoDesc };
     }
     /// Finish the I/O. The user callback runs from the reactor loop, not from inside this call
     /// (nor inside the submit call that started the I/O). When called from the completion
@@ -1312,6 +1466,133 @@ mod tests {
         assert_eq!(done().len(), CHANNEL_DESCRIPTORS);
         drop((ch, desc));
         block_on(unregister("io_pool")).unwrap();
+    }
+
+    thread_local! {
+        /// The channel `wait_cb` resubmits to (entries whose ctx is odd resubmit a flush).
+        static WAIT_CH: RefCell<Option<Rc<IoChannel>>> = const { RefCell::new(None) };
+    }
+
+    fn wait_cb(ctx: usize) {
+        record(ctx, IoStatus::Success);
+        if ctx % 2 == 1 {
+            WAIT_CH.with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .unwrap()
+                    .flush(record, 1000 + ctx)
+                    .unwrap()
+            });
+        }
+    }
+
+    #[test]
+    fn wait_entries_are_called_in_fifo_order_while_descriptors_are_free() {
+        let (desc, _) = hold_bdev("io_wait_entry");
+        let ch = Rc::new(desc.get_io_channel().unwrap());
+        WAIT_CH.with(|c| *c.borrow_mut() = Some(Rc::clone(&ch)));
+        let early = Box::pin(IoWaitEntry::new(wait_cb, 0));
+        assert!(
+            !ch.queue_io_wait(early.as_ref()),
+            "descriptors free: not queued"
+        );
+        assert!(!early.is_queued());
+        for i in 0..CHANNEL_DESCRIPTORS {
+            ch.flush(record, i).unwrap();
+        }
+        // 1 and 3 take the freed descriptor again; 2 and 4 only note they ran.
+        let e: Vec<_> = (1..=4)
+            .map(|i| Box::pin(IoWaitEntry::new(wait_cb, i)))
+            .collect();
+        let dropped = Box::pin(IoWaitEntry::new(wait_cb, 99));
+        let cancelled = Box::pin(IoWaitEntry::new(wait_cb, 98));
+        assert!(ch.queue_io_wait(e[0].as_ref()));
+        assert!(ch.queue_io_wait(dropped.as_ref()));
+        assert!(ch.queue_io_wait(cancelled.as_ref()));
+        for x in &e[1..] {
+            assert!(ch.queue_io_wait(x.as_ref()));
+        }
+        drop(dropped);
+        assert!(cancelled.as_ref().cancel());
+        let mut held = take_held();
+        held.pop().unwrap().complete(IoStatus::Success);
+        poll_completions();
+        assert_eq!(
+            done().iter().map(|&(c, _)| c).collect::<Vec<_>>(),
+            vec![CHANNEL_DESCRIPTORS - 1, 1],
+            "the completion, then entry 1, which took the descriptor: 2..4 wait"
+        );
+        assert!(e[1].is_queued() && e[2].is_queued() && e[3].is_queued());
+        assert!(!e[0].is_queued());
+        // two descriptors free: 2 (no resubmit) and 3 (takes one), then 4 runs too
+        held.extend(take_held());
+        held.pop().unwrap().complete(IoStatus::Success);
+        held.pop().unwrap().complete(IoStatus::Success);
+        poll_completions();
+        let calls: Vec<usize> = done().iter().map(|&(c, _)| c).filter(|&c| c < 10).collect();
+        assert_eq!(calls, vec![2, 3, 4], "FIFO, each once");
+        assert!(e.iter().all(|x| !x.is_queued()));
+        held.extend(take_held());
+        for io in held {
+            io.complete(IoStatus::Success);
+        }
+        poll_completions();
+        done();
+        WAIT_CH.with(|c| c.borrow_mut().take());
+        drop((ch, desc));
+        block_on(unregister("io_wait_entry")).unwrap();
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct TestCtx {
+        count: u32,
+        status: IoStatus,
+        link: Option<NonNull<u8>>,
+    }
+
+    // SAFETY: zero is a valid `TestCtx` (0, `Success`, `None`).
+    unsafe impl IoCtx for TestCtx {}
+
+    const ZERO_CTX: TestCtx = TestCtx {
+        count: 0,
+        status: IoStatus::Success,
+        link: None,
+    };
+
+    #[test]
+    fn typed_ctx_is_zeroed_at_submission_and_kept_across_raw_round_trips() {
+        let (desc, _) = hold_bdev("io_ctx");
+        let ch = desc.get_io_channel().unwrap();
+        ch.flush(record, 1).unwrap();
+        let mut io = take_held().pop().unwrap();
+        assert_eq!(*io.ctx::<TestCtx>(), ZERO_CTX);
+        io.ctx::<TestCtx>().count = 7;
+        io.ctx::<TestCtx>().status = IoStatus::NoSpace;
+        // SAFETY: `raw` came from into_raw on this thread and is used once.
+        let mut io = unsafe { IoRef::from_raw(io.into_raw()) };
+        assert_eq!(
+            (io.ctx::<TestCtx>().count, io.ctx::<TestCtx>().status),
+            (7, IoStatus::NoSpace)
+        );
+        io.complete(IoStatus::Success);
+        poll_completions();
+        // the same descriptor (LIFO free list) comes back zeroed, free for another type
+        ch.flush(record, 2).unwrap();
+        let mut io = take_held().pop().unwrap();
+        assert_eq!(io.module_ctx(), &[0; 8]);
+        io.complete(IoStatus::Success);
+        ch.flush(record, 3).unwrap();
+        let mut io = take_held().pop().unwrap();
+        assert_eq!(*io.ctx::<TestCtx>(), ZERO_CTX);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            io.ctx::<[u64; 8]>()[0] = 1;
+        }));
+        assert!(r.is_err(), "a second type for the same I/O panics");
+        io.complete(IoStatus::Success);
+        poll_completions();
+        assert_eq!(done().len(), 3);
+        drop((ch, desc));
+        block_on(unregister("io_ctx")).unwrap();
     }
 
     #[test]

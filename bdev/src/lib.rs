@@ -13,7 +13,10 @@
 //! - `backend`: the traits a bdev module implements.
 //! - `registry`: names/aliases → bdevs, open descriptors, claims, hot-remove, unregister.
 //! - `examine`: modules that look at every new bdev (lvol, raid) and waiting for them.
-//! - `io_path`: HOT PATH — channels, descriptor pools, submission, deferred completion.
+//! - `io_path`: HOT PATH — channels, descriptor pools, submission, deferred completion, typed
+//!   per-I/O module contexts.
+//! - `io_wait`: caller-owned entries waiting for a free descriptor (no allocation).
+//! - `iov`: [`IovCursor`], the one way to walk an iovec list by bytes.
 //! - `stats`: per-core I/O counters and their aggregation.
 //! - `histogram`: latency histograms in SPDK's layout (`bdev_enable_histogram`).
 //! - `percore`: each core's per-bdev state (its channel, its counters).
@@ -27,6 +30,8 @@ mod backend;
 mod examine;
 pub mod histogram;
 mod io_path;
+mod io_wait;
+pub mod iov;
 pub mod lvol;
 pub mod modules;
 mod percore;
@@ -43,7 +48,9 @@ pub use examine::{
     auto_examine, examine_allowlist, examine_bdev, examine_begin, examine_pending,
     register_examiner, set_auto_examine, wait_for_examine, ExamineGuard, ExamineRefusal, Examiner,
 };
-pub use io_path::{IoCallback, IoChannel, IoRef};
+pub use io_path::{IoCallback, IoChannel, IoCtx, IoRef, IO_CTX_ALIGN, IO_CTX_BYTES};
+pub use io_wait::{IoWaitCallback, IoWaitEntry};
+pub use iov::IovCursor;
 pub use registry::{
     any_bdev_registered_yet, bdev_names, get_bdev, open, register, unregister, Bdev, BdevDesc,
     BdevEvent, BdevInfo,

@@ -40,11 +40,13 @@ impl IoType {
     }
 }
 
-/// How an I/O ended. Transports map these to NVMe statuses.
+/// How an I/O ended. Transports map these to NVMe statuses. `repr(u8)` with `Success = 0`,
+/// so a zeroed per-I/O context field of this type reads as success ([`crate::IoCtx`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum IoStatus {
     /// Done.
-    Success,
+    Success = 0,
     /// The device failed the I/O (NVMe: internal/data transfer error or media error).
     IoError,
     /// The I/O was aborted (reset, hot-remove, channel teardown).

@@ -10,17 +10,21 @@
 //!   sleep between events (`--interrupt-mode`).
 
 use crate::SubmitError;
-use crate::{BdevDesc, BdevError, BdevEvent, IoCallback, IoChannel, IoRef, IoStatus, IoType};
+use crate::{
+    BdevDesc, BdevError, BdevEvent, IoCallback, IoChannel, IoCtx, IoRef, IoStatus, IoType,
+};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The `module_ctx` slot an [`IoQueue`] uses to link I/Os. Modules that queue I/Os keep their
-/// own state in the other slots.
+/// Formerly the `module_ctx` slot an [`IoQueue`] linked I/Os through. [`IoQueue`] now links
+/// through the descriptor itself, so the whole context is the module's; modules still on
+/// `module_ctx` slots keep avoiding this one until they move to [`IoRef::ctx`].
 pub const LINK_SLOT: usize = 7;
 
-/// An intrusive FIFO of in-flight I/Os (each I/O's successor is stored in its
-/// `module_ctx()[LINK_SLOT]`). `Copy` so it can live in a `Cell`.
+/// An intrusive FIFO of in-flight I/Os, linked through the descriptor's own list link (free
+/// while the module holds the I/O), so the module's whole context ([`IoRef::ctx`]) stays its
+/// own. `Copy` so it can live in a `Cell`.
 ///
 /// Relies on `IoRef::into_raw` giving the same non-zero value (the descriptor's address) every
 /// time it is called for the same in-flight I/O, which is how the bdev layer implements it.
@@ -46,9 +50,14 @@ impl IoQueue {
         self.len == 0
     }
 
+    /// How many I/Os the queue holds.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
     /// Append `io`.
     pub fn push_back(&mut self, mut io: IoRef) {
-        io.module_ctx()[LINK_SLOT] = 0;
+        io.set_queue_link(0);
         let raw = io.into_raw();
         debug_assert_ne!(raw, 0, "IoRef::into_raw returned 0");
         if self.tail == 0 {
@@ -57,7 +66,7 @@ impl IoQueue {
             // SAFETY: `tail` came from `into_raw` of an I/O that is still queued (so not
             // completed) on this core; we turn it back into a raw value right away.
             let mut last = unsafe { IoRef::from_raw(self.tail) };
-            last.module_ctx()[LINK_SLOT] = raw as u64;
+            last.set_queue_link(raw);
             let _ = last.into_raw();
         }
         self.tail = raw;
@@ -66,7 +75,7 @@ impl IoQueue {
 
     /// Put `io` at the front (e.g. a retry that failed again keeps its place).
     pub fn push_front(&mut self, mut io: IoRef) {
-        io.module_ctx()[LINK_SLOT] = self.head as u64;
+        io.set_queue_link(self.head);
         let raw = io.into_raw();
         debug_assert_ne!(raw, 0, "IoRef::into_raw returned 0");
         if self.tail == 0 {
@@ -79,12 +88,13 @@ impl IoQueue {
     /// Take the oldest I/O.
     pub fn pop_front(&mut self) -> Option<IoRef> {
         if self.head == 0 {
+            assert_eq!(self.len, 0, "IoQueue: empty list with a length");
             return None;
         }
         // SAFETY: `head` came from `into_raw` of a queued, not yet completed I/O on this core;
         // it leaves the queue here, so it is rebuilt exactly once.
-        let mut io = unsafe { IoRef::from_raw(self.head) };
-        self.head = io.module_ctx()[LINK_SLOT] as usize;
+        let io = unsafe { IoRef::from_raw(self.head) };
+        self.head = io.queue_link();
         if self.head == 0 {
             self.tail = 0;
         }
@@ -92,16 +102,22 @@ impl IoQueue {
         Some(io)
     }
 
-    /// Read `module_ctx()[slot]` of the oldest I/O without dequeuing it.
-    pub fn front_ctx(&self, slot: usize) -> Option<u64> {
+    /// Run `f` on the typed context ([`IoRef::ctx`]) of the oldest I/O without dequeuing it.
+    pub fn with_front_ctx<T: IoCtx, R>(&self, f: impl FnOnce(&mut T) -> R) -> Option<R> {
         if self.head == 0 {
             return None;
         }
-        // SAFETY: as in `pop_front`; the I/O stays queued and is turned back into its raw value.
+        // SAFETY: as in `pop_front`; the I/O stays queued and is turned back into its raw
+        // value right after `f` (which sees only its context, not the `IoRef`).
         let mut io = unsafe { IoRef::from_raw(self.head) };
-        let v = io.module_ctx()[slot];
+        let r = f(io.ctx::<T>());
         let _ = io.into_raw();
-        Some(v)
+        Some(r)
+    }
+
+    /// Read `module_ctx()[slot]` of the oldest I/O without dequeuing it.
+    pub fn front_ctx(&self, slot: usize) -> Option<u64> {
+        self.with_front_ctx(|c: &mut [u64; 8]| c[slot])
     }
 }
 
