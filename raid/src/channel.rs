@@ -23,8 +23,10 @@ use crate::array::{RaidArray, MAX_MEMBERS};
 #[cfg(doc)]
 use crate::level::LevelModule;
 use crate::stripe_lock::{core_bit, StripeLocks};
-use keel_bdev::modules::stack::{status_from_u64, status_to_u64, IoQueue};
-use keel_bdev::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+use keel_bdev::modules::stack::IoQueue;
+use keel_bdev::{
+    BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS,
+};
 use keel_reactor::pool::DmaBuf;
 use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell, UnsafeCell};
@@ -36,23 +38,48 @@ use std::sync::Arc;
 /// Stripe operations per channel.
 pub const OPS_PER_CHANNEL: usize = 128;
 
-/// Host I/O `module_ctx` slot: children/operations outstanding (+1 while dispatching).
-pub(crate) const PENDING: usize = 0;
-/// Host I/O `module_ctx` slot: the worst status so far (encoded).
-pub(crate) const STATUS: usize = 1;
-/// Host I/O `module_ctx` slot: blocks already dispatched (resumes after waiting for an op).
-pub(crate) const NEXT: usize = 2;
-/// Host I/O `module_ctx` slot: the `Chan` pointer.
-pub(crate) const CHAN: usize = 3;
-/// Host I/O `module_ctx` slot: raid1 reads: members tried (bit mask).
-pub(crate) const TRIED: usize = 4;
-/// Host I/O `module_ctx` slot: raid1 reads: the member read now.
-pub(crate) const MEMBER: usize = 5;
-/// Host I/O `module_ctx` slot: raid5 reads: direct, through operations, or to be retried
-/// through operations ([`crate::raid5::read::DIRECT`] and the others).
-pub(crate) const READ_PATH: usize = 6;
+/// How a raid5 host read goes ([`HostCtx::read_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ReadPath {
+    /// Pieces go straight to their members (zero: the state of a fresh context).
+    Direct = 0,
+    /// The rest of the read goes through stripe operations.
+    ViaOps = 1,
+    /// A direct piece failed: once every piece is in, the whole read goes again through
+    /// stripe operations (see [`child_done`]).
+    Retry = 2,
+}
 
-// Raid1 reads keep the members tried in a bit mask of one slot.
+/// A host I/O's raid context, in its descriptor ([`IoRef::ctx`]): all zeroes at submission.
+pub(crate) struct HostCtx {
+    /// Children/operations outstanding (+1 while dispatching).
+    pub pending: u64,
+    /// Blocks already dispatched (resumes after waiting for an op or a descriptor).
+    pub next: u64,
+    /// The channel the I/O was submitted on.
+    pub chan: *const Chan,
+    /// raid1 reads: members tried (bit mask by slot).
+    pub tried: u64,
+    /// raid1 reads: the member read now.
+    pub member: u32,
+    /// The worst status so far.
+    pub status: IoStatus,
+    /// raid5 reads: direct, through operations, or to be retried through operations.
+    pub read_path: ReadPath,
+}
+
+// SAFETY: every field is valid as all zeroes (integers, a null raw pointer, `IoStatus::Success`
+// and `ReadPath::Direct` are 0), and none needs dropping.
+unsafe impl IoCtx for HostCtx {}
+
+/// The raid context of host I/O `io`.
+#[inline]
+pub(crate) fn hctx(io: &mut IoRef) -> &mut HostCtx {
+    io.ctx::<HostCtx>()
+}
+
+// Raid1 reads keep the members tried in a bit mask ([`HostCtx::tried`]).
 const _: () = assert!(MAX_MEMBERS <= u64::BITS as usize);
 
 /// What a stripe operation does (the level's code for it is in its [`LevelModule::op_fns`]).
@@ -915,12 +942,12 @@ fn finish(chan: &Chan, op: &mut StripeOp, status: IoStatus) {
 /// Start a host I/O's bookkeeping (the dispatch bias included).
 #[inline]
 pub(crate) fn host_start(chan: &Chan, io: &mut IoRef) {
-    let c = io.module_ctx();
-    c[PENDING] = 1;
-    c[STATUS] = status_to_u64(IoStatus::Success);
-    c[NEXT] = 0;
-    c[CHAN] = chan as *const Chan as u64;
-    c[READ_PATH] = crate::raid5::read::DIRECT;
+    let c = hctx(io);
+    c.pending = 1;
+    c.status = IoStatus::Success;
+    c.next = 0;
+    c.chan = chan;
+    c.read_path = ReadPath::Direct;
 }
 
 /// Record a child's completion on a host I/O (given as `into_raw`); completes it when it was
@@ -930,26 +957,26 @@ pub(crate) fn child_done(host: usize, status: IoStatus) {
     // SAFETY: `host` is the raw form of an in-flight host I/O of this core; it is turned back
     // into the raw form unless it completes here (exactly once: the count reaches 0 once).
     let mut io = unsafe { IoRef::from_raw(host) };
-    let c = io.module_ctx();
-    if status != IoStatus::Success && status_from_u64(c[STATUS]) == IoStatus::Success {
-        c[STATUS] = status_to_u64(status);
+    let c = hctx(&mut io);
+    if status != IoStatus::Success && c.status == IoStatus::Success {
+        c.status = status;
     }
-    assert!(c[PENDING] > 0, "a host I/O child completed twice");
-    c[PENDING] -= 1;
-    if c[PENDING] == 0 {
-        if c[READ_PATH] == crate::raid5::read::RETRY {
+    assert!(c.pending > 0, "a host I/O child completed twice");
+    c.pending -= 1;
+    if c.pending == 0 {
+        if c.read_path == ReadPath::Retry {
             // A direct raid5 piece failed: every piece is in, the read goes again through
             // stripe operations (they fail the member and rebuild from parity).
-            c[PENDING] = 1;
-            c[STATUS] = status_to_u64(IoStatus::Success);
-            c[NEXT] = 0;
-            c[READ_PATH] = crate::raid5::read::VIA_OPS;
-            let chan = c[CHAN] as usize as *const Chan;
+            c.pending = 1;
+            c.status = IoStatus::Success;
+            c.next = 0;
+            c.read_path = ReadPath::ViaOps;
+            let chan = c.chan;
             // SAFETY: the channel outlives the I/Os in flight on it (module doc).
             crate::dispatch::resume(unsafe { &*chan }, io);
             return;
         }
-        let s = status_from_u64(c[STATUS]);
+        let s = c.status;
         io.complete(s);
     } else {
         let _ = io.into_raw();

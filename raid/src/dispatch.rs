@@ -2,7 +2,7 @@
 //! ([`crate::level::LevelModule`]) — and how a host I/O that had to wait (for a free stripe
 //! operation or a member descriptor) resumes where it stopped.
 
-use crate::channel::{child_done, host_start, run, Chan, HostIo, OpKind, Phase, NEXT, PENDING};
+use crate::channel::{child_done, hctx, host_start, run, Chan, HostIo, OpKind, Phase};
 use keel_bdev::{IoRef, IoStatus, IoType};
 use std::rc::Rc;
 
@@ -18,7 +18,7 @@ pub(crate) fn submit(chan: &Rc<Chan>, mut io: IoRef) {
     resume(chan, io);
 }
 
-/// Dispatch what is left of a host I/O (from `module_ctx()[NEXT]`); queue it again if it has
+/// Dispatch what is left of a host I/O (from its `HostCtx::next`); queue it again if it has
 /// to wait. Drops the dispatch bias once everything is out.
 pub(crate) fn resume(chan: &Chan, io: IoRef) {
     let level = chan.array.level().module();
@@ -56,8 +56,8 @@ fn io_type(raw: usize) -> IoType {
 /// Record an error on a host I/O without counting a child.
 pub(crate) fn set_status(raw: usize, status: IoStatus) {
     with_io(raw, |io| {
-        let c = io.module_ctx();
-        c[PENDING] += 1;
+        let c = hctx(io);
+        c.pending += 1;
     });
     child_done(raw, status);
 }
@@ -68,13 +68,13 @@ pub(crate) fn write_ops(chan: &Chan, raw: usize) -> bool {
 }
 
 /// Split a host I/O into stripe (raid5) or region (raid1) operations. Returns false when it
-/// must wait for a free operation (progress saved in `NEXT`).
+/// must wait for a free operation (progress saved in `HostCtx::next`).
 pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
     let (start, num, mut done, t) = with_io(raw, |io| {
         (
             io.offset_blocks(),
             io.num_blocks(),
-            io.module_ctx()[NEXT],
+            hctx(io).next,
             io.io_type(),
         )
     });
@@ -91,7 +91,7 @@ pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
     while done < num {
         let Some(p) = chan.take_op(kind) else {
             // Progress is only ever made forward, and saved for the resume.
-            with_io(raw, |io| io.module_ctx()[NEXT] = done);
+            with_io(raw, |io| hctx(io).next = done);
             return false;
         };
         let lba = start + done;
@@ -100,7 +100,7 @@ pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
         // SAFETY: `p` was just taken from the free list: nobody else refers to it.
         let op = unsafe { &mut *p };
         // SAFETY: `raw` is the in-flight host I/O; it stays in flight until every operation
-        // holding it finished (its `PENDING` counts them, incremented below).
+        // holding it finished (its `HostCtx::pending` counts them, incremented below).
         op.host = unsafe { HostIo::new(raw) };
         op.unit = lba / unit_blocks;
         op.seg0 = seg0;
@@ -111,10 +111,10 @@ pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
             OpKind::Read => Phase::Plan,
             _ => Phase::Token,
         };
-        with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+        with_io(raw, |io| hctx(io).pending += 1);
         done += len;
         run(p);
     }
-    with_io(raw, |io| io.module_ctx()[NEXT] = done);
+    with_io(raw, |io| hctx(io).next = done);
     true
 }

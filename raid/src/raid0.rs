@@ -4,7 +4,7 @@
 
 use crate::array::MemberState;
 use crate::caps::Caps;
-use crate::channel::{host_child_cb, Chan, NEXT, PENDING};
+use crate::channel::{hctx, host_child_cb, Chan};
 use crate::dispatch::{set_status, with_io};
 use crate::geometry::{sub_iovs, Geometry};
 use crate::level::{LevelModule, RaidLevel, Strip};
@@ -49,14 +49,14 @@ pub(crate) static CONCAT: LevelModule = LevelModule {
 };
 
 /// Send each strip-sized piece of the host I/O to its member. Returns false when a member had
-/// no free descriptor (progress saved in `NEXT`; the I/O resumes from the channel's poll).
+/// no free descriptor (progress saved in `HostCtx::next`; the I/O resumes from the channel's poll).
 pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
     let (t, start, num, mut done) = with_io(raw, |io| {
         (
             io.io_type(),
             io.offset_blocks(),
             io.num_blocks(),
-            io.module_ctx()[NEXT],
+            hctx(io).next,
         )
     });
     let bs = chan.array.block_size as usize;
@@ -91,7 +91,7 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
         } else {
             0
         };
-        with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+        with_io(raw, |io| hctx(io).pending += 1);
         match chan.submit_member(
             e.member,
             t,
@@ -104,27 +104,27 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
             Ok(()) => {}
             Err(SubmitError::NoDescriptor) => {
                 with_io(raw, |io| {
-                    let c = io.module_ctx();
-                    c[PENDING] -= 1;
-                    c[NEXT] = done;
+                    let c = hctx(io);
+                    c.pending -= 1;
+                    c.next = done;
                 });
                 return false;
             }
             Err(_) => {
-                with_io(raw, |io| io.module_ctx()[PENDING] -= 1);
+                with_io(raw, |io| hctx(io).pending -= 1);
                 set_status(raw, IoStatus::IoError);
             }
         }
         done += e.blocks;
     }
-    with_io(raw, |io| io.module_ctx()[NEXT] = done);
+    with_io(raw, |io| hctx(io).next = done);
     true
 }
 
 /// Flush or reset every member that has a channel here. Returns false when a member had no
 /// free descriptor (resumes from the next member).
 pub(crate) fn fan_out(chan: &Chan, raw: usize) -> bool {
-    let (t, mut next) = with_io(raw, |io| (io.io_type(), io.module_ctx()[NEXT]));
+    let (t, mut next) = with_io(raw, |io| (io.io_type(), hctx(io).next));
     let n = chan.array.members.len() as u64;
     while next < n {
         let m = next as u32;
@@ -133,20 +133,20 @@ pub(crate) fn fan_out(chan: &Chan, raw: usize) -> bool {
             MemberState::Active | MemberState::Rebuilding
         );
         if usable && chan.has_member(m) {
-            with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+            with_io(raw, |io| hctx(io).pending += 1);
             match chan.submit_member(m, t, &[], 0, 0, host_child_cb, raw) {
                 Ok(()) => {}
                 Err(SubmitError::NoDescriptor) => {
                     with_io(raw, |io| {
-                        let c = io.module_ctx();
-                        c[PENDING] -= 1;
-                        c[NEXT] = next;
+                        let c = hctx(io);
+                        c.pending -= 1;
+                        c.next = next;
                     });
                     return false;
                 }
                 Err(_) => {
                     // A member that takes no flush/reset (or is going away) is skipped.
-                    with_io(raw, |io| io.module_ctx()[PENDING] -= 1);
+                    with_io(raw, |io| hctx(io).pending -= 1);
                 }
             }
         }

@@ -6,9 +6,7 @@
 //! way.
 
 use crate::caps::Caps;
-use crate::channel::{
-    child_done, Chan, Child, PlanResult, Src, StripeOp, CHAN, MEMBER, PENDING, TRIED,
-};
+use crate::channel::{child_done, hctx, Chan, Child, PlanResult, Src, StripeOp};
 use crate::dispatch::{with_io, write_ops};
 use crate::level::{LevelModule, OpFns, RaidLevel, Resync, Strip, StripeOpFns};
 use keel_bdev::{IoRef, IoStatus};
@@ -51,7 +49,7 @@ pub(crate) static RAID1: LevelModule = LevelModule {
 /// Start a host read (given in raw form): it always finishes dispatching (a read that finds
 /// no member descriptor waits in the channel's own queue, [`Chan::wait_for_member`]).
 fn read(chan: &Chan, raw: usize) -> bool {
-    with_io(raw, |io| io.module_ctx()[PENDING] += 1); // the member read
+    with_io(raw, |io| hctx(io).pending += 1); // the member read
     if !send_read(chan, raw) {
         child_done(raw, IoStatus::IoError);
     }
@@ -61,7 +59,7 @@ fn read(chan: &Chan, raw: usize) -> bool {
 /// Send the read to the next usable member not tried yet; false when there is none.
 fn send_read(chan: &Chan, raw: usize) -> bool {
     let (start, num, tried) = with_io(raw, |io| {
-        (io.offset_blocks(), io.num_blocks(), io.module_ctx()[TRIED])
+        (io.offset_blocks(), io.num_blocks(), hctx(io).tried)
     });
     let a = &chan.array;
     let n = a.members.len() as u32;
@@ -74,9 +72,9 @@ fn send_read(chan: &Chan, raw: usize) -> bool {
             continue;
         }
         with_io(raw, |io| {
-            let c = io.module_ctx();
-            c[TRIED] |= 1 << m;
-            c[MEMBER] = u64::from(m);
+            let c = hctx(io);
+            c.tried |= 1 << m;
+            c.member = m;
         });
         let iovs = with_io(raw, |io| {
             let v = io.iovs();
@@ -87,7 +85,7 @@ fn send_read(chan: &Chan, raw: usize) -> bool {
             Ok(()) => return true,
             Err(keel_bdev::SubmitError::NoDescriptor) => {
                 // Back-pressure: the channel sends it again from its poll.
-                with_io(raw, |io| io.module_ctx()[TRIED] &= !(1 << m));
+                with_io(raw, |io| hctx(io).tried &= !(1 << m));
                 // SAFETY: `raw` is this in-flight host read; the queue holds it until retried.
                 chan.wait_for_member(unsafe { IoRef::from_raw(raw) });
                 return true;
@@ -115,8 +113,8 @@ fn read_done(raw: usize, status: IoStatus) {
         return;
     }
     let (chan, m) = with_io(raw, |io| {
-        let c = io.module_ctx();
-        (c[CHAN] as usize as *const Chan, c[MEMBER] as u32)
+        let c = hctx(io);
+        (c.chan, c.member)
     });
     // SAFETY: the channel outlives its in-flight host I/Os.
     let chan = unsafe { &*chan };

@@ -16,8 +16,8 @@
 
 use crate::array::MemberState;
 use crate::channel::{
-    child_done, split_bufs, Chan, Child, OpKind, Plan, PlanResult, Src, StripeOp, NEXT, PBUF,
-    PENDING, READ_PATH,
+    child_done, hctx, split_bufs, Chan, Child, OpKind, Plan, PlanResult, ReadPath, Src, StripeOp,
+    PBUF,
 };
 use crate::dispatch::{ops, with_io};
 use crate::geometry::sub_iovs;
@@ -25,30 +25,21 @@ use crate::raid5::write::{gone_member, Seg};
 use crate::xor::xor_gen;
 use keel_bdev::{IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
 
-/// `READ_PATH`: pieces go straight to their members.
-pub(crate) const DIRECT: u64 = 0;
-/// `READ_PATH`: the rest of the read goes through stripe operations.
-pub(crate) const VIA_OPS: u64 = 1;
-/// `READ_PATH`: a direct piece failed: once every piece is in, the whole read goes again
-/// through stripe operations (see [`crate::channel::child_done`]).
-pub(crate) const RETRY: u64 = 2;
-
-/// The read step of raid5 (a host read in raw form, progress in `NEXT`): direct pieces while
+/// The read step of raid5 (a host read in raw form, progress in `HostCtx::next`): direct pieces while
 /// their members are active, then stripe operations. False when it must wait (a member
 /// descriptor or a free operation).
 pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
     let (start, num, mut done, path) = with_io(raw, |io| {
         let (start, num) = (io.offset_blocks(), io.num_blocks());
-        let c = io.module_ctx();
-        (start, num, c[NEXT], c[READ_PATH])
+        let c = hctx(io);
+        (start, num, c.next, c.read_path)
     });
     match path {
-        DIRECT => {}
-        VIA_OPS => return ops(chan, raw, OpKind::Read),
+        ReadPath::Direct => {}
+        ReadPath::ViaOps => return ops(chan, raw, OpKind::Read),
         // A direct piece failed while the rest waited: nothing more goes out, the whole read
         // goes again once what is out is in.
-        RETRY => return true,
-        _ => unreachable!("raid5 read path {path}"),
+        ReadPath::Retry => return true,
     }
     let a = &chan.array;
     let geo = a.geo;
@@ -64,9 +55,9 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
         if !active || !chan.has_member(e.member) {
             // Degraded, rebuilding or going away: the current path from here on.
             with_io(raw, |io| {
-                let c = io.module_ctx();
-                c[NEXT] = done;
-                c[READ_PATH] = VIA_OPS;
+                let c = hctx(io);
+                c.next = done;
+                c.read_path = ReadPath::ViaOps;
             });
             return ops(chan, raw, OpKind::Read);
         }
@@ -78,7 +69,7 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
             &mut iovs,
         )
         .unwrap_or(0);
-        with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+        with_io(raw, |io| hctx(io).pending += 1);
         let r = chan.submit_member(
             e.member,
             IoType::Read,
@@ -92,13 +83,13 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
             Ok(()) => {}
             Err(e) => {
                 with_io(raw, |io| {
-                    let c = io.module_ctx();
-                    assert!(c[PENDING] > 1);
-                    c[PENDING] -= 1;
-                    c[NEXT] = done;
+                    let c = hctx(io);
+                    assert!(c.pending > 1);
+                    c.pending -= 1;
+                    c.next = done;
                     if e != SubmitError::NoDescriptor {
                         // The operations fail the member and rebuild the piece.
-                        c[READ_PATH] = VIA_OPS;
+                        c.read_path = ReadPath::ViaOps;
                     }
                 });
                 if e == SubmitError::NoDescriptor {
@@ -109,7 +100,7 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
         }
         done += e.blocks;
     }
-    with_io(raw, |io| io.module_ctx()[NEXT] = done);
+    with_io(raw, |io| hctx(io).next = done);
     true
 }
 
@@ -117,7 +108,7 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
 /// through stripe operations once every piece is in.
 fn direct_done(raw: usize, status: IoStatus) {
     if status != IoStatus::Success {
-        with_io(raw, |io| io.module_ctx()[READ_PATH] = RETRY);
+        with_io(raw, |io| hctx(io).read_path = ReadPath::Retry);
     }
     child_done(raw, IoStatus::Success);
 }
