@@ -25,7 +25,8 @@ use crate::level::LevelModule;
 use crate::stripe_lock::{core_bit, StripeLocks};
 use keel_bdev::modules::stack::IoQueue;
 use keel_bdev::{
-    BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS,
+    BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, IoVec, IovCursor, SubmitError,
+    MAX_IOVS,
 };
 use keel_reactor::pool::DmaBuf;
 use keel_reactor::PollStatus;
@@ -771,9 +772,10 @@ fn issue(chan: &Chan, op: &mut StripeOp) -> bool {
         let len = c.blocks as usize * bs;
         let mut iovs = [IoVec::EMPTY; MAX_IOVS];
         let n = match c.src {
-            Src::Host(off) => {
-                crate::geometry::sub_iovs(op.host_iovs(), off, len, &mut iovs).unwrap_or(0)
-            }
+            Src::Host(off) => match IovCursor::at(op.host_iovs(), off).split_into(len, &mut iovs) {
+                (n, bytes) if bytes == len => n,
+                _ => 0, // a list shorter than the I/O goes down empty (the member refuses it)
+            },
             Src::Buf(i, off) => {
                 let b = op.buf(i);
                 iovs[0] = IoVec {

@@ -1,12 +1,11 @@
-//! Pure geometry: how array blocks map to member blocks for each level, raid5's rotating
-//! (left-symmetric) parity, and splitting a host iovec list along strip boundaries into
-//! sub-lists that point into the host's own memory (no copy).
+//! Pure geometry: how array blocks map to member blocks for each level, and raid5's rotating
+//! (left-symmetric) parity. (Host iovec lists are split along strip boundaries with
+//! [`keel_bdev::IovCursor`]: views into the host's own memory, no copy.)
 //!
 //! Member block numbers here are relative to the member's data area (the caller adds the data
 //! offset that the superblock reserves).
 
 use crate::level::RaidLevel;
-use keel_bdev::{IoVec, MAX_IOVS};
 
 /// The shape of an array. All members contribute `member_blocks` blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,61 +125,6 @@ impl Geometry {
     }
 }
 
-/// Fill `out` with views of bytes `off..off + len` of `iovs` (pointers into the same memory,
-/// nothing copied) and return how many were used; `None` if `iovs` is shorter than that.
-/// At most as many views as `iovs` has elements, so `MAX_IOVS` always suffices.
-pub fn sub_iovs(
-    iovs: &[IoVec],
-    off: usize,
-    len: usize,
-    out: &mut [IoVec; MAX_IOVS],
-) -> Option<usize> {
-    let mut n = 0;
-    let complete = for_each_piece(iovs, off, len, |base, l| {
-        out[n] = IoVec { base, len: l };
-        n += 1;
-    });
-    complete.then_some(n)
-}
-
-/// Call `f(ptr, len)` for each contiguous piece of bytes `off..off + len` of `iovs`, in order.
-/// Returns false (after calling `f` for what exists) when `iovs` is shorter.
-pub fn for_each_piece(
-    iovs: &[IoVec],
-    mut off: usize,
-    mut len: usize,
-    mut f: impl FnMut(*mut u8, usize),
-) -> bool {
-    for v in iovs {
-        if len == 0 {
-            break;
-        }
-        if off >= v.len {
-            off -= v.len;
-            continue;
-        }
-        let take = (v.len - off).min(len);
-        // Pointer arithmetic only (wrapping_add needs no unsafe); the caller derefs.
-        f(v.base.wrapping_add(off), take);
-        off = 0;
-        len -= take;
-    }
-    len == 0
-}
-
-/// The single contiguous piece covering bytes `off..off + len` of `iovs`, if one iovec holds
-/// them all (the fast path of parity generation).
-pub fn contiguous(iovs: &[IoVec], mut off: usize, len: usize) -> Option<*mut u8> {
-    for v in iovs {
-        if off >= v.len {
-            off -= v.len;
-            continue;
-        }
-        return (v.len - off >= len).then(|| v.base.wrapping_add(off));
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,39 +203,5 @@ mod tests {
             assert_eq!(e.member, g.data_member(stripe, i));
             assert_eq!(e.member_lba, stripe * 8 + lba % 8);
         }
-    }
-
-    #[test]
-    fn sub_iovs_split_without_copying() {
-        let mut a = [0u8; 10];
-        let mut b = [0u8; 7];
-        let iovs = [
-            IoVec {
-                base: a.as_mut_ptr(),
-                len: 10,
-            },
-            IoVec {
-                base: b.as_mut_ptr(),
-                len: 7,
-            },
-        ];
-        let mut out = [IoVec::EMPTY; MAX_IOVS];
-        assert_eq!(sub_iovs(&iovs, 8, 5, &mut out), Some(2));
-        assert_eq!(out[0].base, a.as_mut_ptr().wrapping_add(8));
-        assert_eq!(out[0].len, 2);
-        assert_eq!(out[1].base, b.as_mut_ptr());
-        assert_eq!(out[1].len, 3);
-        assert_eq!(sub_iovs(&iovs, 10, 7, &mut out), Some(1));
-        assert_eq!(out[0].base, b.as_mut_ptr());
-        assert_eq!(sub_iovs(&iovs, 10, 8, &mut out), None, "past the end");
-        assert_eq!(
-            contiguous(&iovs, 2, 8),
-            Some(a.as_mut_ptr().wrapping_add(2))
-        );
-        assert_eq!(contiguous(&iovs, 2, 9), None);
-        assert_eq!(
-            contiguous(&iovs, 11, 6),
-            Some(b.as_mut_ptr().wrapping_add(1))
-        );
     }
 }

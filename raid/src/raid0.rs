@@ -6,9 +6,9 @@ use crate::array::MemberState;
 use crate::caps::Caps;
 use crate::channel::{hctx, host_child_cb, Chan};
 use crate::dispatch::{set_status, with_io};
-use crate::geometry::{sub_iovs, Geometry};
+use crate::geometry::Geometry;
 use crate::level::{LevelModule, RaidLevel, Strip};
-use keel_bdev::{IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+use keel_bdev::{IoStatus, IoType, IoVec, IovCursor, SubmitError, MAX_IOVS};
 
 /// raid0 in the level table: strips rotate over the members, no redundancy.
 pub(crate) static RAID0: LevelModule = LevelModule {
@@ -77,17 +77,17 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
     } else {
         &[]
     };
+    let mut cur = IovCursor::at(host_iovs, done as usize * bs);
     while done < num {
         let e = map(&geo, start + done, num - done);
         let mut iovs = [IoVec::EMPTY; MAX_IOVS];
         let n = if with_data {
-            sub_iovs(
-                host_iovs,
-                done as usize * bs,
-                e.blocks as usize * bs,
-                &mut iovs,
-            )
-            .unwrap_or(0)
+            let len = e.blocks as usize * bs;
+            // A list shorter than the I/O goes down empty (the member refuses it).
+            match cur.split_into(len, &mut iovs) {
+                (n, bytes) if bytes == len => n,
+                _ => 0,
+            }
         } else {
             0
         };

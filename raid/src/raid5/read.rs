@@ -20,10 +20,9 @@ use crate::channel::{
     PBUF,
 };
 use crate::dispatch::{ops, with_io};
-use crate::geometry::sub_iovs;
 use crate::raid5::write::{gone_member, Seg};
 use crate::xor::xor_gen;
-use keel_bdev::{IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+use keel_bdev::{IoStatus, IoType, IoVec, IovCursor, SubmitError, MAX_IOVS};
 
 /// The read step of raid5 (a host read in raw form, progress in `HostCtx::next`): direct pieces while
 /// their members are active, then stripe operations. False when it must wait (a member
@@ -49,6 +48,7 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
         // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
         unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
     });
+    let mut cur = IovCursor::at(host_iovs, done as usize * bs);
     while done < num {
         let e = geo.map_parity_striped(start + done, num - done);
         let active = a.members[e.member as usize].state() == MemberState::Active;
@@ -62,13 +62,12 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
             return ops(chan, raw, OpKind::Read);
         }
         let mut iovs = [IoVec::EMPTY; MAX_IOVS];
-        let n = sub_iovs(
-            host_iovs,
-            done as usize * bs,
-            e.blocks as usize * bs,
-            &mut iovs,
-        )
-        .unwrap_or(0);
+        let len = e.blocks as usize * bs;
+        // A list shorter than the I/O goes down empty (the member refuses it).
+        let n = match cur.split_into(len, &mut iovs) {
+            (n, bytes) if bytes == len => n,
+            _ => 0,
+        };
         with_io(raw, |io| hctx(io).pending += 1);
         let r = chan.submit_member(
             e.member,
@@ -194,11 +193,10 @@ pub(crate) fn compute(chan: &Chan, op: &mut StripeOp) {
     }
     xor_gen(out, &srcs[..n]);
     let i = g.data_index(op.unit, missing).unwrap_or(0);
-    let mut at = 0;
-    crate::geometry::for_each_piece(op.host.iovs(), seg.host_off(i, op.p0), bytes, |p, l| {
-        // SAFETY: `p..p+l` lies in the host's read buffer, which this read owns until it
-        // completes; the source is a pool buffer, so the two never overlap.
-        unsafe { std::ptr::copy_nonoverlapping(out[at..].as_ptr(), p, l) };
-        at += l;
-    });
+    let mut cur = IovCursor::at(op.host.iovs(), seg.host_off(i, op.p0));
+    // SAFETY: the host's read buffers are valid for writes and owned by this read until it
+    // completes (nobody else touches them meanwhile); the source is a pool buffer, so the two
+    // never overlap.
+    let copied = unsafe { cur.copy_from_slice(out) };
+    debug_assert_eq!(copied, bytes);
 }

@@ -18,9 +18,8 @@
 //!   parity first (ReconRcw).
 
 use crate::channel::{split_bufs, Chan, Child, Plan, PlanResult, Src, StripeOp, PBUF};
-use crate::geometry::{contiguous, for_each_piece};
 use crate::xor::{xor_gen, xor_into};
-use keel_bdev::{IoStatus, IoVec};
+use keel_bdev::{IoStatus, IoVec, IovCursor};
 
 /// The shape of one stripe operation's segment (a copy: it borrows nothing).
 pub(crate) struct Seg {
@@ -287,13 +286,13 @@ pub(crate) fn plan(chan: &Chan, op: &mut StripeOp) -> PlanResult {
 /// XOR host bytes `off..off + dst.len()` of `iovs` into `dst`.
 pub(crate) fn xor_host(iovs: &[IoVec], off: usize, dst: &mut [u8]) {
     let mut at = 0;
-    for_each_piece(iovs, off, dst.len(), |p, l| {
-        // SAFETY: `p..p+l` lies in a host iovec, valid and not written by anyone while the
-        // host's write is in flight.
-        let src = unsafe { std::slice::from_raw_parts(p, l) };
-        xor_into(&mut dst[at..at + l], src);
-        at += l;
-    });
+    for p in IovCursor::at(iovs, off).pieces(dst.len()) {
+        // SAFETY: `p` lies in a host iovec, valid and not written by anyone while the host's
+        // write is in flight.
+        let src = unsafe { std::slice::from_raw_parts(p.base, p.len) };
+        xor_into(&mut dst[at..at + p.len], src);
+        at += p.len;
+    }
 }
 
 /// Compute parity once the reads are in.
@@ -345,7 +344,7 @@ pub(crate) fn compute(chan: &Chan, op: &mut StripeOp) {
                 }
                 let (lo, hi) = seg.touched(i);
                 let piece = ((lo, hi) == (p0, p1))
-                    .then(|| contiguous(host, seg.host_off(i, lo), rbytes))
+                    .then(|| IovCursor::at(host, seg.host_off(i, lo)).contiguous(rbytes))
                     .flatten();
                 match piece {
                     // SAFETY: a host iovec range, valid while the write is in flight.
