@@ -24,6 +24,7 @@ use crate::array::{RaidArray, MAX_MEMBERS};
 use crate::level::LevelModule;
 use crate::stripe_lock::{core_bit, StripeLocks};
 use keel_bdev::modules::stack::IoQueue;
+use keel_bdev::IoWaitEntry;
 use keel_bdev::{
     BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, IoVec, IovCursor, SubmitError,
     MAX_IOVS,
@@ -32,6 +33,7 @@ use keel_reactor::pool::DmaBuf;
 use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -408,6 +410,39 @@ impl StripeOp {
     }
 }
 
+/// A channel's wait for one member's descriptors: an [`IoWaitEntry`] whose callback marks the
+/// channel to retry its waiters.
+pub(crate) struct MemberWait {
+    entry: IoWaitEntry,
+    chan: *const Chan,
+}
+
+impl MemberWait {
+    fn new(chan: *const Chan) -> MemberWait {
+        MemberWait {
+            entry: IoWaitEntry::new(MemberWait::freed, 0),
+            chan,
+        }
+    }
+
+    /// The member freed a descriptor (called by its channel with this wait's address).
+    fn freed(ctx: usize) {
+        // SAFETY: `ctx` is the address of a `MemberWait` in a channel's `desc_waits`, set right
+        // before it was queued (`Chan::wait_descriptor`); a queued entry is alive (dropping it unqueues it), and so is the
+        // channel that owns it.
+        let w = unsafe { &*(ctx as *const MemberWait) };
+        // SAFETY: as above: the channel owns the entry and outlives it.
+        let chan = unsafe { &*w.chan };
+        chan.kick.set(true);
+    }
+
+    /// Take the entry off its member channel; whether it was queued.
+    fn cancel(&self) -> bool {
+        // SAFETY: as in `Chan::wait_descriptor`: the entry never moves.
+        unsafe { Pin::new_unchecked(&self.entry) }.cancel()
+    }
+}
+
 /// The result of planning.
 pub(crate) enum PlanResult {
     /// Reads (maybe none) then writes (maybe none) as filled in.
@@ -429,18 +464,25 @@ pub(crate) struct Chan {
     epoch: Cell<u64>,
     ops: Box<[UnsafeCell<StripeOp>]>,
     free_ops: RefCell<Vec<u32>>,
-    /// Host I/Os waiting for a free operation.
+    /// Host I/Os waiting for a free operation or a member descriptor (or for the array's
+    /// dirty mark, before its first write).
     host_wait: Cell<IoQueue>,
     host_waiting: Cell<usize>,
-    /// raid1 host reads waiting for a member descriptor.
-    read_wait: Cell<IoQueue>,
-    read_waiting: Cell<usize>,
     /// Operations waiting for their stripe token.
     parked: RefCell<VecDeque<u32>>,
     /// Operations waiting for a member descriptor or a pool buffer.
     stalled: RefCell<VecDeque<u32>>,
     /// A token we may be waiting for was released.
     token_retry: Cell<bool>,
+    /// By member slot: the entry queued on the member's channel while something here waits
+    /// for one of its descriptors (allocation-free, [`IoChannel::queue_io_wait`]).
+    desc_waits: Box<[MemberWait]>,
+    /// Something host I/Os and stalled operations may wait for came free (a descriptor, an
+    /// operation) or changed (member channels): retry them at the next poll.
+    kick: Cell<bool>,
+    /// Something waits for what sends no event (a pool buffer, the dirty mark): retry at
+    /// every poll while it does.
+    blind: Cell<bool>,
     /// raid1 read balancing.
     pub rr: Cell<u32>,
     /// Stripe operations taken so far (a probe: healthy raid5 reads take none).
@@ -468,8 +510,9 @@ impl Chan {
                 free_ops: RefCell::new((0..OPS_PER_CHANNEL as u32).rev().collect()),
                 host_wait: Cell::new(IoQueue::new()),
                 host_waiting: Cell::new(0),
-                read_wait: Cell::new(IoQueue::new()),
-                read_waiting: Cell::new(0),
+                desc_waits: (0..MAX_MEMBERS).map(|_| MemberWait::new(me)).collect(),
+                kick: Cell::new(false),
+                blind: Cell::new(false),
                 parked: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
                 stalled: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
                 token_retry: Cell::new(false),
@@ -512,11 +555,41 @@ impl Chan {
                         .is_some_and(|c| c.bdev().name() == d.bdev().name());
                     if !same {
                         members[slot] = d.get_io_channel().ok();
+                        self.desc_waits[slot].cancel();
+                        self.kick.set(true);
                     }
+                }
+            }
+            if members[slot].is_none() {
+                // What waited for this member's descriptors retries (and finds it gone).
+                if self.desc_waits[slot].cancel() {
+                    self.kick.set(true);
                 }
             }
         }
         self.epoch.set(epoch);
+    }
+
+    /// Something here found no free descriptor on `member`: have its channel tell us when
+    /// one is freed ([`Chan::poll_work`] then retries what waits).
+    pub fn wait_descriptor(&self, member: u32) {
+        let members = self.members.borrow();
+        let w = &self.desc_waits[member as usize];
+        match members.get(member as usize).and_then(Option::as_ref) {
+            Some(ch) if !w.entry.is_queued() => {
+                // The wait's final address (the slice is in place now).
+                w.entry
+                    .set_callback(MemberWait::freed, w as *const MemberWait as usize);
+                // SAFETY: `desc_waits` is a boxed slice owned by this channel: the entry never
+                // moves, and it is dropped (hence unqueued) only with the channel.
+                let entry = unsafe { Pin::new_unchecked(&w.entry) };
+                if !ch.queue_io_wait(entry) {
+                    self.kick.set(true); // one is free already
+                }
+            }
+            Some(_) => {} // queued already: one event serves every waiter
+            None => self.kick.set(true), // gone: the retry finds out
+        }
     }
 
     /// Submit one member I/O. `Err(NoDescriptor)` is retried later; other errors mean the
@@ -546,15 +619,6 @@ impl Chan {
             IoType::Unmap => ch.unmap(lba, blocks, cb, ctx),
             IoType::WriteZeroes => ch.write_zeroes(lba, blocks, cb, ctx),
         }
-    }
-
-    /// Queue a raid1 host read whose member had no free descriptor; [`Chan::poll_work`] sends
-    /// it again (intrusive queue: no allocation).
-    pub fn wait_for_member(&self, io: IoRef) {
-        let mut q = self.read_wait.get();
-        q.push_back(io);
-        self.read_wait.set(q);
-        self.read_waiting.set(self.read_waiting.get() + 1);
     }
 
     /// Whether the member has a channel here.
@@ -637,7 +701,9 @@ impl Chan {
         }
     }
 
-    /// Queue a host I/O that found no free operation.
+    /// Queue a host I/O that found no free operation or member descriptor (the step that
+    /// returned false asked for the event it waits for: [`Chan::wait_descriptor`], a freed
+    /// operation, or [`Chan::wait_blind`]).
     pub fn wait_for_op(&self, io: IoRef) {
         let mut q = self.host_wait.get();
         q.push_back(io);
@@ -645,9 +711,15 @@ impl Chan {
         self.host_waiting.set(self.host_waiting.get() + 1);
     }
 
-    /// Retry what waits: parked operations whose token was released, stalled operations,
-    /// raid1 reads waiting for a member descriptor, host I/Os waiting for an operation.
-    /// Returns whether anything moved.
+    /// Something waits for what sends no event (a pool buffer, the dirty mark): retry
+    /// stalled operations and waiting host I/Os at every poll until nothing does.
+    pub fn wait_blind(&self) {
+        self.blind.set(true);
+    }
+
+    /// Retry what waits: parked operations whose token was released; stalled operations and
+    /// host I/Os waiting for an operation or a descriptor once one came free (or at every poll
+    /// while one waits for a pool buffer or the dirty mark). Returns whether anything moved.
     pub fn poll_work(&self) -> bool {
         let mut moved = false;
         if self.token_retry.replace(false) {
@@ -660,6 +732,11 @@ impl Chan {
                 run(self.op(idx));
             }
         }
+        // Both flags are taken now: a retry that must wait again sets them again.
+        let retry = self.kick.replace(false) | self.blind.replace(false);
+        if !retry {
+            return moved;
+        }
         let n = self.stalled.borrow().len();
         for _ in 0..n {
             let Some(idx) = self.stalled.borrow_mut().pop_front() else {
@@ -670,14 +747,6 @@ impl Chan {
         }
         // Each waiting host I/O gets one try per poll (one that must wait again goes to the
         // back), so this never spins.
-        for _ in 0..self.read_waiting.get() {
-            let mut q = self.read_wait.get();
-            let Some(io) = q.pop_front() else { break };
-            self.read_wait.set(q);
-            self.read_waiting.set(self.read_waiting.get() - 1);
-            moved = true;
-            crate::raid1::retry_read(self, io);
-        }
         for _ in 0..self.host_waiting.get() {
             let mut q = self.host_wait.get();
             let Some(io) = q.pop_front() else { break };
@@ -729,6 +798,7 @@ pub(crate) fn run(p: *mut StripeOp) {
                     PlanResult::NoBuffer => {
                         op.drop_bufs();
                         chan.stalled.borrow_mut().push_back(op.idx);
+                        chan.wait_blind();
                         return;
                     }
                     PlanResult::Fail(s) => {
@@ -800,6 +870,7 @@ fn issue(chan: &Chan, op: &mut StripeOp) -> bool {
                 op.pending -= 1;
                 if op.pending == 0 {
                     chan.stalled.borrow_mut().push_back(op.idx);
+                    chan.wait_descriptor(c.member);
                 }
                 // else: the last completion of what is in flight re-runs `issue`.
                 return false;
@@ -934,6 +1005,7 @@ fn finish(chan: &Chan, op: &mut StripeOp, status: IoStatus) {
     assert!(free.len() < OPS_PER_CHANNEL, "an operation freed twice");
     free.push(op.idx);
     drop(free);
+    chan.kick.set(true); // a host I/O may wait for an operation
     if host != 0 {
         child_done(host, status);
     } else if let Some(cb) = cb {

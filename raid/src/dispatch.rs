@@ -83,6 +83,7 @@ pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
         // First write since the array was clean: `clean = false` goes to every member first
         // (write hole, SUPERBLOCK.md); this I/O waits for it.
         crate::sb_io::mark_dirty(&chan.array);
+        chan.wait_blind();
         return false;
     }
     let unit_blocks = chan.array.geo.stripe_data_blocks();

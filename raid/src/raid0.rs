@@ -108,6 +108,7 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
                     c.pending -= 1;
                     c.next = done;
                 });
+                chan.wait_descriptor(e.member);
                 return false;
             }
             Err(_) => {
@@ -142,6 +143,7 @@ pub(crate) fn fan_out(chan: &Chan, raw: usize) -> bool {
                         c.pending -= 1;
                         c.next = next;
                     });
+                    chan.wait_descriptor(m);
                     return false;
                 }
                 Err(_) => {

@@ -46,18 +46,32 @@ pub(crate) static RAID1: LevelModule = LevelModule {
     resync: Some(Resync::Mirror),
 };
 
-/// Start a host read (given in raw form): it always finishes dispatching (a read that finds
-/// no member descriptor waits in the channel's own queue, [`Chan::wait_for_member`]).
+/// What became of a read sent to a member.
+enum Sent {
+    /// It is on its way.
+    Yes,
+    /// The member had no free descriptor: wait for one ([`Chan::wait_descriptor`] asked).
+    Wait,
+    /// No usable member is left to try.
+    NoMember,
+}
+
+/// The read step (a host read in raw form): false when it waits for a member descriptor.
 fn read(chan: &Chan, raw: usize) -> bool {
     with_io(raw, |io| hctx(io).pending += 1); // the member read
-    if !send_read(chan, raw) {
-        child_done(raw, IoStatus::IoError);
+    match send_read(chan, raw) {
+        Sent::Yes => {}
+        Sent::Wait => {
+            with_io(raw, |io| hctx(io).pending -= 1);
+            return false;
+        }
+        Sent::NoMember => child_done(raw, IoStatus::IoError),
     }
     true
 }
 
 /// Send the read to the next usable member not tried yet; false when there is none.
-fn send_read(chan: &Chan, raw: usize) -> bool {
+fn send_read(chan: &Chan, raw: usize) -> Sent {
     let (start, num, tried) = with_io(raw, |io| {
         (io.offset_blocks(), io.num_blocks(), hctx(io).tried)
     });
@@ -82,28 +96,19 @@ fn send_read(chan: &Chan, raw: usize) -> bool {
             unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
         });
         match chan.submit_member(m, keel_bdev::IoType::Read, iovs, start, num, read_done, raw) {
-            Ok(()) => return true,
+            Ok(()) => return Sent::Yes,
             Err(keel_bdev::SubmitError::NoDescriptor) => {
-                // Back-pressure: the channel sends it again from its poll.
+                // Back-pressure: the channel sends it again once the member frees one.
                 with_io(raw, |io| hctx(io).tried &= !(1 << m));
-                // SAFETY: `raw` is this in-flight host read; the queue holds it until retried.
-                chan.wait_for_member(unsafe { IoRef::from_raw(raw) });
-                return true;
+                chan.wait_descriptor(m);
+                return Sent::Wait;
             }
             Err(e) => {
                 a.fail_member(m, &format!("read submission failed: {e}"));
             }
         }
     }
-    false
-}
-
-/// Send again a read that waited for a member descriptor ([`Chan::wait_for_member`]).
-pub(crate) fn retry_read(chan: &Chan, io: IoRef) {
-    let raw = io.into_raw();
-    if !send_read(chan, raw) {
-        child_done(raw, IoStatus::IoError);
-    }
+    Sent::NoMember
 }
 
 /// A member read completed.
@@ -120,8 +125,12 @@ fn read_done(raw: usize, status: IoStatus) {
     let chan = unsafe { &*chan };
     chan.array
         .fail_member(m, &format!("read failed ({status:?})"));
-    if !send_read(chan, raw) {
-        child_done(raw, IoStatus::IoError);
+    match send_read(chan, raw) {
+        Sent::Yes => {}
+        // The failed read's count stays: it is the bias of the step that resumes the read.
+        // SAFETY: `raw` is this in-flight host read; the queue holds it until it resumes.
+        Sent::Wait => chan.wait_for_op(unsafe { IoRef::from_raw(raw) }),
+        Sent::NoMember => child_done(raw, IoStatus::IoError),
     }
 }
 

@@ -609,3 +609,55 @@ fn raid5_reads_go_straight_to_active_members_and_reconstruct_when_degraded() {
         }
     });
 }
+
+#[test]
+fn striped_reads_and_writes_wait_for_member_descriptors() {
+    run(|| async {
+        // More concurrent member I/Os than a member channel has descriptors (512): raid0 and
+        // raid5 direct reads must wait for one (the wait entry) and go on.
+        for (name, level, members) in [
+            ("r_wd0", RaidLevel::Raid0, 2),
+            ("r_wd5", RaidLevel::Raid5, 3),
+        ] {
+            let m: Vec<String> = (0..members)
+                .map(|i| {
+                    let n = format!("{name}m{i}");
+                    malloc::create(&n, 8192, BS, None).unwrap();
+                    n
+                })
+                .collect();
+            make(name, level, &m, Some(4)).await;
+            let (desc, ch) = open_rw(name);
+            let total = ch.bdev().info().num_blocks;
+            let mut pattern = vec![0u8; (total * BS as u64) as usize];
+            Rng(5).fill(&mut pattern);
+            assert_eq!(write(&ch, 0, &mut pattern, &[]).await, IoStatus::Success);
+            // 400 reads (under the raid channel's 512 descriptors) of 8 strips each: about
+            // 1600 (raid0) or 1070 (raid5) member reads per member.
+            let (n, len) = (400usize, 64u64);
+            let bytes = len as usize * BS as usize;
+            let mut rbufs = vec![0u8; n * bytes];
+            let many = Box::new(Many::default());
+            let ctx = &*many as *const Many as usize;
+            let at = |i: usize| (i as u64 * len) % total;
+            for (i, chunk) in rbufs.chunks_mut(bytes).enumerate() {
+                let v = [iov(chunk)];
+                ch.read(&v, at(i), len, many_cb, ctx).unwrap();
+                many.left.set(many.left.get() + 1);
+            }
+            while many.left.get() > 0 {
+                yield_now().await;
+            }
+            assert_eq!(many.failed.get(), 0);
+            for (i, chunk) in rbufs.chunks(bytes).enumerate() {
+                let off = (at(i) * BS as u64) as usize;
+                assert!(chunk == &pattern[off..off + bytes], "read {i}");
+            }
+            drop((ch, desc));
+            keel_raid::delete(name).await.unwrap();
+            for b in m {
+                malloc::delete(&b).await.unwrap();
+            }
+        }
+    });
+}

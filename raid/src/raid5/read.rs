@@ -80,18 +80,19 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
         );
         match r {
             Ok(()) => {}
-            Err(e) => {
+            Err(err) => {
                 with_io(raw, |io| {
                     let c = hctx(io);
                     assert!(c.pending > 1);
                     c.pending -= 1;
                     c.next = done;
-                    if e != SubmitError::NoDescriptor {
+                    if err != SubmitError::NoDescriptor {
                         // The operations fail the member and rebuild the piece.
                         c.read_path = ReadPath::ViaOps;
                     }
                 });
-                if e == SubmitError::NoDescriptor {
+                if err == SubmitError::NoDescriptor {
+                    chan.wait_descriptor(e.member);
                     return false;
                 }
                 return ops(chan, raw, OpKind::Read);
