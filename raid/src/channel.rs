@@ -5,11 +5,11 @@
 //! A stripe operation ([`StripeOp`]) covers one stripe (raid5) or one region (raid1). Its
 //! level-specific code (found through the level table, [`crate::level::LevelModule`]: for
 //! raid5 [`crate::raid5::write`], [`crate::raid5::read`], for raid1 [`crate::raid1`], and the
-//! rebuild plans in [`crate::rebuild`]) plans it — which member reads, which member writes, which pool buffers —
-//! and computes parity once the reads are in; this file takes the stripe token when the plan
-//! needs it, issues the member I/Os (reads; then the writes from the host's buffers, the compute
-//! step, the writes from computed buffers), retries what found no descriptor or buffer, replans
-//! after a member failure, and finishes.
+//! rebuild plans in [`crate::rebuild`]) plans it — which member reads, which member writes,
+//! which pool buffers — and computes parity once the reads are in; this file takes the stripe
+//! token when the plan needs it, issues the member I/Os (reads; then the writes from the host's
+//! buffers, the compute step, the writes from computed buffers), retries what found no
+//! descriptor or buffer, replans after a member failure, and finishes.
 //!
 //! Nothing here allocates in steady state: the operations live in a slab made with the channel,
 //! the queues are intrusive or pre-sized, and member I/O contexts are the operation's address
@@ -244,18 +244,9 @@ impl HostIo {
         if self.0 == 0 {
             return &[];
         }
-        // SAFETY: `self.0` is the raw form of an in-flight host I/O (contract of `new`); the
-        // IoRef is turned back into its raw form right away (no completion).
-        let io = unsafe { IoRef::from_raw(self.0) };
-        let (p, n) = {
-            let v = io.iovs();
-            (v.as_ptr(), v.len())
-        };
-        let _ = io.into_raw();
-        // SAFETY: the iovec array lives in the host I/O's descriptor, unchanged while the I/O
-        // is in flight, which it is as long as `self` holds it (contract of `new`); the slice
-        // borrows `self`, so it cannot outlive the hold.
-        unsafe { std::slice::from_raw_parts(p, n) }
+        // SAFETY: `self.0` is an in-flight host I/O as long as `self` holds it (contract of
+        // `new`); the slice borrows `self`, so it cannot outlive the hold.
+        unsafe { crate::dispatch::host_iovs(self.0) }
     }
 }
 
@@ -428,8 +419,8 @@ impl MemberWait {
     /// The member freed a descriptor (called by its channel with this wait's address).
     fn freed(ctx: usize) {
         // SAFETY: `ctx` is the address of a `MemberWait` in a channel's `desc_waits`, set right
-        // before it was queued (`Chan::wait_descriptor`); a queued entry is alive (dropping it unqueues it), and so is the
-        // channel that owns it.
+        // before it was queued (`Chan::wait_descriptor`); a queued entry is alive (dropping it
+        // unqueues it), and so is the channel that owns it.
         let w = unsafe { &*(ctx as *const MemberWait) };
         // SAFETY: as above: the channel owns the entry and outlives it.
         let chan = unsafe { &*w.chan };

@@ -3,7 +3,7 @@
 //! operation or a member descriptor) resumes where it stopped.
 
 use crate::channel::{child_done, hctx, host_start, run, Chan, HostIo, OpKind, Phase};
-use keel_bdev::{IoRef, IoStatus, IoType};
+use keel_bdev::{IoRef, IoStatus, IoType, IoVec};
 use std::rc::Rc;
 
 /// A host I/O arrives on the channel.
@@ -37,6 +37,22 @@ pub(crate) fn resume(chan: &Chan, io: IoRef) {
         // SAFETY: `raw` is the in-flight host I/O taken apart above; rebuilt once to queue it.
         chan.wait_for_op(unsafe { IoRef::from_raw(raw) });
     }
+}
+
+/// The iovecs of the host I/O given in raw form.
+///
+/// # Safety
+/// `raw` is an in-flight host I/O of this core, and it stays in flight (its descriptor and
+/// iovec array alive and unchanged) for as long as the caller uses the slice (`'a`, which the
+/// caller picks): e.g. while a step holds the dispatch bias, or while a child of it is out.
+pub(crate) unsafe fn host_iovs<'a>(raw: usize) -> &'a [IoVec] {
+    let (p, n) = with_io(raw, |io| {
+        let v = io.iovs();
+        (v.as_ptr(), v.len())
+    });
+    // SAFETY: the array lives in the host I/O's descriptor, in flight as long as the caller
+    // uses the slice (contract above).
+    unsafe { std::slice::from_raw_parts(p, n) }
 }
 
 /// Run `f` on the host I/O given in raw form, keeping it in flight.

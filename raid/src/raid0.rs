@@ -5,7 +5,7 @@
 use crate::array::MemberState;
 use crate::caps::Caps;
 use crate::channel::{hctx, host_child_cb, Chan};
-use crate::dispatch::{set_status, with_io};
+use crate::dispatch::{host_iovs, set_status, with_io};
 use crate::geometry::Geometry;
 use crate::level::{LevelModule, RaidLevel, Strip};
 use keel_bdev::{IoStatus, IoType, IoVec, IovCursor, SubmitError, MAX_IOVS};
@@ -69,11 +69,9 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
         .expect("a level that splits maps its blocks");
     let with_data = matches!(t, IoType::Read | IoType::Write);
     let host_iovs: &[IoVec] = if with_data {
-        // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
-        with_io(raw, |io| {
-            let v = io.iovs();
-            unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
-        })
+        // SAFETY: this step holds the host I/O's dispatch bias until it returns: the I/O
+        // stays in flight while the slice is used (member I/Os copy what they take).
+        unsafe { host_iovs(raw) }
     } else {
         &[]
     };

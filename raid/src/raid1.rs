@@ -7,7 +7,7 @@
 
 use crate::caps::Caps;
 use crate::channel::{child_done, hctx, Chan, Child, PlanResult, Src, StripeOp};
-use crate::dispatch::{with_io, write_ops};
+use crate::dispatch::{host_iovs, with_io, write_ops};
 use crate::level::{LevelModule, OpFns, RaidLevel, Resync, Strip, StripeOpFns};
 use keel_bdev::{IoRef, IoStatus};
 
@@ -90,11 +90,9 @@ fn send_read(chan: &Chan, raw: usize) -> Sent {
             c.tried |= 1 << m;
             c.member = m;
         });
-        let iovs = with_io(raw, |io| {
-            let v = io.iovs();
-            // SAFETY: the iovec array lives in the in-flight host descriptor.
-            unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
-        });
+        // SAFETY: the read is in flight (the dispatch bias, or the failed member read not yet
+        // counted down, holds it) for this call; the member I/O copies the iovecs.
+        let iovs = unsafe { host_iovs(raw) };
         match chan.submit_member(m, keel_bdev::IoType::Read, iovs, start, num, read_done, raw) {
             Ok(()) => return Sent::Yes,
             Err(keel_bdev::SubmitError::NoDescriptor) => {

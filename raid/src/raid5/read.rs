@@ -19,14 +19,14 @@ use crate::channel::{
     child_done, hctx, split_bufs, Chan, Child, OpKind, Plan, PlanResult, ReadPath, Src, StripeOp,
     PBUF,
 };
-use crate::dispatch::{ops, with_io};
+use crate::dispatch::{host_iovs, ops, with_io};
 use crate::raid5::write::{gone_member, Seg};
 use crate::xor::xor_gen;
 use keel_bdev::{IoStatus, IoType, IoVec, IovCursor, SubmitError, MAX_IOVS};
 
-/// The read step of raid5 (a host read in raw form, progress in `HostCtx::next`): direct pieces while
-/// their members are active, then stripe operations. False when it must wait (a member
-/// descriptor or a free operation).
+/// The read step of raid5 (a host read in raw form, progress in `HostCtx::next`): direct
+/// pieces while their members are active, then stripe operations. False when it must wait (a
+/// member descriptor or a free operation).
 pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
     let (start, num, mut done, path) = with_io(raw, |io| {
         let (start, num) = (io.offset_blocks(), io.num_blocks());
@@ -43,11 +43,9 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
     let a = &chan.array;
     let geo = a.geo;
     let bs = a.block_size as usize;
-    let host_iovs: &[IoVec] = with_io(raw, |io| {
-        let v = io.iovs();
-        // SAFETY: the iovec array lives in the in-flight host descriptor; see `with_io`.
-        unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
-    });
+    // SAFETY: this step holds the host I/O's dispatch bias until it returns: the I/O stays in
+    // flight while the slice is used (member I/Os copy what they take).
+    let host_iovs: &[IoVec] = unsafe { host_iovs(raw) };
     let mut cur = IovCursor::at(host_iovs, done as usize * bs);
     while done < num {
         let e = geo.map_parity_striped(start + done, num - done);
