@@ -384,6 +384,22 @@ impl StripeOp {
         }
     }
 
+    /// Move to phase `to`, checking the transition (TIGER_STYLE: a state machine asserts its
+    /// edges). A free operation starts in `Plan` ([`Chan::take_op`]) and leaves `Write` only
+    /// by finishing.
+    #[inline]
+    pub fn set_phase(&mut self, to: Phase) {
+        use Phase::*;
+        let legal = matches!(
+            (self.phase, to),
+            // Token taken; a plan that needs the token; a plan ready to issue; a read phase
+            // that failed (replan, with the token for a raid5 read); reads done.
+            (Token, Plan) | (Plan, Token) | (Plan, Read) | (Read, Token | Plan | Write)
+        );
+        assert!(legal, "stripe op phase {:?} -> {to:?}", self.phase);
+        self.phase = to;
+    }
+
     /// Add a member read to the plan.
     pub fn push_read(&mut self, c: Child) {
         assert!((self.nreads as usize) < MAX_CHILDREN);
@@ -770,7 +786,7 @@ pub(crate) fn run(p: *mut StripeOp) {
                     return;
                 }
                 op.holds_token = true;
-                op.phase = Phase::Plan;
+                op.set_phase(Phase::Plan);
             }
             Phase::Plan => {
                 op.drop_bufs();
@@ -779,12 +795,12 @@ pub(crate) fn run(p: *mut StripeOp) {
                 op.failed = false;
                 match (level.op_fns(op.kind).plan)(chan, op) {
                     PlanResult::Ready => {
-                        op.phase = Phase::Read;
+                        op.set_phase(Phase::Read);
                         op.issued = 0;
                         op.pending = 0;
                     }
                     PlanResult::NeedToken => {
-                        op.phase = Phase::Token;
+                        op.set_phase(Phase::Token);
                     }
                     PlanResult::NoBuffer => {
                         op.drop_bufs();
@@ -936,14 +952,14 @@ fn phase_done(chan: &Chan, op: &mut StripeOp) -> bool {
                     finish(chan, op, IoStatus::IoError);
                     return false;
                 }
-                op.phase = if op.kind == OpKind::Read && !op.holds_token {
+                op.set_phase(if op.kind == OpKind::Read && !op.holds_token {
                     Phase::Token
                 } else {
                     Phase::Plan
-                };
+                });
                 return true;
             }
-            op.phase = Phase::Write;
+            op.set_phase(Phase::Write);
             op.computed = false;
             op.issued = 0;
             op.pending = 0;

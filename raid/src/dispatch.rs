@@ -124,10 +124,9 @@ pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
         op.seg1 = seg0 + len;
         op.host_off = (done * bs) as usize;
         op.no_data = no_data;
-        op.phase = match kind {
-            OpKind::Read => Phase::Plan,
-            _ => Phase::Token,
-        };
+        if kind != OpKind::Read {
+            op.set_phase(Phase::Token); // reads take the token only to reconstruct
+        }
         with_io(raw, |io| hctx(io).pending += 1);
         done += len;
         run(p);

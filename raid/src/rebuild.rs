@@ -362,7 +362,7 @@ async fn run_job(array: &Arc<RaidArray>, job: Job) -> bool {
                 let op = unsafe { &mut *p };
                 op.unit = u;
                 op.target = target;
-                op.phase = Phase::Token;
+                op.set_phase(Phase::Token);
                 op.done_cb = Some(unit_done);
                 op.done_ctx = Rc::as_ptr(&win) as usize;
                 issued += 1;
