@@ -20,8 +20,7 @@
 //! stored in an I/O or an operation stays valid while that I/O is in flight.
 
 use crate::array::{RaidArray, MAX_MEMBERS};
-#[cfg(doc)]
-use crate::level::LevelModule;
+use crate::level::{LevelModule, OpFns, NO_OP_FNS};
 use crate::stripe_lock::{core_bit, StripeLocks};
 use keel_bdev::modules::stack::IoQueue;
 use keel_bdev::IoWaitEntry;
@@ -254,20 +253,35 @@ impl HostIo {
 /// [`PBUF`].
 pub(crate) type Bufs = [Option<DmaBuf>; MAX_MEMBERS + 1];
 
-/// Buffer `out` of `bufs` to write, and every buffer to read (slot `out` empty, as are slots
-/// without a buffer): split borrows, so one computation reads several buffers and writes one.
-pub(crate) fn split_bufs(bufs: &mut Bufs, out: usize) -> (&mut [u8], [&[u8]; MAX_MEMBERS + 1]) {
-    let mut srcs: [&[u8]; MAX_MEMBERS + 1] = [&[]; MAX_MEMBERS + 1];
-    let mut dst: &mut [u8] = &mut [];
-    for (i, b) in bufs.iter_mut().enumerate() {
-        let Some(b) = b else { continue };
-        if i == out {
-            dst = b.as_mut_slice();
-        } else {
-            srcs[i] = b.as_mut_slice();
-        }
+/// Buffer `out` of `bufs` to write, and every other buffer to read ([`Srcs`]): split
+/// borrows, so one computation reads several buffers and writes one. Nothing is copied.
+pub(crate) fn split_bufs(bufs: &mut Bufs, out: usize) -> (&mut [u8], Srcs<'_>) {
+    let (lo, rest) = bufs.split_at_mut(out);
+    let (dst, hi) = rest.split_first_mut().expect("`out` is a buffer slot");
+    let dst = dst.as_mut().map_or(&mut [][..], DmaBuf::as_mut_slice);
+    (dst, Srcs { lo, hi })
+}
+
+/// The buffers of an operation other than the one being written ([`split_bufs`]), by slot:
+/// `srcs[i]` is buffer `i`'s bytes (empty for the written slot and for slots without one).
+pub(crate) struct Srcs<'a> {
+    lo: &'a [Option<DmaBuf>],
+    hi: &'a [Option<DmaBuf>],
+}
+
+impl std::ops::Index<usize> for Srcs<'_> {
+    type Output = [u8];
+
+    #[inline]
+    fn index(&self, i: usize) -> &[u8] {
+        let out = self.lo.len();
+        let b = match i.cmp(&out) {
+            std::cmp::Ordering::Less => &self.lo[i],
+            std::cmp::Ordering::Equal => return &[],
+            std::cmp::Ordering::Greater => &self.hi[i - out - 1],
+        };
+        b.as_ref().map_or(&[], DmaBuf::as_slice)
     }
-    (dst, srcs)
 }
 
 /// One stripe (raid5) or region (raid1) operation. Aligned to `1 << MEMBER_BITS`: the low
@@ -283,6 +297,8 @@ pub(crate) struct StripeOp {
     pub done_cb: Option<fn(usize, IoStatus)>,
     pub done_ctx: usize,
     pub kind: OpKind,
+    /// The level's code for `kind` (set when taken).
+    fns: &'static OpFns,
     pub phase: Phase,
     pub plan: Plan,
     /// Stripe (raid5) or region (raid1).
@@ -318,9 +334,15 @@ pub(crate) struct StripeOp {
     pub nreads: u32,
     pub writes: [Child; MAX_CHILDREN],
     pub nwrites: u32,
-    /// Old-data buffers by member slot, then the parity/output buffer at [`PBUF`].
+    /// Old-data buffers by member slot, then the parity/output buffer at [`PBUF`]. Only
+    /// [`StripeOp::alloc_buf`] fills a slot.
     pub bufs: Bufs,
+    /// Bit `i`: `bufs[i]` may hold a buffer (so dropping them visits only those).
+    bufs_used: u64,
 }
+
+// One bit per buffer slot in `StripeOp::bufs_used`.
+const _: () = assert!(MAX_MEMBERS < u64::BITS as usize);
 
 impl StripeOp {
     fn new(chan: *const Chan, idx: u32) -> StripeOp {
@@ -331,6 +353,7 @@ impl StripeOp {
             done_cb: None,
             done_ctx: 0,
             kind: OpKind::Write,
+            fns: &NO_OP_FNS,
             phase: Phase::Plan,
             plan: Plan::None,
             unit: 0,
@@ -352,6 +375,7 @@ impl StripeOp {
             writes: [Child::EMPTY; MAX_CHILDREN],
             nwrites: 0,
             bufs: std::array::from_fn(|_| None),
+            bufs_used: 0,
         }
     }
 
@@ -363,9 +387,13 @@ impl StripeOp {
 
     /// Drop every buffer (back to the pool).
     pub fn drop_bufs(&mut self) {
-        for b in &mut self.bufs {
-            *b = None;
+        let mut used = std::mem::take(&mut self.bufs_used);
+        while used != 0 {
+            let i = used.trailing_zeros() as usize;
+            used &= used - 1;
+            self.bufs[i] = None;
         }
+        debug_assert!(self.bufs.iter().all(Option::is_none));
     }
 
     /// The bytes of buffer `i`.
@@ -378,6 +406,7 @@ impl StripeOp {
         match keel_reactor::pool::alloc(len) {
             Ok(b) => {
                 self.bufs[i] = Some(b);
+                self.bufs_used |= 1 << i;
                 true
             }
             Err(_) => false,
@@ -466,6 +495,8 @@ pub(crate) enum PlanResult {
 /// rebuild).
 pub(crate) struct Chan {
     pub array: Arc<RaidArray>,
+    /// The array's level in the level table.
+    pub level: &'static LevelModule,
     /// Member channels by slot (None: no bdev, or removed).
     members: RefCell<Vec<Option<IoChannel>>>,
     epoch: Cell<u64>,
@@ -526,6 +557,7 @@ impl Chan {
                 rr: Cell::new(0),
                 ops_taken: Cell::new(0),
                 my_bit: core_bit(core),
+                level: array.level().module(),
                 array,
             }
         });
@@ -655,6 +687,7 @@ impl Chan {
         op.done_cb = None;
         op.no_data = None;
         op.kind = kind;
+        op.fns = self.level.op_fns(kind);
         op.phase = Phase::Plan;
         op.plan = Plan::None;
         op.missing = u32::MAX;
@@ -776,7 +809,6 @@ pub(crate) fn run(p: *mut StripeOp) {
     // the I/Os in flight on it, and the rebuild task holds its own); the operation lives in
     // the channel's slab behind an `UnsafeCell`, so `&Chan` and `&mut StripeOp` do not alias.
     let chan = unsafe { &*op.chan };
-    let level = chan.array.level().module();
     loop {
         match op.phase {
             Phase::Token => {
@@ -793,7 +825,7 @@ pub(crate) fn run(p: *mut StripeOp) {
                 op.nreads = 0;
                 op.nwrites = 0;
                 op.failed = false;
-                match (level.op_fns(op.kind).plan)(chan, op) {
+                match (op.fns.plan)(chan, op) {
                     PlanResult::Ready => {
                         op.set_phase(Phase::Read);
                         op.issued = 0;
@@ -902,7 +934,9 @@ fn issue(chan: &Chan, op: &mut StripeOp) -> bool {
 fn compute(chan: &Chan, op: &mut StripeOp) {
     assert!(op.phase == Phase::Write && !op.computed);
     op.computed = true;
-    (chan.array.level().module().op_fns(op.kind).compute)(chan, op);
+    if let Some(f) = op.fns.compute {
+        f(chan, op);
+    }
 }
 
 fn note_member_failure(chan: &Chan, member: u32, why: &dyn std::fmt::Display) {

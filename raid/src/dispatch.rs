@@ -21,7 +21,7 @@ pub(crate) fn submit(chan: &Rc<Chan>, mut io: IoRef) {
 /// Dispatch what is left of a host I/O (from its `HostCtx::next`); queue it again if it has
 /// to wait. Drops the dispatch bias once everything is out.
 pub(crate) fn resume(chan: &Chan, io: IoRef) {
-    let level = chan.array.level().module();
+    let level = chan.level;
     let raw = io.into_raw();
     let step = match io_type(raw) {
         IoType::Flush | IoType::Reset => crate::raid0::fan_out,

@@ -84,9 +84,16 @@ pub(crate) type SubmitFn = fn(&Chan, usize) -> bool;
 pub(crate) struct OpFns {
     /// Plan the operation: which member reads, which member writes, which buffers.
     pub plan: fn(&Chan, &mut StripeOp) -> PlanResult,
-    /// The compute step of the write phase (parity, rebuilt data), once the reads are in.
-    pub compute: fn(&Chan, &mut StripeOp),
+    /// The compute step of the write phase (parity, rebuilt data), once the reads are in
+    /// (`None`: nothing to compute).
+    pub compute: Option<fn(&Chan, &mut StripeOp)>,
 }
+
+/// What a free operation refers to before it is taken for a kind.
+pub(crate) static NO_OP_FNS: OpFns = OpFns {
+    plan: |_, _| unreachable!("a free stripe operation is never planned"),
+    compute: None,
+};
 
 /// A level's stripe (raid5) or region (raid1) operations.
 pub(crate) struct StripeOpFns {
@@ -185,7 +192,7 @@ pub(crate) struct LevelModule {
 impl LevelModule {
     /// The level's code for stripe operations of `kind`.
     #[inline]
-    pub fn op_fns(&self, kind: OpKind) -> &OpFns {
+    pub fn op_fns(&'static self, kind: OpKind) -> &'static OpFns {
         let ops = self
             .ops
             .as_ref()

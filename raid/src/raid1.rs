@@ -35,12 +35,12 @@ pub(crate) static RAID1: LevelModule = LevelModule {
     ops: Some(StripeOpFns {
         write: OpFns {
             plan: plan_write,
-            compute: |_, _| {},
+            compute: None,
         },
         read: None,
         rebuild: OpFns {
             plan: crate::rebuild::plan_copy,
-            compute: |_, _| {},
+            compute: None,
         },
     }),
     resync: Some(Resync::Mirror),

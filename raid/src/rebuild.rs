@@ -146,9 +146,9 @@ pub(crate) fn compute_parity(chan: &Chan, op: &mut StripeOp) {
     let (out, bufs) = split_bufs(&mut op.bufs, PBUF);
     let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
     let mut n = 0;
-    for (m, b) in bufs.iter().enumerate().take(members as usize) {
+    for m in 0..members as usize {
         if m != target {
-            srcs[n] = b;
+            srcs[n] = &bufs[m];
             n += 1;
         }
     }

@@ -36,15 +36,15 @@ pub(crate) static RAID5: LevelModule = LevelModule {
     ops: Some(StripeOpFns {
         write: OpFns {
             plan: write::plan,
-            compute: write::compute,
+            compute: Some(write::compute),
         },
         read: Some(OpFns {
             plan: read::plan,
-            compute: read::compute,
+            compute: Some(read::compute),
         }),
         rebuild: OpFns {
             plan: crate::rebuild::plan_parity,
-            compute: crate::rebuild::compute_parity,
+            compute: Some(crate::rebuild::compute_parity),
         },
     }),
     resync: Some(Resync::Parity),

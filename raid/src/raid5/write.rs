@@ -363,7 +363,7 @@ pub(crate) fn compute(chan: &Chan, op: &mut StripeOp) {
             for i in 0..seg.k {
                 let m = g.data_member(stripe, i) as usize;
                 let (lo, hi) = seg.touched(i);
-                let old = old_bufs[m];
+                let old = &old_bufs[m];
                 if lo < hi && no_data.is_none() {
                     let r = (lo - p0) as usize * bs..(hi - p0) as usize * bs;
                     xor_host(host, seg.host_off(i, lo), &mut parity[r]);
