@@ -6,7 +6,7 @@ use crate::array::MemberState;
 use crate::caps::Caps;
 use crate::channel::{hctx, host_child_cb, Chan};
 use crate::dispatch::{host_iovs, set_status, with_io};
-use crate::geometry::Geometry;
+use crate::geometry::{Extent, Geometry};
 use crate::level::{LevelModule, RaidLevel, Strip};
 use keel_bdev::{IoStatus, IoType, IoVec, IovCursor, SubmitError, MAX_IOVS};
 
@@ -23,8 +23,8 @@ pub(crate) static RAID0: LevelModule = LevelModule {
     map: Some(Geometry::map_striped),
     strip: Strip::Striped { max_bytes: None },
     caps: Caps::of_plain,
-    read: split,
-    write: split,
+    read: split_striped,
+    write: split_striped,
     ops: None,
     resync: None,
 };
@@ -42,15 +42,27 @@ pub(crate) static CONCAT: LevelModule = LevelModule {
     map: Some(Geometry::map_concat),
     strip: Strip::Striped { max_bytes: None },
     caps: Caps::of_plain,
-    read: split,
-    write: split,
+    read: split_concat,
+    write: split_concat,
     ops: None,
     resync: None,
 };
 
-/// Send each strip-sized piece of the host I/O to its member. Returns false when a member had
-/// no free descriptor (progress saved in `HostCtx::next`; the I/O resumes from the channel's poll).
-pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
+/// raid0's read and write step: [`split`] along strips.
+fn split_striped(chan: &Chan, raw: usize) -> bool {
+    split(chan, raw, Geometry::map_striped)
+}
+
+/// concat's read and write step: [`split`] along members.
+fn split_concat(chan: &Chan, raw: usize) -> bool {
+    split(chan, raw, Geometry::map_concat)
+}
+
+/// Send each piece of the host I/O that `map` gives to its member (the level's mapping, a fn
+/// item: inlined per level). Returns false when a member had no free descriptor (progress
+/// saved in `HostCtx::next`; the I/O resumes from the channel's poll).
+#[inline(always)]
+fn split(chan: &Chan, raw: usize, map: impl Fn(&Geometry, u64, u64) -> Extent) -> bool {
     let (t, start, num, mut done) = with_io(raw, |io| {
         (
             io.io_type(),
@@ -61,12 +73,6 @@ pub(crate) fn split(chan: &Chan, raw: usize) -> bool {
     });
     let bs = chan.array.block_size as usize;
     let geo = chan.array.geo;
-    let map = chan
-        .array
-        .level()
-        .module()
-        .map
-        .expect("a level that splits maps its blocks");
     let with_data = matches!(t, IoType::Read | IoType::Write);
     let host_iovs: &[IoVec] = if with_data {
         // SAFETY: this step holds the host I/O's dispatch bias until it returns: the I/O
