@@ -95,7 +95,7 @@ async fn random_read_4k(kind: &str, members: &[String], secs: f64) {
             load.reads();
             let iops = load.run_for(secs).await;
             drop(load);
-            keel_raid::delete("b_rr").await.unwrap();
+            keel_raid::delete("b_rr").await.expect("delete the raid");
             println!("{name:<22} 4 KiB random read: {iops:8.0} IOPS");
         }
     }
