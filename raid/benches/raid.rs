@@ -1,7 +1,8 @@
 //! raid write bandwidth/IOPS on one reactor, over malloc members (a write is a memcpy into the
 //! member) and over null members (a write moves no data): raid5 full-stripe write bandwidth vs
 //! raid0 on the same members (4 members with 32 KiB strips, 8 with 16 KiB: `full-NxSk`), and
-//! 4 KiB random write IOPS of raid5 (partial stripe, RMW) vs raid1. Rates are per CPU second
+//! 4 KiB random write IOPS of raid5 (partial stripe, RMW) vs raid1, and 4 KiB random read IOPS
+//! of raid5 vs raid0. Rates are per CPU second
 //! of the reactor thread (see `common::Load::run_for`). README.md explains the results.
 //!
 //! Run: `cargo bench -p keel-raid --bench raid [FILTER]` (cases whose name contains FILTER;
@@ -83,6 +84,23 @@ async fn full_stripe(kind: &str, members: usize, strip_kb: u32, make_member: fn(
     );
 }
 
+/// 4 KiB random read IOPS of raid5 (straight from the member holding the data when every
+/// member is active) and raid0 over the same `members`.
+async fn random_read_4k(kind: &str, members: &[String], secs: f64) {
+    for (level, n) in [(RaidLevel::Raid5, "raid5"), (RaidLevel::Raid0, "raid0")] {
+        let name = format!("{kind}/{n}-read-4k");
+        if selected(&name) {
+            make("b_rr", level, members, Some(STRIP_KB)).await;
+            let load = Load::new("b_rr", 4096, QD, true);
+            load.reads();
+            let iops = load.run_for(secs).await;
+            drop(load);
+            keel_raid::delete("b_rr").await.expect("delete the raid");
+            println!("{name:<22} 4 KiB random read: {iops:8.0} IOPS");
+        }
+    }
+}
+
 /// 4 KiB random write IOPS of raid5 (partial stripes) and raid1 over `members`.
 async fn random_4k(kind: &str, members: &[String], secs: f64) {
     let r5_name = format!("{kind}/raid5-4k");
@@ -130,5 +148,7 @@ fn main() {
         }
         random_4k("malloc", &mallocs, secs).await;
         random_4k("null", &nulls, secs).await;
+        random_read_4k("malloc", &mallocs, secs).await;
+        random_read_4k("null", &nulls, secs).await;
     });
 }

@@ -5,7 +5,7 @@ use crate::array::{lock, MemberState, RaidArray, MAX_MEMBERS};
 use crate::caps::{Caps, MemberCaps};
 use crate::channel::{Chan, RaidChannel};
 use crate::geometry::Geometry;
-use crate::level::RaidLevel;
+use crate::level::{RaidLevel, Resync, Strip};
 use crate::superblock::{AssemblyPlan, SlotPlan, SlotState};
 use keel_bdev::{
     BackendChannel, Bdev, BdevBackend, BdevDesc, BdevError, BdevEvent, BdevInfo, ConfigCall,
@@ -21,10 +21,6 @@ use std::sync::{Arc, Mutex, Weak};
 pub const PRODUCT_NAME: &str = "Raid Volume";
 /// Module name used for claims.
 pub const MODULE: &str = "raid";
-/// raid1 region (serialization and rebuild unit), bytes.
-const RAID1_REGION_BYTES: u64 = 64 * 1024;
-/// Largest strip for raid5 (parity buffers come from the pool's largest class).
-const MAX_RAID5_STRIP_BYTES: u64 = keel_reactor::pool::MAX_CLASS as u64;
 
 /// Every array known (registered or still assembling).
 static ARRAYS: Mutex<Vec<Arc<RaidArray>>> = Mutex::new(Vec::new());
@@ -37,6 +33,13 @@ pub fn arrays() -> Vec<Arc<RaidArray>> {
 /// The array called `name`.
 pub fn find(name: &str) -> Option<Arc<RaidArray>> {
     lock(&ARRAYS).iter().find(|a| a.name == name).cloned()
+}
+
+/// Stripe operations taken so far by the calling core's channels of raid bdev `name` (0 when
+/// there is none). A probe for tests and diagnostics: host reads of a raid5 whose members are
+/// all active take none (they go straight to the members).
+pub fn stripe_ops_taken(name: &str) -> u64 {
+    find(name).map_or(0, |a| Chan::ops_taken_local(a.id))
 }
 
 /// The `bdev_raid_create` parameters.
@@ -160,14 +163,18 @@ fn open_member(array: &Arc<RaidArray>, slot: u32, name: &str) -> Result<BdevDesc
 /// Check a strip size and give it in blocks.
 fn strip_blocks(cfg: &CreateConfig, bs: u32) -> Result<u64, BdevError> {
     let bs = u64::from(bs);
-    if cfg.level == RaidLevel::Raid1 {
-        if cfg.strip_size_kb.is_some_and(|s| s != 0) {
-            return Err(BdevError::Invalid(
-                "strip size not supported for raid1 (omit strip_size_kb or give 0)".into(),
-            ));
+    let max_bytes = match cfg.level.module().strip {
+        Strip::Region { bytes } => {
+            if cfg.strip_size_kb.is_some_and(|s| s != 0) {
+                return Err(BdevError::Invalid(format!(
+                    "strip size not supported for {} (omit strip_size_kb or give 0)",
+                    cfg.level
+                )));
+            }
+            return Ok((bytes / bs).max(1));
         }
-        return Ok((RAID1_REGION_BYTES / bs).max(1));
-    }
+        Strip::Striped { max_bytes } => max_bytes,
+    };
     let kb = u64::from(cfg.strip_size_kb.unwrap_or(64));
     let bytes = kb * 1024;
     if kb == 0 || !kb.is_power_of_two() || bytes % bs != 0 {
@@ -175,10 +182,11 @@ fn strip_blocks(cfg: &CreateConfig, bs: u32) -> Result<u64, BdevError> {
             "strip_size_kb {kb} must be a power of two and a multiple of the block size {bs}"
         )));
     }
-    if cfg.level == RaidLevel::Raid5 && bytes > MAX_RAID5_STRIP_BYTES {
+    if let Some(max) = max_bytes.filter(|&max| bytes > max) {
         return Err(BdevError::Invalid(format!(
-            "strip_size_kb {kb} too large for raid5 (at most {} KiB)",
-            MAX_RAID5_STRIP_BYTES / 1024
+            "strip_size_kb {kb} too large for {} (at most {} KiB)",
+            cfg.level,
+            max / 1024
         )));
     }
     Ok(bytes / bs)
@@ -534,9 +542,9 @@ pub(crate) async fn assemble(plan: &AssemblyPlan) -> Result<Bdev, BdevError> {
         return Err(BdevError::Exists(sb.name.clone()));
     }
     let bs = sb.block_size;
-    let strip = match u64::from(sb.strip_size_blocks) {
-        0 => (RAID1_REGION_BYTES / u64::from(bs)).max(1),
-        s => s,
+    let strip = match (u64::from(sb.strip_size_blocks), sb.level.module().strip) {
+        (0, Strip::Region { bytes }) => (bytes / u64::from(bs)).max(1),
+        (s, _) => s,
     };
     let geo = Geometry {
         level: sb.level,
@@ -611,13 +619,15 @@ pub(crate) async fn assemble(plan: &AssemblyPlan) -> Result<Bdev, BdevError> {
             sb.name
         )));
     }
-    if plan.needs_resync() && array.level().redundancy(array.members.len()) > 0 {
+    let resync = array.level().module().resync;
+    let redundant = array.level().redundancy(array.members.len()) > 0;
+    if let Some(resync) = resync.filter(|_| plan.needs_resync() && redundant) {
         array.clean.store(false, Ordering::Release);
         array
             .dirty
             .store(crate::array::DIRTY_ON_DISK, Ordering::Release);
         let degraded = array.active_members() < array.members.len();
-        if array.level() == RaidLevel::Raid5 && degraded {
+        if resync == Resync::Parity && degraded {
             log::error!(
                 "raid {}: unclean shutdown of a degraded raid5 (write hole): parity of the stripes being written at the crash cannot be checked; data of those stripes on the missing member may be wrong",
                 sb.name
@@ -626,14 +636,10 @@ pub(crate) async fn assemble(plan: &AssemblyPlan) -> Result<Bdev, BdevError> {
             log::warn!(
                 "raid {}: unclean shutdown: {} resync of the whole array follows",
                 sb.name,
-                if array.level() == RaidLevel::Raid5 {
-                    "parity"
-                } else {
-                    "mirror"
-                }
+                resync.name()
             );
             array.resync_pending.store(true, Ordering::Release);
-            if array.level() == RaidLevel::Raid5 {
+            if resync == Resync::Parity {
                 array.resynced_stripes.store(0, Ordering::Release);
             }
         }

@@ -54,25 +54,30 @@ impl Caps {
     /// What an array of `level` over members offering `members` offers (members not present
     /// are left out; they must offer as much when they join, see [`Caps::admits`]).
     pub fn of(level: RaidLevel, members: &[MemberCaps]) -> Caps {
+        (level.module().caps)(members)
+    }
+
+    /// The rule of levels that keep data as it is (raid0, concat, raid1): unmap and
+    /// write-zeroes go to the members as they are.
+    pub(crate) fn of_plain(members: &[MemberCaps]) -> Caps {
         let all = |f: fn(&MemberCaps) -> bool| members.iter().all(f);
-        match level {
-            RaidLevel::Raid5 => {
-                let write_zeroes = all(|m| m.write_zeroes);
-                let unmap = write_zeroes && all(|m| m.unmap && m.zeroes);
-                Caps {
-                    unmap,
-                    write_zeroes,
-                    zeroes: unmap,
-                }
-            }
-            RaidLevel::Raid0 | RaidLevel::Concat | RaidLevel::Raid1 => {
-                let both = all(|m| m.unmap && m.write_zeroes);
-                Caps {
-                    unmap: both,
-                    write_zeroes: both,
-                    zeroes: both && all(|m| m.zeroes),
-                }
-            }
+        let both = all(|m| m.unmap && m.write_zeroes);
+        Caps {
+            unmap: both,
+            write_zeroes: both,
+            zeroes: both && all(|m| m.zeroes),
+        }
+    }
+
+    /// The rule of parity levels (raid5): see the module doc.
+    pub(crate) fn of_parity(members: &[MemberCaps]) -> Caps {
+        let all = |f: fn(&MemberCaps) -> bool| members.iter().all(f);
+        let write_zeroes = all(|m| m.write_zeroes);
+        let unmap = write_zeroes && all(|m| m.unmap && m.zeroes);
+        Caps {
+            unmap,
+            write_zeroes,
+            zeroes: unmap,
         }
     }
 

@@ -3,12 +3,13 @@
 //! generic driver that runs them phase by phase.
 //!
 //! A stripe operation ([`StripeOp`]) covers one stripe (raid5) or one region (raid1). Its
-//! level-specific code ([`crate::raid5_write`], [`crate::raid5_read`], [`crate::raid1`],
-//! [`crate::rebuild`]) plans it — which member reads, which member writes, which pool buffers —
-//! and computes parity once the reads are in; this file takes the stripe token when the plan
-//! needs it, issues the member I/Os (reads; then the writes from the host's buffers, the compute
-//! step, the writes from computed buffers), retries what found no descriptor or buffer, replans
-//! after a member failure, and finishes.
+//! level-specific code (found through the level table, [`crate::level::LevelModule`]: for
+//! raid5 [`crate::raid5::write`], [`crate::raid5::read`], for raid1 [`crate::raid1`], and the
+//! rebuild plans in [`crate::rebuild`]) plans it — which member reads, which member writes,
+//! which pool buffers — and computes parity once the reads are in; this file takes the stripe
+//! token when the plan needs it, issues the member I/Os (reads; then the writes from the host's
+//! buffers, the compute step, the writes from computed buffers), retries what found no
+//! descriptor or buffer, replans after a member failure, and finishes.
 //!
 //! Nothing here allocates in steady state: the operations live in a slab made with the channel,
 //! the queues are intrusive or pre-sized, and member I/O contexts are the operation's address
@@ -19,13 +20,19 @@
 //! stored in an I/O or an operation stays valid while that I/O is in flight.
 
 use crate::array::{RaidArray, MAX_MEMBERS};
+use crate::level::{LevelModule, OpFns, NO_OP_FNS};
 use crate::stripe_lock::{core_bit, StripeLocks};
-use keel_bdev::modules::stack::{status_from_u64, status_to_u64, IoQueue};
-use keel_bdev::{BackendChannel, IoChannel, IoRef, IoStatus, IoType, IoVec, SubmitError, MAX_IOVS};
+use keel_bdev::modules::stack::IoQueue;
+use keel_bdev::IoWaitEntry;
+use keel_bdev::{
+    BackendChannel, IoChannel, IoCtx, IoRef, IoStatus, IoType, IoVec, IovCursor, SubmitError,
+    MAX_IOVS,
+};
 use keel_reactor::pool::DmaBuf;
 use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -33,28 +40,58 @@ use std::sync::Arc;
 /// Stripe operations per channel.
 pub const OPS_PER_CHANNEL: usize = 128;
 
-/// Host I/O `module_ctx` slot: children/operations outstanding (+1 while dispatching).
-pub(crate) const PENDING: usize = 0;
-/// Host I/O `module_ctx` slot: the worst status so far (encoded).
-pub(crate) const STATUS: usize = 1;
-/// Host I/O `module_ctx` slot: blocks already dispatched (resumes after waiting for an op).
-pub(crate) const NEXT: usize = 2;
-/// Host I/O `module_ctx` slot: the `Chan` pointer.
-pub(crate) const CHAN: usize = 3;
-/// Host I/O `module_ctx` slot: raid1 reads: members tried (bit mask).
-pub(crate) const TRIED: usize = 4;
-/// Host I/O `module_ctx` slot: raid1 reads: the member read now.
-pub(crate) const MEMBER: usize = 5;
+/// How a raid5 host read goes ([`HostCtx::read_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum ReadPath {
+    /// Pieces go straight to their members (zero: the state of a fresh context).
+    Direct = 0,
+    /// The rest of the read goes through stripe operations.
+    ViaOps = 1,
+    /// A direct piece failed: once every piece is in, the whole read goes again through
+    /// stripe operations (see [`child_done`]).
+    Retry = 2,
+}
 
-/// What a stripe operation does.
+/// A host I/O's raid context, in its descriptor ([`IoRef::ctx`]): all zeroes at submission.
+pub(crate) struct HostCtx {
+    /// Children/operations outstanding (+1 while dispatching).
+    pub pending: u64,
+    /// Blocks already dispatched (resumes after waiting for an op or a descriptor).
+    pub next: u64,
+    /// The channel the I/O was submitted on.
+    pub chan: *const Chan,
+    /// raid1 reads: members tried (bit mask by slot).
+    pub tried: u64,
+    /// raid1 reads: the member read now.
+    pub member: u32,
+    /// The worst status so far.
+    pub status: IoStatus,
+    /// raid5 reads: direct, through operations, or to be retried through operations.
+    pub read_path: ReadPath,
+}
+
+// SAFETY: every field is valid as all zeroes (integers, a null raw pointer, `IoStatus::Success`
+// and `ReadPath::Direct` are 0), and none needs dropping.
+unsafe impl IoCtx for HostCtx {}
+
+/// The raid context of host I/O `io`.
+#[inline]
+pub(crate) fn hctx(io: &mut IoRef) -> &mut HostCtx {
+    io.ctx::<HostCtx>()
+}
+
+// Raid1 reads keep the members tried in a bit mask ([`HostCtx::tried`]).
+const _: () = assert!(MAX_MEMBERS <= u64::BITS as usize);
+
+/// What a stripe operation does (the level's code for it is in its [`LevelModule::op_fns`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
-    /// raid5 write of part of one stripe.
-    R5Write,
-    /// raid5 read of part of one stripe (direct, or through parity when a member is gone).
-    R5Read,
-    /// raid1 write of part of one region.
-    R1Write,
+    /// Write (or unmap, or write-zeroes) of part of one stripe (raid5) or region (raid1).
+    Write,
+    /// raid5 read of part of one stripe that cannot go straight to its members (a member
+    /// not active: read through parity, or after a member failed a read).
+    Read,
     /// Rebuild one stripe/region of a member.
     Rebuild,
     /// Resync one stripe's parity (raid5) or one region of a mirror (raid1) from the data
@@ -151,18 +188,117 @@ pub(crate) enum Plan {
     NoData,
 }
 
-/// One stripe (raid5) or region (raid1) operation. 64-byte aligned: the low 6 bits of its
-/// address carry the member slot in member I/O contexts.
+/// Bits of a member I/O context that carry the member slot (the rest is the operation's
+/// address, [`StripeOp`] being aligned to `1 << MEMBER_BITS`).
+const MEMBER_BITS: u32 = 6;
+/// Mask of the member slot in a member I/O context.
+const MEMBER_MASK: usize = (1 << MEMBER_BITS) - 1;
+
+// The member slot fits the low bits that the operation's alignment leaves free.
+const _: () = assert!(std::mem::align_of::<StripeOp>() == 1 << MEMBER_BITS);
+const _: () = assert!(MAX_MEMBERS <= 1 << MEMBER_BITS);
+
+/// The member I/O context of member `member` of operation `p`.
+#[inline]
+fn member_ctx(p: *const StripeOp, member: u32) -> usize {
+    assert!((member as usize) < MAX_MEMBERS);
+    let addr = p as usize;
+    debug_assert_eq!(addr & MEMBER_MASK, 0);
+    addr | member as usize
+}
+
+/// The host I/O of an operation: the raw form of an in-flight [`IoRef`] (or none, for an
+/// internal operation). Not `Clone`: the operation holds it until it finishes.
+pub(crate) struct HostIo(usize);
+
+impl HostIo {
+    /// No host I/O (an internal operation).
+    pub const NONE: HostIo = HostIo(0);
+
+    /// The host I/O whose raw form is `raw`.
+    ///
+    /// # Safety
+    /// `raw` is [`IoRef::into_raw`] of a host I/O that stays in flight (its descriptor, its
+    /// iovec array and its buffers alive and unchanged) as long as this `HostIo` holds it.
+    pub unsafe fn new(raw: usize) -> HostIo {
+        assert_ne!(raw, 0);
+        HostIo(raw)
+    }
+
+    /// Whether there is one.
+    #[inline]
+    pub fn is_some(&self) -> bool {
+        self.0 != 0
+    }
+
+    /// Give it up (the operation is over); the raw form, 0 if none.
+    #[inline]
+    pub fn take(&mut self) -> usize {
+        std::mem::take(&mut self.0)
+    }
+
+    /// The host's iovecs (empty for none), borrowed from this handle.
+    #[inline]
+    pub fn iovs(&self) -> &[IoVec] {
+        if self.0 == 0 {
+            return &[];
+        }
+        // SAFETY: `self.0` is an in-flight host I/O as long as `self` holds it (contract of
+        // `new`); the slice borrows `self`, so it cannot outlive the hold.
+        unsafe { crate::dispatch::host_iovs(self.0) }
+    }
+}
+
+/// An operation's buffers by slot: old data by member slot, then the parity/output buffer at
+/// [`PBUF`].
+pub(crate) type Bufs = [Option<DmaBuf>; MAX_MEMBERS + 1];
+
+/// Buffer `out` of `bufs` to write, and every other buffer to read ([`Srcs`]): split
+/// borrows, so one computation reads several buffers and writes one. Nothing is copied.
+pub(crate) fn split_bufs(bufs: &mut Bufs, out: usize) -> (&mut [u8], Srcs<'_>) {
+    let (lo, rest) = bufs.split_at_mut(out);
+    let (dst, hi) = rest.split_first_mut().expect("`out` is a buffer slot");
+    let dst = dst.as_mut().map_or(&mut [][..], DmaBuf::as_mut_slice);
+    (dst, Srcs { lo, hi })
+}
+
+/// The buffers of an operation other than the one being written ([`split_bufs`]), by slot:
+/// `srcs[i]` is buffer `i`'s bytes (empty for the written slot and for slots without one).
+pub(crate) struct Srcs<'a> {
+    lo: &'a [Option<DmaBuf>],
+    hi: &'a [Option<DmaBuf>],
+}
+
+impl std::ops::Index<usize> for Srcs<'_> {
+    type Output = [u8];
+
+    #[inline]
+    fn index(&self, i: usize) -> &[u8] {
+        let out = self.lo.len();
+        let b = match i.cmp(&out) {
+            std::cmp::Ordering::Less => &self.lo[i],
+            std::cmp::Ordering::Equal => return &[],
+            std::cmp::Ordering::Greater => &self.hi[i - out - 1],
+        };
+        b.as_ref().map_or(&[], DmaBuf::as_slice)
+    }
+}
+
+/// One stripe (raid5) or region (raid1) operation. Aligned to `1 << MEMBER_BITS`: the low
+/// bits of its address carry the member slot in member I/O contexts.
 #[repr(align(64))]
 pub(crate) struct StripeOp {
-    pub chan: *const Chan,
+    /// Its channel (which owns it: valid while the operation is taken).
+    chan: *const Chan,
     pub idx: u32,
-    /// The host I/O (`IoRef::into_raw`), or 0 for an internal operation.
-    pub host: usize,
+    /// The host I/O, or none for an internal operation.
+    pub host: HostIo,
     /// Internal operations: called when done with `(done_ctx, status)`.
     pub done_cb: Option<fn(usize, IoStatus)>,
     pub done_ctx: usize,
     pub kind: OpKind,
+    /// The level's code for `kind` (set when taken).
+    fns: &'static OpFns,
     pub phase: Phase,
     pub plan: Plan,
     /// Stripe (raid5) or region (raid1).
@@ -198,19 +334,26 @@ pub(crate) struct StripeOp {
     pub nreads: u32,
     pub writes: [Child; MAX_CHILDREN],
     pub nwrites: u32,
-    /// Old-data buffers by member slot, then the parity/output buffer at [`PBUF`].
-    pub bufs: [Option<DmaBuf>; MAX_MEMBERS + 1],
+    /// Old-data buffers by member slot, then the parity/output buffer at [`PBUF`]. Only
+    /// [`StripeOp::alloc_buf`] fills a slot.
+    pub bufs: Bufs,
+    /// Bit `i`: `bufs[i]` may hold a buffer (so dropping them visits only those).
+    bufs_used: u64,
 }
+
+// One bit per buffer slot in `StripeOp::bufs_used`.
+const _: () = assert!(MAX_MEMBERS < u64::BITS as usize);
 
 impl StripeOp {
     fn new(chan: *const Chan, idx: u32) -> StripeOp {
         StripeOp {
             chan,
             idx,
-            host: 0,
+            host: HostIo::NONE,
             done_cb: None,
             done_ctx: 0,
-            kind: OpKind::R5Write,
+            kind: OpKind::Write,
+            fns: &NO_OP_FNS,
             phase: Phase::Plan,
             plan: Plan::None,
             unit: 0,
@@ -232,40 +375,25 @@ impl StripeOp {
             writes: [Child::EMPTY; MAX_CHILDREN],
             nwrites: 0,
             bufs: std::array::from_fn(|_| None),
+            bufs_used: 0,
         }
-    }
-
-    /// The channel.
-    #[inline]
-    pub fn chan<'a>(&self) -> &'a Chan {
-        // SAFETY: an operation only runs while its channel lives (module doc); callers do not
-        // keep the reference past the operation's current step.
-        unsafe { &*self.chan }
     }
 
     /// The host's iovecs (empty for internal operations).
     #[inline]
-    pub fn host_iovs<'a>(&self) -> &'a [IoVec] {
-        if self.host == 0 {
-            return &[];
-        }
-        // SAFETY: `host` is the raw form of an in-flight host I/O that outlives this operation;
-        // the IoRef is turned back into its raw form before the borrow ends (no completion).
-        let io = unsafe { IoRef::from_raw(self.host) };
-        let (p, n) = {
-            let v = io.iovs();
-            (v.as_ptr(), v.len())
-        };
-        let _ = io.into_raw();
-        // SAFETY: the iovec array lives in the host I/O's descriptor, unchanged while in flight.
-        unsafe { std::slice::from_raw_parts(p, n) }
+    pub fn host_iovs(&self) -> &[IoVec] {
+        self.host.iovs()
     }
 
     /// Drop every buffer (back to the pool).
     pub fn drop_bufs(&mut self) {
-        for b in &mut self.bufs {
-            *b = None;
+        let mut used = std::mem::take(&mut self.bufs_used);
+        while used != 0 {
+            let i = used.trailing_zeros() as usize;
+            used &= used - 1;
+            self.bufs[i] = None;
         }
+        debug_assert!(self.bufs.iter().all(Option::is_none));
     }
 
     /// The bytes of buffer `i`.
@@ -278,20 +406,76 @@ impl StripeOp {
         match keel_reactor::pool::alloc(len) {
             Ok(b) => {
                 self.bufs[i] = Some(b);
+                self.bufs_used |= 1 << i;
                 true
             }
             Err(_) => false,
         }
     }
 
+    /// Move to phase `to`, checking the transition (TIGER_STYLE: a state machine asserts its
+    /// edges). A free operation starts in `Plan` ([`Chan::take_op`]) and leaves `Write` only
+    /// by finishing.
+    #[inline]
+    pub fn set_phase(&mut self, to: Phase) {
+        use Phase::*;
+        let legal = matches!(
+            (self.phase, to),
+            // Token taken; a plan that needs the token; a plan ready to issue; a read phase
+            // that failed (replan, with the token for a raid5 read); reads done.
+            (Token, Plan) | (Plan, Token) | (Plan, Read) | (Read, Token | Plan | Write)
+        );
+        assert!(legal, "stripe op phase {:?} -> {to:?}", self.phase);
+        self.phase = to;
+    }
+
+    /// Add a member read to the plan.
     pub fn push_read(&mut self, c: Child) {
+        assert!((self.nreads as usize) < MAX_CHILDREN);
+        assert!((c.member as usize) < MAX_MEMBERS);
         self.reads[self.nreads as usize] = c;
         self.nreads += 1;
     }
 
+    /// Add a member write to the plan.
     pub fn push_write(&mut self, c: Child) {
+        assert!((self.nwrites as usize) < MAX_CHILDREN);
+        assert!((c.member as usize) < MAX_MEMBERS);
         self.writes[self.nwrites as usize] = c;
         self.nwrites += 1;
+    }
+}
+
+/// A channel's wait for one member's descriptors: an [`IoWaitEntry`] whose callback marks the
+/// channel to retry its waiters.
+pub(crate) struct MemberWait {
+    entry: IoWaitEntry,
+    chan: *const Chan,
+}
+
+impl MemberWait {
+    fn new(chan: *const Chan) -> MemberWait {
+        MemberWait {
+            entry: IoWaitEntry::new(MemberWait::freed, 0),
+            chan,
+        }
+    }
+
+    /// The member freed a descriptor (called by its channel with this wait's address).
+    fn freed(ctx: usize) {
+        // SAFETY: `ctx` is the address of a `MemberWait` in a channel's `desc_waits`, set right
+        // before it was queued (`Chan::wait_descriptor`); a queued entry is alive (dropping it
+        // unqueues it), and so is the channel that owns it.
+        let w = unsafe { &*(ctx as *const MemberWait) };
+        // SAFETY: as above: the channel owns the entry and outlives it.
+        let chan = unsafe { &*w.chan };
+        chan.kick.set(true);
+    }
+
+    /// Take the entry off its member channel; whether it was queued.
+    fn cancel(&self) -> bool {
+        // SAFETY: as in `Chan::wait_descriptor`: the entry never moves.
+        unsafe { Pin::new_unchecked(&self.entry) }.cancel()
     }
 }
 
@@ -311,25 +495,36 @@ pub(crate) enum PlanResult {
 /// rebuild).
 pub(crate) struct Chan {
     pub array: Arc<RaidArray>,
+    /// The array's level in the level table.
+    pub level: &'static LevelModule,
     /// Member channels by slot (None: no bdev, or removed).
     members: RefCell<Vec<Option<IoChannel>>>,
     epoch: Cell<u64>,
     ops: Box<[UnsafeCell<StripeOp>]>,
     free_ops: RefCell<Vec<u32>>,
-    /// Host I/Os waiting for a free operation.
+    /// Host I/Os waiting for a free operation or a member descriptor (or for the array's
+    /// dirty mark, before its first write).
     host_wait: Cell<IoQueue>,
     host_waiting: Cell<usize>,
-    /// raid1 host reads waiting for a member descriptor.
-    read_wait: Cell<IoQueue>,
-    read_waiting: Cell<usize>,
     /// Operations waiting for their stripe token.
     parked: RefCell<VecDeque<u32>>,
     /// Operations waiting for a member descriptor or a pool buffer.
     stalled: RefCell<VecDeque<u32>>,
     /// A token we may be waiting for was released.
     token_retry: Cell<bool>,
+    /// By member slot: the entry queued on the member's channel while something here waits
+    /// for one of its descriptors (allocation-free, [`IoChannel::queue_io_wait`]).
+    desc_waits: Box<[MemberWait]>,
+    /// Something host I/Os and stalled operations may wait for came free (a descriptor, an
+    /// operation) or changed (member channels): retry them at the next poll.
+    kick: Cell<bool>,
+    /// Something waits for what sends no event (a pool buffer, the dirty mark): retry at
+    /// every poll while it does.
+    blind: Cell<bool>,
     /// raid1 read balancing.
     pub rr: Cell<u32>,
+    /// Stripe operations taken so far (a probe: healthy raid5 reads take none).
+    ops_taken: Cell<u64>,
     my_bit: u64,
 }
 
@@ -353,13 +548,16 @@ impl Chan {
                 free_ops: RefCell::new((0..OPS_PER_CHANNEL as u32).rev().collect()),
                 host_wait: Cell::new(IoQueue::new()),
                 host_waiting: Cell::new(0),
-                read_wait: Cell::new(IoQueue::new()),
-                read_waiting: Cell::new(0),
+                desc_waits: (0..MAX_MEMBERS).map(|_| MemberWait::new(me)).collect(),
+                kick: Cell::new(false),
+                blind: Cell::new(false),
                 parked: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
                 stalled: RefCell::new(VecDeque::with_capacity(OPS_PER_CHANNEL)),
                 token_retry: Cell::new(false),
                 rr: Cell::new(0),
+                ops_taken: Cell::new(0),
                 my_bit: core_bit(core),
+                level: array.level().module(),
                 array,
             }
         });
@@ -396,11 +594,41 @@ impl Chan {
                         .is_some_and(|c| c.bdev().name() == d.bdev().name());
                     if !same {
                         members[slot] = d.get_io_channel().ok();
+                        self.desc_waits[slot].cancel();
+                        self.kick.set(true);
                     }
+                }
+            }
+            if members[slot].is_none() {
+                // What waited for this member's descriptors retries (and finds it gone).
+                if self.desc_waits[slot].cancel() {
+                    self.kick.set(true);
                 }
             }
         }
         self.epoch.set(epoch);
+    }
+
+    /// Something here found no free descriptor on `member`: have its channel tell us when
+    /// one is freed ([`Chan::poll_work`] then retries what waits).
+    pub fn wait_descriptor(&self, member: u32) {
+        let members = self.members.borrow();
+        let w = &self.desc_waits[member as usize];
+        match members.get(member as usize).and_then(Option::as_ref) {
+            Some(ch) if !w.entry.is_queued() => {
+                // The wait's final address (the slice is in place now).
+                w.entry
+                    .set_callback(MemberWait::freed, w as *const MemberWait as usize);
+                // SAFETY: `desc_waits` is a boxed slice owned by this channel: the entry never
+                // moves, and it is dropped (hence unqueued) only with the channel.
+                let entry = unsafe { Pin::new_unchecked(&w.entry) };
+                if !ch.queue_io_wait(entry) {
+                    self.kick.set(true); // one is free already
+                }
+            }
+            Some(_) => {} // queued already: one event serves every waiter
+            None => self.kick.set(true), // gone: the retry finds out
+        }
     }
 
     /// Submit one member I/O. `Err(NoDescriptor)` is retried later; other errors mean the
@@ -432,15 +660,6 @@ impl Chan {
         }
     }
 
-    /// Queue a raid1 host read whose member had no free descriptor; [`Chan::poll_work`] sends
-    /// it again (intrusive queue: no allocation).
-    pub fn wait_for_member(&self, io: IoRef) {
-        let mut q = self.read_wait.get();
-        q.push_back(io);
-        self.read_wait.set(q);
-        self.read_waiting.set(self.read_waiting.get() + 1);
-    }
-
     /// Whether the member has a channel here.
     pub fn has_member(&self, member: u32) -> bool {
         self.members
@@ -461,10 +680,14 @@ impl Chan {
         let p = self.op(idx);
         // SAFETY: a free operation is referenced by nobody.
         let op = unsafe { &mut *p };
-        op.host = 0;
+        // Postconditions of `finish`: a free operation holds nothing.
+        assert!(!op.host.is_some() && !op.holds_token && op.idx == idx);
+        debug_assert!(op.bufs.iter().all(Option::is_none));
+        self.ops_taken.set(self.ops_taken.get() + 1);
         op.done_cb = None;
         op.no_data = None;
         op.kind = kind;
+        op.fns = self.level.op_fns(kind);
         op.phase = Phase::Plan;
         op.plan = Plan::None;
         op.missing = u32::MAX;
@@ -477,6 +700,18 @@ impl Chan {
         op.nreads = 0;
         op.nwrites = 0;
         Some(p)
+    }
+
+    /// Stripe operations taken on this core's channels of array `id` so far.
+    pub fn ops_taken_local(id: u64) -> u64 {
+        REGISTRY.with(|r| {
+            r.borrow()
+                .iter()
+                .filter(|(aid, _)| *aid == id)
+                .filter_map(|(_, w)| w.upgrade())
+                .map(|c| c.ops_taken.get())
+                .sum()
+        })
     }
 
     /// Wake this core's channels of array `id` (a released token may be ours).
@@ -506,7 +741,9 @@ impl Chan {
         }
     }
 
-    /// Queue a host I/O that found no free operation.
+    /// Queue a host I/O that found no free operation or member descriptor (the step that
+    /// returned false asked for the event it waits for: [`Chan::wait_descriptor`], a freed
+    /// operation, or [`Chan::wait_blind`]).
     pub fn wait_for_op(&self, io: IoRef) {
         let mut q = self.host_wait.get();
         q.push_back(io);
@@ -514,9 +751,15 @@ impl Chan {
         self.host_waiting.set(self.host_waiting.get() + 1);
     }
 
-    /// Retry what waits: parked operations whose token was released, stalled operations,
-    /// raid1 reads waiting for a member descriptor, host I/Os waiting for an operation.
-    /// Returns whether anything moved.
+    /// Something waits for what sends no event (a pool buffer, the dirty mark): retry
+    /// stalled operations and waiting host I/Os at every poll until nothing does.
+    pub fn wait_blind(&self) {
+        self.blind.set(true);
+    }
+
+    /// Retry what waits: parked operations whose token was released; stalled operations and
+    /// host I/Os waiting for an operation or a descriptor once one came free (or at every poll
+    /// while one waits for a pool buffer or the dirty mark). Returns whether anything moved.
     pub fn poll_work(&self) -> bool {
         let mut moved = false;
         if self.token_retry.replace(false) {
@@ -529,6 +772,11 @@ impl Chan {
                 run(self.op(idx));
             }
         }
+        // Both flags are taken now: a retry that must wait again sets them again.
+        let retry = self.kick.replace(false) | self.blind.replace(false);
+        if !retry {
+            return moved;
+        }
         let n = self.stalled.borrow().len();
         for _ in 0..n {
             let Some(idx) = self.stalled.borrow_mut().pop_front() else {
@@ -539,14 +787,6 @@ impl Chan {
         }
         // Each waiting host I/O gets one try per poll (one that must wait again goes to the
         // back), so this never spins.
-        for _ in 0..self.read_waiting.get() {
-            let mut q = self.read_wait.get();
-            let Some(io) = q.pop_front() else { break };
-            self.read_wait.set(q);
-            self.read_waiting.set(self.read_waiting.get() - 1);
-            moved = true;
-            crate::raid1::retry_read(self, io);
-        }
         for _ in 0..self.host_waiting.get() {
             let mut q = self.host_wait.get();
             let Some(io) = q.pop_front() else { break };
@@ -565,7 +805,10 @@ pub(crate) fn run(p: *mut StripeOp) {
     // reference to it is live while `run` holds this one (member I/O completions re-enter
     // through `member_done` only from the reactor loop).
     let op = unsafe { &mut *p };
-    let chan = op.chan();
+    // SAFETY: an operation only runs while its channel lives (module doc: the channel outlives
+    // the I/Os in flight on it, and the rebuild task holds its own); the operation lives in
+    // the channel's slab behind an `UnsafeCell`, so `&Chan` and `&mut StripeOp` do not alias.
+    let chan = unsafe { &*op.chan };
     loop {
         match op.phase {
             Phase::Token => {
@@ -575,45 +818,40 @@ pub(crate) fn run(p: *mut StripeOp) {
                     return;
                 }
                 op.holds_token = true;
-                op.phase = Phase::Plan;
+                op.set_phase(Phase::Plan);
             }
             Phase::Plan => {
                 op.drop_bufs();
                 op.nreads = 0;
                 op.nwrites = 0;
                 op.failed = false;
-                let r = match op.kind {
-                    OpKind::R5Write => crate::raid5_write::plan(op),
-                    OpKind::R5Read => crate::raid5_read::plan(op),
-                    OpKind::R1Write => crate::raid1::plan_write(op),
-                    OpKind::Rebuild | OpKind::Resync => crate::rebuild::plan(op),
-                };
-                match r {
+                match (op.fns.plan)(chan, op) {
                     PlanResult::Ready => {
-                        op.phase = Phase::Read;
+                        op.set_phase(Phase::Read);
                         op.issued = 0;
                         op.pending = 0;
                     }
                     PlanResult::NeedToken => {
-                        op.phase = Phase::Token;
+                        op.set_phase(Phase::Token);
                     }
                     PlanResult::NoBuffer => {
                         op.drop_bufs();
                         chan.stalled.borrow_mut().push_back(op.idx);
+                        chan.wait_blind();
                         return;
                     }
                     PlanResult::Fail(s) => {
-                        finish(op, s);
+                        finish(chan, op, s);
                         return;
                     }
                 }
             }
             Phase::Read | Phase::Write => {
-                if !issue(op) {
+                if !issue(chan, op) {
                     return; // stalled or in flight
                 }
                 // Every member I/O of the phase is done.
-                if !phase_done(op) {
+                if !phase_done(chan, op) {
                     return;
                 }
             }
@@ -625,8 +863,8 @@ pub(crate) fn run(p: *mut StripeOp) {
 /// compute step before the first write whose data is in a buffer (or at the end). Returns true
 /// when the phase is complete (nothing left in flight), false when waiting for completions or
 /// a descriptor.
-fn issue(op: &mut StripeOp) -> bool {
-    let chan = op.chan();
+fn issue(chan: &Chan, op: &mut StripeOp) -> bool {
+    assert!(matches!(op.phase, Phase::Read | Phase::Write));
     let write = op.phase == Phase::Write;
     let count = if write { op.nwrites } else { op.nreads };
     let bs = chan.array.block_size as usize;
@@ -638,14 +876,15 @@ fn issue(op: &mut StripeOp) -> bool {
             op.reads[op.issued as usize]
         };
         if write && !op.computed && matches!(c.src, Src::Buf(..)) {
-            compute(op);
+            compute(chan, op);
         }
         let len = c.blocks as usize * bs;
         let mut iovs = [IoVec::EMPTY; MAX_IOVS];
         let n = match c.src {
-            Src::Host(off) => {
-                crate::geometry::sub_iovs(op.host_iovs(), off, len, &mut iovs).unwrap_or(0)
-            }
+            Src::Host(off) => match IovCursor::at(op.host_iovs(), off).split_into(len, &mut iovs) {
+                (n, bytes) if bytes == len => n,
+                _ => 0, // a list shorter than the I/O goes down empty (the member refuses it)
+            },
             Src::Buf(i, off) => {
                 let b = op.buf(i);
                 // SAFETY: the stripe operation owns its buffers until every member I/O it
@@ -655,7 +894,7 @@ fn issue(op: &mut StripeOp) -> bool {
             }
             Src::Unmap | Src::Zeroes => 0,
         };
-        let ctx = op as *mut StripeOp as usize | c.member as usize;
+        let ctx = member_ctx(op, c.member);
         let t = match c.src {
             Src::Unmap => IoType::Unmap,
             Src::Zeroes => IoType::WriteZeroes,
@@ -665,9 +904,11 @@ fn issue(op: &mut StripeOp) -> bool {
         match chan.submit_member(c.member, t, &iovs[..n], c.lba, c.blocks, member_done, ctx) {
             Ok(()) => op.pending += 1,
             Err(SubmitError::NoDescriptor) => {
+                assert!(op.pending > 0);
                 op.pending -= 1;
                 if op.pending == 0 {
                     chan.stalled.borrow_mut().push_back(op.idx);
+                    chan.wait_descriptor(c.member);
                 }
                 // else: the last completion of what is in flight re-runs `issue`.
                 return false;
@@ -680,21 +921,20 @@ fn issue(op: &mut StripeOp) -> bool {
         op.issued += 1;
     }
     if write && !op.computed {
-        compute(op);
+        compute(chan, op);
     }
+    assert!(op.pending > 0 && op.issued == count);
     op.pending -= 1;
     op.pending == 0
 }
 
 /// The level's compute step, once per write phase: the reads are in, the writes from the
 /// host's buffers are out (they never depend on it).
-fn compute(op: &mut StripeOp) {
+fn compute(chan: &Chan, op: &mut StripeOp) {
+    assert!(op.phase == Phase::Write && !op.computed);
     op.computed = true;
-    match op.kind {
-        OpKind::R5Write => crate::raid5_write::compute(op),
-        OpKind::R5Read => crate::raid5_read::compute(op),
-        OpKind::Rebuild | OpKind::Resync => crate::rebuild::compute(op),
-        OpKind::R1Write => {}
+    if let Some(f) = op.fns.compute {
+        f(chan, op);
     }
 }
 
@@ -704,16 +944,18 @@ fn note_member_failure(chan: &Chan, member: u32, why: &dyn std::fmt::Display) {
 
 /// A member I/O of an operation completed.
 fn member_done(ctx: usize, status: IoStatus) {
-    let p = (ctx & !63) as *mut StripeOp;
-    let member = (ctx & 63) as u32;
+    let p = (ctx & !MEMBER_MASK) as *mut StripeOp;
+    let member = (ctx & MEMBER_MASK) as u32;
     // SAFETY: `p` is an operation in flight on this core (its member I/O carried it).
     let op = unsafe { &mut *p };
+    // SAFETY: the channel outlives its operations in flight (see `run`).
+    let chan = unsafe { &*op.chan };
     if status != IoStatus::Success {
         op.failed = true;
-        let chan = op.chan();
         chan.array
             .fail_member(member, &format!("{:?} on a member I/O", status));
     }
+    assert!(op.pending > 0, "a member I/O completed twice");
     op.pending -= 1;
     if op.pending > 0 {
         return;
@@ -728,29 +970,29 @@ fn member_done(ctx: usize, status: IoStatus) {
         run(p);
         return;
     }
-    if phase_done(op) {
+    if phase_done(chan, op) {
         run(p);
     }
 }
 
 /// The current phase finished. Returns true when `run` should continue with the next phase.
-fn phase_done(op: &mut StripeOp) -> bool {
-    let chan = op.chan();
+fn phase_done(chan: &Chan, op: &mut StripeOp) -> bool {
+    assert_eq!(op.pending, 0);
     match op.phase {
         Phase::Read => {
             if op.failed {
                 if chan.array.is_offline() {
-                    finish(op, IoStatus::IoError);
+                    finish(chan, op, IoStatus::IoError);
                     return false;
                 }
-                op.phase = if op.kind == OpKind::R5Read && !op.holds_token {
+                op.set_phase(if op.kind == OpKind::Read && !op.holds_token {
                     Phase::Token
                 } else {
                     Phase::Plan
-                };
+                });
                 return true;
             }
-            op.phase = Phase::Write;
+            op.set_phase(Phase::Write);
             op.computed = false;
             op.issued = 0;
             op.pending = 0;
@@ -762,7 +1004,7 @@ fn phase_done(op: &mut StripeOp) -> bool {
                     IoStatus::IoError
                 } else {
                     if op.kind == OpKind::Rebuild {
-                        crate::rebuild::written(op);
+                        crate::rebuild::written(chan, op);
                     }
                     IoStatus::Success
                 }
@@ -771,17 +1013,16 @@ fn phase_done(op: &mut StripeOp) -> bool {
             } else {
                 IoStatus::Success
             };
-            finish(op, status);
+            finish(chan, op, status);
             false
         }
-        _ => true,
+        Phase::Token | Phase::Plan => unreachable!("a phase with member I/Os ended"),
     }
 }
 
 /// The operation is over: give the token back, free buffers, tell the host I/O or the owner,
 /// free the operation.
-fn finish(op: &mut StripeOp, status: IoStatus) {
-    let chan = op.chan();
+fn finish(chan: &Chan, op: &mut StripeOp, status: IoStatus) {
     if op.holds_token {
         op.holds_token = false;
         let id = chan.array.id;
@@ -797,10 +1038,14 @@ fn finish(op: &mut StripeOp, status: IoStatus) {
             });
     }
     op.drop_bufs();
-    let host = std::mem::take(&mut op.host);
+    let host = op.host.take();
     let cb = op.done_cb.take();
     let ctx = op.done_ctx;
-    chan.free_ops.borrow_mut().push(op.idx);
+    let mut free = chan.free_ops.borrow_mut();
+    assert!(free.len() < OPS_PER_CHANNEL, "an operation freed twice");
+    free.push(op.idx);
+    drop(free);
+    chan.kick.set(true); // a host I/O may wait for an operation
     if host != 0 {
         child_done(host, status);
     } else if let Some(cb) = cb {
@@ -811,11 +1056,12 @@ fn finish(op: &mut StripeOp, status: IoStatus) {
 /// Start a host I/O's bookkeeping (the dispatch bias included).
 #[inline]
 pub(crate) fn host_start(chan: &Chan, io: &mut IoRef) {
-    let c = io.module_ctx();
-    c[PENDING] = 1;
-    c[STATUS] = status_to_u64(IoStatus::Success);
-    c[NEXT] = 0;
-    c[CHAN] = chan as *const Chan as u64;
+    let c = hctx(io);
+    c.pending = 1;
+    c.status = IoStatus::Success;
+    c.next = 0;
+    c.chan = chan;
+    c.read_path = ReadPath::Direct;
 }
 
 /// Record a child's completion on a host I/O (given as `into_raw`); completes it when it was
@@ -825,13 +1071,26 @@ pub(crate) fn child_done(host: usize, status: IoStatus) {
     // SAFETY: `host` is the raw form of an in-flight host I/O of this core; it is turned back
     // into the raw form unless it completes here (exactly once: the count reaches 0 once).
     let mut io = unsafe { IoRef::from_raw(host) };
-    let c = io.module_ctx();
-    if status != IoStatus::Success && status_from_u64(c[STATUS]) == IoStatus::Success {
-        c[STATUS] = status_to_u64(status);
+    let c = hctx(&mut io);
+    if status != IoStatus::Success && c.status == IoStatus::Success {
+        c.status = status;
     }
-    c[PENDING] -= 1;
-    if c[PENDING] == 0 {
-        let s = status_from_u64(c[STATUS]);
+    assert!(c.pending > 0, "a host I/O child completed twice");
+    c.pending -= 1;
+    if c.pending == 0 {
+        if c.read_path == ReadPath::Retry {
+            // A direct raid5 piece failed: every piece is in, the read goes again through
+            // stripe operations (they fail the member and rebuild from parity).
+            c.pending = 1;
+            c.status = IoStatus::Success;
+            c.next = 0;
+            c.read_path = ReadPath::ViaOps;
+            let chan = c.chan;
+            // SAFETY: the channel outlives the I/Os in flight on it (module doc).
+            crate::dispatch::resume(unsafe { &*chan }, io);
+            return;
+        }
+        let s = c.status;
         io.complete(s);
     } else {
         let _ = io.into_raw();

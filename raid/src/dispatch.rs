@@ -1,9 +1,9 @@
-//! HOT PATH: where a host I/O goes — by level and type — and how a host I/O that had to wait
-//! (for a free stripe operation or a member descriptor) resumes where it stopped.
+//! HOT PATH: where a host I/O goes — by type, to the entry point the level table gives
+//! ([`crate::level::LevelModule`]) — and how a host I/O that had to wait (for a free stripe
+//! operation or a member descriptor) resumes where it stopped.
 
-use crate::channel::{child_done, host_start, run, Chan, OpKind, Phase, NEXT, PENDING};
-use crate::level::RaidLevel;
-use keel_bdev::{IoRef, IoStatus, IoType};
+use crate::channel::{child_done, hctx, host_start, run, Chan, HostIo, OpKind, Phase};
+use keel_bdev::{IoRef, IoStatus, IoType, IoVec};
 use std::rc::Rc;
 
 /// A host I/O arrives on the channel.
@@ -15,41 +15,44 @@ pub(crate) fn submit(chan: &Rc<Chan>, mut io: IoRef) {
         return;
     }
     host_start(chan, &mut io);
-    if chan.array.level() == RaidLevel::Raid1 && io.io_type() == IoType::Read {
-        crate::raid1::read(chan, io);
-        return;
-    }
     resume(chan, io);
 }
 
-/// Dispatch what is left of a host I/O (from `module_ctx()[NEXT]`); queue it again if it has
+/// Dispatch what is left of a host I/O (from its `HostCtx::next`); queue it again if it has
 /// to wait. Drops the dispatch bias once everything is out.
 pub(crate) fn resume(chan: &Chan, io: IoRef) {
-    let level = chan.array.level();
+    let level = chan.level;
     let raw = io.into_raw();
-    let finished = match (level, io_type(raw)) {
-        (_, IoType::Flush | IoType::Reset) => crate::raid0::fan_out(chan, raw),
-        (RaidLevel::Raid0 | RaidLevel::Concat, _) => crate::raid0::split(chan, raw),
-        (RaidLevel::Raid5, IoType::Read) => ops(chan, raw, OpKind::R5Read),
+    let step = match io_type(raw) {
+        IoType::Flush | IoType::Reset => crate::raid0::fan_out,
+        IoType::Read => level.read,
         // Unmap and write-zeroes take the write path (stripe/region tokens, degraded and
         // rebuild rules): they only reach here when the bdev offers them (`crate::caps`).
-        (RaidLevel::Raid5, IoType::Write | IoType::Unmap | IoType::WriteZeroes) => {
-            ops(chan, raw, OpKind::R5Write)
-        }
-        (RaidLevel::Raid1, IoType::Write | IoType::Unmap | IoType::WriteZeroes) => {
-            ops(chan, raw, OpKind::R1Write)
-        }
-        _ => {
-            set_status(raw, IoStatus::IoError);
-            true
-        }
+        IoType::Write | IoType::Unmap | IoType::WriteZeroes => level.write,
     };
+    let finished = step(chan, raw);
     if finished {
         child_done(raw, IoStatus::Success); // the dispatch bias
     } else {
         // SAFETY: `raw` is the in-flight host I/O taken apart above; rebuilt once to queue it.
         chan.wait_for_op(unsafe { IoRef::from_raw(raw) });
     }
+}
+
+/// The iovecs of the host I/O given in raw form.
+///
+/// # Safety
+/// `raw` is an in-flight host I/O of this core, and it stays in flight (its descriptor and
+/// iovec array alive and unchanged) for as long as the caller uses the slice (`'a`, which the
+/// caller picks): e.g. while a step holds the dispatch bias, or while a child of it is out.
+pub(crate) unsafe fn host_iovs<'a>(raw: usize) -> &'a [IoVec] {
+    let (p, n) = with_io(raw, |io| {
+        let v = io.iovs();
+        (v.as_ptr(), v.len())
+    });
+    // SAFETY: the array lives in the host I/O's descriptor, in flight as long as the caller
+    // uses the slice (contract above).
+    unsafe { std::slice::from_raw_parts(p, n) }
 }
 
 /// Run `f` on the host I/O given in raw form, keeping it in flight.
@@ -69,35 +72,43 @@ fn io_type(raw: usize) -> IoType {
 /// Record an error on a host I/O without counting a child.
 pub(crate) fn set_status(raw: usize, status: IoStatus) {
     with_io(raw, |io| {
-        let c = io.module_ctx();
-        c[PENDING] += 1;
+        let c = hctx(io);
+        c.pending += 1;
     });
     child_done(raw, status);
 }
 
+/// The write step of levels that write through stripe/region operations (raid1, raid5).
+pub(crate) fn write_ops(chan: &Chan, raw: usize) -> bool {
+    ops(chan, raw, OpKind::Write)
+}
+
 /// Split a host I/O into stripe (raid5) or region (raid1) operations. Returns false when it
-/// must wait for a free operation (progress saved in `NEXT`).
-fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
+/// must wait for a free operation (progress saved in `HostCtx::next`).
+pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
     let (start, num, mut done, t) = with_io(raw, |io| {
         (
             io.offset_blocks(),
             io.num_blocks(),
-            io.module_ctx()[NEXT],
+            hctx(io).next,
             io.io_type(),
         )
     });
     let no_data = matches!(t, IoType::Unmap | IoType::WriteZeroes).then_some(t);
-    if !chan.array.write_ready() && kind != OpKind::R5Read {
+    if !chan.array.write_ready() && kind != OpKind::Read {
         // First write since the array was clean: `clean = false` goes to every member first
         // (write hole, SUPERBLOCK.md); this I/O waits for it.
         crate::sb_io::mark_dirty(&chan.array);
+        chan.wait_blind();
         return false;
     }
     let unit_blocks = chan.array.geo.stripe_data_blocks();
+    assert!(unit_blocks > 0);
     let bs = chan.array.block_size as u64;
     while done < num {
         let Some(p) = chan.take_op(kind) else {
-            with_io(raw, |io| io.module_ctx()[NEXT] = done);
+            // Progress is only ever made forward, and saved for the resume.
+            with_io(raw, |io| hctx(io).next = done);
             return false;
         };
         let lba = start + done;
@@ -105,20 +116,21 @@ fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
         let len = (unit_blocks - seg0).min(num - done);
         // SAFETY: `p` was just taken from the free list: nobody else refers to it.
         let op = unsafe { &mut *p };
-        op.host = raw;
+        // SAFETY: `raw` is the in-flight host I/O; it stays in flight until every operation
+        // holding it finished (its `HostCtx::pending` counts them, incremented below).
+        op.host = unsafe { HostIo::new(raw) };
         op.unit = lba / unit_blocks;
         op.seg0 = seg0;
         op.seg1 = seg0 + len;
         op.host_off = (done * bs) as usize;
         op.no_data = no_data;
-        op.phase = match kind {
-            OpKind::R5Read => Phase::Plan,
-            _ => Phase::Token,
-        };
-        with_io(raw, |io| io.module_ctx()[PENDING] += 1);
+        if kind != OpKind::Read {
+            op.set_phase(Phase::Token); // reads take the token only to reconstruct
+        }
+        with_io(raw, |io| hctx(io).pending += 1);
         done += len;
         run(p);
     }
-    with_io(raw, |io| io.module_ctx()[NEXT] = done);
+    with_io(raw, |io| hctx(io).next = done);
     true
 }

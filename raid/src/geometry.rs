@@ -1,12 +1,11 @@
-//! Pure geometry: how array blocks map to member blocks for each level, raid5's rotating
-//! (left-symmetric) parity, and splitting a host iovec list along strip boundaries into
-//! sub-lists that point into the host's own memory (no copy).
+//! Pure geometry: how array blocks map to member blocks for each level, and raid5's rotating
+//! (left-symmetric) parity. (Host iovec lists are split along strip boundaries with
+//! [`keel_bdev::IovCursor`]: views into the host's own memory, no copy.)
 //!
 //! Member block numbers here are relative to the member's data area (the caller adds the data
 //! offset that the superblock reserves).
 
 use crate::level::RaidLevel;
-use keel_bdev::{IoVec, MAX_IOVS};
 
 /// The shape of an array. All members contribute `member_blocks` blocks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +34,7 @@ pub struct Extent {
 impl Geometry {
     /// Data strips per stripe: members for raid0/concat, members − 1 for raid5, 1 for raid1.
     pub fn data_members(&self) -> u64 {
-        match self.level {
-            RaidLevel::Raid0 | RaidLevel::Concat => u64::from(self.members),
-            RaidLevel::Raid1 => 1,
-            RaidLevel::Raid5 => u64::from(self.members) - 1,
-        }
+        (self.level.module().data_members)(self.members)
     }
 
     /// Blocks the array exposes.
@@ -49,35 +44,61 @@ impl Geometry {
 
     /// Data blocks in one stripe (raid0/raid5), one strip for the others.
     pub fn stripe_data_blocks(&self) -> u64 {
-        match self.level {
-            RaidLevel::Raid0 | RaidLevel::Raid5 => self.data_members() * self.strip_blocks,
-            RaidLevel::Concat | RaidLevel::Raid1 => self.strip_blocks,
+        if self.level.module().stripe_unit {
+            self.data_members() * self.strip_blocks
+        } else {
+            self.strip_blocks
         }
     }
 
-    /// raid0 and concat: the member run that array block `lba` starts, at most `max` blocks
-    /// (it stops at the end of the strip, or of the member for concat).
+    /// raid0, concat and raid5: the member run that array block `lba` starts, at most `max`
+    /// blocks (it stops at the end of the strip, or of the member for concat). raid5 maps data
+    /// blocks to the members that hold them (parity aside).
+    ///
+    /// # Panics
+    /// For raid1 (every member holds every block).
     pub fn map_linear(&self, lba: u64, max: u64) -> Extent {
-        match self.level {
-            RaidLevel::Concat => {
-                let member = lba / self.member_blocks;
-                let member_lba = lba % self.member_blocks;
-                Extent {
-                    member: member as u32,
-                    member_lba,
-                    blocks: max.min(self.member_blocks - member_lba),
-                }
-            }
-            _ => {
-                let strip = lba / self.strip_blocks;
-                let within = lba % self.strip_blocks;
-                let n = u64::from(self.members);
-                Extent {
-                    member: (strip % n) as u32,
-                    member_lba: (strip / n) * self.strip_blocks + within,
-                    blocks: max.min(self.strip_blocks - within),
-                }
-            }
+        let map = self
+            .level
+            .module()
+            .map
+            .expect("map_linear of a level whose blocks each live on one member");
+        map(self, lba, max)
+    }
+
+    /// concat: members one after the other.
+    pub(crate) fn map_concat(&self, lba: u64, max: u64) -> Extent {
+        let member = lba / self.member_blocks;
+        let member_lba = lba % self.member_blocks;
+        Extent {
+            member: member as u32,
+            member_lba,
+            blocks: max.min(self.member_blocks - member_lba),
+        }
+    }
+
+    /// raid0: strips rotate over the members.
+    pub(crate) fn map_striped(&self, lba: u64, max: u64) -> Extent {
+        let strip = lba / self.strip_blocks;
+        let within = lba % self.strip_blocks;
+        let n = u64::from(self.members);
+        Extent {
+            member: (strip % n) as u32,
+            member_lba: (strip / n) * self.strip_blocks + within,
+            blocks: max.min(self.strip_blocks - within),
+        }
+    }
+
+    /// raid5: the member holding data block `lba` (left-symmetric), to the end of its strip.
+    pub(crate) fn map_parity_striped(&self, lba: u64, max: u64) -> Extent {
+        let strip = lba / self.strip_blocks;
+        let within = lba % self.strip_blocks;
+        let k = self.data_members();
+        let stripe = strip / k;
+        Extent {
+            member: self.data_member(stripe, strip % k),
+            member_lba: stripe * self.strip_blocks + within,
+            blocks: max.min(self.strip_blocks - within),
         }
     }
 
@@ -102,62 +123,6 @@ impl Geometry {
         let m = u64::from(member);
         (m != p).then(|| (m + n - p - 1) % n)
     }
-}
-
-/// Fill `out` with views of bytes `off..off + len` of `iovs` (pointers into the same memory,
-/// nothing copied) and return how many were used; `None` if `iovs` is shorter than that.
-/// At most as many views as `iovs` has elements, so `MAX_IOVS` always suffices.
-pub fn sub_iovs(
-    iovs: &[IoVec],
-    off: usize,
-    len: usize,
-    out: &mut [IoVec; MAX_IOVS],
-) -> Option<usize> {
-    let mut n = 0;
-    let complete = for_each_piece(iovs, off, len, |base, l| {
-        // SAFETY: a piece of one of the caller's iovecs, as valid as that iovec.
-        out[n] = unsafe { IoVec::from_raw_parts(base, l) };
-        n += 1;
-    });
-    complete.then_some(n)
-}
-
-/// Call `f(ptr, len)` for each contiguous piece of bytes `off..off + len` of `iovs`, in order.
-/// Returns false (after calling `f` for what exists) when `iovs` is shorter.
-pub fn for_each_piece(
-    iovs: &[IoVec],
-    mut off: usize,
-    mut len: usize,
-    mut f: impl FnMut(*mut u8, usize),
-) -> bool {
-    for v in iovs {
-        if len == 0 {
-            break;
-        }
-        if off >= v.len() {
-            off -= v.len();
-            continue;
-        }
-        let take = (v.len() - off).min(len);
-        // Pointer arithmetic only (wrapping_add needs no unsafe); the caller derefs.
-        f(v.base().wrapping_add(off), take);
-        off = 0;
-        len -= take;
-    }
-    len == 0
-}
-
-/// The single contiguous piece covering bytes `off..off + len` of `iovs`, if one iovec holds
-/// them all (the fast path of parity generation).
-pub fn contiguous(iovs: &[IoVec], mut off: usize, len: usize) -> Option<*mut u8> {
-    for v in iovs {
-        if off >= v.len() {
-            off -= v.len();
-            continue;
-        }
-        return (v.len() - off >= len).then(|| v.base().wrapping_add(off));
-    }
-    None
 }
 
 #[cfg(test)]
@@ -226,33 +191,17 @@ mod tests {
     }
 
     #[test]
-    fn sub_iovs_split_without_copying() {
-        let mut a = [0u8; 10];
-        let mut b = [0u8; 7];
-        // SAFETY: the arrays outlive the iovecs, which only this test uses.
-        let iovs = unsafe {
-            [
-                IoVec::from_raw_parts(a.as_mut_ptr(), 10),
-                IoVec::from_raw_parts(b.as_mut_ptr(), 7),
-            ]
-        };
-        let mut out = [IoVec::EMPTY; MAX_IOVS];
-        assert_eq!(sub_iovs(&iovs, 8, 5, &mut out), Some(2));
-        assert_eq!(out[0].base(), a.as_mut_ptr().wrapping_add(8));
-        assert_eq!(out[0].len(), 2);
-        assert_eq!(out[1].base(), b.as_mut_ptr());
-        assert_eq!(out[1].len(), 3);
-        assert_eq!(sub_iovs(&iovs, 10, 7, &mut out), Some(1));
-        assert_eq!(out[0].base(), b.as_mut_ptr());
-        assert_eq!(sub_iovs(&iovs, 10, 8, &mut out), None, "past the end");
-        assert_eq!(
-            contiguous(&iovs, 2, 8),
-            Some(a.as_mut_ptr().wrapping_add(2))
-        );
-        assert_eq!(contiguous(&iovs, 2, 9), None);
-        assert_eq!(
-            contiguous(&iovs, 11, 6),
-            Some(b.as_mut_ptr().wrapping_add(1))
-        );
+    fn raid5_maps_data_blocks_to_their_members() {
+        let g = g(RaidLevel::Raid5, 4);
+        // Stripe 1 (blocks 24..48): parity on 2, data strips on 3, 0, 1.
+        let e = g.map_linear(24 + 8 + 5, 100);
+        assert_eq!((e.member, e.member_lba, e.blocks), (0, 13, 3));
+        for lba in 0..g.num_blocks() {
+            let e = g.map_linear(lba, 1);
+            let stripe = lba / 24;
+            let i = lba % 24 / 8;
+            assert_eq!(e.member, g.data_member(stripe, i));
+            assert_eq!(e.member_lba, stripe * 8 + lba % 8);
+        }
     }
 }

@@ -12,7 +12,7 @@
 //! - `array`: an array's members, their states, degraded/offline.
 //! - `channel`: HOT PATH, the per-core channel and the stripe-operation driver.
 //! - `dispatch`: HOT PATH, routing host I/O by level and type.
-//! - `raid0`, `raid1`, `raid5_write`, `raid5_read`: HOT PATH, the levels.
+//! - `raid0`, `raid1`, `raid5` (`write`, `read`): HOT PATH, the levels.
 //! - `rebuild`: background rebuild with progress and a rate limit.
 //! - `bdev`: create/delete, members joining and leaving, the bdev backend.
 //! - `sb_io`: writing superblocks to members, the clean flag.
@@ -29,8 +29,7 @@ pub mod geometry;
 pub mod level;
 mod raid0;
 mod raid1;
-mod raid5_read;
-mod raid5_write;
+mod raid5;
 pub mod rebuild;
 pub mod rpc;
 mod sb_io;

@@ -5,26 +5,75 @@
 //! succeeds while one member took it. Unmap and write-zeroes go to every usable member the same
 //! way.
 
-use crate::channel::{
-    child_done, Chan, Child, PlanResult, Src, StripeOp, CHAN, MEMBER, PENDING, TRIED,
-};
-use crate::dispatch::with_io;
+use crate::caps::Caps;
+use crate::channel::{child_done, hctx, Chan, Child, PlanResult, Src, StripeOp};
+use crate::dispatch::{host_iovs, with_io, write_ops};
+use crate::level::{LevelModule, OpFns, RaidLevel, Resync, Strip, StripeOpFns};
 use keel_bdev::{IoRef, IoStatus};
 
-/// Start a host read.
-pub(crate) fn read(chan: &Chan, mut io: IoRef) {
-    io.module_ctx()[PENDING] += 1; // the member read
-    let raw = io.into_raw();
-    if !send_read(chan, raw) {
-        child_done(raw, IoStatus::IoError);
+/// raid1 region (serialization and rebuild unit), bytes.
+pub(crate) const REGION_BYTES: u64 = 64 * 1024;
+
+/// raid1 in the level table: every member holds every block; reads go to one member, writes
+/// to all through region operations.
+pub(crate) static RAID1: LevelModule = LevelModule {
+    level: RaidLevel::Raid1,
+    name: "raid1",
+    aliases: &["1"],
+    code: 2,
+    min_members: 2,
+    redundancy: |n| n.saturating_sub(1),
+    data_members: |_| 1,
+    stripe_unit: false,
+    map: None,
+    strip: Strip::Region {
+        bytes: REGION_BYTES,
+    },
+    caps: Caps::of_plain,
+    read,
+    write: write_ops,
+    ops: Some(StripeOpFns {
+        write: OpFns {
+            plan: plan_write,
+            compute: None,
+        },
+        read: None,
+        rebuild: OpFns {
+            plan: crate::rebuild::plan_copy,
+            compute: None,
+        },
+    }),
+    resync: Some(Resync::Mirror),
+};
+
+/// What became of a read sent to a member.
+enum Sent {
+    /// It is on its way.
+    Yes,
+    /// The member had no free descriptor: wait for one ([`Chan::wait_descriptor`] asked).
+    Wait,
+    /// No usable member is left to try.
+    NoMember,
+}
+
+/// The read step (a host read in raw form): false when it waits for a member descriptor.
+fn read(chan: &Chan, raw: usize) -> bool {
+    with_io(raw, |io| hctx(io).pending += 1); // the member read
+    match send_read(chan, raw) {
+        Sent::Yes => {}
+        Sent::Wait => {
+            with_io(raw, |io| hctx(io).pending -= 1);
+            return false;
+        }
+        Sent::NoMember => child_done(raw, IoStatus::IoError),
     }
-    child_done(raw, IoStatus::Success); // the dispatch bias
+    true
 }
 
 /// Send the read to the next usable member not tried yet; false when there is none.
-fn send_read(chan: &Chan, raw: usize) -> bool {
+fn send_read(chan: &Chan, raw: usize) -> Sent {
     let (start, num, tried) = with_io(raw, |io| {
-        (io.offset_blocks(), io.num_blocks(), io.module_ctx()[TRIED])
+        (io.offset_blocks(), io.num_blocks(), hctx(io).tried)
     });
     let a = &chan.array;
     let n = a.members.len() as u32;
@@ -37,38 +86,27 @@ fn send_read(chan: &Chan, raw: usize) -> bool {
             continue;
         }
         with_io(raw, |io| {
-            let c = io.module_ctx();
-            c[TRIED] |= 1 << m;
-            c[MEMBER] = u64::from(m);
+            let c = hctx(io);
+            c.tried |= 1 << m;
+            c.member = m;
         });
-        let iovs = with_io(raw, |io| {
-            let v = io.iovs();
-            // SAFETY: the iovec array lives in the in-flight host descriptor.
-            unsafe { std::slice::from_raw_parts(v.as_ptr(), v.len()) }
-        });
+        // SAFETY: the read is in flight (the dispatch bias, or the failed member read not yet
+        // counted down, holds it) for this call; the member I/O copies the iovecs.
+        let iovs = unsafe { host_iovs(raw) };
         match chan.submit_member(m, keel_bdev::IoType::Read, iovs, start, num, read_done, raw) {
-            Ok(()) => return true,
+            Ok(()) => return Sent::Yes,
             Err(keel_bdev::SubmitError::NoDescriptor) => {
-                // Back-pressure: the channel sends it again from its poll.
-                with_io(raw, |io| io.module_ctx()[TRIED] &= !(1 << m));
-                // SAFETY: `raw` is this in-flight host read; the queue holds it until retried.
-                chan.wait_for_member(unsafe { IoRef::from_raw(raw) });
-                return true;
+                // Back-pressure: the channel sends it again once the member frees one.
+                with_io(raw, |io| hctx(io).tried &= !(1 << m));
+                chan.wait_descriptor(m);
+                return Sent::Wait;
             }
             Err(e) => {
                 a.fail_member(m, &format!("read submission failed: {e}"));
             }
         }
     }
-    false
-}
-
-/// Send again a read that waited for a member descriptor ([`Chan::wait_for_member`]).
-pub(crate) fn retry_read(chan: &Chan, io: IoRef) {
-    let raw = io.into_raw();
-    if !send_read(chan, raw) {
-        child_done(raw, IoStatus::IoError);
-    }
+    Sent::NoMember
 }
 
 /// A member read completed.
@@ -78,22 +116,25 @@ fn read_done(raw: usize, status: IoStatus) {
         return;
     }
     let (chan, m) = with_io(raw, |io| {
-        let c = io.module_ctx();
-        (c[CHAN] as usize as *const Chan, c[MEMBER] as u32)
+        let c = hctx(io);
+        (c.chan, c.member)
     });
     // SAFETY: the channel outlives its in-flight host I/Os.
     let chan = unsafe { &*chan };
     chan.array
         .fail_member(m, &format!("read failed ({status:?})"));
-    if !send_read(chan, raw) {
-        child_done(raw, IoStatus::IoError);
+    match send_read(chan, raw) {
+        Sent::Yes => {}
+        // The failed read's count stays: it is the bias of the step that resumes the read.
+        // SAFETY: `raw` is this in-flight host read; the queue holds it until it resumes.
+        Sent::Wait => chan.wait_for_op(unsafe { IoRef::from_raw(raw) }),
+        Sent::NoMember => child_done(raw, IoStatus::IoError),
     }
 }
 
 /// Plan a region write (or unmap, or write-zeroes): every usable member gets the host's data
 /// (or does the same).
-pub(crate) fn plan_write(op: &mut StripeOp) -> PlanResult {
-    let chan = op.chan();
+pub(crate) fn plan_write(chan: &Chan, op: &mut StripeOp) -> PlanResult {
     let a = &chan.array;
     if a.is_offline() {
         return PlanResult::Fail(IoStatus::IoError);

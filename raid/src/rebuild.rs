@@ -11,8 +11,10 @@
 //! time, and sleeps between windows to stay under `process_max_bandwidth_mb_sec`.
 
 use crate::array::{MemberState, ProcessInfo, RaidArray};
-use crate::channel::{run, Chan, Child, OpKind, Phase, PlanResult, Src, StripeOp, PBUF};
-use crate::level::RaidLevel;
+use crate::channel::{
+    run, split_bufs, Chan, Child, OpKind, Phase, PlanResult, Src, StripeOp, PBUF,
+};
+use crate::level::Resync;
 use crate::xor::xor_gen;
 use keel_bdev::IoStatus;
 use std::cell::Cell;
@@ -54,81 +56,99 @@ pub fn options() -> (u64, u64) {
     )
 }
 
-/// Plan one rebuild unit.
-pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
-    let chan = op.chan();
+/// Checks common to both rebuild plans; the unit's end (member blocks) and its bytes.
+fn unit_of(chan: &Chan, op: &StripeOp) -> Result<(u64, usize), PlanResult> {
     let a = &chan.array;
     let s = a.geo.strip_blocks;
-    let end = (op.unit + 1) * s;
-    let bytes = s as usize * a.block_size as usize;
-    let t = op.target;
-    if a.is_offline() || !chan.has_member(t) {
-        return PlanResult::Fail(IoStatus::IoError);
+    if a.is_offline() || !chan.has_member(op.target) {
+        return Err(PlanResult::Fail(IoStatus::IoError));
     }
-    let src = match a.level() {
-        RaidLevel::Raid5 => {
-            for m in &a.members {
-                if m.slot == t {
-                    continue;
-                }
-                if !m.usable_below(end) || !chan.has_member(m.slot) {
-                    return PlanResult::Fail(IoStatus::IoError);
-                }
-                if !op.alloc_buf(m.slot as usize, bytes) {
-                    return PlanResult::NoBuffer;
-                }
-                op.push_read(Child {
-                    member: m.slot,
-                    lba: op.unit * s,
-                    blocks: s,
-                    src: Src::Buf(m.slot as usize, 0),
-                });
-            }
-            if !op.alloc_buf(PBUF, bytes) {
-                return PlanResult::NoBuffer;
-            }
-            Src::Buf(PBUF, 0)
-        }
-        _ => {
-            let Some(m) = a
-                .members
-                .iter()
-                .find(|m| m.slot != t && m.usable_below(end) && chan.has_member(m.slot))
-            else {
-                return PlanResult::Fail(IoStatus::IoError);
-            };
-            if !op.alloc_buf(m.slot as usize, bytes) {
-                return PlanResult::NoBuffer;
-            }
-            op.push_read(Child {
-                member: m.slot,
-                lba: op.unit * s,
-                blocks: s,
-                src: Src::Buf(m.slot as usize, 0),
-            });
-            Src::Buf(m.slot as usize, 0)
-        }
+    Ok(((op.unit + 1) * s, s as usize * a.block_size as usize))
+}
+
+/// Plan one rebuild unit of a parity level (raid5): read the stripe's strip from every other
+/// member; the target's is their XOR ([`compute_parity`]).
+pub(crate) fn plan_parity(chan: &Chan, op: &mut StripeOp) -> PlanResult {
+    let (end, bytes) = match unit_of(chan, op) {
+        Ok(u) => u,
+        Err(r) => return r,
     };
+    let a = &chan.array;
+    let s = a.geo.strip_blocks;
+    let t = op.target;
+    for m in &a.members {
+        if m.slot == t {
+            continue;
+        }
+        if !m.usable_below(end) || !chan.has_member(m.slot) {
+            return PlanResult::Fail(IoStatus::IoError);
+        }
+        if !op.alloc_buf(m.slot as usize, bytes) {
+            return PlanResult::NoBuffer;
+        }
+        op.push_read(Child {
+            member: m.slot,
+            lba: op.unit * s,
+            blocks: s,
+            src: Src::Buf(m.slot as usize, 0),
+        });
+    }
+    if !op.alloc_buf(PBUF, bytes) {
+        return PlanResult::NoBuffer;
+    }
     op.push_write(Child {
         member: t,
         lba: op.unit * s,
         blocks: s,
-        src,
+        src: Src::Buf(PBUF, 0),
+    });
+    PlanResult::Ready
+}
+
+/// Plan one rebuild unit of a mirror level (raid1): copy the region from one usable member.
+pub(crate) fn plan_copy(chan: &Chan, op: &mut StripeOp) -> PlanResult {
+    let (end, bytes) = match unit_of(chan, op) {
+        Ok(u) => u,
+        Err(r) => return r,
+    };
+    let a = &chan.array;
+    let s = a.geo.strip_blocks;
+    let t = op.target;
+    let Some(m) = a
+        .members
+        .iter()
+        .find(|m| m.slot != t && m.usable_below(end) && chan.has_member(m.slot))
+    else {
+        return PlanResult::Fail(IoStatus::IoError);
+    };
+    if !op.alloc_buf(m.slot as usize, bytes) {
+        return PlanResult::NoBuffer;
+    }
+    op.push_read(Child {
+        member: m.slot,
+        lba: op.unit * s,
+        blocks: s,
+        src: Src::Buf(m.slot as usize, 0),
+    });
+    op.push_write(Child {
+        member: t,
+        lba: op.unit * s,
+        blocks: s,
+        src: Src::Buf(m.slot as usize, 0),
     });
     PlanResult::Ready
 }
 
 /// raid5: the target's strip is the XOR of the others.
-pub(crate) fn compute(op: &mut StripeOp) {
-    if op.chan().array.level() != RaidLevel::Raid5 {
-        return;
-    }
-    let out = crate::raid5_write::view(op, PBUF);
+pub(crate) fn compute_parity(chan: &Chan, op: &mut StripeOp) {
+    let members = chan.array.geo.members;
+    let target = op.target as usize;
+    let (out, bufs) = split_bufs(&mut op.bufs, PBUF);
     let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
     let mut n = 0;
-    for m in 0..op.chan().array.geo.members {
-        if m != op.target {
-            srcs[n] = crate::raid5_write::view(op, m as usize);
+    for m in 0..members as usize {
+        if m != target {
+            srcs[n] = &bufs[m];
             n += 1;
         }
     }
@@ -136,8 +156,8 @@ pub(crate) fn compute(op: &mut StripeOp) {
 }
 
 /// The unit is on the target: move its watermark (the token is still held).
-pub(crate) fn written(op: &mut StripeOp) {
-    let a = &op.chan().array;
+pub(crate) fn written(chan: &Chan, op: &mut StripeOp) {
+    let a = &chan.array;
     let m = &a.members[op.target as usize];
     m.set_rebuilt((op.unit + 1) * a.geo.strip_blocks);
 }
@@ -189,11 +209,11 @@ pub(crate) fn kick(array: &Arc<RaidArray>) {
     {
         Job::Rebuild(m.slot)
     } else if array.resync_pending.load(Ordering::Acquire) {
-        let active = array.active_members();
-        let ok = match array.level() {
-            RaidLevel::Raid5 => active == array.members.len(),
-            _ => active >= 2,
-        };
+        let ok = array
+            .level()
+            .module()
+            .resync
+            .is_some_and(|r| r.can_run(array.active_members(), array.members.len()));
         let source = array
             .members
             .iter()
@@ -275,9 +295,9 @@ fn unit_ops(array: &RaidArray, job: Job, unit: u64, out: &mut Vec<(OpKind, u32)>
     out.clear();
     match job {
         Job::Rebuild(t) => out.push((OpKind::Rebuild, t)),
-        Job::Resync { source } => match array.level() {
-            RaidLevel::Raid5 => out.push((OpKind::Resync, array.geo.parity_member(unit))),
-            _ => out.extend(
+        Job::Resync { source } => match array.level().module().resync {
+            Some(Resync::Parity) => out.push((OpKind::Resync, array.geo.parity_member(unit))),
+            Some(Resync::Mirror) | None => out.extend(
                 array
                     .members
                     .iter()
@@ -343,7 +363,7 @@ async fn run_job(array: &Arc<RaidArray>, job: Job) -> bool {
                 let op = unsafe { &mut *p };
                 op.unit = u;
                 op.target = target;
-                op.phase = Phase::Token;
+                op.set_phase(Phase::Token);
                 op.done_cb = Some(unit_done);
                 op.done_ctx = Rc::as_ptr(&win) as usize;
                 issued += 1;
@@ -370,7 +390,7 @@ async fn run_job(array: &Arc<RaidArray>, job: Job) -> bool {
         }
         unit += n;
         if let Job::Resync { .. } = job {
-            if array.level() == RaidLevel::Raid5 {
+            if array.level().module().resync == Some(Resync::Parity) {
                 array.resynced_stripes.store(unit, Ordering::Release);
             }
         }

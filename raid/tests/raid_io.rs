@@ -532,3 +532,133 @@ fn raid1_reads_wait_for_member_descriptors() {
         }
     });
 }
+
+#[test]
+fn raid5_reads_go_straight_to_active_members_and_reconstruct_when_degraded() {
+    run(|| async {
+        let raw = mallocs("dr", 4);
+        let ee: Vec<String> = raw
+            .iter()
+            .map(|r| error::create(r, None).unwrap().name().to_string())
+            .collect();
+        make("r_dr", RaidLevel::Raid5, &ee, Some(4)).await;
+        let (desc, ch) = open_rw("r_dr");
+        let total = ch.bdev().info().num_blocks;
+        let mut model = vec![0u8; (total * BS as u64) as usize];
+        Rng(99).fill(&mut model);
+        assert_eq!(write(&ch, 0, &mut model, &[777]).await, IoStatus::Success);
+        let ranges = [
+            (0, total),
+            (3, 1),
+            (7, 2),
+            (5, 30),
+            (40, 100),
+            (total - 9, 9),
+        ];
+        let check = |lba: u64, got: &[u8], model: &[u8]| {
+            let at = (lba * BS as u64) as usize;
+            assert!(
+                got == &model[at..at + got.len()],
+                "read at {lba} returns the data"
+            );
+        };
+        // Healthy: every piece goes straight to its member, no stripe operation.
+        let before = keel_raid::bdev::stripe_ops_taken("r_dr");
+        for &(lba, n) in &ranges {
+            let (s, got) = read(&ch, lba, n).await;
+            assert_eq!(s, IoStatus::Success);
+            check(lba, &got, &model);
+        }
+        assert_eq!(
+            keel_raid::bdev::stripe_ops_taken("r_dr"),
+            before,
+            "healthy reads take no stripe operation"
+        );
+        // One failed member read: the read goes again through stripe operations (the member
+        // read again succeeds, so it stays active) and returns the data.
+        error::inject_error(
+            &ee[2],
+            error::InjectTarget::Io(IoType::Read),
+            error::ErrorKind::Failure,
+            1,
+            0,
+            0,
+        )
+        .unwrap();
+        let (s, got) = read(&ch, 0, total).await;
+        assert_eq!(s, IoStatus::Success);
+        check(0, &got, &model);
+        let a = keel_raid::bdev::find("r_dr").unwrap();
+        assert_eq!(a.active_members(), 4);
+        let retried = keel_raid::bdev::stripe_ops_taken("r_dr");
+        assert!(retried > before, "the retry went through stripe operations");
+        // Degraded: the pieces of the failed member are rebuilt from parity.
+        assert!(a.fail_member(1, "failed by the test"));
+        for &(lba, n) in &ranges {
+            let (s, got) = read(&ch, lba, n).await;
+            assert_eq!(s, IoStatus::Success);
+            check(lba, &got, &model);
+        }
+        assert!(keel_raid::bdev::stripe_ops_taken("r_dr") > retried);
+        drop((ch, desc));
+        keel_raid::delete("r_dr").await.unwrap();
+        for e in &ee {
+            error::delete(e).await.unwrap();
+        }
+        for r in raw {
+            malloc::delete(&r).await.unwrap();
+        }
+    });
+}
+
+#[test]
+fn striped_reads_and_writes_wait_for_member_descriptors() {
+    run(|| async {
+        // More concurrent member I/Os than a member channel has descriptors (512): raid0 and
+        // raid5 direct reads must wait for one (the wait entry) and go on.
+        for (name, level, members) in [
+            ("r_wd0", RaidLevel::Raid0, 2),
+            ("r_wd5", RaidLevel::Raid5, 3),
+        ] {
+            let m: Vec<String> = (0..members)
+                .map(|i| {
+                    let n = format!("{name}m{i}");
+                    malloc::create(&n, 8192, BS, None).unwrap();
+                    n
+                })
+                .collect();
+            make(name, level, &m, Some(4)).await;
+            let (desc, ch) = open_rw(name);
+            let total = ch.bdev().info().num_blocks;
+            let mut pattern = vec![0u8; (total * BS as u64) as usize];
+            Rng(5).fill(&mut pattern);
+            assert_eq!(write(&ch, 0, &mut pattern, &[]).await, IoStatus::Success);
+            // 400 reads (under the raid channel's 512 descriptors) of 8 strips each: about
+            // 1600 (raid0) or 1070 (raid5) member reads per member.
+            let (n, len) = (400usize, 64u64);
+            let bytes = len as usize * BS as usize;
+            let mut rbufs = vec![0u8; n * bytes];
+            let many = Box::new(Many::default());
+            let ctx = &*many as *const Many as usize;
+            let at = |i: usize| (i as u64 * len) % total;
+            for (i, chunk) in rbufs.chunks_mut(bytes).enumerate() {
+                let v = [iov(chunk)];
+                ch.read(&v, at(i), len, many_cb, ctx).unwrap();
+                many.left.set(many.left.get() + 1);
+            }
+            while many.left.get() > 0 {
+                yield_now().await;
+            }
+            assert_eq!(many.failed.get(), 0);
+            for (i, chunk) in rbufs.chunks(bytes).enumerate() {
+                let off = (at(i) * BS as u64) as usize;
+                assert!(chunk == &pattern[off..off + bytes], "read {i}");
+            }
+            drop((ch, desc));
+            keel_raid::delete(name).await.unwrap();
+            for b in m {
+                malloc::delete(&b).await.unwrap();
+            }
+        }
+    });
+}

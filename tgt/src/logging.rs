@@ -151,8 +151,7 @@ pub static FLAGS: &[LogFlag] = &[
     LogFlag {
         name: "bdev_raid5f",
         modules: &[
-            "keel_raid::raid5_read",
-            "keel_raid::raid5_write",
+            "keel_raid::raid5",
             "keel_raid::stripe_lock",
             "keel_raid::xor",
         ],

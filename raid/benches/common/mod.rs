@@ -69,12 +69,14 @@ pub async fn make(name: &str, level: RaidLevel, members: &[String], strip_kb: Op
     .expect("create raid");
 }
 
-/// A closed-loop write load: `qd` writes of `io_bytes` in flight, each resubmitted on
-/// completion until stopped.
+/// A closed-loop write (or read, [`Load::reads`]) load: `qd` I/Os of `io_bytes` in flight,
+/// each resubmitted on completion until stopped.
 pub struct Load {
     ch: IoChannel,
     _desc: BdevDesc,
-    bufs: Vec<Box<[u8]>>,
+    /// One buffer per slot (`Cell`s: member I/Os write into them through raw pointers).
+    bufs: Vec<Box<[Cell<u8>]>>,
+    reads: Cell<bool>,
     io_blocks: u64,
     span: u64,
     random: bool,
@@ -94,12 +96,13 @@ impl Load {
         let bs = ch.bdev().info().block_size as usize;
         let span = ch.bdev().info().num_blocks;
         let bufs = (0..qd)
-            .map(|i| vec![0x5a ^ i as u8; io_bytes].into_boxed_slice())
+            .map(|i| vec![Cell::new(0x5a ^ i as u8); io_bytes].into_boxed_slice())
             .collect();
         Rc::new(Load {
             ch,
             _desc: desc,
             bufs,
+            reads: Cell::new(false),
             io_blocks: (io_bytes / bs) as u64,
             span,
             random,
@@ -110,6 +113,11 @@ impl Load {
             stop: Cell::new(false),
             waker: Cell::new(None),
         })
+    }
+
+    /// Read instead of write from now on.
+    pub fn reads(&self) {
+        self.reads.set(true);
     }
 
     /// Start every slot (again after a stop).
@@ -208,12 +216,17 @@ fn submit(l: &Rc<Load>, slot: usize) {
         n
     };
     let b = &l.bufs[slot];
-    // SAFETY: each slot's buffer is used by one I/O at a time and outlives it; a write only
-    // reads it.
+    // SAFETY: each slot's buffer is used by one I/O at a time and outlives it; its bytes are
+    // `Cell`s, so a read may write them through this pointer.
     let v = unsafe { IoVec::from_raw(b.as_ptr() as *mut u8, b.len()) };
     let ctx = (Rc::as_ptr(l) as usize) | slot << 48;
     let me = Rc::into_raw(Rc::clone(l));
-    match l.ch.write(&[v], lba, l.io_blocks, cb, ctx) {
+    let r = if l.reads.get() {
+        l.ch.read(&[v], lba, l.io_blocks, cb, ctx)
+    } else {
+        l.ch.write(&[v], lba, l.io_blocks, cb, ctx)
+    };
+    match r {
         Ok(()) => l.inflight.set(l.inflight.get() + 1),
         Err(SubmitError::NoDescriptor) => {
             // SAFETY: not submitted: take the count back.

@@ -17,13 +17,19 @@
 //!   member written in full over the rows → RCW; written in part → rebuild its old rows from
 //!   parity first (ReconRcw).
 
-use crate::channel::{Child, Plan, PlanResult, Src, StripeOp, PBUF};
-use crate::geometry::{contiguous, for_each_piece};
+use crate::channel::{split_bufs, Chan, Child, Plan, PlanResult, Src, StripeOp, PBUF};
 use crate::xor::{xor_gen, xor_into};
-use keel_bdev::IoStatus;
+use keel_bdev::{IoStatus, IoVec, IovCursor};
 
-/// The shape of one stripe operation's segment.
+/// The shape of one stripe operation's segment (a copy: it borrows nothing).
 pub(crate) struct Seg {
+    /// The stripe.
+    pub unit: u64,
+    /// Data blocks `seg0..seg1` of the stripe.
+    pub seg0: u64,
+    pub seg1: u64,
+    /// Byte offset of `seg0` in the host's iovecs.
+    pub host_off: usize,
     /// Strip size in blocks.
     pub s: u64,
     /// Data strips per stripe.
@@ -41,11 +47,16 @@ pub(crate) struct Seg {
 
 impl Seg {
     /// The segment of `op`.
-    pub fn of(op: &StripeOp) -> Seg {
-        let a = &op.chan().array;
+    pub fn of(chan: &Chan, op: &StripeOp) -> Seg {
+        let a = &chan.array;
         let g = &a.geo;
         let s = g.strip_blocks;
+        assert!(op.seg0 < op.seg1 && op.seg1 <= g.data_members() * s);
         Seg {
+            unit: op.unit,
+            seg0: op.seg0,
+            seg1: op.seg1,
+            host_off: op.host_off,
             s,
             k: g.data_members(),
             first: op.seg0 / s,
@@ -57,30 +68,29 @@ impl Seg {
     }
 
     /// Rows of data strip `i` the segment touches (empty when `i` is not touched).
-    pub fn touched(&self, op: &StripeOp, i: u64) -> (u64, u64) {
+    pub fn touched(&self, i: u64) -> (u64, u64) {
         if i < self.first || i > self.last {
             return (0, 0);
         }
-        let lo = op.seg0.max(i * self.s) - i * self.s;
-        let hi = op.seg1.min((i + 1) * self.s) - i * self.s;
+        let lo = self.seg0.max(i * self.s) - i * self.s;
+        let hi = self.seg1.min((i + 1) * self.s) - i * self.s;
         (lo, hi)
     }
 
     /// Byte offset in the host's iovecs of row `row` of data strip `i`.
-    pub fn host_off(&self, op: &StripeOp, i: u64, row: u64) -> usize {
-        op.host_off + ((i * self.s + row - op.seg0) as usize) * self.bs
+    pub fn host_off(&self, i: u64, row: u64) -> usize {
+        self.host_off + ((i * self.s + row - self.seg0) as usize) * self.bs
     }
 
     /// Member block of row `row` in this stripe.
-    pub fn lba(&self, op: &StripeOp, row: u64) -> u64 {
-        op.unit * self.s + row
+    pub fn lba(&self, row: u64) -> u64 {
+        self.unit * self.s + row
     }
 }
 
 /// Find the member of this stripe that cannot be used, failing members that have no channel.
 /// `Err` when more than one is gone.
-pub(crate) fn gone_member(op: &StripeOp, seg: &Seg) -> Result<Option<u32>, ()> {
-    let chan = op.chan();
+pub(crate) fn gone_member(chan: &Chan, seg: &Seg) -> Result<Option<u32>, ()> {
     let a = &chan.array;
     let mut gone = None;
     for m in &a.members {
@@ -101,19 +111,19 @@ pub(crate) fn gone_member(op: &StripeOp, seg: &Seg) -> Result<Option<u32>, ()> {
 
 /// Plan a stripe write.
 #[allow(clippy::too_many_lines)] // ratchet (ARCHITECTURE.md): the stripe-write planner's cases
-pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
-    let seg = Seg::of(op);
-    let a = &op.chan().array;
+pub(crate) fn plan(chan: &Chan, op: &mut StripeOp) -> PlanResult {
+    let seg = Seg::of(chan, op);
+    let a = &chan.array;
     let g = a.geo;
     if a.is_offline() {
         return PlanResult::Fail(IoStatus::IoError);
     }
-    let Ok(gone) = gone_member(op, &seg) else {
+    let Ok(gone) = gone_member(chan, &seg) else {
         return PlanResult::Fail(IoStatus::IoError);
     };
     let (mut p0, mut p1, mut touched) = (u64::MAX, 0, 0);
     for i in seg.first..=seg.last {
-        let (lo, hi) = seg.touched(op, i);
+        let (lo, hi) = seg.touched(i);
         p0 = p0.min(lo);
         p1 = p1.max(hi);
         touched += hi - lo;
@@ -133,7 +143,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
             if m != op.missing {
                 op.push_write(Child {
                     member: m,
-                    lba: seg.lba(op, 0),
+                    lba: seg.lba(0),
                     blocks: seg.s,
                     src,
                 });
@@ -147,7 +157,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
             let i = g.data_index(stripe, m).unwrap_or(0);
             if i < seg.first || i > seg.last {
                 Plan::Rmw
-            } else if seg.touched(op, i) == (p0, p1) {
+            } else if seg.touched(i) == (p0, p1) {
                 Plan::Rcw
             } else {
                 Plan::ReconRcw
@@ -170,13 +180,13 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
         Plan::Rmw => {
             for i in seg.first..=seg.last {
                 let m = g.data_member(stripe, i) as usize;
-                let (lo, hi) = seg.touched(op, i);
+                let (lo, hi) = seg.touched(i);
                 if !op.alloc_buf(m, rbytes) {
                     return PlanResult::NoBuffer;
                 }
                 op.push_read(Child {
                     member: m as u32,
-                    lba: seg.lba(op, lo),
+                    lba: seg.lba(lo),
                     blocks: hi - lo,
                     src: Src::Buf(m, (lo - p0) as usize * seg.bs),
                 });
@@ -187,7 +197,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
             }
             op.push_read(Child {
                 member: seg.pm,
-                lba: seg.lba(op, p0),
+                lba: seg.lba(p0),
                 blocks: rows,
                 src: Src::Buf(pm, 0),
             });
@@ -207,7 +217,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
                     }
                     continue;
                 }
-                let (lo, hi) = seg.touched(op, i);
+                let (lo, hi) = seg.touched(i);
                 let ranges = if recon || lo == hi {
                     [(p0, p1), (0, 0)]
                 } else {
@@ -222,7 +232,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
                     }
                     op.push_read(Child {
                         member: m,
-                        lba: seg.lba(op, r0),
+                        lba: seg.lba(r0),
                         blocks: r1 - r0,
                         src: Src::Buf(mu, (r0 - p0) as usize * seg.bs),
                     });
@@ -235,7 +245,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
                 }
                 op.push_read(Child {
                     member: seg.pm,
-                    lba: seg.lba(op, p0),
+                    lba: seg.lba(p0),
                     blocks: rows,
                     src: Src::Buf(pm, 0),
                 });
@@ -249,16 +259,16 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
         if m == op.missing {
             continue;
         }
-        let (lo, hi) = seg.touched(op, i);
+        let (lo, hi) = seg.touched(i);
         // Partial-stripe unmap is written as zeroes too: the parity must cover what the
         // blocks will read back.
         let src = match op.no_data {
-            None => Src::Host(seg.host_off(op, i, lo)),
+            None => Src::Host(seg.host_off(i, lo)),
             Some(_) => Src::Zeroes,
         };
         op.push_write(Child {
             member: m,
-            lba: seg.lba(op, lo),
+            lba: seg.lba(lo),
             blocks: hi - lo,
             src,
         });
@@ -266,7 +276,7 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
     if op.plan != Plan::DataOnly {
         op.push_write(Child {
             member: seg.pm,
-            lba: seg.lba(op, p0),
+            lba: seg.lba(p0),
             blocks: rows,
             src: parity_src,
         });
@@ -274,75 +284,68 @@ pub(crate) fn plan(op: &mut StripeOp) -> PlanResult {
     PlanResult::Ready
 }
 
-/// A mutable view of buffer `i` of `op` that does not borrow `op` (buffers are distinct
-/// allocations, so views of different buffers never overlap).
-pub(crate) fn view<'a>(op: &mut StripeOp, i: usize) -> &'a mut [u8] {
-    let b = op.buf(i);
-    // SAFETY: the buffer lives in `op.bufs[i]` until the operation drops it, after every use
-    // of the view (views are only used within one compute step); callers never take two views
-    // of the same buffer at once.
-    unsafe { std::slice::from_raw_parts_mut(b.as_mut_ptr(), b.len()) }
-}
-
-/// XOR host bytes `off..off + dst.len()` into `dst`.
-pub(crate) fn xor_host(op: &StripeOp, off: usize, dst: &mut [u8]) {
+/// XOR host bytes `off..off + dst.len()` of `iovs` into `dst`.
+pub(crate) fn xor_host(iovs: &[IoVec], off: usize, dst: &mut [u8]) {
     let mut at = 0;
-    for_each_piece(op.host_iovs(), off, dst.len(), |p, l| {
-        // SAFETY: `p..p+l` lies in a host iovec, valid and not written by anyone while the
-        // host's write is in flight.
-        let src = unsafe { std::slice::from_raw_parts(p, l) };
-        xor_into(&mut dst[at..at + l], src);
-        at += l;
-    });
+    for p in IovCursor::at(iovs, off).pieces(dst.len()) {
+        // SAFETY: `p` lies in a host iovec, valid and not written by anyone while the host's
+        // write is in flight.
+        let src = unsafe { std::slice::from_raw_parts(p.base(), p.len()) };
+        xor_into(&mut dst[at..at + p.len()], src);
+        at += p.len();
+    }
 }
 
 /// Compute parity once the reads are in.
-pub(crate) fn compute(op: &mut StripeOp) {
-    let seg = Seg::of(op);
-    let g = op.chan().array.geo;
+pub(crate) fn compute(chan: &Chan, op: &mut StripeOp) {
+    let seg = Seg::of(chan, op);
+    let g = chan.array.geo;
     let (p0, p1) = (op.p0, op.p1);
     let bs = seg.bs;
     let rbytes = (p1 - p0) as usize * bs;
     let stripe = op.unit;
+    let no_data = op.no_data;
+    let missing = op.missing;
+    let host = op.host.iovs();
     match op.plan {
         Plan::Rmw => {
-            let parity = view(op, seg.pm as usize);
+            let (parity, old) = split_bufs(&mut op.bufs, seg.pm as usize);
             for i in seg.first..=seg.last {
                 let m = g.data_member(stripe, i) as usize;
-                let (lo, hi) = seg.touched(op, i);
+                let (lo, hi) = seg.touched(i);
                 let r = (lo - p0) as usize * bs..(hi - p0) as usize * bs;
-                let old = view(op, m);
-                xor_into(&mut parity[r.clone()], &old[r.clone()]);
-                if op.no_data.is_none() {
-                    xor_host(op, seg.host_off(op, i, lo), &mut parity[r]);
+                xor_into(&mut parity[r.clone()], &old[m][r.clone()]);
+                if no_data.is_none() {
+                    xor_host(host, seg.host_off(i, lo), &mut parity[r]);
                 }
             }
         }
         Plan::Rcw | Plan::ReconRcw => {
             if op.plan == Plan::ReconRcw {
-                let gone = view(op, op.missing as usize);
+                let (gone, bufs) = split_bufs(&mut op.bufs, missing as usize);
                 let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
                 let mut n = 0;
                 for m in 0..g.members {
-                    if m != op.missing {
-                        srcs[n] = &view(op, m as usize)[..rbytes];
+                    if m != missing {
+                        srcs[n] = &bufs[m as usize][..rbytes];
                         n += 1;
                     }
                 }
                 xor_gen(&mut gone[..rbytes], &srcs[..n]);
             }
-            let parity = &mut view(op, PBUF)[..rbytes];
+            let (parity, old_bufs) = split_bufs(&mut op.bufs, PBUF);
+            let parity = &mut parity[..rbytes];
             // Fast path: every strip written over all the rows from one contiguous host piece.
             let mut srcs: [&[u8]; crate::array::MAX_MEMBERS] = [&[]; crate::array::MAX_MEMBERS];
             // Zero data (unmap/write-zeroes) adds nothing to the parity: the slow path.
-            let mut fast = op.no_data.is_none();
+            let mut fast = no_data.is_none();
             for i in 0..seg.k {
                 if !fast {
                     break;
                 }
-                let (lo, hi) = seg.touched(op, i);
+                let (lo, hi) = seg.touched(i);
                 let piece = ((lo, hi) == (p0, p1))
-                    .then(|| contiguous(op.host_iovs(), seg.host_off(op, i, lo), rbytes))
+                    .then(|| IovCursor::at(host, seg.host_off(i, lo)).contiguous(rbytes))
                     .flatten();
                 match piece {
                     // SAFETY: a host iovec range, valid while the write is in flight.
@@ -360,11 +363,11 @@ pub(crate) fn compute(op: &mut StripeOp) {
             parity.fill(0);
             for i in 0..seg.k {
                 let m = g.data_member(stripe, i) as usize;
-                let (lo, hi) = seg.touched(op, i);
-                let old = view(op, m);
-                if lo < hi && op.no_data.is_none() {
+                let (lo, hi) = seg.touched(i);
+                let old = &old_bufs[m];
+                if lo < hi && no_data.is_none() {
                     let r = (lo - p0) as usize * bs..(hi - p0) as usize * bs;
-                    xor_host(op, seg.host_off(op, i, lo), &mut parity[r]);
+                    xor_host(host, seg.host_off(i, lo), &mut parity[r]);
                 }
                 for (r0, r1) in [(p0, lo.max(p0)), (hi.min(p1).max(p0), p1)] {
                     if lo == hi {
