@@ -36,7 +36,6 @@ use crate::{BackendChannel, Bdev, BdevError, IoStatus, IoType, IoVec, SubmitErro
 use keel_reactor::{PollStatus, PollerId};
 use std::any::TypeId;
 use std::cell::{Cell, RefCell, UnsafeCell};
-use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::ptr::{self, NonNull};
@@ -70,7 +69,7 @@ pub(crate) struct IoDesc {
     /// The type the module's context area holds ([`IoRef::ctx`]); `None` while the area is
     /// all zeroes (never touched since submission).
     ctx_type: Option<TypeId>,
-    module_ctx: [u64; 8],
+    ctx_area: [u64; 8],
     iovs: [IoVec; MAX_IOVS],
 }
 
@@ -89,7 +88,7 @@ impl IoDesc {
         ctx: 0,
         submit_tick: 0,
         ctx_type: None,
-        module_ctx: [0; 8],
+        ctx_area: [0; 8],
         iovs: [IoVec::EMPTY; MAX_IOVS],
     };
 }
@@ -300,7 +299,6 @@ pub(crate) struct ChannelState {
     handles: Cell<u32>,
     /// Keeps the state alive after the last handle went while I/O is in flight.
     self_ref: Cell<Option<Rc<ChannelState>>>,
-    waiters: RefCell<VecDeque<Box<dyn FnOnce()>>>,
     /// Caller-owned entries waiting for a free descriptor ([`IoChannel::queue_io_wait`]).
     io_waits: WaitList,
     stats: Rc<CoreStats>,
@@ -331,7 +329,6 @@ impl ChannelState {
             inflight: Cell::new(0),
             handles: Cell::new(0),
             self_ref: Cell::new(None),
-            waiters: RefCell::new(VecDeque::new()),
             io_waits: WaitList::new(),
             stats: crate::percore::stats_cell(bdev.id()),
             qos_on: Cell::new(false),
@@ -494,8 +491,8 @@ impl ChannelState {
         SUBMIT_DEPTH.with(|c| c.set(depth));
     }
 
-    /// Call the entries, then run the closures, waiting for a descriptor while descriptors are
-    /// free. Each runs at most once per call, so one that re-queues itself cannot spin.
+    /// Call the wait entries while descriptors are free, in FIFO order. Each runs at most once
+    /// per call, so one that re-queues itself cannot spin.
     #[inline]
     fn serve_waiters(&self) {
         if self.free.get().is_null() {
@@ -510,19 +507,6 @@ impl ChannelState {
                 break;
             };
             cb(ctx);
-        }
-        if self.free.get().is_null() || self.waiters.borrow().is_empty() {
-            return;
-        }
-        let n = self.waiters.borrow().len();
-        for _ in 0..n {
-            if self.free.get().is_null() {
-                break;
-            }
-            let Some(f) = self.waiters.borrow_mut().pop_front() else {
-                break;
-            };
-            f();
         }
     }
 
@@ -797,17 +781,6 @@ impl IoChannel {
         self.state.io_waits.push_back(entry);
         true
     }
-    /// Run `f` (once, on this core) when a descriptor is next freed on this channel: the
-    /// back-pressure path after [`SubmitError::NoDescriptor`]. Allocates (prefer
-    /// [`IoChannel::queue_io_wait`]); not steady state. If a descriptor is free already, `f`
-    /// runs at once.
-    pub fn wait_for_descriptor(&self, f: Box<dyn FnOnce()>) {
-        if self.state.free.get().is_null() {
-            self.state.waiters.borrow_mut().push_back(f);
-        } else {
-            f();
-        }
-    }
 }
 
 impl Drop for IoChannel {
@@ -857,9 +830,9 @@ unsafe fn fill(
     // The context area is all zeroes while no type was given to it (see `IoRef::ctx`); only a
     // descriptor whose last module used it pays for the zeroing.
     if d.ctx_type.take().is_some() {
-        d.module_ctx = [0; 8];
+        d.ctx_area = [0; 8];
     }
-    debug_assert_eq!(d.module_ctx, [0; 8]);
+    debug_assert_eq!(d.ctx_area, [0; 8]);
     let mut left = data_len;
     let mut n = 0;
     for iov in iovs {
@@ -987,12 +960,6 @@ impl IoRef {
             &iovs[..(*d).iovcnt as usize]
         }
     }
-    /// 64 bytes of per-I/O scratch space for the module as eight `u64` slots. Zeroed at
-    /// submission. Legacy untyped view, kept until every module uses [`IoRef::ctx`]; it is
-    /// `ctx::<[u64; 8]>()`, so one I/O cannot mix it with a typed context.
-    pub fn module_ctx(&mut self) -> &mut [u64; 8] {
-        self.ctx::<[u64; 8]>()
-    }
     /// The module's typed per-I/O context (SPDK's `driver_ctx` sized by `get_ctx_size`): a `T`
     /// living in the descriptor's [`IO_CTX_BYTES`]-byte scratch area, all zeroes at submission
     /// (hence [`IoCtx`]: zero must be a valid `T`). Size, alignment and "no drop glue" are
@@ -1032,7 +999,7 @@ impl IoRef {
                     std::any::type_name::<T>()
                 ),
             }
-            &mut *(&raw mut (*d).module_ctx).cast::<T>()
+            &mut *(&raw mut (*d).ctx_area).cast::<T>()
         }
     }
     /// The intrusive link [`crate::modules::stack::IoQueue`] threads through held I/Os (the
@@ -1429,45 +1396,6 @@ mod tests {
         assert!(crate::testutil::poll_once(&mut fut).is_ready());
     }
 
-    #[test]
-    fn pool_exhaustion_and_wait_for_descriptor() {
-        let (desc, submitted) = hold_bdev("io_pool");
-        let ch = Rc::new(desc.get_io_channel().unwrap());
-        for i in 0..CHANNEL_DESCRIPTORS {
-            ch.flush(record, i).unwrap();
-        }
-        assert_eq!(ch.flush(record, 9999), Err(SubmitError::NoDescriptor));
-        let c = Rc::clone(&ch);
-        ch.wait_for_descriptor(Box::new(move || c.flush(record, 7777).unwrap()));
-        let mut held = take_held();
-        assert_eq!(held.len(), CHANNEL_DESCRIPTORS);
-        held.pop().unwrap().complete(IoStatus::IoError);
-        assert_eq!(submitted.load(Ordering::Relaxed), CHANNEL_DESCRIPTORS);
-        poll_completions();
-        assert_eq!(done(), vec![(CHANNEL_DESCRIPTORS - 1, IoStatus::IoError)]);
-        assert_eq!(
-            submitted.load(Ordering::Relaxed),
-            CHANNEL_DESCRIPTORS + 1,
-            "waiter resubmitted"
-        );
-        held.extend(take_held());
-        assert_eq!(held.len(), CHANNEL_DESCRIPTORS);
-        // with a descriptor free, the waiter runs at once
-        held.pop().unwrap().complete(IoStatus::Success);
-        poll_completions();
-        let ran = Rc::new(Cell::new(false));
-        let r = Rc::clone(&ran);
-        ch.wait_for_descriptor(Box::new(move || r.set(true)));
-        assert!(ran.get());
-        for io in held {
-            io.complete(IoStatus::Success);
-        }
-        poll_completions();
-        assert_eq!(done().len(), CHANNEL_DESCRIPTORS);
-        drop((ch, desc));
-        block_on(unregister("io_pool")).unwrap();
-    }
-
     thread_local! {
         /// The channel `wait_cb` resubmits to (entries whose ctx is odd resubmit a flush).
         static WAIT_CH: RefCell<Option<Rc<IoChannel>>> = const { RefCell::new(None) };
@@ -1579,7 +1507,7 @@ mod tests {
         // the same descriptor (LIFO free list) comes back zeroed, free for another type
         ch.flush(record, 2).unwrap();
         let mut io = take_held().pop().unwrap();
-        assert_eq!(io.module_ctx(), &[0; 8]);
+        assert_eq!(io.ctx::<[u64; 8]>(), &[0; 8]);
         io.complete(IoStatus::Success);
         ch.flush(record, 3).unwrap();
         let mut io = take_held().pop().unwrap();
@@ -1757,12 +1685,12 @@ mod tests {
             vec![100, 924],
             "empty iovec dropped, last one trimmed"
         );
-        assert_eq!(io.module_ctx(), &[0; 8]);
-        io.module_ctx()[0] = 42;
+        assert_eq!(io.ctx::<[u64; 8]>(), &[0; 8]);
+        io.ctx::<[u64; 8]>()[0] = 42;
         let raw = io.into_raw();
         // SAFETY: `raw` came from into_raw on this thread and is used once.
         let mut io = unsafe { IoRef::from_raw(raw) };
-        assert_eq!(io.module_ctx()[0], 42);
+        assert_eq!(io.ctx::<[u64; 8]>()[0], 42);
         drop(io); // a module bug: completes as an error rather than leaking the descriptor
         poll_completions();
         assert_eq!(done(), vec![(5, IoStatus::IoError)]);

@@ -145,7 +145,7 @@ pub const MAX_IOVS: usize = 32;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
     /// The channel's descriptor pool is empty: retry after one of its I/Os completes
-    /// ([`crate::IoChannel::wait_for_descriptor`]).
+    /// ([`crate::IoChannel::queue_io_wait`]).
     #[error("no free I/O descriptor on this channel")]
     NoDescriptor,
     /// offset + length beyond the end of the bdev, or zero blocks.

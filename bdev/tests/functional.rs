@@ -9,7 +9,7 @@ use common::{on_core, run_on, runtime, until};
 use keel_bdev::modules::{malloc, null};
 use keel_bdev::{
     BackendChannel, BdevBackend, BdevDesc, BdevError, BdevEvent, BdevInfo, ConfigCall, IoChannel,
-    IoRef, IoStatus, IoType, IoVec, SubmitError, Uuid,
+    IoRef, IoStatus, IoType, IoVec, IoWaitEntry, SubmitError, Uuid,
 };
 use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell};
@@ -247,8 +247,24 @@ fn io_stats_are_summed_over_cores_and_survive_channels() {
     });
 }
 
+/// What `retry_flush` needs: the channel, the counter's context, whether it ran.
+struct Retry {
+    ch: Rc<IoChannel>,
+    counter_ctx: usize,
+    retried: Cell<bool>,
+}
+
+/// The wait entry's callback: resubmit the flush that found no descriptor.
+fn retry_flush(p: usize) {
+    // SAFETY: `p` is the address of the `Retry` the test keeps alive (on its task's stack)
+    // until the entry has been served.
+    let r = unsafe { &*(p as *const Retry) };
+    r.ch.flush(count_cb, r.counter_ctx).unwrap();
+    r.retried.set(true);
+}
+
 #[test]
-fn back_pressure_with_wait_for_descriptor() {
+fn back_pressure_with_an_io_wait_entry() {
     start();
     null::create("f_bp", 1 << 20, 512, None).unwrap();
     let desc = Arc::new(keel_bdev::open("f_bp", false, |_| {}).unwrap());
@@ -261,14 +277,21 @@ fn back_pressure_with_wait_for_descriptor() {
             taken += 1;
         }
         assert_eq!(ch.flush(count_cb, ctx(c)), Err(SubmitError::NoDescriptor));
-        let retried = Rc::new(Cell::new(false));
-        let (ch2, r) = (Rc::clone(&ch), Rc::clone(&retried));
-        ch.wait_for_descriptor(Box::new(move || {
-            ch2.flush(count_cb, ctx(c)).unwrap();
-            r.set(true);
-        }));
+        let retry = Retry {
+            ch: Rc::clone(&ch),
+            counter_ctx: ctx(c),
+            retried: Cell::new(false),
+        };
+        let entry = std::pin::pin!(IoWaitEntry::new(
+            retry_flush,
+            std::ptr::from_ref(&retry) as usize
+        ));
+        assert!(
+            ch.queue_io_wait(entry.as_ref()),
+            "no descriptor free: the entry waits"
+        );
         until(|| c.load(Ordering::SeqCst) == taken + 1).await;
-        (taken, retried.get())
+        (taken, retry.retried.get())
     });
     assert!(
         taken >= 128,

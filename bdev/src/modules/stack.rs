@@ -147,29 +147,6 @@ pub fn submit_error_status(e: SubmitError) -> IoStatus {
     }
 }
 
-/// Encode an [`IoStatus`] into a `u64` (for contexts kept as `u64` slots; a typed context can
-/// hold an [`IoStatus`] directly).
-pub fn status_to_u64(s: IoStatus) -> u64 {
-    match s {
-        IoStatus::Success => 0,
-        IoStatus::IoError => 1,
-        IoStatus::Aborted => 2,
-        IoStatus::NoSpace => 3,
-        IoStatus::Miscompare => 4,
-    }
-}
-
-/// Decode [`status_to_u64`] (unknown values read as an I/O error).
-pub fn status_from_u64(v: u64) -> IoStatus {
-    match v {
-        0 => IoStatus::Success,
-        2 => IoStatus::Aborted,
-        3 => IoStatus::NoSpace,
-        4 => IoStatus::Miscompare,
-        _ => IoStatus::IoError,
-    }
-}
-
 /// A module's table of the bdevs it created, by bdev name (control path only).
 pub struct ModuleTable<T> {
     map: Mutex<BTreeMap<String, Arc<T>>>,
@@ -298,20 +275,6 @@ pub fn wake_all_cores() {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn status_codes_round_trip() {
-        for s in [
-            IoStatus::Success,
-            IoStatus::IoError,
-            IoStatus::Aborted,
-            IoStatus::NoSpace,
-            IoStatus::Miscompare,
-        ] {
-            assert_eq!(status_from_u64(status_to_u64(s)), s);
-        }
-        assert_eq!(status_from_u64(99), IoStatus::IoError);
-    }
 
     #[test]
     fn submit_errors_map_to_statuses() {
