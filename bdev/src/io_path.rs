@@ -1097,7 +1097,7 @@ mod tests {
 
     fn iov(buf: &mut [u8]) -> IoVec {
         // SAFETY: the test keeps `buf` alive and untouched until the I/O completes.
-        unsafe { IoVec::from_raw(buf.as_mut_ptr(), buf.len()) }
+        unsafe { IoVec::from_raw_parts(buf.as_mut_ptr(), buf.len()) }
     }
 
     fn hold_bdev(name: &str) -> (BdevDesc, Arc<AtomicUsize>) {
@@ -1576,7 +1576,7 @@ mod tests {
         if l.left.get() > 0 {
             l.left.set(l.left.get() - 1);
             // SAFETY: one I/O at a time uses the buffer.
-            let v = unsafe { IoVec::from_raw(l.buf.get().cast(), 512) };
+            let v = unsafe { IoVec::from_raw_parts(l.buf.get().cast(), 512) };
             l.ch.read(&[v], 0, 1, loop_cb, ctx).unwrap();
         }
     }

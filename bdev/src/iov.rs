@@ -253,7 +253,7 @@ mod tests {
 
     fn iov(b: &mut [u8]) -> IoVec {
         // SAFETY: the tests keep the buffers alive while the iovecs are used.
-        unsafe { IoVec::from_raw(b.as_mut_ptr(), b.len()) }
+        unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), b.len()) }
     }
 
     #[test]

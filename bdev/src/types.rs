@@ -86,14 +86,6 @@ impl IoVec {
     pub const unsafe fn from_raw_parts(base: *mut u8, len: usize) -> IoVec {
         IoVec { base, len }
     }
-    /// The older name of [`IoVec::from_raw_parts`], same contract.
-    ///
-    /// # Safety
-    /// As for [`IoVec::from_raw_parts`].
-    #[inline]
-    pub const unsafe fn from_raw(base: *mut u8, len: usize) -> IoVec {
-        IoVec { base, len }
-    }
     /// An iovec over a buffer that lives, unshared, for the rest of the program (e.g. from
     /// `Box::leak`): the exclusive `'static` borrow is the validity promise.
     ///

@@ -211,7 +211,7 @@ fn submit_rw(ch: &IoChannel, write: bool, buf: *mut u8, n: usize, c: &'static At
     for i in 0..n {
         // SAFETY: `buf` points at a 4 KiB buffer leaked by the test; concurrent I/Os sharing
         // it are fine for a null/malloc bdev test that does not check the data.
-        let v = unsafe { IoVec::from_raw(buf, 4096) };
+        let v = unsafe { IoVec::from_raw_parts(buf, 4096) };
         let r = if write {
             ch.write(&[v], i as u64 * 8, 8, count_cb, ctx(c))
         } else {
@@ -316,7 +316,7 @@ fn data_written_on_one_core_reads_back_on_the_other() {
         let ch = d.get_io_channel().unwrap();
         let c = counter();
         // SAFETY: the leaked buffer outlives the I/O.
-        let v = unsafe { IoVec::from_raw(buf.as_mut_ptr(), buf.len()) };
+        let v = unsafe { IoVec::from_raw_parts(buf.as_mut_ptr(), buf.len()) };
         ch.write(&[v], 10, 2, count_cb, ctx(c)).unwrap();
         until(|| c.load(Ordering::SeqCst) == 1).await;
     });
@@ -326,7 +326,7 @@ fn data_written_on_one_core_reads_back_on_the_other() {
         let ch = d.get_io_channel().unwrap();
         let c = counter();
         // SAFETY: the leaked buffer outlives the I/O.
-        let v = unsafe { IoVec::from_raw(buf.as_mut_ptr(), buf.len()) };
+        let v = unsafe { IoVec::from_raw_parts(buf.as_mut_ptr(), buf.len()) };
         ch.read(&[v], 10, 2, count_cb, ctx(c)).unwrap();
         until(|| c.load(Ordering::SeqCst) == 1).await;
         buf.to_vec()

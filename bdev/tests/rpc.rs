@@ -261,7 +261,7 @@ fn timed_reads(name: &'static str, total: u64, qd: u64) -> u64 {
             let d = done.load(Ordering::SeqCst);
             while sent < total && sent - d < qd {
                 // SAFETY: the leaked buffer outlives the reads (their data is not checked).
-                let v = unsafe { keel_bdev::IoVec::from_raw(buf.as_mut_ptr(), 4096) };
+                let v = unsafe { keel_bdev::IoVec::from_raw_parts(buf.as_mut_ptr(), 4096) };
                 ch.read(&[v], sent % 64, 1, count_cb, ctx).unwrap();
                 sent += 1;
             }

@@ -127,8 +127,8 @@ fuzz_target!(|data: &[u8]| {
             // touched otherwise while they are in use.
             let iovs = unsafe {
                 [
-                    IoVec::from_raw(a.as_mut_ptr(), a.len()),
-                    IoVec::from_raw(b.as_mut_ptr(), b.len()),
+                    IoVec::from_raw_parts(a.as_mut_ptr(), a.len()),
+                    IoVec::from_raw_parts(b.as_mut_ptr(), b.len()),
                 ]
             };
             // SAFETY: as above.

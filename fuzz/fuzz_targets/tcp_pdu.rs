@@ -56,8 +56,8 @@ fuzz_target!(|input: &[u8]| {
                     // and is not touched while the machine holds them.
                     let iovs = unsafe {
                         [
-                            IoVec::from_raw(p, half),
-                            IoVec::from_raw(p.add(half), buf.len() - half),
+                            IoVec::from_raw_parts(p, half),
+                            IoVec::from_raw_parts(p.add(half), buf.len() - half),
                         ]
                     };
                     // SAFETY: as above.

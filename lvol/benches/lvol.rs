@@ -246,7 +246,7 @@ impl ReadLoop {
         let offset = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) % self.span_ios) * self.blocks_per_io;
         // SAFETY: each slot owns its 4 KiB of `bufs` (alive as long as the loop), one I/O each.
         let v = unsafe {
-            IoVec::from_raw(
+            IoVec::from_raw_parts(
                 self.bufs.as_ptr().add(slot.idx * IO_SIZE).cast_mut(),
                 IO_SIZE,
             )
@@ -315,7 +315,7 @@ impl FirstTouch {
         self.issued.set(n + 1);
         self.inflight.set(self.inflight.get() + 1);
         // SAFETY: writes only read `buf` (alive as long as `self`); concurrent writes may share it.
-        let v = unsafe { IoVec::from_raw(self.buf.as_ptr().cast_mut(), IO_SIZE) };
+        let v = unsafe { IoVec::from_raw_parts(self.buf.as_ptr().cast_mut(), IO_SIZE) };
         slot.started.set(Instant::now());
         self.ch
             .write(

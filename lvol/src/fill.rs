@@ -168,7 +168,7 @@ async fn chunk(
             let mut buf = keel_reactor::pool::alloc(bytes)
                 .map_err(|e| BdevError::NoMem(format!("lvol copy buffer: {e}")))?;
             // SAFETY: `buf` holds at least `bytes` bytes and outlives both awaited I/Os.
-            let iov = unsafe { IoVec::from_raw(buf.as_mut_ptr(), bytes) };
+            let iov = unsafe { IoVec::from_raw_parts(buf.as_mut_ptr(), bytes) };
             let st = mdio::io(ch, MdIo::Read, &[iov], cluster_block(s, src) + off, n).await;
             if st != IoStatus::Success {
                 return Err(io_err("copy-on-write read", st));
@@ -196,6 +196,6 @@ fn zero_iov(bytes: usize) -> Result<IoVec, BdevError> {
         debug_assert!(bytes <= b.len());
         // SAFETY: the buffer lives as long as this core's thread and is never written after
         // being zeroed; writes only read it, so concurrent writes may share it.
-        Ok(unsafe { IoVec::from_raw(b.as_mut_ptr(), bytes.min(b.len())) })
+        Ok(unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), bytes.min(b.len())) })
     })
 }

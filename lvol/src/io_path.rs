@@ -475,7 +475,8 @@ impl Inner {
             let k = bytes.div_ceil(chunk);
             for (i, slot) in v[..k].iter_mut().enumerate() {
                 // SAFETY: the buffer lives for the core's lifetime and is only ever read.
-                *slot = unsafe { IoVec::from_raw(b.as_mut_ptr(), chunk.min(bytes - i * chunk)) };
+                *slot =
+                    unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), chunk.min(bytes - i * chunk)) };
             }
             self.base.write(&v[..k], pb, len, child_done, raw)
         })

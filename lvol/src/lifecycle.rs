@@ -272,7 +272,7 @@ async fn read_pages(
         let n = chunk_pages.min(pages - p);
         let len = (n as usize) * PAGE_SIZE;
         // SAFETY: `buf` is at least `len` bytes and outlives the awaited read.
-        let iov = unsafe { keel_bdev::IoVec::from_raw(buf.as_mut_ptr(), len) };
+        let iov = unsafe { keel_bdev::IoVec::from_raw_parts(buf.as_mut_ptr(), len) };
         let bpp = PAGE_SIZE as u64 / bs;
         let s = mdio::io(ch, MdIo::Read, &[iov], (first_page + p) * bpp, n * bpp).await;
         if s != IoStatus::Success {

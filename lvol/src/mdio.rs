@@ -87,7 +87,7 @@ pub async fn io(
 pub fn buf_iov(b: &mut DmaBuf) -> IoVec {
     // SAFETY: the caller keeps `b` alive and untouched until the I/O using it completes (the
     // awaiting helpers above hold it across the await).
-    unsafe { IoVec::from_raw(b.as_mut_ptr(), b.len()) }
+    unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), b.len()) }
 }
 
 /// Let the reactor run one iteration.

@@ -491,7 +491,7 @@ impl Qpair {
         // SAFETY: the buffer is owned by the waiter, which the slot keeps alive (Done::Wait)
         // until the command completed and no queued PDU refers to it; nobody borrows the Vec
         // meanwhile (the awaiting caller only looks at it after the completion).
-        let iov = unsafe { IoVec::from_raw(ptr, len) };
+        let iov = unsafe { IoVec::from_raw_parts(ptr, len) };
         let dir = match (len, write) {
             (0, _) => Dir::None,
             (_, true) => Dir::Write,
@@ -1392,7 +1392,7 @@ mod tests {
 
     fn iov(b: &mut [u8]) -> IoVec {
         // SAFETY: each test keeps its buffers alive until its commands completed.
-        unsafe { IoVec::from_raw(b.as_mut_ptr(), b.len()) }
+        unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), b.len()) }
     }
 
     fn read_cmd(lba: u64) -> NvmeCmd {
@@ -1699,8 +1699,8 @@ mod tests {
         // SAFETY: the arrays outlive the iovecs' use in this test.
         let iovs = unsafe {
             [
-                IoVec::from_raw(a.as_mut_ptr(), a.len()),
-                IoVec::from_raw(b.as_mut_ptr(), b.len()),
+                IoVec::from_raw_parts(a.as_mut_ptr(), a.len()),
+                IoVec::from_raw_parts(b.as_mut_ptr(), b.len()),
             ]
         };
         let mut pieces = Vec::new();

@@ -97,7 +97,7 @@ async fn read_one(q: &IoQpair, lba: u64) -> IoStatus {
 
 fn iov(b: &mut [u8]) -> IoVec {
     // SAFETY: the test keeps every buffer alive and untouched until its I/O completed.
-    unsafe { IoVec::from_raw(b.as_mut_ptr(), b.len()) }
+    unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), b.len()) }
 }
 
 /// Untimed pollers of the test core.

@@ -91,7 +91,7 @@ pub(crate) mod tests {
         for &s in sizes {
             // SAFETY: test buffers outlive the iovecs built on them and are only touched
             // through them while in use.
-            v.push(unsafe { IoVec::from_raw(buf.as_mut_ptr().add(at), s) });
+            v.push(unsafe { IoVec::from_raw_parts(buf.as_mut_ptr().add(at), s) });
             at += s;
         }
         assert!(at <= buf.len());

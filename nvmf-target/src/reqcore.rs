@@ -233,7 +233,7 @@ impl<S: SlotState, X> ReqSlots<S, X> {
             // SAFETY: the buffer belongs to the slot until the slot is released, which its
             // transport does only after the request is finished with; the pointer is valid
             // for `l ≤ b.len()` bytes.
-            req.iovs[n] = unsafe { IoVec::from_raw(b.as_ptr().cast_mut(), l) };
+            req.iovs[n] = unsafe { IoVec::from_raw_parts(b.as_ptr().cast_mut(), l) };
             left -= l;
             n += 1;
         }

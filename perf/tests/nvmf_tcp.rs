@@ -166,7 +166,7 @@ async fn io(f: impl FnOnce() -> Result<(), SubmitError>) -> IoStatus {
 
 fn iov(b: &mut [u8]) -> IoVec {
     // SAFETY: the test keeps every buffer alive and untouched until its I/O completed.
-    unsafe { IoVec::from_raw(b.as_mut_ptr(), b.len()) }
+    unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), b.len()) }
 }
 
 #[test]

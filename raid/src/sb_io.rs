@@ -81,7 +81,7 @@ pub(crate) async fn io_once(
     let bs = ch.bdev().info().block_size as usize;
     let blocks = (buf.len() / bs) as u64;
     // SAFETY: `buf` outlives the I/O: this function waits for its completion.
-    let iov = unsafe { IoVec::from_raw(buf.as_mut_ptr(), buf.len()) };
+    let iov = unsafe { IoVec::from_raw_parts(buf.as_mut_ptr(), buf.len()) };
     let ctx = Rc::into_raw(Rc::clone(&o)) as usize;
     let r = if write {
         ch.write(&[iov], lba, blocks, once_cb, ctx)

@@ -165,7 +165,7 @@ impl<C: Fn(u64, u64) -> Op> Inner<C> {
         // SAFETY: each slot owns its `slot_bytes` of `bufs`, which lives as long as the loop,
         // and only one I/O per slot is in flight.
         let v = unsafe {
-            IoVec::from_raw(
+            IoVec::from_raw_parts(
                 self.bufs
                     .as_ptr()
                     .add(slot.idx * self.slot_bytes)

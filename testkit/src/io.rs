@@ -101,11 +101,11 @@ pub async fn one_retrying(
 /// An iovec over a slice.
 pub fn iov(s: &mut [u8]) -> IoVec {
     // SAFETY: tests keep the buffer alive and untouched until the I/O using it completes.
-    unsafe { IoVec::from_raw(s.as_mut_ptr(), s.len()) }
+    unsafe { IoVec::from_raw_parts(s.as_mut_ptr(), s.len()) }
 }
 
 /// An iovec over a pool buffer.
 pub fn iov_dma(b: &mut DmaBuf) -> IoVec {
     // SAFETY: as in `iov`.
-    unsafe { IoVec::from_raw(b.as_mut_ptr(), b.len()) }
+    unsafe { IoVec::from_raw_parts(b.as_mut_ptr(), b.len()) }
 }

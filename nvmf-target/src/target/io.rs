@@ -383,7 +383,7 @@ fn compare(qp: &Rc<Qpair>, ns: &NsChannel, req: ReqPtr, r: &mut NvmfRequest) -> 
     };
     // SAFETY: the pool memory stays put while the `DmaBuf` moves into the command's context,
     // which owns it until `compare_done` (or the refusal below) drops it.
-    let v = [unsafe { IoVec::from_raw(buf.as_mut_ptr(), len) }];
+    let v = [unsafe { IoVec::from_raw_parts(buf.as_mut_ptr(), len) }];
     r.core_ctx = CoreCtx::Compare {
         qp: Rc::clone(qp),
         buf,

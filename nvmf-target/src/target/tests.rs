@@ -174,7 +174,7 @@ impl HostQ {
         req.length = data.len() as u32;
         if !data.is_empty() {
             // SAFETY: `data` outlives the command (the caller waits for its completion).
-            req.iovs[0] = unsafe { IoVec::from_raw(data.as_mut_ptr(), data.len()) };
+            req.iovs[0] = unsafe { IoVec::from_raw_parts(data.as_mut_ptr(), data.len()) };
             req.iovcnt = 1;
         }
         let ptr = NonNull::from(&mut *req);

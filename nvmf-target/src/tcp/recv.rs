@@ -506,8 +506,8 @@ mod tests {
                         // SAFETY: both halves are inside `buf`, alive until DataDone.
                         let iovs = unsafe {
                             [
-                                IoVec::from_raw(p, half),
-                                IoVec::from_raw(p.add(half), buf.len() - half),
+                                IoVec::from_raw_parts(p, half),
+                                IoVec::from_raw_parts(p.add(half), buf.len() - half),
                             ]
                         };
                         // SAFETY: `buf` outlives the data phase and is not touched meanwhile.
@@ -658,7 +658,7 @@ mod tests {
         assert!(matches!(rx.step(), RxEvent::Pdu(..)));
         let mut small = [0u8; 32];
         // SAFETY: `small` outlives the call; the error path writes nothing.
-        let iov = unsafe { [IoVec::from_raw(small.as_mut_ptr(), 32)] };
+        let iov = unsafe { [IoVec::from_raw_parts(small.as_mut_ptr(), 32)] };
         // SAFETY: as above.
         let e = unsafe { rx.expect_data(&iov, 0) }.unwrap_err();
         assert_eq!(e.fes, FES_DATA_OUT_OF_RANGE);

@@ -390,7 +390,7 @@ impl<T: Target + 'static> Job<T> {
         // SAFETY: `data` points to `io_bytes` bytes owned by the slot's buffer, which lives as
         // long as the job; the job outlives every I/O (it finishes only when all slots retired),
         // and the buffer is not touched until the completion.
-        let iov = unsafe { IoVec::from_raw(slot.data, self.io_bytes as usize) };
+        let iov = unsafe { IoVec::from_raw_parts(slot.data, self.io_bytes as usize) };
         let ctx = slot as *const Slot<T> as usize;
         match self
             .target

@@ -218,7 +218,7 @@ fn submit(l: &Rc<Load>, slot: usize) {
     let b = &l.bufs[slot];
     // SAFETY: each slot's buffer is used by one I/O at a time and outlives it; its bytes are
     // `Cell`s, so a read may write them through this pointer.
-    let v = unsafe { IoVec::from_raw(b.as_ptr() as *mut u8, b.len()) };
+    let v = unsafe { IoVec::from_raw_parts(b.as_ptr() as *mut u8, b.len()) };
     let ctx = (Rc::as_ptr(l) as usize) | slot << 48;
     let me = Rc::into_raw(Rc::clone(l));
     let r = if l.reads.get() {

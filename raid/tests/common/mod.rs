@@ -23,7 +23,7 @@ pub fn iovs_cut(buf: &mut [u8], cuts: &[usize]) -> Vec<IoVec> {
     for &c in cuts.iter().chain(std::iter::once(&buf.len())) {
         if c > at && c <= buf.len() {
             // SAFETY: a sub-range of `buf`, kept alive by the caller.
-            v.push(unsafe { IoVec::from_raw(base.add(at), c - at) });
+            v.push(unsafe { IoVec::from_raw_parts(base.add(at), c - at) });
             at = c;
         }
     }

@@ -651,7 +651,7 @@ impl Conn {
             Ok(CapsuleData::InCapsule { start, len: dlen }) => {
                 // SAFETY: `start + dlen ≤ len` (checked by the parser): inside the received
                 // bytes; the slot holds the buffer (not reposted) until the slot is freed.
-                req.iovs[0] = unsafe { IoVec::from_raw(buf.add(start), dlen as usize) };
+                req.iovs[0] = unsafe { IoVec::from_raw_parts(buf.add(start), dlen as usize) };
                 req.iovcnt = 1;
                 req.length = dlen;
                 st.slots[i].recv = Some(b);

@@ -445,8 +445,8 @@ mod tests {
         // SAFETY: the vectors outlive the iovecs and nobody else touches them.
         let iovs = unsafe {
             [
-                IoVec::from_raw(a.as_mut_ptr(), a.len()),
-                IoVec::from_raw(b.as_mut_ptr(), b.len()),
+                IoVec::from_raw_parts(a.as_mut_ptr(), a.len()),
+                IoVec::from_raw_parts(b.as_mut_ptr(), b.len()),
             ]
         };
         // SAFETY: as above.

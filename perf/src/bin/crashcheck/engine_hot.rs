@@ -485,7 +485,7 @@ impl Engine {
         // SAFETY: the slot's buffer is owned by the engine, which outlives every command (the
         // run ends only when all slots are free again, and the queue pairs are dropped before
         // the slots); nothing reads or writes the buffer until the command's completion.
-        let iov = unsafe { IoVec::from_raw(s.buf.as_mut_ptr(), len) };
+        let iov = unsafe { IoVec::from_raw_parts(s.buf.as_mut_ptr(), len) };
         let qp = &self.ns[s.ns].qp;
         let r = if s.generation != 0 {
             qp.write(&[iov], s.lba, s.blocks as u32, on_done, slot)
