@@ -32,6 +32,7 @@ use keel_reactor::pool::DmaBuf;
 use keel_reactor::PollStatus;
 use std::cell::{Cell, RefCell, UnsafeCell};
 use std::collections::VecDeque;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
@@ -207,45 +208,101 @@ fn member_ctx(p: *const StripeOp, member: u32) -> usize {
     addr | member as usize
 }
 
-/// The host I/O of an operation: the raw form of an in-flight [`IoRef`] (or none, for an
-/// internal operation). Not `Clone`: the operation holds it until it finishes.
-pub(crate) struct HostIo(usize);
+/// A host I/O parked in raw form ([`IoRef::into_raw`]) while its children are out: what the
+/// host-I/O helpers ([`child_done`], [`crate::dispatch::with_io`], ...) take instead of a bare
+/// `usize`, so that crate code cannot hand them an arbitrary integer.
+///
+/// It is made only by [`HostRaw::park`] (from an owned [`IoRef`]) or, in a member-I/O
+/// callback, by the `unsafe` [`HostRaw::from_ctx`] from the context that went into the member
+/// submission ([`HostRaw::ctx`]). It is `Copy` like the integer it replaces: the type says
+/// where the value came from; that the I/O is still in flight when a copy is used is the
+/// `HostCtx::pending` protocol (every child and the dispatch bias count, [`child_done`]
+/// completes it exactly once). A non-zero newtype: same size and code as the `usize`, and
+/// `Option<HostRaw>` is one word.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(transparent)]
+pub(crate) struct HostRaw(NonZeroUsize);
+
+impl HostRaw {
+    /// Park an owned host I/O (it stays in flight, owned by its `HostCtx::pending` count).
+    #[inline]
+    pub fn park(io: IoRef) -> HostRaw {
+        HostRaw(NonZeroUsize::new(io.into_raw()).expect("IoRef::into_raw is a descriptor address"))
+    }
+
+    /// The host I/O a member-I/O callback got back as its context.
+    ///
+    /// # Safety
+    /// `ctx` is [`HostRaw::ctx`] of a host I/O of this core that is still in flight (the
+    /// member I/O that carried it is one of its counted children, not yet counted down).
+    #[inline]
+    pub unsafe fn from_ctx(ctx: usize) -> HostRaw {
+        HostRaw(NonZeroUsize::new(ctx).expect("a host I/O context is a descriptor address"))
+    }
+
+    /// The context to give a member I/O submission whose callback calls
+    /// [`HostRaw::from_ctx`].
+    #[inline]
+    pub fn ctx(self) -> usize {
+        self.0.get()
+    }
+
+    /// Take the host I/O back as an [`IoRef`] (to queue or complete it).
+    ///
+    /// # Safety
+    /// The host I/O is in flight, and no copy of `self` is used after this (the `IoRef` owns
+    /// it now).
+    #[inline]
+    pub unsafe fn unpark(self) -> IoRef {
+        // SAFETY: `self.0` is `IoRef::into_raw` of an in-flight host I/O of this core (only
+        // `park` and `from_ctx` make one), used once per the contract above.
+        unsafe { IoRef::from_raw(self.0.get()) }
+    }
+}
+
+// The newtype costs nothing: `Option<HostRaw>` (in every `StripeOp`) is one word, like the
+// `usize` with 0 for none it replaces.
+const _: () = assert!(std::mem::size_of::<Option<HostRaw>>() == std::mem::size_of::<usize>());
+
+/// The host I/O of an operation (or none, for an internal operation). Not `Clone`: the
+/// operation holds it until it finishes.
+pub(crate) struct HostIo(Option<HostRaw>);
 
 impl HostIo {
     /// No host I/O (an internal operation).
-    pub const NONE: HostIo = HostIo(0);
+    pub const NONE: HostIo = HostIo(None);
 
-    /// The host I/O whose raw form is `raw`.
+    /// Hold host I/O `raw`.
     ///
     /// # Safety
-    /// `raw` is [`IoRef::into_raw`] of a host I/O that stays in flight (its descriptor, its
-    /// iovec array and its buffers alive and unchanged) as long as this `HostIo` holds it.
-    pub unsafe fn new(raw: usize) -> HostIo {
-        assert_ne!(raw, 0);
-        HostIo(raw)
+    /// `raw` stays in flight (its descriptor, its iovec array and its buffers alive and
+    /// unchanged) as long as this `HostIo` holds it.
+    #[inline]
+    pub unsafe fn new(raw: HostRaw) -> HostIo {
+        HostIo(Some(raw))
     }
 
     /// Whether there is one.
     #[inline]
     pub fn is_some(&self) -> bool {
-        self.0 != 0
+        self.0.is_some()
     }
 
-    /// Give it up (the operation is over); the raw form, 0 if none.
+    /// Give it up (the operation is over).
     #[inline]
-    pub fn take(&mut self) -> usize {
-        std::mem::take(&mut self.0)
+    pub fn take(&mut self) -> Option<HostRaw> {
+        self.0.take()
     }
 
     /// The host's iovecs (empty for none), borrowed from this handle.
     #[inline]
     pub fn iovs(&self) -> &[IoVec] {
-        if self.0 == 0 {
+        let Some(raw) = self.0 else {
             return &[];
-        }
-        // SAFETY: `self.0` is an in-flight host I/O as long as `self` holds it (contract of
+        };
+        // SAFETY: `raw` is an in-flight host I/O as long as `self` holds it (contract of
         // `new`); the slice borrows `self`, so it cannot outlive the hold.
-        unsafe { crate::dispatch::host_iovs(self.0) }
+        unsafe { crate::dispatch::host_iovs(raw) }
     }
 }
 
@@ -1046,7 +1103,7 @@ fn finish(chan: &Chan, op: &mut StripeOp, status: IoStatus) {
     free.push(op.idx);
     drop(free);
     chan.kick.set(true); // a host I/O may wait for an operation
-    if host != 0 {
+    if let Some(host) = host {
         child_done(host, status);
     } else if let Some(cb) = cb {
         cb(ctx, status);
@@ -1064,13 +1121,14 @@ pub(crate) fn host_start(chan: &Chan, io: &mut IoRef) {
     c.read_path = ReadPath::Direct;
 }
 
-/// Record a child's completion on a host I/O (given as `into_raw`); completes it when it was
-/// the last. Also used to drop the dispatch bias.
+/// Record a child's completion on a host I/O; completes it when it was the last. Also used to
+/// drop the dispatch bias.
 #[inline]
-pub(crate) fn child_done(host: usize, status: IoStatus) {
-    // SAFETY: `host` is the raw form of an in-flight host I/O of this core; it is turned back
-    // into the raw form unless it completes here (exactly once: the count reaches 0 once).
-    let mut io = unsafe { IoRef::from_raw(host) };
+pub(crate) fn child_done(host: HostRaw, status: IoStatus) {
+    // SAFETY: `host` is a parked in-flight host I/O of this core (the child counted in its
+    // `pending` holds it); it is parked again unless it completes here (exactly once: the
+    // count reaches 0 once).
+    let mut io = unsafe { host.unpark() };
     let c = hctx(&mut io);
     if status != IoStatus::Success && c.status == IoStatus::Success {
         c.status = status;
@@ -1093,13 +1151,16 @@ pub(crate) fn child_done(host: usize, status: IoStatus) {
         let s = c.status;
         io.complete(s);
     } else {
-        let _ = io.into_raw();
+        let _ = io.into_raw(); // parked again: the same value as `host`
     }
 }
 
 /// The callback of member I/Os that belong directly to a host I/O (raid0/concat, flush, reset).
 pub(crate) fn host_child_cb(ctx: usize, status: IoStatus) {
-    child_done(ctx, status);
+    // SAFETY: this callback is only given with `HostRaw::ctx` of the host I/O the member I/O
+    // is a counted child of (`raid0::split`, `raid0::fan_out`), not counted down yet.
+    let host = unsafe { HostRaw::from_ctx(ctx) };
+    child_done(host, status);
 }
 
 /// The bdev layer's channel for a raid bdev.

@@ -2,7 +2,7 @@
 //! ([`crate::level::LevelModule`]) — and how a host I/O that had to wait (for a free stripe
 //! operation or a member descriptor) resumes where it stopped.
 
-use crate::channel::{child_done, hctx, host_start, run, Chan, HostIo, OpKind, Phase};
+use crate::channel::{child_done, hctx, host_start, run, Chan, HostIo, HostRaw, OpKind, Phase};
 use keel_bdev::{IoRef, IoStatus, IoType, IoVec};
 use std::rc::Rc;
 
@@ -22,7 +22,7 @@ pub(crate) fn submit(chan: &Rc<Chan>, mut io: IoRef) {
 /// to wait. Drops the dispatch bias once everything is out.
 pub(crate) fn resume(chan: &Chan, io: IoRef) {
     let level = chan.level;
-    let raw = io.into_raw();
+    let raw = HostRaw::park(io);
     let step = match io_type(raw) {
         IoType::Flush | IoType::Reset => crate::raid0::fan_out,
         IoType::Read => level.read,
@@ -34,18 +34,19 @@ pub(crate) fn resume(chan: &Chan, io: IoRef) {
     if finished {
         child_done(raw, IoStatus::Success); // the dispatch bias
     } else {
-        // SAFETY: `raw` is the in-flight host I/O taken apart above; rebuilt once to queue it.
-        chan.wait_for_op(unsafe { IoRef::from_raw(raw) });
+        // SAFETY: `raw` is the in-flight host I/O parked above (the step did not finish, so
+        // the dispatch bias still holds it); taken back once, to queue it.
+        chan.wait_for_op(unsafe { raw.unpark() });
     }
 }
 
-/// The iovecs of the host I/O given in raw form.
+/// The iovecs of parked host I/O `raw`.
 ///
 /// # Safety
 /// `raw` is an in-flight host I/O of this core, and it stays in flight (its descriptor and
 /// iovec array alive and unchanged) for as long as the caller uses the slice (`'a`, which the
 /// caller picks): e.g. while a step holds the dispatch bias, or while a child of it is out.
-pub(crate) unsafe fn host_iovs<'a>(raw: usize) -> &'a [IoVec] {
+pub(crate) unsafe fn host_iovs<'a>(raw: HostRaw) -> &'a [IoVec] {
     let (p, n) = with_io(raw, |io| {
         let v = io.iovs();
         (v.as_ptr(), v.len())
@@ -55,22 +56,25 @@ pub(crate) unsafe fn host_iovs<'a>(raw: usize) -> &'a [IoVec] {
     unsafe { std::slice::from_raw_parts(p, n) }
 }
 
-/// Run `f` on the host I/O given in raw form, keeping it in flight.
+/// Run `f` on parked host I/O `raw`, keeping it in flight (parked again after `f`).
 #[inline]
-pub(crate) fn with_io<R>(raw: usize, f: impl FnOnce(&mut IoRef) -> R) -> R {
-    // SAFETY: `raw` is an in-flight host I/O of this core; it goes back to raw form right away.
-    let mut io = unsafe { IoRef::from_raw(raw) };
+pub(crate) fn with_io<R>(raw: HostRaw, f: impl FnOnce(&mut IoRef) -> R) -> R {
+    // SAFETY: `raw` is a parked in-flight host I/O of this core (a `HostRaw` comes only from
+    // `park` or from a member-I/O context, and its holder's count keeps it in flight); it is
+    // parked again right away, so the copies of `raw` stay valid.
+    let mut io = unsafe { raw.unpark() };
     let r = f(&mut io);
-    let _ = io.into_raw();
+    let _ = io.into_raw(); // parked again: the same value as `raw`
     r
 }
 
-fn io_type(raw: usize) -> IoType {
+#[inline]
+fn io_type(raw: HostRaw) -> IoType {
     with_io(raw, |io| io.io_type())
 }
 
 /// Record an error on a host I/O without counting a child.
-pub(crate) fn set_status(raw: usize, status: IoStatus) {
+pub(crate) fn set_status(raw: HostRaw, status: IoStatus) {
     with_io(raw, |io| {
         let c = hctx(io);
         c.pending += 1;
@@ -79,13 +83,13 @@ pub(crate) fn set_status(raw: usize, status: IoStatus) {
 }
 
 /// The write step of levels that write through stripe/region operations (raid1, raid5).
-pub(crate) fn write_ops(chan: &Chan, raw: usize) -> bool {
+pub(crate) fn write_ops(chan: &Chan, raw: HostRaw) -> bool {
     ops(chan, raw, OpKind::Write)
 }
 
 /// Split a host I/O into stripe (raid5) or region (raid1) operations. Returns false when it
 /// must wait for a free operation (progress saved in `HostCtx::next`).
-pub(crate) fn ops(chan: &Chan, raw: usize, kind: OpKind) -> bool {
+pub(crate) fn ops(chan: &Chan, raw: HostRaw, kind: OpKind) -> bool {
     let (start, num, mut done, t) = with_io(raw, |io| {
         (
             io.offset_blocks(),

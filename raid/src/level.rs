@@ -75,10 +75,10 @@ impl RaidLevel {
     }
 }
 
-/// A host I/O step of a level: dispatch what is left of the host I/O given in raw form
-/// (`IoRef::into_raw`, progress in its context); false when it must wait for a free stripe
-/// operation or member descriptor (the channel resumes it from its poll).
-pub(crate) type SubmitFn = fn(&Chan, usize) -> bool;
+/// A host I/O step of a level: dispatch what is left of parked host I/O
+/// ([`crate::channel::HostRaw`], progress in its context); false when it must wait for a free
+/// stripe operation or member descriptor (the channel resumes it from its poll).
+pub(crate) type SubmitFn = fn(&Chan, crate::channel::HostRaw) -> bool;
 
 /// A level's code for one kind of stripe operation ([`crate::channel::OpKind`]).
 pub(crate) struct OpFns {

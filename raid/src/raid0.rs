@@ -4,7 +4,7 @@
 
 use crate::array::MemberState;
 use crate::caps::Caps;
-use crate::channel::{hctx, host_child_cb, Chan};
+use crate::channel::{hctx, host_child_cb, Chan, HostRaw};
 use crate::dispatch::{host_iovs, set_status, with_io};
 use crate::geometry::{Extent, Geometry};
 use crate::level::{LevelModule, RaidLevel, Strip};
@@ -49,12 +49,12 @@ pub(crate) static CONCAT: LevelModule = LevelModule {
 };
 
 /// raid0's read and write step: [`split`] along strips.
-fn split_striped(chan: &Chan, raw: usize) -> bool {
+fn split_striped(chan: &Chan, raw: HostRaw) -> bool {
     split(chan, raw, Geometry::map_striped)
 }
 
 /// concat's read and write step: [`split`] along members.
-fn split_concat(chan: &Chan, raw: usize) -> bool {
+fn split_concat(chan: &Chan, raw: HostRaw) -> bool {
     split(chan, raw, Geometry::map_concat)
 }
 
@@ -62,7 +62,7 @@ fn split_concat(chan: &Chan, raw: usize) -> bool {
 /// item: inlined per level). Returns false when a member had no free descriptor (progress
 /// saved in `HostCtx::next`; the I/O resumes from the channel's poll).
 #[inline(always)]
-fn split(chan: &Chan, raw: usize, map: impl Fn(&Geometry, u64, u64) -> Extent) -> bool {
+fn split(chan: &Chan, raw: HostRaw, map: impl Fn(&Geometry, u64, u64) -> Extent) -> bool {
     let (t, start, num, mut done) = with_io(raw, |io| {
         (
             io.io_type(),
@@ -103,7 +103,7 @@ fn split(chan: &Chan, raw: usize, map: impl Fn(&Geometry, u64, u64) -> Extent) -
             e.member_lba,
             e.blocks,
             host_child_cb,
-            raw,
+            raw.ctx(),
         ) {
             Ok(()) => {}
             Err(SubmitError::NoDescriptor) => {
@@ -128,7 +128,7 @@ fn split(chan: &Chan, raw: usize, map: impl Fn(&Geometry, u64, u64) -> Extent) -
 
 /// Flush or reset every member that has a channel here. Returns false when a member had no
 /// free descriptor (resumes from the next member).
-pub(crate) fn fan_out(chan: &Chan, raw: usize) -> bool {
+pub(crate) fn fan_out(chan: &Chan, raw: HostRaw) -> bool {
     let (t, mut next) = with_io(raw, |io| (io.io_type(), hctx(io).next));
     let n = chan.array.members.len() as u64;
     while next < n {
@@ -139,7 +139,7 @@ pub(crate) fn fan_out(chan: &Chan, raw: usize) -> bool {
         );
         if usable && chan.has_member(m) {
             with_io(raw, |io| hctx(io).pending += 1);
-            match chan.submit_member(m, t, &[], 0, 0, host_child_cb, raw) {
+            match chan.submit_member(m, t, &[], 0, 0, host_child_cb, raw.ctx()) {
                 Ok(()) => {}
                 Err(SubmitError::NoDescriptor) => {
                     with_io(raw, |io| {

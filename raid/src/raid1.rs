@@ -6,10 +6,10 @@
 //! way.
 
 use crate::caps::Caps;
-use crate::channel::{child_done, hctx, Chan, Child, PlanResult, Src, StripeOp};
+use crate::channel::{child_done, hctx, Chan, Child, HostRaw, PlanResult, Src, StripeOp};
 use crate::dispatch::{host_iovs, with_io, write_ops};
 use crate::level::{LevelModule, OpFns, RaidLevel, Resync, Strip, StripeOpFns};
-use keel_bdev::{IoRef, IoStatus};
+use keel_bdev::IoStatus;
 
 /// raid1 region (serialization and rebuild unit), bytes.
 pub(crate) const REGION_BYTES: u64 = 64 * 1024;
@@ -57,7 +57,7 @@ enum Sent {
 }
 
 /// The read step (a host read in raw form): false when it waits for a member descriptor.
-fn read(chan: &Chan, raw: usize) -> bool {
+fn read(chan: &Chan, raw: HostRaw) -> bool {
     with_io(raw, |io| hctx(io).pending += 1); // the member read
     match send_read(chan, raw) {
         Sent::Yes => {}
@@ -71,7 +71,7 @@ fn read(chan: &Chan, raw: usize) -> bool {
 }
 
 /// Send the read to the next usable member not tried yet; false when there is none.
-fn send_read(chan: &Chan, raw: usize) -> Sent {
+fn send_read(chan: &Chan, raw: HostRaw) -> Sent {
     let (start, num, tried) = with_io(raw, |io| {
         (io.offset_blocks(), io.num_blocks(), hctx(io).tried)
     });
@@ -93,7 +93,15 @@ fn send_read(chan: &Chan, raw: usize) -> Sent {
         // SAFETY: the read is in flight (the dispatch bias, or the failed member read not yet
         // counted down, holds it) for this call; the member I/O copies the iovecs.
         let iovs = unsafe { host_iovs(raw) };
-        match chan.submit_member(m, keel_bdev::IoType::Read, iovs, start, num, read_done, raw) {
+        match chan.submit_member(
+            m,
+            keel_bdev::IoType::Read,
+            iovs,
+            start,
+            num,
+            read_done,
+            raw.ctx(),
+        ) {
             Ok(()) => return Sent::Yes,
             Err(keel_bdev::SubmitError::NoDescriptor) => {
                 // Back-pressure: the channel sends it again once the member frees one.
@@ -110,7 +118,10 @@ fn send_read(chan: &Chan, raw: usize) -> Sent {
 }
 
 /// A member read completed.
-fn read_done(raw: usize, status: IoStatus) {
+fn read_done(ctx: usize, status: IoStatus) {
+    // SAFETY: `read_done` is only given (by `send_read`) with `HostRaw::ctx` of the host read
+    // whose counted member read this is; it stays in flight until that count goes down.
+    let raw = unsafe { HostRaw::from_ctx(ctx) };
     if status == IoStatus::Success {
         child_done(raw, status);
         return;
@@ -126,8 +137,9 @@ fn read_done(raw: usize, status: IoStatus) {
     match send_read(chan, raw) {
         Sent::Yes => {}
         // The failed read's count stays: it is the bias of the step that resumes the read.
-        // SAFETY: `raw` is this in-flight host read; the queue holds it until it resumes.
-        Sent::Wait => chan.wait_for_op(unsafe { IoRef::from_raw(raw) }),
+        // SAFETY: `raw` is this in-flight host read; the queue holds it until it resumes, and
+        // no copy of `raw` is used after this.
+        Sent::Wait => chan.wait_for_op(unsafe { raw.unpark() }),
         Sent::NoMember => child_done(raw, IoStatus::IoError),
     }
 }

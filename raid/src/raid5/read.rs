@@ -16,8 +16,8 @@
 
 use crate::array::MemberState;
 use crate::channel::{
-    child_done, hctx, split_bufs, Chan, Child, OpKind, Plan, PlanResult, ReadPath, Src, StripeOp,
-    PBUF,
+    child_done, hctx, split_bufs, Chan, Child, HostRaw, OpKind, Plan, PlanResult, ReadPath, Src,
+    StripeOp, PBUF,
 };
 use crate::dispatch::{host_iovs, ops, with_io};
 use crate::raid5::write::{gone_member, Seg};
@@ -27,7 +27,7 @@ use keel_bdev::{IoStatus, IoType, IoVec, IovCursor, SubmitError, MAX_IOVS};
 /// The read step of raid5 (a host read in raw form, progress in `HostCtx::next`): direct
 /// pieces while their members are active, then stripe operations. False when it must wait (a
 /// member descriptor or a free operation).
-pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
+pub(crate) fn submit(chan: &Chan, raw: HostRaw) -> bool {
     let (start, num, mut done, path) = with_io(raw, |io| {
         let (start, num) = (io.offset_blocks(), io.num_blocks());
         let c = hctx(io);
@@ -74,7 +74,7 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
             e.member_lba,
             e.blocks,
             direct_done,
-            raw,
+            raw.ctx(),
         );
         match r {
             Ok(()) => {}
@@ -104,7 +104,10 @@ pub(crate) fn submit(chan: &Chan, raw: usize) -> bool {
 
 /// A direct piece completed. A failed piece does not fail the host read: the read goes again
 /// through stripe operations once every piece is in.
-fn direct_done(raw: usize, status: IoStatus) {
+fn direct_done(ctx: usize, status: IoStatus) {
+    // SAFETY: `direct_done` is only given (by `submit`) with `HostRaw::ctx` of the host read
+    // whose counted direct piece this is; it stays in flight until that count goes down.
+    let raw = unsafe { HostRaw::from_ctx(ctx) };
     if status != IoStatus::Success {
         with_io(raw, |io| hctx(io).read_path = ReadPath::Retry);
     }
