@@ -12,7 +12,7 @@ mod common;
 use common::{bring_up_addr, opc, subsystem, Host};
 use keel_nvme::cmd::NvmeCmd;
 use keel_nvmf::transport::TransportOpts;
-use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+use keel_reactor::Runtime;
 use std::io::Read;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -30,24 +30,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn env() -> MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     ENV.get_or_init(|| {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let rt = Runtime::start(
-            RuntimeOptions {
-                cpumask: CpuMask::parse("0x1").expect("mask"),
-                interrupt_mode: true,
-                pin_threads: false,
-            },
-            || {},
-        )
-        .expect("runtime starts");
         // Short, so that a connect-timeout check left running would show (every 200 ms).
         keel_nvmf::tcp::set_connect_timeout(CONNECT_TIMEOUT);
-        common::on_main(|| {
-            keel_nvmf::tcp::register();
-            keel_nvmf::target::create_transport(TransportOpts::tcp_defaults())
-                .expect("TCP transport");
-        });
-        rt
+        common::start_tcp_runtime("0x1", true, TransportOpts::tcp_defaults())
     });
     guard
 }

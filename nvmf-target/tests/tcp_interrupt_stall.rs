@@ -13,7 +13,7 @@ use common::{
 };
 use keel_nvme::pdu::{CapsuleRespHeader, DataHeader, Wire, PDU_C2H_DATA, PDU_CAPSULE_RESP};
 use keel_nvmf::transport::TransportOpts;
-use keel_reactor::{CpuMask, Runtime, RuntimeOptions};
+use keel_reactor::Runtime;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
@@ -44,22 +44,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn env() -> (MutexGuard<'static, ()>, usize) {
     let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
     let env = ENV.get_or_init(|| {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let rt = Runtime::start(
-            RuntimeOptions {
-                cpumask: CpuMask::parse("0x1").expect("mask"),
-                interrupt_mode: true,
-                pin_threads: false,
-            },
-            || {},
-        )
-        .expect("runtime starts");
         let opts = TransportOpts::tcp_defaults();
         let slots = opts.max_queue_depth.max(opts.max_aq_depth) as usize;
-        common::on_main(move || {
-            keel_nvmf::tcp::register();
-            keel_nvmf::target::create_transport(opts).expect("TCP transport");
-        });
+        let rt = common::start_tcp_runtime("0x1", true, opts);
         Env { _rt: rt, slots }
     });
     (guard, env.slots)

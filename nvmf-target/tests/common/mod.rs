@@ -96,26 +96,31 @@ where
         .expect("reactor task finished")
 }
 
+/// Start a runtime on `mask` (interrupt mode or busy polling) with the TCP transport created
+/// from `opts`: the start every test binary of this crate shares.
+pub fn start_tcp_runtime(mask: &str, interrupt_mode: bool, opts: TransportOpts) -> Runtime {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let rt = Runtime::start(
+        RuntimeOptions {
+            cpumask: CpuMask::parse(mask).expect("mask"),
+            interrupt_mode,
+            pin_threads: false,
+        },
+        || {},
+    )
+    .expect("runtime starts");
+    on_main(move || {
+        keel_nvmf::tcp::register();
+        keel_nvmf::target::create_transport(opts).expect("TCP transport");
+    });
+    rt
+}
+
 /// Start the 2-core runtime and the TCP transport once; serialise the calling test.
 pub fn env() -> MutexGuard<'static, ()> {
     let guard = SERIAL.lock().unwrap_or_else(PoisonError::into_inner);
-    ENV.get_or_init(|| {
-        let _ = env_logger::builder().is_test(true).try_init();
-        let rt = Runtime::start(
-            RuntimeOptions {
-                cpumask: CpuMask::parse("0x3").expect("mask"),
-                interrupt_mode: false,
-                pin_threads: false,
-            },
-            || {},
-        )
-        .expect("runtime starts");
-        on_main(|| {
-            keel_nvmf::tcp::register();
-            keel_nvmf::target::create_transport(TransportOpts::tcp_defaults())
-                .expect("TCP transport");
-        });
-        Env { _rt: rt }
+    ENV.get_or_init(|| Env {
+        _rt: start_tcp_runtime("0x3", false, TransportOpts::tcp_defaults()),
     });
     guard
 }
