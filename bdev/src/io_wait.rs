@@ -135,7 +135,10 @@ impl WaitList {
 
     /// Unqueue `e`, which is on this list.
     fn remove(&self, e: &IoWaitEntry) {
-        debug_assert!(ptr::eq(e.list.get(), self));
+        assert!(
+            ptr::eq(e.list.get(), self),
+            "WaitList: entry is not on this list"
+        );
         let (prev, next) = (e.prev.get(), e.next.get());
         // SAFETY: neighbours of a queued entry are queued entries of this list (alive and
         // pinned, see `push_back`).
@@ -165,6 +168,7 @@ impl WaitList {
     pub(crate) fn pop_front(&self) -> Option<(IoWaitCallback, usize)> {
         let h = self.head.get();
         if h.is_null() {
+            assert_eq!(self.len.get(), 0, "WaitList: empty with a nonzero length");
             return None;
         }
         // SAFETY: the head is a queued entry (alive and pinned, see `push_back`).
